@@ -1,0 +1,35 @@
+//! Domain-separation labels. Every derivation, signature and AEAD of the protocol uses
+//! exactly one of these. No signature label is a prefix of another, so no signed
+//! transcript of one kind can be read as one of another kind. `protocol-spec.md` lists
+//! the same strings.
+
+/// HKDF info: join token from the seat secret.
+pub const JOIN: &[u8] = b"nook/1 join";
+/// HKDF info: welcome key from the seat secret.
+pub const WELCOME: &[u8] = b"nook/1 welcome";
+/// HKDF info: seat opening (the commitment preimage) from the seat secret.
+pub const SEAT_OPENING: &[u8] = b"nook/1 seat-opening";
+/// SHA-256 prefix: seat commitment over the opening.
+pub const SEAT_COMMIT: &[u8] = b"nook/1 seat-commit";
+/// HKDF info: the envelope key from the talk key.
+pub const ENVELOPE: &[u8] = b"nook/1 envelope";
+/// HKDF salt: the pairwise key from two X25519 outputs.
+pub const PAIRWISE: &[u8] = b"nook/1 pairwise";
+/// HKDF info: message key from a chain key.
+pub const MSG: &[u8] = b"nook/1 msg";
+/// HKDF info: next chain key from a chain key.
+pub const CHAIN: &[u8] = b"nook/1 chain";
+/// AEAD associated-data prefix of group messages.
+pub const GROUP_AAD: &[u8] = b"nook/1 group-aad";
+/// Signature prefix: group messages.
+pub const GROUP_SIG: &[u8] = b"nook/1 group-sig";
+/// Signature prefix: a member's announcement.
+pub const ANNOUNCE: &[u8] = b"nook/1 announce";
+/// Signature prefix: the end-to-end close.
+pub const FAREWELL: &[u8] = b"nook/1 farewell";
+/// Signature prefix: relay-auth transcripts (create, join, auth, leave, close).
+pub const RELAY_AUTH: &[u8] = b"nook/1 relay-auth";
+/// Signature prefix: the relay's deletion receipt.
+pub const RECEIPT: &[u8] = b"nook/1 receipt";
+/// AEAD associated-data prefix of the welcome.
+pub const WELCOME_AAD: &[u8] = b"nook/1 aad-welcome";

@@ -1,0 +1,346 @@
+//! What members send each other inside envelope bodies, and how group messages are
+//! sealed, signed and checked.
+//!
+//! An envelope body opens (with the talk's [`EnvelopeKey`](crate::EnvelopeKey)) to one
+//! bincode-encoded [`Inner`]. Everything in here is hidden from the relay.
+
+use bincode::{Decode, Encode};
+use chacha20poly1305::Nonce;
+use chacha20poly1305::aead::{Aead, Payload};
+use nook_proto::codec::{decode_body, encode_value};
+use nook_proto::{ClosePolicy, MailboxId};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::aead::chacha;
+use crate::chain::{ChainState, Delivery, ReceivingChain, SendingChain};
+use crate::identity::{TalkIdentity, verify};
+use crate::invite::commitment_of;
+use crate::{CryptoError, labels};
+
+/// The plaintext of an envelope body.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Inner {
+    /// "I took seat N": read by every member (handshake).
+    Announce(Announce),
+    /// A pairwise-sealed blob for one member (handshake).
+    Direct(Direct),
+    /// A chat message under the sender's chain (chat).
+    Group(GroupMessage),
+    /// The end-to-end close signal (farewell).
+    Farewell(Farewell),
+}
+
+/// The signed part of an announcement.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct AnnounceBody {
+    pub seat: u8,
+    pub pseudonym: [u8; 32],
+    pub agreement: [u8; 32],
+    pub relay_auth: [u8; 32],
+    /// The seat opening; all zeros for the creator (seat 0), whose keys the welcome
+    /// carries directly.
+    pub opening: [u8; 32],
+    /// The member's alias in this talk (≤ 64 bytes of UTF-8).
+    pub alias: String,
+}
+
+/// A member's self-introduction, signed with its pseudonym key over
+/// `"nook/1 announce" ‖ mailbox ‖ bincode(body)`.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Announce {
+    pub body: AnnounceBody,
+    pub signature: [u8; 64],
+}
+
+/// Pairwise-sealed content, addressed by agreement keys.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Direct {
+    /// Sender's agreement public key.
+    pub from: [u8; 32],
+    /// Recipient's agreement public key.
+    pub to: [u8; 32],
+    /// `seal_pairwise(bincode(DirectBody))`.
+    pub sealed: Vec<u8>,
+}
+
+/// What a [`Direct`] carries.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum DirectBody {
+    /// An existing member's answer to a newcomer's announcement: who it is and where its
+    /// sending chain stands.
+    Intro {
+        announce: Announce,
+        chain: ChainState,
+    },
+    /// A member's (new) sending chain, sent after an `Intro` and after every rotation.
+    SenderKey { chain: ChainState },
+}
+
+/// What the sender signs and the AEAD authenticates besides the ciphertext.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct GroupHeader {
+    /// Sender's pseudonym public key.
+    pub sender: [u8; 32],
+    pub epoch: u32,
+    pub index: u32,
+}
+
+/// A chat message: `ciphertext = ChaCha20-Poly1305(MK_index, nonce 0,
+/// aad = "nook/1 group-aad" ‖ mailbox ‖ bincode(header))`, signed over
+/// `"nook/1 group-sig" ‖ mailbox ‖ bincode(header) ‖ ciphertext`.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct GroupMessage {
+    pub header: GroupHeader,
+    pub ciphertext: Vec<u8>,
+    pub signature: [u8; 64],
+}
+
+/// The application content of a group message.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Zeroize, ZeroizeOnDrop)]
+pub enum Content {
+    Text {
+        sent_at_ms: u64,
+        text: String,
+    },
+    /// The sender is about to leave the talk.
+    Leaving {
+        sent_at_ms: u64,
+    },
+}
+
+/// The end-to-end close, signed with the closer's pseudonym key over
+/// `"nook/1 farewell" ‖ mailbox`.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Farewell {
+    pub sender: [u8; 32],
+    pub signature: [u8; 64],
+}
+
+/// What the creator leaves, sealed under the welcome key, for each seat.
+#[derive(Clone, PartialEq, Eq, Encode, Decode, Zeroize, ZeroizeOnDrop)]
+pub struct Welcome {
+    /// The talk key `T`; the envelope key derives from it.
+    pub talk_key: [u8; 32],
+    /// The seat this welcome is for (1..seats).
+    pub seat: u8,
+    #[zeroize(skip)]
+    pub params: WelcomeParams,
+    /// The creator's announcement (seat 0), signed over this talk's mailbox.
+    #[zeroize(skip)]
+    pub creator: Announce,
+    /// `commitments[i]` commits to the opening of seat `i + 1`.
+    pub commitments: Vec<[u8; 32]>,
+}
+
+/// The talk parameters a joiner is told (the relay knows them too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct WelcomeParams {
+    pub seats: u8,
+    pub quorum: u8,
+    pub ttl_secs: u32,
+    pub close: ClosePolicy,
+    /// Unix seconds of creation, per the creator's clock.
+    pub created_at: u64,
+}
+
+/// Longest alias in bytes.
+pub const MAX_ALIAS: usize = 64;
+
+impl Inner {
+    pub fn encode(&self) -> Result<Vec<u8>, CryptoError> {
+        encode_value(self).map_err(|_| CryptoError::Malformed)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Inner, CryptoError> {
+        decode_body(bytes).map_err(|_| CryptoError::Malformed)
+    }
+}
+
+impl DirectBody {
+    pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        encode_value(self)
+            .map(Zeroizing::new)
+            .map_err(|_| CryptoError::Malformed)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<DirectBody, CryptoError> {
+        decode_body(bytes).map_err(|_| CryptoError::Malformed)
+    }
+}
+
+impl Welcome {
+    pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        encode_value(self)
+            .map(Zeroizing::new)
+            .map_err(|_| CryptoError::Malformed)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Welcome, CryptoError> {
+        decode_body(bytes).map_err(|_| CryptoError::Malformed)
+    }
+}
+
+impl Content {
+    pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        encode_value(self)
+            .map(Zeroizing::new)
+            .map_err(|_| CryptoError::Malformed)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Content, CryptoError> {
+        decode_body(bytes).map_err(|_| CryptoError::Malformed)
+    }
+}
+
+impl Announce {
+    /// Makes and signs `identity`'s announcement for `seat` of `mailbox`.
+    pub fn new(
+        identity: &TalkIdentity,
+        mailbox: &MailboxId,
+        seat: u8,
+        opening: [u8; 32],
+        alias: &str,
+    ) -> Result<Announce, CryptoError> {
+        if alias.len() > MAX_ALIAS {
+            return Err(CryptoError::Malformed);
+        }
+        let public = identity.public();
+        let body = AnnounceBody {
+            seat,
+            pseudonym: public.pseudonym,
+            agreement: public.agreement,
+            relay_auth: public.relay_auth,
+            opening,
+            alias: alias.to_owned(),
+        };
+        let signature = identity.sign_pseudonym(&announce_transcript(mailbox, &body)?);
+        Ok(Announce { body, signature })
+    }
+
+    /// Checks the signature and, for seats other than 0, that the opening matches the
+    /// creator's commitment for that seat.
+    pub fn verify(&self, mailbox: &MailboxId, commitments: &[[u8; 32]]) -> Result<(), CryptoError> {
+        if self.body.alias.len() > MAX_ALIAS {
+            return Err(CryptoError::Malformed);
+        }
+        verify(
+            &self.body.pseudonym,
+            &announce_transcript(mailbox, &self.body)?,
+            &self.signature,
+        )?;
+        if self.body.seat == 0 {
+            return Ok(());
+        }
+        let expected = commitments
+            .get(usize::from(self.body.seat) - 1)
+            .ok_or(CryptoError::NotASeat)?;
+        if commitment_of(&self.body.opening) != *expected {
+            return Err(CryptoError::NotASeat);
+        }
+        Ok(())
+    }
+}
+
+fn announce_transcript(mailbox: &MailboxId, body: &AnnounceBody) -> Result<Vec<u8>, CryptoError> {
+    let mut t = Vec::with_capacity(200);
+    t.extend_from_slice(labels::ANNOUNCE);
+    t.extend_from_slice(&mailbox.0);
+    t.extend_from_slice(&encode_value(body).map_err(|_| CryptoError::Malformed)?);
+    Ok(t)
+}
+
+/// Encrypts and signs `content` as the next message of `chain`.
+pub fn seal_group(
+    identity: &TalkIdentity,
+    chain: &mut SendingChain,
+    mailbox: &MailboxId,
+    content: &Content,
+) -> Result<GroupMessage, CryptoError> {
+    let epoch = chain.state().epoch;
+    let (index, key) = chain.next_key()?;
+    let header = GroupHeader {
+        sender: identity.public().pseudonym,
+        epoch,
+        index,
+    };
+    let header_bytes = encode_value(&header).map_err(|_| CryptoError::Malformed)?;
+    let plaintext = content.encode()?;
+    let ciphertext = chacha(&key.0)
+        .encrypt(
+            &Nonce::default(),
+            Payload {
+                msg: &plaintext,
+                aad: &group_aad(mailbox, &header_bytes),
+            },
+        )
+        .map_err(|_| CryptoError::Seal)?;
+    let signature =
+        identity.sign_pseudonym(&group_sig_transcript(mailbox, &header_bytes, &ciphertext));
+    Ok(GroupMessage {
+        header,
+        ciphertext,
+        signature,
+    })
+}
+
+/// Checks the signature against the sender's pseudonym key, then decrypts with the
+/// chain. The chain changes only if both succeed, so a forged message costs nothing.
+pub fn open_group(
+    sender_pseudonym: &[u8; 32],
+    chain: &mut ReceivingChain,
+    mailbox: &MailboxId,
+    message: &GroupMessage,
+) -> Result<(Content, Delivery), CryptoError> {
+    if message.header.sender != *sender_pseudonym {
+        return Err(CryptoError::BadSignature);
+    }
+    let header_bytes = encode_value(&message.header).map_err(|_| CryptoError::Malformed)?;
+    verify(
+        sender_pseudonym,
+        &group_sig_transcript(mailbox, &header_bytes, &message.ciphertext),
+        &message.signature,
+    )?;
+    let pending = chain.prepare(message.header.epoch, message.header.index)?;
+    let plaintext = Zeroizing::new(
+        chacha(&pending.key().0)
+            .decrypt(
+                &Nonce::default(),
+                Payload {
+                    msg: &message.ciphertext,
+                    aad: &group_aad(mailbox, &header_bytes),
+                },
+            )
+            .map_err(|_| CryptoError::Open)?,
+    );
+    let content = Content::decode(&plaintext)?;
+    Ok((content, chain.commit(pending)))
+}
+
+impl Farewell {
+    pub fn new(identity: &TalkIdentity, mailbox: &MailboxId) -> Farewell {
+        Farewell {
+            sender: identity.public().pseudonym,
+            signature: identity.sign_pseudonym(&farewell_transcript(mailbox)),
+        }
+    }
+    pub fn verify(&self, mailbox: &MailboxId) -> Result<(), CryptoError> {
+        verify(&self.sender, &farewell_transcript(mailbox), &self.signature)
+    }
+}
+
+fn farewell_transcript(mailbox: &MailboxId) -> Vec<u8> {
+    [labels::FAREWELL, &mailbox.0].concat()
+}
+
+fn group_aad(mailbox: &MailboxId, header: &[u8]) -> Vec<u8> {
+    [labels::GROUP_AAD, &mailbox.0, header].concat()
+}
+
+fn group_sig_transcript(mailbox: &MailboxId, header: &[u8], ciphertext: &[u8]) -> Vec<u8> {
+    [labels::GROUP_SIG, &mailbox.0, header, ciphertext].concat()
+}
+
+impl std::fmt::Debug for Welcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Welcome")
+            .field("seat", &self.seat)
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}

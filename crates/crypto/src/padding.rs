@@ -1,0 +1,53 @@
+//! Padding to the protocol's size buckets (ISO/IEC 7816-4: a 0x80 byte, then zeros).
+
+use nook_proto::limits::PADDING_BUCKETS;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaddingError {
+    #[error(
+        "{len} bytes do not fit the largest bucket ({max} bytes with {overhead} bytes of overhead); split the payload"
+    )]
+    TooLarge {
+        len: usize,
+        max: usize,
+        overhead: usize,
+    },
+    #[error("padding is malformed")]
+    Malformed,
+}
+
+/// The smallest bucket that holds `len` payload bytes plus the 0x80 marker plus
+/// `overhead` bytes the caller adds after padding (nonce and tag).
+pub fn bucket_for(len: usize, overhead: usize) -> Result<usize, PaddingError> {
+    PADDING_BUCKETS
+        .iter()
+        .copied()
+        .find(|b| len + 1 + overhead <= *b)
+        .ok_or(PaddingError::TooLarge {
+            len,
+            max: PADDING_BUCKETS[PADDING_BUCKETS.len() - 1],
+            overhead,
+        })
+}
+
+/// Pads `data` so that `data.len() + overhead` becomes a bucket size.
+pub fn pad(data: &[u8], overhead: usize) -> Result<Vec<u8>, PaddingError> {
+    let bucket = bucket_for(data.len(), overhead)?;
+    let mut out = Vec::with_capacity(bucket - overhead);
+    out.extend_from_slice(data);
+    out.push(0x80);
+    out.resize(bucket - overhead, 0);
+    Ok(out)
+}
+
+/// Removes padding: the last non-zero byte must be 0x80.
+pub fn unpad(padded: &[u8]) -> Result<&[u8], PaddingError> {
+    let end = padded
+        .iter()
+        .rposition(|b| *b != 0)
+        .ok_or(PaddingError::Malformed)?;
+    if padded[end] != 0x80 {
+        return Err(PaddingError::Malformed);
+    }
+    Ok(&padded[..end])
+}

@@ -1,0 +1,319 @@
+//! Framing: `u32` big-endian body length, then the body in bincode 2 "standard"
+//! configuration (little-endian, variable-length integers), with a hard size cap.
+//!
+//! [`FrameDecoder`] is incremental: feed it bytes split anywhere, take whole frames out.
+//! It never allocates more than [`MAX_FRAME`] for one frame and never panics on input.
+
+use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+use bincode::{Decode, Encode};
+
+use crate::limits::MAX_FRAME;
+
+/// The single bincode configuration of the protocol. The limit bounds what a decoder
+/// may allocate for any one frame, whatever lengths the frame claims inside.
+pub const CONFIG: Configuration<LittleEndian, Varint, Limit<MAX_FRAME>> =
+    bincode::config::standard().with_limit::<MAX_FRAME>();
+
+/// Length of the frame header.
+pub const HEADER_LEN: usize = 4;
+
+/// Why bytes from the peer could not become a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("empty frame")]
+    Empty,
+    #[error("malformed frame: {reason}")]
+    Malformed { reason: String },
+    #[error("frame has {extra} bytes after its last field")]
+    TrailingBytes { extra: usize },
+    #[error("stream ended in the middle of a frame ({buffered} bytes buffered)")]
+    Truncated { buffered: usize },
+}
+
+/// Why a frame could not be encoded (only a value that breaks a limit).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("could not encode frame: {reason}")]
+    Other { reason: String },
+}
+
+/// Encodes `value` as one frame (header and body).
+pub fn encode_frame<T: Encode>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::new();
+    encode_frame_into(value, &mut out)?;
+    Ok(out)
+}
+
+/// Appends one frame to `out`, which may already hold earlier frames (for batching
+/// several frames into one stream write).
+pub fn encode_frame_into<T: Encode>(value: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    // An encode error can only come from the writer; a Vec writer does not fail, but
+    // the limit is checked below so an oversize value never leaves this function.
+    let body_len =
+        bincode::encode_into_std_write(value, out, CONFIG).map_err(|e| EncodeError::Other {
+            reason: e.to_string(),
+        });
+    let body_len = match body_len {
+        Ok(n) => n,
+        Err(e) => {
+            out.truncate(start);
+            return Err(e);
+        }
+    };
+    if body_len > MAX_FRAME {
+        out.truncate(start);
+        return Err(EncodeError::TooLarge {
+            len: body_len,
+            max: MAX_FRAME,
+        });
+    }
+    let len = u32::try_from(body_len).map_err(|_| EncodeError::TooLarge {
+        len: body_len,
+        max: MAX_FRAME,
+    })?;
+    out[start..start + HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Decodes one frame body (without header). The body must be consumed exactly.
+pub fn decode_body<T: Decode<()>>(body: &[u8]) -> Result<T, DecodeError> {
+    if body.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    if body.len() > MAX_FRAME {
+        return Err(DecodeError::TooLarge {
+            len: body.len(),
+            max: MAX_FRAME,
+        });
+    }
+    let (value, used) =
+        bincode::decode_from_slice(body, CONFIG).map_err(|e| DecodeError::Malformed {
+            reason: e.to_string(),
+        })?;
+    if used != body.len() {
+        return Err(DecodeError::TrailingBytes {
+            extra: body.len() - used,
+        });
+    }
+    Ok(value)
+}
+
+/// Encodes a value with the protocol's bincode configuration and no frame header
+/// (used for transcripts and for values nested inside sealed envelopes).
+pub fn encode_value<T: Encode>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    bincode::encode_to_vec(value, CONFIG).map_err(|e| EncodeError::Other {
+        reason: e.to_string(),
+    })
+}
+
+/// Incremental frame decoder. Owns a buffer that never grows past one frame plus
+/// whatever partial bytes of the next frame the last read carried.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already handed out as frames; compacted lazily so a burst of
+    /// small frames is not quadratic.
+    consumed: usize,
+}
+
+impl FrameDecoder {
+    pub fn new() -> FrameDecoder {
+        FrameDecoder::default()
+    }
+
+    /// Appends bytes received from the peer.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.consumed > 0 && self.consumed == self.buf.len() {
+            self.buf.clear();
+            self.consumed = 0;
+        } else if self.consumed > 64 * 1024 {
+            self.buf.drain(..self.consumed);
+            self.consumed = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole frame, `Ok(None)` if more bytes are needed. After an error the
+    /// stream is unusable: the caller must drop the connection.
+    pub fn next_frame<T: Decode<()>>(&mut self) -> Result<Option<T>, DecodeError> {
+        let Some(body) = self.next_body()? else {
+            return Ok(None);
+        };
+        let (start, end) = body;
+        decode_body(&self.buf[start..end]).map(Some)
+    }
+
+    /// Bytes buffered but not yet returned as a frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.consumed
+    }
+
+    /// Call when the stream ends: an incomplete frame is an error.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        match self.buffered() {
+            0 => Ok(()),
+            buffered => Err(DecodeError::Truncated { buffered }),
+        }
+    }
+
+    fn next_body(&mut self) -> Result<Option<(usize, usize)>, DecodeError> {
+        let pending = &self.buf[self.consumed..];
+        let Some(header) = pending.first_chunk::<HEADER_LEN>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(*header) as usize;
+        if len > MAX_FRAME {
+            return Err(DecodeError::TooLarge {
+                len,
+                max: MAX_FRAME,
+            });
+        }
+        if len == 0 {
+            return Err(DecodeError::Empty);
+        }
+        if pending.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let start = self.consumed + HEADER_LEN;
+        self.consumed = start + len;
+        Ok(Some((start, start + len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{ClientFrame, Request};
+
+    fn ping(n: u64) -> ClientFrame {
+        ClientFrame {
+            id: n,
+            request: Request::Ping { nonce: n * 7 },
+        }
+    }
+
+    #[test]
+    fn frames_split_at_every_byte_decode_whole() {
+        let mut wire = Vec::new();
+        for i in 0..3 {
+            encode_frame_into(&ping(i), &mut wire).unwrap();
+        }
+        let mut dec = FrameDecoder::new();
+        let mut got = Vec::new();
+        for b in &wire {
+            dec.push(std::slice::from_ref(b));
+            while let Some(f) = dec.next_frame::<ClientFrame>().unwrap() {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, vec![ping(0), ping(1), ping(2)]);
+        assert_eq!(dec.buffered(), 0);
+        assert_eq!(dec.finish(), Ok(()));
+    }
+
+    #[test]
+    fn header_claiming_more_than_the_limit_is_refused_before_buffering() {
+        let mut dec = FrameDecoder::new();
+        dec.push(&((MAX_FRAME as u32) + 1).to_be_bytes());
+        assert_eq!(
+            dec.next_frame::<ClientFrame>(),
+            Err(DecodeError::TooLarge {
+                len: MAX_FRAME + 1,
+                max: MAX_FRAME
+            })
+        );
+    }
+
+    #[test]
+    fn empty_frame_is_an_error() {
+        let mut dec = FrameDecoder::new();
+        dec.push(&[0, 0, 0, 0]);
+        assert_eq!(dec.next_frame::<ClientFrame>(), Err(DecodeError::Empty));
+    }
+
+    #[test]
+    fn trailing_bytes_in_a_frame_are_an_error() {
+        let mut body = encode_value(&ping(1)).unwrap();
+        body.push(0);
+        assert_eq!(
+            decode_body::<ClientFrame>(&body),
+            Err(DecodeError::TrailingBytes { extra: 1 })
+        );
+    }
+
+    #[test]
+    fn unknown_variant_is_malformed() {
+        // id = 1, request variant 200 (no such request).
+        let body = [1u8, 200];
+        assert!(matches!(
+            decode_body::<ClientFrame>(&body),
+            Err(DecodeError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_length_inside_the_frame_larger_than_the_limit_is_refused() {
+        // Put { mailbox, kind, body } whose body claims 2^40 bytes.
+        let mut body = vec![1u8, 5];
+        body.extend_from_slice(&[0u8; 16]);
+        body.push(1);
+        body.push(253);
+        body.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(matches!(
+            decode_body::<ClientFrame>(&body),
+            Err(DecodeError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn stream_ending_mid_frame_is_truncated() {
+        let wire = encode_frame(&ping(3)).unwrap();
+        let mut dec = FrameDecoder::new();
+        dec.push(&wire[..wire.len() - 1]);
+        assert_eq!(dec.next_frame::<ClientFrame>(), Ok(None));
+        assert_eq!(
+            dec.finish(),
+            Err(DecodeError::Truncated {
+                buffered: wire.len() - 1
+            })
+        );
+    }
+
+    #[test]
+    fn oversize_value_is_not_encoded() {
+        let frame = ClientFrame {
+            id: 1,
+            request: Request::Put(crate::frame::Put {
+                mailbox: crate::MailboxId([0; 16]),
+                kind: crate::EnvelopeKind::Chat,
+                body: vec![0; MAX_FRAME],
+            }),
+        };
+        assert!(matches!(
+            encode_frame(&frame),
+            Err(EncodeError::TooLarge { .. })
+        ));
+        let mut out = vec![9u8];
+        assert!(encode_frame_into(&frame, &mut out).is_err());
+        assert_eq!(
+            out,
+            vec![9u8],
+            "a failed encode leaves the buffer as it was"
+        );
+    }
+
+    #[test]
+    fn header_is_big_endian_length_of_the_body() {
+        let wire = encode_frame(&ping(1)).unwrap();
+        let len = u32::from_be_bytes([wire[0], wire[1], wire[2], wire[3]]) as usize;
+        assert_eq!(len, wire.len() - HEADER_LEN);
+        // id 1, variant Ping (10), nonce 7: all single-byte varints.
+        assert_eq!(&wire[4..], &[1, 10, 7]);
+    }
+}

@@ -1,0 +1,340 @@
+//! Every frame of protocol version 1.
+//!
+//! A connection carries one bidirectional stream opened by the client. The client sends
+//! [`ClientFrame`]s; the relay sends [`ServerFrame`]s: one [`ServerFrame::Response`] per
+//! request (matched by `id`, possibly out of order) and [`ServerFrame::Push`]es at any
+//! time for mailboxes this connection subscribed to. The byte layout of each type is
+//! bincode 2 "standard" (see [`crate::codec`]); enum variants are numbered in
+//! declaration order from 0, and that order is part of the protocol: append, never
+//! reorder.
+
+use bincode::{Decode, Encode};
+
+use crate::ids::{MailboxId, MemberKey, RelayKey, Seq, Signature, TokenHash};
+
+/// A request from client to relay. `id` is chosen by the client and echoed in the
+/// response; the relay does not interpret it.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ClientFrame {
+    pub id: u64,
+    pub request: Request,
+}
+
+/// Client → relay operations.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Request {
+    /// Must be the first frame of a connection; answered by [`Response::Hello`].
+    Hello { version: u16 },
+    /// Create a mailbox. The connection becomes authenticated as `owner` for it.
+    Create(Create),
+    /// Take a seat with a one-time join token. The connection becomes authenticated as
+    /// `member` for the mailbox.
+    Join(Join),
+    /// Prove the relay-auth key of an existing member on this connection.
+    Auth(Auth),
+    /// Start receiving pushes for an authenticated mailbox.
+    Subscribe { mailbox: MailboxId },
+    /// Store an envelope; answered with [`Response::Stored`] once it is durable.
+    Put(Put),
+    /// Envelopes with `seq > after`, oldest first.
+    Fetch {
+        mailbox: MailboxId,
+        after: Seq,
+        limit: u16,
+    },
+    /// Cumulative acknowledgement: this member holds every envelope with `seq <= upto`.
+    Ack { mailbox: MailboxId, upto: Seq },
+    /// Give up this member's seat.
+    Leave {
+        mailbox: MailboxId,
+        signature: Signature,
+    },
+    /// Close the talk: the relay deletes the mailbox and returns a signed receipt.
+    Close(Close),
+    /// Liveness check; answered by [`Response::Pong`] with the same nonce.
+    Ping { nonce: u64 },
+}
+
+/// Who may close a talk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum ClosePolicy {
+    /// Only the creator (the member in seat 0).
+    Owner,
+    /// Any current member.
+    Any,
+}
+
+/// The parameters of a new mailbox; signed (through its hash) by the owner.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct TalkParams {
+    /// Members including the creator, 2..=MAX_SEATS.
+    pub seats: u8,
+    /// Members needed before the talk opens, 1..=seats.
+    pub quorum: u8,
+    /// Seconds from creation until the relay deletes the mailbox.
+    pub ttl_secs: u32,
+    pub close: ClosePolicy,
+    /// One offer per seat other than the creator's: exactly `seats - 1` entries.
+    pub offers: Vec<SeatOffer>,
+}
+
+/// A free seat: the hash of its join token and the sealed welcome handed to whoever
+/// presents the token.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct SeatOffer {
+    pub token_hash: TokenHash,
+    /// A padded sealed blob (its length is a padding bucket ≤ MAX_WELCOME).
+    pub welcome: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Create {
+    pub params: TalkParams,
+    pub owner: MemberKey,
+    /// Over the `create` auth transcript (spec §"Relay authentication").
+    pub signature: Signature,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Join {
+    pub mailbox: MailboxId,
+    /// The 32-byte join token derived from the seat secret; the relay hashes it.
+    pub token: [u8; 32],
+    pub member: MemberKey,
+    pub signature: Signature,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Auth {
+    pub mailbox: MailboxId,
+    pub member: MemberKey,
+    pub signature: Signature,
+}
+
+/// What the relay may do with an envelope before the talk opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum EnvelopeKind {
+    /// Key announcements and sender-key distribution: accepted while pending.
+    Handshake,
+    /// Chat messages: accepted only once the talk is open.
+    Chat,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Put {
+    pub mailbox: MailboxId,
+    pub kind: EnvelopeKind,
+    /// Padded sealed bytes; the length must be one of the padding buckets.
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Close {
+    pub mailbox: MailboxId,
+    /// The end-to-end close envelope (padded, sealed, ≤ MAX_FAREWELL), pushed to
+    /// subscribed members with the `Closed` push. The relay cannot read it.
+    pub farewell: Vec<u8>,
+    pub signature: Signature,
+}
+
+/// Relay → client.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum ServerFrame {
+    Response { id: u64, result: Outcome },
+    Push(Push),
+}
+
+/// The result of one request: either its response or an error.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Outcome {
+    Ok(Response),
+    Err(ErrorFrame),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Response {
+    Hello(HelloOk),
+    Created {
+        mailbox: MailboxId,
+        status: TalkStatus,
+    },
+    Joined {
+        /// The seat taken (1..seats).
+        seat: u8,
+        /// The welcome blob the creator left for this seat.
+        welcome: Vec<u8>,
+        status: TalkStatus,
+    },
+    Authed {
+        status: TalkStatus,
+        /// The highest seq stored in the mailbox so far (0 if none).
+        head: Seq,
+    },
+    Subscribed {
+        status: TalkStatus,
+    },
+    Stored {
+        seq: Seq,
+    },
+    Envelopes {
+        items: Vec<Envelope>,
+        /// True when more envelopes follow the last one returned.
+        more: bool,
+    },
+    Acked,
+    Left,
+    Closed {
+        receipt: Receipt,
+    },
+    Pong {
+        nonce: u64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct HelloOk {
+    pub version: u16,
+    /// 32 random bytes, fresh for each connection: every auth transcript on this
+    /// connection covers it, so a signature cannot be replayed on another connection.
+    pub challenge: [u8; 32],
+    /// The relay's identity key; its SHA-256 must equal the pinned fingerprint (it is
+    /// also the key of the TLS certificate).
+    pub relay_key: RelayKey,
+    /// The relay's current time (unix seconds), so clients can show TTLs sensibly.
+    pub now: u64,
+}
+
+/// A stored envelope as delivered to members.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Envelope {
+    pub seq: Seq,
+    pub kind: EnvelopeKind,
+    /// Unix seconds when the relay stored it.
+    pub stored_at: u64,
+    pub body: Vec<u8>,
+}
+
+/// The lifecycle state the relay reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum TalkState {
+    Pending,
+    Open,
+}
+
+/// A snapshot of a talk as the relay sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct TalkStatus {
+    pub state: TalkState,
+    /// Seats currently taken (members), the creator's included.
+    pub members: u8,
+    pub seats: u8,
+    pub quorum: u8,
+    pub close: ClosePolicy,
+    /// Unix seconds at which the relay deletes the mailbox.
+    pub expires_at: u64,
+}
+
+/// The relay's signed statement that it deleted a mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Receipt {
+    pub mailbox: MailboxId,
+    /// Unix seconds of the deletion.
+    pub closed_at: u64,
+    /// Envelopes that were still stored and were deleted with the mailbox.
+    pub envelopes_deleted: u64,
+    /// Ed25519 by the relay identity key over the receipt transcript.
+    pub signature: Signature,
+}
+
+/// Unsolicited relay → client events for subscribed mailboxes.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Push {
+    Envelope {
+        mailbox: MailboxId,
+        envelope: Envelope,
+    },
+    SeatTaken {
+        mailbox: MailboxId,
+        status: TalkStatus,
+    },
+    /// Quorum reached: chat envelopes are accepted from now on.
+    Opened {
+        mailbox: MailboxId,
+        status: TalkStatus,
+    },
+    MemberLeft {
+        mailbox: MailboxId,
+        status: TalkStatus,
+    },
+    Closed {
+        mailbox: MailboxId,
+        receipt: Receipt,
+        farewell: Vec<u8>,
+    },
+    /// The mailbox's TTL passed and the relay deleted it.
+    Expired { mailbox: MailboxId },
+}
+
+/// An error answer. `code` is for programs; `message` (≤ MAX_ERROR_MESSAGE bytes of
+/// UTF-8) is for people and never contains ids or keys.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ErrorFrame {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Typed error codes; numbered in declaration order from 0 on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum ErrorCode {
+    /// The frame could not be decoded or broke a limit; the relay closes the connection.
+    Malformed,
+    /// `Hello` missing, repeated, or with a version the relay does not speak.
+    UnsupportedVersion,
+    /// The request needs an `Auth`/`Join`/`Create` on this connection first.
+    NotAuthenticated,
+    /// A signature did not verify.
+    BadSignature,
+    /// No such mailbox (never existed, or its tombstone expired).
+    UnknownMailbox,
+    /// The mailbox was closed or expired.
+    MailboxClosed,
+    /// A chat envelope while the talk is pending; the message gives "k/n seats taken".
+    TalkNotOpen,
+    /// The join token is unknown or already used.
+    InviteInvalid,
+    /// The member may not do this (close policy, not a member).
+    NotAllowed,
+    /// An envelope, welcome or farewell of a size that is not allowed.
+    TooLarge,
+    /// The mailbox's envelope or byte quota is reached; ack or wait.
+    MailboxFull,
+    /// Too many requests; slow down.
+    RateLimited,
+    /// Too many mailboxes on this connection.
+    TooManyMailboxes,
+    /// Parameters out of range (seats, quorum, ttl, offers).
+    BadRequest,
+    /// The relay failed internally (storage); the request may be retried.
+    Internal,
+}
+
+impl ErrorFrame {
+    /// Builds an error frame, cutting the message at a char boundary to the limit.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorFrame {
+        let mut message = message.into();
+        if message.len() > crate::limits::MAX_ERROR_MESSAGE {
+            let mut cut = crate::limits::MAX_ERROR_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        ErrorFrame { code, message }
+    }
+}
+
+impl std::fmt::Display for ErrorFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}

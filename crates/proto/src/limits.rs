@@ -1,0 +1,54 @@
+//! Every hard limit of protocol version 1, as named constants.
+//!
+//! `protocol-spec.md` §"Limits" lists the same numbers; a relay or client that accepts
+//! more than these is not conforming. Limits that an operator may lower (per-mailbox
+//! quotas, rates) are given here as defaults and marked so.
+
+/// The ALPN protocol name. The major version lives here so a mismatched peer fails
+/// during the TLS handshake, before any frame is exchanged.
+pub const ALPN: &[u8] = b"nook/1";
+
+/// The protocol revision carried in `Hello`. A relay refuses any other value.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest frame body (after the 4-byte length prefix) either side accepts.
+pub const MAX_FRAME: usize = 1024 * 1024;
+
+/// Envelope bodies must be exactly one of these sizes, so the relay (and the network)
+/// learn only a coarse size class of what members send.
+pub const PADDING_BUCKETS: [usize; 5] = [512, 2048, 8192, 32 * 1024, 128 * 1024];
+
+/// Largest envelope body: the largest padding bucket.
+pub const MAX_ENVELOPE: usize = 128 * 1024;
+
+/// Largest welcome blob stored with a seat (a padded, sealed envelope body as well).
+pub const MAX_WELCOME: usize = 8192;
+
+/// Largest farewell (end-to-end close envelope) carried by a `Close` request.
+pub const MAX_FAREWELL: usize = 2048;
+
+/// Most seats in one talk, the creator's included.
+pub const MAX_SEATS: u8 = 64;
+
+/// Shortest and longest time-to-live of a talk, in seconds.
+pub const MIN_TTL_SECS: u32 = 60;
+/// Thirty days: a talk is meant to be short-lived.
+pub const MAX_TTL_SECS: u32 = 30 * 24 * 3600;
+
+/// Most envelopes one `Fetch` returns, and the byte budget of their bodies, so a
+/// response always fits in [`MAX_FRAME`].
+pub const MAX_FETCH_ENVELOPES: u16 = 256;
+/// Body bytes per `Envelopes` response (the last envelope may not cross it).
+pub const MAX_FETCH_BYTES: usize = 768 * 1024;
+
+/// Longest human-readable message in an error frame.
+pub const MAX_ERROR_MESSAGE: usize = 256;
+
+/// Default quota: envelopes waiting in one mailbox (operator may lower).
+pub const DEFAULT_MAX_ENVELOPES_PER_MAILBOX: u64 = 100_000;
+/// Default quota: body bytes waiting in one mailbox (operator may lower).
+pub const DEFAULT_MAX_BYTES_PER_MAILBOX: u64 = 256 * 1024 * 1024;
+/// Default: mailboxes one connection may be authenticated for at once.
+pub const DEFAULT_MAX_MAILBOXES_PER_CONNECTION: usize = 64;
+/// Default: requests per second one connection may sustain (token bucket, burst = 4×).
+pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 20_000;

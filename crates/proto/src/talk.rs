@@ -1,0 +1,663 @@
+//! The relay-side talk state machine: pure transitions, `now` passed in (unix seconds).
+//!
+//! ```text
+//!            join (members < quorum)
+//!           ┌──────┐
+//!           ▼      │          join (members reach quorum)
+//!  create ─► Pending ──────────────────────────────► Open
+//!              │  │                                  │ │
+//!              │  └──── close / all left ──► Closed ◄┘ │
+//!              └──────── now ≥ expires_at ─► Expired ◄─┘
+//! ```
+//!
+//! A talk never goes back from Open to Pending: members who leave an open talk do not
+//! re-gate it. Closed and Expired are final; the relay then keeps only a tombstone.
+
+use bincode::{Decode, Encode};
+
+use crate::frame::{ClosePolicy, EnvelopeKind, ErrorCode, TalkParams, TalkState, TalkStatus};
+use crate::ids::{MemberKey, TokenHash};
+use crate::limits::{MAX_SEATS, MAX_TTL_SECS, MAX_WELCOME, MIN_TTL_SECS, PADDING_BUCKETS};
+
+/// Where a talk is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Lifecycle {
+    Pending,
+    Open,
+    Closed { at: u64 },
+    Expired,
+}
+
+/// A taken seat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Member {
+    pub seat: u8,
+    pub key: MemberKey,
+}
+
+/// A seat still waiting for its invite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct FreeSeat {
+    pub seat: u8,
+    pub token_hash: TokenHash,
+}
+
+/// One talk as the relay tracks it. The relay persists this value (bincode) sealed in
+/// its store; welcome blobs are kept beside it, keyed by seat.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Talk {
+    seats: u8,
+    quorum: u8,
+    close: ClosePolicy,
+    created_at: u64,
+    expires_at: u64,
+    lifecycle: Lifecycle,
+    owner: MemberKey,
+    members: Vec<Member>,
+    free: Vec<FreeSeat>,
+}
+
+/// Why a transition was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TalkError {
+    #[error("seats must be between 2 and {max}, got {got}")]
+    BadSeats { got: u8, max: u8 },
+    #[error("quorum must be between 1 and the number of seats ({seats}), got {got}")]
+    BadQuorum { got: u8, seats: u8 },
+    #[error("ttl must be between {min} and {max} seconds, got {got}")]
+    BadTtl { got: u32, min: u32, max: u32 },
+    #[error("expected {expected} seat offers (seats - 1), got {got}")]
+    BadOffers { expected: usize, got: usize },
+    #[error("two seat offers share one join token")]
+    DuplicateToken,
+    #[error("welcome of {len} bytes is not a padding bucket of at most {max} bytes")]
+    BadWelcome { len: usize, max: usize },
+    #[error("the invite is unknown or was already used")]
+    InviteInvalid,
+    #[error("this key already holds a seat in the talk")]
+    AlreadyMember,
+    #[error("not a member of this talk")]
+    NotMember,
+    #[error("talk not open yet ({members}/{quorum} seats taken)")]
+    NotOpen { members: u8, quorum: u8 },
+    #[error("only the owner may close this talk")]
+    OwnerOnly,
+    #[error("the talk was closed")]
+    Closed,
+    #[error("the talk expired")]
+    Expired,
+}
+
+impl TalkError {
+    /// The wire error code for this refusal.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            TalkError::BadSeats { .. }
+            | TalkError::BadQuorum { .. }
+            | TalkError::BadTtl { .. }
+            | TalkError::BadOffers { .. }
+            | TalkError::DuplicateToken
+            | TalkError::AlreadyMember => ErrorCode::BadRequest,
+            TalkError::BadWelcome { .. } => ErrorCode::TooLarge,
+            TalkError::InviteInvalid => ErrorCode::InviteInvalid,
+            TalkError::NotMember | TalkError::OwnerOnly => ErrorCode::NotAllowed,
+            TalkError::NotOpen { .. } => ErrorCode::TalkNotOpen,
+            TalkError::Closed | TalkError::Expired => ErrorCode::MailboxClosed,
+        }
+    }
+}
+
+/// The result of a successful join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    pub seat: u8,
+    /// This join reached quorum: the relay pushes `Opened` to every member.
+    pub opened: bool,
+}
+
+/// The result of a successful leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Left {
+    pub seat: u8,
+    /// No member remains: the relay deletes the mailbox as if closed.
+    pub empty: bool,
+}
+
+impl Talk {
+    /// Validates `params` and creates a pending talk with `owner` in seat 0. Seats
+    /// 1..seats are offered in the order of `params.offers`.
+    pub fn create(params: &TalkParams, owner: MemberKey, now: u64) -> Result<Talk, TalkError> {
+        if !(2..=MAX_SEATS).contains(&params.seats) {
+            return Err(TalkError::BadSeats {
+                got: params.seats,
+                max: MAX_SEATS,
+            });
+        }
+        if params.quorum == 0 || params.quorum > params.seats {
+            return Err(TalkError::BadQuorum {
+                got: params.quorum,
+                seats: params.seats,
+            });
+        }
+        if !(MIN_TTL_SECS..=MAX_TTL_SECS).contains(&params.ttl_secs) {
+            return Err(TalkError::BadTtl {
+                got: params.ttl_secs,
+                min: MIN_TTL_SECS,
+                max: MAX_TTL_SECS,
+            });
+        }
+        let expected = usize::from(params.seats) - 1;
+        if params.offers.len() != expected {
+            return Err(TalkError::BadOffers {
+                expected,
+                got: params.offers.len(),
+            });
+        }
+        for (i, offer) in params.offers.iter().enumerate() {
+            let len = offer.welcome.len();
+            if len > MAX_WELCOME || !PADDING_BUCKETS.contains(&len) {
+                return Err(TalkError::BadWelcome {
+                    len,
+                    max: MAX_WELCOME,
+                });
+            }
+            if params.offers[..i]
+                .iter()
+                .any(|o| o.token_hash == offer.token_hash)
+            {
+                return Err(TalkError::DuplicateToken);
+            }
+        }
+        let free = params
+            .offers
+            .iter()
+            .zip(1u8..)
+            .map(|(o, seat)| FreeSeat {
+                seat,
+                token_hash: o.token_hash,
+            })
+            .collect();
+        let mut talk = Talk {
+            seats: params.seats,
+            quorum: params.quorum,
+            close: params.close,
+            created_at: now,
+            expires_at: now.saturating_add(u64::from(params.ttl_secs)),
+            lifecycle: Lifecycle::Pending,
+            owner,
+            members: vec![Member {
+                seat: 0,
+                key: owner,
+            }],
+            free,
+        };
+        // A quorum of one opens at once: the creator alone is enough.
+        if talk.members.len() >= usize::from(talk.quorum) {
+            talk.lifecycle = Lifecycle::Open;
+        }
+        Ok(talk)
+    }
+
+    /// Takes the seat whose token hashes to `token_hash`. The token is spent even if
+    /// a later step fails, so a used invite can never be retried.
+    pub fn join(
+        &mut self,
+        token_hash: &TokenHash,
+        member: MemberKey,
+        now: u64,
+    ) -> Result<Joined, TalkError> {
+        self.check_live(now)?;
+        let idx = self
+            .free
+            .iter()
+            .position(|f| f.token_hash == *token_hash)
+            .ok_or(TalkError::InviteInvalid)?;
+        let seat = self.free.remove(idx).seat;
+        if self.is_member(&member) {
+            return Err(TalkError::AlreadyMember);
+        }
+        self.members.push(Member { seat, key: member });
+        let opened =
+            self.lifecycle == Lifecycle::Pending && self.members.len() >= usize::from(self.quorum);
+        if opened {
+            self.lifecycle = Lifecycle::Open;
+        }
+        Ok(Joined { seat, opened })
+    }
+
+    /// The seat of `member`, if the talk is live and it is a member.
+    pub fn authorize(&self, member: &MemberKey, now: u64) -> Result<u8, TalkError> {
+        self.check_live(now)?;
+        self.seat_of(member).ok_or(TalkError::NotMember)
+    }
+
+    /// Whether `member` may store an envelope of `kind` now.
+    pub fn check_put(
+        &self,
+        member: &MemberKey,
+        kind: EnvelopeKind,
+        now: u64,
+    ) -> Result<(), TalkError> {
+        self.authorize(member, now)?;
+        if kind == EnvelopeKind::Chat && self.lifecycle == Lifecycle::Pending {
+            return Err(TalkError::NotOpen {
+                members: self.member_count(),
+                quorum: self.quorum,
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes `member`'s seat. The seat is not offered again.
+    pub fn leave(&mut self, member: &MemberKey, now: u64) -> Result<Left, TalkError> {
+        self.check_live(now)?;
+        let idx = self
+            .members
+            .iter()
+            .position(|m| m.key == *member)
+            .ok_or(TalkError::NotMember)?;
+        let seat = self.members.remove(idx).seat;
+        let empty = self.members.is_empty();
+        if empty {
+            self.lifecycle = Lifecycle::Closed { at: now };
+        }
+        Ok(Left { seat, empty })
+    }
+
+    /// Closes the talk on behalf of `member`, if the close policy allows it.
+    pub fn close(&mut self, member: &MemberKey, now: u64) -> Result<(), TalkError> {
+        self.authorize(member, now)?;
+        if self.close == ClosePolicy::Owner && *member != self.owner {
+            return Err(TalkError::OwnerOnly);
+        }
+        self.lifecycle = Lifecycle::Closed { at: now };
+        Ok(())
+    }
+
+    /// Marks the talk expired if its TTL has passed; returns whether it is now expired.
+    pub fn expire(&mut self, now: u64) -> bool {
+        if now >= self.expires_at && matches!(self.lifecycle, Lifecycle::Pending | Lifecycle::Open)
+        {
+            self.lifecycle = Lifecycle::Expired;
+        }
+        self.lifecycle == Lifecycle::Expired
+    }
+
+    pub fn status(&self) -> TalkStatus {
+        TalkStatus {
+            state: if self.lifecycle == Lifecycle::Pending {
+                TalkState::Pending
+            } else {
+                TalkState::Open
+            },
+            members: self.member_count(),
+            seats: self.seats,
+            quorum: self.quorum,
+            close: self.close,
+            expires_at: self.expires_at,
+        }
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle
+    }
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+    pub fn free_seats(&self) -> &[FreeSeat] {
+        &self.free
+    }
+    pub fn owner(&self) -> &MemberKey {
+        &self.owner
+    }
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+    pub fn created_at(&self) -> u64 {
+        self.created_at
+    }
+    pub fn is_member(&self, member: &MemberKey) -> bool {
+        self.seat_of(member).is_some()
+    }
+    pub fn seat_of(&self, member: &MemberKey) -> Option<u8> {
+        self.members
+            .iter()
+            .find(|m| m.key == *member)
+            .map(|m| m.seat)
+    }
+    pub fn member_count(&self) -> u8 {
+        // At most MAX_SEATS (64) members exist, so this never saturates.
+        u8::try_from(self.members.len()).unwrap_or(u8::MAX)
+    }
+
+    fn check_live(&self, now: u64) -> Result<(), TalkError> {
+        match self.lifecycle {
+            Lifecycle::Closed { .. } => Err(TalkError::Closed),
+            Lifecycle::Expired => Err(TalkError::Expired),
+            _ if now >= self.expires_at => Err(TalkError::Expired),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::SeatOffer;
+
+    const NOW: u64 = 1_000_000;
+
+    fn key(n: u8) -> MemberKey {
+        MemberKey([n; 32])
+    }
+    fn token(n: u8) -> TokenHash {
+        TokenHash([n; 32])
+    }
+    fn params(seats: u8, quorum: u8, close: ClosePolicy) -> TalkParams {
+        TalkParams {
+            seats,
+            quorum,
+            ttl_secs: 3600,
+            close,
+            offers: (1..seats)
+                .map(|i| SeatOffer {
+                    token_hash: token(100 + i),
+                    welcome: vec![0; 512],
+                })
+                .collect(),
+        }
+    }
+    fn talk(seats: u8, quorum: u8) -> Talk {
+        Talk::create(&params(seats, quorum, ClosePolicy::Owner), key(0), NOW).unwrap()
+    }
+
+    #[test]
+    fn create_is_pending_with_owner_in_seat_zero() {
+        let t = talk(3, 3);
+        assert_eq!(t.lifecycle(), Lifecycle::Pending);
+        assert_eq!(t.seat_of(&key(0)), Some(0));
+        assert_eq!(t.free_seats().len(), 2);
+        assert_eq!(t.expires_at(), NOW + 3600);
+        let s = t.status();
+        assert_eq!((s.members, s.seats, s.quorum), (1, 3, 3));
+        assert_eq!(s.state, TalkState::Pending);
+    }
+
+    #[test]
+    fn quorum_of_one_opens_at_creation() {
+        assert_eq!(talk(2, 1).lifecycle(), Lifecycle::Open);
+    }
+
+    #[test]
+    fn create_rejects_bad_parameters() {
+        let mut p = params(3, 3, ClosePolicy::Owner);
+        p.seats = 1;
+        assert!(matches!(
+            Talk::create(&p, key(0), NOW),
+            Err(TalkError::BadSeats { .. })
+        ));
+        p.seats = MAX_SEATS + 1;
+        assert!(matches!(
+            Talk::create(&p, key(0), NOW),
+            Err(TalkError::BadSeats { .. })
+        ));
+        let mut p = params(3, 4, ClosePolicy::Owner);
+        assert!(matches!(
+            Talk::create(&p, key(0), NOW),
+            Err(TalkError::BadQuorum { .. })
+        ));
+        p.quorum = 0;
+        assert!(matches!(
+            Talk::create(&p, key(0), NOW),
+            Err(TalkError::BadQuorum { .. })
+        ));
+        let mut p = params(3, 3, ClosePolicy::Owner);
+        p.ttl_secs = MIN_TTL_SECS - 1;
+        assert!(matches!(
+            Talk::create(&p, key(0), NOW),
+            Err(TalkError::BadTtl { .. })
+        ));
+        p.ttl_secs = MAX_TTL_SECS + 1;
+        assert!(matches!(
+            Talk::create(&p, key(0), NOW),
+            Err(TalkError::BadTtl { .. })
+        ));
+        let mut p = params(3, 3, ClosePolicy::Owner);
+        p.offers.pop();
+        assert!(matches!(
+            Talk::create(&p, key(0), NOW),
+            Err(TalkError::BadOffers {
+                expected: 2,
+                got: 1
+            })
+        ));
+        let mut p = params(3, 3, ClosePolicy::Owner);
+        p.offers[1].token_hash = p.offers[0].token_hash;
+        assert_eq!(
+            Talk::create(&p, key(0), NOW),
+            Err(TalkError::DuplicateToken)
+        );
+        let mut p = params(3, 3, ClosePolicy::Owner);
+        p.offers[0].welcome = vec![0; 513];
+        assert!(matches!(
+            Talk::create(&p, key(0), NOW),
+            Err(TalkError::BadWelcome { .. })
+        ));
+        p.offers[0].welcome = vec![0; 32 * 1024];
+        assert!(matches!(
+            Talk::create(&p, key(0), NOW),
+            Err(TalkError::BadWelcome { .. })
+        ));
+    }
+
+    #[test]
+    fn joins_fill_seats_and_the_quorum_join_opens() {
+        let mut t = talk(3, 3);
+        let j = t.join(&token(101), key(1), NOW).unwrap();
+        assert_eq!(
+            j,
+            Joined {
+                seat: 1,
+                opened: false
+            }
+        );
+        assert_eq!(t.lifecycle(), Lifecycle::Pending);
+        let j = t.join(&token(102), key(2), NOW).unwrap();
+        assert_eq!(
+            j,
+            Joined {
+                seat: 2,
+                opened: true
+            }
+        );
+        assert_eq!(t.lifecycle(), Lifecycle::Open);
+        assert_eq!(t.status().state, TalkState::Open);
+        assert!(t.free_seats().is_empty());
+    }
+
+    #[test]
+    fn join_beyond_quorum_does_not_reopen() {
+        let mut t = talk(3, 2);
+        assert!(t.join(&token(101), key(1), NOW).unwrap().opened);
+        assert!(!t.join(&token(102), key(2), NOW).unwrap().opened);
+    }
+
+    #[test]
+    fn used_or_unknown_invite_is_refused() {
+        let mut t = talk(3, 3);
+        t.join(&token(101), key(1), NOW).unwrap();
+        assert_eq!(
+            t.join(&token(101), key(9), NOW),
+            Err(TalkError::InviteInvalid)
+        );
+        assert_eq!(
+            t.join(&token(77), key(9), NOW),
+            Err(TalkError::InviteInvalid)
+        );
+    }
+
+    #[test]
+    fn a_member_cannot_take_a_second_seat_and_the_token_is_spent() {
+        let mut t = talk(3, 3);
+        t.join(&token(101), key(1), NOW).unwrap();
+        assert_eq!(
+            t.join(&token(102), key(1), NOW),
+            Err(TalkError::AlreadyMember)
+        );
+        assert_eq!(
+            t.join(&token(102), key(2), NOW),
+            Err(TalkError::InviteInvalid)
+        );
+    }
+
+    #[test]
+    fn chat_is_gated_until_open_but_handshake_is_not() {
+        let mut t = talk(3, 3);
+        t.join(&token(101), key(1), NOW).unwrap();
+        assert_eq!(
+            t.check_put(&key(1), EnvelopeKind::Chat, NOW),
+            Err(TalkError::NotOpen {
+                members: 2,
+                quorum: 3
+            })
+        );
+        assert_eq!(
+            TalkError::NotOpen {
+                members: 2,
+                quorum: 3
+            }
+            .to_string(),
+            "talk not open yet (2/3 seats taken)"
+        );
+        assert_eq!(t.check_put(&key(1), EnvelopeKind::Handshake, NOW), Ok(()));
+        t.join(&token(102), key(2), NOW).unwrap();
+        assert_eq!(t.check_put(&key(1), EnvelopeKind::Chat, NOW), Ok(()));
+    }
+
+    #[test]
+    fn non_members_may_not_put() {
+        let t = talk(3, 3);
+        assert_eq!(
+            t.check_put(&key(5), EnvelopeKind::Handshake, NOW),
+            Err(TalkError::NotMember)
+        );
+        assert_eq!(t.authorize(&key(5), NOW), Err(TalkError::NotMember));
+    }
+
+    #[test]
+    fn leave_removes_the_seat_and_an_open_talk_stays_open() {
+        let mut t = talk(3, 2);
+        t.join(&token(101), key(1), NOW).unwrap();
+        assert_eq!(
+            t.leave(&key(1), NOW),
+            Ok(Left {
+                seat: 1,
+                empty: false
+            })
+        );
+        assert_eq!(t.lifecycle(), Lifecycle::Open);
+        assert_eq!(t.status().members, 1);
+        assert_eq!(t.leave(&key(1), NOW), Err(TalkError::NotMember));
+        // The seat is not offered again: only seat 2's token remains.
+        assert_eq!(t.free_seats().len(), 1);
+    }
+
+    #[test]
+    fn last_member_leaving_closes_the_talk() {
+        let mut t = talk(2, 2);
+        assert_eq!(
+            t.leave(&key(0), NOW),
+            Ok(Left {
+                seat: 0,
+                empty: true
+            })
+        );
+        assert_eq!(t.lifecycle(), Lifecycle::Closed { at: NOW });
+    }
+
+    #[test]
+    fn owner_policy_refuses_other_members_and_allows_the_owner() {
+        let mut t = talk(3, 2);
+        t.join(&token(101), key(1), NOW).unwrap();
+        assert_eq!(t.close(&key(1), NOW), Err(TalkError::OwnerOnly));
+        assert_eq!(TalkError::OwnerOnly.code(), ErrorCode::NotAllowed);
+        assert_eq!(t.close(&key(9), NOW), Err(TalkError::NotMember));
+        assert_eq!(t.close(&key(0), NOW + 5), Ok(()));
+        assert_eq!(t.lifecycle(), Lifecycle::Closed { at: NOW + 5 });
+    }
+
+    #[test]
+    fn any_policy_lets_any_member_close() {
+        let mut t = Talk::create(&params(3, 2, ClosePolicy::Any), key(0), NOW).unwrap();
+        t.join(&token(101), key(1), NOW).unwrap();
+        assert_eq!(t.close(&key(1), NOW), Ok(()));
+    }
+
+    #[test]
+    fn closed_talk_refuses_everything() {
+        let mut t = talk(3, 3);
+        t.close(&key(0), NOW).unwrap();
+        assert_eq!(t.join(&token(101), key(1), NOW), Err(TalkError::Closed));
+        assert_eq!(
+            t.check_put(&key(0), EnvelopeKind::Handshake, NOW),
+            Err(TalkError::Closed)
+        );
+        assert_eq!(t.leave(&key(0), NOW), Err(TalkError::Closed));
+        assert_eq!(t.close(&key(0), NOW), Err(TalkError::Closed));
+        assert_eq!(TalkError::Closed.code(), ErrorCode::MailboxClosed);
+    }
+
+    #[test]
+    fn ttl_expiry_refuses_and_marks_expired() {
+        let mut t = talk(3, 3);
+        let end = t.expires_at();
+        assert!(!t.expire(end - 1));
+        assert_eq!(t.join(&token(101), key(1), end), Err(TalkError::Expired));
+        assert_eq!(
+            t.check_put(&key(0), EnvelopeKind::Handshake, end),
+            Err(TalkError::Expired)
+        );
+        assert!(t.expire(end));
+        assert_eq!(t.lifecycle(), Lifecycle::Expired);
+        // Expiry does not overwrite a close.
+        let mut c = talk(3, 3);
+        c.close(&key(0), NOW).unwrap();
+        assert!(!c.expire(end));
+    }
+
+    #[test]
+    fn every_refusal_has_a_wire_code() {
+        let cases = [
+            (
+                TalkError::BadSeats { got: 1, max: 64 },
+                ErrorCode::BadRequest,
+            ),
+            (
+                TalkError::BadWelcome { len: 1, max: 2 },
+                ErrorCode::TooLarge,
+            ),
+            (TalkError::InviteInvalid, ErrorCode::InviteInvalid),
+            (TalkError::NotMember, ErrorCode::NotAllowed),
+            (
+                TalkError::NotOpen {
+                    members: 1,
+                    quorum: 2,
+                },
+                ErrorCode::TalkNotOpen,
+            ),
+            (TalkError::Expired, ErrorCode::MailboxClosed),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.code(), code, "{err}");
+        }
+    }
+
+    #[test]
+    fn talk_state_survives_encoding() {
+        let mut t = talk(4, 3);
+        t.join(&token(101), key(1), NOW).unwrap();
+        let bytes = crate::codec::encode_value(&t).unwrap();
+        let back: Talk = crate::codec::decode_body(&bytes).unwrap();
+        assert_eq!(back, t);
+    }
+}

@@ -1,0 +1,463 @@
+//! The connection to one relay: QUIC with the relay's key pinned, one long-lived
+//! bidirectional stream, pipelined requests matched to responses by id, and pushes.
+//!
+//! Ownership: [`RelayConnection`] owns the reader task (aborted on drop); requests are
+//! written under a lock by whoever calls [`RelayConnection::request`]; pushes flow
+//! through a bounded channel, so a consumer that stops reading stalls the reader
+//! (back-pressure) instead of growing memory.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nook_crypto::{Fingerprint, RelayAddr};
+use nook_proto::codec::encode_frame;
+use nook_proto::limits::{ALPN, PROTOCOL_VERSION};
+use nook_proto::{
+    ClientFrame, ErrorCode, ErrorFrame, FrameDecoder, HelloOk, Outcome, Push, Request, Response,
+    ServerFrame,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Pushes buffered before the reader waits for the consumer.
+const PUSH_QUEUE: usize = 1024;
+/// How long a QUIC handshake may take before we give up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why connecting to a relay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot resolve relay host {host}: {reason}")]
+    Resolve { host: String, reason: String },
+    #[error("the relay at {addr} presented key fingerprint {got}, but the address pins {expected}: this is not the relay you were given (or it was reset); check the address")]
+    WrongFingerprint {
+        addr: String,
+        expected: Fingerprint,
+        got: Fingerprint,
+    },
+    #[error("could not reach the relay at {addr}: {reason} (is nook-relay running there?)")]
+    Unreachable { addr: String, reason: String },
+    #[error("the relay at {addr} does not speak this protocol version: {reason}")]
+    Version { addr: String, reason: String },
+    #[error("local network setup failed: {0}")]
+    Local(String),
+}
+
+/// Why one request failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RequestError {
+    /// The relay answered with an error frame.
+    #[error("relay refused: {message} ({code:?})")]
+    Refused { code: ErrorCode, message: String },
+    #[error("connection to the relay lost: {0}")]
+    Lost(String),
+    #[error("the relay sent a response of the wrong kind")]
+    Unexpected,
+}
+
+impl RequestError {
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            RequestError::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl From<ErrorFrame> for RequestError {
+    fn from(e: ErrorFrame) -> RequestError {
+        RequestError::Refused {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+type PendingMap = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Outcome>>>>>;
+
+/// An open, greeted connection to a relay.
+pub struct RelayConnection {
+    conn: quinn::Connection,
+    endpoint: quinn::Endpoint,
+    send: tokio::sync::Mutex<quinn::SendStream>,
+    pending: PendingMap,
+    pushes: Option<mpsc::Receiver<Push>>,
+    next_id: AtomicU64,
+    hello: HelloOk,
+    reader: JoinHandle<()>,
+}
+
+impl RelayConnection {
+    /// Connects, pins the relay key by `addr`'s fingerprint, opens the stream and
+    /// exchanges `Hello`.
+    pub async fn connect(addr: &RelayAddr) -> Result<RelayConnection, ConnectError> {
+        RelayConnection::connect_with_alpn(addr, ALPN).await
+    }
+
+    /// [`RelayConnection::connect`] offering another ALPN (tests of refusal).
+    pub async fn connect_with_alpn(
+        addr: &RelayAddr,
+        alpn: &[u8],
+    ) -> Result<RelayConnection, ConnectError> {
+        let target = resolve(addr).await?;
+        let verifier = Arc::new(PinnedVerifier::new(addr.fingerprint));
+        let config = client_config(verifier.clone(), alpn)?;
+        let bind: SocketAddr = if target.is_ipv6() {
+            "[::]:0".parse().map_err(|_| ConnectError::Local("bad bind address".into()))?
+        } else {
+            "0.0.0.0:0".parse().map_err(|_| ConnectError::Local("bad bind address".into()))?
+        };
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| ConnectError::Local(e.to_string()))?;
+        endpoint.set_default_client_config(config);
+        let unreachable = |reason: String| ConnectError::Unreachable {
+            addr: addr.host_port(),
+            reason,
+        };
+        let connecting = endpoint
+            .connect(target, addr.host_name())
+            .map_err(|e| unreachable(e.to_string()))?;
+        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+            Err(_) => return Err(unreachable("timed out".into())),
+            Ok(Err(e)) => {
+                if let Some(got) = verifier.mismatch() {
+                    return Err(ConnectError::WrongFingerprint {
+                        addr: addr.host_port(),
+                        expected: addr.fingerprint,
+                        got,
+                    });
+                }
+                let reason = e.to_string();
+                if reason.contains("no_application_protocol") || reason.contains("120") {
+                    return Err(ConnectError::Version {
+                        addr: addr.host_port(),
+                        reason,
+                    });
+                }
+                return Err(unreachable(reason));
+            }
+            Ok(Ok(c)) => c,
+        };
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let pending: PendingMap = Arc::new(Mutex::new(Some(HashMap::new())));
+        let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);
+        let reader = tokio::spawn(read_loop(recv, pending.clone(), push_tx));
+        let mut this = RelayConnection {
+            conn,
+            endpoint,
+            send: tokio::sync::Mutex::new(send),
+            pending,
+            pushes: Some(push_rx),
+            next_id: AtomicU64::new(1),
+            hello: HelloOk {
+                version: 0,
+                challenge: [0; 32],
+                relay_key: nook_proto::RelayKey([0; 32]),
+                now: 0,
+            },
+            reader,
+        };
+        match this
+            .request(Request::Hello {
+                version: PROTOCOL_VERSION,
+            })
+            .await
+        {
+            Ok(Response::Hello(h)) => {
+                // The TLS handshake proved the certificate key; the relay must name the
+                // same key here, since receipts are checked against it.
+                if Fingerprint::of_key(&h.relay_key.0) != addr.fingerprint {
+                    return Err(ConnectError::WrongFingerprint {
+                        addr: addr.host_port(),
+                        expected: addr.fingerprint,
+                        got: Fingerprint::of_key(&h.relay_key.0),
+                    });
+                }
+                this.hello = h;
+                Ok(this)
+            }
+            Ok(_) => Err(unreachable("unexpected answer to hello".into())),
+            Err(RequestError::Refused { message, .. }) => Err(ConnectError::Version {
+                addr: addr.host_port(),
+                reason: message,
+            }),
+            Err(e) => Err(unreachable(e.to_string())),
+        }
+    }
+
+    /// The relay's greeting: its key, the connection's auth challenge and its clock.
+    pub fn hello(&self) -> &HelloOk {
+        &self.hello
+    }
+
+    /// Sends one request and waits for its response. Many may be in flight at once.
+    pub async fn request(&self, request: Request) -> Result<Response, RequestError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let rx = self.send_frame(ClientFrame { id, request }).await?;
+        match rx.await {
+            Ok(Outcome::Ok(r)) => Ok(r),
+            Ok(Outcome::Err(e)) => Err(e.into()),
+            Err(_) => Err(RequestError::Lost(self.close_reason())),
+        }
+    }
+
+    /// Sends a raw frame and returns the receiver of its outcome (for pipelining).
+    pub async fn send_frame(
+        &self,
+        frame: ClientFrame,
+    ) -> Result<oneshot::Receiver<Outcome>, RequestError> {
+        let bytes = encode_frame(&frame).map_err(|e| RequestError::Lost(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.pending.lock().map_err(|_| RequestError::Lost("poisoned".into()))?;
+            let map = pending
+                .as_mut()
+                .ok_or_else(|| RequestError::Lost(self.close_reason()))?;
+            map.insert(frame.id, tx);
+        }
+        let mut send = self.send.lock().await;
+        send.write_all(&bytes)
+            .await
+            .map_err(|_| RequestError::Lost(self.close_reason()))?;
+        Ok(rx)
+    }
+
+    /// Writes raw bytes on the stream (adversarial tests only).
+    pub async fn dangerous_write_raw(&self, bytes: &[u8]) -> Result<(), RequestError> {
+        let mut send = self.send.lock().await;
+        send.write_all(bytes)
+            .await
+            .map_err(|_| RequestError::Lost(self.close_reason()))
+    }
+
+    /// The pushes of subscribed mailboxes. Can be taken once.
+    pub fn take_pushes(&mut self) -> Option<mpsc::Receiver<Push>> {
+        self.pushes.take()
+    }
+
+    /// Why the connection ended, if it did.
+    pub fn close_reason(&self) -> String {
+        match self.conn.close_reason() {
+            Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+                String::from_utf8_lossy(&c.reason).into_owned()
+            }
+            Some(e) => e.to_string(),
+            None => "stream closed".into(),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+    }
+
+    /// Closes the connection politely and waits briefly for the relay to learn it.
+    pub async fn close(self) {
+        if let Ok(mut s) = self.send.try_lock() {
+            let _ = s.finish();
+        }
+        self.conn.close(0u32.into(), b"bye");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+impl Drop for RelayConnection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl fmt::Debug for RelayConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayConnection")
+            .field("remote", &self.conn.remote_address())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn read_loop(mut recv: quinn::RecvStream, pending: PendingMap, pushes: mpsc::Sender<Push>) {
+    let mut decoder = FrameDecoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    'outer: loop {
+        let n = match recv.read(&mut buf).await {
+            Ok(Some(n)) => n,
+            _ => break,
+        };
+        decoder.push(&buf[..n]);
+        loop {
+            match decoder.next_frame::<ServerFrame>() {
+                Ok(Some(ServerFrame::Response { id, result })) => {
+                    let tx = pending
+                        .lock()
+                        .ok()
+                        .and_then(|mut p| p.as_mut().and_then(|m| m.remove(&id)));
+                    if let Some(tx) = tx {
+                        let _ = tx.send(result);
+                    }
+                }
+                Ok(Some(ServerFrame::Push(p))) => {
+                    if pushes.send(p).await.is_err() {
+                        // Nobody listens for pushes; keep serving responses.
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => break 'outer,
+            }
+        }
+    }
+    // Fail every waiter: dropping their senders wakes them with an error.
+    if let Ok(mut p) = pending.lock() {
+        p.take();
+    }
+}
+
+async fn resolve(addr: &RelayAddr) -> Result<SocketAddr, ConnectError> {
+    let host_port = format!("{}:{}", addr.host_name(), addr.port);
+    let target = if let Ok(sa) = host_port.parse::<SocketAddr>() {
+        Some(sa)
+    } else if let Ok(ip) = addr.host_name().parse::<std::net::IpAddr>() {
+        Some(SocketAddr::new(ip, addr.port))
+    } else {
+        tokio::net::lookup_host((addr.host_name(), addr.port))
+            .await
+            .map_err(|e| ConnectError::Resolve {
+                host: addr.host.clone(),
+                reason: e.to_string(),
+            })?
+            .next()
+    };
+    target.ok_or_else(|| ConnectError::Resolve {
+        host: addr.host.clone(),
+        reason: "no address found".into(),
+    })
+}
+
+fn client_config(
+    verifier: Arc<PinnedVerifier>,
+    alpn: &[u8],
+) -> Result<quinn::ClientConfig, ConnectError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ConnectError::Local(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| ConnectError::Local(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    transport.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(Duration::from_secs(60))
+            .map_err(|e| ConnectError::Local(e.to_string()))?,
+    ));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// Accepts exactly the relay whose Ed25519 certificate key hashes to the pinned
+/// fingerprint. No CA, no name check, no trust on first use: the fingerprint in the
+/// address is the whole trust decision. The TLS 1.3 handshake signature is still
+/// verified against the certificate key, so a copied certificate without its private
+/// key does not pass.
+#[derive(Debug)]
+pub struct PinnedVerifier {
+    fingerprint: Fingerprint,
+    provider: Arc<CryptoProvider>,
+    seen_mismatch: Mutex<Option<Fingerprint>>,
+}
+
+impl PinnedVerifier {
+    pub fn new(fingerprint: Fingerprint) -> PinnedVerifier {
+        PinnedVerifier {
+            fingerprint,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            seen_mismatch: Mutex::new(None),
+        }
+    }
+
+    /// The fingerprint a refused relay presented, if any.
+    pub fn mismatch(&self) -> Option<Fingerprint> {
+        self.seen_mismatch.lock().ok().and_then(|m| *m)
+    }
+}
+
+/// The Ed25519 key of a certificate, if it has one (parsed by webpki, not searched
+/// for: a byte pattern elsewhere in the certificate must not be mistaken for the key).
+pub fn ed25519_key_of(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
+    // RFC 8410: SEQUENCE { SEQUENCE { OID 1.3.101.112 } BIT STRING (0 unused) key }.
+    const SPKI_PREFIX: [u8; 12] = [
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    let ee = webpki::EndEntityCert::try_from(cert).ok()?;
+    let spki = ee.subject_public_key_info();
+    let spki: &[u8] = spki.as_ref();
+    let key = spki.strip_prefix(&SPKI_PREFIX[..])?;
+    key.try_into().ok()
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let key = ed25519_key_of(end_entity).ok_or(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::BadEncoding,
+        ))?;
+        let got = Fingerprint::of_key(&key);
+        if got != self.fingerprint {
+            if let Ok(mut m) = self.seen_mismatch.lock() {
+                *m = Some(got);
+            }
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls13RequiredForQuic,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}

@@ -1,0 +1,134 @@
+//! Group commit: one durable flush shared by every write queued while the previous
+//! flush ran.
+//!
+//! Writers apply their change to the store, then queue a completion. A dedicated
+//! thread (owned by [`CommitQueue`], joined on drop) takes everything queued, makes it
+//! durable with one `Vault::durable_flush` (sled flush + fdatasync), and then runs the
+//! completions in the order they were queued. Completions send the "stored" answers
+//! and pushes, so nothing is acknowledged before it is on disk, and pushes of one
+//! mailbox leave in the order their writes were queued.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use nook_vault::Vault;
+
+/// Runs after the flush that covers its write; gets whether the flush succeeded.
+pub type Completion = Box<dyn FnOnce(bool) + Send>;
+
+struct State {
+    queue: Vec<Completion>,
+    stopping: bool,
+    flushes: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+/// The commit thread and its queue.
+pub struct CommitQueue {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl CommitQueue {
+    pub fn start(vault: Arc<Vault>) -> CommitQueue {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: Vec::new(),
+                stopping: false,
+                flushes: 0,
+            }),
+            wake: Condvar::new(),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("nook-commit".into())
+            .spawn(move || run(s, vault))
+            .ok();
+        CommitQueue {
+            shared,
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// Queues `done` to run after the next durable flush.
+    pub fn after_durable(&self, done: Completion) {
+        let mut st = match self.shared.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if st.stopping {
+            drop(st);
+            done(false);
+            return;
+        }
+        st.queue.push(done);
+        self.shared.wake.notify_one();
+    }
+
+    /// Flushes performed so far (for statistics).
+    pub fn flushes(&self) -> u64 {
+        self.shared.state.lock().map(|s| s.flushes).unwrap_or(0)
+    }
+
+    /// Runs the remaining completions after a final flush and stops the thread.
+    pub fn shutdown(&self) {
+        if let Ok(mut st) = self.shared.state.lock() {
+            st.stopping = true;
+        }
+        self.shared.wake.notify_all();
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for CommitQueue {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for CommitQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitQueue").finish_non_exhaustive()
+    }
+}
+
+fn run(shared: Arc<Shared>, vault: Arc<Vault>) {
+    loop {
+        let batch = {
+            let mut st = match shared.state.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            while st.queue.is_empty() && !st.stopping {
+                st = match shared.wake.wait(st) {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+            }
+            if st.queue.is_empty() && st.stopping {
+                return;
+            }
+            std::mem::take(&mut st.queue)
+        };
+        let ok = match vault.durable_flush() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("durable flush failed: {e}");
+                false
+            }
+        };
+        if let Ok(mut st) = shared.state.lock() {
+            st.flushes += 1;
+        }
+        for done in batch {
+            done(ok);
+        }
+    }
+}

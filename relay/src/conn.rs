@@ -1,0 +1,314 @@
+//! One client connection: its stream, its auth table, its rate limit.
+//!
+//! Ownership: the server's accept loop spawns [`serve`] into a `JoinSet` it owns;
+//! `serve` owns the writer task (joined before it returns). Frames to the client go
+//! through a bounded outbox; the engine drops a connection whose outbox is full
+//! instead of buffering without limit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nook_proto::codec::encode_frame_into;
+use nook_proto::limits::PROTOCOL_VERSION;
+use nook_proto::{
+    ClientFrame, ErrorCode, ErrorFrame, FrameDecoder, HelloOk, MailboxId, MemberKey, Outcome,
+    Request, Response, ServerFrame,
+};
+use tokio::sync::mpsc;
+
+use crate::engine::{Engine, Peer};
+
+/// Frames queued for one client before it counts as too slow.
+const OUTBOX: usize = 8192;
+
+/// Application close codes of the QUIC connection.
+pub mod close_code {
+    pub const OK: u32 = 0;
+    pub const PROTOCOL: u32 = 1;
+    pub const TOO_SLOW: u32 = 2;
+    pub const SHUTDOWN: u32 = 3;
+}
+
+struct Session {
+    challenge: [u8; 32],
+    greeted: bool,
+    authed: HashMap<MailboxId, MemberKey>,
+    subscribed: Vec<MailboxId>,
+    bucket: TokenBucket,
+}
+
+struct TokenBucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> TokenBucket {
+        let rate = f64::from(rate.max(1));
+        TokenBucket {
+            tokens: rate * 4.0,
+            rate,
+            burst: rate * 4.0,
+            last: Instant::now(),
+        }
+    }
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Serves one connection until it ends. Never panics on what the client sends.
+pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, peer_id: u64) {
+    let (send, mut recv) = match conn.accept_bi().await {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let (tx, rx) = mpsc::channel(OUTBOX);
+    let peer = Peer::new(peer_id, tx);
+    let writer = tokio::spawn(write_loop(send, rx));
+    let mut challenge = [0u8; 32];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut challenge);
+    let mut session = Session {
+        challenge,
+        greeted: false,
+        authed: HashMap::new(),
+        subscribed: Vec::new(),
+        bucket: TokenBucket::new(engine.limits().requests_per_second),
+    };
+    let mut decoder = FrameDecoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let reason: Option<(u32, &'static str)> = 'conn: loop {
+        // Back-pressure: stop reading while too many durable answers are pending.
+        while peer.in_flight() >= engine.limits().max_in_flight as u64 {
+            tokio::select! {
+                _ = peer.in_flight_changed() => {}
+                _ = peer.killed() => break 'conn Some((close_code::TOO_SLOW, "too slow")),
+            }
+        }
+        let n = tokio::select! {
+            r = recv.read(&mut buf) => match r {
+                Ok(Some(n)) => n,
+                Ok(None) => {
+                    if decoder.finish().is_err() {
+                        break 'conn Some((close_code::PROTOCOL, "stream ended mid-frame"));
+                    }
+                    break 'conn None;
+                }
+                Err(_) => break 'conn None,
+            },
+            _ = peer.killed() => break 'conn Some((close_code::TOO_SLOW, "too slow")),
+        };
+        decoder.push(&buf[..n]);
+        loop {
+            match decoder.next_frame::<ClientFrame>() {
+                Ok(Some(frame)) => {
+                    if let Err(fatal) = handle(&engine, &peer, &mut session, frame) {
+                        break 'conn Some(fatal);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!("malformed frame: {e}");
+                    peer.send(ServerFrame::Response {
+                        id: 0,
+                        result: Outcome::Err(ErrorFrame::new(ErrorCode::Malformed, e.to_string())),
+                    });
+                    break 'conn Some((close_code::PROTOCOL, "malformed frame"));
+                }
+            }
+        }
+    };
+    engine.unsubscribe(peer_id, &session.subscribed);
+    let slow = peer.is_killed();
+    drop(peer);
+    let mut writer = writer;
+    if slow {
+        writer.abort();
+    } else if tokio::time::timeout(Duration::from_secs(2), &mut writer)
+        .await
+        .is_err()
+    {
+        // Let queued answers (including a last error) reach the client, but never
+        // wait on a client that stopped reading.
+        writer.abort();
+    }
+    if let Some((code, why)) = reason {
+        conn.close(code.into(), why.as_bytes());
+    }
+}
+
+/// Handles one request. `Err` means the connection must end (protocol violation).
+fn handle(
+    engine: &Engine,
+    peer: &Peer,
+    s: &mut Session,
+    frame: ClientFrame,
+) -> Result<(), (u32, &'static str)> {
+    let id = frame.id;
+    let now_reply = |result: Result<Response, ErrorFrame>| {
+        let result = match result {
+            Ok(r) => Outcome::Ok(r),
+            Err(e) => Outcome::Err(e),
+        };
+        peer.send(ServerFrame::Response { id, result });
+    };
+    if !s.greeted {
+        return match frame.request {
+            Request::Hello { version } if version == PROTOCOL_VERSION => {
+                s.greeted = true;
+                now_reply(Ok(Response::Hello(HelloOk {
+                    version: PROTOCOL_VERSION,
+                    challenge: s.challenge,
+                    relay_key: engine.identity().public(),
+                    now: engine.now(),
+                })));
+                Ok(())
+            }
+            Request::Hello { version } => {
+                now_reply(Err(ErrorFrame::new(
+                    ErrorCode::UnsupportedVersion,
+                    format!("this relay speaks protocol version {PROTOCOL_VERSION}, not {version}; update the client"),
+                )));
+                Err((close_code::PROTOCOL, "unsupported version"))
+            }
+            _ => {
+                now_reply(Err(ErrorFrame::new(
+                    ErrorCode::UnsupportedVersion,
+                    "the first request must be Hello",
+                )));
+                Err((close_code::PROTOCOL, "no hello"))
+            }
+        };
+    }
+    if !s.bucket.take() {
+        now_reply(Err(ErrorFrame::new(ErrorCode::RateLimited, "too many requests; slow down")));
+        return Ok(());
+    }
+    let member_of = |s: &Session, mailbox: &MailboxId| -> Result<MemberKey, ErrorFrame> {
+        s.authed.get(mailbox).copied().ok_or_else(|| {
+            ErrorFrame::new(
+                ErrorCode::NotAuthenticated,
+                "authenticate for this mailbox first (Auth, Join or Create)",
+            )
+        })
+    };
+    let room = |s: &Session, mailbox: &MailboxId| -> Result<(), ErrorFrame> {
+        if s.authed.contains_key(mailbox) || s.authed.len() < engine.limits().max_mailboxes_per_connection {
+            Ok(())
+        } else {
+            Err(ErrorFrame::new(ErrorCode::TooManyMailboxes, "too many talks on one connection; open another"))
+        }
+    };
+    match frame.request {
+        Request::Hello { .. } => {
+            now_reply(Err(ErrorFrame::new(ErrorCode::UnsupportedVersion, "Hello was already sent")));
+            return Err((close_code::PROTOCOL, "repeated hello"));
+        }
+        Request::Create(c) => {
+            let owner = c.owner;
+            let r = room(s, &MailboxId([0; 16]))
+                .and_then(|()| engine.create(peer, id, &s.challenge, c));
+            match r {
+                Ok(mailbox) => {
+                    s.authed.insert(mailbox, owner);
+                }
+                Err(e) => now_reply(Err(e)),
+            }
+        }
+        Request::Join(j) => {
+            let (mailbox, member) = (j.mailbox, j.member);
+            match room(s, &mailbox).and_then(|()| engine.join(peer, id, &s.challenge, j)) {
+                Ok(_) => {
+                    s.authed.insert(mailbox, member);
+                }
+                Err(e) => now_reply(Err(e)),
+            }
+        }
+        Request::Auth(a) => {
+            let r = room(s, &a.mailbox)
+                .and_then(|()| engine.auth(&s.challenge, &a.mailbox, &a.member, &a.signature));
+            if r.is_ok() {
+                s.authed.insert(a.mailbox, a.member);
+            }
+            now_reply(r);
+        }
+        Request::Subscribe { mailbox } => {
+            let r = member_of(s, &mailbox).and_then(|m| engine.subscribe(peer, &mailbox, &m));
+            if r.is_ok() && !s.subscribed.contains(&mailbox) {
+                s.subscribed.push(mailbox);
+            }
+            now_reply(r);
+        }
+        Request::Put(p) => {
+            if let Err(e) = member_of(s, &p.mailbox).and_then(|m| engine.put(peer, id, &m, p)) {
+                now_reply(Err(e));
+            }
+        }
+        Request::Fetch { mailbox, after, limit } => {
+            now_reply(member_of(s, &mailbox).and_then(|m| engine.fetch(&mailbox, &m, after, limit)));
+        }
+        Request::Ack { mailbox, upto } => {
+            now_reply(member_of(s, &mailbox).and_then(|m| engine.ack(&mailbox, &m, upto)));
+        }
+        Request::Leave { mailbox, signature } => {
+            let r = member_of(s, &mailbox)
+                .and_then(|m| engine.leave(peer, id, &s.challenge, &mailbox, &m, &signature));
+            match r {
+                Ok(()) => {
+                    s.authed.remove(&mailbox);
+                }
+                Err(e) => now_reply(Err(e)),
+            }
+        }
+        Request::Close(c) => {
+            let mailbox = c.mailbox;
+            let r = member_of(s, &mailbox).and_then(|m| engine.close(peer, id, &s.challenge, &m, c));
+            match r {
+                Ok(()) => {
+                    s.authed.remove(&mailbox);
+                }
+                Err(e) => now_reply(Err(e)),
+            }
+        }
+        Request::Ping { nonce } => now_reply(Ok(Response::Pong { nonce })),
+    }
+    Ok(())
+}
+
+/// Writes queued frames, coalescing whatever is ready into one stream write.
+async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<ServerFrame>) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while let Some(frame) = rx.recv().await {
+        buf.clear();
+        if encode_frame_into(&frame, &mut buf).is_err() {
+            tracing::error!("could not encode a frame for a client");
+            continue;
+        }
+        while buf.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(f) => {
+                    if encode_frame_into(&f, &mut buf).is_err() {
+                        tracing::error!("could not encode a frame for a client");
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if send.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}

@@ -1,0 +1,27 @@
+//! nook-relay: the QUIC mailbox relay.
+//!
+//! It stores sealed envelopes for talks it cannot read, gates chat until a talk's
+//! quorum is seated, deletes each envelope once every recipient acknowledged it, and
+//! forgets a talk completely when it is closed or expires (crypto-shredding: the
+//! mailbox's storage key is effaced first, so stale bytes in sled's log are useless).
+//! It never logs mailbox ids, keys, envelope bytes or client addresses by default.
+//!
+//! # Layout
+//!
+//! - [`server`]: endpoint, TLS, accept loop, sweeper, graceful shutdown. Start here.
+//! - [`conn`]: one connection: hello, auth table, rate limit, dispatch.
+//! - [`engine`]: every protocol operation against the store.
+//! - [`commit`]: group commit, so "stored" means fdatasync'd without one fsync each.
+//! - [`identity`]: the relay key, its certificate and its address.
+//! - [`clock`]: injectable time.
+
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod commit;
+pub mod conn;
+pub mod engine;
+pub mod identity;
+pub mod server;
+
+pub use server::{Config, Relay, Shutdown};

@@ -1,0 +1,110 @@
+//! The `nook-relay` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use nook_relay::{Config, Relay, Shutdown, identity, server::UDP_RECV_BUFFER};
+
+/// A nook relay: stores sealed envelopes of private, ephemeral talks and forgets them
+/// when a talk closes. Prints its address (to give to clients) as the first line.
+#[derive(Parser, Debug)]
+#[command(name = "nook-relay", version, about)]
+struct Cli {
+    /// UDP address to listen on; use 0.0.0.0:4433 for a public relay.
+    #[arg(long, default_value = "127.0.0.1:4433", global = true)]
+    listen: SocketAddr,
+    /// Data folder (identity and store). Default: $XDG_DATA_HOME/nook-relay or
+    /// ~/.local/share/nook-relay.
+    #[arg(long, env = "NOOK_RELAY_DATA", global = true)]
+    data: Option<PathBuf>,
+    /// Host name or IP to print in the address (default: the listen IP).
+    #[arg(long, global = true)]
+    public_host: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print this relay's address again and exit.
+    Address,
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("nook-relay"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("no HOME set: pass --data DIR")?;
+    Ok(PathBuf::from(home).join(".local/share/nook-relay"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "nook_relay=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let data = match cli.data {
+        Some(d) => d,
+        None => default_data_dir()?,
+    };
+    if let Some(Command::Address) = cli.command {
+        let id = identity::load_existing(&data)?;
+        let host = cli
+            .public_host
+            .unwrap_or_else(|| cli.listen.ip().to_string());
+        println!("{}", identity::address(&id, &host, cli.listen.port()));
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let mut config = Config::new(cli.listen, data.clone());
+        config.public_host = cli.public_host;
+        let relay = Relay::start(config)
+            .with_context(|| format!("cannot start the relay with data folder {}", data.display()))?;
+        println!("{}", relay.address());
+        if relay.local_addr().is_some_and(|a| a.ip().is_unspecified()) {
+            eprintln!("note: replace the host in the address with this machine's public name or IP (or pass --public-host)");
+        }
+        // Linux reports double the usable size; compare against what was asked.
+        if relay.recv_buffer() < UDP_RECV_BUFFER {
+            tracing::warn!(
+                granted = relay.recv_buffer(),
+                asked = UDP_RECV_BUFFER,
+                "the OS granted a smaller UDP receive buffer than asked; bursts of handshakes may be dropped (raise net.core.rmem_max)"
+            );
+        }
+        tracing::info!(data = %data.display(), "relay listening");
+        let (shutdown, stop) = Shutdown::new();
+        let signals = tokio::spawn(async move {
+            wait_for_signal().await;
+            shutdown.trigger();
+        });
+        relay.run(stop).await;
+        signals.abort();
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the relay still serves; it just cannot stop cleanly.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

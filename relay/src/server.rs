@@ -1,0 +1,250 @@
+//! The QUIC endpoint: socket setup, TLS, the accept loop, the sweeper and shutdown.
+//!
+//! Ownership: [`Relay::run`] owns every task it starts (connections in a `JoinSet`,
+//! the sweeper) and ends them before it returns.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use nook_proto::limits::{ALPN, MAX_FRAME};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::clock::{Clock, SystemClock};
+use crate::conn::{close_code, serve};
+use crate::engine::{Engine, Limits};
+use crate::identity;
+
+/// UDP receive buffer the relay asks for: bursts of handshakes overflowed the usual
+/// ~208 KiB default in measurements, and quinn does not raise it itself.
+pub const UDP_RECV_BUFFER: usize = 4 * 1024 * 1024;
+
+/// How a relay is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Host printed in the address (defaults to the listen IP).
+    pub public_host: Option<String>,
+    pub limits: Limits,
+    /// How often expired talks are swept.
+    pub sweep_every: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl Config {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Config {
+        Config {
+            listen,
+            data_dir,
+            public_host: None,
+            limits: Limits::default(),
+            sweep_every: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error("cannot open the relay's store: {0}")]
+    Store(#[from] crate::engine::EngineError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: SocketAddr, reason: String },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// A started relay: bound, not yet serving until [`Relay::run`].
+pub struct Relay {
+    endpoint: quinn::Endpoint,
+    engine: Arc<Engine>,
+    address: String,
+    config: Config,
+    recv_buffer: usize,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops a running relay.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Sender<bool>);
+
+impl Shutdown {
+    pub fn new() -> (Shutdown, watch::Receiver<bool>) {
+        let (tx, rx) = watch::channel(false);
+        (Shutdown(tx), rx)
+    }
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Relay {
+    /// Loads (or makes) the identity, opens the store, binds the socket.
+    pub fn start(config: Config) -> Result<Relay, StartError> {
+        Relay::start_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// [`Relay::start`] with an injected clock (tests).
+    pub fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Relay, StartError> {
+        let identity = identity::load_or_create(&config.data_dir)?;
+        let (cert, key) = identity::certificate(&identity)?;
+        let engine = Arc::new(Engine::open(
+            &config.data_dir.join("store"),
+            identity,
+            clock,
+            config.limits.clone(),
+        )?);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| StartError::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        tls.max_early_data_size = 0;
+        let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        server.transport_config(Arc::new(transport(&config)));
+        let listen_err = |reason: String| StartError::Listen {
+            addr: config.listen,
+            reason,
+        };
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(config.listen),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .map_err(|e| listen_err(e.to_string()))?;
+        if config.listen.is_ipv6() {
+            let _ = socket.set_only_v6(false);
+        }
+        let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
+        // Linux reports twice the usable size; either way, less than asked is worth a word.
+        let recv_buffer = socket.recv_buffer_size().unwrap_or(0);
+        socket
+            .bind(&config.listen.into())
+            .map_err(|e| listen_err(e.to_string()))?;
+        let socket: std::net::UdpSocket = socket.into();
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| listen_err("no async runtime".into()))?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            runtime,
+        )
+        .map_err(|e| listen_err(e.to_string()))?;
+        let local = endpoint
+            .local_addr()
+            .map_err(|e| listen_err(e.to_string()))?;
+        let host = config
+            .public_host
+            .clone()
+            .unwrap_or_else(|| local.ip().to_string());
+        let address = identity::address(engine.identity(), &host, local.port());
+        Ok(Relay {
+            endpoint,
+            engine,
+            address,
+            config,
+            recv_buffer,
+        })
+    }
+
+    /// `nook://<fingerprint>@<host>:<port>`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+    /// The UDP receive buffer the OS granted (bytes as reported by the OS).
+    pub fn recv_buffer(&self) -> usize {
+        self.recv_buffer
+    }
+
+    /// Serves until `stop` turns true, then stops accepting, lets connections finish
+    /// their in-flight writes, makes the store durable and returns.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut conns = JoinSet::new();
+        let next_peer = AtomicU64::new(1);
+        let mut sweep = tokio::time::interval(self.config.sweep_every);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                incoming = self.endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    let engine = self.engine.clone();
+                    let id = next_peer.fetch_add(1, Ordering::Relaxed);
+                    conns.spawn(async move {
+                        match incoming.await {
+                            Ok(conn) => serve(engine, conn, id).await,
+                            Err(e) => tracing::debug!("handshake failed: {e}"),
+                        }
+                    });
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                _ = sweep.tick() => {
+                    let engine = self.engine.clone();
+                    // Sweeping touches the disk: keep it off the async workers.
+                    let _ = tokio::task::spawn_blocking(move || engine.sweep()).await;
+                }
+                r = stop.changed() => {
+                    if r.is_err() || *stop.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::info!("shutting down: no new connections");
+        self.endpoint.set_server_config(None);
+        self.endpoint
+            .close(close_code::SHUTDOWN.into(), b"relay shutting down");
+        // Connections end now; their queued durable answers run on the commit thread.
+        let drain = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+            conns.abort_all();
+        }
+        self.engine.shutdown();
+        if let Err(e) = self.engine.flush() {
+            tracing::error!("final flush failed: {e}");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        tracing::info!("stopped");
+    }
+}
+
+fn transport(config: &Config) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    // One stream per client carries everything; a few more are tolerated.
+    t.max_concurrent_bidi_streams(4u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    // Windows sized to one maximal frame plus headroom rather than quinn's defaults,
+    // which keeps the memory of idle connections small.
+    let window = (MAX_FRAME as u32 + 256 * 1024).into();
+    t.stream_receive_window(window);
+    t.receive_window(window);
+    t.send_window(2 * MAX_FRAME as u64);
+    if let Ok(idle) = quinn::IdleTimeout::try_from(config.idle_timeout) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}

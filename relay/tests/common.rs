@@ -1,0 +1,313 @@
+//! Test harness: an in-process relay on 127.0.0.1 with a manual clock, and helpers
+//! that speak the protocol through the real client transport.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use nook_client::RelayConnection;
+use nook_crypto::aead::seal_welcome;
+use nook_crypto::auth::{AuthOp, params_digest, sign_relay_auth};
+use nook_crypto::kdf::sha256;
+use nook_crypto::{EnvelopeKey, Purpose, RelayAddr, SeatSecret, TalkIdentity};
+use nook_proto::*;
+use nook_relay::clock::ManualClock;
+use nook_relay::{Config, Relay, Shutdown};
+use tokio::task::JoinHandle;
+
+pub const T0: u64 = 1_700_000_000;
+
+pub struct TestRelay {
+    pub addr: RelayAddr,
+    pub clock: Arc<ManualClock>,
+    pub engine: Arc<nook_relay::engine::Engine>,
+    pub dir: tempfile::TempDir,
+    shutdown: Shutdown,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestRelay {
+    pub fn start() -> TestRelay {
+        TestRelay::start_in(tempfile::tempdir().unwrap())
+    }
+
+    pub fn start_in(dir: tempfile::TempDir) -> TestRelay {
+        let clock = Arc::new(ManualClock::new(T0));
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        // The sweeper runs only when a test calls it, so TTLs are driven by the clock.
+        config.sweep_every = std::time::Duration::from_secs(3600);
+        let relay = Relay::start_with_clock(config, clock.clone()).unwrap();
+        let addr: RelayAddr = relay.address().parse().unwrap();
+        let engine = relay.engine().clone();
+        let (shutdown, stop) = Shutdown::new();
+        let task = tokio::spawn(relay.run(stop));
+        TestRelay {
+            addr,
+            clock,
+            engine,
+            dir,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub async fn connect(&self) -> RelayConnection {
+        RelayConnection::connect(&self.addr).await.unwrap()
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown.trigger();
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+        self.dir
+    }
+}
+
+/// A member's view for these tests: its identity and its connection.
+pub struct Member {
+    pub id: TalkIdentity,
+    pub conn: RelayConnection,
+    pub mailbox: MailboxId,
+    pub seat: u8,
+}
+
+pub struct Created {
+    pub owner: Member,
+    pub seats: Vec<SeatSecret>,
+    pub talk_key: [u8; 32],
+    pub status: TalkStatus,
+}
+
+pub fn params(seats: u8, quorum: u8, close: ClosePolicy, secrets: &[SeatSecret]) -> TalkParams {
+    TalkParams {
+        seats,
+        quorum,
+        ttl_secs: 3600,
+        close,
+        offers: secrets
+            .iter()
+            .map(|s| SeatOffer {
+                token_hash: s.token_hash(),
+                welcome: seal_welcome(s, b"welcome for this seat").unwrap(),
+            })
+            .collect(),
+    }
+}
+
+pub async fn create(relay: &TestRelay, seats: u8, quorum: u8, close: ClosePolicy) -> Created {
+    let mut rng = rand::rng();
+    let secrets: Vec<SeatSecret> = (1..seats).map(|_| SeatSecret::random(&mut rng)).collect();
+    let id = TalkIdentity::generate(&mut rng);
+    let conn = relay.connect().await;
+    let p = params(seats, quorum, close, &secrets);
+    let sig = sign_relay_auth(
+        &id,
+        AuthOp::Create,
+        &conn.hello().challenge,
+        &MailboxId([0; 16]),
+        &params_digest(&p).unwrap(),
+    );
+    let r = conn
+        .request(Request::Create(Create {
+            params: p,
+            owner: id.member_key(),
+            signature: sig,
+        }))
+        .await
+        .unwrap();
+    let Response::Created { mailbox, status } = r else {
+        panic!("unexpected {r:?}")
+    };
+    Created {
+        owner: Member {
+            id,
+            conn,
+            mailbox,
+            seat: 0,
+        },
+        seats: secrets,
+        talk_key: [42; 32],
+        status,
+    }
+}
+
+pub async fn join_with(
+    conn: RelayConnection,
+    mailbox: MailboxId,
+    seat: &SeatSecret,
+) -> Result<(Member, Vec<u8>, TalkStatus), nook_client::RequestError> {
+    let id = TalkIdentity::generate(&mut rand::rng());
+    let token = *seat.join_token();
+    let sig = sign_relay_auth(&id, AuthOp::Join, &conn.hello().challenge, &mailbox, &token);
+    let r = conn
+        .request(Request::Join(Join {
+            mailbox,
+            token,
+            member: id.member_key(),
+            signature: sig,
+        }))
+        .await?;
+    let Response::Joined {
+        seat,
+        welcome,
+        status,
+    } = r
+    else {
+        panic!("unexpected {r:?}")
+    };
+    Ok((
+        Member {
+            id,
+            conn,
+            mailbox,
+            seat,
+        },
+        welcome,
+        status,
+    ))
+}
+
+pub async fn join(relay: &TestRelay, mailbox: MailboxId, seat: &SeatSecret) -> Member {
+    join_with(relay.connect().await, mailbox, seat).await.unwrap().0
+}
+
+impl Member {
+    pub async fn subscribe(&self) -> TalkStatus {
+        match self
+            .conn
+            .request(Request::Subscribe {
+                mailbox: self.mailbox,
+            })
+            .await
+            .unwrap()
+        {
+            Response::Subscribed { status } => status,
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+
+    pub async fn put(&self, kind: EnvelopeKind, text: &[u8]) -> Result<Seq, nook_client::RequestError> {
+        let body = EnvelopeKey::from_talk_key(&[42; 32])
+            .seal(&mut rand::rng(), &self.mailbox, Purpose::from(kind), text)
+            .unwrap();
+        self.put_raw(kind, body).await
+    }
+
+    pub async fn put_raw(&self, kind: EnvelopeKind, body: Vec<u8>) -> Result<Seq, nook_client::RequestError> {
+        match self
+            .conn
+            .request(Request::Put(Put {
+                mailbox: self.mailbox,
+                kind,
+                body,
+            }))
+            .await?
+        {
+            Response::Stored { seq } => Ok(seq),
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+
+    pub async fn fetch(&self, after: u64) -> Result<Vec<Envelope>, nook_client::RequestError> {
+        match self
+            .conn
+            .request(Request::Fetch {
+                mailbox: self.mailbox,
+                after: Seq(after),
+                limit: 256,
+            })
+            .await?
+        {
+            Response::Envelopes { items, .. } => Ok(items),
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+
+    pub async fn ack(&self, upto: u64) -> Result<(), nook_client::RequestError> {
+        self.conn
+            .request(Request::Ack {
+                mailbox: self.mailbox,
+                upto: Seq(upto),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn auth_on(&self, conn: &RelayConnection) -> Result<Response, nook_client::RequestError> {
+        let sig = sign_relay_auth(&self.id, AuthOp::Auth, &conn.hello().challenge, &self.mailbox, &[]);
+        conn.request(Request::Auth(Auth {
+            mailbox: self.mailbox,
+            member: self.id.member_key(),
+            signature: sig,
+        }))
+        .await
+    }
+
+    pub async fn close(&self, farewell: Vec<u8>) -> Result<Receipt, nook_client::RequestError> {
+        let sig = sign_relay_auth(
+            &self.id,
+            AuthOp::Close,
+            &self.conn.hello().challenge,
+            &self.mailbox,
+            &sha256(&[&farewell]),
+        );
+        match self
+            .conn
+            .request(Request::Close(Close {
+                mailbox: self.mailbox,
+                farewell,
+                signature: sig,
+            }))
+            .await?
+        {
+            Response::Closed { receipt } => Ok(receipt),
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+
+    pub async fn leave(&self) -> Result<(), nook_client::RequestError> {
+        let sig = sign_relay_auth(&self.id, AuthOp::Leave, &self.conn.hello().challenge, &self.mailbox, &[]);
+        self.conn
+            .request(Request::Leave {
+                mailbox: self.mailbox,
+                signature: sig,
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Waits for the next push, bounded in time.
+pub async fn next_push(rx: &mut tokio::sync::mpsc::Receiver<Push>) -> Push {
+    tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no push within 10 s")
+        .expect("push channel closed")
+}
+
+/// Every file under `dir`, concatenated.
+pub fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(b) = std::fs::read(&p) {
+                out.extend_from_slice(&b);
+            }
+        }
+    }
+    out
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

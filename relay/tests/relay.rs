@@ -1,0 +1,338 @@
+//! The relay over real QUIC on 127.0.0.1: every operation, its refusals, retention,
+//! close, and what stays on disk.
+
+mod common;
+
+use common::*;
+use nook_client::{RelayConnection, RequestError};
+use nook_crypto::auth::verify_receipt;
+use nook_proto::*;
+
+fn code(r: Result<impl std::fmt::Debug, RequestError>) -> ErrorCode {
+    match r {
+        Err(e) => e.code().unwrap_or_else(|| panic!("not a relay refusal: {e}")),
+        Ok(v) => panic!("expected a refusal, got {v:?}"),
+    }
+}
+
+#[tokio::test]
+async fn create_join_open_put_push_fetch_ack() {
+    let relay = TestRelay::start();
+    let mut c = create(&relay, 3, 3, ClosePolicy::Owner).await;
+    assert_eq!(c.status.state, TalkState::Pending);
+    assert_eq!((c.status.members, c.status.seats, c.status.quorum), (1, 3, 3));
+    let mut owner_push = c.owner.conn.take_pushes().unwrap();
+    c.owner.subscribe().await;
+
+    let (mut b, welcome, status) = join_with(relay.connect().await, c.owner.mailbox, &c.seats[0])
+        .await
+        .unwrap();
+    assert_eq!(b.seat, 1);
+    assert_eq!(
+        nook_crypto::aead::open_welcome(&c.seats[0], &welcome).unwrap().as_slice(),
+        b"welcome for this seat"
+    );
+    assert_eq!((status.members, status.state), (2, TalkState::Pending));
+    match next_push(&mut owner_push).await {
+        Push::SeatTaken { status, .. } => assert_eq!(status.members, 2),
+        p => panic!("unexpected {p:?}"),
+    }
+
+    // Pending: handshake accepted, chat refused with "k/n seats".
+    b.put(EnvelopeKind::Handshake, b"hello keys").await.unwrap();
+    let refused = b.put(EnvelopeKind::Chat, b"too early").await;
+    match &refused {
+        Err(RequestError::Refused { code, message }) => {
+            assert_eq!(*code, ErrorCode::TalkNotOpen);
+            assert!(message.contains("2/3"), "{message}");
+        }
+        r => panic!("expected refusal, got {r:?}"),
+    }
+    match next_push(&mut owner_push).await {
+        Push::Envelope { envelope, .. } => assert_eq!(envelope.kind, EnvelopeKind::Handshake),
+        p => panic!("unexpected {p:?}"),
+    }
+
+    let mut b_push = b.conn.take_pushes().unwrap();
+    b.subscribe().await;
+    let d = join(&relay, c.owner.mailbox, &c.seats[1]).await;
+    // Quorum reached: every subscriber hears "opened".
+    for rx in [&mut owner_push, &mut b_push] {
+        let mut saw_open = false;
+        for _ in 0..2 {
+            if let Push::Opened { status, .. } = next_push(rx).await {
+                assert_eq!(status.state, TalkState::Open);
+                saw_open = true;
+                break;
+            }
+        }
+        assert!(saw_open);
+    }
+
+    let seq = d.put(EnvelopeKind::Chat, b"first message").await.unwrap();
+    for rx in [&mut owner_push, &mut b_push] {
+        match next_push(rx).await {
+            Push::Envelope { envelope, .. } => assert_eq!(envelope.seq, seq),
+            p => panic!("unexpected {p:?}"),
+        }
+    }
+    // The sender is not a recipient of its own envelope.
+    assert!(d.fetch(0).await.unwrap().is_empty());
+    let got = c.owner.fetch(0).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![Seq(1), seq]);
+    // Retention: the envelope stays until both recipients acked it.
+    c.owner.ack(seq.0).await.unwrap();
+    assert_eq!(b.fetch(1).await.unwrap().len(), 1);
+    b.ack(seq.0).await.unwrap();
+    assert!(c.owner.fetch(0).await.unwrap().is_empty(), "acked by all recipients");
+    assert!(b.fetch(0).await.unwrap().is_empty());
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn used_and_unknown_invites_are_refused() {
+    let relay = TestRelay::start();
+    let c = create(&relay, 3, 2, ClosePolicy::Owner).await;
+    join(&relay, c.owner.mailbox, &c.seats[0]).await;
+    let again = join_with(relay.connect().await, c.owner.mailbox, &c.seats[0]).await;
+    assert_eq!(code(again.map(|_| ())), ErrorCode::InviteInvalid);
+    let unknown = MailboxId([9; 16]);
+    let r = join_with(relay.connect().await, unknown, &c.seats[1]).await;
+    assert_eq!(code(r.map(|_| ())), ErrorCode::UnknownMailbox);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn owner_policy_refuses_a_member_and_the_owner_closes_with_a_receipt() {
+    let relay = TestRelay::start();
+    let c = create(&relay, 2, 2, ClosePolicy::Owner).await;
+    let mut b = join(&relay, c.owner.mailbox, &c.seats[0]).await;
+    let mut b_push = b.conn.take_pushes().unwrap();
+    b.subscribe().await;
+    c.owner.put(EnvelopeKind::Chat, b"pending at close").await.unwrap();
+    assert_eq!(code(b.close(vec![]).await), ErrorCode::NotAllowed);
+
+    let farewell = nook_crypto::EnvelopeKey::from_talk_key(&[42; 32])
+        .seal(&mut rand::rng(), &c.owner.mailbox, nook_crypto::Purpose::Farewell, b"bye")
+        .unwrap();
+    let receipt = c.owner.close(farewell.clone()).await.unwrap();
+    assert_eq!(receipt.mailbox, c.owner.mailbox);
+    assert_eq!(receipt.envelopes_deleted, 1);
+    assert_eq!(receipt.closed_at, T0);
+    verify_receipt(&c.owner.conn.hello().relay_key, &receipt).unwrap();
+    loop {
+        match next_push(&mut b_push).await {
+            Push::Closed { receipt: r, farewell: f, .. } => {
+                assert_eq!(r, receipt);
+                assert_eq!(f, farewell);
+                break;
+            }
+            Push::Envelope { .. } => continue,
+            p => panic!("unexpected {p:?}"),
+        }
+    }
+    // Everything after close says "closed", on any connection.
+    assert_eq!(code(b.fetch(0).await), ErrorCode::MailboxClosed);
+    let fresh = relay.connect().await;
+    assert_eq!(code(b.auth_on(&fresh).await), ErrorCode::MailboxClosed);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn any_policy_lets_a_member_close() {
+    let relay = TestRelay::start();
+    let c = create(&relay, 2, 2, ClosePolicy::Any).await;
+    let b = join(&relay, c.owner.mailbox, &c.seats[0]).await;
+    b.close(vec![]).await.unwrap();
+    assert_eq!(code(c.owner.fetch(0).await), ErrorCode::MailboxClosed);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn leave_unblocks_retention_and_tells_the_others() {
+    let relay = TestRelay::start();
+    let mut c = create(&relay, 3, 2, ClosePolicy::Owner).await;
+    let b = join(&relay, c.owner.mailbox, &c.seats[0]).await;
+    let d = join(&relay, c.owner.mailbox, &c.seats[1]).await;
+    let mut owner_push = c.owner.conn.take_pushes().unwrap();
+    c.owner.subscribe().await;
+    let seq = c.owner.put(EnvelopeKind::Chat, b"to b and d").await.unwrap();
+    b.ack(seq.0).await.unwrap();
+    assert_eq!(d.fetch(0).await.unwrap().len(), 1);
+    d.leave().await.unwrap();
+    match next_push(&mut owner_push).await {
+        Push::MemberLeft { status, .. } => assert_eq!(status.members, 2),
+        p => panic!("unexpected {p:?}"),
+    }
+    // d's missing ack no longer holds the envelope.
+    assert!(b.fetch(0).await.unwrap().is_empty());
+    assert_eq!(relay.engine.stats.envelopes_deleted.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(code(d.fetch(0).await), ErrorCode::NotAuthenticated);
+    // Its key is no longer a member: re-authenticating is refused.
+    assert_eq!(code(d.auth_on(&d.conn).await), ErrorCode::NotAllowed);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn ttl_expiry_deletes_the_mailbox_and_tells_subscribers() {
+    let relay = TestRelay::start();
+    let c = create(&relay, 2, 2, ClosePolicy::Owner).await;
+    let mut c = c;
+    let mut push = c.owner.conn.take_pushes().unwrap();
+    c.owner.subscribe().await;
+    assert_eq!(relay.engine.sweep(), 0);
+    relay.clock.advance(3599);
+    assert_eq!(relay.engine.sweep(), 0);
+    relay.clock.advance(1);
+    assert_eq!(relay.engine.sweep(), 1);
+    assert!(matches!(next_push(&mut push).await, Push::Expired { .. }));
+    assert_eq!(code(c.owner.fetch(0).await), ErrorCode::MailboxClosed);
+    assert_eq!(code(join_with(relay.connect().await, c.owner.mailbox, &c.seats[0]).await.map(|_| ())), ErrorCode::MailboxClosed);
+    // The tombstone itself expires later, then the mailbox is simply unknown.
+    relay.clock.advance(nook_relay::engine::TOMBSTONE_GRACE_SECS);
+    relay.engine.sweep();
+    let fresh = relay.connect().await;
+    assert_eq!(code(c.owner.auth_on(&fresh).await), ErrorCode::UnknownMailbox);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_their_error_codes() {
+    let relay = TestRelay::start();
+    let c = create(&relay, 2, 1, ClosePolicy::Owner).await;
+    // Not a bucket size.
+    assert_eq!(code(c.owner.put_raw(EnvelopeKind::Chat, vec![0; 100]).await), ErrorCode::TooLarge);
+    // Not authenticated on a fresh connection.
+    let other = relay.connect().await;
+    let r = other
+        .request(Request::Fetch { mailbox: c.owner.mailbox, after: Seq(0), limit: 10 })
+        .await;
+    assert_eq!(code(r), ErrorCode::NotAuthenticated);
+    // A signature made for another connection's challenge: replayed auth.
+    let sig = nook_crypto::auth::sign_relay_auth(
+        &c.owner.id,
+        nook_crypto::auth::AuthOp::Auth,
+        &c.owner.conn.hello().challenge,
+        &c.owner.mailbox,
+        &[],
+    );
+    let r = other
+        .request(Request::Auth(Auth { mailbox: c.owner.mailbox, member: c.owner.id.member_key(), signature: sig }))
+        .await;
+    assert_eq!(code(r), ErrorCode::BadSignature);
+    // Bad create parameters.
+    let mut p = params(2, 3, ClosePolicy::Owner, &[nook_crypto::SeatSecret::random(&mut rand::rng())]);
+    p.quorum = 3;
+    let id = nook_crypto::TalkIdentity::generate(&mut rand::rng());
+    let sig = nook_crypto::auth::sign_relay_auth(
+        &id,
+        nook_crypto::auth::AuthOp::Create,
+        &other.hello().challenge,
+        &MailboxId([0; 16]),
+        &nook_crypto::auth::params_digest(&p).unwrap(),
+    );
+    let r = other.request(Request::Create(Create { params: p, owner: id.member_key(), signature: sig })).await;
+    assert_eq!(code(r), ErrorCode::BadRequest);
+    // Ping still works on the same connection after all these refusals.
+    assert_eq!(other.request(Request::Ping { nonce: 5 }).await.unwrap(), Response::Pong { nonce: 5 });
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_and_oversize_frames_end_only_that_connection() {
+    let relay = TestRelay::start();
+    let c = create(&relay, 2, 1, ClosePolicy::Owner).await;
+    let bad = relay.connect().await;
+    // A frame whose body is not a valid request.
+    bad.dangerous_write_raw(&[0, 0, 0, 2, 1, 200]).await.unwrap();
+    let r = bad.request(Request::Ping { nonce: 1 }).await;
+    assert!(matches!(r, Err(RequestError::Lost(_)) | Err(RequestError::Refused { .. })), "{r:?}");
+    let huge = relay.connect().await;
+    huge.dangerous_write_raw(&u32::MAX.to_be_bytes()).await.unwrap();
+    assert!(huge.request(Request::Ping { nonce: 1 }).await.is_err());
+    // The relay and other clients carry on.
+    c.owner.put(EnvelopeKind::Chat, b"still here").await.unwrap();
+    assert_eq!(
+        c.owner.conn.request(Request::Ping { nonce: 2 }).await.unwrap(),
+        Response::Pong { nonce: 2 }
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_alpn_and_wrong_fingerprint_are_refused() {
+    let relay = TestRelay::start();
+    let r = RelayConnection::connect_with_alpn(&relay.addr, b"nook/0").await;
+    assert!(matches!(r, Err(nook_client::ConnectError::Version { .. })), "{r:?}");
+    let mut wrong = relay.addr.clone();
+    wrong.fingerprint = nook_crypto::Fingerprint([7; 32]);
+    let r = RelayConnection::connect(&wrong).await;
+    match r {
+        Err(nook_client::ConnectError::WrongFingerprint { got, .. }) => assert_eq!(got, relay.addr.fingerprint),
+        r => panic!("expected a fingerprint refusal, got {r:?}"),
+    }
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn restart_recovers_mailboxes_members_and_envelopes() {
+    let relay = TestRelay::start();
+    let c = create(&relay, 2, 2, ClosePolicy::Owner).await;
+    let b = join(&relay, c.owner.mailbox, &c.seats[0]).await;
+    let s1 = c.owner.put(EnvelopeKind::Chat, b"one").await.unwrap();
+    let s2 = c.owner.put(EnvelopeKind::Chat, b"two").await.unwrap();
+    b.ack(s1.0).await.unwrap();
+    let (owner_id, b_id, mailbox) = (c.owner.id, b.id, c.owner.mailbox);
+    drop(c.owner.conn);
+    drop(b.conn);
+    let dir = relay.stop().await;
+    let relay = TestRelay::start_in(dir);
+    let b = Member { id: b_id, conn: relay.connect().await, mailbox, seat: 1 };
+    b.auth_on(&b.conn).await.unwrap();
+    let got = b.fetch(0).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![s2]);
+    let owner = Member { id: owner_id, conn: relay.connect().await, mailbox, seat: 0 };
+    owner.auth_on(&owner.conn).await.unwrap();
+    // Seqs continue after the recovered head.
+    let s3 = owner.put(EnvelopeKind::Chat, b"three").await.unwrap();
+    assert_eq!(s3.0, s2.0 + 1);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn after_close_no_trace_of_the_talk_is_readable_on_disk() {
+    let relay = TestRelay::start();
+    let c = create(&relay, 2, 2, ClosePolicy::Owner).await;
+    let b = join(&relay, c.owner.mailbox, &c.seats[0]).await;
+    let mut bodies = Vec::new();
+    for i in 0..50u32 {
+        let body = nook_crypto::EnvelopeKey::from_talk_key(&[42; 32])
+            .seal(&mut rand::rng(), &c.owner.mailbox, nook_crypto::Purpose::Chat, &i.to_le_bytes())
+            .unwrap();
+        c.owner.put_raw(EnvelopeKind::Chat, body.clone()).await.unwrap();
+        bodies.push(body);
+    }
+    b.ack(25).await.unwrap();
+    let before = all_bytes(&relay.data_dir());
+    // Sanity of the scan: the mailbox id is not stored in clear even while open
+    // (values are sealed), so look at what a closed talk must also not leave: bodies.
+    assert!(!contains(&before, &c.owner.mailbox.0));
+    c.owner.close(vec![]).await.unwrap();
+    let mailbox = c.owner.mailbox;
+    let keys = [c.owner.id.member_key().0, b.id.member_key().0];
+    let dir = relay.stop().await;
+    let after = all_bytes(dir.path());
+    assert!(!contains(&after, &mailbox.0), "mailbox id on disk");
+    for k in keys {
+        assert!(!contains(&after, &k), "member key on disk");
+    }
+    for body in &bodies {
+        // Any 32-byte run of an envelope body would do; the ciphertext after the nonce.
+        assert!(!contains(&after, &body[24..56]), "envelope bytes on disk");
+    }
+    // And after a restart the mailbox answers "closed".
+    let relay = TestRelay::start_in(dir);
+    let fresh = relay.connect().await;
+    assert_eq!(code(b.auth_on(&fresh).await), ErrorCode::MailboxClosed);
+    relay.stop().await;
+}

@@ -101,10 +101,28 @@ pub fn params(seats: u8, quorum: u8, close: ClosePolicy, secrets: &[SeatSecret])
 }
 
 pub async fn create(relay: &TestRelay, seats: u8, quorum: u8, close: ClosePolicy) -> Created {
+    create_on(relay.connect().await, seats, quorum, close).await
+}
+
+/// A relay reached by address only (the binary in another process).
+pub struct TestRelayAddr(pub RelayAddr);
+
+impl TestRelayAddr {
+    pub async fn create(&self, seats: u8, quorum: u8) -> Created {
+        create_on(RelayConnection::connect(&self.0).await.unwrap(), seats, quorum, ClosePolicy::Owner).await
+    }
+    pub async fn join(&self, mailbox: MailboxId, seat: &SeatSecret) -> Member {
+        join_with(RelayConnection::connect(&self.0).await.unwrap(), mailbox, seat)
+            .await
+            .unwrap()
+            .0
+    }
+}
+
+pub async fn create_on(conn: RelayConnection, seats: u8, quorum: u8, close: ClosePolicy) -> Created {
     let mut rng = rand::rng();
     let secrets: Vec<SeatSecret> = (1..seats).map(|_| SeatSecret::random(&mut rng)).collect();
     let id = TalkIdentity::generate(&mut rng);
-    let conn = relay.connect().await;
     let p = params(seats, quorum, close, &secrets);
     let sig = sign_relay_auth(
         &id,

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod member;
 pub mod transport;
 
 pub use transport::{ConnectError, RelayConnection, RequestError};

@@ -37,7 +37,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum ConnectError {
     #[error("cannot resolve relay host {host}: {reason}")]
     Resolve { host: String, reason: String },
-    #[error("the relay at {addr} presented key fingerprint {got}, but the address pins {expected}: this is not the relay you were given (or it was reset); check the address")]
+    #[error(
+        "the relay at {addr} presented key fingerprint {got}, but the address pins {expected}: this is not the relay you were given (or it was reset); check the address"
+    )]
     WrongFingerprint {
         addr: String,
         expected: Fingerprint,
@@ -111,9 +113,13 @@ impl RelayConnection {
         let verifier = Arc::new(PinnedVerifier::new(addr.fingerprint));
         let config = client_config(verifier.clone(), alpn)?;
         let bind: SocketAddr = if target.is_ipv6() {
-            "[::]:0".parse().map_err(|_| ConnectError::Local("bad bind address".into()))?
+            "[::]:0"
+                .parse()
+                .map_err(|_| ConnectError::Local("bad bind address".into()))?
         } else {
-            "0.0.0.0:0".parse().map_err(|_| ConnectError::Local("bad bind address".into()))?
+            "0.0.0.0:0"
+                .parse()
+                .map_err(|_| ConnectError::Local("bad bind address".into()))?
         };
         let mut endpoint =
             quinn::Endpoint::client(bind).map_err(|e| ConnectError::Local(e.to_string()))?;
@@ -220,7 +226,10 @@ impl RelayConnection {
         let bytes = encode_frame(&frame).map_err(|e| RequestError::Lost(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         {
-            let mut pending = self.pending.lock().map_err(|_| RequestError::Lost("poisoned".into()))?;
+            let mut pending = self
+                .pending
+                .lock()
+                .map_err(|_| RequestError::Lost("poisoned".into()))?;
             let map = pending
                 .as_mut()
                 .ok_or_else(|| RequestError::Lost(self.close_reason()))?;

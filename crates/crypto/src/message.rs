@@ -42,6 +42,11 @@ pub struct AnnounceBody {
     pub opening: [u8; 32],
     /// The member's alias in this talk (≤ 64 bytes of UTF-8).
     pub alias: String,
+    /// The member's sending chain as of this announcement: present when the member
+    /// announces itself to everyone (so every current member can read its messages
+    /// at once) and in an `Intro` (so the newcomer can); absent in the creator's
+    /// announcement inside a welcome, which many seats share.
+    pub chain: Option<ChainState>,
 }
 
 /// A member's self-introduction, signed with its pseudonym key over
@@ -66,13 +71,10 @@ pub struct Direct {
 /// What a [`Direct`] carries.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum DirectBody {
-    /// An existing member's answer to a newcomer's announcement: who it is and where its
-    /// sending chain stands.
-    Intro {
-        announce: Announce,
-        chain: ChainState,
-    },
-    /// A member's (new) sending chain, sent after an `Intro` and after every rotation.
+    /// An existing member's answer to a newcomer's announcement: who it is and, in the
+    /// announcement's `chain`, where its sending chain stands.
+    Intro { announce: Announce },
+    /// A member's new sending chain, sent to each remaining member after a member left.
     SenderKey { chain: ChainState },
 }
 
@@ -196,6 +198,7 @@ impl Announce {
         seat: u8,
         opening: [u8; 32],
         alias: &str,
+        chain: Option<&ChainState>,
     ) -> Result<Announce, CryptoError> {
         if alias.len() > MAX_ALIAS {
             return Err(CryptoError::Malformed);
@@ -208,6 +211,7 @@ impl Announce {
             relay_auth: public.relay_auth,
             opening,
             alias: alias.to_owned(),
+            chain: chain.cloned(),
         };
         let signature = identity.sign_pseudonym(&announce_transcript(mailbox, &body)?);
         Ok(Announce { body, signature })

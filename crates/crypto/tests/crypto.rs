@@ -343,12 +343,12 @@ fn announce_opening_must_match_the_seat_commitment() {
     let id = TalkIdentity::generate(&mut r);
     let seats: Vec<SeatSecret> = (0..2).map(|_| SeatSecret::random(&mut r)).collect();
     let commitments: Vec<[u8; 32]> = seats.iter().map(|s| s.commitment()).collect();
-    let a = Announce::new(&id, &MB, 2, seats[1].opening(), "quiet-otter").unwrap();
+    let a = Announce::new(&id, &MB, 2, seats[1].opening(), "quiet-otter", None).unwrap();
     assert_eq!(a.verify(&MB, &commitments), Ok(()));
     // Claiming seat 1 with seat 2's opening fails; so does a bogus opening.
-    let wrong = Announce::new(&id, &MB, 1, seats[1].opening(), "x").unwrap();
+    let wrong = Announce::new(&id, &MB, 1, seats[1].opening(), "x", None).unwrap();
     assert_eq!(wrong.verify(&MB, &commitments), Err(CryptoError::NotASeat));
-    let beyond = Announce::new(&id, &MB, 9, seats[1].opening(), "x").unwrap();
+    let beyond = Announce::new(&id, &MB, 9, seats[1].opening(), "x", None).unwrap();
     assert_eq!(beyond.verify(&MB, &commitments), Err(CryptoError::NotASeat));
     let mut tampered = a.clone();
     tampered.body.alias = "someone-else".into();
@@ -357,7 +357,7 @@ fn announce_opening_must_match_the_seat_commitment() {
         Err(CryptoError::BadSignature)
     );
     assert!(a.verify(&MailboxId([0; 16]), &commitments).is_err());
-    assert!(Announce::new(&id, &MB, 1, [0; 32], &"a".repeat(65)).is_err());
+    assert!(Announce::new(&id, &MB, 1, [0; 32], &"a".repeat(65), None).is_err());
 }
 
 #[test]

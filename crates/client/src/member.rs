@@ -1,0 +1,1090 @@
+//! A member's side of one talk, as pure state and transitions (no IO, `now` given).
+//!
+//! [`TalkState`] holds everything a member knows of a talk: its per-talk identity,
+//! the talk key, the roster of other members with their receiving chains, its own
+//! sending chain, and the relay cursor. [`TalkState::handle_envelope`] turns one
+//! envelope from the relay into [`Event`]s for the history and the envelopes to send
+//! in answer (introductions and sender keys). The whole value is stored sealed in the
+//! local vault and deleted when the talk ends.
+
+use bincode::{Decode, Encode};
+use nook_crypto::aead::{open_pairwise, open_welcome, seal_pairwise, seal_welcome};
+use nook_crypto::chain::{ChainState, Delivery};
+use nook_crypto::message::{
+    Announce, Content, Direct, DirectBody, Farewell, Inner, Welcome, WelcomeParams, open_group,
+    seal_group,
+};
+use nook_crypto::{
+    CryptoError, EnvelopeKey, Invite, Purpose, ReceivingChain, RelayAddr, SeatSecret, SendingChain,
+    TalkIdentity,
+};
+use nook_proto::{
+    ClosePolicy, Envelope, EnvelopeKind, MailboxId, Receipt, RelayKey, SeatOffer, TalkParams,
+    TalkState as RelayState, TalkStatus,
+};
+use zeroize::Zeroize;
+
+/// The mailbox id the creator's welcome announcement is signed over: the relay
+/// names the mailbox only after the welcomes are sealed.
+pub const WELCOME_MAILBOX: MailboxId = MailboxId([0; 16]);
+
+/// Something for the talk's history (and the user's screen).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum Event {
+    Message {
+        seat: u8,
+        alias: String,
+        sent_at_ms: u64,
+        text: String,
+        own: bool,
+        /// Arrived after a later message from the same sender.
+        late: bool,
+        /// Messages of this sender that never arrived before this one.
+        missed: u32,
+    },
+    MemberJoined {
+        seat: u8,
+        alias: String,
+    },
+    MemberLeaving {
+        seat: u8,
+        alias: String,
+    },
+    SeatsTaken {
+        members: u8,
+        seats: u8,
+        quorum: u8,
+    },
+    Opened,
+    Closed {
+        by: Option<String>,
+        verified: bool,
+    },
+    Expired,
+    /// Something was wrong with what arrived; it was not shown as a message.
+    Warning(String),
+}
+
+/// Another member as this member knows it.
+#[derive(Clone, Debug, Encode, Decode)]
+pub struct Peer {
+    pub seat: u8,
+    pub pseudonym: [u8; 32],
+    pub agreement: [u8; 32],
+    pub relay_auth: [u8; 32],
+    pub alias: String,
+    chain: Option<ReceivingChain>,
+    prev_chain: Option<ReceivingChain>,
+    pub left: bool,
+}
+
+/// Everything one member holds for one talk.
+#[derive(Encode, Decode)]
+pub struct TalkState {
+    pub talk_id: [u8; 8],
+    pub relay: String,
+    pub relay_key: Option<[u8; 32]>,
+    pub mailbox: MailboxId,
+    pub seat: u8,
+    identity: [u8; 96],
+    talk_key: [u8; 32],
+    opening: [u8; 32],
+    pub params: WelcomeParams,
+    pub alias: String,
+    pub commitments: Vec<[u8; 32]>,
+    pub roster: Vec<Peer>,
+    sending: SendingChain,
+    /// Highest relay seq fully processed and stored.
+    pub cursor: u64,
+    /// Highest seq acknowledged to the relay.
+    pub acked: u64,
+    pub status: Option<TalkStatus>,
+    /// The owner's invites not yet used: (seat, invite text). Secret.
+    pub invites: Vec<(u8, String)>,
+    pub expires_at: u64,
+    pub closed: bool,
+    /// Whether the relay said the talk is open.
+    pub opened: bool,
+}
+
+/// What the creator sends to the relay, and what it hands out.
+pub struct NewTalk {
+    pub state: TalkState,
+    pub params: TalkParams,
+    /// One seat secret per free seat, in seat order (seat 1 first).
+    pub seats: Vec<SeatSecret>,
+}
+
+/// What handling one envelope produced.
+#[derive(Debug, Default)]
+pub struct Handled {
+    pub events: Vec<Event>,
+    /// Envelopes to put in answer: (kind, padded sealed body).
+    pub outgoing: Vec<(EnvelopeKind, Vec<u8>)>,
+}
+
+/// Options of a new talk.
+#[derive(Debug, Clone)]
+pub struct TalkOptions {
+    pub seats: u8,
+    pub quorum: u8,
+    pub ttl_secs: u32,
+    pub close: ClosePolicy,
+    pub alias: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    #[error(
+        "the welcome for this invite could not be opened: the invite is wrong or the relay altered it"
+    )]
+    BadWelcome,
+    #[error("the talk's creator could not be verified from the welcome")]
+    BadCreator,
+    #[error("alias must be 1 to 64 bytes without control characters")]
+    BadAlias,
+    #[error("the message is too long for one envelope ({0})")]
+    TooLong(String),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+impl Drop for TalkState {
+    fn drop(&mut self) {
+        self.identity.zeroize();
+        self.talk_key.zeroize();
+        self.opening.zeroize();
+        for (_, inv) in &mut self.invites {
+            inv.zeroize();
+        }
+    }
+}
+
+impl std::fmt::Debug for NewTalk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewTalk").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for TalkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TalkState")
+            .field("seat", &self.seat)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks an alias: 1..=64 bytes, no control characters.
+pub fn valid_alias(alias: &str) -> bool {
+    !alias.is_empty()
+        && alias.len() <= nook_crypto::message::MAX_ALIAS
+        && !alias.chars().any(char::is_control)
+}
+
+impl TalkState {
+    /// Prepares a new talk: identity, talk key, seat secrets, commitments, and one
+    /// sealed welcome per free seat. The mailbox id is filled in by [`TalkState::created`].
+    pub fn create(relay: &RelayAddr, opts: &TalkOptions, now: u64) -> Result<NewTalk, MemberError> {
+        if !valid_alias(&opts.alias) {
+            return Err(MemberError::BadAlias);
+        }
+        let mut rng = rand::rng();
+        let identity = TalkIdentity::generate(&mut rng);
+        let mut talk_key = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rng, &mut talk_key);
+        let seats: Vec<SeatSecret> = (1..opts.seats)
+            .map(|_| SeatSecret::random(&mut rng))
+            .collect();
+        let commitments: Vec<[u8; 32]> = seats.iter().map(|s| s.commitment()).collect();
+        let params = WelcomeParams {
+            seats: opts.seats,
+            quorum: opts.quorum,
+            ttl_secs: opts.ttl_secs,
+            close: opts.close,
+            created_at: now,
+        };
+        let creator = Announce::new(&identity, &WELCOME_MAILBOX, 0, [0; 32], &opts.alias, None)?;
+        let mut offers = Vec::with_capacity(seats.len());
+        for (seat, secret) in (1u8..).zip(&seats) {
+            let welcome = Welcome {
+                talk_key,
+                seat,
+                params,
+                creator: creator.clone(),
+                commitments: commitments.clone(),
+            };
+            offers.push(SeatOffer {
+                token_hash: secret.token_hash(),
+                welcome: seal_welcome(secret, &welcome.encode()?)?,
+            });
+        }
+        let mut talk_id = [0u8; 8];
+        rand::Rng::fill_bytes(&mut rng, &mut talk_id);
+        let state = TalkState {
+            talk_id,
+            relay: relay.to_string(),
+            relay_key: None,
+            mailbox: MailboxId([0; 16]),
+            seat: 0,
+            identity: *identity.to_bytes(),
+            talk_key,
+            opening: [0; 32],
+            params,
+            alias: opts.alias.clone(),
+            commitments,
+            roster: Vec::new(),
+            sending: SendingChain::new(&mut rng, 0),
+            cursor: 0,
+            acked: 0,
+            status: None,
+            invites: Vec::new(),
+            expires_at: now + u64::from(opts.ttl_secs),
+            closed: false,
+            opened: false,
+        };
+        talk_key.zeroize();
+        Ok(NewTalk {
+            state,
+            params: TalkParams {
+                seats: opts.seats,
+                quorum: opts.quorum,
+                ttl_secs: opts.ttl_secs,
+                close: opts.close,
+                offers,
+            },
+            seats,
+        })
+    }
+
+    /// Records the relay's answer to `Create` and makes the invites.
+    pub fn created(
+        &mut self,
+        relay: &RelayAddr,
+        mailbox: MailboxId,
+        status: TalkStatus,
+        seats: &[SeatSecret],
+    ) -> Vec<String> {
+        self.mailbox = mailbox;
+        self.expires_at = status.expires_at;
+        self.opened = status.state == RelayState::Open;
+        self.status = Some(status);
+        self.invites = (1u8..)
+            .zip(seats)
+            .map(|(seat, s)| {
+                let inv = Invite {
+                    relay: relay.clone(),
+                    mailbox,
+                    seat_secret: s.clone(),
+                };
+                (seat, inv.to_text())
+            })
+            .collect();
+        self.invites.iter().map(|(_, t)| t.clone()).collect()
+    }
+
+    /// Builds the state of a member who just took `seat` with `invite`, from the
+    /// welcome the relay handed over; returns it with the announcement to put.
+    pub fn joined(
+        invite: &Invite,
+        identity: TalkIdentity,
+        alias: &str,
+        seat: u8,
+        welcome: &[u8],
+        status: TalkStatus,
+    ) -> Result<(TalkState, Vec<u8>), MemberError> {
+        if !valid_alias(alias) {
+            return Err(MemberError::BadAlias);
+        }
+        let plain =
+            open_welcome(&invite.seat_secret, welcome).map_err(|_| MemberError::BadWelcome)?;
+        let w = Welcome::decode(&plain).map_err(|_| MemberError::BadWelcome)?;
+        if w.seat != seat || w.creator.body.seat != 0 {
+            return Err(MemberError::BadCreator);
+        }
+        w.creator
+            .verify(&WELCOME_MAILBOX, &w.commitments)
+            .map_err(|_| MemberError::BadCreator)?;
+        if w.commitments.get(usize::from(seat) - 1) != Some(&invite.seat_secret.commitment()) {
+            return Err(MemberError::BadWelcome);
+        }
+        let mut rng = rand::rng();
+        let mut talk_id = [0u8; 8];
+        rand::Rng::fill_bytes(&mut rng, &mut talk_id);
+        let c = &w.creator.body;
+        let state = TalkState {
+            talk_id,
+            relay: invite.relay.to_string(),
+            relay_key: None,
+            mailbox: invite.mailbox,
+            seat,
+            identity: *identity.to_bytes(),
+            talk_key: w.talk_key,
+            opening: invite.seat_secret.opening(),
+            params: w.params,
+            alias: alias.to_string(),
+            commitments: w.commitments.clone(),
+            roster: vec![Peer {
+                seat: 0,
+                pseudonym: c.pseudonym,
+                agreement: c.agreement,
+                relay_auth: c.relay_auth,
+                alias: c.alias.clone(),
+                chain: None,
+                prev_chain: None,
+                left: false,
+            }],
+            sending: SendingChain::new(&mut rng, 0),
+            cursor: 0,
+            acked: 0,
+            status: Some(status),
+            invites: Vec::new(),
+            expires_at: status.expires_at,
+            closed: false,
+            opened: status.state == RelayState::Open,
+        };
+        let announce = state.announce(true)?;
+        let body = state.seal(EnvelopeKind::Handshake, &Inner::Announce(announce))?;
+        Ok((state, body))
+    }
+
+    pub fn identity(&self) -> TalkIdentity {
+        TalkIdentity::from_bytes(&self.identity)
+    }
+
+    pub fn relay_addr(&self) -> Option<RelayAddr> {
+        self.relay.parse().ok()
+    }
+
+    pub fn is_owner(&self) -> bool {
+        self.seat == 0
+    }
+
+    /// Current members other than this one.
+    pub fn others(&self) -> impl Iterator<Item = &Peer> {
+        self.roster.iter().filter(|p| !p.left)
+    }
+
+    pub fn alias_of(&self, seat: u8) -> String {
+        if seat == self.seat {
+            return self.alias.clone();
+        }
+        self.roster
+            .iter()
+            .find(|p| p.seat == seat)
+            .map(|p| p.alias.clone())
+            .unwrap_or_else(|| format!("seat-{seat}"))
+    }
+
+    /// Whether this member may close the talk under its close policy.
+    pub fn may_close(&self) -> bool {
+        self.params.close == ClosePolicy::Any || self.is_owner()
+    }
+
+    fn envelope_key(&self) -> EnvelopeKey {
+        EnvelopeKey::from_talk_key(&self.talk_key)
+    }
+
+    fn announce(&self, with_chain: bool) -> Result<Announce, CryptoError> {
+        let chain = with_chain.then(|| self.sending.state());
+        Announce::new(
+            &self.identity(),
+            &self.mailbox,
+            self.seat,
+            self.opening,
+            &self.alias,
+            chain,
+        )
+    }
+
+    fn seal(&self, kind: EnvelopeKind, inner: &Inner) -> Result<Vec<u8>, CryptoError> {
+        self.envelope_key().seal(
+            &mut rand::rng(),
+            &self.mailbox,
+            Purpose::from(kind),
+            &inner.encode()?,
+        )
+    }
+
+    fn direct(&self, to: &Peer, body: &DirectBody) -> Result<Vec<u8>, CryptoError> {
+        let identity = self.identity();
+        let sealed = seal_pairwise(
+            &mut rand::rng(),
+            &identity,
+            &to.agreement,
+            &self.mailbox,
+            &body.encode()?,
+        )?;
+        self.seal(
+            EnvelopeKind::Handshake,
+            &Inner::Direct(Direct {
+                from: identity.public().agreement,
+                to: to.agreement,
+                sealed,
+            }),
+        )
+    }
+
+    /// Encrypts a chat message under this member's chain. Returns the envelope body
+    /// and the event to record as sent.
+    pub fn seal_text(&mut self, text: &str, now_ms: u64) -> Result<(Vec<u8>, Event), MemberError> {
+        let content = Content::Text {
+            sent_at_ms: now_ms,
+            text: text.to_string(),
+        };
+        let body = self.seal_content(&content)?;
+        Ok((
+            body,
+            Event::Message {
+                seat: self.seat,
+                alias: self.alias.clone(),
+                sent_at_ms: now_ms,
+                text: text.to_string(),
+                own: true,
+                late: false,
+                missed: 0,
+            },
+        ))
+    }
+
+    /// The "I am leaving" message, sent before `Leave` so the others know who left.
+    pub fn seal_leaving(&mut self, now_ms: u64) -> Result<Vec<u8>, MemberError> {
+        self.seal_content(&Content::Leaving { sent_at_ms: now_ms })
+    }
+
+    fn seal_content(&mut self, content: &Content) -> Result<Vec<u8>, MemberError> {
+        let msg = seal_group(&self.identity(), &mut self.sending, &self.mailbox, content)?;
+        self.seal(EnvelopeKind::Chat, &Inner::Group(msg))
+            .map_err(|e| match e {
+                CryptoError::Padding(p) => MemberError::TooLong(p.to_string()),
+                e => MemberError::Crypto(e),
+            })
+    }
+
+    /// The end-to-end close signal, sealed for the relay to pass on.
+    pub fn farewell(&self) -> Result<Vec<u8>, CryptoError> {
+        let f = Farewell::new(&self.identity(), &self.mailbox);
+        self.envelope_key().seal(
+            &mut rand::rng(),
+            &self.mailbox,
+            Purpose::Farewell,
+            &Inner::Farewell(f).encode()?,
+        )
+    }
+
+    /// Checks a `Closed` push: the receipt against the pinned relay key, the farewell
+    /// against the members' pseudonyms and the close policy.
+    pub fn check_close(&self, receipt: &Receipt, farewell: &[u8]) -> Event {
+        let receipt_ok = self
+            .relay_key
+            .is_some_and(|k| nook_crypto::auth::verify_receipt(&RelayKey(k), receipt).is_ok())
+            && receipt.mailbox == self.mailbox;
+        let closer = self
+            .envelope_key()
+            .open(&self.mailbox, Purpose::Farewell, farewell)
+            .ok()
+            .and_then(|p| Inner::decode(&p).ok())
+            .and_then(|inner| match inner {
+                Inner::Farewell(f) if f.verify(&self.mailbox).is_ok() => Some(f.sender),
+                _ => None,
+            })
+            .and_then(|sender| self.roster.iter().find(|p| p.pseudonym == sender))
+            .filter(|p| self.params.close == ClosePolicy::Any || p.seat == 0);
+        Event::Closed {
+            by: closer.map(|p| p.alias.clone()),
+            verified: receipt_ok && closer.is_some(),
+        }
+    }
+
+    /// Processes one envelope from the relay. Never fails: anything wrong becomes a
+    /// warning event, so one bad envelope cannot break the session.
+    pub fn handle_envelope(&mut self, env: &Envelope) -> Handled {
+        let mut out = Handled::default();
+        if env.seq.0 <= self.cursor {
+            return out;
+        }
+        self.cursor = env.seq.0;
+        let plain =
+            match self
+                .envelope_key()
+                .open(&self.mailbox, Purpose::from(env.kind), &env.body)
+            {
+                Ok(p) => p,
+                Err(_) => {
+                    out.events.push(Event::Warning(format!(
+                        "envelope {} could not be opened: altered in transit or not from a member",
+                        env.seq.0
+                    )));
+                    return out;
+                }
+            };
+        let inner = match Inner::decode(&plain) {
+            Ok(i) => i,
+            Err(_) => {
+                out.events.push(Event::Warning(format!(
+                    "envelope {} is malformed",
+                    env.seq.0
+                )));
+                return out;
+            }
+        };
+        match (env.kind, inner) {
+            (EnvelopeKind::Handshake, Inner::Announce(a)) => self.on_announce(a, &mut out),
+            (EnvelopeKind::Handshake, Inner::Direct(d)) => self.on_direct(d, &mut out),
+            (EnvelopeKind::Chat, Inner::Group(g)) => self.on_group(&g, &mut out),
+            _ => out.events.push(Event::Warning(format!(
+                "envelope {} has an unexpected kind",
+                env.seq.0
+            ))),
+        }
+        out
+    }
+
+    fn on_announce(&mut self, a: Announce, out: &mut Handled) {
+        if let Err(e) = a.verify(&self.mailbox, &self.commitments) {
+            out.events.push(Event::Warning(format!(
+                "a join announcement was rejected ({e}): someone without a genuine seat tried to join"
+            )));
+            return;
+        }
+        let b = &a.body;
+        if b.seat == self.seat || b.seat == 0 || self.roster.iter().any(|p| p.seat == b.seat) {
+            out.events.push(Event::Warning(format!(
+                "a second announcement for seat {} was ignored",
+                b.seat
+            )));
+            return;
+        }
+        let Some(chain) = b.chain.clone() else {
+            out.events.push(Event::Warning(
+                "an announcement without a chain was ignored".into(),
+            ));
+            return;
+        };
+        let peer = Peer {
+            seat: b.seat,
+            pseudonym: b.pseudonym,
+            agreement: b.agreement,
+            relay_auth: b.relay_auth,
+            alias: b.alias.clone(),
+            chain: Some(ReceivingChain::new(chain)),
+            prev_chain: None,
+            left: false,
+        };
+        // Introduce ourselves to the newcomer, with our chain as it stands now.
+        match self
+            .announce(true)
+            .and_then(|mine| self.direct(&peer, &DirectBody::Intro { announce: mine }))
+        {
+            Ok(body) => out.outgoing.push((EnvelopeKind::Handshake, body)),
+            Err(e) => out.events.push(Event::Warning(format!(
+                "could not introduce us to a newcomer: {e}"
+            ))),
+        }
+        self.invites.retain(|(seat, _)| *seat != b.seat);
+        out.events.push(Event::MemberJoined {
+            seat: b.seat,
+            alias: b.alias.clone(),
+        });
+        self.roster.push(peer);
+    }
+
+    fn on_direct(&mut self, d: Direct, out: &mut Handled) {
+        let identity = self.identity();
+        if d.to != identity.public().agreement {
+            return; // Addressed to another member.
+        }
+        let plain = match open_pairwise(&identity, &d.from, &self.mailbox, &d.sealed) {
+            Ok(p) => p,
+            Err(_) => {
+                out.events.push(Event::Warning(
+                    "a direct message could not be opened".into(),
+                ));
+                return;
+            }
+        };
+        let Ok(body) = DirectBody::decode(&plain) else {
+            out.events
+                .push(Event::Warning("a direct message is malformed".into()));
+            return;
+        };
+        match body {
+            DirectBody::Intro { announce } => {
+                let b = &announce.body;
+                let valid = announce.verify(&self.mailbox, &self.commitments).is_ok()
+                    && b.agreement == d.from
+                    && b.seat != self.seat;
+                // The creator's keys came with the welcome: an intro claiming seat 0
+                // must carry exactly those keys.
+                let known = self.roster.iter().position(|p| p.seat == b.seat);
+                let consistent = match known {
+                    Some(i) => {
+                        let p = &self.roster[i];
+                        p.pseudonym == b.pseudonym && p.agreement == b.agreement
+                    }
+                    None => b.seat != 0,
+                };
+                let Some(chain) = b.chain.clone().filter(|_| valid && consistent) else {
+                    out.events.push(Event::Warning(format!(
+                        "an introduction claiming seat {} was rejected",
+                        b.seat
+                    )));
+                    return;
+                };
+                match known {
+                    Some(i) => {
+                        let p = &mut self.roster[i];
+                        if p.chain.is_none() {
+                            p.chain = Some(ReceivingChain::new(chain));
+                        }
+                        p.relay_auth = b.relay_auth;
+                    }
+                    None => {
+                        self.roster.push(Peer {
+                            seat: b.seat,
+                            pseudonym: b.pseudonym,
+                            agreement: b.agreement,
+                            relay_auth: b.relay_auth,
+                            alias: b.alias.clone(),
+                            chain: Some(ReceivingChain::new(chain)),
+                            prev_chain: None,
+                            left: false,
+                        });
+                        out.events.push(Event::MemberJoined {
+                            seat: b.seat,
+                            alias: b.alias.clone(),
+                        });
+                    }
+                }
+            }
+            DirectBody::SenderKey { chain } => {
+                let Some(p) = self
+                    .roster
+                    .iter_mut()
+                    .find(|p| p.agreement == d.from && !p.left)
+                else {
+                    out.events.push(Event::Warning(
+                        "a sender key from an unknown member was ignored".into(),
+                    ));
+                    return;
+                };
+                let current = p.chain.as_ref().map(|c| c.epoch());
+                if current.is_some_and(|e| chain.epoch <= e) {
+                    out.events
+                        .push(Event::Warning("a stale sender key was ignored".into()));
+                    return;
+                }
+                p.prev_chain = p.chain.take();
+                p.chain = Some(ReceivingChain::new(chain));
+            }
+        }
+    }
+
+    fn on_group(&mut self, g: &nook_crypto::message::GroupMessage, out: &mut Handled) {
+        let mailbox = self.mailbox;
+        let Some(p) = self
+            .roster
+            .iter_mut()
+            .find(|p| p.pseudonym == g.header.sender)
+        else {
+            out.events.push(Event::Warning(
+                "a message from someone who is not a known member was rejected".into(),
+            ));
+            return;
+        };
+        let chain = match (&mut p.chain, &mut p.prev_chain) {
+            (Some(c), _) if c.epoch() == g.header.epoch => c,
+            (_, Some(c)) if c.epoch() == g.header.epoch => c,
+            (Some(c), _) => c,
+            (None, _) => {
+                out.events.push(Event::Warning(format!(
+                    "a message from {} could not be read: it was sent before they introduced themselves",
+                    p.alias
+                )));
+                return;
+            }
+        };
+        match open_group(&p.pseudonym, chain, &mailbox, g) {
+            Ok((content, delivery)) => {
+                let Delivery { late, missed, .. } = delivery;
+                if missed > 0 {
+                    out.events.push(Event::Warning(format!(
+                        "{missed} message(s) from {} never arrived",
+                        p.alias
+                    )));
+                }
+                match content {
+                    Content::Text {
+                        sent_at_ms,
+                        ref text,
+                    } => out.events.push(Event::Message {
+                        seat: p.seat,
+                        alias: p.alias.clone(),
+                        sent_at_ms,
+                        text: text.clone(),
+                        own: false,
+                        late,
+                        missed,
+                    }),
+                    Content::Leaving { .. } => {
+                        p.left = true;
+                        out.events.push(Event::MemberLeaving {
+                            seat: p.seat,
+                            alias: p.alias.clone(),
+                        });
+                        self.rotate(out);
+                    }
+                }
+            }
+            Err(e) => out.events.push(Event::Warning(format!(
+                "a message claiming to be from {} was rejected: {e}",
+                p.alias
+            ))),
+        }
+    }
+
+    /// Starts a fresh sending chain after a member left and gives it, pairwise, to
+    /// every remaining member: the one who left never learns it.
+    fn rotate(&mut self, out: &mut Handled) {
+        let epoch = self.sending.state().epoch.saturating_add(1);
+        self.sending = SendingChain::new(&mut rand::rng(), epoch);
+        let chain: ChainState = self.sending.state().clone();
+        let body = DirectBody::SenderKey { chain };
+        let peers: Vec<Peer> = self.others().cloned().collect();
+        for p in &peers {
+            match self.direct(p, &body) {
+                Ok(b) => out.outgoing.push((EnvelopeKind::Handshake, b)),
+                Err(e) => out.events.push(Event::Warning(format!(
+                    "could not send a new sender key: {e}"
+                ))),
+            }
+        }
+    }
+
+    /// Records a relay status (seats taken, opened).
+    pub fn on_status(&mut self, status: TalkStatus) -> Vec<Event> {
+        let mut events = Vec::new();
+        let changed = self.status.map(|s| s.members) != Some(status.members);
+        self.status = Some(status);
+        if changed && status.state == RelayState::Pending {
+            events.push(Event::SeatsTaken {
+                members: status.members,
+                seats: status.seats,
+                quorum: status.quorum,
+            });
+        }
+        if status.state == RelayState::Open && !self.opened {
+            self.opened = true;
+            events.push(Event::Opened);
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nook_proto::Seq;
+
+    fn relay() -> RelayAddr {
+        format!(
+            "nook://{}@127.0.0.1:4433",
+            nook_crypto::Fingerprint([1; 32])
+        )
+        .parse()
+        .unwrap()
+    }
+
+    fn status(members: u8, open: bool) -> TalkStatus {
+        TalkStatus {
+            state: if open {
+                RelayState::Open
+            } else {
+                RelayState::Pending
+            },
+            members,
+            seats: 3,
+            quorum: 3,
+            close: ClosePolicy::Owner,
+            expires_at: 10_000,
+        }
+    }
+
+    /// A fake relay: every envelope goes to every member but its sender.
+    struct Net {
+        seq: u64,
+        log: Vec<(u8, Envelope)>,
+    }
+
+    impl Net {
+        fn put(&mut self, from: u8, kind: EnvelopeKind, body: Vec<u8>) {
+            self.seq += 1;
+            self.log.push((
+                from,
+                Envelope {
+                    seq: Seq(self.seq),
+                    kind,
+                    stored_at: 0,
+                    body,
+                },
+            ));
+        }
+        /// Delivers everything pending to `m`, and puts what it answers.
+        fn deliver(&mut self, m: &mut TalkState) -> Vec<Event> {
+            let mut events = Vec::new();
+            let pending: Vec<Envelope> = self
+                .log
+                .iter()
+                .filter(|(from, e)| *from != m.seat && e.seq.0 > m.cursor)
+                .map(|(_, e)| e.clone())
+                .collect();
+            for e in pending {
+                let h = m.handle_envelope(&e);
+                events.extend(h.events);
+                for (k, b) in h.outgoing {
+                    self.put(m.seat, k, b);
+                }
+            }
+            events
+        }
+    }
+
+    fn opts() -> TalkOptions {
+        TalkOptions {
+            seats: 3,
+            quorum: 3,
+            ttl_secs: 3600,
+            close: ClosePolicy::Owner,
+            alias: "owner-owl".into(),
+        }
+    }
+
+    fn three() -> (Net, TalkState, TalkState, TalkState) {
+        let r = relay();
+        let NewTalk {
+            mut state,
+            params,
+            seats,
+        } = TalkState::create(&r, &opts(), 0).unwrap();
+        let mailbox = MailboxId([5; 16]);
+        let invites = state.created(&r, mailbox, status(1, false), &seats);
+        let mut net = Net {
+            seq: 0,
+            log: vec![],
+        };
+        let mut joiners = Vec::new();
+        for (i, (inv, offer)) in invites.iter().zip(&params.offers).enumerate() {
+            let inv: Invite = inv.parse().unwrap();
+            let (m, announce) = TalkState::joined(
+                &inv,
+                TalkIdentity::generate(&mut rand::rng()),
+                &format!("member-{}", i + 1),
+                (i + 1) as u8,
+                &offer.welcome,
+                status(2 + i as u8, i == 1),
+            )
+            .unwrap();
+            net.put(m.seat, EnvelopeKind::Handshake, announce);
+            joiners.push(m);
+        }
+        let mut c = joiners.pop().unwrap();
+        let mut b = joiners.pop().unwrap();
+        // Everyone syncs twice: announcements, then introductions.
+        for _ in 0..2 {
+            net.deliver(&mut state);
+            net.deliver(&mut b);
+            net.deliver(&mut c);
+        }
+        (net, state, b, c)
+    }
+
+    fn texts(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message { alias, text, .. } => Some(format!("{alias}: {text}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn three_members_learn_each_other_and_talk_in_every_direction() {
+        let (mut net, mut a, mut b, mut c) = three();
+        for m in [&a, &b, &c] {
+            assert_eq!(m.roster.len(), 2, "seat {} knows {:?}", m.seat, m.roster);
+            assert!(m.roster.iter().all(|p| p.chain.is_some()));
+        }
+        assert!(a.invites.is_empty(), "both invites used");
+        for (sender, text) in [(0u8, "from a"), (1, "from b"), (2, "from c")] {
+            let m = [&mut a, &mut b, &mut c]
+                .into_iter()
+                .find(|m| m.seat == sender)
+                .unwrap();
+            let (body, _) = m.seal_text(text, 1).unwrap();
+            net.put(sender, EnvelopeKind::Chat, body);
+        }
+        assert_eq!(
+            texts(&net.deliver(&mut a)),
+            ["member-1: from b", "member-2: from c"]
+        );
+        assert_eq!(
+            texts(&net.deliver(&mut b)),
+            ["owner-owl: from a", "member-2: from c"]
+        );
+        assert_eq!(
+            texts(&net.deliver(&mut c)),
+            ["owner-owl: from a", "member-1: from b"]
+        );
+    }
+
+    #[test]
+    fn replayed_and_forged_envelopes_become_warnings() {
+        let (mut net, mut a, mut b, _c) = three();
+        let (body, _) = a.seal_text("once", 1).unwrap();
+        net.put(0, EnvelopeKind::Chat, body.clone());
+        assert_eq!(texts(&net.deliver(&mut b)), ["owner-owl: once"]);
+        // The relay replays the same body under a new seq.
+        net.put(0, EnvelopeKind::Chat, body.clone());
+        let ev = net.deliver(&mut b);
+        assert!(texts(&ev).is_empty());
+        assert!(
+            matches!(&ev[..], [Event::Warning(w)] if w.contains("rejected")),
+            "{ev:?}"
+        );
+        // A flipped byte.
+        let mut bad = body;
+        bad[100] ^= 1;
+        net.put(0, EnvelopeKind::Chat, bad);
+        let ev = net.deliver(&mut b);
+        assert!(
+            matches!(&ev[..], [Event::Warning(w)] if w.contains("could not be opened")),
+            "{ev:?}"
+        );
+        // The session goes on.
+        let (body, _) = a.seal_text("after", 2).unwrap();
+        net.put(0, EnvelopeKind::Chat, body);
+        assert_eq!(texts(&net.deliver(&mut b)), ["owner-owl: after"]);
+    }
+
+    #[test]
+    fn dropped_and_reordered_messages_are_reported() {
+        let (_, mut a, mut b, _c) = three();
+        let m: Vec<Vec<u8>> = (0..3)
+            .map(|i| a.seal_text(&i.to_string(), 1).unwrap().0)
+            .collect();
+        let env = |seq: u64, body: &Vec<u8>| Envelope {
+            seq: Seq(seq),
+            kind: EnvelopeKind::Chat,
+            stored_at: 0,
+            body: body.clone(),
+        };
+        let base = b.cursor;
+        let h = b.handle_envelope(&env(base + 1, &m[2]));
+        assert!(
+            h.events
+                .iter()
+                .any(|e| matches!(e, Event::Warning(w) if w.contains("2 message(s)")))
+        );
+        let h = b.handle_envelope(&env(base + 2, &m[0]));
+        assert!(
+            matches!(&h.events[..], [Event::Message { late: true, .. }]),
+            "{:?}",
+            h.events
+        );
+    }
+
+    #[test]
+    fn an_impostor_announcement_is_rejected() {
+        let (mut net, mut a, _b, _c) = three();
+        // Someone with the talk key but no seat secret claims seat 1 anew.
+        let eve = TalkIdentity::generate(&mut rand::rng());
+        let fake = Announce::new(
+            &eve,
+            &a.mailbox,
+            1,
+            [9; 32],
+            "eve",
+            Some(&ChainState {
+                epoch: 0,
+                index: 0,
+                chain_key: [0; 32],
+            }),
+        )
+        .unwrap();
+        let body = a
+            .seal(EnvelopeKind::Handshake, &Inner::Announce(fake))
+            .unwrap();
+        net.put(1, EnvelopeKind::Handshake, body);
+        let ev = net.deliver(&mut a);
+        assert!(
+            matches!(&ev[..], [Event::Warning(w)] if w.contains("genuine seat")),
+            "{ev:?}"
+        );
+        assert_eq!(a.roster.len(), 2);
+    }
+
+    #[test]
+    fn leaving_rotates_chains_so_the_leaver_cannot_read_on() {
+        let (mut net, mut a, mut b, mut c) = three();
+        let body = c.seal_leaving(1).unwrap();
+        net.put(2, EnvelopeKind::Chat, body);
+        let ev = net.deliver(&mut a);
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, Event::MemberLeaving { seat: 2, .. }))
+        );
+        net.deliver(&mut b);
+        net.deliver(&mut a);
+        net.deliver(&mut b);
+        let (body, _) = a.seal_text("after c left", 1).unwrap();
+        net.put(0, EnvelopeKind::Chat, body);
+        assert_eq!(texts(&net.deliver(&mut b)), ["owner-owl: after c left"]);
+        // c still holds a's old chain, not the new one: it cannot read the message.
+        let ev = net.deliver(&mut c);
+        assert!(texts(&ev).is_empty(), "{ev:?}");
+    }
+
+    #[test]
+    fn farewell_is_verified_against_the_owner() {
+        let (_, mut a, b, c) = three();
+        let relay_id = nook_crypto::auth::RelayIdentity::generate(&mut rand::rng());
+        let mut b = b;
+        b.relay_key = Some(relay_id.public().0);
+        let receipt = relay_id.sign_receipt(b.mailbox, 5, 0);
+        let ev = b.check_close(&receipt, &a.farewell().unwrap());
+        assert_eq!(
+            ev,
+            Event::Closed {
+                by: Some("owner-owl".into()),
+                verified: true
+            }
+        );
+        // A farewell signed by a non-owner under the owner policy is not verified.
+        let ev = b.check_close(&receipt, &c.farewell().unwrap());
+        assert_eq!(
+            ev,
+            Event::Closed {
+                by: None,
+                verified: false
+            }
+        );
+        a.relay_key = Some([0; 32]);
+        assert!(matches!(
+            a.check_close(&receipt, &b.farewell().unwrap()),
+            Event::Closed {
+                verified: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn state_survives_encoding() {
+        let (_, a, _, _) = three();
+        let bytes = nook_proto::codec::encode_value(&a).unwrap();
+        let back: TalkState = nook_proto::codec::decode_body(&bytes).unwrap();
+        assert_eq!(back.roster.len(), 2);
+        assert_eq!(back.identity().public(), a.identity().public());
+    }
+}

@@ -1,0 +1,874 @@
+//! The test vectors of `protocol-spec.md`, computed from fixed inputs and checked against
+//! the spec both ways: every vector computed here must appear in the spec with the same
+//! value, and every vector in the spec must be computed here. Drift in either the code or
+//! the spec fails this test.
+//!
+//! The spec holds the vectors in fenced blocks tagged `vectors`. Each line is
+//! `name = value` (lowercase hex, or text for the few text vectors); a long hex value is
+//! written as `name =` followed by indented continuation lines; `#` starts a comment line.
+//!
+//! To regenerate the blocks after a deliberate change:
+//! `NOOK_PRINT_VECTORS=1 cargo test -p nook-crypto --test vectors -- --nocapture`
+//!
+//! Besides the crates' own API, some values are recomputed here from the primitives as
+//! the spec describes them (HKDF, X25519, ChaCha20-Poly1305, Ed25519), so the spec's
+//! prose is checked too, not only the code against itself.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, XChaCha20Poly1305, XNonce};
+use nook_crypto::aead::{
+    ENVELOPE_OVERHEAD, open_pairwise, open_welcome, seal_pairwise_with, seal_welcome,
+};
+use nook_crypto::auth::{
+    AuthOp, RelayIdentity, params_digest, receipt_transcript, relay_auth_transcript,
+    sign_relay_auth, verify_receipt, verify_relay_auth,
+};
+use nook_crypto::chain::{ChainState, ReceivingChain, SendingChain, step};
+use nook_crypto::identity::verify;
+use nook_crypto::kdf::{hkdf32, sha256};
+use nook_crypto::message::{
+    Announce, Content, Direct, DirectBody, Farewell, Inner, open_group, seal_group,
+};
+use nook_crypto::padding::pad;
+use nook_crypto::{EnvelopeKey, Fingerprint, Invite, Purpose, RelayAddr, SeatSecret, TalkIdentity};
+use nook_proto::codec::{HEADER_LEN, decode_body, encode_frame, encode_value};
+use nook_proto::{
+    Auth, ClientFrame, Close, ClosePolicy, Create, Envelope, EnvelopeKind, ErrorCode, ErrorFrame,
+    HelloOk, Join, MailboxId, Outcome, Push, Put, Receipt, Request, Response, SeatOffer, Seq,
+    ServerFrame, TalkParams, TalkState, TalkStatus,
+};
+use x25519_dalek::{PublicKey as XPublic, StaticSecret};
+
+const SPEC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../protocol-spec.md");
+
+/// Hex characters per line when a value is wrapped (32 bytes).
+const WRAP: usize = 64;
+
+// ---- fixed inputs -------------------------------------------------------------------
+
+/// `start, start + 1, …` (wrapping), `N` bytes.
+fn counting<const N: usize>(start: u8) -> [u8; N] {
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        // N ≤ 96 here, so the index fits a byte.
+        *b = start.wrapping_add(u8::try_from(i).expect("vector inputs are short"));
+    }
+    out
+}
+
+const MAILBOX: MailboxId = MailboxId([0x6d; 16]);
+const TALK_KEY: [u8; 32] = [0x54; 32];
+const EPHEMERAL: [u8; 32] = [0x45; 32];
+const ENVELOPE_NONCE: [u8; 24] = [0x4e; 24];
+const CHAIN_KEY: [u8; 32] = [0x43; 32];
+const RELAY_SEED: [u8; 32] = [0x52; 32];
+const CHALLENGE: [u8; 32] = [0x63; 32];
+const HOST: &str = "relay.example";
+const PORT: u16 = 4433;
+/// The 4-byte stand-in for sealed blobs inside frame vectors.
+const PLACEHOLDER: [u8; 4] = [0xde, 0xad, 0xbe, 0xef];
+const NOW: u64 = 1_700_000_000;
+const EXPIRES_AT: u64 = NOW + 3600;
+const SENT_AT_MS: u64 = 1_700_000_000_123;
+const PING_NONCE: u64 = 0x0123_4567_89ab_cdef;
+
+fn seat_secret_bytes() -> [u8; 32] {
+    counting(0x00)
+}
+fn alice_bytes() -> [u8; 96] {
+    counting(0x20)
+}
+fn bob_bytes() -> [u8; 96] {
+    counting(0x80)
+}
+
+// ---- the vector set -----------------------------------------------------------------
+
+enum Value {
+    Hex(Vec<u8>),
+    Text(String),
+}
+
+struct Group {
+    title: &'static str,
+    items: Vec<(String, Value)>,
+}
+
+#[derive(Default)]
+struct Vectors {
+    groups: Vec<Group>,
+}
+
+impl Vectors {
+    fn group(&mut self, title: &'static str) {
+        self.groups.push(Group {
+            title,
+            items: Vec::new(),
+        });
+    }
+    fn hex(&mut self, name: &str, bytes: impl AsRef<[u8]>) {
+        self.push(name, Value::Hex(bytes.as_ref().to_vec()));
+    }
+    fn text(&mut self, name: &str, text: impl Into<String>) {
+        self.push(name, Value::Text(text.into()));
+    }
+    fn push(&mut self, name: &str, value: Value) {
+        let group = self.groups.last_mut().expect("a group is opened first");
+        group.items.push((name.to_owned(), value));
+    }
+
+    /// `name → value` as the spec writes them (wrapped hex joined).
+    fn flat(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (name, value) in self.groups.iter().flat_map(|g| &g.items) {
+            let rendered = match value {
+                Value::Hex(b) => hex::encode(b),
+                Value::Text(t) => t.clone(),
+            };
+            let previous = out.insert(name.clone(), rendered);
+            assert!(previous.is_none(), "vector {name} is computed twice");
+        }
+        out
+    }
+
+    /// The fenced blocks to paste into the spec, one per group.
+    fn render(&self) -> String {
+        let mut out = String::new();
+        for g in &self.groups {
+            let _ = writeln!(out, "```vectors\n# {}", g.title);
+            for (name, value) in &g.items {
+                match value {
+                    Value::Text(t) => {
+                        let _ = writeln!(out, "{name} = {t}");
+                    }
+                    Value::Hex(b) => {
+                        let h = hex::encode(b);
+                        if h.len() <= WRAP {
+                            let _ = writeln!(out, "{name} = {h}");
+                        } else {
+                            let _ = writeln!(out, "{name} =");
+                            for chunk in h.as_bytes().chunks(WRAP) {
+                                let line = std::str::from_utf8(chunk).expect("hex is ASCII");
+                                let _ = writeln!(out, "    {line}");
+                            }
+                        }
+                    }
+                }
+            }
+            out.push_str("```\n\n");
+        }
+        out
+    }
+}
+
+/// Reads every `vectors` block of the spec.
+fn parse_spec(spec: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    let mut in_block = false;
+    let mut last: Option<String> = None;
+    for (n, line) in spec.lines().enumerate() {
+        let n = n + 1;
+        if !in_block {
+            if line.trim_end() == "```vectors" {
+                in_block = true;
+                last = None;
+            }
+            continue;
+        }
+        if line.trim_end() == "```" {
+            in_block = false;
+            continue;
+        }
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            let name = last
+                .as_ref()
+                .ok_or(format!("line {n}: continuation line without a vector"))?;
+            let value = out.get_mut(name).ok_or(format!("line {n}: lost vector"))?;
+            value.push_str(trimmed);
+            continue;
+        }
+        let (name, value) = trimmed
+            .split_once('=')
+            .ok_or(format!("line {n}: expected `name = value`"))?;
+        let name = name.trim().to_owned();
+        if name.is_empty() {
+            return Err(format!("line {n}: empty vector name"));
+        }
+        if out.insert(name.clone(), value.trim().to_owned()).is_some() {
+            return Err(format!("line {n}: vector {name} appears twice"));
+        }
+        last = Some(name);
+    }
+    if in_block {
+        return Err("a vectors block is not closed".to_owned());
+    }
+    Ok(out)
+}
+
+fn compute() -> Vectors {
+    let mut v = Vectors::default();
+
+    let seat = SeatSecret::from_bytes(seat_secret_bytes());
+    let alice = TalkIdentity::from_bytes(&alice_bytes());
+    let bob = TalkIdentity::from_bytes(&bob_bytes());
+    let relay = RelayIdentity::from_seed(&RELAY_SEED);
+    let (alice_pub, bob_pub) = (alice.public(), bob.public());
+
+    v.group("fixed inputs");
+    v.hex("input.seat_secret", seat_secret_bytes());
+    v.hex("input.alice", alice_bytes());
+    v.hex("input.bob", bob_bytes());
+    v.hex("input.talk_key", TALK_KEY);
+    v.hex("input.ephemeral", EPHEMERAL);
+    v.hex("input.envelope_nonce", ENVELOPE_NONCE);
+    v.hex("input.chain_key", CHAIN_KEY);
+    v.hex("input.relay_seed", RELAY_SEED);
+    v.hex("input.challenge", CHALLENGE);
+    v.hex("input.mailbox", MAILBOX.0);
+
+    v.group("identities");
+    v.hex("alice.pseudonym", alice_pub.pseudonym);
+    v.hex("alice.agreement", alice_pub.agreement);
+    v.hex("alice.relay_auth", alice_pub.relay_auth);
+    v.hex("bob.pseudonym", bob_pub.pseudonym);
+    v.hex("bob.agreement", bob_pub.agreement);
+    v.hex("bob.relay_auth", bob_pub.relay_auth);
+    v.hex("relay.public_key", relay.public().0);
+    let fingerprint = Fingerprint::of_key(&relay.public().0);
+    assert_eq!(fingerprint.0, sha256(&[&relay.public().0]));
+    v.hex("relay.fingerprint", fingerprint.0);
+    v.text("relay.fingerprint_text", fingerprint.to_text());
+
+    v.group("invite");
+    let invite = Invite {
+        relay: RelayAddr {
+            fingerprint,
+            host: HOST.to_owned(),
+            port: PORT,
+        },
+        mailbox: MAILBOX,
+        seat_secret: seat.clone(),
+    };
+    let text = invite.to_text();
+    let parsed: Invite = text.parse().expect("the invite parses");
+    assert!(parsed == invite, "the invite round-trips");
+    v.text("invite", &text);
+    v.hex("invite.fingerprint", parsed.relay.fingerprint.0);
+    v.text("invite.host", &parsed.relay.host);
+    v.text("invite.port", parsed.relay.port.to_string());
+    v.hex("invite.mailbox", parsed.mailbox.0);
+    v.hex("invite.seat_secret", parsed.seat_secret.expose());
+    v.text("relay_address", parsed.relay.to_string());
+
+    v.group("seat secret derivations");
+    let join_token = *seat.join_token();
+    assert_eq!(join_token, *hkdf32(None, seat.expose(), b"nook/1 join"));
+    v.hex("seat.join_token", join_token);
+    v.hex("seat.token_hash", seat.token_hash().0);
+    v.hex("seat.welcome_key", *seat.welcome_key());
+    v.hex("seat.opening", seat.opening());
+    v.hex("seat.commitment", seat.commitment());
+
+    v.group("welcome");
+    let welcome_plain = b"nook/1 test welcome";
+    let sealed_welcome = seal_welcome(&seat, welcome_plain).expect("welcome seals");
+    let by_hand = ChaCha20Poly1305::new(&Key::from(*seat.welcome_key()))
+        .decrypt(
+            &Nonce::default(),
+            Payload {
+                msg: &sealed_welcome,
+                aad: b"nook/1 aad-welcome",
+            },
+        )
+        .expect("the welcome opens as the spec describes");
+    assert_eq!(by_hand, pad(welcome_plain, 16).expect("pads"));
+    assert_eq!(
+        open_welcome(&seat, &sealed_welcome)
+            .expect("opens")
+            .as_slice(),
+        welcome_plain
+    );
+    v.hex("welcome.plaintext", welcome_plain);
+    v.hex("welcome.sealed", &sealed_welcome);
+
+    v.group("pairwise sealing (bob to alice)");
+    let sender_key = DirectBody::SenderKey {
+        chain: ChainState {
+            epoch: 0,
+            index: 0,
+            chain_key: CHAIN_KEY,
+        },
+    };
+    let pairwise_plain = sender_key.encode().expect("encodes");
+    let sealed = seal_pairwise_with(
+        &EPHEMERAL,
+        &bob,
+        &alice_pub.agreement,
+        &MAILBOX,
+        &pairwise_plain,
+    )
+    .expect("pairwise seals");
+    let e = StaticSecret::from(EPHEMERAL);
+    let e_pub = XPublic::from(&e).to_bytes();
+    let alice_x = XPublic::from(alice_pub.agreement);
+    let bob_agreement: [u8; 32] = bob_bytes()[32..64].try_into().expect("32 bytes");
+    let bob_x = StaticSecret::from(bob_agreement);
+    let dh1 = e.diffie_hellman(&alice_x);
+    let dh2 = bob_x.diffie_hellman(&alice_x);
+    let ikm = [dh1.as_bytes().as_slice(), dh2.as_bytes()].concat();
+    let info = [e_pub, bob_pub.agreement, alice_pub.agreement].concat();
+    let pairwise_key = hkdf32(Some(b"nook/1 pairwise"), &ikm, &info);
+    let by_hand = ChaCha20Poly1305::new(&Key::from(*pairwise_key))
+        .decrypt(
+            &Nonce::default(),
+            Payload {
+                msg: &sealed[32..],
+                aad: &MAILBOX.0,
+            },
+        )
+        .expect("the pairwise blob opens as the spec describes");
+    assert_eq!(by_hand, pairwise_plain.as_slice());
+    assert_eq!(&sealed[..32], &e_pub);
+    let opened = open_pairwise(&alice, &bob_pub.agreement, &MAILBOX, &sealed).expect("opens");
+    assert_eq!(opened.as_slice(), pairwise_plain.as_slice());
+    v.hex("pairwise.sender_agreement", bob_pub.agreement);
+    v.hex("pairwise.recipient_agreement", alice_pub.agreement);
+    v.hex("pairwise.ephemeral_public", e_pub);
+    v.hex("pairwise.dh1", dh1.as_bytes());
+    v.hex("pairwise.dh2", dh2.as_bytes());
+    v.hex("pairwise.key", *pairwise_key);
+    v.hex("pairwise.plaintext", pairwise_plain.as_slice());
+    v.hex("pairwise.sealed", &sealed);
+    let direct = Inner::Direct(Direct {
+        from: bob_pub.agreement,
+        to: alice_pub.agreement,
+        sealed,
+    });
+    v.hex("direct.inner", direct.encode().expect("encodes"));
+
+    v.group("chain step");
+    let (mk0, ck1) = step(&CHAIN_KEY);
+    assert_eq!(mk0, *hkdf32(None, &CHAIN_KEY, b"nook/1 msg"));
+    assert_eq!(ck1, *hkdf32(None, &CHAIN_KEY, b"nook/1 chain"));
+    v.hex("chain.mk0", mk0);
+    v.hex("chain.ck1", ck1);
+
+    v.group("group message (bob, epoch 0, index 0)");
+    let content = Content::Text {
+        sent_at_ms: SENT_AT_MS,
+        text: "hello, nook".to_owned(),
+    };
+    let state = ChainState {
+        epoch: 0,
+        index: 0,
+        chain_key: CHAIN_KEY,
+    };
+    let mut sending = SendingChain::from_state(state.clone());
+    let message = seal_group(&bob, &mut sending, &MAILBOX, &content).expect("seals");
+    let header = encode_value(&message.header).expect("encodes");
+    let aad = [b"nook/1 group-aad".as_slice(), &MAILBOX.0, &header].concat();
+    let by_hand = ChaCha20Poly1305::new(&Key::from(mk0))
+        .decrypt(
+            &Nonce::default(),
+            Payload {
+                msg: &message.ciphertext,
+                aad: &aad,
+            },
+        )
+        .expect("the group message opens as the spec describes");
+    let content_bytes = content.encode().expect("encodes");
+    assert_eq!(by_hand, content_bytes.as_slice());
+    let sig_transcript = [
+        b"nook/1 group-sig".as_slice(),
+        &MAILBOX.0,
+        &header,
+        &message.ciphertext,
+    ]
+    .concat();
+    verify(&bob_pub.pseudonym, &sig_transcript, &message.signature)
+        .expect("the signature covers what the spec says");
+    let mut receiving = ReceivingChain::new(state);
+    let (back, _) =
+        open_group(&bob_pub.pseudonym, &mut receiving, &MAILBOX, &message).expect("opens");
+    assert_eq!(back, content);
+    v.hex("group.content", content_bytes.as_slice());
+    v.hex("group.header", &header);
+    v.hex("group.aad", &aad);
+    v.hex("group.ciphertext", &message.ciphertext);
+    v.hex("group.signature", message.signature);
+    let group_inner = Inner::Group(message).encode().expect("encodes");
+    v.hex("group.inner", &group_inner);
+
+    v.group("envelope (purpose chat, carrying group.inner)");
+    let envelope_key = hkdf32(None, &TALK_KEY, b"nook/1 envelope");
+    let key = EnvelopeKey::from_talk_key(&TALK_KEY);
+    let body = key
+        .seal_with(&ENVELOPE_NONCE, &MAILBOX, Purpose::Chat, &group_inner)
+        .expect("seals");
+    let mut envelope_aad = b"nook/1 envelope".to_vec();
+    envelope_aad.extend_from_slice(&MAILBOX.0);
+    envelope_aad.push(1);
+    let by_hand = XChaCha20Poly1305::new(&Key::from(*envelope_key))
+        .decrypt(
+            &XNonce::from(ENVELOPE_NONCE),
+            Payload {
+                msg: &body[24..],
+                aad: &envelope_aad,
+            },
+        )
+        .expect("the envelope opens as the spec describes");
+    assert_eq!(by_hand, pad(&group_inner, ENVELOPE_OVERHEAD).expect("pads"));
+    assert_eq!(&body[..24], &ENVELOPE_NONCE);
+    assert_eq!(body.len(), 512);
+    assert_eq!(
+        key.open(&MAILBOX, Purpose::Chat, &body)
+            .expect("opens")
+            .as_slice(),
+        group_inner.as_slice()
+    );
+    v.hex("envelope.key", *envelope_key);
+    v.hex("envelope.aad", &envelope_aad);
+    v.hex("envelope.body", &body);
+
+    v.group("announce (bob takes seat 1)");
+    let announce = Announce::new(&bob, &MAILBOX, 1, seat.opening(), "quiet-otter").expect("signs");
+    announce
+        .verify(&MAILBOX, &[seat.commitment()])
+        .expect("the announce verifies");
+    let announce_body = encode_value(&announce.body).expect("encodes");
+    let announce_transcript = [b"nook/1 announce".as_slice(), &MAILBOX.0, &announce_body].concat();
+    verify(
+        &bob_pub.pseudonym,
+        &announce_transcript,
+        &announce.signature,
+    )
+    .expect("the signature covers what the spec says");
+    v.hex("announce.body", &announce_body);
+    v.hex("announce.signature", announce.signature);
+    v.hex(
+        "announce.inner",
+        Inner::Announce(announce).encode().expect("encodes"),
+    );
+
+    v.group("farewell (alice closes)");
+    let farewell = Farewell::new(&alice, &MAILBOX);
+    verify(
+        &alice_pub.pseudonym,
+        &[b"nook/1 farewell".as_slice(), &MAILBOX.0].concat(),
+        &farewell.signature,
+    )
+    .expect("the signature covers what the spec says");
+    v.hex("farewell.signature", farewell.signature);
+    v.hex(
+        "farewell.inner",
+        Inner::Farewell(farewell).encode().expect("encodes"),
+    );
+
+    v.group("padding");
+    let padded = pad(b"nook", ENVELOPE_OVERHEAD).expect("pads");
+    assert_eq!(padded.len(), 512 - ENVELOPE_OVERHEAD);
+    v.hex("padding.input", b"nook");
+    v.hex("padding.output", &padded);
+
+    v.group("relay authentication");
+    let bob_member = bob.member_key();
+    let join_transcript =
+        relay_auth_transcript(AuthOp::Join, &CHALLENGE, &MAILBOX, &bob_member, &join_token);
+    let by_hand = [
+        b"nook/1 relay-auth".as_slice(),
+        &[1],
+        &CHALLENGE,
+        &MAILBOX.0,
+        &bob_member.0,
+        &join_token,
+    ]
+    .concat();
+    assert_eq!(join_transcript, by_hand);
+    let join_sig = sign_relay_auth(&bob, AuthOp::Join, &CHALLENGE, &MAILBOX, &join_token);
+    verify(&bob_member.0, &join_transcript, &join_sig.0).expect("verifies");
+    v.hex("relay_auth.join.transcript", &join_transcript);
+    v.hex("relay_auth.join.signature", join_sig.0);
+
+    let params = TalkParams {
+        seats: 2,
+        quorum: 2,
+        ttl_secs: 3600,
+        close: ClosePolicy::Owner,
+        offers: vec![SeatOffer {
+            token_hash: seat.token_hash(),
+            welcome: PLACEHOLDER.to_vec(),
+        }],
+    };
+    let digest = params_digest(&params).expect("digests");
+    assert_eq!(digest, sha256(&[&encode_value(&params).expect("encodes")]));
+    let zero = MailboxId([0; 16]);
+    let create_sig = sign_relay_auth(&alice, AuthOp::Create, &CHALLENGE, &zero, &digest);
+    let auth_sig = sign_relay_auth(&bob, AuthOp::Auth, &CHALLENGE, &MAILBOX, b"");
+    let leave_sig = sign_relay_auth(&bob, AuthOp::Leave, &CHALLENGE, &MAILBOX, b"");
+    let farewell_digest = sha256(&[&PLACEHOLDER]);
+    let close_sig = sign_relay_auth(
+        &alice,
+        AuthOp::Close,
+        &CHALLENGE,
+        &MAILBOX,
+        &farewell_digest,
+    );
+    for (member, op, mailbox, extra, sig) in [
+        (
+            alice.member_key(),
+            AuthOp::Create,
+            zero,
+            &digest[..],
+            create_sig,
+        ),
+        (bob_member, AuthOp::Auth, MAILBOX, &[][..], auth_sig),
+        (bob_member, AuthOp::Leave, MAILBOX, &[][..], leave_sig),
+        (
+            alice.member_key(),
+            AuthOp::Close,
+            MAILBOX,
+            &farewell_digest[..],
+            close_sig,
+        ),
+    ] {
+        verify_relay_auth(&member, op, &CHALLENGE, &mailbox, extra, &sig).expect("verifies");
+    }
+    v.hex(
+        "relay_auth.create.params",
+        encode_value(&params).expect("encodes"),
+    );
+    v.hex("relay_auth.create.params_digest", digest);
+    v.hex("relay_auth.create.signature", create_sig.0);
+    v.hex("relay_auth.auth.signature", auth_sig.0);
+    v.hex("relay_auth.leave.signature", leave_sig.0);
+    v.hex("relay_auth.close.farewell_digest", farewell_digest);
+    v.hex("relay_auth.close.signature", close_sig.0);
+
+    v.group("deletion receipt");
+    let receipt = relay.sign_receipt(MAILBOX, EXPIRES_AT - 600, 3);
+    verify_receipt(&relay.public(), &receipt).expect("verifies");
+    let transcript = receipt_transcript(&MAILBOX, receipt.closed_at, receipt.envelopes_deleted);
+    let by_hand = [
+        b"nook/1 receipt".as_slice(),
+        &MAILBOX.0,
+        &receipt.closed_at.to_le_bytes(),
+        &3u64.to_le_bytes(),
+    ]
+    .concat();
+    assert_eq!(transcript, by_hand);
+    verify(&relay.public().0, &transcript, &receipt.signature.0).expect("verifies");
+    v.hex("receipt.transcript", &transcript);
+    v.hex("receipt.signature", receipt.signature.0);
+
+    let frames = FrameInputs {
+        alice: &alice,
+        bob: &bob,
+        relay: &relay,
+        join_token,
+        params,
+        create_sig,
+        join_sig,
+        auth_sig,
+        leave_sig,
+        close_sig,
+        receipt,
+    };
+    frames.add(&mut v);
+
+    v
+}
+
+struct FrameInputs<'a> {
+    alice: &'a TalkIdentity,
+    bob: &'a TalkIdentity,
+    relay: &'a RelayIdentity,
+    join_token: [u8; 32],
+    params: TalkParams,
+    create_sig: nook_proto::Signature,
+    join_sig: nook_proto::Signature,
+    auth_sig: nook_proto::Signature,
+    leave_sig: nook_proto::Signature,
+    close_sig: nook_proto::Signature,
+    receipt: Receipt,
+}
+
+impl FrameInputs<'_> {
+    fn add(&self, v: &mut Vectors) {
+        let status = |state, members| TalkStatus {
+            state,
+            members,
+            seats: 2,
+            quorum: 2,
+            close: ClosePolicy::Owner,
+            expires_at: EXPIRES_AT,
+        };
+        let pending = status(TalkState::Pending, 1);
+        let open = status(TalkState::Open, 2);
+        let envelope = Envelope {
+            seq: Seq(301),
+            kind: EnvelopeKind::Chat,
+            stored_at: NOW + 100,
+            body: PLACEHOLDER.to_vec(),
+        };
+
+        let requests = [
+            ("hello", Request::Hello { version: 1 }),
+            (
+                "create",
+                Request::Create(Create {
+                    params: self.params.clone(),
+                    owner: self.alice.member_key(),
+                    signature: self.create_sig,
+                }),
+            ),
+            (
+                "join",
+                Request::Join(Join {
+                    mailbox: MAILBOX,
+                    token: self.join_token,
+                    member: self.bob.member_key(),
+                    signature: self.join_sig,
+                }),
+            ),
+            (
+                "auth",
+                Request::Auth(Auth {
+                    mailbox: MAILBOX,
+                    member: self.bob.member_key(),
+                    signature: self.auth_sig,
+                }),
+            ),
+            ("subscribe", Request::Subscribe { mailbox: MAILBOX }),
+            (
+                "put",
+                Request::Put(Put {
+                    mailbox: MAILBOX,
+                    kind: EnvelopeKind::Chat,
+                    body: PLACEHOLDER.to_vec(),
+                }),
+            ),
+            (
+                "fetch",
+                Request::Fetch {
+                    mailbox: MAILBOX,
+                    after: Seq(300),
+                    limit: 256,
+                },
+            ),
+            (
+                "ack",
+                Request::Ack {
+                    mailbox: MAILBOX,
+                    upto: Seq(301),
+                },
+            ),
+            (
+                "leave",
+                Request::Leave {
+                    mailbox: MAILBOX,
+                    signature: self.leave_sig,
+                },
+            ),
+            (
+                "close",
+                Request::Close(Close {
+                    mailbox: MAILBOX,
+                    farewell: PLACEHOLDER.to_vec(),
+                    signature: self.close_sig,
+                }),
+            ),
+            ("ping", Request::Ping { nonce: PING_NONCE }),
+        ];
+        v.group("frames: requests");
+        for (id, (name, request)) in (1u64..).zip(requests) {
+            let frame = ClientFrame { id, request };
+            v.hex(&format!("frame.request.{name}"), client_frame(&frame));
+        }
+
+        let responses = [
+            (
+                "hello",
+                Response::Hello(HelloOk {
+                    version: 1,
+                    challenge: CHALLENGE,
+                    relay_key: self.relay.public(),
+                    now: NOW,
+                }),
+            ),
+            (
+                "created",
+                Response::Created {
+                    mailbox: MAILBOX,
+                    status: pending,
+                },
+            ),
+            (
+                "joined",
+                Response::Joined {
+                    seat: 1,
+                    welcome: PLACEHOLDER.to_vec(),
+                    status: open,
+                },
+            ),
+            (
+                "authed",
+                Response::Authed {
+                    status: open,
+                    head: Seq(300),
+                },
+            ),
+            ("subscribed", Response::Subscribed { status: open }),
+            ("stored", Response::Stored { seq: Seq(301) }),
+            (
+                "envelopes",
+                Response::Envelopes {
+                    items: vec![envelope.clone()],
+                    more: false,
+                },
+            ),
+            ("acked", Response::Acked),
+            ("left", Response::Left),
+            (
+                "closed",
+                Response::Closed {
+                    receipt: self.receipt,
+                },
+            ),
+            ("pong", Response::Pong { nonce: PING_NONCE }),
+        ];
+        v.group("frames: responses");
+        for (id, (name, response)) in (1u64..).zip(responses) {
+            let frame = ServerFrame::Response {
+                id,
+                result: Outcome::Ok(response),
+            };
+            v.hex(&format!("frame.response.{name}"), server_frame(&frame));
+        }
+
+        let error = ServerFrame::Response {
+            id: 6,
+            result: Outcome::Err(ErrorFrame::new(
+                ErrorCode::TalkNotOpen,
+                "talk not open yet (1/2 seats taken)",
+            )),
+        };
+        v.hex("frame.response.error", server_frame(&error));
+
+        let pushes = [
+            (
+                "envelope",
+                Push::Envelope {
+                    mailbox: MAILBOX,
+                    envelope,
+                },
+            ),
+            (
+                "seat_taken",
+                Push::SeatTaken {
+                    mailbox: MAILBOX,
+                    status: status(TalkState::Pending, 2),
+                },
+            ),
+            (
+                "opened",
+                Push::Opened {
+                    mailbox: MAILBOX,
+                    status: open,
+                },
+            ),
+            (
+                "member_left",
+                Push::MemberLeft {
+                    mailbox: MAILBOX,
+                    status: status(TalkState::Open, 1),
+                },
+            ),
+            (
+                "closed",
+                Push::Closed {
+                    mailbox: MAILBOX,
+                    receipt: self.receipt,
+                    farewell: PLACEHOLDER.to_vec(),
+                },
+            ),
+            ("expired", Push::Expired { mailbox: MAILBOX }),
+        ];
+        v.group("frames: pushes");
+        for (name, push) in pushes {
+            v.hex(
+                &format!("frame.push.{name}"),
+                server_frame(&ServerFrame::Push(push)),
+            );
+        }
+    }
+}
+
+/// Encodes a frame and checks it decodes back to the same value.
+fn client_frame(frame: &ClientFrame) -> Vec<u8> {
+    let wire = encode_frame(frame).expect("encodes");
+    let back: ClientFrame = decode_body(&wire[HEADER_LEN..]).expect("decodes");
+    assert_eq!(&back, frame);
+    wire
+}
+
+fn server_frame(frame: &ServerFrame) -> Vec<u8> {
+    let wire = encode_frame(frame).expect("encodes");
+    let back: ServerFrame = decode_body(&wire[HEADER_LEN..]).expect("decodes");
+    assert_eq!(&back, frame);
+    wire
+}
+
+#[test]
+fn spec_vectors_match_the_code() {
+    let computed = compute();
+    if std::env::var("NOOK_PRINT_VECTORS").is_ok_and(|v| v == "1") {
+        println!("{}", computed.render());
+    }
+    let computed = computed.flat();
+    let text = std::fs::read_to_string(SPEC).expect("protocol-spec.md is readable");
+    let spec = match parse_spec(&text) {
+        Ok(spec) => spec,
+        Err(e) => panic!("protocol-spec.md: malformed vectors block: {e}"),
+    };
+
+    let mut problems = Vec::new();
+    for (name, value) in &computed {
+        match spec.get(name) {
+            None => problems.push(format!("missing from the spec: {name} = {value}")),
+            Some(written) if written != value => problems.push(format!(
+                "differs: {name}\n    spec: {written}\n    code: {value}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for name in spec.keys().filter(|n| !computed.contains_key(*n)) {
+        problems.push(format!("in the spec but not computed: {name}"));
+    }
+    assert!(
+        problems.is_empty(),
+        "protocol-spec.md and the code disagree ({} problems); if the change is deliberate, \
+         regenerate with NOOK_PRINT_VECTORS=1 cargo test -p nook-crypto --test vectors -- \
+         --nocapture\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_vector_parser_reads_wrapped_values_and_refuses_duplicates() {
+    let spec = "text\n```vectors\n# c\na = 00\nb =\n    0102\n    03\n```\n```rust\nc = 1\n```\n";
+    let got = parse_spec(spec).expect("parses");
+    assert_eq!(got.get("a").map(String::as_str), Some("00"));
+    assert_eq!(got.get("b").map(String::as_str), Some("010203"));
+    assert_eq!(got.len(), 2);
+    assert!(parse_spec("```vectors\na = 1\na = 1\n```\n").is_err());
+    assert!(parse_spec("```vectors\n  01\n```\n").is_err());
+    assert!(parse_spec("```vectors\na = 1\n").is_err());
+}

@@ -1,0 +1,61 @@
+//! nook-vault: encrypted, shreddable storage for the nook relay and client.
+//!
+//! A [`Vault`] is a sled database split into [`Namespace`]s (a talk on the
+//! client, a mailbox on the relay). Every value in a namespace is sealed with
+//! XChaCha20-Poly1305 under that namespace's own storage key, and the storage
+//! keys live outside sled in an effaceable [`KeyStore`]: a small file of
+//! fixed-size slots that are overwritten in place with zeros and fsynced when a
+//! namespace is destroyed.
+//!
+//! Why: sled does not erase. Values removed from sled, flushed, and reopened
+//! were measured still readable in the raw `db` file, some across several
+//! reopen cycles. So deleting a namespace here is *crypto-shredding*: once its
+//! key slot is effaced, every stale byte the namespace left in sled's log is
+//! ciphertext under a key that no longer exists anywhere.
+//!
+//! What this crate never does:
+//!
+//! - It never writes a namespace value to disk in clear, and never stores the
+//!   clear id of a namespace: namespaces are found by a keyed hash of their id
+//!   ([`Vault::index_hash`]).
+//! - It never hashes or encrypts the *keys* callers pass to [`Namespace::put`]:
+//!   they are stored as given, so callers index by [`Vault::index_hash`] of
+//!   anything sensitive, or by ordered counters.
+//! - It never panics on bytes read from disk: a damaged key slot, catalog entry
+//!   or sealed value is a [`VaultError`].
+//! - It does not make a write durable by itself: call [`Vault::durable_flush`]
+//!   before acknowledging anything (the exception is
+//!   [`Vault::destroy_namespace`], which is durable when it returns).
+//! - It cannot reach blocks that a copy-on-write filesystem (btrfs, ZFS) or an
+//!   SSD's flash translation layer moved aside: an in-place overwrite is the
+//!   strongest erasure an ordinary process can ask for.
+//!
+//! # Layout
+//!
+//! - [`keystore`] — the effaceable key store (`keys.slots`), its exact byte
+//!   format and the [`StorageKey`] secret type. Start here to see what
+//!   "deleted" means.
+//! - `seal` (private) — key derivation and the value seal
+//!   (nonce ‖ ciphertext, bound to the namespace and the entry key).
+//! - [`vault`] — [`Vault`] and [`Namespace`], the on-disk layout of the data
+//!   folder, crash recovery at open and the durable flush.
+//! - [`error`] — [`VaultError`].
+//!
+//! A data folder looks like this:
+//!
+//! ```text
+//! <dir>/            mode 0700
+//!   keys.slots      mode 0600, the effaceable key store
+//!   db.sled/        sled: trees "meta", "catalog" and one "ns/<hex hashed id>" per namespace
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod keystore;
+mod seal;
+pub mod vault;
+
+pub use error::VaultError;
+pub use keystore::{KeyStore, SlotId, StorageKey};
+pub use vault::{Entries, Namespace, Vault};

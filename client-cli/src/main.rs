@@ -1,0 +1,562 @@
+//! `nook`: private, ephemeral, end-to-end encrypted talks from the command line.
+//!
+//! Human text by default; `--json` prints one JSON object per line for scripts.
+//! Errors go to stderr with a hint, and the exit code says what kind of error it was
+//! (see `EXIT CODES` in `nook --help`). `nook` never prompts.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use nook_client::api::{CreatedTalk, JoinedTalk};
+use nook_client::{
+    Client, ClientError, Event, HistoryEntry, TalkOptions, TalkSummary, Until, Update,
+};
+use nook_proto::{ClosePolicy, TalkState, TalkStatus};
+use serde_json::json;
+
+mod chat;
+mod duration;
+
+const EXIT_CODES: &str = "EXIT CODES:
+  0  success
+  1  internal or storage error
+  2  invalid command line
+  3  no talk matches the given id (see `nook list`)
+  4  relay unreachable or connection lost (retry later)
+  5  refused: talk not open yet, invite used, not allowed, bad input
+  6  the talk was closed or expired (local data deleted)
+  7  security: the relay's key does not match its address, or its receipt is invalid";
+
+/// nook: private, ephemeral talks. Each talk gets a fresh pseudonym; when it is
+/// closed, the relay and every member delete everything.
+#[derive(Parser, Debug)]
+#[command(name = "nook", version, about, after_help = EXIT_CODES)]
+struct Cli {
+    /// Home folder for keys and history (default: $XDG_DATA_HOME/nook or ~/.local/share/nook).
+    #[arg(long, env = "NOOK_HOME", global = true)]
+    home: Option<PathBuf>,
+    /// Print one JSON object per line instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CloseArg {
+    Owner,
+    Any,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a talk and print one invite per free seat.
+    New {
+        /// The relay's address, nook://<fingerprint>@host:port (printed by nook-relay).
+        #[arg(long, env = "NOOK_RELAY")]
+        relay: String,
+        /// Members including you (2-64).
+        #[arg(long, default_value_t = 2)]
+        seats: u8,
+        /// Members needed before the talk opens (default: all seats).
+        #[arg(long)]
+        quorum: Option<u8>,
+        /// How long the talk may live: e.g. 90s, 30m, 24h, 7d (max 30d).
+        #[arg(long, default_value = "24h", value_parser = duration::parse)]
+        ttl: u32,
+        /// Your alias in this talk (default: a random one such as quiet-otter).
+        #[arg(long)]
+        alias: Option<String>,
+        /// Who may close the talk.
+        #[arg(long, value_enum, default_value = "owner")]
+        close: CloseArg,
+    },
+    /// Take a seat with an invite.
+    Join {
+        invite: String,
+        /// Your alias in this talk (default: a random one).
+        #[arg(long)]
+        alias: Option<String>,
+    },
+    /// Show every talk: state, alias, unread messages.
+    List,
+    /// Send a message (TEXT, or `-` to read it from stdin). Exits 0 once the relay stored it.
+    Send { talk: String, text: String },
+    /// Fetch and show a talk's messages and events.
+    Read {
+        talk: String,
+        /// Only what `read` has not shown before.
+        #[arg(long)]
+        new: bool,
+        /// Keep showing new messages until the talk closes.
+        #[arg(long)]
+        follow: bool,
+        /// Wait until the talk is open (quorum reached), then exit.
+        #[arg(long)]
+        wait_open: bool,
+    },
+    /// Show the owner's unused invites for a talk.
+    Invites { talk: String },
+    /// Give up your seat and delete the talk from this device.
+    Leave { talk: String },
+    /// Close the talk for everyone; prints the relay's signed deletion receipt.
+    Close { talk: String },
+    /// Full-screen chat in the terminal.
+    Chat { talk: String },
+}
+
+fn default_home() -> Result<PathBuf, ClientError> {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("nook"));
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".local/share/nook")),
+        None => Err(ClientError::Usage(
+            "no HOME set: pass --home DIR or set NOOK_HOME".into(),
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e.exit_code();
+            if json {
+                eprintln!("{}", json!({"error": e.to_string(), "exit_code": code}));
+            } else {
+                eprintln!("error: {e}");
+            }
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
+    let home = match cli.home {
+        Some(h) => h,
+        None => default_home()?,
+    };
+    let client = Client::new(&home)?;
+    let out = Output { json: cli.json };
+    match cli.command {
+        Command::New {
+            relay,
+            seats,
+            quorum,
+            ttl,
+            alias,
+            close,
+        } => {
+            let alias = alias.unwrap_or_else(nook_client::alias::random_alias);
+            let opts = TalkOptions {
+                seats,
+                quorum: quorum.unwrap_or(seats),
+                ttl_secs: ttl,
+                close: match close {
+                    CloseArg::Owner => ClosePolicy::Owner,
+                    CloseArg::Any => ClosePolicy::Any,
+                },
+                alias,
+            };
+            let created = client.create(&relay, opts).await?;
+            out.created(&created);
+        }
+        Command::Join { invite, alias } => {
+            let joined = client.join(invite.trim(), alias.as_deref()).await?;
+            out.joined(&joined);
+        }
+        Command::List => {
+            let talks = client.list()?;
+            out.list(&talks);
+        }
+        Command::Send { talk, text } => {
+            let text = if text == "-" {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s).map_err(|e| {
+                    ClientError::Usage(format!("cannot read the message from stdin: {e}"))
+                })?;
+                s.trim_end_matches('\n').to_string()
+            } else {
+                text
+            };
+            if text.is_empty() {
+                return Err(ClientError::Usage("the message is empty".into()));
+            }
+            let (id, seq) = client.send(&talk, &text).await?;
+            if out.json {
+                println!("{}", json!({"talk": id, "seq": seq.0, "stored": true}));
+            }
+        }
+        Command::Read {
+            talk,
+            new,
+            follow,
+            wait_open,
+        } => return read(&client, &out, &talk, new, follow, wait_open).await,
+        Command::Invites { talk } => {
+            let info = client.info(&talk)?;
+            if out.json {
+                println!("{}", json!({"talk": info.talk, "invites": info.invites}));
+            } else if info.invites.is_empty() {
+                println!("no unused invites");
+            } else {
+                for i in &info.invites {
+                    println!("{i}");
+                }
+            }
+        }
+        Command::Leave { talk } => {
+            let id = client.leave(&talk).await?;
+            if out.json {
+                println!(
+                    "{}",
+                    json!({"talk": id, "left": true, "local_data_deleted": true})
+                );
+            } else {
+                println!("left talk {id}; its local data was deleted");
+            }
+        }
+        Command::Close { talk } => {
+            let (id, receipt) = client.close(&talk).await?;
+            let sig: String = receipt
+                .signature
+                .0
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if out.json {
+                println!(
+                    "{}",
+                    json!({
+                        "talk": id,
+                        "closed": true,
+                        "receipt": {
+                            "mailbox": receipt.mailbox.to_hex(),
+                            "closed_at": receipt.closed_at,
+                            "envelopes_deleted": receipt.envelopes_deleted,
+                            "signature": sig,
+                            "verified": true,
+                        },
+                        "local_data_deleted": true,
+                    })
+                );
+            } else {
+                println!("talk {id} closed");
+                println!(
+                    "relay deletion receipt (signature verified): mailbox {}, closed at {}, {} envelope(s) deleted",
+                    receipt.mailbox.to_hex(),
+                    receipt.closed_at,
+                    receipt.envelopes_deleted
+                );
+                println!("signature {sig}");
+                println!("all local data for the talk was deleted");
+            }
+        }
+        Command::Chat { talk } => {
+            if !std::io::stdout().is_terminal() {
+                return Err(ClientError::Usage(
+                    "nook chat needs a terminal; in scripts use `nook read TALK --follow` and `nook send`".into(),
+                ));
+            }
+            return chat::run(client, &talk).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn read(
+    client: &Client,
+    out: &Output,
+    talk: &str,
+    new: bool,
+    follow: bool,
+    wait_open: bool,
+) -> Result<ExitCode, ClientError> {
+    let mut exit = ExitCode::SUCCESS;
+    match client.fetch(talk).await {
+        Ok(_) => {}
+        Err(ClientError::TalkGone) => {
+            out.entry(&HistoryEntry {
+                index: u64::MAX,
+                at_ms: nook_client::api::now_ms(),
+                event: Event::Closed {
+                    by: None,
+                    verified: false,
+                },
+            });
+            return Err(ClientError::TalkGone);
+        }
+        Err(e @ (ClientError::Connect(_) | ClientError::Lost(_))) if !follow && !wait_open => {
+            eprintln!("warning: {e}; showing what this device already has");
+            exit = ExitCode::from(e.exit_code() as u8);
+        }
+        Err(e) => return Err(e),
+    }
+    let (_, entries) = client.history(talk, new)?;
+    let next = entries.last().map_or(0, |e| e.index + 1);
+    let from = if new {
+        next
+    } else {
+        entries.first().map_or(next, |e| e.index).max(next)
+    };
+    let mut opened = entries.iter().any(|e| matches!(e.event, Event::Opened));
+    for e in &entries {
+        out.entry(e);
+    }
+    if !follow && !wait_open {
+        return Ok(exit);
+    }
+    if wait_open && !follow {
+        opened = opened || client.info(talk)?.open;
+        if opened {
+            return Ok(exit);
+        }
+    }
+    let until = if follow { Until::Closed } else { Until::Open };
+    let mut closed = false;
+    client
+        .follow(talk, from, until, |u| {
+            match u {
+                Update::Entry(e) => {
+                    closed |= matches!(e.event, Event::Closed { .. } | Event::Expired);
+                    out.entry(&e);
+                }
+                Update::Link(l) => {
+                    if let nook_client::Link::Reconnecting { attempt, reason } = l {
+                        eprintln!("connection lost ({reason}); reconnecting (attempt {attempt})");
+                    }
+                }
+                Update::Status(_) => {}
+            }
+            true
+        })
+        .await?;
+    // Mark what was shown, if the talk still exists.
+    let _ = client.history(talk, true);
+    if closed && follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Ok(exit)
+}
+
+struct Output {
+    json: bool,
+}
+
+fn state_word(s: &TalkStatus) -> &'static str {
+    match s.state {
+        TalkState::Pending => "pending",
+        TalkState::Open => "open",
+    }
+}
+
+impl Output {
+    fn created(&self, c: &CreatedTalk) {
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "talk": c.talk,
+                    "relay": c.relay,
+                    "alias": c.alias,
+                    "state": state_word(&c.status),
+                    "members": c.status.members,
+                    "seats": c.status.seats,
+                    "quorum": c.status.quorum,
+                    "expires_at": c.status.expires_at,
+                    "invites": c.invites,
+                })
+            );
+            return;
+        }
+        println!("talk {} created; you are {}", c.talk, c.alias);
+        println!(
+            "{} ({}/{} seats taken, opens at {})",
+            state_word(&c.status),
+            c.status.members,
+            c.status.seats,
+            c.status.quorum
+        );
+        println!("invites (give each to one person; each works once):");
+        for i in &c.invites {
+            println!("{i}");
+        }
+    }
+
+    fn joined(&self, j: &JoinedTalk) {
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "talk": j.talk,
+                    "alias": j.alias,
+                    "seat": j.seat,
+                    "state": state_word(&j.status),
+                    "members": j.status.members,
+                    "seats": j.status.seats,
+                    "quorum": j.status.quorum,
+                })
+            );
+            return;
+        }
+        println!(
+            "joined talk {} as {} (seat {}); {} ({}/{} seats taken)",
+            j.talk,
+            j.alias,
+            j.seat,
+            state_word(&j.status),
+            j.status.members,
+            j.status.seats
+        );
+    }
+
+    fn list(&self, talks: &[TalkSummary]) {
+        if self.json {
+            for t in talks {
+                println!(
+                    "{}",
+                    json!({
+                        "talk": t.talk,
+                        "state": t.status.map(|s| state_word(&s)).unwrap_or("unknown"),
+                        "members": t.status.map(|s| s.members),
+                        "seats": t.status.map(|s| s.seats),
+                        "quorum": t.status.map(|s| s.quorum),
+                        "alias": t.alias,
+                        "owner": t.owner,
+                        "unread": t.unread,
+                        "relay": t.relay,
+                        "expires_at": t.expires_at,
+                    })
+                );
+            }
+            return;
+        }
+        if talks.is_empty() {
+            println!(
+                "no talks; create one with `nook new --relay ADDR` or join with `nook join INVITE`"
+            );
+            return;
+        }
+        println!(
+            "{:<16}  {:<14}  {:<20}  {:>6}  RELAY",
+            "TALK", "STATE", "ALIAS", "UNREAD"
+        );
+        for t in talks {
+            let state = match t.status {
+                Some(s) if s.state == TalkState::Pending => {
+                    format!("pending {}/{}", s.members, s.quorum)
+                }
+                Some(_) => "open".to_string(),
+                None => "unknown".to_string(),
+            };
+            println!(
+                "{:<16}  {:<14}  {:<20}  {:>6}  {}",
+                t.talk, state, t.alias, t.unread, t.relay
+            );
+        }
+    }
+
+    fn entry(&self, e: &HistoryEntry) {
+        if self.json {
+            println!("{}", entry_json(e));
+        } else {
+            println!("{}", entry_text(e));
+        }
+    }
+}
+
+pub(crate) fn entry_json(e: &HistoryEntry) -> serde_json::Value {
+    match &e.event {
+        Event::Message {
+            seat,
+            alias,
+            sent_at_ms,
+            text,
+            own,
+            late,
+            missed,
+        } => json!({"type": "message", "seat": seat, "alias": alias, "sent_at_ms": sent_at_ms,
+                    "text": text, "own": own, "late": late, "missed": missed}),
+        Event::MemberJoined { seat, alias } => {
+            json!({"type": "joined", "seat": seat, "alias": alias})
+        }
+        Event::MemberLeaving { seat, alias } => {
+            json!({"type": "left", "seat": seat, "alias": alias})
+        }
+        Event::SeatsTaken {
+            members,
+            seats,
+            quorum,
+        } => {
+            json!({"type": "seats", "members": members, "seats": seats, "quorum": quorum})
+        }
+        Event::Opened => json!({"type": "opened"}),
+        Event::Closed { by, verified } => {
+            json!({"type": "closed", "by": by, "verified": verified, "local_data_deleted": true})
+        }
+        Event::Expired => json!({"type": "expired", "local_data_deleted": true}),
+        Event::Warning(w) => json!({"type": "warning", "message": w}),
+    }
+}
+
+pub(crate) fn clock(ms: u64) -> String {
+    let secs = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+pub(crate) fn entry_text(e: &HistoryEntry) -> String {
+    match &e.event {
+        Event::Message {
+            alias,
+            sent_at_ms,
+            text,
+            own,
+            late,
+            ..
+        } => {
+            let me = if *own { " (you)" } else { "" };
+            let late = if *late { " [late]" } else { "" };
+            format!("[{}] {alias}{me}: {text}{late}", clock(*sent_at_ms))
+        }
+        Event::MemberJoined { seat, alias } => format!("* {alias} took seat {seat}"),
+        Event::MemberLeaving { alias, .. } => format!("* {alias} left the talk"),
+        Event::SeatsTaken {
+            members,
+            seats,
+            quorum,
+        } => {
+            format!("* {members}/{seats} seats taken (opens at {quorum})")
+        }
+        Event::Opened => "* the talk is open".to_string(),
+        Event::Closed { by, verified } => {
+            let who = by
+                .as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default();
+            let v = if *verified { " (verified)" } else { "" };
+            format!("* the talk was closed{who}{v}; all local data for it was deleted")
+        }
+        Event::Expired => "* the talk expired; all local data for it was deleted".to_string(),
+        Event::Warning(w) => format!("! {w}"),
+    }
+}

@@ -1,0 +1,281 @@
+//! The member's local store: one nook-vault under `<home>/vault`, one sealed
+//! namespace per talk.
+//!
+//! Several `nook` processes may work on one home at once (a `read --follow` beside a
+//! `send`), and sled lets only one process open a database. So the store is opened
+//! for short sessions under an exclusive lock on `<home>/lock`, and every session
+//! reloads the talk state it works on: whoever holds the lock sees the latest state.
+//!
+//! Keys inside a talk's namespace (`"talk/" ‖ talk id`):
+//!
+//! | key          | value |
+//! |--------------|-------|
+//! | `s`          | the [`TalkState`] |
+//! | `n`          | next history index (u64 LE) |
+//! | `r`          | history index shown so far by `read --new` (u64 LE) |
+//! | `h` ‖ index  | one [`HistoryEntry`] (index u64 BE) |
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use bincode::{Decode, Encode};
+use nook_proto::codec::{decode_body, encode_value};
+use nook_vault::{Namespace, Vault, VaultError};
+use zeroize::Zeroizing;
+
+use crate::member::{Event, TalkState};
+
+const K_STATE: &[u8] = b"s";
+const K_NEXT: &[u8] = b"n";
+const K_SHOWN: &[u8] = b"r";
+const TALK_PREFIX: &[u8] = b"talk/";
+
+/// One line of a talk's history.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct HistoryEntry {
+    pub index: u64,
+    /// When this client recorded it (unix ms).
+    pub at_ms: u64,
+    pub event: Event,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use the nook home folder {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the local store failed: {0}")]
+    Vault(#[from] VaultError),
+    #[error("no talk matches \"{0}\"; `nook list` shows your talks")]
+    NotFound(String),
+    #[error("\"{0}\" matches several talks; give more characters of the talk id")]
+    Ambiguous(String),
+    #[error("stored talk data is damaged: {0}")]
+    Corrupt(String),
+}
+
+/// A nook home folder.
+#[derive(Debug, Clone)]
+pub struct Home {
+    dir: PathBuf,
+}
+
+/// An open session on the store; the lock is released when it is dropped.
+pub struct Store {
+    vault: Vault,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+/// The text form of a talk id.
+pub fn talk_id_text(id: &[u8; 8]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Home {
+    /// Uses `dir` as the home folder, creating it (0700) if needed.
+    pub fn new(dir: &Path) -> Result<Home, StoreError> {
+        let io = |source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+        Ok(Home {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Opens the store, waiting for any other nook process that holds it.
+    pub fn open(&self) -> Result<Store, StoreError> {
+        let path = self.dir.join("lock");
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        lock.lock().map_err(io)?;
+        let vault = Vault::open(&self.dir.join("vault"))?;
+        Ok(Store { vault, _lock: lock })
+    }
+}
+
+fn ns_id(talk_id: &[u8; 8]) -> Vec<u8> {
+    [TALK_PREFIX, talk_id].concat()
+}
+
+fn u64_of(v: Option<Vec<u8>>) -> u64 {
+    v.and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+fn decode_state(bytes: &[u8]) -> Result<TalkState, StoreError> {
+    decode_body(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl Store {
+    /// Every talk in this home.
+    pub fn talks(&self) -> Result<Vec<TalkState>, StoreError> {
+        let mut out = Vec::new();
+        for ns in self.vault.namespaces()? {
+            if let Some(bytes) = ns.get(K_STATE)? {
+                out.push(decode_state(&Zeroizing::new(bytes))?);
+            }
+        }
+        out.sort_by_key(|t| std::cmp::Reverse(t.params.created_at));
+        Ok(out)
+    }
+
+    /// The talk whose id starts with `prefix` (case-insensitive), if exactly one does.
+    pub fn find(&self, prefix: &str) -> Result<TalkState, StoreError> {
+        let p = prefix.trim().to_ascii_lowercase();
+        if p.is_empty() {
+            return Err(StoreError::NotFound(prefix.to_string()));
+        }
+        let mut matches: Vec<TalkState> = self
+            .talks()?
+            .into_iter()
+            .filter(|t| talk_id_text(&t.talk_id).starts_with(&p))
+            .collect();
+        match matches.len() {
+            0 => Err(StoreError::NotFound(prefix.to_string())),
+            1 => Ok(matches.remove(0)),
+            _ => Err(StoreError::Ambiguous(prefix.to_string())),
+        }
+    }
+
+    pub fn load(&self, talk_id: &[u8; 8]) -> Result<Option<TalkState>, StoreError> {
+        let Some(ns) = self.vault.namespace(&ns_id(talk_id))? else {
+            return Ok(None);
+        };
+        match ns.get(K_STATE)? {
+            Some(bytes) => Ok(Some(decode_state(&Zeroizing::new(bytes))?)),
+            None => Ok(None),
+        }
+    }
+
+    fn ns(&self, talk_id: &[u8; 8]) -> Result<Namespace, StoreError> {
+        let id = ns_id(talk_id);
+        match self.vault.namespace(&id)? {
+            Some(ns) => Ok(ns),
+            None => Ok(self.vault.create_namespace(&id)?),
+        }
+    }
+
+    pub fn save(&self, state: &TalkState) -> Result<(), StoreError> {
+        let bytes =
+            Zeroizing::new(encode_value(state).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        self.ns(&state.talk_id)?.put(K_STATE, &bytes)?;
+        Ok(())
+    }
+
+    /// Appends events to the talk's history.
+    pub fn append(
+        &self,
+        talk_id: &[u8; 8],
+        events: Vec<Event>,
+        at_ms: u64,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ns = self.ns(talk_id)?;
+        let mut next = u64_of(ns.get(K_NEXT)?);
+        let mut entries = Vec::with_capacity(events.len());
+        for event in events {
+            let entry = HistoryEntry {
+                index: next,
+                at_ms,
+                event,
+            };
+            let mut key = [0u8; 9];
+            key[0] = b'h';
+            key[1..].copy_from_slice(&next.to_be_bytes());
+            let bytes = Zeroizing::new(
+                encode_value(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+            ns.put(&key, &bytes)?;
+            entries.push(entry);
+            next += 1;
+        }
+        ns.put(K_NEXT, &next.to_le_bytes())?;
+        Ok(entries)
+    }
+
+    /// History entries with index ≥ `from`.
+    pub fn history(&self, talk_id: &[u8; 8], from: u64) -> Result<Vec<HistoryEntry>, StoreError> {
+        let ns = self.ns(talk_id)?;
+        let mut start = [0u8; 9];
+        start[0] = b'h';
+        start[1..].copy_from_slice(&from.to_be_bytes());
+        let mut out = Vec::new();
+        for item in ns.range_from(&start) {
+            let (k, v) = item?;
+            if k.first() != Some(&b'h') {
+                break;
+            }
+            out.push(
+                decode_body::<HistoryEntry>(&Zeroizing::new(v))
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The first history index `read --new` has not shown yet.
+    pub fn shown(&self, talk_id: &[u8; 8]) -> Result<u64, StoreError> {
+        Ok(u64_of(self.ns(talk_id)?.get(K_SHOWN)?))
+    }
+
+    pub fn set_shown(&self, talk_id: &[u8; 8], next: u64) -> Result<(), StoreError> {
+        self.ns(talk_id)?.put(K_SHOWN, &next.to_le_bytes())?;
+        Ok(())
+    }
+
+    /// Messages recorded but not yet shown by `read`.
+    pub fn unread(&self, talk_id: &[u8; 8]) -> Result<u64, StoreError> {
+        let shown = self.shown(talk_id)?;
+        Ok(self
+            .history(talk_id, shown)?
+            .iter()
+            .filter(|e| matches!(e.event, Event::Message { own: false, .. }))
+            .count() as u64)
+    }
+
+    /// Deletes everything held for a talk: its storage key is effaced first, so what
+    /// sled still keeps of it on disk is unreadable.
+    pub fn delete(&self, talk_id: &[u8; 8]) -> Result<bool, StoreError> {
+        let gone = self.vault.destroy_namespace(&ns_id(talk_id))?;
+        self.vault.durable_flush()?;
+        Ok(gone)
+    }
+
+    /// Makes every write so far durable (before acknowledging to the relay).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        Ok(self.vault.durable_flush()?)
+    }
+}

@@ -162,7 +162,10 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             alias,
             close,
         } => {
-            let alias = alias.unwrap_or_else(nook_client::alias::random_alias);
+            let alias = match alias {
+                Some(a) => a,
+                None => client.fresh_alias()?,
+            };
             let opts = TalkOptions {
                 seats,
                 quorum: quorum.unwrap_or(seats),

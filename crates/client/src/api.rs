@@ -249,7 +249,7 @@ impl Client {
         let alias = match alias {
             Some(a) if !valid_alias(a) => return Err(MemberError::BadAlias.into()),
             Some(a) => a.to_string(),
-            None => crate::alias::random_alias(),
+            None => self.fresh_alias()?,
         };
         let conn = RelayConnection::connect(&invite.relay).await?;
         let identity = TalkIdentity::generate(&mut rand::rng());
@@ -303,6 +303,24 @@ impl Client {
             alias,
             status,
         })
+    }
+
+    /// A random alias this person uses in no other talk, so aliases never link talks.
+    pub fn fresh_alias(&self) -> Result<String, ClientError> {
+        let used: Vec<String> = self
+            .store()?
+            .talks()?
+            .iter()
+            .map(|t| t.alias.clone())
+            .collect();
+        let mut alias = crate::alias::random_alias();
+        for _ in 0..64 {
+            if !used.contains(&alias) {
+                break;
+            }
+            alias = crate::alias::random_alias();
+        }
+        Ok(alias)
     }
 
     /// Every talk this home holds, from local knowledge (no network).

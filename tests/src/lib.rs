@@ -1,0 +1,284 @@
+//! Harness for end-to-end tests: runs the real `nook-relay` and `nook` binaries from
+//! this workspace's target folder on 127.0.0.1, each in its own temporary folder.
+//!
+//! Every wait is bounded; every process is killed when its guard drops.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A binary of this workspace, built next to the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    // target/<profile>/deps/<test-exe> → target/<profile>/<name>
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target folder");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`)",
+        path.display()
+    );
+    path
+}
+
+/// A free UDP port on 127.0.0.1 (the socket is closed before the relay binds it).
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running `nook-relay`, killed on drop.
+#[derive(Debug)]
+pub struct Relay {
+    pub address: String,
+    pub data: tempfile::TempDir,
+    child: Child,
+}
+
+impl Relay {
+    pub fn start() -> Relay {
+        let data = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut child = Command::new(bin("nook-relay"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(data.path().join("relay"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nook-relay");
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        assert!(line.starts_with("nook://"), "relay printed {line:?}");
+        Relay {
+            address: line.trim().to_string(),
+            data,
+            child,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data.path().join("relay")
+    }
+
+    /// Stops the relay with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = wait(&mut self.child, Duration::from_secs(20));
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One person's `nook` with its own home folder.
+#[derive(Debug)]
+pub struct Nook {
+    pub home: tempfile::TempDir,
+}
+
+/// A finished `nook` command.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The stdout lines parsed as JSON objects.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        self.json_lines().into_iter().next().expect("one JSON line")
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Default for Nook {
+    fn default() -> Self {
+        Nook::new()
+    }
+}
+
+impl Nook {
+    pub fn new() -> Nook {
+        Nook {
+            home: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn home_dir(&self) -> PathBuf {
+        self.home.path().join("nook")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("nook"));
+        c.arg("--home").arg(self.home_dir()).args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `nook args…` to completion (bounded: 60 s).
+    pub fn run(&self, args: &[&str]) -> Run {
+        let child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nook");
+        finish(child, Duration::from_secs(60))
+    }
+
+    /// Runs `nook args…` and asserts exit code 0.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let r = self.run(args);
+        assert_eq!(r.code, 0, "nook {args:?} failed: {}", r.stderr);
+        r
+    }
+
+    /// Runs `nook args…` with `input` on stdin.
+    pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nook");
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(input.as_bytes());
+        }
+        finish(child, Duration::from_secs(60))
+    }
+
+    /// Starts `nook args…` in the background (e.g. `read --follow`).
+    pub fn spawn(&self, args: &[&str]) -> Background {
+        let child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn nook");
+        Background { child: Some(child) }
+    }
+
+    /// The id of the only talk in this home.
+    pub fn only_talk(&self) -> String {
+        let list = self.ok(&["--json", "list"]).json_lines();
+        assert_eq!(list.len(), 1, "{list:?}");
+        list[0]["talk"].as_str().expect("talk id").to_string()
+    }
+}
+
+/// A background `nook`, killed on drop unless finished.
+#[derive(Debug)]
+pub struct Background {
+    child: Option<Child>,
+}
+
+impl Background {
+    /// Waits for it to end by itself, at most `limit`.
+    pub fn finish(mut self, limit: Duration) -> Run {
+        let child = self.child.take().expect("child");
+        finish(child, limit)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+fn finish(mut child: Child, limit: Duration) -> Run {
+    // Read output on threads so a chatty child cannot block on a full pipe.
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let read = |p: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let t_out = read(out.map(|o| Box::new(o) as Box<dyn std::io::Read + Send>));
+    let t_err = read(err.map(|e| Box::new(e) as Box<dyn std::io::Read + Send>));
+    let status = wait(&mut child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Run {
+        code: status.and_then(|s| s.code()).unwrap_or(-1),
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    }
+}
+
+/// Every byte of every file under `dir` (missing folders give nothing).
+pub fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(b) = std::fs::read(&p) {
+                out.extend_from_slice(&b);
+            }
+        }
+    }
+    out
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -1,0 +1,257 @@
+//! The whole talk lifecycle with the real binaries: three seats, quorum three.
+
+use std::time::Duration;
+
+use nook_e2e::{Nook, Relay, all_bytes, contains};
+
+fn s(v: &serde_json::Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_string()
+}
+
+fn texts(lines: &[serde_json::Value]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l["type"] == "message" && l["own"] == false)
+        .map(|l| format!("{}: {}", s(&l["alias"]), s(&l["text"])))
+        .collect()
+}
+
+#[test]
+fn three_seat_talk_from_creation_to_provable_deletion() {
+    let mut relay = Relay::start();
+    let (a, b, c) = (Nook::new(), Nook::new(), Nook::new());
+
+    let new = a
+        .ok(&[
+            "--json",
+            "new",
+            "--relay",
+            &relay.address,
+            "--seats",
+            "3",
+            "--alias",
+            "alice-aa",
+        ])
+        .json();
+    assert_eq!(new["state"], "pending");
+    assert_eq!(
+        (new["members"].as_u64(), new["quorum"].as_u64()),
+        (Some(1), Some(3))
+    );
+    let invites: Vec<String> = new["invites"].as_array().unwrap().iter().map(s).collect();
+    assert_eq!(invites.len(), 2);
+    let ta = s(&new["talk"]);
+
+    let joined = b
+        .ok(&["--json", "join", &invites[0], "--alias", "bob-bb"])
+        .json();
+    assert_eq!(joined["state"], "pending");
+    assert_eq!(joined["members"].as_u64(), Some(2));
+    let tb = b.only_talk();
+
+    // Pending: sending is refused with the seat count.
+    let early = a.run(&["send", &ta, "too early"]);
+    assert_eq!(early.code, 5, "{early:?}");
+    assert!(early.stderr.contains("2/3 seats"), "{}", early.stderr);
+
+    // B waits for the talk to open while the third member arrives.
+    let waiting = b.spawn(&["--json", "read", &tb, "--wait-open"]);
+
+    // A used invite is dead.
+    let stranger = Nook::new();
+    let reused = stranger.run(&["join", &invites[0]]);
+    assert_eq!(reused.code, 5, "{reused:?}");
+    assert!(reused.stderr.contains("already used"), "{}", reused.stderr);
+
+    c.ok(&["join", &invites[1], "--alias", "carol-cc"]);
+    let tc = c.only_talk();
+    let w = waiting.finish(Duration::from_secs(30));
+    assert_eq!(w.code, 0, "{w:?}");
+    assert!(
+        w.json_lines().iter().any(|l| l["type"] == "opened"),
+        "{}",
+        w.stdout
+    );
+
+    // Messages in every direction; C stays offline meanwhile.
+    a.ok(&["send", &ta, "alpha from alice"]);
+    b.ok(&["send", &tb, "bravo from bob"]);
+    assert_eq!(
+        texts(&a.ok(&["--json", "read", &ta, "--new"]).json_lines()),
+        ["bob-bb: bravo from bob"]
+    );
+    let b_read = b.ok(&["--json", "read", &tb]).json_lines();
+    assert_eq!(texts(&b_read), ["alice-aa: alpha from alice"]);
+    // Own messages are in one's own history, marked as such.
+    assert!(
+        b_read
+            .iter()
+            .any(|l| l["own"] == true && l["text"] == "bravo from bob"),
+        "{b_read:?}"
+    );
+
+    // C catches up on everything it missed, then answers.
+    let c_read = texts(&c.ok(&["--json", "read", &tc]).json_lines());
+    assert_eq!(
+        c_read,
+        ["alice-aa: alpha from alice", "bob-bb: bravo from bob"]
+    );
+    let piped = c.run_with_stdin(&["send", &tc, "-"], "charlie from carol\n");
+    assert_eq!(piped.code, 0, "{piped:?}");
+    assert_eq!(
+        texts(&a.ok(&["--json", "read", &ta, "--new"]).json_lines()),
+        ["carol-cc: charlie from carol"]
+    );
+    assert_eq!(
+        texts(&b.ok(&["--json", "read", &tb, "--new"]).json_lines()),
+        ["carol-cc: charlie from carol"]
+    );
+    // `--new` shows nothing twice.
+    assert!(texts(&b.ok(&["--json", "read", &tb, "--new"]).json_lines()).is_empty());
+
+    // C leaves; A and B keep talking.
+    c.ok(&["leave", &tc]);
+    assert!(
+        c.ok(&["--json", "list"]).json_lines().is_empty(),
+        "C's copy is gone"
+    );
+    a.ok(&["send", &ta, "after carol left"]);
+    let b_new = b.ok(&["--json", "read", &tb, "--new"]).json_lines();
+    assert!(
+        b_new
+            .iter()
+            .any(|l| l["type"] == "left" && l["alias"] == "carol-cc"),
+        "{b_new:?}"
+    );
+    assert_eq!(texts(&b_new), ["alice-aa: after carol left"]);
+
+    // Owner-only close: B may not close.
+    let refused = b.run(&["close", &tb]);
+    assert_eq!(refused.code, 5, "{refused:?}");
+    assert!(
+        refused.stderr.contains("only the owner"),
+        "{}",
+        refused.stderr
+    );
+
+    // B follows; the owner closes; B's follow ends with "closed".
+    let follow = b.spawn(&["--json", "read", &tb, "--follow"]);
+    let closed = a.ok(&["--json", "close", &ta]).json();
+    assert_eq!(closed["closed"], true);
+    assert_eq!(closed["receipt"]["verified"], true);
+    let f = follow.finish(Duration::from_secs(30));
+    assert_eq!(f.code, 0, "{f:?}");
+    let last = f.json_lines().pop().expect("follow printed something");
+    assert_eq!(last["type"], "closed", "{}", f.stdout);
+    assert!(a.ok(&["--json", "list"]).json_lines().is_empty());
+    assert!(b.ok(&["--json", "list"]).json_lines().is_empty());
+
+    // Nothing readable of the talk remains on any disk.
+    relay.stop();
+    let mailbox = {
+        let inv: nook_crypto::Invite = invites[0].parse().unwrap();
+        inv.mailbox.0
+    };
+    let mut needles: Vec<Vec<u8>> = [
+        "alpha from alice",
+        "bravo from bob",
+        "charlie from carol",
+        "after carol left",
+        "alice-aa",
+        "bob-bb",
+        "carol-cc",
+    ]
+    .iter()
+    .map(|t| t.as_bytes().to_vec())
+    .collect();
+    needles.push(mailbox.to_vec());
+    for inv in &invites {
+        let inv: nook_crypto::Invite = inv.parse().unwrap();
+        needles.push(inv.seat_secret.expose().to_vec());
+        needles.push(inv.seat_secret.join_token().to_vec());
+        needles.push(inv.seat_secret.welcome_key().to_vec());
+        needles.push(inv.to_text().into_bytes());
+    }
+    for (who, dir) in [
+        ("a", a.home_dir()),
+        ("b", b.home_dir()),
+        ("c", c.home_dir()),
+        ("relay", relay.data_dir()),
+    ] {
+        let bytes = all_bytes(&dir);
+        assert!(
+            !bytes.is_empty() || who != "relay",
+            "{who}: scanned nothing"
+        );
+        for n in &needles {
+            assert!(
+                !contains(&bytes, n),
+                "{who}'s folder still holds {:?}",
+                String::from_utf8_lossy(n)
+            );
+        }
+    }
+}
+
+#[test]
+fn two_talks_of_one_person_share_no_key_id_or_alias() {
+    let relay = Relay::start();
+    let a = Nook::new();
+    let one = a.ok(&["--json", "new", "--relay", &relay.address]).json();
+    let two = a.ok(&["--json", "new", "--relay", &relay.address]).json();
+    assert_ne!(one["talk"], two["talk"]);
+    assert_ne!(
+        one["alias"], two["alias"],
+        "random aliases must differ between talks"
+    );
+    let home = nook_client::store::Home::new(&a.home_dir()).unwrap();
+    let store = home.open().unwrap();
+    let talks = store.talks().unwrap();
+    assert_eq!(talks.len(), 2);
+    let (p, q) = (talks[0].identity().public(), talks[1].identity().public());
+    for (x, y) in [
+        (p.pseudonym, q.pseudonym),
+        (p.agreement, q.agreement),
+        (p.relay_auth, q.relay_auth),
+    ] {
+        assert_ne!(x, y);
+    }
+    assert_ne!(talks[0].mailbox, talks[1].mailbox);
+}
+
+#[test]
+fn a_wrong_relay_fingerprint_is_refused() {
+    let relay = Relay::start();
+    let host = relay.address.split('@').nth(1).unwrap();
+    let wrong = format!("nook://{}@{host}", nook_crypto::Fingerprint([0; 32]));
+    let a = Nook::new();
+    let r = a.run(&["new", "--relay", &wrong]);
+    assert_eq!(r.code, 7, "{r:?}");
+    assert!(r.stderr.contains("fingerprint"), "{}", r.stderr);
+    assert!(a.ok(&["--json", "list"]).json_lines().is_empty());
+}
+
+#[test]
+fn errors_say_what_to_do_and_use_documented_exit_codes() {
+    let relay = Relay::start();
+    let a = Nook::new();
+    let r = a.run(&["send", "ffff", "x"]);
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("nook list"), "{}", r.stderr);
+    let r = a.run(&["join", "nook://not-an-invite"]);
+    assert_eq!(r.code, 5);
+    assert!(r.stderr.contains("invalid invite"), "{}", r.stderr);
+    let r = a.run(&["new", "--relay", &relay.address, "--ttl", "5w"]);
+    assert_eq!(r.code, 2, "clap usage errors exit 2");
+    let r = a.run(&["--json", "send", "ffff", "x"]);
+    let err: serde_json::Value = serde_json::from_str(r.stderr.trim()).unwrap();
+    assert_eq!(err["exit_code"], 3);
+    // Chat needs a terminal; in a pipe it points to the scriptable commands.
+    a.ok(&["new", "--relay", &relay.address]);
+    let t = a.only_talk();
+    let r = a.run(&["chat", &t]);
+    assert_eq!(r.code, 5);
+    assert!(r.stderr.contains("read TALK --follow"), "{}", r.stderr);
+}

@@ -179,7 +179,9 @@ fn handle(
             Request::Hello { version } => {
                 now_reply(Err(ErrorFrame::new(
                     ErrorCode::UnsupportedVersion,
-                    format!("this relay speaks protocol version {PROTOCOL_VERSION}, not {version}; update the client"),
+                    format!(
+                        "this relay speaks protocol version {PROTOCOL_VERSION}, not {version}; update the client"
+                    ),
                 )));
                 Err((close_code::PROTOCOL, "unsupported version"))
             }
@@ -193,7 +195,10 @@ fn handle(
         };
     }
     if !s.bucket.take() {
-        now_reply(Err(ErrorFrame::new(ErrorCode::RateLimited, "too many requests; slow down")));
+        now_reply(Err(ErrorFrame::new(
+            ErrorCode::RateLimited,
+            "too many requests; slow down",
+        )));
         return Ok(());
     }
     let member_of = |s: &Session, mailbox: &MailboxId| -> Result<MemberKey, ErrorFrame> {
@@ -205,15 +210,23 @@ fn handle(
         })
     };
     let room = |s: &Session, mailbox: &MailboxId| -> Result<(), ErrorFrame> {
-        if s.authed.contains_key(mailbox) || s.authed.len() < engine.limits().max_mailboxes_per_connection {
+        if s.authed.contains_key(mailbox)
+            || s.authed.len() < engine.limits().max_mailboxes_per_connection
+        {
             Ok(())
         } else {
-            Err(ErrorFrame::new(ErrorCode::TooManyMailboxes, "too many talks on one connection; open another"))
+            Err(ErrorFrame::new(
+                ErrorCode::TooManyMailboxes,
+                "too many talks on one connection; open another",
+            ))
         }
     };
     match frame.request {
         Request::Hello { .. } => {
-            now_reply(Err(ErrorFrame::new(ErrorCode::UnsupportedVersion, "Hello was already sent")));
+            now_reply(Err(ErrorFrame::new(
+                ErrorCode::UnsupportedVersion,
+                "Hello was already sent",
+            )));
             return Err((close_code::PROTOCOL, "repeated hello"));
         }
         Request::Create(c) => {
@@ -256,8 +269,14 @@ fn handle(
                 now_reply(Err(e));
             }
         }
-        Request::Fetch { mailbox, after, limit } => {
-            now_reply(member_of(s, &mailbox).and_then(|m| engine.fetch(&mailbox, &m, after, limit)));
+        Request::Fetch {
+            mailbox,
+            after,
+            limit,
+        } => {
+            now_reply(
+                member_of(s, &mailbox).and_then(|m| engine.fetch(&mailbox, &m, after, limit)),
+            );
         }
         Request::Ack { mailbox, upto } => {
             now_reply(member_of(s, &mailbox).and_then(|m| engine.ack(&mailbox, &m, upto)));
@@ -274,7 +293,8 @@ fn handle(
         }
         Request::Close(c) => {
             let mailbox = c.mailbox;
-            let r = member_of(s, &mailbox).and_then(|m| engine.close(peer, id, &s.challenge, &m, c));
+            let r =
+                member_of(s, &mailbox).and_then(|m| engine.close(peer, id, &s.challenge, &m, c));
             match r {
                 Ok(()) => {
                     s.authed.remove(&mailbox);

@@ -224,7 +224,10 @@ fn talk_err(e: TalkError) -> ErrorFrame {
 
 fn storage_err(e: VaultError) -> ErrorFrame {
     tracing::error!("storage error: {e}");
-    err(ErrorCode::Internal, "the relay's storage failed; retry later")
+    err(
+        ErrorCode::Internal,
+        "the relay's storage failed; retry later",
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -330,7 +333,9 @@ impl Engine {
                 continue;
             }
             let Some(meta) = ns.get(K_META)? else {
-                tracing::warn!("skipping a mailbox namespace without metadata (interrupted create)");
+                tracing::warn!(
+                    "skipping a mailbox namespace without metadata (interrupted create)"
+                );
                 continue;
             };
             let meta: MailboxMeta =
@@ -422,7 +427,10 @@ impl Engine {
         }
         let hashed = self.vault.index_hash(&id.0);
         match self.tombstones.get(&hashed) {
-            Ok(Some(_)) => Err(err(ErrorCode::MailboxClosed, "the talk was closed or expired")),
+            Ok(Some(_)) => Err(err(
+                ErrorCode::MailboxClosed,
+                "the talk was closed or expired",
+            )),
             Ok(None) => Err(err(ErrorCode::UnknownMailbox, "no such talk on this relay")),
             Err(e) => Err(storage_err(e)),
         }
@@ -440,7 +448,10 @@ impl Engine {
             } else {
                 peer.reply(
                     id,
-                    Outcome::Err(err(ErrorCode::Internal, "the relay could not store this; retry")),
+                    Outcome::Err(err(
+                        ErrorCode::Internal,
+                        "the relay could not store this; retry",
+                    )),
                 );
             }
         }));
@@ -535,7 +546,10 @@ impl Engine {
         let mut mb = lock(&mb);
         let token_hash = TokenHash(sha256(&[&req.token]));
         let now = self.now();
-        let joined = mb.talk.join(&token_hash, req.member, now).map_err(talk_err)?;
+        let joined = mb
+            .talk
+            .join(&token_hash, req.member, now)
+            .map_err(talk_err)?;
         let wk = welcome_key(joined.seat);
         let welcome = mb.ns.get(&wk).map_err(storage_err)?.unwrap_or_default();
         mb.save_meta().map_err(storage_err)?;
@@ -826,14 +840,22 @@ impl Engine {
         member: &MemberKey,
         req: Close,
     ) -> Result<(), ErrorFrame> {
-        if req.farewell.len() > MAX_FAREWELL
-            || !(req.farewell.is_empty() || PADDING_BUCKETS.contains(&req.farewell.len()))
-        {
-            return Err(err(ErrorCode::TooLarge, "farewell must be empty or one padded bucket of at most 2048 bytes"));
+        if req.farewell.len() > MAX_FAREWELL || !PADDING_BUCKETS.contains(&req.farewell.len()) {
+            return Err(err(
+                ErrorCode::TooLarge,
+                "the farewell must be one padded bucket of at most 2048 bytes",
+            ));
         }
         let digest = sha256(&[&req.farewell]);
-        verify_relay_auth(member, AuthOp::Close, challenge, &req.mailbox, &digest, &req.signature)
-            .map_err(|_| err(ErrorCode::BadSignature, "close signature does not verify"))?;
+        verify_relay_auth(
+            member,
+            AuthOp::Close,
+            challenge,
+            &req.mailbox,
+            &digest,
+            &req.signature,
+        )
+        .map_err(|_| err(ErrorCode::BadSignature, "close signature does not verify"))?;
         let arc = self.mailbox(&req.mailbox)?;
         let mut mb = lock(&arc);
         let now = self.now();
@@ -906,7 +928,9 @@ impl Engine {
         mb.envelopes.clear();
         mb.bytes = 0;
         lock(&self.mailboxes).remove(&mb.id);
-        self.stats.envelopes_deleted.fetch_add(deleted, Ordering::Relaxed);
+        self.stats
+            .envelopes_deleted
+            .fetch_add(deleted, Ordering::Relaxed);
         self.stats.mailboxes_deleted.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

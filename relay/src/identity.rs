@@ -22,7 +22,9 @@ pub enum IdentityError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a relay identity (expected 32 bytes, found {len}); move it away to let the relay make a new one, which changes its address")]
+    #[error(
+        "{path} is not a relay identity (expected 32 bytes, found {len}); move it away to let the relay make a new one, which changes its address"
+    )]
     Corrupt { path: PathBuf, len: usize },
     #[error("cannot build the TLS certificate: {0}")]
     Certificate(String),
@@ -54,13 +56,14 @@ pub fn load_or_create(dir: &Path) -> Result<RelayIdentity, IdentityError> {
     match fs::read(&path) {
         Ok(bytes) => {
             let bytes = Zeroizing::new(bytes);
-            let seed: [u8; 32] = bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| IdentityError::Corrupt {
-                    path: path.clone(),
-                    len: bytes.len(),
-                })?;
+            let seed: [u8; 32] =
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| IdentityError::Corrupt {
+                        path: path.clone(),
+                        len: bytes.len(),
+                    })?;
             let seed = Zeroizing::new(seed);
             Ok(RelayIdentity::from_seed(&seed))
         }

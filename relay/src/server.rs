@@ -140,8 +140,8 @@ impl Relay {
             .bind(&config.listen.into())
             .map_err(|e| listen_err(e.to_string()))?;
         let socket: std::net::UdpSocket = socket.into();
-        let runtime = quinn::default_runtime()
-            .ok_or_else(|| listen_err("no async runtime".into()))?;
+        let runtime =
+            quinn::default_runtime().ok_or_else(|| listen_err("no async runtime".into()))?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server),
@@ -220,7 +220,10 @@ impl Relay {
             .close(close_code::SHUTDOWN.into(), b"relay shutting down");
         // Connections end now; their queued durable answers run on the commit thread.
         let drain = async { while conns.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .is_err()
+        {
             conns.abort_all();
         }
         self.engine.shutdown();

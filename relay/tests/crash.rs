@@ -1,6 +1,8 @@
 //! The real `nook-relay` binary: kill -9 under load loses nothing it acknowledged,
 //! and SIGTERM shuts it down cleanly.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -40,8 +42,17 @@ struct Remote {
     addr: RelayAddr,
 }
 
-async fn member_from(conn: RelayConnection, mailbox: MailboxId, id: nook_crypto::TalkIdentity) -> Member {
-    let m = Member { id, conn, mailbox, seat: 0 };
+async fn member_from(
+    conn: RelayConnection,
+    mailbox: MailboxId,
+    id: nook_crypto::TalkIdentity,
+) -> Member {
+    let m = Member {
+        id,
+        conn,
+        mailbox,
+        seat: 0,
+    };
     m.auth_on(&m.conn).await.unwrap();
     m
 }
@@ -76,7 +87,10 @@ async fn kill_9_during_puts_loses_no_acknowledged_envelope() {
     drop(tx);
     let mut acked = Vec::new();
     while acked.len() < 300 {
-        let Some(a) = tokio::time::timeout(Duration::from_secs(20), acked_rx.recv()).await.unwrap() else {
+        let Some(a) = tokio::time::timeout(Duration::from_secs(20), acked_rx.recv())
+            .await
+            .unwrap()
+        else {
             break;
         };
         acked.push(a);
@@ -92,7 +106,12 @@ async fn kill_9_during_puts_loses_no_acknowledged_envelope() {
 
     let (mut child, addr2) = spawn_relay(dir.path(), port);
     assert_eq!(addr2, addr, "identity survives the crash");
-    let b = member_from(RelayConnection::connect(&addr).await.unwrap(), mailbox, b.id).await;
+    let b = member_from(
+        RelayConnection::connect(&addr).await.unwrap(),
+        mailbox,
+        b.id,
+    )
+    .await;
     let key = nook_crypto::EnvelopeKey::from_talk_key(&[42; 32]);
     let mut seen = std::collections::HashMap::new();
     let mut after = 0;
@@ -103,13 +122,20 @@ async fn kill_9_during_puts_loses_no_acknowledged_envelope() {
         }
         for e in items {
             after = e.seq.0;
-            let text = key.open(&mailbox, nook_crypto::Purpose::Chat, &e.body).unwrap();
+            let text = key
+                .open(&mailbox, nook_crypto::Purpose::Chat, &e.body)
+                .unwrap();
             let n = u32::from_le_bytes(text.as_slice().try_into().unwrap());
             assert!(seen.insert(e.seq, n).is_none(), "seq delivered twice");
         }
     }
     for (seq, i) in &acked {
-        assert_eq!(seen.get(seq), Some(i), "acknowledged envelope {i} (seq {}) lost or altered", seq.0);
+        assert_eq!(
+            seen.get(seq),
+            Some(i),
+            "acknowledged envelope {i} (seq {}) lost or altered",
+            seq.0
+        );
     }
     // No envelope appears twice under different seqs.
     let mut values: Vec<u32> = seen.values().copied().collect();
@@ -119,7 +145,11 @@ async fn kill_9_during_puts_loses_no_acknowledged_envelope() {
     assert_eq!(before, values.len());
 
     // SIGTERM: graceful shutdown with exit code 0.
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = wait_timeout(&mut child, Duration::from_secs(20));
     assert_eq!(exit.and_then(|s| s.code()), Some(0));
@@ -145,12 +175,20 @@ fn address_subcommand_prints_the_same_address() {
     child.kill().unwrap();
     child.wait().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_nook-relay"))
-        .args(["address", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .args([
+            "address",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), addr.to_string());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        addr.to_string()
+    );
     // Identity file and data folder are private.
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

@@ -1,6 +1,8 @@
 //! The relay over real QUIC on 127.0.0.1: every operation, its refusals, retention,
 //! close, and what stays on disk.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -10,7 +12,9 @@ use nook_proto::*;
 
 fn code(r: Result<impl std::fmt::Debug, RequestError>) -> ErrorCode {
     match r {
-        Err(e) => e.code().unwrap_or_else(|| panic!("not a relay refusal: {e}")),
+        Err(e) => e
+            .code()
+            .unwrap_or_else(|| panic!("not a relay refusal: {e}")),
         Ok(v) => panic!("expected a refusal, got {v:?}"),
     }
 }
@@ -20,7 +24,10 @@ async fn create_join_open_put_push_fetch_ack() {
     let relay = TestRelay::start();
     let mut c = create(&relay, 3, 3, ClosePolicy::Owner).await;
     assert_eq!(c.status.state, TalkState::Pending);
-    assert_eq!((c.status.members, c.status.seats, c.status.quorum), (1, 3, 3));
+    assert_eq!(
+        (c.status.members, c.status.seats, c.status.quorum),
+        (1, 3, 3)
+    );
     let mut owner_push = c.owner.conn.take_pushes().unwrap();
     c.owner.subscribe().await;
 
@@ -29,7 +36,9 @@ async fn create_join_open_put_push_fetch_ack() {
         .unwrap();
     assert_eq!(b.seat, 1);
     assert_eq!(
-        nook_crypto::aead::open_welcome(&c.seats[0], &welcome).unwrap().as_slice(),
+        nook_crypto::aead::open_welcome(&c.seats[0], &welcome)
+            .unwrap()
+            .as_slice(),
         b"welcome for this seat"
     );
     assert_eq!((status.members, status.state), (2, TalkState::Pending));
@@ -79,12 +88,18 @@ async fn create_join_open_put_push_fetch_ack() {
     // The sender is not a recipient of its own envelope.
     assert!(d.fetch(0).await.unwrap().is_empty());
     let got = c.owner.fetch(0).await.unwrap();
-    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![Seq(1), seq]);
+    assert_eq!(
+        got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![Seq(1), seq]
+    );
     // Retention: the envelope stays until both recipients acked it.
     c.owner.ack(seq.0).await.unwrap();
     assert_eq!(b.fetch(1).await.unwrap().len(), 1);
     b.ack(seq.0).await.unwrap();
-    assert!(c.owner.fetch(0).await.unwrap().is_empty(), "acked by all recipients");
+    assert!(
+        c.owner.fetch(0).await.unwrap().is_empty(),
+        "acked by all recipients"
+    );
     assert!(b.fetch(0).await.unwrap().is_empty());
     relay.stop().await;
 }
@@ -109,11 +124,25 @@ async fn owner_policy_refuses_a_member_and_the_owner_closes_with_a_receipt() {
     let mut b = join(&relay, c.owner.mailbox, &c.seats[0]).await;
     let mut b_push = b.conn.take_pushes().unwrap();
     b.subscribe().await;
-    c.owner.put(EnvelopeKind::Chat, b"pending at close").await.unwrap();
+    c.owner
+        .put(EnvelopeKind::Chat, b"pending at close")
+        .await
+        .unwrap();
     assert_eq!(code(b.close(vec![]).await), ErrorCode::NotAllowed);
+    // A close without a (padded) farewell is refused: members could not verify it.
+    assert_eq!(code(c.owner.close_exact(vec![]).await), ErrorCode::TooLarge);
+    assert_eq!(
+        code(c.owner.close_exact(vec![0; 100]).await),
+        ErrorCode::TooLarge
+    );
 
     let farewell = nook_crypto::EnvelopeKey::from_talk_key(&[42; 32])
-        .seal(&mut rand::rng(), &c.owner.mailbox, nook_crypto::Purpose::Farewell, b"bye")
+        .seal(
+            &mut rand::rng(),
+            &c.owner.mailbox,
+            nook_crypto::Purpose::Farewell,
+            b"bye",
+        )
         .unwrap();
     let receipt = c.owner.close(farewell.clone()).await.unwrap();
     assert_eq!(receipt.mailbox, c.owner.mailbox);
@@ -122,7 +151,11 @@ async fn owner_policy_refuses_a_member_and_the_owner_closes_with_a_receipt() {
     verify_receipt(&c.owner.conn.hello().relay_key, &receipt).unwrap();
     loop {
         match next_push(&mut b_push).await {
-            Push::Closed { receipt: r, farewell: f, .. } => {
+            Push::Closed {
+                receipt: r,
+                farewell: f,
+                ..
+            } => {
                 assert_eq!(r, receipt);
                 assert_eq!(f, farewell);
                 break;
@@ -156,17 +189,35 @@ async fn leave_unblocks_retention_and_tells_the_others() {
     let d = join(&relay, c.owner.mailbox, &c.seats[1]).await;
     let mut owner_push = c.owner.conn.take_pushes().unwrap();
     c.owner.subscribe().await;
-    let seq = c.owner.put(EnvelopeKind::Chat, b"to b and d").await.unwrap();
+    let seq = c
+        .owner
+        .put(EnvelopeKind::Chat, b"to b and d")
+        .await
+        .unwrap();
     b.ack(seq.0).await.unwrap();
     assert_eq!(d.fetch(0).await.unwrap().len(), 1);
     d.leave().await.unwrap();
     match next_push(&mut owner_push).await {
-        Push::MemberLeft { status, .. } => assert_eq!(status.members, 2),
+        Push::MemberLeft { status, .. } => {
+            assert_eq!(status.members, 2);
+            assert_eq!(
+                status.left,
+                1 << d.seat,
+                "the status names the seat that left"
+            );
+        }
         p => panic!("unexpected {p:?}"),
     }
     // d's missing ack no longer holds the envelope.
     assert!(b.fetch(0).await.unwrap().is_empty());
-    assert_eq!(relay.engine.stats.envelopes_deleted.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        relay
+            .engine
+            .stats
+            .envelopes_deleted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     assert_eq!(code(d.fetch(0).await), ErrorCode::NotAuthenticated);
     // Its key is no longer a member: re-authenticating is refused.
     assert_eq!(code(d.auth_on(&d.conn).await), ErrorCode::NotAllowed);
@@ -187,12 +238,24 @@ async fn ttl_expiry_deletes_the_mailbox_and_tells_subscribers() {
     assert_eq!(relay.engine.sweep(), 1);
     assert!(matches!(next_push(&mut push).await, Push::Expired { .. }));
     assert_eq!(code(c.owner.fetch(0).await), ErrorCode::MailboxClosed);
-    assert_eq!(code(join_with(relay.connect().await, c.owner.mailbox, &c.seats[0]).await.map(|_| ())), ErrorCode::MailboxClosed);
+    assert_eq!(
+        code(
+            join_with(relay.connect().await, c.owner.mailbox, &c.seats[0])
+                .await
+                .map(|_| ())
+        ),
+        ErrorCode::MailboxClosed
+    );
     // The tombstone itself expires later, then the mailbox is simply unknown.
-    relay.clock.advance(nook_relay::engine::TOMBSTONE_GRACE_SECS);
+    relay
+        .clock
+        .advance(nook_relay::engine::TOMBSTONE_GRACE_SECS);
     relay.engine.sweep();
     let fresh = relay.connect().await;
-    assert_eq!(code(c.owner.auth_on(&fresh).await), ErrorCode::UnknownMailbox);
+    assert_eq!(
+        code(c.owner.auth_on(&fresh).await),
+        ErrorCode::UnknownMailbox
+    );
     relay.stop().await;
 }
 
@@ -201,11 +264,18 @@ async fn bad_requests_get_their_error_codes() {
     let relay = TestRelay::start();
     let c = create(&relay, 2, 1, ClosePolicy::Owner).await;
     // Not a bucket size.
-    assert_eq!(code(c.owner.put_raw(EnvelopeKind::Chat, vec![0; 100]).await), ErrorCode::TooLarge);
+    assert_eq!(
+        code(c.owner.put_raw(EnvelopeKind::Chat, vec![0; 100]).await),
+        ErrorCode::TooLarge
+    );
     // Not authenticated on a fresh connection.
     let other = relay.connect().await;
     let r = other
-        .request(Request::Fetch { mailbox: c.owner.mailbox, after: Seq(0), limit: 10 })
+        .request(Request::Fetch {
+            mailbox: c.owner.mailbox,
+            after: Seq(0),
+            limit: 10,
+        })
         .await;
     assert_eq!(code(r), ErrorCode::NotAuthenticated);
     // A signature made for another connection's challenge: replayed auth.
@@ -217,11 +287,20 @@ async fn bad_requests_get_their_error_codes() {
         &[],
     );
     let r = other
-        .request(Request::Auth(Auth { mailbox: c.owner.mailbox, member: c.owner.id.member_key(), signature: sig }))
+        .request(Request::Auth(Auth {
+            mailbox: c.owner.mailbox,
+            member: c.owner.id.member_key(),
+            signature: sig,
+        }))
         .await;
     assert_eq!(code(r), ErrorCode::BadSignature);
     // Bad create parameters.
-    let mut p = params(2, 3, ClosePolicy::Owner, &[nook_crypto::SeatSecret::random(&mut rand::rng())]);
+    let mut p = params(
+        2,
+        3,
+        ClosePolicy::Owner,
+        &[nook_crypto::SeatSecret::random(&mut rand::rng())],
+    );
     p.quorum = 3;
     let id = nook_crypto::TalkIdentity::generate(&mut rand::rng());
     let sig = nook_crypto::auth::sign_relay_auth(
@@ -231,10 +310,19 @@ async fn bad_requests_get_their_error_codes() {
         &MailboxId([0; 16]),
         &nook_crypto::auth::params_digest(&p).unwrap(),
     );
-    let r = other.request(Request::Create(Create { params: p, owner: id.member_key(), signature: sig })).await;
+    let r = other
+        .request(Request::Create(Create {
+            params: p,
+            owner: id.member_key(),
+            signature: sig,
+        }))
+        .await;
     assert_eq!(code(r), ErrorCode::BadRequest);
     // Ping still works on the same connection after all these refusals.
-    assert_eq!(other.request(Request::Ping { nonce: 5 }).await.unwrap(), Response::Pong { nonce: 5 });
+    assert_eq!(
+        other.request(Request::Ping { nonce: 5 }).await.unwrap(),
+        Response::Pong { nonce: 5 }
+    );
     relay.stop().await;
 }
 
@@ -244,16 +332,33 @@ async fn malformed_and_oversize_frames_end_only_that_connection() {
     let c = create(&relay, 2, 1, ClosePolicy::Owner).await;
     let bad = relay.connect().await;
     // A frame whose body is not a valid request.
-    bad.dangerous_write_raw(&[0, 0, 0, 2, 1, 200]).await.unwrap();
+    bad.dangerous_write_raw(&[0, 0, 0, 2, 1, 200])
+        .await
+        .unwrap();
     let r = bad.request(Request::Ping { nonce: 1 }).await;
-    assert!(matches!(r, Err(RequestError::Lost(_)) | Err(RequestError::Refused { .. })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(RequestError::Lost(_)) | Err(RequestError::Refused { .. })
+        ),
+        "{r:?}"
+    );
     let huge = relay.connect().await;
-    huge.dangerous_write_raw(&u32::MAX.to_be_bytes()).await.unwrap();
+    huge.dangerous_write_raw(&u32::MAX.to_be_bytes())
+        .await
+        .unwrap();
     assert!(huge.request(Request::Ping { nonce: 1 }).await.is_err());
     // The relay and other clients carry on.
-    c.owner.put(EnvelopeKind::Chat, b"still here").await.unwrap();
+    c.owner
+        .put(EnvelopeKind::Chat, b"still here")
+        .await
+        .unwrap();
     assert_eq!(
-        c.owner.conn.request(Request::Ping { nonce: 2 }).await.unwrap(),
+        c.owner
+            .conn
+            .request(Request::Ping { nonce: 2 })
+            .await
+            .unwrap(),
         Response::Pong { nonce: 2 }
     );
     relay.stop().await;
@@ -263,12 +368,17 @@ async fn malformed_and_oversize_frames_end_only_that_connection() {
 async fn wrong_alpn_and_wrong_fingerprint_are_refused() {
     let relay = TestRelay::start();
     let r = RelayConnection::connect_with_alpn(&relay.addr, b"nook/0").await;
-    assert!(matches!(r, Err(nook_client::ConnectError::Version { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(nook_client::ConnectError::Version { .. })),
+        "{r:?}"
+    );
     let mut wrong = relay.addr.clone();
     wrong.fingerprint = nook_crypto::Fingerprint([7; 32]);
     let r = RelayConnection::connect(&wrong).await;
     match r {
-        Err(nook_client::ConnectError::WrongFingerprint { got, .. }) => assert_eq!(got, relay.addr.fingerprint),
+        Err(nook_client::ConnectError::WrongFingerprint { got, .. }) => {
+            assert_eq!(got, relay.addr.fingerprint)
+        }
         r => panic!("expected a fingerprint refusal, got {r:?}"),
     }
     relay.stop().await;
@@ -287,11 +397,21 @@ async fn restart_recovers_mailboxes_members_and_envelopes() {
     drop(b.conn);
     let dir = relay.stop().await;
     let relay = TestRelay::start_in(dir);
-    let b = Member { id: b_id, conn: relay.connect().await, mailbox, seat: 1 };
+    let b = Member {
+        id: b_id,
+        conn: relay.connect().await,
+        mailbox,
+        seat: 1,
+    };
     b.auth_on(&b.conn).await.unwrap();
     let got = b.fetch(0).await.unwrap();
     assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![s2]);
-    let owner = Member { id: owner_id, conn: relay.connect().await, mailbox, seat: 0 };
+    let owner = Member {
+        id: owner_id,
+        conn: relay.connect().await,
+        mailbox,
+        seat: 0,
+    };
     owner.auth_on(&owner.conn).await.unwrap();
     // Seqs continue after the recovered head.
     let s3 = owner.put(EnvelopeKind::Chat, b"three").await.unwrap();
@@ -307,9 +427,17 @@ async fn after_close_no_trace_of_the_talk_is_readable_on_disk() {
     let mut bodies = Vec::new();
     for i in 0..50u32 {
         let body = nook_crypto::EnvelopeKey::from_talk_key(&[42; 32])
-            .seal(&mut rand::rng(), &c.owner.mailbox, nook_crypto::Purpose::Chat, &i.to_le_bytes())
+            .seal(
+                &mut rand::rng(),
+                &c.owner.mailbox,
+                nook_crypto::Purpose::Chat,
+                &i.to_le_bytes(),
+            )
             .unwrap();
-        c.owner.put_raw(EnvelopeKind::Chat, body.clone()).await.unwrap();
+        c.owner
+            .put_raw(EnvelopeKind::Chat, body.clone())
+            .await
+            .unwrap();
         bodies.push(body);
     }
     b.ack(25).await.unwrap();

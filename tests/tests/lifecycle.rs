@@ -1,5 +1,7 @@
 //! The whole talk lifecycle with the real binaries: three seats, quorum three.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use nook_e2e::{Nook, Relay, all_bytes, contains};

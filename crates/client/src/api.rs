@@ -482,7 +482,7 @@ impl Client {
             return Ok(());
         }
         session.status = status;
-        self.record_status(talk_id, status)?;
+        self.apply_status(&session.conn, talk_id, status).await?;
         self.sync(&session.conn, talk_id).await?;
         if self.deliver(talk_id, next, until, sink)? {
             session.conn.close().await;
@@ -556,7 +556,7 @@ impl Client {
                         self.process(conn, talk_id, std::mem::take(&mut envelopes))
                             .await?;
                     }
-                    self.record_status(talk_id, status)?;
+                    self.apply_status(conn, talk_id, status).await?;
                     sink(Update::Status(status));
                 }
                 Push::Closed {
@@ -611,13 +611,36 @@ impl Client {
         Ok(())
     }
 
-    fn record_status(&self, talk_id: &[u8; 8], status: TalkStatus) -> Result<(), ClientError> {
+    /// Records a status from the relay. Returns the sender keys to send when a seat
+    /// was reported left; callers with a connection put them.
+    fn record_status(
+        &self,
+        talk_id: &[u8; 8],
+        status: TalkStatus,
+    ) -> Result<Vec<Vec<u8>>, ClientError> {
         let store = self.store()?;
         let mut state = load(&store, talk_id)?;
-        let events = state.on_status(status);
+        let handled = state.on_status(status);
         store.save(&state)?;
-        store.append(talk_id, events, now_ms())?;
+        store.append(talk_id, handled.events, now_ms())?;
         store.flush()?;
+        Ok(handled.outgoing.into_iter().map(|(_, body)| body).collect())
+    }
+
+    /// Records a status and sends what it calls for.
+    async fn apply_status(
+        &self,
+        conn: &RelayConnection,
+        talk_id: &[u8; 8],
+        status: TalkStatus,
+    ) -> Result<(), ClientError> {
+        let outgoing = self.record_status(talk_id, status)?;
+        if !outgoing.is_empty() {
+            let mailbox = load(&self.store()?, talk_id)?.mailbox;
+            for body in outgoing {
+                put(conn, mailbox, EnvelopeKind::Handshake, body).await?;
+            }
+        }
         Ok(())
     }
 
@@ -648,7 +671,7 @@ impl Client {
             .await;
         match r {
             Ok(Response::Authed { status, .. }) => {
-                self.record_status(talk_id, status)?;
+                self.apply_status(&conn, talk_id, status).await?;
                 Ok(Session { conn, status })
             }
             Ok(_) => Err(ClientError::Protocol),

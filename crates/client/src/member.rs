@@ -299,7 +299,10 @@ impl TalkState {
         let plain =
             open_welcome(&invite.seat_secret, welcome).map_err(|_| MemberError::BadWelcome)?;
         let w = Welcome::decode(&plain).map_err(|_| MemberError::BadWelcome)?;
-        if w.seat != seat || w.creator.body.seat != 0 {
+        if w.seat != seat
+            || w.creator.body.seat != 0
+            || w.commitments.len() + 1 != usize::from(w.params.seats)
+        {
             return Err(MemberError::BadCreator);
         }
         w.creator
@@ -572,10 +575,14 @@ impl TalkState {
             left: false,
         };
         // Introduce ourselves to the newcomer, with our chain as it stands now.
-        match self
-            .announce(true)
-            .and_then(|mine| self.direct(&peer, &DirectBody::Intro { announce: mine }))
-        {
+        match self.announce(true).and_then(|mine| {
+            self.direct(
+                &peer,
+                &DirectBody::Intro {
+                    announce: Box::new(mine),
+                },
+            )
+        }) {
             Ok(body) => out.outgoing.push((EnvelopeKind::Handshake, body)),
             Err(e) => out.events.push(Event::Warning(format!(
                 "could not introduce us to a newcomer: {e}"
@@ -620,7 +627,9 @@ impl TalkState {
                 let consistent = match known {
                     Some(i) => {
                         let p = &self.roster[i];
-                        p.pseudonym == b.pseudonym && p.agreement == b.agreement
+                        p.pseudonym == b.pseudonym
+                            && p.agreement == b.agreement
+                            && p.relay_auth == b.relay_auth
                     }
                     None => b.seat != 0,
                 };
@@ -637,7 +646,6 @@ impl TalkState {
                         if p.chain.is_none() {
                             p.chain = Some(ReceivingChain::new(chain));
                         }
-                        p.relay_auth = b.relay_auth;
                     }
                     None => {
                         self.roster.push(Peer {
@@ -727,12 +735,8 @@ impl TalkState {
                         missed,
                     }),
                     Content::Leaving { .. } => {
-                        p.left = true;
-                        out.events.push(Event::MemberLeaving {
-                            seat: p.seat,
-                            alias: p.alias.clone(),
-                        });
-                        self.rotate(out);
+                        let seat = p.seat;
+                        self.mark_left(seat, out);
                     }
                 }
             }
@@ -741,6 +745,23 @@ impl TalkState {
                 p.alias
             ))),
         }
+    }
+
+    /// Records that the member of `seat` left (from its goodbye or from the relay's
+    /// status, whichever comes first) and rotates our chain once.
+    fn mark_left(&mut self, seat: u8, out: &mut Handled) {
+        let Some(p) = self.roster.iter_mut().find(|p| p.seat == seat && !p.left) else {
+            return;
+        };
+        p.left = true;
+        // Its chains are of no more use: erase them.
+        p.chain = None;
+        p.prev_chain = None;
+        out.events.push(Event::MemberLeaving {
+            seat,
+            alias: p.alias.clone(),
+        });
+        self.rotate(out);
     }
 
     /// Starts a fresh sending chain after a member left and gives it, pairwise, to
@@ -761,9 +782,20 @@ impl TalkState {
         }
     }
 
-    /// Records a relay status (seats taken, opened).
-    pub fn on_status(&mut self, status: TalkStatus) -> Vec<Event> {
-        let mut events = Vec::new();
+    /// Records a relay status (seats taken, opened, seats left). Returns the events and
+    /// the sender keys to send if someone left.
+    pub fn on_status(&mut self, status: TalkStatus) -> Handled {
+        let mut out = Handled::default();
+        let gone: Vec<u8> = self
+            .roster
+            .iter()
+            .filter(|p| !p.left && status.left & (1u64 << p.seat) != 0)
+            .map(|p| p.seat)
+            .collect();
+        for seat in gone {
+            self.mark_left(seat, &mut out);
+        }
+        let events = &mut out.events;
         let changed = self.status.map(|s| s.members) != Some(status.members);
         self.status = Some(status);
         if changed && status.state == RelayState::Pending {
@@ -777,7 +809,7 @@ impl TalkState {
             self.opened = true;
             events.push(Event::Opened);
         }
-        events
+        out
     }
 }
 
@@ -807,6 +839,7 @@ mod tests {
             quorum: 3,
             close: ClosePolicy::Owner,
             expires_at: 10_000,
+            left: 0,
         }
     }
 
@@ -1043,6 +1076,31 @@ mod tests {
         // c still holds a's old chain, not the new one: it cannot read the message.
         let ev = net.deliver(&mut c);
         assert!(texts(&ev).is_empty(), "{ev:?}");
+    }
+
+    #[test]
+    fn a_seat_the_relay_reports_left_is_dropped_even_without_a_goodbye() {
+        let (mut net, mut a, mut b, mut c) = three();
+        let mut st = status(3, true);
+        st.left = 1 << 2;
+        let h = a.on_status(st);
+        assert!(
+            h.events
+                .iter()
+                .any(|e| matches!(e, Event::MemberLeaving { seat: 2, .. }))
+        );
+        // One sender key, for b only.
+        assert_eq!(h.outgoing.len(), 1);
+        for (k, body) in h.outgoing {
+            net.put(0, k, body);
+        }
+        // The same status again changes nothing.
+        assert!(a.on_status(st).outgoing.is_empty());
+        net.deliver(&mut b);
+        let (body, _) = a.seal_text("without c", 1).unwrap();
+        net.put(0, EnvelopeKind::Chat, body);
+        assert_eq!(texts(&net.deliver(&mut b)), ["owner-owl: without c"]);
+        assert!(texts(&net.deliver(&mut c)).is_empty());
     }
 
     #[test]

@@ -11,7 +11,8 @@ pub const WELCOME: &[u8] = b"nook/1 welcome";
 pub const SEAT_OPENING: &[u8] = b"nook/1 seat-opening";
 /// SHA-256 prefix: seat commitment over the opening.
 pub const SEAT_COMMIT: &[u8] = b"nook/1 seat-commit";
-/// HKDF info: the envelope key from the talk key.
+/// HKDF info: the envelope key from the talk key; also the prefix of the envelope AAD
+/// (a different primitive, so the two uses cannot be confused).
 pub const ENVELOPE: &[u8] = b"nook/1 envelope";
 /// HKDF salt: the pairwise key from two X25519 outputs.
 pub const PAIRWISE: &[u8] = b"nook/1 pairwise";

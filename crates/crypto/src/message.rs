@@ -73,7 +73,7 @@ pub struct Direct {
 pub enum DirectBody {
     /// An existing member's answer to a newcomer's announcement: who it is and, in the
     /// announcement's `chain`, where its sending chain stands.
-    Intro { announce: Announce },
+    Intro { announce: Box<Announce> },
     /// A member's new sending chain, sent to each remaining member after a member left.
     SenderKey { chain: ChainState },
 }
@@ -127,7 +127,8 @@ pub struct Welcome {
     pub seat: u8,
     #[zeroize(skip)]
     pub params: WelcomeParams,
-    /// The creator's announcement (seat 0), signed over this talk's mailbox.
+    /// The creator's announcement (seat 0), signed over the all-zero mailbox id: the
+    /// relay names the mailbox only after the welcomes are sealed.
     #[zeroize(skip)]
     pub creator: Announce,
     /// `commitments[i]` commits to the opening of seat `i + 1`.
@@ -218,7 +219,8 @@ impl Announce {
     }
 
     /// Checks the signature and, for seats other than 0, that the opening matches the
-    /// creator's commitment for that seat.
+    /// creator's commitment for that seat. For seat 0 only the signature is checked:
+    /// callers must compare the keys with the creator's from the welcome.
     pub fn verify(&self, mailbox: &MailboxId, commitments: &[[u8; 32]]) -> Result<(), CryptoError> {
         if self.body.alias.len() > MAX_ALIAS {
             return Err(CryptoError::Malformed);

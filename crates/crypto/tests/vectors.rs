@@ -30,7 +30,8 @@ use nook_crypto::chain::{ChainState, ReceivingChain, SendingChain, step};
 use nook_crypto::identity::verify;
 use nook_crypto::kdf::{hkdf32, sha256};
 use nook_crypto::message::{
-    Announce, Content, Direct, DirectBody, Farewell, Inner, open_group, seal_group,
+    Announce, Content, Direct, DirectBody, Farewell, Inner, Welcome, WelcomeParams, open_group,
+    seal_group,
 };
 use nook_crypto::padding::pad;
 use nook_crypto::{EnvelopeKey, Fingerprint, Invite, Purpose, RelayAddr, SeatSecret, TalkIdentity};
@@ -64,6 +65,7 @@ const TALK_KEY: [u8; 32] = [0x54; 32];
 const EPHEMERAL: [u8; 32] = [0x45; 32];
 const ENVELOPE_NONCE: [u8; 24] = [0x4e; 24];
 const CHAIN_KEY: [u8; 32] = [0x43; 32];
+const ROTATED_CHAIN_KEY: [u8; 32] = [0x4b; 32];
 const RELAY_SEED: [u8; 32] = [0x52; 32];
 const CHALLENGE: [u8; 32] = [0x63; 32];
 const HOST: &str = "relay.example";
@@ -229,6 +231,7 @@ fn compute() -> Vectors {
     v.hex("input.ephemeral", EPHEMERAL);
     v.hex("input.envelope_nonce", ENVELOPE_NONCE);
     v.hex("input.chain_key", CHAIN_KEY);
+    v.hex("input.rotated_chain_key", ROTATED_CHAIN_KEY);
     v.hex("input.relay_seed", RELAY_SEED);
     v.hex("input.challenge", CHALLENGE);
     v.hex("input.mailbox", MAILBOX.0);
@@ -277,8 +280,25 @@ fn compute() -> Vectors {
     v.hex("seat.commitment", seat.commitment());
 
     v.group("welcome");
-    let welcome_plain = b"nook/1 test welcome";
-    let sealed_welcome = seal_welcome(&seat, welcome_plain).expect("welcome seals");
+    // Alice's welcome for seat 1: her announce is signed over the all-zero mailbox,
+    // since the relay names the mailbox only after the welcomes are sealed.
+    let creator =
+        Announce::new(&alice, &MailboxId([0; 16]), 0, [0; 32], "owner-owl", None).expect("signs");
+    let welcome = Welcome {
+        talk_key: TALK_KEY,
+        seat: 1,
+        params: WelcomeParams {
+            seats: 2,
+            quorum: 2,
+            ttl_secs: 3600,
+            close: ClosePolicy::Owner,
+            created_at: NOW,
+        },
+        creator,
+        commitments: vec![seat.commitment()],
+    };
+    let welcome_plain = welcome.encode().expect("encodes");
+    let sealed_welcome = seal_welcome(&seat, &welcome_plain).expect("welcome seals");
     let by_hand = ChaCha20Poly1305::new(&Key::from(*seat.welcome_key()))
         .decrypt(
             &Nonce::default(),
@@ -288,22 +308,23 @@ fn compute() -> Vectors {
             },
         )
         .expect("the welcome opens as the spec describes");
-    assert_eq!(by_hand, pad(welcome_plain, 16).expect("pads"));
-    assert_eq!(
-        open_welcome(&seat, &sealed_welcome)
-            .expect("opens")
-            .as_slice(),
-        welcome_plain
-    );
-    v.hex("welcome.plaintext", welcome_plain);
+    assert_eq!(by_hand, pad(&welcome_plain, 16).expect("pads"));
+    let opened = open_welcome(&seat, &sealed_welcome).expect("opens");
+    let back = Welcome::decode(&opened).expect("decodes");
+    back.creator
+        .verify(&MailboxId([0; 16]), &back.commitments)
+        .expect("the creator's announce verifies over the zero mailbox");
+    assert!(back == welcome);
+    v.hex("welcome.creator_signature", welcome.creator.signature);
+    v.hex("welcome.plaintext", welcome_plain.as_slice());
     v.hex("welcome.sealed", &sealed_welcome);
 
-    v.group("pairwise sealing (bob to alice)");
+    v.group("pairwise sealing (bob to alice, after a rotation)");
     let sender_key = DirectBody::SenderKey {
         chain: ChainState {
-            epoch: 0,
+            epoch: 1,
             index: 0,
-            chain_key: CHAIN_KEY,
+            chain_key: ROTATED_CHAIN_KEY,
         },
     };
     let pairwise_plain = sender_key.encode().expect("encodes");
@@ -438,7 +459,20 @@ fn compute() -> Vectors {
     v.hex("envelope.body", &body);
 
     v.group("announce (bob takes seat 1)");
-    let announce = Announce::new(&bob, &MAILBOX, 1, seat.opening(), "quiet-otter").expect("signs");
+    let bob_chain = ChainState {
+        epoch: 0,
+        index: 0,
+        chain_key: CHAIN_KEY,
+    };
+    let announce = Announce::new(
+        &bob,
+        &MAILBOX,
+        1,
+        seat.opening(),
+        "quiet-otter",
+        Some(&bob_chain),
+    )
+    .expect("signs");
     announce
         .verify(&MAILBOX, &[seat.commitment()])
         .expect("the announce verifies");
@@ -608,6 +642,7 @@ impl FrameInputs<'_> {
             quorum: 2,
             close: ClosePolicy::Owner,
             expires_at: EXPIRES_AT,
+            left: 0,
         };
         let pending = status(TalkState::Pending, 1);
         let open = status(TalkState::Open, 2);
@@ -787,7 +822,11 @@ impl FrameInputs<'_> {
                 "member_left",
                 Push::MemberLeft {
                     mailbox: MAILBOX,
-                    status: status(TalkState::Open, 1),
+                    // The member of seat 1 left.
+                    status: TalkStatus {
+                        left: 1 << 1,
+                        ..status(TalkState::Open, 1)
+                    },
                 },
             ),
             (

@@ -36,13 +36,16 @@ pub enum Request {
     Subscribe { mailbox: MailboxId },
     /// Store an envelope; answered with [`Response::Stored`] once it is durable.
     Put(Put),
-    /// Envelopes with `seq > after`, oldest first.
+    /// Envelopes with `seq > after` that this member must receive (never its own, never
+    /// those stored before it joined), oldest first. `limit` is clamped to
+    /// 1..=MAX_FETCH_ENVELOPES.
     Fetch {
         mailbox: MailboxId,
         after: Seq,
         limit: u16,
     },
-    /// Cumulative acknowledgement: this member holds every envelope with `seq <= upto`.
+    /// Cumulative acknowledgement: this member holds every envelope with `seq <= upto`
+    /// (clamped to the mailbox's head).
     Ack { mailbox: MailboxId, upto: Seq },
     /// Give up this member's seat.
     Leave {
@@ -131,8 +134,9 @@ pub struct Put {
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Close {
     pub mailbox: MailboxId,
-    /// The end-to-end close envelope (padded, sealed, ≤ MAX_FAREWELL), pushed to
-    /// subscribed members with the `Closed` push. The relay cannot read it.
+    /// The end-to-end close envelope (one padded bucket, ≤ MAX_FAREWELL; an empty
+    /// farewell is refused), pushed to subscribed members with the `Closed` push. The
+    /// relay cannot read it.
     pub farewell: Vec<u8>,
     pub signature: Signature,
 }
@@ -232,6 +236,9 @@ pub struct TalkStatus {
     pub close: ClosePolicy,
     /// Unix seconds at which the relay deletes the mailbox.
     pub expires_at: u64,
+    /// Bit `s` set: the member of seat `s` left the talk. Members use it to stop
+    /// sharing keys with a seat that left, even if they missed its goodbye.
+    pub left: u64,
 }
 
 /// The relay's signed statement that it deleted a mailbox.

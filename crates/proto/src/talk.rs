@@ -55,6 +55,8 @@ pub struct Talk {
     owner: MemberKey,
     members: Vec<Member>,
     free: Vec<FreeSeat>,
+    /// Seats whose member left (bit per seat).
+    left: u64,
 }
 
 /// Why a transition was refused.
@@ -190,6 +192,7 @@ impl Talk {
                 key: owner,
             }],
             free,
+            left: 0,
         };
         // A quorum of one opens at once: the creator alone is enough.
         if talk.members.len() >= usize::from(talk.quorum) {
@@ -257,6 +260,7 @@ impl Talk {
             .position(|m| m.key == *member)
             .ok_or(TalkError::NotMember)?;
         let seat = self.members.remove(idx).seat;
+        self.left |= 1u64 << seat;
         let empty = self.members.is_empty();
         if empty {
             self.lifecycle = Lifecycle::Closed { at: now };
@@ -295,6 +299,7 @@ impl Talk {
             quorum: self.quorum,
             close: self.close,
             expires_at: self.expires_at,
+            left: self.left,
         }
     }
 
@@ -557,6 +562,7 @@ mod tests {
         );
         assert_eq!(t.lifecycle(), Lifecycle::Open);
         assert_eq!(t.status().members, 1);
+        assert_eq!(t.status().left, 0b10, "seat 1 is marked as left");
         assert_eq!(t.leave(&key(1), NOW), Err(TalkError::NotMember));
         // The seat is not offered again: only seat 2's token remains.
         assert_eq!(t.free_seats().len(), 1);

@@ -39,9 +39,10 @@ fn status() -> impl Strategy<Value = TalkStatus> {
         any::<u8>(),
         close(),
         any::<u64>(),
+        any::<u64>(),
     )
         .prop_map(
-            |(open, members, seats, quorum, close, expires_at)| TalkStatus {
+            |(open, members, seats, quorum, close, expires_at, left)| TalkStatus {
                 state: if open {
                     TalkState::Open
                 } else {
@@ -52,6 +53,7 @@ fn status() -> impl Strategy<Value = TalkStatus> {
                 quorum,
                 close,
                 expires_at,
+                left,
             },
         )
 }

@@ -150,7 +150,10 @@ impl KeyStore {
         // existing file too.
         file.set_permissions(Permissions::from_mode(0o600))?;
 
-        let mut bytes = Zeroizing::new(Vec::new());
+        // Sized up front: a growing Vec would leave unwiped copies of keys in
+        // the memory it frees.
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(0);
+        let mut bytes = Zeroizing::new(Vec::with_capacity(len));
         file.read_to_end(&mut bytes)?;
 
         if bytes.is_empty() {

@@ -32,6 +32,17 @@
 //!   is still what a crash would bring back, and two names would share a key.
 //! - A namespace tree with no catalog entry (created just before a crash) is
 //!   dropped at open.
+//!
+//! # What a destroyed namespace leaves behind
+//!
+//! sled's log may keep, readable, the sealed values (useless without the
+//! effaced key), the namespace's tree name and catalog key (its hashed id)
+//! and the entry keys callers chose. The hashed id is keyed by the index key,
+//! which is never effaced while the vault lives, so someone holding both the
+//! disk and a candidate clear id can confirm that the namespace existed here,
+//! but not read anything it held. Callers that must not leave even that
+//! should hash entry keys with [`Vault::index_hash`] and keep tombstones
+//! minimal.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -350,18 +361,12 @@ impl Namespace {
 
     /// Entries whose key starts with `prefix`, in key order, values opened.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Entries {
-        Entries {
-            ns: Arc::clone(&self.inner),
-            iter: self.inner.tree.scan_prefix(prefix),
-        }
+        Entries::new(&self.inner, self.inner.tree.scan_prefix(prefix))
     }
 
     /// Entries with key `>= start`, in key order, values opened.
     pub fn range_from(&self, start: &[u8]) -> Entries {
-        Entries {
-            ns: Arc::clone(&self.inner),
-            iter: self.inner.tree.range(start..),
-        }
+        Entries::new(&self.inner, self.inner.tree.range(start..))
     }
 
     /// Number of entries. Walks the tree (sled keeps no count).
@@ -395,11 +400,16 @@ impl NsInner {
 }
 
 /// Iterator over a namespace's entries in key order, as `(key, value)` with
-/// the value opened. Yields an error for an entry that fails to open and
-/// carries on with the next.
+/// the value opened.
+///
+/// A value that fails to open yields [`VaultError::Corrupt`] and iteration
+/// carries on with the next entry. A storage error (sled, or the namespace
+/// was destroyed) is yielded once and ends the iteration: sled would repeat
+/// it forever, and a caller filtering errors out would never finish.
 pub struct Entries {
     ns: Arc<NsInner>,
     iter: sled::Iter,
+    ended: bool,
 }
 
 impl fmt::Debug for Entries {
@@ -408,27 +418,64 @@ impl fmt::Debug for Entries {
     }
 }
 
+impl Entries {
+    fn new(ns: &Arc<NsInner>, iter: sled::Iter) -> Entries {
+        Entries {
+            ns: Arc::clone(ns),
+            iter,
+            ended: false,
+        }
+    }
+
+    fn open(
+        &mut self,
+        item: Option<sled::Result<(sled::IVec, sled::IVec)>>,
+    ) -> Option<<Self as Iterator>::Item> {
+        if self.ended {
+            return None;
+        }
+        let Some(item) = item else {
+            // Stay ended even if entries are added later (FusedIterator).
+            self.ended = true;
+            return None;
+        };
+        match item {
+            Ok((key, sealed)) => Some(
+                self.ns
+                    .open(&key, &sealed)
+                    .map(|value| (key.to_vec(), value)),
+            ),
+            Err(e) => {
+                self.ended = true;
+                Some(Err(from_sled(e)))
+            }
+        }
+    }
+}
+
 impl Iterator for Entries {
     type Item = Result<(Vec<u8>, Vec<u8>), VaultError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let item = self.iter.next()?;
-        Some(item.map_err(from_sled).and_then(|(key, sealed)| {
-            let value = self.ns.open(&key, &sealed)?;
-            Ok((key.to_vec(), value))
-        }))
+        if self.ended {
+            return None;
+        }
+        let item = self.iter.next();
+        self.open(item)
     }
 }
 
 impl DoubleEndedIterator for Entries {
     fn next_back(&mut self) -> Option<Self::Item> {
-        let item = self.iter.next_back()?;
-        Some(item.map_err(from_sled).and_then(|(key, sealed)| {
-            let value = self.ns.open(&key, &sealed)?;
-            Ok((key.to_vec(), value))
-        }))
+        if self.ended {
+            return None;
+        }
+        let item = self.iter.next_back();
+        self.open(item)
     }
 }
+
+impl std::iter::FusedIterator for Entries {}
 
 /// The shared durable flush (see [`Vault::durable_flush`]).
 ///
@@ -854,7 +901,10 @@ mod tests {
             Err(VaultError::NamespaceDestroyed)
         ));
         assert!(matches!(old.get(b"k"), Err(VaultError::NamespaceDestroyed)));
-        assert!(old.range_from(b"").all(|r| r.is_err()));
+        // One error, then the end (sled alone would repeat the error forever).
+        let items: Vec<_> = old.range_from(b"").take(5).collect();
+        assert_eq!(items.len(), 1);
+        assert!(matches!(items[0], Err(VaultError::NamespaceDestroyed)));
         assert!(new.is_empty());
         new.put(b"k", b"new").unwrap();
         assert_eq!(new.get(b"k").unwrap().unwrap(), b"new");

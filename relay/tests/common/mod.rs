@@ -1,7 +1,7 @@
 //! Test harness: an in-process relay on 127.0.0.1 with a manual clock, and helpers
 //! that speak the protocol through the real client transport.
 
-#![allow(dead_code)]
+#![allow(dead_code, missing_debug_implementations, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -109,17 +109,32 @@ pub struct TestRelayAddr(pub RelayAddr);
 
 impl TestRelayAddr {
     pub async fn create(&self, seats: u8, quorum: u8) -> Created {
-        create_on(RelayConnection::connect(&self.0).await.unwrap(), seats, quorum, ClosePolicy::Owner).await
+        create_on(
+            RelayConnection::connect(&self.0).await.unwrap(),
+            seats,
+            quorum,
+            ClosePolicy::Owner,
+        )
+        .await
     }
     pub async fn join(&self, mailbox: MailboxId, seat: &SeatSecret) -> Member {
-        join_with(RelayConnection::connect(&self.0).await.unwrap(), mailbox, seat)
-            .await
-            .unwrap()
-            .0
+        join_with(
+            RelayConnection::connect(&self.0).await.unwrap(),
+            mailbox,
+            seat,
+        )
+        .await
+        .unwrap()
+        .0
     }
 }
 
-pub async fn create_on(conn: RelayConnection, seats: u8, quorum: u8, close: ClosePolicy) -> Created {
+pub async fn create_on(
+    conn: RelayConnection,
+    seats: u8,
+    quorum: u8,
+    close: ClosePolicy,
+) -> Created {
     let mut rng = rand::rng();
     let secrets: Vec<SeatSecret> = (1..seats).map(|_| SeatSecret::random(&mut rng)).collect();
     let id = TalkIdentity::generate(&mut rng);
@@ -192,7 +207,10 @@ pub async fn join_with(
 }
 
 pub async fn join(relay: &TestRelay, mailbox: MailboxId, seat: &SeatSecret) -> Member {
-    join_with(relay.connect().await, mailbox, seat).await.unwrap().0
+    join_with(relay.connect().await, mailbox, seat)
+        .await
+        .unwrap()
+        .0
 }
 
 impl Member {
@@ -210,14 +228,22 @@ impl Member {
         }
     }
 
-    pub async fn put(&self, kind: EnvelopeKind, text: &[u8]) -> Result<Seq, nook_client::RequestError> {
+    pub async fn put(
+        &self,
+        kind: EnvelopeKind,
+        text: &[u8],
+    ) -> Result<Seq, nook_client::RequestError> {
         let body = EnvelopeKey::from_talk_key(&[42; 32])
             .seal(&mut rand::rng(), &self.mailbox, Purpose::from(kind), text)
             .unwrap();
         self.put_raw(kind, body).await
     }
 
-    pub async fn put_raw(&self, kind: EnvelopeKind, body: Vec<u8>) -> Result<Seq, nook_client::RequestError> {
+    pub async fn put_raw(
+        &self,
+        kind: EnvelopeKind,
+        body: Vec<u8>,
+    ) -> Result<Seq, nook_client::RequestError> {
         match self
             .conn
             .request(Request::Put(Put {
@@ -257,8 +283,17 @@ impl Member {
             .map(|_| ())
     }
 
-    pub async fn auth_on(&self, conn: &RelayConnection) -> Result<Response, nook_client::RequestError> {
-        let sig = sign_relay_auth(&self.id, AuthOp::Auth, &conn.hello().challenge, &self.mailbox, &[]);
+    pub async fn auth_on(
+        &self,
+        conn: &RelayConnection,
+    ) -> Result<Response, nook_client::RequestError> {
+        let sig = sign_relay_auth(
+            &self.id,
+            AuthOp::Auth,
+            &conn.hello().challenge,
+            &self.mailbox,
+            &[],
+        );
         conn.request(Request::Auth(Auth {
             mailbox: self.mailbox,
             member: self.id.member_key(),
@@ -267,7 +302,27 @@ impl Member {
         .await
     }
 
+    /// Closes with `farewell`, or with a sealed placeholder farewell if it is empty.
     pub async fn close(&self, farewell: Vec<u8>) -> Result<Receipt, nook_client::RequestError> {
+        let farewell = if farewell.is_empty() {
+            EnvelopeKey::from_talk_key(&[42; 32])
+                .seal(
+                    &mut rand::rng(),
+                    &self.mailbox,
+                    Purpose::Farewell,
+                    b"farewell",
+                )
+                .unwrap()
+        } else {
+            farewell
+        };
+        self.close_exact(farewell).await
+    }
+
+    pub async fn close_exact(
+        &self,
+        farewell: Vec<u8>,
+    ) -> Result<Receipt, nook_client::RequestError> {
         let sig = sign_relay_auth(
             &self.id,
             AuthOp::Close,
@@ -290,7 +345,13 @@ impl Member {
     }
 
     pub async fn leave(&self) -> Result<(), nook_client::RequestError> {
-        let sig = sign_relay_auth(&self.id, AuthOp::Leave, &self.conn.hello().challenge, &self.mailbox, &[]);
+        let sig = sign_relay_auth(
+            &self.id,
+            AuthOp::Leave,
+            &self.conn.hello().challenge,
+            &self.mailbox,
+            &[],
+        );
         self.conn
             .request(Request::Leave {
                 mailbox: self.mailbox,

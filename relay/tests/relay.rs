@@ -464,3 +464,54 @@ async fn after_close_no_trace_of_the_talk_is_readable_on_disk() {
     assert_eq!(code(b.auth_on(&fresh).await), ErrorCode::MailboxClosed);
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn envelope_quota_and_request_rate_are_enforced() {
+    let limits = nook_relay::engine::Limits {
+        max_envelopes_per_mailbox: 3,
+        requests_per_second: 5,
+        ..Default::default()
+    };
+    let relay = TestRelay::start_with(tempfile::tempdir().unwrap(), limits);
+    // Envelope quota: the fourth unacknowledged envelope is refused until acks free room.
+    let c = create(&relay, 2, 1, ClosePolicy::Owner).await;
+    let b = join(&relay, c.owner.mailbox, &c.seats[0]).await;
+    for _ in 0..3 {
+        c.owner.put(EnvelopeKind::Chat, b"q").await.unwrap();
+    }
+    assert_eq!(
+        code(c.owner.put(EnvelopeKind::Chat, b"q").await),
+        ErrorCode::MailboxFull
+    );
+    b.ack(3).await.unwrap();
+    c.owner.put(EnvelopeKind::Chat, b"q").await.unwrap();
+
+    // Rate: a burst far above 4× the rate meets RateLimited, and the connection survives.
+    let fast = relay.connect().await;
+    let mut limited = 0;
+    for n in 0..60u64 {
+        if let Err(e) = fast.request(Request::Ping { nonce: n }).await {
+            assert_eq!(e.code(), Some(ErrorCode::RateLimited));
+            limited += 1;
+        }
+    }
+    assert!(limited > 0, "no request was rate-limited");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_mailboxes_on_one_connection_is_refused() {
+    let limits = nook_relay::engine::Limits {
+        max_mailboxes_per_connection: 1,
+        ..Default::default()
+    };
+    let relay = TestRelay::start_with(tempfile::tempdir().unwrap(), limits);
+    let c = create(&relay, 2, 2, ClosePolicy::Owner).await;
+    let other = create(&relay, 2, 2, ClosePolicy::Owner).await;
+    // c's connection already holds one mailbox: joining another is refused.
+    let r = join_with(c.owner.conn, other.owner.mailbox, &other.seats[0]).await;
+    assert_eq!(code(r.map(|_| ())), ErrorCode::TooManyMailboxes);
+    // The refused invite was not spent: it still works on a fresh connection.
+    join(&relay, other.owner.mailbox, &other.seats[0]).await;
+    relay.stop().await;
+}

@@ -1,0 +1,359 @@
+//! End to end: `nook chat` in a real terminal (tmux, 80×24) against the real
+//! `nook-relay` on 127.0.0.1, with a second member using the plain CLI.
+//!
+//! Skipped, with a message, only when tmux is not installed (`.ci/run` installs it).
+//! Every wait polls for its condition, bounded in count and time; the relay and the
+//! tmux server are killed by guards on every way out.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Longest wait for any one condition.
+const WAIT: Duration = Duration::from_secs(10);
+/// Pause between two looks at a condition.
+const POLL: Duration = Duration::from_millis(100);
+
+fn nook_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_nook"))
+}
+
+/// `nook-relay` is built into the same folder as `nook`.
+fn relay_bin() -> PathBuf {
+    let path = nook_bin().with_file_name("nook-relay");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p nook-relay`; `cargo test --workspace` does)",
+        path.display()
+    );
+    path
+}
+
+fn tmux_installed() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A free UDP port on 127.0.0.1 (closed again before the relay binds it).
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `check` until it gives a value; panics with `what` and the last `detail`
+/// after [`WAIT`].
+fn wait_for<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + WAIT;
+    let mut last = String::new();
+    for _ in 0..(WAIT.as_millis() / POLL.as_millis() + 1) {
+        match check() {
+            Ok(v) => return v,
+            Err(detail) => last = detail,
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    panic!("timed out after {WAIT:?} waiting for {what}; last seen:\n{last}")
+}
+
+/// A running `nook-relay`, killed on drop.
+struct Relay {
+    child: Child,
+    address: String,
+}
+
+impl Relay {
+    fn start(data: &Path) -> Relay {
+        let mut child = Command::new(relay_bin())
+            .args(["--listen", &format!("127.0.0.1:{}", free_port()), "--data"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nook-relay");
+        // Its first stdout line is its address; read it on a thread so that a relay
+        // that never prints cannot hang the test.
+        let stdout = child.stdout.take().expect("relay stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let mut relay = Relay {
+            child,
+            address: String::new(),
+        };
+        let line = rx.recv_timeout(WAIT).unwrap_or_default();
+        assert!(line.starts_with("nook://"), "the relay printed {line:?}");
+        relay.address = line.trim().to_string();
+        relay
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private tmux server with one 80×24 session; the server is killed on drop.
+struct Tmux {
+    dir: PathBuf,
+}
+
+impl Tmux {
+    const SESSION: &'static str = "chat";
+
+    /// Starts `command` (a shell command line) in a detached 80×24 session.
+    fn start(dir: &Path, command: &str) -> Tmux {
+        let tmux = Tmux {
+            dir: dir.to_path_buf(),
+        };
+        let out = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            Self::SESSION,
+            "-x",
+            "80",
+            "-y",
+            "24",
+            command,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        // Its own socket folder and no config file: the user's tmux is never touched.
+        Command::new("tmux")
+            .env("TMUX_TMPDIR", &self.dir)
+            .env_remove("TMUX")
+            .env("TERM", "xterm-256color")
+            .args(["-L", "nook-chat-test", "-f", "/dev/null"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tmux")
+    }
+
+    /// What the pane shows now.
+    fn screen(&self) -> String {
+        let out = self.run(&["capture-pane", "-p", "-t", Self::SESSION]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn type_text(&self, text: &str) {
+        let out = self.run(&["send-keys", "-t", Self::SESSION, "-l", text]);
+        assert!(out.status.success(), "tmux send-keys failed");
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", Self::SESSION];
+        args.extend_from_slice(keys);
+        let out = self.run(&args);
+        assert!(out.status.success(), "tmux send-keys failed");
+    }
+
+    /// Waits until the pane shows every one of `texts`; returns the screen.
+    fn wait_for_screen(&self, what: &str, texts: &[&str]) -> String {
+        wait_for(what, || {
+            let screen = self.screen();
+            if texts.iter().all(|t| screen.contains(t)) {
+                Ok(screen)
+            } else {
+                Err(screen)
+            }
+        })
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// Runs `nook --home HOME ARGS…` to completion.
+fn nook(home: &Path, args: &[&str]) -> Output {
+    Command::new(nook_bin())
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nook")
+}
+
+/// Runs `nook --json`, expects success, returns its stdout lines as JSON.
+fn nook_json(home: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = nook(home, &all);
+    assert!(
+        out.status.success(),
+        "nook {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn text_of(v: &serde_json::Value, key: &str) -> String {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key} in {v}"))
+        .to_string()
+}
+
+/// For a shell command line.
+fn quoted(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+#[test]
+fn chat_sends_shows_live_messages_and_ends_when_the_talk_is_closed() {
+    if !tmux_installed() {
+        eprintln!("skipping the chat screen test: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
+    let relay = Relay::start(&root.path().join("relay"));
+
+    // Alice creates a two-seat talk that anyone may close; Bob takes the other seat.
+    let created = nook_json(
+        &alice,
+        &[
+            "new",
+            "--relay",
+            &relay.address,
+            "--seats",
+            "2",
+            "--close",
+            "any",
+            "--alias",
+            "alice",
+        ],
+    );
+    let talk_a = text_of(&created[0], "talk");
+    let invite = created[0]["invites"][0]
+        .as_str()
+        .expect("an invite")
+        .to_string();
+    let joined = nook_json(&bob, &["join", &invite, "--alias", "bob"]);
+    let talk_b = text_of(&joined[0], "talk");
+
+    // Alice's chat screen in a real 80×24 terminal. The shell line after it reports
+    // how it exited, and the pause keeps the pane readable until the server goes.
+    let tmux_dir = root.path().join("tmux");
+    std::fs::create_dir(&tmux_dir).expect("tmux folder");
+    let command = format!(
+        "{} --home {} chat {talk_a}; echo \"nook exited with $?\"; sleep 60",
+        quoted(nook_bin()),
+        quoted(&alice)
+    );
+    let tmux = Tmux::start(&tmux_dir, &command);
+    tmux.wait_for_screen(
+        "the chat screen to show the open talk",
+        &["open 2/2", "● connected", "you are alice", "Enter send"],
+    );
+
+    // Typing, with a cursor move to fix a typo, then Enter.
+    tmux.type_text("hello from the chat scren");
+    tmux.keys(&["Left", "Left"]);
+    tmux.type_text("e");
+    tmux.keys(&["End"]);
+    tmux.type_text("!");
+    tmux.keys(&["Enter"]);
+    let sent = "hello from the chat screen!";
+
+    // It reaches Bob through the relay.
+    wait_for("Bob to read Alice's message", || {
+        let out = nook(&bob, &["--json", "read", &talk_b]);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let arrived = stdout.lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["type"] == "message" && v["alias"] == "alice" && v["text"] == sent)
+        });
+        if arrived { Ok(()) } else { Err(stdout) }
+    });
+    // On Alice's screen it is marked hers and, once stored, no longer pending.
+    wait_for("Alice's message to show as stored", || {
+        let screen = tmux.screen();
+        let line = screen.lines().find(|l| l.contains(sent)).unwrap_or("");
+        if line.contains("alice (you): ") && !line.contains("[pending]") {
+            Ok(())
+        } else {
+            Err(screen)
+        }
+    });
+
+    // Bob's message appears live.
+    let out = nook(&bob, &["send", &talk_b, "hi alice, bob here"]);
+    assert!(out.status.success(), "bob's send failed: {out:?}");
+    tmux.wait_for_screen(
+        "Bob's message on Alice's screen",
+        &["bob: hi alice, bob here"],
+    );
+
+    // Bob closes the talk; Alice's screen says so and that everything was deleted.
+    let out = nook(&bob, &["close", &talk_b]);
+    assert!(out.status.success(), "bob's close failed: {out:?}");
+    tmux.wait_for_screen(
+        "the closed notice",
+        &[
+            "the talk was closed by bob",
+            "The talk was closed. All local data for it has been deleted.",
+            "Press any key to exit.",
+        ],
+    );
+
+    // Any key leaves the screen with exit code 0, the terminal back to normal.
+    tmux.keys(&["q"]);
+    let screen = tmux.wait_for_screen("nook to exit", &["nook exited with"]);
+    assert!(
+        screen.contains("nook exited with 0"),
+        "nook chat exited with an error:\n{screen}"
+    );
+    assert!(
+        !screen.contains("Press any key"),
+        "the alternate screen was not left:\n{screen}"
+    );
+    // And Alice's device holds nothing of the talk any more.
+    let talks = nook_json(&alice, &["list"]);
+    assert!(talks.is_empty(), "alice still lists {talks:?}");
+    drop(tmux);
+    drop(relay);
+}
+
+#[test]
+fn chat_refuses_without_a_terminal() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = nook(home.path(), &["chat", "0123"]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nook chat needs a terminal") && stderr.contains("nook read TALK --follow"),
+        "{stderr}"
+    );
+}

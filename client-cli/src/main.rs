@@ -164,7 +164,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
         } => {
             let alias = match alias {
                 Some(a) => a,
-                None => client.fresh_alias()?,
+                None => client.fresh_alias().await?,
             };
             let opts = TalkOptions {
                 seats,
@@ -184,7 +184,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             out.joined(&joined);
         }
         Command::List => {
-            let talks = client.list()?;
+            let talks = client.list().await?;
             out.list(&talks);
         }
         Command::Send { talk, text } => {
@@ -212,7 +212,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             wait_open,
         } => return read(&client, &out, &talk, new, follow, wait_open).await,
         Command::Invites { talk } => {
-            let info = client.info(&talk)?;
+            let info = client.info(&talk).await?;
             if out.json {
                 println!("{}", json!({"talk": info.talk, "invites": info.invites}));
             } else if info.invites.is_empty() {
@@ -310,7 +310,7 @@ async fn read(
         }
         Err(e) => return Err(e),
     }
-    let (_, entries) = client.history(talk, new)?;
+    let (_, entries) = client.history(talk, new).await?;
     let next = entries.last().map_or(0, |e| e.index + 1);
     let from = if new {
         next
@@ -325,7 +325,7 @@ async fn read(
         return Ok(exit);
     }
     if wait_open && !follow {
-        opened = opened || client.info(talk)?.open;
+        opened = opened || client.info(talk).await?.open;
         if opened {
             return Ok(exit);
         }
@@ -350,7 +350,7 @@ async fn read(
         })
         .await?;
     // Mark what was shown, if the talk still exists.
-    let _ = client.history(talk, true);
+    let _ = client.history(talk, true).await;
     if closed && follow {
         return Ok(ExitCode::SUCCESS);
     }

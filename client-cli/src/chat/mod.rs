@@ -117,9 +117,9 @@ enum Done {
 
 async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
     // Everything that can fail for ordinary reasons fails before the screen opens.
-    let info = client.info(talk)?;
+    let info = client.info(talk).await?;
     let talk = info.talk.clone();
-    let (_, history) = client.history(&talk, false)?;
+    let (_, history) = client.history(&talk, false).await?;
     let from = history.last().map_or(0, |e| e.index + 1);
     let mut app = App::new(&info, local_utc_offset());
     for entry in history {
@@ -178,7 +178,7 @@ async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
                 // updated before handing the entries on.
                 if refresh
                     && !app.is_ended()
-                    && let Ok(info) = client.info(&talk)
+                    && let Ok(info) = client.info(&talk).await
                 {
                     app.set_info(&info);
                 }

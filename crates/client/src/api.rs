@@ -5,6 +5,7 @@
 //! envelopes are stored locally (durably) before they are acknowledged to the relay,
 //! and a talk the relay reports closed or expired is deleted locally at once.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nook_crypto::auth::{AuthOp, params_digest, sign_relay_auth, verify_receipt};
@@ -164,9 +165,27 @@ fn now_secs() -> u64 {
 }
 
 /// A nook member's client, rooted at one home folder.
+///
+/// Clones share one gate: inside a process, store sessions queue on it without
+/// blocking a thread (the chat screen's follow and send tasks take turns); across
+/// processes, the home's file lock does the same.
 #[derive(Debug, Clone)]
 pub struct Client {
     home: Home,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// An open store, held by this process until dropped.
+struct Session0 {
+    store: Store,
+    _gate: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl std::ops::Deref for Session0 {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
 }
 
 /// An authenticated connection for one talk.
@@ -179,6 +198,7 @@ impl Client {
     pub fn new(home: &std::path::Path) -> Result<Client, ClientError> {
         Ok(Client {
             home: Home::new(home)?,
+            gate: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -186,8 +206,12 @@ impl Client {
         &self.home
     }
 
-    fn store(&self) -> Result<Store, ClientError> {
-        Ok(self.home.open()?)
+    async fn store(&self) -> Result<Session0, ClientError> {
+        let gate = self.gate.clone().lock_owned().await;
+        Ok(Session0 {
+            store: self.home.open()?,
+            _gate: gate,
+        })
     }
 
     /// Creates a talk on `relay` and returns its invites.
@@ -219,7 +243,7 @@ impl Client {
         };
         new.state.relay_key = Some(conn.hello().relay_key.0);
         let invites = new.state.created(&addr, mailbox, status, &new.seats);
-        let store = self.store()?;
+        let store = self.store().await?;
         store.save(&new.state)?;
         let mut events = vec![Event::SeatsTaken {
             members: status.members,
@@ -249,7 +273,7 @@ impl Client {
         let alias = match alias {
             Some(a) if !valid_alias(a) => return Err(MemberError::BadAlias.into()),
             Some(a) => a.to_string(),
-            None => self.fresh_alias()?,
+            None => self.fresh_alias().await?,
         };
         let conn = RelayConnection::connect(&invite.relay).await?;
         let identity = TalkIdentity::generate(&mut rand::rng());
@@ -282,7 +306,7 @@ impl Client {
             TalkState::joined(&invite, identity, &alias, seat, &welcome, status)?;
         state.relay_key = Some(conn.hello().relay_key.0);
         {
-            let store = self.store()?;
+            let store = self.store().await?;
             store.save(&state)?;
             let mut events = vec![Event::SeatsTaken {
                 members: status.members,
@@ -306,9 +330,10 @@ impl Client {
     }
 
     /// A random alias this person uses in no other talk, so aliases never link talks.
-    pub fn fresh_alias(&self) -> Result<String, ClientError> {
+    pub async fn fresh_alias(&self) -> Result<String, ClientError> {
         let used: Vec<String> = self
-            .store()?
+            .store()
+            .await?
             .talks()?
             .iter()
             .map(|t| t.alias.clone())
@@ -324,8 +349,8 @@ impl Client {
     }
 
     /// Every talk this home holds, from local knowledge (no network).
-    pub fn list(&self) -> Result<Vec<TalkSummary>, ClientError> {
-        let store = self.store()?;
+    pub async fn list(&self) -> Result<Vec<TalkSummary>, ClientError> {
+        let store = self.store().await?;
         let mut out = Vec::new();
         for t in store.talks()? {
             let unread = store.unread(&t.talk_id)?;
@@ -335,40 +360,39 @@ impl Client {
     }
 
     /// One talk's summary (local knowledge).
-    pub fn info(&self, talk: &str) -> Result<TalkSummary, ClientError> {
-        let store = self.store()?;
+    pub async fn info(&self, talk: &str) -> Result<TalkSummary, ClientError> {
+        let store = self.store().await?;
         let t = store.find(talk)?;
         let unread = store.unread(&t.talk_id)?;
         Ok(summary(&t, unread))
     }
 
     /// Sends a text message; returns once the relay stored it durably.
+    ///
+    /// One store session covers the whole operation: opening the store is the
+    /// costliest local step, and holding it keeps another `nook` process from
+    /// interleaving with this send.
     pub async fn send(&self, talk: &str, text: &str) -> Result<(String, Seq), ClientError> {
-        let talk_id = self.store()?.find(talk)?.talk_id;
-        let session = self.session(&talk_id).await?;
-        self.sync(&session.conn, &talk_id).await?;
+        let store = self.store().await?;
+        let talk_id = store.find(talk)?.talk_id;
+        let session = self.session(&store, &talk_id).await?;
+        self.sync(&store, &session.conn, &talk_id).await?;
         if session.status.state == RelayState::Pending {
             return Err(ClientError::Pending {
                 members: session.status.members,
                 quorum: session.status.quorum,
             });
         }
-        let (body, event, mailbox) = {
-            let store = self.store()?;
-            let mut state = load(&store, &talk_id)?;
-            let (body, event) = state.seal_text(text, now_ms())?;
-            // The chain moves before the put: a crash after the relay stored the
-            // message must never make the next one reuse its key.
-            store.save(&state)?;
-            store.flush()?;
-            (body, event, state.mailbox)
-        };
-        let seq = put(&session.conn, mailbox, EnvelopeKind::Chat, body).await?;
-        {
-            let store = self.store()?;
-            store.append(&talk_id, vec![event], now_ms())?;
-            store.flush()?;
-        }
+        let mut state = load(&store, &talk_id)?;
+        let (body, event) = state.seal_text(text, now_ms())?;
+        // The chain moves before the put: a crash after the relay stored the message
+        // must never make the next one reuse its key.
+        store.save(&state)?;
+        store.flush()?;
+        let seq = put(&session.conn, state.mailbox, EnvelopeKind::Chat, body).await?;
+        store.append(&talk_id, vec![event], now_ms())?;
+        store.flush()?;
+        drop(store);
         session.conn.close().await;
         Ok((talk_id_text(&talk_id), seq))
     }
@@ -376,24 +400,22 @@ impl Client {
     /// Fetches what waits on the relay, stores it, acknowledges it, answers
     /// handshakes. Returns the new history entries.
     pub async fn fetch(&self, talk: &str) -> Result<Vec<HistoryEntry>, ClientError> {
-        let talk_id = self.store()?.find(talk)?.talk_id;
-        let session = match self.session(&talk_id).await {
-            Ok(s) => s,
-            Err(ClientError::TalkGone) => return Err(ClientError::TalkGone),
-            Err(e) => return Err(e),
-        };
-        let entries = self.sync(&session.conn, &talk_id).await?;
+        let store = self.store().await?;
+        let talk_id = store.find(talk)?.talk_id;
+        let session = self.session(&store, &talk_id).await?;
+        let entries = self.sync(&store, &session.conn, &talk_id).await?;
+        drop(store);
         session.conn.close().await;
         Ok(entries)
     }
 
     /// The talk's history from `from`, and the first index not returned.
-    pub fn history(
+    pub async fn history(
         &self,
         talk: &str,
         new_only: bool,
     ) -> Result<(String, Vec<HistoryEntry>), ClientError> {
-        let store = self.store()?;
+        let store = self.store().await?;
         let t = store.find(talk)?;
         let from = if new_only {
             store.shown(&t.talk_id)?
@@ -411,6 +433,9 @@ impl Client {
     /// Stays connected, handing every new history entry and status to `sink`, until
     /// `until` is reached, the talk ends, or `sink` returns false. Reconnects with
     /// backoff when the connection drops. Entries from `from` on are delivered.
+    ///
+    /// The store is opened only while something is written or read, so other `nook`
+    /// processes (a `send` beside a `read --follow`) can use the same home meanwhile.
     pub async fn follow(
         &self,
         talk: &str,
@@ -418,7 +443,7 @@ impl Client {
         until: Until,
         mut sink: impl FnMut(Update) -> bool,
     ) -> Result<(), ClientError> {
-        let talk_id = self.store()?.find(talk)?.talk_id;
+        let talk_id = self.store().await?.find(talk)?.talk_id;
         let mut next = from;
         let mut attempt: u32 = 0;
         loop {
@@ -456,41 +481,47 @@ impl Client {
         sink: &mut impl FnMut(Update) -> bool,
         attempt: &mut u32,
     ) -> Result<(), ClientError> {
-        let mut session = match self.session(talk_id).await {
-            Err(ClientError::TalkGone) => {
-                // Ended while we were away: the relay only says "closed".
-                sink(Update::Entry(HistoryEntry {
-                    index: u64::MAX,
-                    at_ms: now_ms(),
-                    event: Event::Closed {
-                        by: None,
-                        verified: false,
-                    },
-                }));
+        let mut pushes;
+        let conn = {
+            let store = self.store().await?;
+            let mut session = match self.session(&store, talk_id).await {
+                Err(ClientError::TalkGone) => {
+                    // Ended while we were away: the relay only says "closed".
+                    sink(Update::Entry(HistoryEntry {
+                        index: u64::MAX,
+                        at_ms: now_ms(),
+                        event: Event::Closed {
+                            by: None,
+                            verified: false,
+                        },
+                    }));
+                    return Ok(());
+                }
+                other => other?,
+            };
+            pushes = session.conn.take_pushes().ok_or(ClientError::Protocol)?;
+            let mailbox = load(&store, talk_id)?.mailbox;
+            let status = match session.conn.request(Request::Subscribe { mailbox }).await? {
+                Response::Subscribed { status } => status,
+                _ => return Err(ClientError::Protocol),
+            };
+            *attempt = 0;
+            if !sink(Update::Link(Link::Connected)) || !sink(Update::Status(status)) {
                 return Ok(());
             }
-            other => other?,
+            self.apply_status(&store, &session.conn, talk_id, status)
+                .await?;
+            self.sync(&store, &session.conn, talk_id).await?;
+            if self.deliver(&store, talk_id, next, until, sink)? {
+                drop(store);
+                session.conn.close().await;
+                return Ok(());
+            }
+            session.conn
         };
-        let mut pushes = session.conn.take_pushes().ok_or(ClientError::Protocol)?;
-        let mailbox = load(&self.store()?, talk_id)?.mailbox;
-        let status = match session.conn.request(Request::Subscribe { mailbox }).await? {
-            Response::Subscribed { status } => status,
-            _ => return Err(ClientError::Protocol),
-        };
-        *attempt = 0;
-        if !sink(Update::Link(Link::Connected)) || !sink(Update::Status(status)) {
-            return Ok(());
-        }
-        session.status = status;
-        self.apply_status(&session.conn, talk_id, status).await?;
-        self.sync(&session.conn, talk_id).await?;
-        if self.deliver(talk_id, next, until, sink)? {
-            session.conn.close().await;
-            return Ok(());
-        }
         loop {
             let Some(first) = pushes.recv().await else {
-                return Err(ClientError::Lost(session.conn.close_reason()));
+                return Err(ClientError::Lost(conn.close_reason()));
             };
             let mut batch = vec![first];
             while let Ok(p) = pushes.try_recv() {
@@ -499,14 +530,16 @@ impl Client {
                     break;
                 }
             }
+            let store = self.store().await?;
             if self
-                .apply_pushes(&session.conn, talk_id, batch, next, until, sink)
+                .apply_pushes(&store, &conn, talk_id, batch, next, until, sink)
                 .await?
             {
                 return Ok(());
             }
-            if self.deliver(talk_id, next, until, sink)? {
-                session.conn.close().await;
+            if self.deliver(&store, talk_id, next, until, sink)? {
+                drop(store);
+                conn.close().await;
                 return Ok(());
             }
         }
@@ -515,17 +548,14 @@ impl Client {
     /// Hands new history to `sink`; true when `follow` should stop.
     fn deliver(
         &self,
+        store: &Store,
         talk_id: &[u8; 8],
         next: &mut u64,
         until: Until,
         sink: &mut impl FnMut(Update) -> bool,
     ) -> Result<bool, ClientError> {
-        let (entries, opened) = {
-            let store = self.store()?;
-            let entries = store.history(talk_id, *next)?;
-            let opened = load(&store, talk_id)?.opened;
-            (entries, opened)
-        };
+        let entries = store.history(talk_id, *next)?;
+        let opened = load(store, talk_id)?.opened;
         for e in entries {
             *next = e.index + 1;
             let closed = matches!(e.event, Event::Closed { .. } | Event::Expired);
@@ -536,8 +566,10 @@ impl Client {
         Ok(until == Until::Open && opened)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn apply_pushes(
         &self,
+        store: &Store,
         conn: &RelayConnection,
         talk_id: &[u8; 8],
         batch: Vec<Push>,
@@ -553,101 +585,86 @@ impl Client {
                 | Push::Opened { status, .. }
                 | Push::MemberLeft { status, .. } => {
                     if !envelopes.is_empty() {
-                        self.process(conn, talk_id, std::mem::take(&mut envelopes))
+                        self.process(store, conn, talk_id, std::mem::take(&mut envelopes))
                             .await?;
                     }
-                    self.apply_status(conn, talk_id, status).await?;
+                    self.apply_status(store, conn, talk_id, status).await?;
                     sink(Update::Status(status));
                 }
                 Push::Closed {
                     receipt, farewell, ..
                 } => {
                     if !envelopes.is_empty() {
-                        self.process(conn, talk_id, std::mem::take(&mut envelopes))
+                        self.process(store, conn, talk_id, std::mem::take(&mut envelopes))
                             .await?;
                     }
                     // What arrived before the close is shown before the store goes.
-                    self.deliver(talk_id, next, until, sink)?;
-                    let event = {
-                        let store = self.store()?;
-                        load(&store, talk_id)?.check_close(&receipt, &farewell)
-                    };
-                    self.end_talk(talk_id, event, sink)?;
+                    self.deliver(store, talk_id, next, until, sink)?;
+                    let event = load(store, talk_id)?.check_close(&receipt, &farewell);
+                    self.end_talk(store, talk_id, event, sink)?;
                     return Ok(true);
                 }
                 Push::Expired { .. } => {
                     if !envelopes.is_empty() {
-                        self.process(conn, talk_id, std::mem::take(&mut envelopes))
+                        self.process(store, conn, talk_id, std::mem::take(&mut envelopes))
                             .await?;
                     }
-                    self.deliver(talk_id, next, until, sink)?;
-                    self.end_talk(talk_id, Event::Expired, sink)?;
+                    self.deliver(store, talk_id, next, until, sink)?;
+                    self.end_talk(store, talk_id, Event::Expired, sink)?;
                     return Ok(true);
                 }
             }
         }
         if !envelopes.is_empty() {
-            self.process(conn, talk_id, envelopes).await?;
+            self.process(store, conn, talk_id, envelopes).await?;
         }
         Ok(false)
     }
 
-    /// Shows the final entries of a talk that ended, then deletes it locally.
+    /// Deletes a talk that ended, then shows its final entry.
     fn end_talk(
         &self,
+        store: &Store,
         talk_id: &[u8; 8],
         event: Event,
         sink: &mut impl FnMut(Update) -> bool,
     ) -> Result<(), ClientError> {
-        let store = self.store()?;
-        let entry = HistoryEntry {
+        store.delete(talk_id)?;
+        sink(Update::Entry(HistoryEntry {
             index: u64::MAX,
             at_ms: now_ms(),
             event,
-        };
-        store.delete(talk_id)?;
-        drop(store);
-        sink(Update::Entry(entry));
+        }));
         Ok(())
     }
 
-    /// Records a status from the relay. Returns the sender keys to send when a seat
-    /// was reported left; callers with a connection put them.
-    fn record_status(
-        &self,
-        talk_id: &[u8; 8],
-        status: TalkStatus,
-    ) -> Result<Vec<Vec<u8>>, ClientError> {
-        let store = self.store()?;
-        let mut state = load(&store, talk_id)?;
-        let handled = state.on_status(status);
-        store.save(&state)?;
-        store.append(talk_id, handled.events, now_ms())?;
-        store.flush()?;
-        Ok(handled.outgoing.into_iter().map(|(_, body)| body).collect())
-    }
-
-    /// Records a status and sends what it calls for.
+    /// Records a status from the relay and sends the sender keys it calls for (when a
+    /// seat was reported left).
     async fn apply_status(
         &self,
+        store: &Store,
         conn: &RelayConnection,
         talk_id: &[u8; 8],
         status: TalkStatus,
     ) -> Result<(), ClientError> {
-        let outgoing = self.record_status(talk_id, status)?;
-        if !outgoing.is_empty() {
-            let mailbox = load(&self.store()?, talk_id)?.mailbox;
-            for body in outgoing {
-                put(conn, mailbox, EnvelopeKind::Handshake, body).await?;
-            }
+        let mut state = load(store, talk_id)?;
+        if state.status == Some(status) {
+            return Ok(());
+        }
+        let handled = state.on_status(status);
+        store.save(&state)?;
+        store.append(talk_id, handled.events, now_ms())?;
+        store.flush()?;
+        for (kind, body) in handled.outgoing {
+            put(conn, state.mailbox, kind, body).await?;
         }
         Ok(())
     }
 
     /// Connects and authenticates for one talk. A talk the relay no longer knows is
     /// deleted locally and reported as [`ClientError::TalkGone`].
-    async fn session(&self, talk_id: &[u8; 8]) -> Result<Session, ClientError> {
-        let state = load(&self.store()?, talk_id)?;
+    async fn session(&self, store: &Store, talk_id: &[u8; 8]) -> Result<Session, ClientError> {
+        let state = load(store, talk_id)?;
         let addr = state
             .relay_addr()
             .ok_or_else(|| ClientError::Address(state.relay.clone()))?;
@@ -671,7 +688,7 @@ impl Client {
             .await;
         match r {
             Ok(Response::Authed { status, .. }) => {
-                self.apply_status(&conn, talk_id, status).await?;
+                self.apply_status(store, &conn, talk_id, status).await?;
                 Ok(Session { conn, status })
             }
             Ok(_) => Err(ClientError::Protocol),
@@ -687,7 +704,7 @@ impl Client {
                     )
                 {
                     // Closed, expired, or we are no longer a member: nothing to keep.
-                    self.store()?.delete(talk_id)?;
+                    store.delete(talk_id)?;
                     return Err(ClientError::TalkGone);
                 }
                 Err(e)
@@ -698,26 +715,25 @@ impl Client {
     /// Fetches everything after the cursor, processes it, acknowledges it.
     async fn sync(
         &self,
+        store: &Store,
         conn: &RelayConnection,
         talk_id: &[u8; 8],
     ) -> Result<Vec<HistoryEntry>, ClientError> {
         let mut all = Vec::new();
+        // Bounded: each round moves the cursor forward by up to 256 envelopes.
         for _ in 0..100_000 {
-            let (mailbox, cursor) = {
-                let state = load(&self.store()?, talk_id)?;
-                (state.mailbox, state.cursor)
-            };
+            let state = load(store, talk_id)?;
             let r = conn
                 .request(Request::Fetch {
-                    mailbox,
-                    after: Seq(cursor),
+                    mailbox: state.mailbox,
+                    after: Seq(state.cursor),
                     limit: nook_proto::limits::MAX_FETCH_ENVELOPES,
                 })
                 .await?;
             let Response::Envelopes { items, more } = r else {
                 return Err(ClientError::Protocol);
             };
-            all.extend(self.process(conn, talk_id, items).await?);
+            all.extend(self.process(store, conn, talk_id, items).await?);
             if !more {
                 break;
             }
@@ -729,72 +745,67 @@ impl Client {
     /// whatever handshake answers they called for.
     async fn process(
         &self,
+        store: &Store,
         conn: &RelayConnection,
         talk_id: &[u8; 8],
         envelopes: Vec<nook_proto::Envelope>,
     ) -> Result<Vec<HistoryEntry>, ClientError> {
-        let (entries, outgoing, mailbox, cursor) = {
-            let store = self.store()?;
-            let mut state = load(&store, talk_id)?;
-            let mut events = Vec::new();
-            let mut outgoing = Vec::new();
-            for env in &envelopes {
-                let h = state.handle_envelope(env);
-                events.extend(h.events);
-                outgoing.extend(h.outgoing);
-            }
-            store.save(&state)?;
-            let entries = store.append(talk_id, events, now_ms())?;
-            store.flush()?;
-            (entries, outgoing, state.mailbox, state.cursor)
-        };
+        if envelopes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut state = load(store, talk_id)?;
+        let mut events = Vec::new();
+        let mut outgoing = Vec::new();
+        for env in &envelopes {
+            let h = state.handle_envelope(env);
+            events.extend(h.events);
+            outgoing.extend(h.outgoing);
+        }
+        store.save(&state)?;
+        let entries = store.append(talk_id, events, now_ms())?;
+        store.flush()?;
         for (kind, body) in outgoing {
-            put(conn, mailbox, kind, body).await?;
+            put(conn, state.mailbox, kind, body).await?;
         }
-        if !envelopes.is_empty() {
-            conn.request(Request::Ack {
-                mailbox,
-                upto: Seq(cursor),
-            })
-            .await?;
-        }
+        conn.request(Request::Ack {
+            mailbox: state.mailbox,
+            upto: Seq(state.cursor),
+        })
+        .await?;
         Ok(entries)
     }
 
     /// Leaves the talk: tells the others (so they rotate keys), gives up the seat,
     /// deletes everything local.
     pub async fn leave(&self, talk: &str) -> Result<String, ClientError> {
-        let talk_id = self.store()?.find(talk)?.talk_id;
-        let session = self.session(&talk_id).await?;
-        self.sync(&session.conn, &talk_id).await?;
-        let (identity, mailbox, notice) = {
-            let store = self.store()?;
-            let mut state = load(&store, &talk_id)?;
-            let notice = if session.status.state == RelayState::Open {
-                let n = state.seal_leaving(now_ms())?;
-                store.save(&state)?;
-                store.flush()?;
-                Some(n)
-            } else {
-                None
-            };
-            (state.identity(), state.mailbox, notice)
-        };
-        if let Some(body) = notice {
-            put(&session.conn, mailbox, EnvelopeKind::Chat, body).await?;
+        let store = self.store().await?;
+        let talk_id = store.find(talk)?.talk_id;
+        let session = self.session(&store, &talk_id).await?;
+        self.sync(&store, &session.conn, &talk_id).await?;
+        let mut state = load(&store, &talk_id)?;
+        if session.status.state == RelayState::Open {
+            let notice = state.seal_leaving(now_ms())?;
+            store.save(&state)?;
+            store.flush()?;
+            put(&session.conn, state.mailbox, EnvelopeKind::Chat, notice).await?;
         }
         let signature = sign_relay_auth(
-            &identity,
+            &state.identity(),
             AuthOp::Leave,
             &session.conn.hello().challenge,
-            &mailbox,
+            &state.mailbox,
             &[],
         );
         session
             .conn
-            .request(Request::Leave { mailbox, signature })
+            .request(Request::Leave {
+                mailbox: state.mailbox,
+                signature,
+            })
             .await?;
-        self.store()?.delete(&talk_id)?;
+        drop(state);
+        store.delete(&talk_id)?;
+        drop(store);
         session.conn.close().await;
         Ok(talk_id_text(&talk_id))
     }
@@ -802,26 +813,23 @@ impl Client {
     /// Closes the talk for everyone; returns the relay's verified deletion receipt
     /// after deleting everything local.
     pub async fn close(&self, talk: &str) -> Result<(String, Receipt), ClientError> {
-        let talk_id = self.store()?.find(talk)?.talk_id;
-        {
-            let state = load(&self.store()?, &talk_id)?;
-            if !state.may_close() {
-                return Err(ClientError::NotAllowed);
-            }
+        let store = self.store().await?;
+        let talk_id = store.find(talk)?.talk_id;
+        if !load(&store, &talk_id)?.may_close() {
+            return Err(ClientError::NotAllowed);
         }
-        let session = self.session(&talk_id).await?;
-        let (identity, mailbox, farewell) = {
-            let state = load(&self.store()?, &talk_id)?;
-            let farewell = state.farewell().map_err(MemberError::from)?;
-            (state.identity(), state.mailbox, farewell)
-        };
+        let session = self.session(&store, &talk_id).await?;
+        let state = load(&store, &talk_id)?;
+        let farewell = state.farewell().map_err(MemberError::from)?;
         let signature = sign_relay_auth(
-            &identity,
+            &state.identity(),
             AuthOp::Close,
             &session.conn.hello().challenge,
-            &mailbox,
+            &state.mailbox,
             &sha256(&[&farewell]),
         );
+        let mailbox = state.mailbox;
+        drop(state);
         let r = session
             .conn
             .request(Request::Close(Close {
@@ -845,7 +853,8 @@ impl Client {
         {
             return Err(ClientError::BadReceipt);
         }
-        self.store()?.delete(&talk_id)?;
+        store.delete(&talk_id)?;
+        drop(store);
         session.conn.close().await;
         Ok((talk_id_text(&talk_id), receipt))
     }

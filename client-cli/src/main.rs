@@ -120,6 +120,9 @@ fn default_home() -> Result<PathBuf, ClientError> {
 }
 
 fn main() -> ExitCode {
+    // Everything nook writes is private to this user: folders 0700, files 0600, also
+    // for the files sled creates itself.
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     let json = cli.json;
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -43,6 +43,9 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The identity and the store are private to this user (files 0600, folders 0700),
+    // also for the files sled creates itself.
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -257,3 +257,38 @@ fn errors_say_what_to_do_and_use_documented_exit_codes() {
     assert_eq!(r.code, 5);
     assert!(r.stderr.contains("read TALK --follow"), "{}", r.stderr);
 }
+
+#[test]
+fn every_file_nook_and_the_relay_write_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut relay = Relay::start();
+    let a = Nook::new();
+    let new = a.ok(&["--json", "new", "--relay", &relay.address]).json();
+    let b = Nook::new();
+    b.ok(&["join", &s(&new["invites"][0])]);
+    relay.stop();
+    for root in [a.home_dir(), b.home_dir(), relay.data_dir()] {
+        let mut stack = vec![root.clone()];
+        let mut files = 0;
+        while let Some(d) = stack.pop() {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{} is not 0700", d.display());
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    files += 1;
+                    let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+                    assert_eq!(
+                        mode & 0o077,
+                        0,
+                        "{} is readable by others ({mode:o})",
+                        p.display()
+                    );
+                }
+            }
+        }
+        assert!(files > 0, "{} holds no files", root.display());
+    }
+}

@@ -21,7 +21,7 @@
 //! Tombstones live in their own namespace, keyed by the vault's keyed hash of the
 //! mailbox id, valued by their expiry: nothing else of a closed talk remains.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,6 +50,8 @@ const K_META: &[u8] = b"m";
 const K_HEAD: &[u8] = b"h";
 const TOMBSTONES: &[u8] = b"relay/tombstones";
 const MAILBOX_PREFIX: &[u8] = b"mailbox/";
+/// Sweeps between two purges of expired tombstones.
+const TOMBSTONE_PURGE_EVERY: u64 = 60;
 /// How long past a talk's end the relay still answers "closed" for it.
 pub const TOMBSTONE_GRACE_SECS: u64 = 24 * 3600;
 
@@ -201,6 +203,11 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     limits: Limits,
     mailboxes: Mutex<HashMap<MailboxId, Arc<Mutex<Mailbox>>>>,
+    /// (expiry, mailbox) of every live mailbox, so a sweep touches only what is due.
+    /// Entries of mailboxes closed early are skipped when they come up.
+    expiries: Mutex<BTreeSet<(u64, MailboxId)>>,
+    /// Sweeps since tombstones were last purged.
+    sweeps: AtomicU64,
     tombstones: Namespace,
     commit: CommitQueue,
     pub stats: Stats,
@@ -379,6 +386,10 @@ impl Engine {
             mailboxes.insert(mb.id, Arc::new(Mutex::new(mb)));
         }
         tracing::info!(mailboxes = mailboxes.len(), "store recovered");
+        let expiries = mailboxes
+            .iter()
+            .map(|(id, mb)| (lock(mb).talk.expires_at(), *id))
+            .collect();
         let commit = CommitQueue::start(vault.clone());
         Ok(Engine {
             vault,
@@ -386,6 +397,8 @@ impl Engine {
             clock,
             limits,
             mailboxes: Mutex::new(mailboxes),
+            expiries: Mutex::new(expiries),
+            sweeps: AtomicU64::new(0),
             tombstones,
             commit,
             stats: Stats::default(),
@@ -510,6 +523,7 @@ impl Engine {
             subscribers: Vec::new(),
         };
         let status = mb.status();
+        lock(&self.expiries).insert((mb.talk.expires_at(), mailbox_id));
         lock(&self.mailboxes).insert(mailbox_id, Arc::new(Mutex::new(mb)));
         self.stats.mailboxes_created.fetch_add(1, Ordering::Relaxed);
         self.later(
@@ -883,7 +897,22 @@ impl Engine {
     /// mailboxes deleted. Called by the sweeper task, and directly by tests.
     pub fn sweep(&self) -> usize {
         let now = self.now();
-        let all: Vec<Arc<Mutex<Mailbox>>> = lock(&self.mailboxes).values().cloned().collect();
+        let due: Vec<MailboxId> = {
+            let mut expiries = lock(&self.expiries);
+            let mut due = Vec::new();
+            while let Some(&(at, id)) = expiries.first() {
+                if at > now {
+                    break;
+                }
+                expiries.pop_first();
+                due.push(id);
+            }
+            due
+        };
+        let all: Vec<Arc<Mutex<Mailbox>>> = {
+            let map = lock(&self.mailboxes);
+            due.iter().filter_map(|id| map.get(id).cloned()).collect()
+        };
         let mut n = 0;
         for arc in all {
             let mut mb = lock(&arc);
@@ -895,11 +924,26 @@ impl Engine {
             mb.subscribers.clear();
             let expires = mb.talk.expires_at();
             if let Err(e) = self.destroy(&mut mb, expires) {
-                tracing::error!("could not delete an expired mailbox: {e}");
+                tracing::error!("could not delete an expired mailbox, will retry: {e}");
+                lock(&self.expiries).insert((now + 60, mb.id));
                 continue;
             }
             n += 1;
         }
+        if n > 0 {
+            tracing::info!(count = n, "expired talks deleted");
+        }
+        // Tombstones only decide between "closed" and "unknown": purging them once a
+        // minute or so is plenty, and keeps idle sweeps cheap.
+        if self.sweeps.fetch_add(1, Ordering::Relaxed) % TOMBSTONE_PURGE_EVERY == 0 {
+            self.purge_tombstones();
+        }
+        n
+    }
+
+    /// Forgets tombstones whose grace period is over: their mailboxes become unknown.
+    pub fn purge_tombstones(&self) {
+        let now = self.now();
         let mut stale = Vec::new();
         for item in self.tombstones.scan_prefix(b"") {
             match item {
@@ -911,10 +955,6 @@ impl Engine {
         for k in stale {
             let _ = self.tombstones.remove(&k);
         }
-        if n > 0 {
-            tracing::info!(count = n, "expired talks deleted");
-        }
-        n
     }
 
     /// Crypto-shreds a mailbox: efface its key (durable), drop its tree, write the

@@ -250,7 +250,7 @@ async fn ttl_expiry_deletes_the_mailbox_and_tells_subscribers() {
     relay
         .clock
         .advance(nook_relay::engine::TOMBSTONE_GRACE_SECS);
-    relay.engine.sweep();
+    relay.engine.purge_tombstones();
     let fresh = relay.connect().await;
     assert_eq!(
         code(c.owner.auth_on(&fresh).await),

@@ -935,7 +935,11 @@ impl Engine {
         }
         // Tombstones only decide between "closed" and "unknown": purging them once a
         // minute or so is plenty, and keeps idle sweeps cheap.
-        if self.sweeps.fetch_add(1, Ordering::Relaxed) % TOMBSTONE_PURGE_EVERY == 0 {
+        if self
+            .sweeps
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(TOMBSTONE_PURGE_EVERY)
+        {
             self.purge_tombstones();
         }
         n

@@ -342,10 +342,16 @@ async fn read(
                     closed |= matches!(e.event, Event::Closed { .. } | Event::Expired);
                     out.entry(&e);
                 }
-                Update::Link(l) => {
-                    if let nook_client::Link::Reconnecting { attempt, reason } = l {
-                        eprintln!("connection lost ({reason}); reconnecting (attempt {attempt})");
-                    }
+                Update::Link(nook_client::Link::Reconnecting { attempt, reason }) => {
+                    eprintln!("connection lost ({reason}); reconnecting (attempt {attempt})");
+                }
+                Update::Link(nook_client::Link::Connected) => {
+                    let what = if follow {
+                        "until the talk closes"
+                    } else {
+                        "until the talk opens"
+                    };
+                    eprintln!("connected; following the talk {what} (Ctrl-C to stop)");
                 }
                 Update::Status(_) => {}
             }

@@ -2,6 +2,10 @@
 //! this workspace's target folder on 127.0.0.1, each in its own temporary folder.
 //!
 //! Every wait is bounded; every process is killed when its guard drops.
+//!
+//! The binaries are whatever the last build left in the target folder: `cargo test
+//! --workspace` builds them first; `cargo test -p nook-e2e` alone does not (run
+//! `cargo build --workspace` before it).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -35,6 +39,7 @@ pub fn free_port() -> u16 {
 pub struct Relay {
     pub address: String,
     pub data: tempfile::TempDir,
+    port: u16,
     child: Child,
 }
 
@@ -42,6 +47,24 @@ impl Relay {
     pub fn start() -> Relay {
         let data = tempfile::tempdir().expect("tempdir");
         let port = free_port();
+        let (child, address) = Relay::spawn(&data, port);
+        Relay {
+            address,
+            data,
+            port,
+            child,
+        }
+    }
+
+    /// Stops the relay gracefully and starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, address) = Relay::spawn(&self.data, self.port);
+        assert_eq!(address, self.address, "the relay keeps its identity");
+        self.child = child;
+    }
+
+    fn spawn(data: &tempfile::TempDir, port: u16) -> (Child, String) {
         let mut child = Command::new(bin("nook-relay"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(data.path().join("relay"))
@@ -54,11 +77,7 @@ impl Relay {
             let _ = BufReader::new(out).read_line(&mut line);
         }
         assert!(line.starts_with("nook://"), "relay printed {line:?}");
-        Relay {
-            address: line.trim().to_string(),
-            data,
-            child,
-        }
+        (child, line.trim().to_string())
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -180,13 +199,26 @@ impl Nook {
 
     /// Starts `nook args…` in the background (e.g. `read --follow`).
     pub fn spawn(&self, args: &[&str]) -> Background {
-        let child = self
+        let mut child = self
             .command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn nook");
-        Background { child: Some(child) }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            readers.push(line_reader(out, Stream::Stdout, tx.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            readers.push(line_reader(err, Stream::Stderr, tx));
+        }
+        Background {
+            child: Some(child),
+            lines: rx,
+            seen: Vec::new(),
+            readers,
+        }
     }
 
     /// The id of the only talk in this home.
@@ -197,17 +229,91 @@ impl Nook {
     }
 }
 
-/// A background `nook`, killed on drop unless finished.
+/// Which output a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+fn line_reader(
+    pipe: impl std::io::Read + Send + 'static,
+    stream: Stream,
+    tx: std::sync::mpsc::Sender<(Stream, String)>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((stream, line)).is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// A background `nook`, killed on drop unless finished. Its output is read as it
+/// comes, so a test can wait for a line.
 #[derive(Debug)]
 pub struct Background {
     child: Option<Child>,
+    lines: std::sync::mpsc::Receiver<(Stream, String)>,
+    seen: Vec<(Stream, String)>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Background {
+    /// Waits, at most `limit`, for a line on `stream` that satisfies `pred`.
+    pub fn wait_for(
+        &mut self,
+        stream: Stream,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        if let Some((_, l)) = self.seen.iter().find(|(s, l)| *s == stream && pred(l)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((s, l)) => {
+                    self.seen.push((s, l.clone()));
+                    if s == stream && pred(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "no matching {stream:?} line within {limit:?}; saw {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
     /// Waits for it to end by itself, at most `limit`.
     pub fn finish(mut self, limit: Duration) -> Run {
-        let child = self.child.take().expect("child");
-        finish(child, limit)
+        let mut child = self.child.take().expect("child");
+        let status = wait(&mut child, limit);
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        self.seen.extend(self.lines.try_iter());
+        let pick = |stream: Stream| {
+            self.seen
+                .iter()
+                .filter(|(s, _)| *s == stream)
+                .map(|(_, l)| format!("{l}\n"))
+                .collect::<String>()
+        };
+        Run {
+            code: status.and_then(|s| s.code()).unwrap_or(-1),
+            stdout: pick(Stream::Stdout),
+            stderr: pick(Stream::Stderr),
+        }
     }
 }
 

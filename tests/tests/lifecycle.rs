@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use nook_e2e::{Nook, Relay, all_bytes, contains};
+use nook_e2e::{Nook, Relay, Stream, all_bytes, contains};
 
 fn s(v: &serde_json::Value) -> String {
     v.as_str()
@@ -291,4 +291,35 @@ fn every_file_nook_and_the_relay_write_is_private() {
         }
         assert!(files > 0, "{} holds no files", root.display());
     }
+}
+
+#[test]
+fn a_follower_reconnects_after_a_relay_restart_and_misses_nothing() {
+    let mut relay = Relay::start();
+    let (a, b) = (Nook::new(), Nook::new());
+    let new = a
+        .ok(&["--json", "new", "--relay", &relay.address, "--alias", "ann"])
+        .json();
+    let ta = s(&new["talk"]);
+    b.ok(&["join", &s(&new["invites"][0])]);
+    let tb = b.only_talk();
+    a.ok(&["send", &ta, "before the restart"]);
+    let mut follow = b.spawn(&["--json", "read", &tb, "--follow"]);
+    let limit = Duration::from_secs(30);
+    follow.wait_for(Stream::Stderr, limit, |l| l.contains("following"));
+    relay.restart();
+    a.ok(&["send", &ta, "after the restart"]);
+    follow.wait_for(Stream::Stdout, limit, |l| l.contains("after the restart"));
+    a.ok(&["close", &ta]);
+    let f = follow.finish(Duration::from_secs(60));
+    assert_eq!(f.code, 0, "{f:?}");
+    let lines = f.json_lines();
+    assert_eq!(
+        texts(&lines),
+        ["ann: before the restart", "ann: after the restart"],
+        "{}",
+        f.stdout
+    );
+    assert_eq!(lines.last().unwrap()["type"], "closed");
+    assert!(f.stderr.contains("reconnecting"), "{}", f.stderr);
 }

@@ -33,6 +33,8 @@ pub struct Config {
     /// How often expired talks are swept.
     pub sweep_every: Duration,
     pub idle_timeout: Duration,
+    /// Connections served at once; further handshakes are refused.
+    pub max_connections: usize,
 }
 
 impl Config {
@@ -44,6 +46,7 @@ impl Config {
             limits: Limits::default(),
             sweep_every: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
+            max_connections: 100_000,
         }
     }
 }
@@ -192,6 +195,11 @@ impl Relay {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
+                    if conns.len() >= self.config.max_connections {
+                        // Refusing costs one packet; accepting would cost memory.
+                        incoming.refuse();
+                        continue;
+                    }
                     let engine = self.engine.clone();
                     let id = next_peer.fetch_add(1, Ordering::Relaxed);
                     conns.spawn(async move {

@@ -515,3 +515,19 @@ async fn too_many_mailboxes_on_one_connection_is_refused() {
     join(&relay, other.owner.mailbox, &other.seats[0]).await;
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused_and_served_ones_carry_on() {
+    let relay = TestRelay::start_config(tempfile::tempdir().unwrap(), |c| c.max_connections = 1);
+    let first = relay.connect().await;
+    let second = RelayConnection::connect(&relay.addr).await;
+    assert!(
+        matches!(second, Err(nook_client::ConnectError::Unreachable { .. })),
+        "{second:?}"
+    );
+    assert_eq!(
+        first.request(Request::Ping { nonce: 1 }).await.unwrap(),
+        Response::Pong { nonce: 1 }
+    );
+    relay.stop().await;
+}

@@ -37,9 +37,13 @@ impl TestRelay {
     }
 
     pub fn start_with(dir: tempfile::TempDir, limits: nook_relay::engine::Limits) -> TestRelay {
+        TestRelay::start_config(dir, |c| c.limits = limits)
+    }
+
+    pub fn start_config(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> TestRelay {
         let clock = Arc::new(ManualClock::new(T0));
         let mut config = Config::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-        config.limits = limits;
+        adjust(&mut config);
         // The sweeper runs only when a test calls it, so TTLs are driven by the clock.
         config.sweep_every = std::time::Duration::from_secs(3600);
         let relay = Relay::start_with_clock(config, clock.clone()).unwrap();

@@ -190,6 +190,8 @@ impl Relay {
         let mut conns = JoinSet::new();
         let next_peer = AtomicU64::new(1);
         let mut sweep = tokio::time::interval(self.config.sweep_every);
+        // Counts only, every few minutes: no ids, keys or addresses (see the README).
+        let mut ticks: u64 = 0;
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -211,6 +213,18 @@ impl Relay {
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 _ = sweep.tick() => {
+                    ticks += 1;
+                    if ticks.is_multiple_of(300) {
+                        let s = &self.engine.stats;
+                        tracing::info!(
+                            connections = conns.len(),
+                            mailboxes = self.engine.mailbox_count(),
+                            envelopes_stored = s.envelopes_stored.load(Ordering::Relaxed),
+                            envelopes_deleted = s.envelopes_deleted.load(Ordering::Relaxed),
+                            flushes = self.engine.flushes(),
+                            "status"
+                        );
+                    }
                     let engine = self.engine.clone();
                     // Sweeping touches the disk: keep it off the async workers.
                     let _ = tokio::task::spawn_blocking(move || engine.sweep()).await;

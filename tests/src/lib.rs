@@ -69,7 +69,14 @@ impl Relay {
             .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(data.path().join("relay"))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(data.path().join("relay.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .spawn()
             .expect("start nook-relay");
         let mut line = String::new();
@@ -82,6 +89,11 @@ impl Relay {
 
     pub fn data_dir(&self) -> PathBuf {
         self.data.path().join("relay")
+    }
+
+    /// What the relay logged on stderr so far (at its default log level).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("relay.log")).unwrap_or_default()
     }
 
     /// Stops the relay with SIGTERM and waits for it.

@@ -149,6 +149,22 @@ pub enum MemberError {
     Crypto(#[from] CryptoError),
 }
 
+impl Peer {
+    /// A member as its (verified) announcement describes it.
+    fn from_announce(b: &nook_crypto::message::AnnounceBody, chain: Option<ChainState>) -> Peer {
+        Peer {
+            seat: b.seat,
+            pseudonym: b.pseudonym,
+            agreement: b.agreement,
+            relay_auth: b.relay_auth,
+            alias: b.alias.clone(),
+            chain: chain.map(ReceivingChain::new),
+            prev_chain: None,
+            left: false,
+        }
+    }
+}
+
 impl Drop for TalkState {
     fn drop(&mut self) {
         self.identity.zeroize();
@@ -314,7 +330,6 @@ impl TalkState {
         let mut rng = rand::rng();
         let mut talk_id = [0u8; 8];
         rand::Rng::fill_bytes(&mut rng, &mut talk_id);
-        let c = &w.creator.body;
         let state = TalkState {
             talk_id,
             relay: invite.relay.to_string(),
@@ -327,16 +342,7 @@ impl TalkState {
             params: w.params,
             alias: alias.to_string(),
             commitments: w.commitments.clone(),
-            roster: vec![Peer {
-                seat: 0,
-                pseudonym: c.pseudonym,
-                agreement: c.agreement,
-                relay_auth: c.relay_auth,
-                alias: c.alias.clone(),
-                chain: None,
-                prev_chain: None,
-                left: false,
-            }],
+            roster: vec![Peer::from_announce(&w.creator.body, None)],
             sending: SendingChain::new(&mut rng, 0),
             cursor: 0,
             acked: 0,
@@ -564,16 +570,7 @@ impl TalkState {
             ));
             return;
         };
-        let peer = Peer {
-            seat: b.seat,
-            pseudonym: b.pseudonym,
-            agreement: b.agreement,
-            relay_auth: b.relay_auth,
-            alias: b.alias.clone(),
-            chain: Some(ReceivingChain::new(chain)),
-            prev_chain: None,
-            left: false,
-        };
+        let peer = Peer::from_announce(b, Some(chain));
         // Introduce ourselves to the newcomer, with our chain as it stands now.
         match self.announce(true).and_then(|mine| {
             self.direct(
@@ -648,16 +645,7 @@ impl TalkState {
                         }
                     }
                     None => {
-                        self.roster.push(Peer {
-                            seat: b.seat,
-                            pseudonym: b.pseudonym,
-                            agreement: b.agreement,
-                            relay_auth: b.relay_auth,
-                            alias: b.alias.clone(),
-                            chain: Some(ReceivingChain::new(chain)),
-                            prev_chain: None,
-                            left: false,
-                        });
+                        self.roster.push(Peer::from_announce(b, Some(chain)));
                         out.events.push(Event::MemberJoined {
                             seat: b.seat,
                             alias: b.alias.clone(),

@@ -119,6 +119,7 @@ impl Home {
             .map_err(io)?;
         lock.lock().map_err(io)?;
         let vault = Vault::open(&self.dir.join("vault"))?;
+        let _ = vault.collect_garbage(5_000);
         Ok(Store { vault, _lock: lock })
     }
 }

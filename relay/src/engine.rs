@@ -930,6 +930,7 @@ impl Engine {
             }
             n += 1;
         }
+        let _ = self.vault.collect_garbage(10_000);
         if n > 0 {
             tracing::info!(count = n, "expired talks deleted");
         }
@@ -961,7 +962,8 @@ impl Engine {
         }
     }
 
-    /// Crypto-shreds a mailbox: efface its key (durable), drop its tree, write the
+    /// Crypto-shreds a mailbox: efface its key (durable; from then on its data is
+    /// unreadable), leave the data to the vault's garbage collection, write the
     /// tombstone. The caller holds the mailbox lock.
     fn destroy(&self, mb: &mut Mailbox, talk_end: u64) -> Result<(), VaultError> {
         self.vault.destroy_namespace(&ns_id(&mb.id))?;

@@ -92,7 +92,8 @@ impl VaultError {
 pub(crate) fn from_sled(e: sled::Error) -> VaultError {
     match e {
         // sled answers this for any operation on a tree that `drop_tree`
-        // removed, which for us means a destroyed namespace.
+        // removed. The vault drops no tree any more (namespaces share one),
+        // but if it ever happens it is the closest match.
         sled::Error::CollectionNotFound(_) => VaultError::NamespaceDestroyed,
         sled::Error::Io(io) => VaultError::Io(io),
         sled::Error::Corruption { .. } => {

@@ -43,8 +43,29 @@
 //! [`VaultError::Truncated`]), never a panic and never a silent repair.
 //!
 //! The file grows one slot at a time: `set_len` extends it with a zero (free)
-//! slot, the key is written into that slot, and one `fdatasync` makes both
-//! durable, so a crash leaves either the old length or a valid slot.
+//! slot and the key is written into that slot.
+//!
+//! # Durability
+//!
+//! [`KeyStore::allocate`] writes its slot but does not `fdatasync`: a new key
+//! is durable after the next [`KeyStore::sync`] (which
+//! [`Vault::durable_flush`](crate::Vault::durable_flush) calls) or the next
+//! efface (which syncs the whole file). A crash before that leaves the old
+//! length, a free slot or the live slot, all valid; the vault's repair at open
+//! handles a key that was lost while sled kept the namespace naming it.
+//! Skipping that sync is what makes creating a namespace cheap: one
+//! `fdatasync` per durable flush instead of one per key.
+//!
+//! [`KeyStore::efface`] and [`KeyStore::efface_and_hold`] are the shred: they
+//! overwrite in place and `fdatasync` before they return, always.
+//!
+//! # Held slots
+//!
+//! [`KeyStore::efface_and_hold`] effaces a slot but keeps it out of reuse until
+//! [`KeyStore::release`]. The vault uses it so that a slot freed by a destroy
+//! is not handed to a new namespace while the destroyed namespace's catalog
+//! entry, which names the slot, could still come back after a crash. Holding
+//! is in memory only: a reopened store has no held slots.
 //!
 //! # Concurrency
 //!
@@ -54,10 +75,11 @@
 //! share a key store. Anyone else using a bare `KeyStore` must ensure a
 //! single opener.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use rand::Rng;
@@ -115,13 +137,27 @@ pub struct SlotId(pub u32);
 /// Effaceable key store: one file `keys.slots` of fixed-size slots.
 ///
 /// Live keys are cached in memory (wiped on drop), so [`KeyStore::get`] does
-/// no IO; [`KeyStore::allocate`] and [`KeyStore::efface`] write and
-/// `fdatasync` before they return.
+/// no IO. [`KeyStore::allocate`] writes without syncing (see "Durability" in
+/// the module docs); [`KeyStore::efface`] writes and `fdatasync`s before it
+/// returns.
 pub struct KeyStore {
     file: File,
-    /// One entry per slot in the file; `None` is a free slot.
-    slots: Vec<Option<StorageKey>>,
+    /// One entry per slot in the file.
+    slots: Vec<Slot>,
+    /// Indices of the [`Slot::Free`] slots, so that allocation finds the
+    /// lowest one without walking a million slots.
+    free: BTreeSet<u32>,
     live: usize,
+    /// A slot was written since the file was last synced.
+    unsynced: bool,
+}
+
+/// The in-memory state of one slot. Free and held slots are both zero on disk.
+enum Slot {
+    Free,
+    /// Effaced, but not to be reused before [`KeyStore::release`].
+    Held,
+    Live(StorageKey),
 }
 
 impl fmt::Debug for KeyStore {
@@ -166,47 +202,89 @@ impl KeyStore {
             return Ok(KeyStore {
                 file,
                 slots: Vec::new(),
+                free: BTreeSet::new(),
                 live: 0,
+                unsynced: false,
             });
         }
 
         let slots = parse(&bytes)?;
-        let live = slots.iter().filter(|s| s.is_some()).count();
-        Ok(KeyStore { file, slots, live })
+        let mut free = BTreeSet::new();
+        let mut live = 0;
+        for (i, slot) in slots.iter().enumerate() {
+            match slot {
+                // `parse` checked that every index fits in a u32.
+                Slot::Free | Slot::Held => {
+                    free.insert(slot_id(i)?.0);
+                }
+                Slot::Live(_) => live += 1,
+            }
+        }
+        Ok(KeyStore {
+            file,
+            slots,
+            free,
+            live,
+            unsynced: false,
+        })
     }
 
-    /// Writes a fresh random key into a free slot and makes it durable before
-    /// returning. Effaced slots are reused first (lowest id first); the file
-    /// grows by one slot only when none is free.
+    /// Writes a fresh random key into a free slot. Effaced slots are reused
+    /// first (lowest id first, held slots never); the file grows by one slot
+    /// only when none is free.
+    ///
+    /// Not synced: the key is durable after the next [`KeyStore::sync`] or
+    /// efface (module docs, "Durability").
     pub fn allocate(&mut self) -> Result<(SlotId, StorageKey), VaultError> {
         let key = StorageKey::random();
 
-        let index = match self.slots.iter().position(Option::is_none) {
-            Some(i) => i,
+        let index = match self.free.first() {
+            Some(&i) => i as usize,
             None => {
                 let next = self.slots.len();
-                if u32::try_from(next).is_err() {
-                    return Err(VaultError::KeyStoreFull);
-                }
-                // Extend with a zero (free) slot first: a crash before the
-                // sync leaves either the old length or a valid free slot.
+                let id = slot_id(next)?;
+                // Extend with a zero (free) slot first: a crash leaves either
+                // the old length or a valid free slot.
+                self.unsynced = true;
                 self.file.set_len(offset_of(next + 1))?;
-                self.slots.push(None);
+                self.push_free_slot();
+                self.free.insert(id.0);
                 next
             }
         };
         let id = slot_id(index)?;
 
         let record = live_slot(&key);
-        if let Err(e) = self.write_slot(index, &record[..]) {
+        if let Err(e) = self.write_slot(index, &record[..], false) {
             // The slot may hold part of the key on disk; it stays free in
             // memory, so try to leave it zeroed on disk too.
-            let _ = self.write_slot(index, &[0; SLOT_SIZE]);
+            let _ = self.write_slot(index, &[0; SLOT_SIZE], true);
             return Err(e);
         }
-        self.slots[index] = Some(key.clone());
+        self.free.remove(&id.0);
+        self.slots[index] = Slot::Live(key.clone());
         self.live += 1;
         Ok((id, key))
+    }
+
+    /// `fdatasync`s the file: every slot [`KeyStore::allocate`] wrote before
+    /// this call is durable when it returns.
+    pub fn sync(&mut self) -> Result<(), VaultError> {
+        self.file.sync_data()?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// True if a slot was written since the file was last synced; clears the
+    /// flag. A durable flush that takes it must sync the file, or call
+    /// [`KeyStore::mark_unsynced`] if it fails to.
+    pub(crate) fn take_unsynced(&mut self) -> bool {
+        std::mem::take(&mut self.unsynced)
+    }
+
+    /// Sets the flag [`KeyStore::take_unsynced`] reads.
+    pub(crate) fn mark_unsynced(&mut self) {
+        self.unsynced = true;
     }
 
     /// Returns the key in `slot` from memory.
@@ -223,19 +301,36 @@ impl KeyStore {
     /// the file.
     ///
     /// Effacing a slot that is already free is a no-op (so an interrupted
-    /// deletion can simply be retried); [`VaultError::NoSuchSlot`] if `slot`
-    /// is beyond the end of the store.
+    /// deletion can simply be retried), and a held slot stays held;
+    /// [`VaultError::NoSuchSlot`] if `slot` is beyond the end of the store.
     pub fn efface(&mut self, slot: SlotId) -> Result<(), VaultError> {
-        let index = slot.0 as usize;
-        match self.slots.get(index) {
-            None => Err(VaultError::NoSuchSlot(slot.0)),
-            Some(None) => Ok(()),
-            Some(Some(_)) => {
-                self.write_slot(index, &[0; SLOT_SIZE])?;
-                // Dropping the cached key wipes it from memory.
-                self.slots[index] = None;
-                self.live -= 1;
-                Ok(())
+        self.efface_in_place(slot).map(|_held| ())
+    }
+
+    /// Like [`KeyStore::efface`] (same in-place overwrite and `fdatasync`),
+    /// but the slot is then *held*: [`KeyStore::allocate`] does not reuse it
+    /// until [`KeyStore::release`] names it. A free slot becomes held too;
+    /// holding a held slot is a no-op.
+    pub fn efface_and_hold(&mut self, slot: SlotId) -> Result<(), VaultError> {
+        if !self.efface_in_place(slot)? {
+            self.slots[slot.0 as usize] = Slot::Held;
+            self.free.remove(&slot.0);
+        }
+        Ok(())
+    }
+
+    /// The held slots, in ascending order.
+    pub fn held_slot_ids(&self) -> Vec<SlotId> {
+        self.ids_where(|s| matches!(s, Slot::Held))
+    }
+
+    /// Makes the held slots among `slots` free, so that allocation may reuse
+    /// them. Slots that are not held are left alone.
+    pub fn release(&mut self, slots: &[SlotId]) {
+        for &slot in slots {
+            if let Some(s @ Slot::Held) = self.slots.get_mut(slot.0 as usize) {
+                *s = Slot::Free;
+                self.free.insert(slot.0);
             }
         }
     }
@@ -245,6 +340,11 @@ impl KeyStore {
         self.live
     }
 
+    /// Number of slots in the file: live, free and held.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
     /// True if `slot` holds a key.
     pub fn is_live(&self, slot: SlotId) -> bool {
         self.slot(slot).is_some()
@@ -252,12 +352,7 @@ impl KeyStore {
 
     /// The ids of all slots holding a key, in ascending order.
     pub fn live_slot_ids(&self) -> Vec<SlotId> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.is_some())
-            .filter_map(|(i, _)| u32::try_from(i).ok().map(SlotId))
-            .collect()
+        self.ids_where(|s| matches!(s, Slot::Live(_)))
     }
 
     /// Length of the file in bytes (header plus slots).
@@ -265,17 +360,79 @@ impl KeyStore {
         offset_of(self.slots.len())
     }
 
-    fn slot(&self, slot: SlotId) -> Option<&StorageKey> {
-        self.slots.get(slot.0 as usize).and_then(Option::as_ref)
+    /// A second descriptor of `keys.slots`, so that a durable flush can
+    /// `fdatasync` it without holding the lock around the key store.
+    pub(crate) fn sync_handle(&self) -> Result<File, VaultError> {
+        Ok(self.file.try_clone()?)
     }
 
-    /// Writes one whole slot at its own offset and `fdatasync`s. This is the
-    /// only place slot bytes reach the file after creation.
-    fn write_slot(&mut self, index: usize, record: &[u8]) -> Result<(), VaultError> {
+    fn slot(&self, slot: SlotId) -> Option<&StorageKey> {
+        match self.slots.get(slot.0 as usize) {
+            Some(Slot::Live(key)) => Some(key),
+            _ => None,
+        }
+    }
+
+    fn ids_where(&self, want: impl Fn(&Slot) -> bool) -> Vec<SlotId> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| want(s))
+            .filter_map(|(i, _)| u32::try_from(i).ok().map(SlotId))
+            .collect()
+    }
+
+    /// The shred itself: zeros over a live slot, `fdatasync`, key forgotten
+    /// (dropping it wipes it from memory) and the slot marked free. Free and
+    /// held slots are left as they are. Returns whether the slot is held.
+    fn efface_in_place(&mut self, slot: SlotId) -> Result<bool, VaultError> {
+        let index = slot.0 as usize;
+        match self.slots.get(index) {
+            None => Err(VaultError::NoSuchSlot(slot.0)),
+            Some(Slot::Held) => Ok(true),
+            Some(Slot::Free) => Ok(false),
+            Some(Slot::Live(_)) => {
+                self.write_slot(index, &[0; SLOT_SIZE], true)?;
+                self.slots[index] = Slot::Free;
+                self.free.insert(slot.0);
+                self.live -= 1;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Appends a free slot in memory. When the vector is full it is copied
+    /// into a larger one by hand and the old copies of the keys are wiped:
+    /// a plain `push` would reallocate and leave them in freed memory.
+    fn push_free_slot(&mut self) {
+        if self.slots.len() == self.slots.capacity() {
+            let mut grown = Vec::with_capacity((self.slots.len() * 2).max(64));
+            for slot in &mut self.slots {
+                grown.push(match slot {
+                    Slot::Live(key) => {
+                        let copy = key.clone();
+                        key.zeroize();
+                        Slot::Live(copy)
+                    }
+                    Slot::Free => Slot::Free,
+                    Slot::Held => Slot::Held,
+                });
+            }
+            self.slots = grown;
+        }
+        self.slots.push(Slot::Free);
+    }
+
+    /// Writes one whole slot at its own offset, and `fdatasync`s if `sync`.
+    /// This is the only place slot bytes reach the file after creation.
+    fn write_slot(&mut self, index: usize, record: &[u8], sync: bool) -> Result<(), VaultError> {
         debug_assert_eq!(record.len(), SLOT_SIZE);
-        self.file.seek(SeekFrom::Start(offset_of(index)))?;
-        self.file.write_all(record)?;
-        self.file.sync_data()?;
+        // Set first: even a failed write may have reached the page cache.
+        self.unsynced = true;
+        self.file.write_all_at(record, offset_of(index))?;
+        if sync {
+            self.sync()?;
+        }
         Ok(())
     }
 }
@@ -290,7 +447,7 @@ fn header() -> [u8; HEADER_LEN] {
 }
 
 /// Validates a whole (non-empty) file and returns its slots.
-fn parse(bytes: &[u8]) -> Result<Vec<Option<StorageKey>>, VaultError> {
+fn parse(bytes: &[u8]) -> Result<Vec<Slot>, VaultError> {
     let len = bytes.len() as u64;
     let Some((head, body)) = bytes.split_at_checked(HEADER_LEN) else {
         // Shorter than a header: a cut-off header of ours, or something else.
@@ -326,13 +483,17 @@ fn parse(bytes: &[u8]) -> Result<Vec<Option<StorageKey>>, VaultError> {
         return Err(VaultError::Truncated { len });
     }
 
-    body.chunks_exact(SLOT_SIZE)
-        .enumerate()
-        .map(|(i, raw)| {
-            let slot = u32::try_from(i).map_err(|_| VaultError::KeyStoreFull)?;
-            parse_slot(raw).map_err(|reason| VaultError::CorruptSlot { slot, reason })
-        })
-        .collect()
+    // Sized up front, like the file buffer: no reallocation copies keys.
+    let mut slots = Vec::with_capacity(body.len() / SLOT_SIZE);
+    for (i, raw) in body.chunks_exact(SLOT_SIZE).enumerate() {
+        let slot = u32::try_from(i).map_err(|_| VaultError::KeyStoreFull)?;
+        let parsed = parse_slot(raw).map_err(|reason| VaultError::CorruptSlot { slot, reason })?;
+        slots.push(match parsed {
+            Some(key) => Slot::Live(key),
+            None => Slot::Free,
+        });
+    }
+    Ok(slots)
 }
 
 /// Validates one 64-byte slot.
@@ -476,6 +637,82 @@ mod tests {
         let (next, _) = ks.allocate().unwrap();
         assert_eq!(next, SlotId(3));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), len + 64);
+    }
+
+    #[test]
+    fn held_slot_is_not_reused_until_released() {
+        let (_dir, path) = store();
+        let mut ks = KeyStore::open(&path).unwrap();
+        let (a, key) = ks.allocate().unwrap();
+        let (b, _) = ks.allocate().unwrap();
+        ks.efface_and_hold(a).unwrap();
+        // Effaced on disk at once, like `efface`.
+        assert!(!contains(
+            &std::fs::read(&path).unwrap(),
+            key.dangerous_as_bytes()
+        ));
+        assert!(!ks.is_live(a));
+        assert!(matches!(ks.get(a), Err(VaultError::NoSuchSlot(0))));
+        assert_eq!(ks.held_slot_ids(), vec![a]);
+        // Neither efface nor a second hold frees it.
+        ks.efface(a).unwrap();
+        ks.efface_and_hold(a).unwrap();
+        let (c, _) = ks.allocate().unwrap();
+        assert_eq!(c, SlotId(2), "grows rather than reuse the held slot");
+
+        ks.release(&[a, b]); // b is live: left alone
+        assert!(ks.held_slot_ids().is_empty());
+        assert!(ks.is_live(b));
+        let (again, _) = ks.allocate().unwrap();
+        assert_eq!(again, a);
+        assert_eq!(ks.live_slots(), 3);
+        drop(ks);
+        // Holding is in memory only.
+        let ks = KeyStore::open(&path).unwrap();
+        assert!(ks.held_slot_ids().is_empty());
+        assert_eq!(ks.live_slots(), 3);
+    }
+
+    #[test]
+    fn allocations_are_flagged_until_a_sync() {
+        let (_dir, path) = store();
+        let mut ks = KeyStore::open(&path).unwrap();
+        assert!(!ks.take_unsynced(), "a fresh store has nothing to sync");
+        let (a, _) = ks.allocate().unwrap();
+        assert!(ks.take_unsynced());
+        assert!(!ks.take_unsynced(), "taking clears the flag");
+        ks.allocate().unwrap();
+        ks.sync().unwrap();
+        assert!(!ks.take_unsynced(), "sync clears it");
+        ks.allocate().unwrap();
+        ks.efface(a).unwrap();
+        assert!(!ks.take_unsynced(), "an efface syncs the whole file");
+        ks.mark_unsynced();
+        assert!(ks.take_unsynced());
+    }
+
+    #[test]
+    fn many_slots_grow_and_reuse_the_lowest_first() {
+        let (_dir, path) = store();
+        let mut ks = KeyStore::open(&path).unwrap();
+        // Past several reallocations of the in-memory slot vector.
+        let keys: Vec<_> = (0..300).map(|_| ks.allocate().unwrap()).collect();
+        assert_eq!(ks.slot_count(), 300);
+        for i in [150, 3, 77] {
+            ks.efface(SlotId(i)).unwrap();
+        }
+        for want in [3, 77, 150, 300] {
+            assert_eq!(ks.allocate().unwrap().0, SlotId(want));
+        }
+        // Unsynced allocations are in the file (the page cache) and every
+        // untouched key survived the growth.
+        ks.sync().unwrap();
+        drop(ks);
+        let ks = KeyStore::open(&path).unwrap();
+        assert_eq!(ks.live_slots(), 301);
+        for (id, key) in keys.iter().filter(|(id, _)| ![3, 77, 150].contains(&id.0)) {
+            assert_eq!(ks.get(*id).unwrap().0, key.0);
+        }
     }
 
     #[test]

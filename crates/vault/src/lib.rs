@@ -7,6 +7,16 @@
 //! fixed-size slots that are overwritten in place with zeros and fsynced when a
 //! namespace is destroyed.
 //!
+//! Namespaces are cheap, so that a relay can hold a million idle mailboxes:
+//! all of them share one sled tree, each under its own never-reused 8-byte
+//! namespace number, and a [`Namespace`] handle is an `Arc` of about a
+//! hundred bytes (measured with sled 0.34.7: about 0.9 KB of memory and 1.2 KB
+//! of disk per idle namespace holding one 200-byte value, at a million). [`Vault::destroy_namespace`] is O(1) in the namespace's size: it
+//! effaces the key (which is what makes the data unreadable) and leaves the
+//! sealed entries to [`Vault::collect_garbage`], which callers run in the
+//! background with a bound on each call: the relay from its sweeper, the
+//! client at the start of each store session.
+//!
 //! Why: sled does not erase. Values removed from sled, flushed, and reopened
 //! were measured still readable in the raw `db` file, some across several
 //! reopen cycles. So deleting a namespace here is *crypto-shredding*: once its
@@ -23,9 +33,13 @@
 //!   anything sensitive, or by ordered counters.
 //! - It never panics on bytes read from disk: a damaged key slot, catalog entry
 //!   or sealed value is a [`VaultError`].
-//! - It does not make a write durable by itself: call [`Vault::durable_flush`]
-//!   before acknowledging anything (the exception is
-//!   [`Vault::destroy_namespace`], which is durable when it returns).
+//! - It does not make a write durable by itself, not even the creation of a
+//!   namespace: call [`Vault::durable_flush`] before acknowledging anything
+//!   (the exception is [`Vault::destroy_namespace`]: its key is effaced
+//!   durably before it returns, and a crash cannot bring the namespace back).
+//! - It does not delete a destroyed namespace's entries synchronously, and
+//!   never walks the data at open: repair at open reads the catalog, the
+//!   garbage list and the key store.
 //! - It cannot reach blocks that a copy-on-write filesystem (btrfs, ZFS) or an
 //!   SSD's flash translation layer moved aside: an in-place overwrite is the
 //!   strongest erasure an ordinary process can ask for.
@@ -37,8 +51,9 @@
 //!   "deleted" means.
 //! - `seal` (private) — key derivation and the value seal
 //!   (nonce ‖ ciphertext, bound to the namespace and the entry key).
-//! - [`vault`] — [`Vault`] and [`Namespace`], the on-disk layout of the data
-//!   folder, crash recovery at open and the durable flush.
+//! - [`vault`] — [`Vault`] and [`Namespace`], the exact on-disk layout of the
+//!   data folder, destroy and garbage collection, crash recovery at open and
+//!   the durable flush.
 //! - [`error`] — [`VaultError`].
 //!
 //! A data folder looks like this:
@@ -46,7 +61,9 @@
 //! ```text
 //! <dir>/            mode 0700
 //!   keys.slots      mode 0600, the effaceable key store
-//!   db.sled/        sled: trees "meta", "catalog" and one "ns/<hex hashed id>" per namespace
+//!   db.sled/        sled: trees "meta", "catalog", "data" (every namespace's
+//!                   entries, keyed by namespace number ‖ entry key) and "garbage"
+//!                   (destroyed namespaces whose entries are not yet collected)
 //! ```
 
 #![forbid(unsafe_code)]

@@ -88,7 +88,8 @@ pub struct TalkState {
     pub seat: u8,
     identity: [u8; 96],
     talk_key: [u8; 32],
-    opening: [u8; 32],
+    /// Seed of this member's seat key (zeros for the creator). Secret.
+    seat_seed: [u8; 32],
     pub params: WelcomeParams,
     pub alias: String,
     pub commitments: Vec<[u8; 32]>,
@@ -169,7 +170,7 @@ impl Drop for TalkState {
     fn drop(&mut self) {
         self.identity.zeroize();
         self.talk_key.zeroize();
-        self.opening.zeroize();
+        self.seat_seed.zeroize();
         for (_, inv) in &mut self.invites {
             inv.zeroize();
         }
@@ -220,7 +221,7 @@ impl TalkState {
             close: opts.close,
             created_at: now,
         };
-        let creator = Announce::new(&identity, &WELCOME_MAILBOX, 0, [0; 32], &opts.alias, None)?;
+        let creator = Announce::new(&identity, &WELCOME_MAILBOX, 0, None, &opts.alias, None)?;
         let mut offers = Vec::with_capacity(seats.len());
         for (seat, secret) in (1u8..).zip(&seats) {
             let welcome = Welcome {
@@ -245,7 +246,7 @@ impl TalkState {
             seat: 0,
             identity: *identity.to_bytes(),
             talk_key,
-            opening: [0; 32],
+            seat_seed: [0; 32],
             params,
             alias: opts.alias.clone(),
             commitments,
@@ -338,7 +339,7 @@ impl TalkState {
             seat,
             identity: *identity.to_bytes(),
             talk_key: w.talk_key,
-            opening: invite.seat_secret.opening(),
+            seat_seed: *invite.seat_secret.seat_seed(),
             params: w.params,
             alias: alias.to_string(),
             commitments: w.commitments.clone(),
@@ -400,7 +401,7 @@ impl TalkState {
             &self.identity(),
             &self.mailbox,
             self.seat,
-            self.opening,
+            (self.seat != 0).then_some(&self.seat_seed),
             &self.alias,
             chain,
         )
@@ -1024,7 +1025,7 @@ mod tests {
             &eve,
             &a.mailbox,
             1,
-            [9; 32],
+            Some(&[9; 32]),
             "eve",
             Some(&ChainState {
                 epoch: 0,

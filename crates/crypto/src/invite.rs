@@ -185,20 +185,28 @@ impl SeatSecret {
     pub fn welcome_key(&self) -> Zeroizing<[u8; 32]> {
         hkdf32(None, self.0.expose(), labels::WELCOME)
     }
-    /// `HKDF(ikm = S, info = "nook/1 seat-opening")`: revealed to members (never to the
-    /// relay) to prove the seat is genuine.
-    pub fn opening(&self) -> [u8; 32] {
-        *hkdf32(None, self.0.expose(), labels::SEAT_OPENING)
+    /// `HKDF(ikm = S, info = "nook/1 seat-key")`: the seed of the seat's Ed25519 key.
+    /// Its holder co-signs its announcement with it, proving it holds the seat's
+    /// secret without revealing anything another member could reuse.
+    pub fn seat_seed(&self) -> Zeroizing<[u8; 32]> {
+        hkdf32(None, self.0.expose(), labels::SEAT_KEY)
     }
-    /// `SHA-256("nook/1 seat-commit" || opening)`: listed in the creator's roster.
+    /// The public half of the seat key.
+    pub fn seat_public(&self) -> [u8; 32] {
+        ed25519_dalek::SigningKey::from_bytes(&self.seat_seed())
+            .verifying_key()
+            .to_bytes()
+    }
+    /// `SHA-256("nook/1 seat-commit" || seat public key)`: listed in the creator's
+    /// roster, one per seat.
     pub fn commitment(&self) -> [u8; 32] {
-        commitment_of(&self.opening())
+        commitment_of(&self.seat_public())
     }
 }
 
-/// The commitment a seat opening must match.
-pub fn commitment_of(opening: &[u8; 32]) -> [u8; 32] {
-    sha256(&[labels::SEAT_COMMIT, opening])
+/// The commitment a seat's public key must match.
+pub fn commitment_of(seat_public: &[u8; 32]) -> [u8; 32] {
+    sha256(&[labels::SEAT_COMMIT, seat_public])
 }
 
 fn parse_relay(s: &str) -> Result<(RelayAddr, &str), AddressError> {

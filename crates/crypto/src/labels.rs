@@ -7,9 +7,9 @@
 pub const JOIN: &[u8] = b"nook/1 join";
 /// HKDF info: welcome key from the seat secret.
 pub const WELCOME: &[u8] = b"nook/1 welcome";
-/// HKDF info: seat opening (the commitment preimage) from the seat secret.
-pub const SEAT_OPENING: &[u8] = b"nook/1 seat-opening";
-/// SHA-256 prefix: seat commitment over the opening.
+/// HKDF info: the seed of the seat's Ed25519 key from the seat secret.
+pub const SEAT_KEY: &[u8] = b"nook/1 seat-key";
+/// SHA-256 prefix: seat commitment over the seat's public key.
 pub const SEAT_COMMIT: &[u8] = b"nook/1 seat-commit";
 /// HKDF info: the envelope key from the talk key; also the prefix of the envelope AAD
 /// (a different primitive, so the two uses cannot be confused).

@@ -54,7 +54,7 @@ pub enum CryptoError {
     Open,
     #[error("decoded plaintext is malformed")]
     Malformed,
-    #[error("the seat opening does not match the creator's commitment")]
+    #[error("the seat key does not match the creator's commitment or did not sign")]
     NotASeat,
     #[error(transparent)]
     Padding(#[from] PaddingError),

@@ -37,9 +37,9 @@ pub struct AnnounceBody {
     pub pseudonym: [u8; 32],
     pub agreement: [u8; 32],
     pub relay_auth: [u8; 32],
-    /// The seat opening; all zeros for the creator (seat 0), whose keys the welcome
-    /// carries directly.
-    pub opening: [u8; 32],
+    /// The seat's public key (its hash is the creator's commitment for the seat); all
+    /// zeros for the creator (seat 0), whose keys the welcome carries directly.
+    pub seat_key: [u8; 32],
     /// The member's alias in this talk (≤ 64 bytes of UTF-8).
     pub alias: String,
     /// The member's sending chain as of this announcement: present when the member
@@ -49,12 +49,14 @@ pub struct AnnounceBody {
     pub chain: Option<ChainState>,
 }
 
-/// A member's self-introduction, signed with its pseudonym key over
-/// `"nook/1 announce" ‖ mailbox ‖ bincode(body)`.
+/// A member's self-introduction. Both signatures cover
+/// `"nook/1 announce" ‖ mailbox ‖ bincode(body)`: `signature` by the pseudonym key,
+/// `seat_signature` by the seat key (all zeros for seat 0).
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Announce {
     pub body: AnnounceBody,
     pub signature: [u8; 64],
+    pub seat_signature: [u8; 64],
 }
 
 /// Pairwise-sealed content, addressed by agreement keys.
@@ -192,12 +194,13 @@ impl Content {
 }
 
 impl Announce {
-    /// Makes and signs `identity`'s announcement for `seat` of `mailbox`.
+    /// Makes and signs `identity`'s announcement for `seat` of `mailbox`. `seat_seed`
+    /// (from the seat secret) co-signs it; the creator (seat 0) has none.
     pub fn new(
         identity: &TalkIdentity,
         mailbox: &MailboxId,
         seat: u8,
-        opening: [u8; 32],
+        seat_seed: Option<&[u8; 32]>,
         alias: &str,
         chain: Option<&ChainState>,
     ) -> Result<Announce, CryptoError> {
@@ -205,41 +208,52 @@ impl Announce {
             return Err(CryptoError::Malformed);
         }
         let public = identity.public();
+        let seat_key = seat_seed.map(ed25519_dalek::SigningKey::from_bytes);
         let body = AnnounceBody {
             seat,
             pseudonym: public.pseudonym,
             agreement: public.agreement,
             relay_auth: public.relay_auth,
-            opening,
+            seat_key: seat_key
+                .as_ref()
+                .map_or([0; 32], |k| k.verifying_key().to_bytes()),
             alias: alias.to_owned(),
             chain: chain.cloned(),
         };
-        let signature = identity.sign_pseudonym(&announce_transcript(mailbox, &body)?);
-        Ok(Announce { body, signature })
+        let transcript = announce_transcript(mailbox, &body)?;
+        let signature = identity.sign_pseudonym(&transcript);
+        let seat_signature = seat_key.map_or([0; 64], |k| {
+            ed25519_dalek::Signer::sign(&k, &transcript).to_bytes()
+        });
+        Ok(Announce {
+            body,
+            signature,
+            seat_signature,
+        })
     }
 
-    /// Checks the signature and, for seats other than 0, that the opening matches the
-    /// creator's commitment for that seat. For seat 0 only the signature is checked:
+    /// Checks the pseudonym signature and, for seats other than 0, that the seat key
+    /// matches the creator's commitment for that seat and co-signed the announcement:
+    /// only the holder of the seat's secret can produce that, and nothing in it can be
+    /// replayed under other keys. For seat 0 only the pseudonym signature is checked:
     /// callers must compare the keys with the creator's from the welcome.
     pub fn verify(&self, mailbox: &MailboxId, commitments: &[[u8; 32]]) -> Result<(), CryptoError> {
         if self.body.alias.len() > MAX_ALIAS {
             return Err(CryptoError::Malformed);
         }
-        verify(
-            &self.body.pseudonym,
-            &announce_transcript(mailbox, &self.body)?,
-            &self.signature,
-        )?;
+        let transcript = announce_transcript(mailbox, &self.body)?;
+        verify(&self.body.pseudonym, &transcript, &self.signature)?;
         if self.body.seat == 0 {
             return Ok(());
         }
         let expected = commitments
             .get(usize::from(self.body.seat) - 1)
             .ok_or(CryptoError::NotASeat)?;
-        if commitment_of(&self.body.opening) != *expected {
+        if commitment_of(&self.body.seat_key) != *expected {
             return Err(CryptoError::NotASeat);
         }
-        Ok(())
+        verify(&self.body.seat_key, &transcript, &self.seat_signature)
+            .map_err(|_| CryptoError::NotASeat)
     }
 }
 

@@ -45,7 +45,8 @@ fn invite_round_trips_and_derivations_are_distinct() {
         *secret.join_token(),
         secret.token_hash().0,
         *secret.welcome_key(),
-        secret.opening(),
+        secret.seat_public(),
+        *secret.seat_seed(),
         secret.commitment(),
     ];
     for i in 0..derived.len() {
@@ -338,18 +339,42 @@ fn forged_or_altered_messages_leave_the_chain_untouched() {
 }
 
 #[test]
-fn announce_opening_must_match_the_seat_commitment() {
+fn announce_must_be_cosigned_by_the_committed_seat_key() {
     let mut r = rng();
     let id = TalkIdentity::generate(&mut r);
     let seats: Vec<SeatSecret> = (0..2).map(|_| SeatSecret::random(&mut r)).collect();
     let commitments: Vec<[u8; 32]> = seats.iter().map(|s| s.commitment()).collect();
-    let a = Announce::new(&id, &MB, 2, seats[1].opening(), "quiet-otter", None).unwrap();
+    let seed = seats[1].seat_seed();
+    let a = Announce::new(&id, &MB, 2, Some(&seed), "quiet-otter", None).unwrap();
     assert_eq!(a.verify(&MB, &commitments), Ok(()));
-    // Claiming seat 1 with seat 2's opening fails; so does a bogus opening.
-    let wrong = Announce::new(&id, &MB, 1, seats[1].opening(), "x", None).unwrap();
+    // Claiming seat 1 with seat 2's key fails; so does a key nobody committed to.
+    let wrong = Announce::new(&id, &MB, 1, Some(&seed), "x", None).unwrap();
     assert_eq!(wrong.verify(&MB, &commitments), Err(CryptoError::NotASeat));
-    let beyond = Announce::new(&id, &MB, 9, seats[1].opening(), "x", None).unwrap();
+    let beyond = Announce::new(&id, &MB, 9, Some(&seed), "x", None).unwrap();
     assert_eq!(beyond.verify(&MB, &commitments), Err(CryptoError::NotASeat));
+    let bogus = Announce::new(&id, &MB, 2, Some(&[7; 32]), "x", None).unwrap();
+    assert_eq!(bogus.verify(&MB, &commitments), Err(CryptoError::NotASeat));
+    // An insider who saw the announcement replays the seat key under its own keys:
+    // the seat signature covers the body, so the replay fails.
+    let eve = TalkIdentity::generate(&mut r);
+    let mut replay = Announce::new(&eve, &MB, 2, None, "quiet-otter", None).unwrap();
+    replay.body.seat_key = a.body.seat_key;
+    replay.seat_signature = a.seat_signature;
+    let resigned = Announce {
+        signature: eve.sign_pseudonym(
+            &[
+                b"nook/1 announce".as_slice(),
+                &MB.0,
+                &nook_proto::codec::encode_value(&replay.body).unwrap(),
+            ]
+            .concat(),
+        ),
+        ..replay
+    };
+    assert_eq!(
+        resigned.verify(&MB, &commitments),
+        Err(CryptoError::NotASeat)
+    );
     let mut tampered = a.clone();
     tampered.body.alias = "someone-else".into();
     assert_eq!(
@@ -357,7 +382,7 @@ fn announce_opening_must_match_the_seat_commitment() {
         Err(CryptoError::BadSignature)
     );
     assert!(a.verify(&MailboxId([0; 16]), &commitments).is_err());
-    assert!(Announce::new(&id, &MB, 1, [0; 32], &"a".repeat(65), None).is_err());
+    assert!(Announce::new(&id, &MB, 1, None, &"a".repeat(65), None).is_err());
 }
 
 #[test]

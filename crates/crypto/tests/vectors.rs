@@ -276,14 +276,15 @@ fn compute() -> Vectors {
     v.hex("seat.join_token", join_token);
     v.hex("seat.token_hash", seat.token_hash().0);
     v.hex("seat.welcome_key", *seat.welcome_key());
-    v.hex("seat.opening", seat.opening());
+    v.hex("seat.seat_seed", *seat.seat_seed());
+    v.hex("seat.seat_public", seat.seat_public());
     v.hex("seat.commitment", seat.commitment());
 
     v.group("welcome");
     // Alice's welcome for seat 1: her announce is signed over the all-zero mailbox,
     // since the relay names the mailbox only after the welcomes are sealed.
     let creator =
-        Announce::new(&alice, &MailboxId([0; 16]), 0, [0; 32], "owner-owl", None).expect("signs");
+        Announce::new(&alice, &MailboxId([0; 16]), 0, None, "owner-owl", None).expect("signs");
     let welcome = Welcome {
         talk_key: TALK_KEY,
         seat: 1,
@@ -468,7 +469,7 @@ fn compute() -> Vectors {
         &bob,
         &MAILBOX,
         1,
-        seat.opening(),
+        Some(&seat.seat_seed()),
         "quiet-otter",
         Some(&bob_chain),
     )

@@ -155,8 +155,14 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
         None => default_home()?,
     };
     let client = Client::new(&home)?;
-    let out = Output { json: cli.json };
-    match cli.command {
+    let result = dispatch(&client, cli.command, Output { json: cli.json }).await;
+    // Close the store before exiting, so its last writes are flushed by sled now.
+    client.close_store();
+    result
+}
+
+async fn dispatch(client: &Client, command: Command, out: Output) -> Result<ExitCode, ClientError> {
+    match command {
         Command::New {
             relay,
             seats,
@@ -213,7 +219,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             new,
             follow,
             wait_open,
-        } => return read(&client, &out, &talk, new, follow, wait_open).await,
+        } => return read(client, &out, &talk, new, follow, wait_open).await,
         Command::Invites { talk } => {
             let info = client.info(&talk).await?;
             if out.json {
@@ -279,7 +285,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
                     "nook chat needs a terminal; in scripts use `nook read TALK --follow` and `nook send`".into(),
                 ));
             }
-            return chat::run(client, &talk).await;
+            return chat::run(client.clone(), &talk).await;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -5,7 +5,7 @@
 //! envelopes are stored locally (durably) before they are acknowledged to the relay,
 //! and a talk the relay reports closed or expired is deleted locally at once.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nook_crypto::auth::{AuthOp, params_digest, sign_relay_auth, verify_receipt};
@@ -168,23 +168,84 @@ fn now_secs() -> u64 {
 ///
 /// Clones share one gate: inside a process, store sessions queue on it without
 /// blocking a thread (the chat screen's follow and send tasks take turns); across
-/// processes, the home's file lock does the same.
+/// processes, the home's file lock does the same. Opening the store costs ~10 ms
+/// (sled), so an open store is kept for [`STORE_IDLE`] after its last use and handed
+/// to the next operation; after that it is closed so other `nook` processes can
+/// take the home.
 #[derive(Debug, Clone)]
 pub struct Client {
     home: Home,
     gate: Arc<tokio::sync::Mutex<()>>,
+    cache: Arc<Mutex<StoreCache>>,
 }
 
-/// An open store, held by this process until dropped.
+/// How long an idle open store is kept.
+pub const STORE_IDLE: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Default)]
+struct StoreCache {
+    store: Option<Store>,
+    /// Bumped at each return, so a closer only closes the store it was made for.
+    generation: u64,
+    /// The timer that closes the idle store; aborted when a newer one replaces it.
+    closer: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// An open store, held by this operation until dropped.
 struct Session0 {
-    store: Store,
+    /// Always `Some` until `drop` hands it back to the cache.
+    store: Option<Store>,
+    cache: Arc<Mutex<StoreCache>>,
     _gate: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl std::ops::Deref for Session0 {
     type Target = Store;
     fn deref(&self) -> &Store {
-        &self.store
+        match &self.store {
+            Some(s) => s,
+            None => unreachable!("the store is taken only when the session drops"),
+        }
+    }
+}
+
+impl Drop for Session0 {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        let mut cache = match self.cache.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        cache.generation += 1;
+        let generation = cache.generation;
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                cache.store = Some(store);
+                let shared = self.cache.clone();
+                let closer = runtime.spawn(async move {
+                    tokio::time::sleep(STORE_IDLE).await;
+                    let idle = {
+                        let mut c = match shared.lock() {
+                            Ok(c) => c,
+                            Err(p) => p.into_inner(),
+                        };
+                        if c.generation == generation {
+                            c.store.take()
+                        } else {
+                            None
+                        }
+                    };
+                    drop(idle);
+                });
+                if let Some(old) = cache.closer.replace(closer) {
+                    old.abort();
+                }
+            }
+            // No runtime to close it later: close it now.
+            Err(_) => drop(store),
+        }
     }
 }
 
@@ -199,6 +260,7 @@ impl Client {
         Ok(Client {
             home: Home::new(home)?,
             gate: Arc::new(tokio::sync::Mutex::new(())),
+            cache: Arc::new(Mutex::new(StoreCache::default())),
         })
     }
 
@@ -206,10 +268,32 @@ impl Client {
         &self.home
     }
 
+    /// Closes the store now if no operation is using it, so another process (or a
+    /// direct `Home::open`) can take the home at once.
+    pub fn close_store(&self) {
+        let idle = match self.cache.lock() {
+            Ok(mut c) => {
+                c.generation += 1;
+                c.store.take()
+            }
+            Err(p) => p.into_inner().store.take(),
+        };
+        drop(idle);
+    }
+
     async fn store(&self) -> Result<Session0, ClientError> {
         let gate = self.gate.clone().lock_owned().await;
+        let cached = match self.cache.lock() {
+            Ok(mut c) => c.store.take(),
+            Err(p) => p.into_inner().store.take(),
+        };
+        let store = match cached {
+            Some(s) => s,
+            None => self.home.open()?,
+        };
         Ok(Session0 {
-            store: self.home.open()?,
+            store: Some(store),
+            cache: self.cache.clone(),
             _gate: gate,
         })
     }

@@ -194,6 +194,9 @@ struct Mailbox {
     acked: HashMap<u8, u64>,
     bytes: u64,
     subscribers: Vec<Subscriber>,
+    /// Seats whose welcome is still stored: kept after the join until that member's
+    /// first `Put`, so a join whose answer was lost can be retried.
+    welcomes: u64,
 }
 
 /// The mailbox engine.
@@ -357,7 +360,14 @@ impl Engine {
                 acked: HashMap::new(),
                 bytes: 0,
                 subscribers: Vec::new(),
+                welcomes: 0,
             };
+            for item in ns.scan_prefix(b"w") {
+                let (k, _) = item?;
+                if let Some(seat) = k.get(1).filter(|s| **s < 64) {
+                    mb.welcomes |= 1u64 << seat;
+                }
+            }
             for item in ns.scan_prefix(b"a") {
                 let (k, v) = item?;
                 if let (Some(seat), Some(mark)) = (k.get(1), u64_of(&v)) {
@@ -521,6 +531,7 @@ impl Engine {
             acked: HashMap::new(),
             bytes: 0,
             subscribers: Vec::new(),
+            welcomes: (1..req.params.seats).fold(0u64, |w, s| w | (1u64 << s)),
         };
         let status = mb.status();
         lock(&self.expiries).insert((mb.talk.expires_at(), mailbox_id));
@@ -564,11 +575,31 @@ impl Engine {
             .talk
             .join(&token_hash, req.member, now)
             .map_err(talk_err)?;
-        let wk = welcome_key(joined.seat);
-        let welcome = mb.ns.get(&wk).map_err(storage_err)?.unwrap_or_default();
-        mb.save_meta().map_err(storage_err)?;
-        mb.ns.remove(&wk).map_err(storage_err)?;
+        let welcome = if mb.welcomes & (1u64 << joined.seat) != 0 {
+            mb.ns.get(&welcome_key(joined.seat)).map_err(storage_err)?
+        } else {
+            None
+        };
         let status = mb.status();
+        if joined.retry {
+            // The same key retries: hand the welcome over again while it is kept.
+            let Some(welcome) = welcome else {
+                return Err(talk_err(TalkError::InviteInvalid));
+            };
+            self.later(
+                peer,
+                id,
+                Response::Joined {
+                    seat: joined.seat,
+                    welcome,
+                    status,
+                },
+                vec![],
+            );
+            return Ok(joined.seat);
+        }
+        let welcome = welcome.unwrap_or_default();
+        mb.save_meta().map_err(storage_err)?;
         let mut pushes: Vec<(Peer, Push)> = mb
             .subscribers
             .iter()
@@ -676,6 +707,11 @@ impl Engine {
         let now = self.now();
         mb.talk.check_put(member, req.kind, now).map_err(talk_err)?;
         let sender = mb.talk.seat_of(member).unwrap_or(0);
+        if mb.welcomes & (1u64 << sender) != 0 {
+            // The member is using its seat: its welcome will not be asked for again.
+            mb.ns.remove(&welcome_key(sender)).map_err(storage_err)?;
+            mb.welcomes &= !(1u64 << sender);
+        }
         if mb.envelopes.len() as u64 >= self.limits.max_envelopes_per_mailbox
             || mb.bytes + len as u64 > self.limits.max_bytes_per_mailbox
         {

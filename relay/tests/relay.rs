@@ -531,3 +531,74 @@ async fn connections_beyond_the_limit_are_refused_and_served_ones_carry_on() {
     );
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_join_whose_answer_was_lost_can_be_retried_by_the_same_key_only() {
+    let relay = TestRelay::start();
+    let c = create(&relay, 3, 2, ClosePolicy::Owner).await;
+    let id = nook_crypto::TalkIdentity::generate(&mut rand::rng());
+    let join_as = |conn: &RelayConnection, id: &nook_crypto::TalkIdentity| {
+        let token = *c.seats[0].join_token();
+        let signature = nook_crypto::auth::sign_relay_auth(
+            id,
+            nook_crypto::auth::AuthOp::Join,
+            &conn.hello().challenge,
+            &c.owner.mailbox,
+            &token,
+        );
+        Request::Join(Join {
+            mailbox: c.owner.mailbox,
+            token,
+            member: id.member_key(),
+            signature,
+        })
+    };
+    let first = relay.connect().await;
+    let r1 = first.request(join_as(&first, &id)).await.unwrap();
+    // The answer is "lost": the same key asks again on a new connection.
+    let second = relay.connect().await;
+    let r2 = second.request(join_as(&second, &id)).await.unwrap();
+    match (&r1, &r2) {
+        (
+            Response::Joined {
+                seat: s1,
+                welcome: w1,
+                status: st1,
+            },
+            Response::Joined {
+                seat: s2,
+                welcome: w2,
+                status: st2,
+            },
+        ) => {
+            assert_eq!((s1, w1), (s2, w2), "same seat, same welcome");
+            assert_eq!(
+                (st1.members, st2.members),
+                (2, 2),
+                "the retry took no second seat"
+            );
+        }
+        r => panic!("unexpected {r:?}"),
+    }
+    // Another key with the same token gets nothing.
+    let other = nook_crypto::TalkIdentity::generate(&mut rand::rng());
+    let third = relay.connect().await;
+    assert_eq!(
+        code(third.request(join_as(&third, &other)).await),
+        ErrorCode::InviteInvalid
+    );
+    // Once the member uses its seat, the welcome is gone and so is the retry.
+    let m = Member {
+        id,
+        conn: second,
+        mailbox: c.owner.mailbox,
+        seat: 1,
+    };
+    m.put(EnvelopeKind::Handshake, b"announce").await.unwrap();
+    let fourth = relay.connect().await;
+    assert_eq!(
+        code(fourth.request(join_as(&fourth, &m.id)).await),
+        ErrorCode::InviteInvalid
+    );
+    relay.stop().await;
+}

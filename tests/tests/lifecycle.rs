@@ -340,3 +340,70 @@ fn a_follower_reconnects_after_a_relay_restart_and_misses_nothing() {
     assert_eq!(lines.last().unwrap()["type"], "closed");
     assert!(f.stderr.contains("reconnecting"), "{}", f.stderr);
 }
+
+#[test]
+fn a_join_whose_answer_was_lost_completes_when_run_again() {
+    let relay = Relay::start();
+    let (a, b) = (Nook::new(), Nook::new());
+    let new = a
+        .ok(&["--json", "new", "--relay", &relay.address, "--alias", "ann"])
+        .json();
+    let ta = s(&new["talk"]);
+    let invite_text = s(&new["invites"][0]);
+    let invite: nook_crypto::Invite = invite_text.parse().unwrap();
+    // B's client stored its identity for this invite, sent Join, and the relay took
+    // the seat — but the answer never arrived.
+    let identity = nook_crypto::TalkIdentity::generate(&mut rand::rng());
+    {
+        let home = nook_client::store::Home::new(&b.home_dir()).unwrap();
+        let store = home.open().unwrap();
+        store
+            .save_pending_join(
+                &invite.seat_secret.token_hash().0,
+                &nook_client::store::PendingJoin {
+                    identity: *identity.to_bytes(),
+                    alias: "bea".into(),
+                },
+            )
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = nook_client::RelayConnection::connect(&invite.relay)
+            .await
+            .unwrap();
+        let token = *invite.seat_secret.join_token();
+        let signature = nook_crypto::auth::sign_relay_auth(
+            &identity,
+            nook_crypto::auth::AuthOp::Join,
+            &conn.hello().challenge,
+            &invite.mailbox,
+            &token,
+        );
+        let r = conn
+            .request(nook_proto::Request::Join(nook_proto::Join {
+                mailbox: invite.mailbox,
+                token,
+                member: identity.member_key(),
+                signature,
+            }))
+            .await
+            .unwrap();
+        assert!(matches!(r, nook_proto::Response::Joined { seat: 1, .. }));
+        // Dropped without reading anything further: the "lost" answer.
+    });
+    // Running the join again recovers the seat with the stored identity.
+    let joined = b.ok(&["--json", "join", &invite_text]).json();
+    assert_eq!(joined["seat"].as_u64(), Some(1));
+    assert_eq!(joined["alias"], "bea");
+    let tb = b.only_talk();
+    a.ok(&["send", &ta, "you made it"]);
+    assert_eq!(
+        texts(&b.ok(&["--json", "read", &tb]).json_lines()),
+        ["ann: you made it"]
+    );
+}

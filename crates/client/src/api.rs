@@ -354,13 +354,38 @@ impl Client {
         let invite: Invite = invite
             .parse()
             .map_err(|e: nook_crypto::AddressError| ClientError::Invite(e.to_string()))?;
-        let alias = match alias {
-            Some(a) if !valid_alias(a) => return Err(MemberError::BadAlias.into()),
-            Some(a) => a.to_string(),
-            None => self.fresh_alias().await?,
+        if let Some(a) = alias
+            && !valid_alias(a)
+        {
+            return Err(MemberError::BadAlias.into());
+        }
+        // The identity is stored before the relay sees it: if the answer to `Join` is
+        // lost, running the same join again presents the same key, which the relay
+        // recognises and answers again.
+        let token_hash = invite.seat_secret.token_hash().0;
+        let (identity, alias) = {
+            let store = self.store().await?;
+            match store.pending_join(&token_hash)? {
+                Some(p) => (TalkIdentity::from_bytes(&p.identity), p.alias.clone()),
+                None => {
+                    let alias = match alias {
+                        Some(a) => a.to_string(),
+                        None => self.fresh_alias_in(&store)?,
+                    };
+                    let identity = TalkIdentity::generate(&mut rand::rng());
+                    store.save_pending_join(
+                        &token_hash,
+                        &crate::store::PendingJoin {
+                            identity: *identity.to_bytes(),
+                            alias: alias.clone(),
+                        },
+                    )?;
+                    store.flush()?;
+                    (identity, alias)
+                }
+            }
         };
         let conn = RelayConnection::connect(&invite.relay).await?;
-        let identity = TalkIdentity::generate(&mut rand::rng());
         let token = invite.seat_secret.join_token();
         let signature = sign_relay_auth(
             &identity,
@@ -370,14 +395,27 @@ impl Client {
             token.as_ref(),
         );
         let member = identity.member_key();
-        let response = conn
+        let response = match conn
             .request(Request::Join(Join {
                 mailbox: invite.mailbox,
                 token: *token,
                 member,
                 signature,
             }))
-            .await?;
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let e = ClientError::from(e);
+                if !matches!(e, ClientError::Lost(_)) {
+                    // Refused for good: there is nothing to retry.
+                    let store = self.store().await?;
+                    store.remove_pending_join(&token_hash)?;
+                    store.flush()?;
+                }
+                return Err(e);
+            }
+        };
         let Response::Joined {
             seat,
             welcome,
@@ -392,6 +430,7 @@ impl Client {
         {
             let store = self.store().await?;
             store.save(&state)?;
+            store.remove_pending_join(&token_hash)?;
             let mut events = vec![Event::SeatsTaken {
                 members: status.members,
                 seats: status.seats,
@@ -415,13 +454,12 @@ impl Client {
 
     /// A random alias this person uses in no other talk, so aliases never link talks.
     pub async fn fresh_alias(&self) -> Result<String, ClientError> {
-        let used: Vec<String> = self
-            .store()
-            .await?
-            .talks()?
-            .iter()
-            .map(|t| t.alias.clone())
-            .collect();
+        let store = self.store().await?;
+        self.fresh_alias_in(&store)
+    }
+
+    fn fresh_alias_in(&self, store: &Store) -> Result<String, ClientError> {
+        let used: Vec<String> = store.talks()?.iter().map(|t| t.alias.clone()).collect();
         let mut alias = crate::alias::random_alias();
         for _ in 0..64 {
             if !used.contains(&alias) {

@@ -30,6 +30,20 @@ const K_STATE: &[u8] = b"s";
 const K_NEXT: &[u8] = b"n";
 const K_SHOWN: &[u8] = b"r";
 const TALK_PREFIX: &[u8] = b"talk/";
+const PENDING_JOINS: &[u8] = b"pending-joins";
+
+/// A join prepared but not yet answered by the relay.
+#[derive(Encode, Decode, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct PendingJoin {
+    pub identity: [u8; 96],
+    pub alias: String,
+}
+
+impl std::fmt::Debug for PendingJoin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingJoin(<redacted>)")
+    }
+}
 
 /// One line of a talk's history.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
@@ -265,6 +279,44 @@ impl Store {
             .iter()
             .filter(|e| matches!(e.event, Event::Message { own: false, .. }))
             .count() as u64)
+    }
+
+    /// The identity and alias prepared for a join that has not completed, keyed by
+    /// the invite's token hash (hashed again with the vault's key, since sled keeps
+    /// entry keys readable). A retry of the same invite reuses them, so a join whose
+    /// answer was lost can be recovered from the relay.
+    pub fn pending_join(&self, token_hash: &[u8; 32]) -> Result<Option<PendingJoin>, StoreError> {
+        let Some(ns) = self.vault.namespace(PENDING_JOINS)? else {
+            return Ok(None);
+        };
+        match ns.get(&self.vault.index_hash(token_hash))? {
+            Some(v) => Ok(Some(
+                decode_body(&Zeroizing::new(v)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    pub fn save_pending_join(
+        &self,
+        token_hash: &[u8; 32],
+        pending: &PendingJoin,
+    ) -> Result<(), StoreError> {
+        let ns = match self.vault.namespace(PENDING_JOINS)? {
+            Some(ns) => ns,
+            None => self.vault.create_namespace(PENDING_JOINS)?,
+        };
+        let bytes =
+            Zeroizing::new(encode_value(pending).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        ns.put(&self.vault.index_hash(token_hash), &bytes)?;
+        Ok(())
+    }
+
+    pub fn remove_pending_join(&self, token_hash: &[u8; 32]) -> Result<(), StoreError> {
+        if let Some(ns) = self.vault.namespace(PENDING_JOINS)? {
+            ns.remove(&self.vault.index_hash(token_hash))?;
+        }
+        Ok(())
     }
 
     /// Deletes everything held for a talk: its storage key is effaced first, so what

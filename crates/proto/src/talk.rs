@@ -57,6 +57,9 @@ pub struct Talk {
     free: Vec<FreeSeat>,
     /// Seats whose member left (bit per seat).
     left: u64,
+    /// Spent tokens and the seat each took, so a join whose answer was lost can be
+    /// retried by the same key (and only by it).
+    spent: Vec<FreeSeat>,
 }
 
 /// Why a transition was refused.
@@ -115,6 +118,9 @@ pub struct Joined {
     pub seat: u8,
     /// This join reached quorum: the relay pushes `Opened` to every member.
     pub opened: bool,
+    /// The same key presented the same token again (its earlier answer was lost):
+    /// nothing changed.
+    pub retry: bool,
 }
 
 /// The result of a successful leave.
@@ -193,6 +199,7 @@ impl Talk {
             }],
             free,
             left: 0,
+            spent: Vec::new(),
         };
         // A quorum of one opens at once: the creator alone is enough.
         if talk.members.len() >= usize::from(talk.quorum) {
@@ -210,22 +217,39 @@ impl Talk {
         now: u64,
     ) -> Result<Joined, TalkError> {
         self.check_live(now)?;
-        let idx = self
-            .free
-            .iter()
-            .position(|f| f.token_hash == *token_hash)
-            .ok_or(TalkError::InviteInvalid)?;
-        let seat = self.free.remove(idx).seat;
+        let Some(idx) = self.free.iter().position(|f| f.token_hash == *token_hash) else {
+            // A retry by the key that spent the token gets its seat again.
+            let retry = self
+                .spent
+                .iter()
+                .find(|s| s.token_hash == *token_hash)
+                .filter(|s| self.seat_of(&member) == Some(s.seat));
+            return match retry {
+                Some(s) => Ok(Joined {
+                    seat: s.seat,
+                    opened: false,
+                    retry: true,
+                }),
+                None => Err(TalkError::InviteInvalid),
+            };
+        };
+        let spent = self.free.remove(idx);
+        let seat = spent.seat;
         if self.is_member(&member) {
             return Err(TalkError::AlreadyMember);
         }
+        self.spent.push(spent);
         self.members.push(Member { seat, key: member });
         let opened =
             self.lifecycle == Lifecycle::Pending && self.members.len() >= usize::from(self.quorum);
         if opened {
             self.lifecycle = Lifecycle::Open;
         }
-        Ok(Joined { seat, opened })
+        Ok(Joined {
+            seat,
+            opened,
+            retry: false,
+        })
     }
 
     /// The seat of `member`, if the talk is live and it is a member.
@@ -463,7 +487,8 @@ mod tests {
             j,
             Joined {
                 seat: 1,
-                opened: false
+                opened: false,
+                retry: false
             }
         );
         assert_eq!(t.lifecycle(), Lifecycle::Pending);
@@ -472,7 +497,8 @@ mod tests {
             j,
             Joined {
                 seat: 2,
-                opened: true
+                opened: true,
+                retry: false
             }
         );
         assert_eq!(t.lifecycle(), Lifecycle::Open);
@@ -497,6 +523,32 @@ mod tests {
         );
         assert_eq!(
             t.join(&token(77), key(9), NOW),
+            Err(TalkError::InviteInvalid)
+        );
+    }
+
+    #[test]
+    fn a_retried_join_by_the_same_key_gets_the_same_seat_and_nobody_else_does() {
+        let mut t = talk(3, 2);
+        assert_eq!(t.join(&token(101), key(1), NOW).unwrap().seat, 1);
+        let again = t.join(&token(101), key(1), NOW).unwrap();
+        assert_eq!(
+            again,
+            Joined {
+                seat: 1,
+                opened: false,
+                retry: true
+            }
+        );
+        assert_eq!(t.member_count(), 2, "a retry adds no member");
+        assert_eq!(
+            t.join(&token(101), key(9), NOW),
+            Err(TalkError::InviteInvalid)
+        );
+        // Once the member left, its token is dead for good.
+        t.leave(&key(1), NOW).unwrap();
+        assert_eq!(
+            t.join(&token(101), key(1), NOW),
             Err(TalkError::InviteInvalid)
         );
     }

@@ -10,6 +10,7 @@
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use nook_vault::Vault;
 
@@ -99,7 +100,13 @@ impl std::fmt::Debug for CommitQueue {
     }
 }
 
+/// Under load, how long the commit thread lingers for more writers before flushing.
+const LINGER: Duration = Duration::from_micros(400);
+/// A batch this large is flushed without lingering.
+const LINGER_ENOUGH: usize = 256;
+
 fn run(shared: Arc<Shared>, vault: Arc<Vault>) {
+    let mut last_batch = 0usize;
     loop {
         let batch = {
             let mut st = match shared.state.lock() {
@@ -115,8 +122,25 @@ fn run(shared: Arc<Shared>, vault: Arc<Vault>) {
             if st.queue.is_empty() && st.stopping {
                 return;
             }
+            // When the last flush covered several writers, more are on their way: a
+            // short wait lets one flush (and its fdatasync) cover them all. A lone
+            // writer (no load) is flushed at once, so idle latency does not grow.
+            if last_batch > 1 {
+                let deadline = Instant::now() + LINGER;
+                while st.queue.len() < LINGER_ENOUGH && !st.stopping {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    st = match shared.wake.wait_timeout(st, left) {
+                        Ok((g, _)) => g,
+                        Err(p) => p.into_inner().0,
+                    };
+                }
+            }
             std::mem::take(&mut st.queue)
         };
+        last_batch = batch.len();
         let ok = match vault.durable_flush() {
             Ok(()) => true,
             Err(e) => {

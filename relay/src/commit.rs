@@ -1,10 +1,15 @@
 //! Group commit: one durable flush shared by every write queued while the previous
 //! flush ran.
 //!
-//! Writers apply their change to the store, then queue a completion. A dedicated
-//! thread (owned by [`CommitQueue`], joined on drop) takes everything queued, makes it
-//! durable with one `Vault::durable_flush` (sled flush + fdatasync), and then runs the
-//! completions in the order they were queued. Completions send the "stored" answers
+//! Writers apply their change to the store, then queue a completion saying what it
+//! needs: the envelope log ([`Durability::Log`], one `fdatasync`) or the sled store as
+//! well ([`Durability::Store`]: sled flush + fdatasyncs). A dedicated thread (owned by
+//! [`CommitQueue`], joined on drop) takes everything queued, makes it durable with at
+//! most one of each, and then runs the completions in the order they were queued.
+//!
+//! The same thread unlinks dead log segments, after a sled flush: the records in them
+//! were released by acks whose `h` (the mailbox's highest seq) must be on disk first,
+//! or a restart could hand out their seqs again. Completions send the "stored" answers
 //! and pushes, so nothing is acknowledged before it is on disk, and pushes of one
 //! mailbox leave in the order their writes were queued.
 
@@ -12,13 +17,23 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nook_vault::Vault;
+use nook_vault::{Log, Vault, VaultError};
 
 /// Runs after the flush that covers its write; gets whether the flush succeeded.
 pub type Completion = Box<dyn FnOnce(bool) + Send>;
 
+/// What a completion waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Appends to the envelope log.
+    Log,
+    /// Writes to the sled store (which may be queued before log appends of the same
+    /// mailbox, so the log is synced too).
+    Store,
+}
+
 struct State {
-    queue: Vec<Completion>,
+    queue: Vec<(Durability, Completion)>,
     stopping: bool,
     flushes: u64,
 }
@@ -35,7 +50,7 @@ pub struct CommitQueue {
 }
 
 impl CommitQueue {
-    pub fn start(vault: Arc<Vault>) -> CommitQueue {
+    pub fn start(vault: Arc<Vault>, log: Arc<Log>) -> CommitQueue {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: Vec::new(),
@@ -47,7 +62,7 @@ impl CommitQueue {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("nook-commit".into())
-            .spawn(move || run(s, vault))
+            .spawn(move || run(s, vault, log))
             .ok();
         CommitQueue {
             shared,
@@ -56,7 +71,7 @@ impl CommitQueue {
     }
 
     /// Queues `done` to run after the next durable flush.
-    pub fn after_durable(&self, done: Completion) {
+    pub fn after_durable(&self, durability: Durability, done: Completion) {
         let mut st = match self.shared.state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -66,7 +81,7 @@ impl CommitQueue {
             done(false);
             return;
         }
-        st.queue.push(done);
+        st.queue.push((durability, done));
         self.shared.wake.notify_one();
     }
 
@@ -105,7 +120,7 @@ const LINGER: Duration = Duration::from_micros(400);
 /// A batch this large is flushed without lingering.
 const LINGER_ENOUGH: usize = 256;
 
-fn run(shared: Arc<Shared>, vault: Arc<Vault>) {
+fn run(shared: Arc<Shared>, vault: Arc<Vault>, log: Arc<Log>) {
     let mut last_batch = 0usize;
     loop {
         let batch = {
@@ -141,18 +156,38 @@ fn run(shared: Arc<Shared>, vault: Arc<Vault>) {
             std::mem::take(&mut st.queue)
         };
         last_batch = batch.len();
-        let ok = match vault.durable_flush() {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!("durable flush failed: {e}");
-                false
-            }
-        };
+        let store = batch.iter().any(|(d, _)| *d == Durability::Store);
+        let ok = make_durable(&vault, &log, store).is_ok();
         if let Ok(mut st) = shared.state.lock() {
             st.flushes += 1;
         }
-        for done in batch {
+        for (_, done) in batch {
             done(ok);
         }
     }
+}
+
+/// Syncs the log, and sled when `store` is asked for or a dead segment waits to be
+/// unlinked; then unlinks the segments that were dead before the sled flush began.
+pub fn make_durable(vault: &Vault, log: &Log, store: bool) -> Result<(), VaultError> {
+    let dead = log.take_dead();
+    if (store || !dead.is_empty())
+        && let Err(e) = vault.durable_flush()
+    {
+        tracing::error!("durable flush failed: {e}");
+        log.keep_dead(dead);
+        return Err(e);
+    }
+    if let Err(e) = log.sync() {
+        tracing::error!("log sync failed: {e}");
+        log.keep_dead(dead);
+        return Err(e);
+    }
+    if !dead.is_empty()
+        && let Err(e) = log.unlink_dead(dead)
+    {
+        // The records are released; only disk space waits for the next try.
+        tracing::error!("removing a log segment failed: {e}");
+    }
+    Ok(())
 }

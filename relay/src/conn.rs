@@ -88,7 +88,8 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, peer_id: u64) {
         bucket: TokenBucket::new(engine.limits().requests_per_second),
     };
     let mut decoder = FrameDecoder::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    // Chunks straight from quinn's receive buffer: no read buffer per connection, so
+    // an idle connection costs only what quinn and the decoder hold.
     let reason: Option<(u32, &'static str)> = 'conn: loop {
         // Back-pressure: stop reading while too many durable answers are pending.
         while peer.in_flight() >= engine.limits().max_in_flight as u64 {
@@ -97,9 +98,9 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, peer_id: u64) {
                 _ = peer.killed() => break 'conn Some((close_code::TOO_SLOW, "too slow")),
             }
         }
-        let n = tokio::select! {
-            r = recv.read(&mut buf) => match r {
-                Ok(Some(n)) => n,
+        let chunk = tokio::select! {
+            r = recv.read_chunk(usize::MAX, true) => match r {
+                Ok(Some(chunk)) => chunk.bytes,
                 Ok(None) => {
                     if decoder.finish().is_err() {
                         break 'conn Some((close_code::PROTOCOL, "stream ended mid-frame"));
@@ -110,7 +111,7 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, peer_id: u64) {
             },
             _ = peer.killed() => break 'conn Some((close_code::TOO_SLOW, "too slow")),
         };
-        decoder.push(&buf[..n]);
+        decoder.push(&chunk);
         loop {
             match decoder.next_frame::<ClientFrame>() {
                 Ok(Some(frame)) => {
@@ -307,11 +308,11 @@ fn handle(
     Ok(())
 }
 
-/// Writes queued frames, coalescing whatever is ready into one stream write.
+/// Writes queued frames, coalescing whatever is ready into one stream write. Each
+/// batch is handed to quinn as it is (no copy), so an idle connection holds no buffer.
 async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<ServerFrame>) {
-    let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(frame) = rx.recv().await {
-        buf.clear();
+        let mut buf = Vec::new();
         if encode_frame_into(&frame, &mut buf).is_err() {
             tracing::error!("could not encode a frame for a client");
             continue;
@@ -326,7 +327,7 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<ServerFr
                 Err(_) => break,
             }
         }
-        if send.write_all(&buf).await.is_err() {
+        if send.write_chunk(bytes::Bytes::from(buf)).await.is_err() {
             return;
         }
     }

@@ -16,12 +16,20 @@
 //! | `h`               | highest seq assigned (u64 LE) |
 //! | `a` ‖ seat        | the seat's ack watermark (u64 LE) |
 //! | `w` ‖ seat        | the welcome blob of a free seat |
-//! | `e` ‖ seq (u64 BE)| `EnvRecord` |
+//!
+//! Envelopes are not in sled: each is an `EnvRecord`, sealed by the mailbox's namespace
+//! under the entry key `e` ‖ seq (u64 BE), appended to the vault's [`Log`] (one `pwrite`;
+//! one `fdatasync` per group commit). sled's batches cost two synchronous log writes
+//! each, which made it the relay's bottleneck. Memory holds where each live envelope is;
+//! a record is released when every recipient has acked it or the mailbox ends, and the
+//! log unlinks a segment once all its records are released. Because a seq must never be
+//! reused, `h` is rewritten whenever envelopes are deleted, and the commit thread makes
+//! sled durable before it unlinks a segment.
 //!
 //! Tombstones live in their own namespace, keyed by the vault's keyed hash of the
 //! mailbox id, valued by their expiry: nothing else of a closed talk remains.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,11 +48,11 @@ use nook_proto::{
     Close, Create, Envelope, EnvelopeKind, ErrorCode, ErrorFrame, Join, MailboxId, MemberKey,
     Outcome, Push, Put, Response, Seq, ServerFrame, Signature, TalkError, TalkStatus, TokenHash,
 };
-use nook_vault::{Namespace, Vault, VaultError};
+use nook_vault::{Loc, Log, Namespace, Vault, VaultError, log::DEFAULT_SEGMENT_BYTES};
 use tokio::sync::{Notify, mpsc};
 
 use crate::clock::Clock;
-use crate::commit::CommitQueue;
+use crate::commit::{CommitQueue, Durability};
 
 const K_META: &[u8] = b"m";
 const K_HEAD: &[u8] = b"h";
@@ -64,6 +72,8 @@ pub struct Limits {
     pub requests_per_second: u32,
     /// Requests of one connection awaiting a durable answer before it stops reading.
     pub max_in_flight: usize,
+    /// Size at which the envelope log starts a new segment file.
+    pub log_segment_bytes: u64,
 }
 
 impl Default for Limits {
@@ -74,6 +84,7 @@ impl Default for Limits {
             max_mailboxes_per_connection: DEFAULT_MAX_MAILBOXES_PER_CONNECTION,
             requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
             max_in_flight: 1024,
+            log_segment_bytes: DEFAULT_SEGMENT_BYTES,
         }
     }
 }
@@ -178,6 +189,7 @@ struct EnvRecord {
 struct EnvMeta {
     recipients: u64,
     len: u64,
+    loc: Loc,
 }
 
 struct Subscriber {
@@ -199,9 +211,13 @@ struct Mailbox {
     welcomes: u64,
 }
 
+/// Segments compacted per sweep at most.
+const COMPACT_PER_SWEEP: usize = 4;
+
 /// The mailbox engine.
 pub struct Engine {
     vault: Arc<Vault>,
+    log: Arc<Log>,
     identity: RelayIdentity,
     clock: Arc<dyn Clock>,
     limits: Limits,
@@ -298,7 +314,7 @@ impl Mailbox {
 
     /// Deletes every envelope in `(from, to]` that no remaining recipient still
     /// needs. Returns how many were deleted.
-    fn collect(&mut self, from: u64, to: u64) -> Result<u64, VaultError> {
+    fn collect(&mut self, log: &Log, from: u64, to: u64) -> Result<u64, VaultError> {
         let members: u64 = self
             .talk
             .members()
@@ -314,13 +330,34 @@ impl Mailbox {
                 done.push(*seq);
             }
         }
+        if done.is_empty() {
+            return Ok(0);
+        }
+        // Before any record is released: once released, its segment may be
+        // unlinked, and `h` is then all that keeps its seq from being reused.
+        self.ns.put(K_HEAD, &self.head.to_le_bytes())?;
         for seq in &done {
-            self.ns.remove(&env_key(*seq))?;
             if let Some(m) = self.envelopes.remove(seq) {
                 self.bytes = self.bytes.saturating_sub(m.len);
+                log.release(m.loc);
             }
         }
         Ok(done.len() as u64)
+    }
+
+    /// Reads envelope `seq` back from the log.
+    fn load(&self, log: &Log, seq: u64, loc: Loc) -> Result<EnvRecord, VaultError> {
+        let record = log.read(loc)?;
+        let key = env_key(seq);
+        if record.namespace != self.ns.number() || record.key != key {
+            return Err(VaultError::Corrupt {
+                what: "a log record is not the envelope the mailbox expects".into(),
+            });
+        }
+        let raw = self.ns.open(&key, &record.sealed)?;
+        decode_body(&raw).map_err(|e| VaultError::Corrupt {
+            what: format!("envelope record: {e}"),
+        })
     }
 }
 
@@ -337,7 +374,7 @@ impl Engine {
             Some(ns) => ns,
             None => vault.create_namespace(TOMBSTONES)?,
         };
-        let mut mailboxes = HashMap::new();
+        let mut mailboxes: HashMap<MailboxId, Mailbox> = HashMap::new();
         for ns in vault.namespaces()? {
             if ns.hashed_id() == tombstones.hashed_id() {
                 continue;
@@ -374,35 +411,22 @@ impl Engine {
                     mb.acked.insert(*seat, mark);
                 }
             }
-            for item in ns.scan_prefix(b"e") {
-                let (k, v) = item?;
-                let seq = k
-                    .get(1..9)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-                    .ok_or_else(|| EngineError::Corrupt("envelope key".into()))?;
-                let rec: EnvRecord =
-                    decode_body(&v).map_err(|e| EngineError::Corrupt(e.to_string()))?;
-                mb.head = mb.head.max(seq);
-                mb.bytes += rec.body.len() as u64;
-                mb.envelopes.insert(
-                    seq,
-                    EnvMeta {
-                        recipients: rec.recipients,
-                        len: rec.body.len() as u64,
-                    },
-                );
-            }
-            mailboxes.insert(mb.id, Arc::new(Mutex::new(mb)));
+            mailboxes.insert(mb.id, mb);
         }
+        let log = Arc::new(recover_log(dir, limits.log_segment_bytes, &mut mailboxes)?);
+        let mailboxes: HashMap<MailboxId, Arc<Mutex<Mailbox>>> = mailboxes
+            .into_iter()
+            .map(|(id, mb)| (id, Arc::new(Mutex::new(mb))))
+            .collect();
         tracing::info!(mailboxes = mailboxes.len(), "store recovered");
         let expiries = mailboxes
             .iter()
             .map(|(id, mb)| (lock(mb).talk.expires_at(), *id))
             .collect();
-        let commit = CommitQueue::start(vault.clone());
+        let commit = CommitQueue::start(vault.clone(), log.clone());
         Ok(Engine {
             vault,
+            log,
             identity,
             clock,
             limits,
@@ -431,12 +455,17 @@ impl Engine {
         self.commit.flushes()
     }
     pub fn size_on_disk(&self) -> u64 {
-        self.vault.size_on_disk().unwrap_or(0)
+        self.vault.size_on_disk().unwrap_or(0) + self.log.stats().bytes
+    }
+    /// Segments, bytes and live records of the envelope log.
+    pub fn log_stats(&self) -> nook_vault::LogStats {
+        self.log.stats()
     }
 
-    /// Makes everything written so far durable (shutdown).
+    /// Makes everything written so far durable and removes dead log segments
+    /// (shutdown; tests).
     pub fn flush(&self) -> Result<(), VaultError> {
-        self.vault.durable_flush()
+        crate::commit::make_durable(&self.vault, &self.log, true)
     }
 
     /// Stops the commit thread after answering what is queued.
@@ -459,25 +488,40 @@ impl Engine {
         }
     }
 
+    /// Answers `response` (and sends `pushes`) once the store's writes so far are durable.
     fn later(&self, peer: &Peer, id: u64, response: Response, pushes: Vec<(Peer, Push)>) {
+        self.later_as(Durability::Store, peer, id, response, pushes);
+    }
+
+    fn later_as(
+        &self,
+        durability: Durability,
+        peer: &Peer,
+        id: u64,
+        response: Response,
+        pushes: Vec<(Peer, Push)>,
+    ) {
         peer.begin();
         let peer = peer.clone();
-        self.commit.after_durable(Box::new(move |ok| {
-            if ok {
-                peer.reply(id, Outcome::Ok(response));
-                for (p, push) in pushes {
-                    p.send(ServerFrame::Push(push));
+        self.commit.after_durable(
+            durability,
+            Box::new(move |ok| {
+                if ok {
+                    peer.reply(id, Outcome::Ok(response));
+                    for (p, push) in pushes {
+                        p.send(ServerFrame::Push(push));
+                    }
+                } else {
+                    peer.reply(
+                        id,
+                        Outcome::Err(err(
+                            ErrorCode::Internal,
+                            "the relay could not store this; retry",
+                        )),
+                    );
                 }
-            } else {
-                peer.reply(
-                    id,
-                    Outcome::Err(err(
-                        ErrorCode::Internal,
-                        "the relay could not store this; retry",
-                    )),
-                );
-            }
-        }));
+            }),
+        );
     }
 
     /// `Create`: verifies the owner's signature, stores the mailbox and answers once
@@ -734,8 +778,11 @@ impl Engine {
             body: req.body,
         };
         let value = encode_value(&rec).map_err(|_| err(ErrorCode::Internal, "encode"))?;
-        mb.ns
-            .put_batch(&[(&env_key(seq), &value), (K_HEAD, &seq.to_le_bytes())])
+        let key = env_key(seq);
+        let sealed = mb.ns.seal(&key, &value).map_err(storage_err)?;
+        let loc = self
+            .log
+            .append(mb.ns.number(), &key, &sealed)
             .map_err(storage_err)?;
         mb.head = seq;
         mb.bytes += len as u64;
@@ -744,6 +791,7 @@ impl Engine {
             EnvMeta {
                 recipients,
                 len: len as u64,
+                loc,
             },
         );
         self.stats.envelopes_stored.fetch_add(1, Ordering::Relaxed);
@@ -767,7 +815,13 @@ impl Engine {
                 )
             })
             .collect();
-        self.later(peer, id, Response::Stored { seq: Seq(seq) }, pushes);
+        self.later_as(
+            Durability::Log,
+            peer,
+            id,
+            Response::Stored { seq: Seq(seq) },
+            pushes,
+        );
         Ok(())
     }
 
@@ -794,11 +848,8 @@ impl Engine {
                 more = true;
                 break;
             }
-            let Some(raw) = mb.ns.get(&env_key(*seq)).map_err(storage_err)? else {
-                continue;
-            };
-            let rec: EnvRecord = decode_body(&raw).map_err(|_| {
-                tracing::error!("undecodable envelope record");
+            let rec = mb.load(&self.log, *seq, meta.loc).map_err(|e| {
+                tracing::error!("unreadable envelope record: {e}");
                 err(ErrorCode::Internal, "stored envelope is damaged")
             })?;
             bytes += rec.body.len();
@@ -829,7 +880,7 @@ impl Engine {
             mb.ns
                 .put(&ack_key(seat), &upto.to_le_bytes())
                 .map_err(storage_err)?;
-            let n = mb.collect(old, upto).map_err(storage_err)?;
+            let n = mb.collect(&self.log, old, upto).map_err(storage_err)?;
             self.stats.envelopes_deleted.fetch_add(n, Ordering::Relaxed);
         }
         Ok(Response::Acked)
@@ -860,7 +911,7 @@ impl Engine {
         }
         mb.save_meta().map_err(storage_err)?;
         let head = mb.head;
-        let n = mb.collect(0, head).map_err(storage_err)?;
+        let n = mb.collect(&self.log, 0, head).map_err(storage_err)?;
         self.stats.envelopes_deleted.fetch_add(n, Ordering::Relaxed);
         let status = mb.status();
         let pushes = mb
@@ -967,6 +1018,7 @@ impl Engine {
             n += 1;
         }
         let _ = self.vault.collect_garbage(10_000);
+        self.compact();
         if n > 0 {
             tracing::info!(count = n, "expired talks deleted");
         }
@@ -980,6 +1032,41 @@ impl Engine {
             self.purge_tombstones();
         }
         n
+    }
+
+    /// Copies the live envelopes out of sparse log segments, so that a few
+    /// unacknowledged envelopes do not keep whole segments on disk. Returns how many
+    /// envelopes moved.
+    pub fn compact(&self) -> usize {
+        let sparse: HashSet<u64> = self
+            .log
+            .sparse_segments(COMPACT_PER_SWEEP)
+            .into_iter()
+            .collect();
+        if sparse.is_empty() {
+            return 0;
+        }
+        let all: Vec<Arc<Mutex<Mailbox>>> = lock(&self.mailboxes).values().cloned().collect();
+        let mut moved = 0;
+        for arc in all {
+            let mut mb = lock(&arc);
+            for meta in mb.envelopes.values_mut() {
+                if !sparse.contains(&meta.loc.segment) {
+                    continue;
+                }
+                match self.log.copy(meta.loc) {
+                    Ok(loc) => {
+                        meta.loc = loc;
+                        moved += 1;
+                    }
+                    Err(e) => tracing::error!("log compaction: {e}"),
+                }
+            }
+        }
+        if moved > 0 {
+            tracing::debug!(segments = sparse.len(), envelopes = moved, "log compacted");
+        }
+        moved
     }
 
     /// Forgets tombstones whose grace period is over: their mailboxes become unknown.
@@ -1007,7 +1094,9 @@ impl Engine {
         let until = talk_end.max(self.now()) + TOMBSTONE_GRACE_SECS;
         self.tombstones.put(&hashed, &until.to_le_bytes())?;
         let deleted = mb.envelopes.len() as u64;
-        mb.envelopes.clear();
+        for meta in std::mem::take(&mut mb.envelopes).into_values() {
+            self.log.release(meta.loc);
+        }
         mb.bytes = 0;
         lock(&self.mailboxes).remove(&mb.id);
         self.stats
@@ -1023,4 +1112,85 @@ impl Engine {
             .map(|m| lock(&m).talk.is_member(member))
             .unwrap_or(false)
     }
+}
+
+/// Reads the envelope log back into the recovered mailboxes: every record of a live
+/// mailbox that some current recipient has not acked is kept; everything else (acked,
+/// of a destroyed mailbox, a duplicate left by compaction) is released.
+fn recover_log(
+    dir: &Path,
+    segment_bytes: u64,
+    mailboxes: &mut HashMap<MailboxId, Mailbox>,
+) -> Result<Log, EngineError> {
+    let (log, recovery) = Log::open(&dir.join("log"), segment_bytes)?;
+    if recovery.torn_segments > 0 {
+        tracing::warn!(
+            segments = recovery.torn_segments,
+            "log segments end in an interrupted append (never acknowledged); ignored"
+        );
+    }
+    let by_number: HashMap<u64, MailboxId> = mailboxes
+        .iter()
+        .map(|(id, mb)| (mb.ns.number(), *id))
+        .collect();
+    let mut unreadable = 0usize;
+    for record in recovery.records {
+        let loc = record.loc;
+        let Some(mb) = by_number
+            .get(&record.namespace)
+            .and_then(|id| mailboxes.get_mut(id))
+        else {
+            log.release(loc);
+            continue;
+        };
+        let seq = match record.key.as_slice() {
+            [b'e', rest @ ..] => rest.try_into().ok().map(u64::from_be_bytes),
+            _ => None,
+        };
+        let Some(seq) = seq else {
+            unreadable += 1;
+            log.release(loc);
+            continue;
+        };
+        mb.head = mb.head.max(seq);
+        let rec: Option<EnvRecord> = mb
+            .ns
+            .open(&record.key, &record.sealed)
+            .ok()
+            .and_then(|raw| decode_body(&raw).ok());
+        let Some(rec) = rec else {
+            unreadable += 1;
+            log.release(loc);
+            continue;
+        };
+        let members = mb
+            .talk
+            .members()
+            .iter()
+            .fold(0u64, |m, x| m | (1u64 << x.seat));
+        let waiting = rec.recipients & members;
+        let done = (0..64u8)
+            .filter(|s| waiting & (1u64 << s) != 0)
+            .all(|s| mb.acked.get(&s).copied().unwrap_or(0) >= seq);
+        if done || mb.envelopes.contains_key(&seq) {
+            log.release(loc);
+            continue;
+        }
+        mb.bytes += rec.body.len() as u64;
+        mb.envelopes.insert(
+            seq,
+            EnvMeta {
+                recipients: rec.recipients,
+                len: rec.body.len() as u64,
+                loc,
+            },
+        );
+    }
+    if unreadable > 0 {
+        tracing::error!(
+            records = unreadable,
+            "envelope records that do not open under their mailbox's key were dropped"
+        );
+    }
+    Ok(log)
 }

@@ -602,3 +602,117 @@ async fn a_join_whose_answer_was_lost_can_be_retried_by_the_same_key_only() {
     );
     relay.stop().await;
 }
+
+/// The envelope log's segment files in a relay data folder.
+fn log_segments(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("store").join("log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        })
+        .count()
+}
+
+fn small_segments() -> nook_relay::engine::Limits {
+    nook_relay::engine::Limits {
+        log_segment_bytes: 4096,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn acked_segments_are_removed_and_seqs_never_repeat_after_restart() {
+    let relay = TestRelay::start_with(tempfile::tempdir().unwrap(), small_segments());
+    let c = create(&relay, 2, 2, ClosePolicy::Owner).await;
+    let b = join(&relay, c.owner.mailbox, &c.seats[0]).await;
+    let mut last = Seq(0);
+    for i in 0..40u32 {
+        last = c
+            .owner
+            .put(EnvelopeKind::Chat, &i.to_le_bytes())
+            .await
+            .unwrap();
+    }
+    let full = log_segments(&relay.data_dir());
+    assert!(
+        full >= 5,
+        "40 envelopes of 512 bytes span several 4 KiB segments: {full}"
+    );
+    b.ack(last.0).await.unwrap();
+    relay.engine.flush().unwrap();
+    let after = log_segments(&relay.data_dir());
+    assert!(after <= 2, "acked segments are unlinked: {full} -> {after}");
+    assert_eq!(relay.engine.log_stats().live_records, 0);
+    let (owner_id, b_id, mailbox) = (c.owner.id, b.id, c.owner.mailbox);
+    drop(c.owner.conn);
+    drop(b.conn);
+    // Restart: nothing is left to deliver, and the next seq follows the last one.
+    let relay = TestRelay::start_with(relay.stop().await, small_segments());
+    let owner = Member {
+        id: owner_id,
+        conn: relay.connect().await,
+        mailbox,
+        seat: 0,
+    };
+    owner.auth_on(&owner.conn).await.unwrap();
+    let b = Member {
+        id: b_id,
+        conn: relay.connect().await,
+        mailbox,
+        seat: 1,
+    };
+    b.auth_on(&b.conn).await.unwrap();
+    assert!(b.fetch(0).await.unwrap().is_empty());
+    let next = owner
+        .put(EnvelopeKind::Chat, b"after restart")
+        .await
+        .unwrap();
+    assert_eq!(next.0, last.0 + 1);
+    let got = b.fetch(0).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![next]);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn an_unacked_envelope_is_moved_out_of_a_sparse_segment_and_survives_restart() {
+    let relay = TestRelay::start_with(tempfile::tempdir().unwrap(), small_segments());
+    // Talk `stuck`: its recipient never acks.
+    let stuck = create(&relay, 2, 2, ClosePolicy::Owner).await;
+    let stuck_b = join(&relay, stuck.owner.mailbox, &stuck.seats[0]).await;
+    let kept = stuck.owner.put(EnvelopeKind::Chat, b"kept").await.unwrap();
+    let original = stuck_b.fetch(0).await.unwrap();
+    // Talk `busy`: everything it sends is acked.
+    let busy = create(&relay, 2, 2, ClosePolicy::Owner).await;
+    let busy_b = join(&relay, busy.owner.mailbox, &busy.seats[0]).await;
+    let mut last = Seq(0);
+    for i in 0..40u32 {
+        last = busy
+            .owner
+            .put(EnvelopeKind::Chat, &i.to_le_bytes())
+            .await
+            .unwrap();
+    }
+    busy_b.ack(last.0).await.unwrap();
+    relay.engine.flush().unwrap();
+    // The first segment holds `kept` and acked envelopes: too sparse to keep.
+    assert_eq!(relay.engine.compact(), 1);
+    relay.engine.flush().unwrap();
+    assert!(log_segments(&relay.data_dir()) <= 2);
+    assert_eq!(relay.engine.log_stats().live_records, 1);
+    assert_eq!(stuck_b.fetch(0).await.unwrap(), original);
+    let (b_id, mailbox) = (stuck_b.id, stuck_b.mailbox);
+    drop(stuck_b.conn);
+    let relay = TestRelay::start_with(relay.stop().await, small_segments());
+    let b = Member {
+        id: b_id,
+        conn: relay.connect().await,
+        mailbox,
+        seat: 1,
+    };
+    b.auth_on(&b.conn).await.unwrap();
+    let got = b.fetch(0).await.unwrap();
+    assert_eq!(got, original);
+    assert_eq!(got[0].seq, kept);
+    relay.stop().await;
+}

@@ -130,7 +130,13 @@ impl FrameDecoder {
     /// Appends bytes received from the peer.
     pub fn push(&mut self, bytes: &[u8]) {
         if self.consumed > 0 && self.consumed == self.buf.len() {
-            self.buf.clear();
+            // Everything was handed out: drop a buffer a burst left large, so an idle
+            // connection does not keep it.
+            if self.buf.capacity() > 16 * 1024 {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
             self.consumed = 0;
         } else if self.consumed > 64 * 1024 {
             self.buf.drain(..self.consumed);

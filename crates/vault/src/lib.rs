@@ -54,6 +54,9 @@
 //! - [`vault`] — [`Vault`] and [`Namespace`], the exact on-disk layout of the
 //!   data folder, destroy and garbage collection, crash recovery at open and
 //!   the durable flush.
+//! - [`log`] — [`Log`], an append-only file of records sealed by a
+//!   namespace ([`Namespace::seal`]), for short-lived bulk data that sled
+//!   writes too slowly (the relay's envelopes).
 //! - [`error`] — [`VaultError`].
 //!
 //! A data folder looks like this:
@@ -70,9 +73,11 @@
 
 pub mod error;
 pub mod keystore;
+pub mod log;
 mod seal;
 pub mod vault;
 
 pub use error::VaultError;
 pub use keystore::{KeyStore, SlotId, StorageKey};
+pub use log::{Loc, Log, LogStats, Record, Recovery};
 pub use vault::{Entries, Namespace, Vault};

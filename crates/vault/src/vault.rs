@@ -509,6 +509,25 @@ impl Namespace {
         self.inner.hashed_id
     }
 
+    /// The namespace number: stable for the namespace's life, never reused.
+    pub fn number(&self) -> u64 {
+        u64::from_be_bytes(self.inner.prefix)
+    }
+
+    /// `value` sealed exactly as [`Namespace::put`] would store it under
+    /// `key`, for storage outside sled (the [`Log`](crate::Log)); unreadable
+    /// once the namespace is destroyed.
+    pub fn seal(&self, key: &[u8], value: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let sealer = self.inner.sealer()?;
+        self.inner.seal(&sealer, key, value)
+    }
+
+    /// Opens what [`Namespace::seal`] sealed under the same `key`.
+    pub fn open(&self, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let sealer = self.inner.sealer()?;
+        self.inner.open(&sealer, key, sealed)
+    }
+
     /// Seals `value` and stores it under `key`, replacing any previous value.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<(), VaultError> {
         let sealer = self.inner.sealer()?;

@@ -1,0 +1,756 @@
+//! [`Log`]: an append-only file of sealed records, for data that is written
+//! once, read rarely and deleted soon (the relay's envelopes).
+//!
+//! Why not sled: sled 0.34 writes its log synchronously (`sync_file_range`)
+//! twice for every batch and serialises batches on a global lock, which made
+//! sled, not the network, the relay's bottleneck (BENCHMARKS.md: ~6k durable
+//! envelopes/s, 70 % of the relay's CPU in sled). Here an append is one
+//! `pwrite` into the page cache and durability is one `fdatasync` shared by
+//! everything appended since the last one ([`Log::sync`]).
+//!
+//! The log does not seal: callers append values sealed by
+//! [`Namespace::seal`](crate::Namespace::seal), so everything in it is
+//! crypto-shredded with its namespace, exactly as values in sled are. It
+//! never erases in place either: a dead record stays on disk until its whole
+//! segment is unlinked, and is unreadable from the moment its namespace's key
+//! is effaced.
+//!
+//! # On disk
+//!
+//! ```text
+//! <dir>/<id>.seg      id: 16 lowercase hex digits, increasing; mode 0600
+//!   magic            8 bytes  "nooklog1"
+//!   record*
+//! record:
+//!   len              u32 LE   length of `body`
+//!   crc              u32 LE   CRC-32 (IEEE) of `body`
+//!   body:
+//!     namespace      u64 BE   the namespace number
+//!     key_len        u8       at most MAX_KEY
+//!     key            key_len bytes (the caller's entry key, as given)
+//!     sealed         the rest: nonce ‖ ciphertext ‖ tag, as sealed by the namespace
+//! ```
+//!
+//! A segment is only ever appended to by the process that created it: every
+//! open starts a fresh segment, so a torn tail left by a crash is never
+//! followed by new records. Reading a segment stops at the first record that
+//! is short, oversized or fails its CRC; only records appended after the last
+//! completed [`Log::sync`] can be there, and none of those was acknowledged.
+//!
+//! # Liveness and reclaiming space
+//!
+//! Every record starts live. Callers [`Log::release`] a record when it is no
+//! longer needed (acknowledged by everyone, or its namespace destroyed). A
+//! segment other than the one being appended to whose records are all
+//! released is *dead*; its file is unlinked by the next [`Log::unlink_dead`],
+//! which callers run only after whatever made those records dead is durable.
+//! A segment whose live bytes fall below a quarter of its size is *sparse*
+//! ([`Log::sparse_segments`]): callers copy its live records forward with
+//! [`Log::copy`] so that one stuck record cannot pin a whole segment's disk.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::VaultError;
+use crate::keystore::sync_parent_dir;
+
+const MAGIC: &[u8; 8] = b"nooklog1";
+const SUFFIX: &str = ".seg";
+/// `len` and `crc`.
+const HEADER: usize = 8;
+/// Longest entry key a record may carry.
+pub const MAX_KEY: usize = 64;
+/// Longest record body; anything longer in a file is damage, not data.
+pub const MAX_BODY: usize = 4 << 20;
+/// Size after which the segment being appended to is closed and a new one
+/// started.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 32 << 20;
+
+/// Where a record is: its segment, the offset of its header, the length of
+/// header and body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Loc {
+    pub segment: u64,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// A record as read back.
+#[derive(Debug)]
+pub struct Record {
+    pub namespace: u64,
+    pub key: Vec<u8>,
+    pub sealed: Vec<u8>,
+    pub loc: Loc,
+}
+
+/// What [`Log::open`] read back.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Every intact record, oldest first; all live until released.
+    pub records: Vec<Record>,
+    /// Segments that ended in an incomplete or damaged record (an append a
+    /// crash interrupted; never acknowledged, since it followed the last sync).
+    pub torn_segments: usize,
+}
+
+/// Figures for logs and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub segments: usize,
+    pub bytes: u64,
+    pub live_bytes: u64,
+    pub live_records: u64,
+}
+
+struct Segment {
+    file: Arc<File>,
+    bytes: u64,
+    live_bytes: u64,
+    live_records: u64,
+}
+
+struct State {
+    segments: BTreeMap<u64, Segment>,
+    /// The segment appended to; always in `segments`.
+    active: u64,
+    /// Rotated segments whose tail has not been synced yet.
+    unsynced: Vec<Arc<File>>,
+    /// An append since the last sync.
+    dirty: bool,
+    /// Segments whose records are all released, not yet unlinked.
+    dead: Vec<u64>,
+}
+
+/// The log: a folder of segments. `Send + Sync`; appends are serialised by
+/// one short lock (a `pwrite` into the page cache), syncs take it only to
+/// collect what to sync.
+pub struct Log {
+    dir: PathBuf,
+    segment_bytes: u64,
+    state: Mutex<State>,
+    /// Serialises [`Log::sync`] so that two syncs do not race on `unsynced`.
+    syncing: Mutex<()>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016x}{SUFFIX}"))
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(SUFFIX)?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Encodes one record (header and body).
+fn encode(namespace: u64, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+    if key.len() > MAX_KEY {
+        return Err(VaultError::corrupt(format!(
+            "a log entry key of {} bytes is longer than {MAX_KEY}",
+            key.len()
+        )));
+    }
+    let body_len = 8 + 1 + key.len() + sealed.len();
+    if body_len > MAX_BODY {
+        return Err(VaultError::ValueTooLarge);
+    }
+    let mut out = Vec::with_capacity(HEADER + body_len);
+    out.extend_from_slice(&(body_len as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&namespace.to_be_bytes());
+    out.push(key.len() as u8);
+    out.extend_from_slice(key);
+    out.extend_from_slice(sealed);
+    let crc = crc32fast::hash(&out[HEADER..]);
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// Parses the body of a record whose CRC matched.
+fn parse_body(body: &[u8], loc: Loc) -> Option<Record> {
+    let namespace = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
+    let key_len = usize::from(*body.get(8)?);
+    if key_len > MAX_KEY {
+        return None;
+    }
+    let key = body.get(9..9 + key_len)?.to_vec();
+    let sealed = body.get(9 + key_len..)?.to_vec();
+    Some(Record {
+        namespace,
+        key,
+        sealed,
+        loc,
+    })
+}
+
+/// Every intact record of one segment file, in order; stops at the first
+/// damaged or torn one.
+fn read_segment(id: u64, bytes: &[u8]) -> (Vec<Record>, Option<u64>) {
+    let mut out = Vec::new();
+    if bytes.get(..MAGIC.len()) != Some(MAGIC) {
+        return (out, Some(0));
+    }
+    let mut at = MAGIC.len();
+    while at < bytes.len() {
+        let torn = Some(at as u64);
+        let Some(header) = bytes.get(at..at + HEADER) else {
+            return (out, torn);
+        };
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len > MAX_BODY {
+            return (out, torn);
+        }
+        let Some(body) = bytes.get(at + HEADER..at + HEADER + len) else {
+            return (out, torn);
+        };
+        if crc32fast::hash(body) != crc {
+            return (out, torn);
+        }
+        let loc = Loc {
+            segment: id,
+            offset: at as u64,
+            len: (HEADER + len) as u32,
+        };
+        let Some(record) = parse_body(body, loc) else {
+            return (out, torn);
+        };
+        out.push(record);
+        at += HEADER + len;
+    }
+    (out, None)
+}
+
+fn create_segment(dir: &Path, id: u64) -> Result<File, VaultError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(segment_path(dir, id))?;
+    file.write_all_at(MAGIC, 0)?;
+    Ok(file)
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir` (mode 0700), reads back every
+    /// intact record, and starts a new segment for appends. Every record
+    /// returned is live until released.
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Log, Recovery), VaultError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Some(id) = entry.file_name().to_str().and_then(parse_segment_name) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        let mut segments = BTreeMap::new();
+        let mut records = Vec::new();
+        let mut torn_segments = 0;
+        for &id in &ids {
+            let bytes = fs::read(segment_path(dir, id))?;
+            let (found, torn) = read_segment(id, &bytes);
+            if torn.is_some() {
+                torn_segments += 1;
+            }
+            let live_bytes: u64 = found.iter().map(|r| u64::from(r.loc.len)).sum();
+            let file = OpenOptions::new().read(true).open(segment_path(dir, id))?;
+            segments.insert(
+                id,
+                Segment {
+                    file: Arc::new(file),
+                    bytes: bytes.len() as u64,
+                    live_bytes,
+                    live_records: found.len() as u64,
+                },
+            );
+            records.extend(found);
+        }
+        let active = ids.last().map_or(1, |last| last + 1);
+        let file = create_segment(dir, active)?;
+        file.sync_all()?;
+        File::open(dir)?.sync_all()?;
+        sync_parent_dir(dir)?;
+        segments.insert(
+            active,
+            Segment {
+                file: Arc::new(file),
+                bytes: MAGIC.len() as u64,
+                live_bytes: 0,
+                live_records: 0,
+            },
+        );
+        let log = Log {
+            dir: dir.to_path_buf(),
+            segment_bytes: segment_bytes.max(4096),
+            state: Mutex::new(State {
+                segments,
+                active,
+                unsynced: Vec::new(),
+                dirty: false,
+                dead: Vec::new(),
+            }),
+            syncing: Mutex::new(()),
+        };
+        // Segments that held nothing intact are dead at once.
+        {
+            let mut st = lock(&log.state);
+            let empty: Vec<u64> = st
+                .segments
+                .iter()
+                .filter(|(id, s)| **id != active && s.live_records == 0)
+                .map(|(id, _)| *id)
+                .collect();
+            st.dead.extend(empty);
+        }
+        Ok((
+            log,
+            Recovery {
+                records,
+                torn_segments,
+            },
+        ))
+    }
+
+    /// Appends a record (written to the page cache before this returns, not
+    /// durable until the next [`Log::sync`]).
+    pub fn append(&self, namespace: u64, key: &[u8], sealed: &[u8]) -> Result<Loc, VaultError> {
+        let record = encode(namespace, key, sealed)?;
+        self.append_raw(&record)
+    }
+
+    fn append_raw(&self, record: &[u8]) -> Result<Loc, VaultError> {
+        let mut st = lock(&self.state);
+        if st.segments.get(&st.active).map_or(0, |s| s.bytes) >= self.segment_bytes {
+            self.rotate(&mut st)?;
+        }
+        let active = st.active;
+        let seg = st
+            .segments
+            .get_mut(&active)
+            .ok_or_else(|| VaultError::corrupt("the log lost its active segment"))?;
+        let offset = seg.bytes;
+        if let Err(e) = seg.file.write_all_at(record, offset) {
+            // A partial record may be on disk: nothing may follow it in this
+            // segment, or reading back would stop before later records.
+            seg.bytes += record.len() as u64;
+            let _ = self.rotate(&mut st);
+            return Err(e.into());
+        }
+        seg.bytes += record.len() as u64;
+        seg.live_bytes += record.len() as u64;
+        seg.live_records += 1;
+        st.dirty = true;
+        Ok(Loc {
+            segment: active,
+            offset,
+            len: record.len() as u32,
+        })
+    }
+
+    /// Closes the active segment and starts the next one.
+    fn rotate(&self, st: &mut State) -> Result<(), VaultError> {
+        let next = st.active + 1;
+        let file = create_segment(&self.dir, next)?;
+        // The new name must survive a crash before any record in it is
+        // acknowledged; segments are large, so this is rare.
+        File::open(&self.dir)?.sync_all()?;
+        if let Some(old) = st.segments.get(&st.active) {
+            st.unsynced.push(old.file.clone());
+            if old.live_records == 0 {
+                st.dead.push(st.active);
+            }
+        }
+        st.segments.insert(
+            next,
+            Segment {
+                file: Arc::new(file),
+                bytes: MAGIC.len() as u64,
+                live_bytes: 0,
+                live_records: 0,
+            },
+        );
+        st.active = next;
+        Ok(())
+    }
+
+    /// Reads the record at `loc` back (CRC checked).
+    pub fn read(&self, loc: Loc) -> Result<Record, VaultError> {
+        let file = lock(&self.state)
+            .segments
+            .get(&loc.segment)
+            .map(|s| s.file.clone())
+            .ok_or_else(|| VaultError::corrupt("a log record's segment is gone"))?;
+        let mut buf = vec![0u8; loc.len as usize];
+        file.read_exact_at(&mut buf, loc.offset)?;
+        read_framed(loc, &buf)
+            .ok_or_else(|| VaultError::corrupt("a log record failed its checksum"))
+    }
+
+    /// Appends a copy of the record at `loc` and releases the original; for
+    /// moving live records out of a sparse segment. The original's segment is
+    /// unlinked only by an [`Log::unlink_dead`] after a sync, so the copy is
+    /// durable by then.
+    pub fn copy(&self, loc: Loc) -> Result<Loc, VaultError> {
+        let file = lock(&self.state)
+            .segments
+            .get(&loc.segment)
+            .map(|s| s.file.clone())
+            .ok_or_else(|| VaultError::corrupt("a log record's segment is gone"))?;
+        let mut buf = vec![0u8; loc.len as usize];
+        file.read_exact_at(&mut buf, loc.offset)?;
+        if read_framed(loc, &buf).is_none() {
+            return Err(VaultError::corrupt("a log record failed its checksum"));
+        }
+        let new = self.append_raw(&buf)?;
+        self.release(loc);
+        Ok(new)
+    }
+
+    /// The record at `loc` is no longer needed.
+    pub fn release(&self, loc: Loc) {
+        let mut st = lock(&self.state);
+        let active = st.active;
+        let Some(seg) = st.segments.get_mut(&loc.segment) else {
+            return;
+        };
+        seg.live_records = seg.live_records.saturating_sub(1);
+        seg.live_bytes = seg.live_bytes.saturating_sub(u64::from(loc.len));
+        if seg.live_records == 0 && loc.segment != active && !st.dead.contains(&loc.segment) {
+            st.dead.push(loc.segment);
+        }
+    }
+
+    /// Makes every append that returned before this call durable: one
+    /// `fdatasync` of the active segment (and of segments rotated since the
+    /// last sync). Cheap when nothing was appended.
+    pub fn sync(&self) -> Result<(), VaultError> {
+        let _one = lock(&self.syncing);
+        let (files, active) = {
+            let mut st = lock(&self.state);
+            if !st.dirty && st.unsynced.is_empty() {
+                return Ok(());
+            }
+            st.dirty = false;
+            let active = st.segments.get(&st.active).map(|s| s.file.clone());
+            (std::mem::take(&mut st.unsynced), active)
+        };
+        let result = files
+            .iter()
+            .chain(active.iter())
+            .try_for_each(|f| f.sync_data());
+        if let Err(e) = result {
+            let mut st = lock(&self.state);
+            st.dirty = true;
+            st.unsynced.extend(files);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// True if some segment is dead and waits for [`Log::unlink_dead`].
+    pub fn has_dead(&self) -> bool {
+        !lock(&self.state).dead.is_empty()
+    }
+
+    /// Takes the dead segments, to unlink after what killed them is durable.
+    pub fn take_dead(&self) -> Vec<u64> {
+        std::mem::take(&mut lock(&self.state).dead)
+    }
+
+    /// Gives back segments taken with [`Log::take_dead`] that could not be
+    /// unlinked yet.
+    pub fn keep_dead(&self, dead: Vec<u64>) {
+        lock(&self.state).dead.extend(dead);
+    }
+
+    /// Unlinks segments taken with [`Log::take_dead`]. Call it after a
+    /// [`Log::sync`] (copies out of them must be durable) and after the
+    /// caller's own state that released them is durable. Returns how many
+    /// files were removed; a failure puts the rest back for the next call.
+    pub fn unlink_dead(&self, dead: Vec<u64>) -> Result<usize, VaultError> {
+        let mut removed = 0;
+        for (i, id) in dead.iter().enumerate() {
+            {
+                let st = lock(&self.state);
+                // Revived? (Only the active segment gains records, and it is
+                // never dead; this guards against caller mistakes.)
+                if st.segments.get(id).is_some_and(|s| s.live_records > 0) {
+                    continue;
+                }
+            }
+            match fs::remove_file(segment_path(&self.dir, *id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => {
+                    lock(&self.state).dead.extend_from_slice(&dead[i..]);
+                    return Err(e.into());
+                }
+            }
+            lock(&self.state).segments.remove(id);
+            removed += 1;
+        }
+        if removed > 0 {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(removed)
+    }
+
+    /// Closed segments whose live bytes are under a quarter of their size,
+    /// oldest first, at most `max`.
+    pub fn sparse_segments(&self, max: usize) -> Vec<u64> {
+        let st = lock(&self.state);
+        st.segments
+            .iter()
+            .filter(|(id, s)| {
+                **id != st.active
+                    && s.live_records > 0
+                    && s.live_bytes.saturating_mul(4) < s.bytes
+                    && s.bytes >= self.segment_bytes / 2
+            })
+            .map(|(id, _)| *id)
+            .take(max)
+            .collect()
+    }
+
+    pub fn stats(&self) -> LogStats {
+        let st = lock(&self.state);
+        st.segments.values().fold(
+            LogStats {
+                segments: st.segments.len(),
+                ..LogStats::default()
+            },
+            |mut acc, s| {
+                acc.bytes += s.bytes;
+                acc.live_bytes += s.live_bytes;
+                acc.live_records += s.live_records;
+                acc
+            },
+        )
+    }
+}
+
+/// The one record framed at the start of `buf`, if intact.
+fn read_framed(loc: Loc, buf: &[u8]) -> Option<Record> {
+    let header = buf.get(..HEADER)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    match buf.get(HEADER..HEADER + len) {
+        Some(body) if HEADER + len == buf.len() && crc32fast::hash(body) == crc => {
+            parse_body(body, loc)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> (Log, Vec<Record>) {
+        let (log, found) = Log::open(dir, 4096).unwrap();
+        (log, found.records)
+    }
+
+    fn files(dir: &Path) -> Vec<u64> {
+        let mut ids: Vec<u64> = fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str().and_then(parse_segment_name))
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn appended_records_read_back_and_survive_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, found) = open(tmp.path());
+        assert!(found.is_empty());
+        let a = log.append(7, b"e1", b"sealed one").unwrap();
+        let b = log.append(9, b"e2", &[0xAB; 300]).unwrap();
+        assert_eq!(log.read(a).unwrap().sealed, b"sealed one");
+        let rb = log.read(b).unwrap();
+        assert_eq!((rb.namespace, rb.key.as_slice()), (9, &b"e2"[..]));
+        log.sync().unwrap();
+        drop(log);
+        let (_log, found) = open(tmp.path());
+        let got: Vec<(u64, Vec<u8>, Loc)> = found
+            .into_iter()
+            .map(|r| (r.namespace, r.key, r.loc))
+            .collect();
+        assert_eq!(got, vec![(7, b"e1".to_vec(), a), (9, b"e2".to_vec(), b)]);
+    }
+
+    #[test]
+    fn a_torn_or_damaged_tail_ends_the_segment_and_keeps_what_precedes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = open(tmp.path());
+        let a = log.append(1, b"k", b"first").unwrap();
+        let b = log.append(1, b"k2", b"second").unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let path = segment_path(tmp.path(), a.segment);
+        let full = fs::read(&path).unwrap();
+        for cut in [
+            b.offset as usize + 3,
+            b.offset as usize + 12,
+            full.len() - 1,
+        ] {
+            fs::write(&path, &full[..cut]).unwrap();
+            let (_log, found) = open(tmp.path());
+            let locs: Vec<Loc> = found.iter().map(|r| r.loc).collect();
+            assert_eq!(locs, vec![a], "cut at {cut}");
+        }
+        // A flipped bit in the second record's body fails its CRC.
+        let mut bad = full.clone();
+        bad[b.offset as usize + HEADER + 3] ^= 1;
+        fs::write(&path, &bad).unwrap();
+        let (_log, found) = open(tmp.path());
+        assert_eq!(found.len(), 1);
+        // Garbage after the last record is ignored too.
+        let mut junk = full.clone();
+        junk.extend_from_slice(&[0xFF; 40]);
+        fs::write(&path, &junk).unwrap();
+        let (_log, found) = open(tmp.path());
+        assert_eq!(found.len(), 2);
+    }
+
+    #[test]
+    fn every_open_appends_to_a_new_segment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = open(tmp.path());
+        let a = log.append(1, b"k", b"x").unwrap();
+        drop(log);
+        let (log, found) = open(tmp.path());
+        let b = log.append(1, b"k", b"y").unwrap();
+        assert_eq!(found.len(), 1);
+        assert!(b.segment > a.segment);
+    }
+
+    #[test]
+    fn a_segment_is_unlinked_only_when_all_its_records_are_released() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = open(tmp.path());
+        let mut locs = Vec::new();
+        for i in 0..40u8 {
+            locs.push(log.append(1, &[i], &[i; 500]).unwrap());
+        }
+        let first = locs[0].segment;
+        assert!(log.stats().segments > 2, "4 KiB segments rotate");
+        let in_first: Vec<Loc> = locs
+            .iter()
+            .copied()
+            .filter(|l| l.segment == first)
+            .collect();
+        for l in &in_first[1..] {
+            log.release(*l);
+        }
+        assert!(!log.has_dead());
+        log.release(in_first[0]);
+        assert!(log.has_dead());
+        log.sync().unwrap();
+        let dead = log.take_dead();
+        assert_eq!(dead, vec![first]);
+        assert!(files(tmp.path()).contains(&first));
+        assert_eq!(log.unlink_dead(dead).unwrap(), 1);
+        assert!(!files(tmp.path()).contains(&first));
+        assert!(log.read(in_first[0]).is_err());
+        // The rest is still there after reopen.
+        drop(log);
+        let (_log, found) = open(tmp.path());
+        assert_eq!(found.len(), locs.len() - in_first.len());
+    }
+
+    #[test]
+    fn the_active_segment_is_never_dead() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = open(tmp.path());
+        let a = log.append(1, b"k", b"x").unwrap();
+        log.release(a);
+        assert!(!log.has_dead());
+        assert_eq!(log.read(a).unwrap().sealed, b"x");
+    }
+
+    #[test]
+    fn sparse_segments_are_found_and_copies_move_their_records() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = open(tmp.path());
+        let mut locs = Vec::new();
+        for i in 0..30u8 {
+            locs.push(log.append(3, &[i], &[i; 400]).unwrap());
+        }
+        let first = locs[0].segment;
+        let keep = locs[0];
+        for l in locs.iter().filter(|l| l.segment == first).skip(1) {
+            log.release(*l);
+        }
+        assert_eq!(log.sparse_segments(8), vec![first]);
+        let moved = log.copy(keep).unwrap();
+        assert_ne!(moved.segment, first);
+        let r = log.read(moved).unwrap();
+        assert_eq!(
+            (r.key.as_slice(), r.sealed.as_slice()),
+            (&[0u8][..], &[0u8; 400][..])
+        );
+        assert!(log.sparse_segments(8).is_empty());
+        log.sync().unwrap();
+        let dead = log.take_dead();
+        assert_eq!(log.unlink_dead(dead).unwrap(), 1);
+        drop(log);
+        let (_log, found) = open(tmp.path());
+        assert!(found.iter().any(|r| r.loc == moved));
+        assert!(!found.iter().any(|r| r.loc.segment == first));
+    }
+
+    #[test]
+    fn oversized_keys_are_refused_and_files_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = open(tmp.path());
+        assert!(log.append(1, &[0; MAX_KEY + 1], b"x").is_err());
+        use std::os::unix::fs::PermissionsExt;
+        for id in files(tmp.path()) {
+            let mode = fs::metadata(segment_path(tmp.path(), id))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn arbitrary_segment_bytes_never_panic() {
+        use proptest::prelude::*;
+        proptest!(|(bytes in proptest::collection::vec(any::<u8>(), 0..600))| {
+            let mut file = MAGIC.to_vec();
+            file.extend_from_slice(&bytes);
+            let _ = read_segment(1, &file);
+            let _ = read_segment(1, &bytes);
+        });
+    }
+}

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # nook benchmarks, in order: machine facts, fsync floor, relaybench (durable end to end),
 # echo (bare quinn ceiling, with nook/echo ratios), idle (memory per connection and per
-# mailbox). Optionally the peers (PEERS=1) afterwards, one at a time.
+# mailbox), clibench (one-shot `nook send`, new talk to first message, close of 10,000).
+# Optionally the peers (PEERS=1) afterwards, one at a time, with magic-wormhole last.
 #
 # usage (from the project root):   bash benches/run.sh
 # env: OUT=benches/results/<name>   where results go (default: benches/results/latest)
 #      RUNS=3 DURATION=10 TALKS=1,10,100 CONNS=1000,10000 MAILBOXES=100000 MAX_DISK_GB=20
 #      SKIP="idle echo"              skip parts
-#      PEERS=1                       then run ../shared/peers/{redis,mosquitto,nats}.sh
+#      PEERS=1                       then run ../shared/peers/{redis,mosquitto,nats,wormhole}.sh
 # Never run two benchmarks (or a build) at once on this 2-core machine: every number
 # would be skewed. Each binary waits (bounded) for the machine to be quiet first.
 set -euo pipefail
@@ -24,8 +25,8 @@ skip() { case " $SKIP " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 mkdir -p "$OUT"
-log "building (release): nook-relay and nook-bench"
-cargo build --release -p nook-relay -p nook-bench
+log "building (release): nook-relay, nook-cli and nook-bench"
+cargo build --release -p nook-relay -p nook-cli -p nook-bench
 B=target/release
 
 {
@@ -71,8 +72,13 @@ if ! skip idle; then
     --jsonl "$OUT/idle.jsonl" | tee "$OUT/idle.txt"
 fi
 
+if ! skip clibench; then
+  log "clibench: one-shot nook send, new talk to first message, close of 10,000 messages"
+  "$B/clibench" --runs "$RUNS" | tee "$OUT/clibench.txt"
+fi
+
 if [ "${PEERS:-0}" = 1 ]; then
-  for p in redis mosquitto nats; do
+  for p in redis mosquitto nats wormhole; do
     log "peer: $p (see ../shared/peers/$p.sh)"
     bash "../shared/peers/$p.sh" > "$OUT/peer-$p.txt" 2>&1 || log "$p exited $?"
     sed -n '/== .* results/,$p' "$OUT/peer-$p.txt"

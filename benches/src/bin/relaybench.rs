@@ -64,6 +64,14 @@ struct Args {
     /// peers' latency run, more talks give "moderate load".
     #[arg(long, value_delimiter = ',', default_value = "1,10")]
     lat_talks: Vec<usize>,
+    /// Paced latency runs: total envelopes/s spread evenly over `--paced-talks` talks
+    /// (open loop, at most one in flight per talk), so latency is measured at a known
+    /// moderate load rather than at the closed loop's saturation. Empty: none.
+    #[arg(long, value_delimiter = ',', default_value = "1000,2000")]
+    paced_rates: Vec<u64>,
+    /// Talks of the paced latency runs.
+    #[arg(long, default_value_t = 10)]
+    paced_talks: usize,
     /// Measured envelopes per talk of the latency runs (after the warm-up).
     #[arg(long, default_value_t = 2000)]
     lat_count: u64,
@@ -131,6 +139,8 @@ struct Workload {
     duration: Duration,
     size: usize,
     ack_every: u64,
+    /// Open-loop pacing: one envelope per talk every this long.
+    pace: Option<Duration>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -170,6 +180,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
             duration: Duration::from_secs(60),
             size: args.size,
             ack_every: args.ack_every,
+            pace: None,
+        });
+    }
+    for &rate in args.paced_rates.iter().filter(|r| **r > 0 && !args.no_latency) {
+        let talks = args.paced_talks.max(1);
+        workloads.push(Workload {
+            stall_secs: args.stall_secs,
+            stall_dir: stall_dir.clone(),
+            label: format!("paced nook {talks} talks {rate}/s"),
+            talks,
+            window: 1,
+            count: args.lat_count + args.warmup,
+            warmup: args.warmup,
+            duration: Duration::from_secs(120),
+            size: args.size,
+            ack_every: args.ack_every,
+            pace: Some(Duration::from_secs_f64(talks as f64 / rate as f64)),
         });
     }
     if !args.no_throughput {
@@ -185,6 +212,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 duration: Duration::from_secs_f64(args.duration),
                 size: args.size,
                 ack_every: args.ack_every,
+                pace: None,
             });
         }
     }
@@ -312,6 +340,7 @@ async fn run_workload(relay: &RelayProcess, w: &Workload) -> anyhow::Result<Valu
             w.count,
             w.size,
             deadline,
+            w.pace,
         ));
         tasks.push(PairTasks {
             counters,
@@ -434,7 +463,15 @@ async fn send(
     count: u64,
     size: usize,
     deadline: Instant,
+    pace: Option<Duration>,
 ) -> anyhow::Result<()> {
+    let mut ticks = pace.map(|p| {
+        // Talks start spread over one period, not in lockstep.
+        let offset = p.mul_f64(rand::random::<f64>());
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + offset, p);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     let (tx, rx) = mpsc::unbounded_channel();
     let checker = tokio::spawn(check_stored(
         conn.clone(),
@@ -448,6 +485,9 @@ async fn send(
         let now = Instant::now();
         if now >= deadline {
             break;
+        }
+        if let Some(t) = ticks.as_mut() {
+            t.tick().await;
         }
         match tokio::time::timeout(deadline - now, window.acquire()).await {
             Err(_) => break,

@@ -1122,26 +1122,17 @@ fn recover_log(
     segment_bytes: u64,
     mailboxes: &mut HashMap<MailboxId, Mailbox>,
 ) -> Result<Log, EngineError> {
-    let (log, recovery) = Log::open(&dir.join("log"), segment_bytes)?;
-    if recovery.torn_segments > 0 {
-        tracing::warn!(
-            segments = recovery.torn_segments,
-            "log segments end in an interrupted append (never acknowledged); ignored"
-        );
-    }
     let by_number: HashMap<u64, MailboxId> = mailboxes
         .iter()
         .map(|(id, mb)| (mb.ns.number(), *id))
         .collect();
     let mut unreadable = 0usize;
-    for record in recovery.records {
-        let loc = record.loc;
+    let (log, recovery) = Log::open(&dir.join("log"), segment_bytes, |record| {
         let Some(mb) = by_number
             .get(&record.namespace)
             .and_then(|id| mailboxes.get_mut(id))
         else {
-            log.release(loc);
-            continue;
+            return false;
         };
         let seq = match record.key.as_slice() {
             [b'e', rest @ ..] => rest.try_into().ok().map(u64::from_be_bytes),
@@ -1149,8 +1140,7 @@ fn recover_log(
         };
         let Some(seq) = seq else {
             unreadable += 1;
-            log.release(loc);
-            continue;
+            return false;
         };
         mb.head = mb.head.max(seq);
         let rec: Option<EnvRecord> = mb
@@ -1160,8 +1150,7 @@ fn recover_log(
             .and_then(|raw| decode_body(&raw).ok());
         let Some(rec) = rec else {
             unreadable += 1;
-            log.release(loc);
-            continue;
+            return false;
         };
         let members = mb
             .talk
@@ -1173,8 +1162,7 @@ fn recover_log(
             .filter(|s| waiting & (1u64 << s) != 0)
             .all(|s| mb.acked.get(&s).copied().unwrap_or(0) >= seq);
         if done || mb.envelopes.contains_key(&seq) {
-            log.release(loc);
-            continue;
+            return false;
         }
         mb.bytes += rec.body.len() as u64;
         mb.envelopes.insert(
@@ -1182,8 +1170,15 @@ fn recover_log(
             EnvMeta {
                 recipients: rec.recipients,
                 len: rec.body.len() as u64,
-                loc,
+                loc: record.loc,
             },
+        );
+        true
+    })?;
+    if recovery.torn_segments > 0 {
+        tracing::warn!(
+            segments = recovery.torn_segments,
+            "log segments end in an interrupted append (never acknowledged); ignored"
         );
     }
     if unreadable > 0 {
@@ -1192,5 +1187,10 @@ fn recover_log(
             "envelope records that do not open under their mailbox's key were dropped"
         );
     }
+    tracing::info!(
+        envelopes = recovery.kept,
+        released = recovery.dropped,
+        "envelope log recovered"
+    );
     Ok(log)
 }

@@ -716,3 +716,32 @@ async fn an_unacked_envelope_is_moved_out_of_a_sparse_segment_and_survives_resta
     assert_eq!(got[0].seq, kept);
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_closed_connection_frees_its_place_at_once() {
+    // With room for one connection, a second client gets in only once the relay has
+    // seen the first one's close frame; without it the relay would hold the first
+    // connection until its idle timeout.
+    let relay = TestRelay::start_config(tempfile::tempdir().unwrap(), |c| c.max_connections = 1);
+    let first = relay.connect().await;
+    first.close().await;
+    let mut second = None;
+    for _ in 0..50 {
+        match RelayConnection::connect(&relay.addr).await {
+            Ok(c) => {
+                second = Some(c);
+                break;
+            }
+            Err(nook_client::ConnectError::Unreachable { .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    let second = second.expect("the relay still counts the closed connection after 50 tries");
+    assert_eq!(
+        second.request(Request::Ping { nonce: 2 }).await.unwrap(),
+        Response::Pong { nonce: 2 }
+    );
+    relay.stop().await;
+}

@@ -154,12 +154,18 @@ async fn main() -> Result<()> {
         results.push(summary("nook send (one-shot process, 1 KiB)", times));
     }
 
-    // 2. New talk to first delivered message, as four CLI processes.
-    {
+    // 2. New talk to first delivered message, as four CLI processes. Twice: with
+    // fresh homes (the first talk these two people ever have: the homes are created
+    // on the way), and with homes already in use (every later talk).
+    for homes_in_use in [false, true] {
         let relay = start_relay()?;
         let mut cli = Vec::new();
         for _ in 0..args.talks {
             let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+            if homes_in_use {
+                nook(a.path(), &["list"])?;
+                nook(b.path(), &["list"])?;
+            }
             let t = Instant::now();
             let (_, out) = nook(a.path(), &["--json", "new", "--relay", &relay.addr])?;
             let new = json(&out)?;
@@ -181,14 +187,28 @@ async fn main() -> Result<()> {
             }
             cli.push(ms(took));
         }
-        results.push(summary("new talk -> first message (4 CLI processes)", cli));
+        let which = if homes_in_use {
+            "homes in use"
+        } else {
+            "fresh homes"
+        };
+        results.push(summary(
+            &format!("new talk -> first message (4 CLI processes, {which})"),
+            cli,
+        ));
 
-        // The same through the library in one process (no process start-ups).
+        // The same through the library in one process (no process start-ups), with the
+        // time of each step.
         let addr = relay.addr.clone();
         let mut api = Vec::new();
+        let mut steps: [Vec<f64>; 4] = Default::default();
         for _ in 0..args.talks {
             let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
             let (ca, cb) = (Client::new(a.path())?, Client::new(b.path())?);
+            if homes_in_use {
+                ca.list().await?;
+                cb.list().await?;
+            }
             let t = Instant::now();
             let created = ca
                 .create(
@@ -202,19 +222,29 @@ async fn main() -> Result<()> {
                     },
                 )
                 .await?;
+            let t1 = Instant::now();
             let joined = cb.join(&created.invites[0], None).await?;
+            let t2 = Instant::now();
             ca.send(&created.talk, "first message").await?;
+            let t3 = Instant::now();
             let got = cb.fetch(&joined.talk).await?;
             let took = t.elapsed();
+            steps[0].push(ms(t1 - t));
+            steps[1].push(ms(t2 - t1));
+            steps[2].push(ms(t3 - t2));
+            steps[3].push(ms(t3.elapsed()));
             if !got.iter().any(|e| matches!(&e.event, nook_client::Event::Message { text, .. } if text == "first message")) {
                 bail!("first message not delivered in-process");
             }
             api.push(ms(took));
         }
         results.push(summary(
-            "new talk -> first message (library, 1 process)",
+            &format!("new talk -> first message (library, {which})"),
             api,
         ));
+        for (step, times) in ["create", "join", "send", "fetch"].iter().zip(steps) {
+            results.push(summary(&format!("  library step: {step} ({which})"), times));
+        }
     }
 
     // 3. Close of a talk holding `messages` envelopes: relay deletion and client shredding.

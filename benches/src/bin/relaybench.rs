@@ -183,7 +183,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             pace: None,
         });
     }
-    for &rate in args.paced_rates.iter().filter(|r| **r > 0 && !args.no_latency) {
+    for &rate in args
+        .paced_rates
+        .iter()
+        .filter(|r| **r > 0 && !args.no_latency)
+    {
         let talks = args.paced_talks.max(1);
         workloads.push(Workload {
             stall_secs: args.stall_secs,

@@ -28,14 +28,21 @@
 //! It is restored on every way out: a guard's `Drop` on return and on unwinding, a
 //! panic hook for panics anywhere (also inside tasks), Ctrl-C arrives as a key in raw
 //! mode, and SIGTERM, SIGHUP and SIGINT end the loop like /quit.
+//!
+//! A terminal can also vanish without a SIGHUP reaching us (an orphaned process group,
+//! a killed tmux server). crossterm 0.29's event reader then spins on the dead tty
+//! without ever reporting it (crossterm-rs/crossterm#793), so the loop also checks,
+//! twice a second, whether the terminal hung up, and quits if it did.
 
 mod app;
 mod view;
 
 use std::io::{self, Stdout};
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crossterm::event::{
     DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
@@ -62,6 +69,8 @@ use app::{Action, App, FollowFailure};
 const UI_QUEUE: usize = 256;
 /// Typed messages waiting to be sent.
 const OUTBOX: usize = 32;
+/// How often the loop checks that its terminal is still there.
+const TTY_CHECK: Duration = Duration::from_millis(500);
 
 /// Runs the chat screen for `talk` until the user quits or the talk ends.
 ///
@@ -143,6 +152,8 @@ async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
     background.spawn(send_task(client.clone(), talk.clone(), outbox_rx, ui_tx));
     let mut ops: JoinSet<Done> = JoinSet::new();
     let mut events = EventStream::new();
+    let mut tty_check = tokio::time::interval(TTY_CHECK);
+    tty_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         screen.draw(&app)?;
@@ -195,6 +206,12 @@ async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
                 ended.map_err(ChatError::Task)?;
                 Action::None
             }
+            _ = tty_check.tick() => {
+                if hung_up(io::stdin()) || hung_up(io::stdout()) {
+                    return Ok(app.exit_code());
+                }
+                continue;
+            }
             _ = terms.recv() => Action::Quit,
             _ = hangups.recv() => Action::Quit,
             _ = interrupts.recv() => Action::Quit,
@@ -238,6 +255,24 @@ async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
             }
             Action::Quit => return Ok(app.exit_code()),
         }
+    }
+}
+
+/// True if `fd` is a terminal (or pipe) whose other end is gone: `poll` with no events
+/// asked reports only hang-up and error conditions, and reads nothing, so no key
+/// press is taken from crossterm.
+fn hung_up(fd: impl AsFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(&fd, PollFlags::empty())];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match rustix::event::poll(&mut fds, Some(&now)) {
+        Ok(_) => fds[0]
+            .revents()
+            .intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL),
+        Err(_) => false,
     }
 }
 
@@ -513,6 +548,23 @@ mod tests {
         };
         assert!(!fwd.offer(entry(0, Event::Opened)));
         assert!(fwd.gone);
+    }
+
+    #[test]
+    fn a_terminal_whose_other_end_closed_is_seen_as_hung_up() {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        let name = ptsname(&master, Vec::new()).unwrap();
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.to_str().unwrap())
+            .unwrap();
+        assert!(!hung_up(&slave), "a live terminal is not hung up");
+        drop(master);
+        assert!(hung_up(&slave), "the terminal's other end closed");
     }
 
     #[test]

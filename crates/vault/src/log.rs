@@ -91,8 +91,10 @@ pub struct Record {
 /// What [`Log::open`] read back.
 #[derive(Debug, Default)]
 pub struct Recovery {
-    /// Every intact record, oldest first; all live until released.
-    pub records: Vec<Record>,
+    /// Intact records the caller kept (live until released).
+    pub kept: u64,
+    /// Intact records the caller did not want (released at once).
+    pub dropped: u64,
     /// Segments that ended in an incomplete or damaged record (an append a
     /// crash interrupted; never acknowledged, since it followed the last sync).
     pub torn_segments: usize,
@@ -252,10 +254,15 @@ fn create_segment(dir: &Path, id: u64) -> Result<File, VaultError> {
 }
 
 impl Log {
-    /// Opens (or creates) the log in `dir` (mode 0700), reads back every
-    /// intact record, and starts a new segment for appends. Every record
-    /// returned is live until released.
-    pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Log, Recovery), VaultError> {
+    /// Opens (or creates) the log in `dir` (mode 0700), hands every intact
+    /// record to `keep`, oldest first, and starts a new segment for appends.
+    /// A record for which `keep` returns true is live until released; the
+    /// others are released at once. One segment is in memory at a time.
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        mut keep: impl FnMut(Record) -> bool,
+    ) -> Result<(Log, Recovery), VaultError> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -270,15 +277,24 @@ impl Log {
         }
         ids.sort_unstable();
         let mut segments = BTreeMap::new();
-        let mut records = Vec::new();
-        let mut torn_segments = 0;
+        let mut recovery = Recovery::default();
         for &id in &ids {
             let bytes = fs::read(segment_path(dir, id))?;
             let (found, torn) = read_segment(id, &bytes);
             if torn.is_some() {
-                torn_segments += 1;
+                recovery.torn_segments += 1;
             }
-            let live_bytes: u64 = found.iter().map(|r| u64::from(r.loc.len)).sum();
+            let (mut live_bytes, mut live_records) = (0, 0);
+            for record in found {
+                let len = u64::from(record.loc.len);
+                if keep(record) {
+                    live_bytes += len;
+                    live_records += 1;
+                    recovery.kept += 1;
+                } else {
+                    recovery.dropped += 1;
+                }
+            }
             let file = OpenOptions::new().read(true).open(segment_path(dir, id))?;
             segments.insert(
                 id,
@@ -286,10 +302,9 @@ impl Log {
                     file: Arc::new(file),
                     bytes: bytes.len() as u64,
                     live_bytes,
-                    live_records: found.len() as u64,
+                    live_records,
                 },
             );
-            records.extend(found);
         }
         let active = ids.last().map_or(1, |last| last + 1);
         let file = create_segment(dir, active)?;
@@ -328,13 +343,7 @@ impl Log {
                 .collect();
             st.dead.extend(empty);
         }
-        Ok((
-            log,
-            Recovery {
-                records,
-                torn_segments,
-            },
-        ))
+        Ok((log, recovery))
     }
 
     /// Appends a record (written to the page cache before this returns, not
@@ -574,8 +583,18 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path) -> (Log, Vec<Record>) {
-        let (log, found) = Log::open(dir, 4096).unwrap();
-        (log, found.records)
+        let mut found = Vec::new();
+        let (log, _) = Log::open(dir, 4096, |r| {
+            found.push(Record {
+                namespace: r.namespace,
+                key: r.key.clone(),
+                sealed: r.sealed.clone(),
+                loc: r.loc,
+            });
+            true
+        })
+        .unwrap();
+        (log, found)
     }
 
     fn files(dir: &Path) -> Vec<u64> {
@@ -623,6 +642,8 @@ mod tests {
             full.len() - 1,
         ] {
             fs::write(&path, &full[..cut]).unwrap();
+            let (_, rec) = Log::open(tmp.path(), 4096, |_| true).unwrap();
+            assert_eq!((rec.kept, rec.torn_segments), (1, 1), "cut at {cut}");
             let (_log, found) = open(tmp.path());
             let locs: Vec<Loc> = found.iter().map(|r| r.loc).collect();
             assert_eq!(locs, vec![a], "cut at {cut}");
@@ -685,6 +706,22 @@ mod tests {
         drop(log);
         let (_log, found) = open(tmp.path());
         assert_eq!(found.len(), locs.len() - in_first.len());
+    }
+
+    #[test]
+    fn records_not_kept_at_open_are_released_and_their_segment_dies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = open(tmp.path());
+        let a = log.append(1, b"drop", b"x").unwrap();
+        let b = log.append(2, b"keep", b"y").unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let (log, rec) = Log::open(tmp.path(), 4096, |r| r.namespace == 2).unwrap();
+        assert_eq!((rec.kept, rec.dropped, rec.torn_segments), (1, 1, 0));
+        assert_eq!(log.stats().live_records, 1);
+        assert!(!log.has_dead());
+        log.release(b);
+        assert_eq!(log.take_dead(), vec![a.segment]);
     }
 
     #[test]

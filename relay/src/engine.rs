@@ -375,6 +375,7 @@ impl Engine {
             None => vault.create_namespace(TOMBSTONES)?,
         };
         let mut mailboxes: HashMap<MailboxId, Mailbox> = HashMap::new();
+        let mut stored_heads: HashMap<MailboxId, u64> = HashMap::new();
         for ns in vault.namespaces()? {
             if ns.hashed_id() == tombstones.hashed_id() {
                 continue;
@@ -413,7 +414,18 @@ impl Engine {
             }
             mailboxes.insert(mb.id, mb);
         }
+        for mb in mailboxes.values() {
+            stored_heads.insert(mb.id, mb.head);
+        }
         let log = Arc::new(recover_log(dir, limits.log_segment_bytes, &mut mailboxes)?);
+        // The log can know a higher seq than `h` (an `h` write lost in a crash). Store it
+        // before the first flush: that flush precedes the unlinking of the segments that
+        // recovery found dead, after which only `h` remembers those seqs.
+        for mb in mailboxes.values() {
+            if stored_heads.get(&mb.id).is_some_and(|h| mb.head > *h) {
+                mb.ns.put(K_HEAD, &mb.head.to_le_bytes())?;
+            }
+        }
         let mailboxes: HashMap<MailboxId, Arc<Mutex<Mailbox>>> = mailboxes
             .into_iter()
             .map(|(id, mb)| (id, Arc::new(Mutex::new(mb))))

@@ -745,3 +745,47 @@ async fn a_closed_connection_frees_its_place_at_once() {
     );
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_head_lost_in_a_crash_is_rebuilt_from_the_log_before_acked_segments_go() {
+    let relay = TestRelay::start();
+    let c = create(&relay, 2, 2, ClosePolicy::Owner).await;
+    let b = join(&relay, c.owner.mailbox, &c.seats[0]).await;
+    let mut last = Seq(0);
+    for i in 0..10u32 {
+        last = c
+            .owner
+            .put(EnvelopeKind::Chat, &i.to_le_bytes())
+            .await
+            .unwrap();
+    }
+    b.ack(last.0).await.unwrap();
+    let (owner_id, mailbox) = (c.owner.id, c.owner.mailbox);
+    drop(c.owner.conn);
+    drop(b.conn);
+    let dir = relay.stop().await;
+    // As if the crash had lost the last write of `h` (the acks made it to disk): the
+    // log's segment still holds the acked records, which the next start finds dead.
+    {
+        let vault = nook_vault::Vault::open(&dir.path().join("store")).unwrap();
+        let ns_id = [&b"mailbox/"[..], &mailbox.0].concat();
+        let ns = vault.namespace(&ns_id).unwrap().unwrap();
+        ns.put(b"h", &0u64.to_le_bytes()).unwrap();
+        vault.durable_flush().unwrap();
+    }
+    let relay = TestRelay::start_in(dir);
+    relay.engine.flush().unwrap();
+    assert_eq!(relay.engine.log_stats().live_records, 0);
+    // Another restart, now that the acked segment is gone: seqs still go on.
+    let relay = TestRelay::start_in(relay.stop().await);
+    let owner = Member {
+        id: owner_id,
+        conn: relay.connect().await,
+        mailbox,
+        seat: 0,
+    };
+    owner.auth_on(&owner.conn).await.unwrap();
+    let next = owner.put(EnvelopeKind::Chat, b"next").await.unwrap();
+    assert_eq!(next.0, last.0 + 1);
+    relay.stop().await;
+}

@@ -4,9 +4,10 @@
 //! Why not sled: sled 0.34 writes its log synchronously (`sync_file_range`)
 //! twice for every batch and serialises batches on a global lock, which made
 //! sled, not the network, the relay's bottleneck (BENCHMARKS.md: ~6k durable
-//! envelopes/s, 70 % of the relay's CPU in sled). Here an append is one
-//! `pwrite` into the page cache and durability is one `fdatasync` shared by
-//! everything appended since the last one ([`Log::sync`]).
+//! envelopes/s, 70 % of the relay's CPU in sled). Here an append is a copy into
+//! memory; [`Log::sync`] writes everything appended since the last one with one
+//! `pwrite` and makes it durable with one `fdatasync`. Records not yet written
+//! are read back from memory.
 //!
 //! The log does not seal: callers append values sealed by
 //! [`Namespace::seal`](crate::Namespace::seal), so everything in it is
@@ -69,6 +70,9 @@ pub const MAX_BODY: usize = 4 << 20;
 /// Size after which the segment being appended to is closed and a new one
 /// started.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 32 << 20;
+/// Appended bytes held in memory before an append writes them out itself
+/// rather than leaving them to the next sync.
+const MAX_PENDING: usize = 1 << 20;
 
 /// Where a record is: its segment, the offset of its header, the length of
 /// header and body.
@@ -124,13 +128,17 @@ struct State {
     unsynced: Vec<Arc<File>>,
     /// An append since the last sync.
     dirty: bool,
+    /// Records appended to the active segment and not written yet: its bytes
+    /// from file offset `written` on.
+    pending: Vec<u8>,
+    written: u64,
     /// Segments whose records are all released, not yet unlinked.
     dead: Vec<u64>,
 }
 
 /// The log: a folder of segments. `Send + Sync`; appends are serialised by
-/// one short lock (a `pwrite` into the page cache), syncs take it only to
-/// collect what to sync.
+/// one short lock (a copy into memory); a sync holds it for its one `pwrite`
+/// and not for its `fdatasync`.
 pub struct Log {
     dir: PathBuf,
     segment_bytes: u64,
@@ -328,6 +336,8 @@ impl Log {
                 active,
                 unsynced: Vec::new(),
                 dirty: false,
+                pending: Vec::new(),
+                written: MAGIC.len() as u64,
                 dead: Vec::new(),
             }),
             syncing: Mutex::new(()),
@@ -346,8 +356,8 @@ impl Log {
         Ok((log, recovery))
     }
 
-    /// Appends a record (written to the page cache before this returns, not
-    /// durable until the next [`Log::sync`]).
+    /// Appends a record: readable at once, written and durable with the next
+    /// [`Log::sync`].
     pub fn append(&self, namespace: u64, key: &[u8], sealed: &[u8]) -> Result<Loc, VaultError> {
         let record = encode(namespace, key, sealed)?;
         self.append_raw(&record)
@@ -357,6 +367,8 @@ impl Log {
         let mut st = lock(&self.state);
         if st.segments.get(&st.active).map_or(0, |s| s.bytes) >= self.segment_bytes {
             self.rotate(&mut st)?;
+        } else if st.pending.len() >= MAX_PENDING {
+            write_pending(&mut st)?;
         }
         let active = st.active;
         let seg = st
@@ -364,16 +376,10 @@ impl Log {
             .get_mut(&active)
             .ok_or_else(|| VaultError::corrupt("the log lost its active segment"))?;
         let offset = seg.bytes;
-        if let Err(e) = seg.file.write_all_at(record, offset) {
-            // A partial record may be on disk: nothing may follow it in this
-            // segment, or reading back would stop before later records.
-            seg.bytes += record.len() as u64;
-            let _ = self.rotate(&mut st);
-            return Err(e.into());
-        }
         seg.bytes += record.len() as u64;
         seg.live_bytes += record.len() as u64;
         seg.live_records += 1;
+        st.pending.extend_from_slice(record);
         st.dirty = true;
         Ok(Loc {
             segment: active,
@@ -384,6 +390,7 @@ impl Log {
 
     /// Closes the active segment and starts the next one.
     fn rotate(&self, st: &mut State) -> Result<(), VaultError> {
+        write_pending(st)?;
         let next = st.active + 1;
         let file = create_segment(&self.dir, next)?;
         // The new name must survive a crash before any record in it is
@@ -405,18 +412,36 @@ impl Log {
             },
         );
         st.active = next;
+        st.written = MAGIC.len() as u64;
         Ok(())
+    }
+
+    /// The bytes of the record at `loc`, from memory if not written yet.
+    fn read_raw(&self, loc: Loc) -> Result<Vec<u8>, VaultError> {
+        let len = loc.len as usize;
+        let file = {
+            let st = lock(&self.state);
+            if loc.segment == st.active && loc.offset >= st.written {
+                let start = usize::try_from(loc.offset - st.written).unwrap_or(usize::MAX);
+                return start
+                    .checked_add(len)
+                    .and_then(|end| st.pending.get(start..end))
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| VaultError::corrupt("a log location past its end"));
+            }
+            st.segments
+                .get(&loc.segment)
+                .map(|s| s.file.clone())
+                .ok_or_else(|| VaultError::corrupt("a log record's segment is gone"))?
+        };
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, loc.offset)?;
+        Ok(buf)
     }
 
     /// Reads the record at `loc` back (CRC checked).
     pub fn read(&self, loc: Loc) -> Result<Record, VaultError> {
-        let file = lock(&self.state)
-            .segments
-            .get(&loc.segment)
-            .map(|s| s.file.clone())
-            .ok_or_else(|| VaultError::corrupt("a log record's segment is gone"))?;
-        let mut buf = vec![0u8; loc.len as usize];
-        file.read_exact_at(&mut buf, loc.offset)?;
+        let buf = self.read_raw(loc)?;
         read_framed(loc, &buf)
             .ok_or_else(|| VaultError::corrupt("a log record failed its checksum"))
     }
@@ -426,13 +451,7 @@ impl Log {
     /// unlinked only by an [`Log::unlink_dead`] after a sync, so the copy is
     /// durable by then.
     pub fn copy(&self, loc: Loc) -> Result<Loc, VaultError> {
-        let file = lock(&self.state)
-            .segments
-            .get(&loc.segment)
-            .map(|s| s.file.clone())
-            .ok_or_else(|| VaultError::corrupt("a log record's segment is gone"))?;
-        let mut buf = vec![0u8; loc.len as usize];
-        file.read_exact_at(&mut buf, loc.offset)?;
+        let buf = self.read_raw(loc)?;
         if read_framed(loc, &buf).is_none() {
             return Err(VaultError::corrupt("a log record failed its checksum"));
         }
@@ -456,8 +475,9 @@ impl Log {
     }
 
     /// Makes every append that returned before this call durable: one
-    /// `fdatasync` of the active segment (and of segments rotated since the
-    /// last sync). Cheap when nothing was appended.
+    /// `pwrite` of what is pending, then one `fdatasync` of the active segment
+    /// (and of segments rotated since the last sync). Cheap when nothing was
+    /// appended.
     pub fn sync(&self) -> Result<(), VaultError> {
         let _one = lock(&self.syncing);
         let (files, active) = {
@@ -465,6 +485,7 @@ impl Log {
             if !st.dirty && st.unsynced.is_empty() {
                 return Ok(());
             }
+            write_pending(&mut st)?;
             st.dirty = false;
             let active = st.segments.get(&st.active).map(|s| s.file.clone());
             (std::mem::take(&mut st.unsynced), active)
@@ -562,6 +583,27 @@ impl Log {
             },
         )
     }
+}
+
+/// Writes the active segment's pending bytes at their offset. On failure they
+/// stay pending (a partial write is simply written again), so nothing after a
+/// hole can be acknowledged.
+fn write_pending(st: &mut State) -> Result<(), VaultError> {
+    if st.pending.is_empty() {
+        return Ok(());
+    }
+    let file = st
+        .segments
+        .get(&st.active)
+        .map(|s| s.file.clone())
+        .ok_or_else(|| VaultError::corrupt("the log lost its active segment"))?;
+    file.write_all_at(&st.pending, st.written)?;
+    st.written += st.pending.len() as u64;
+    st.pending.clear();
+    if st.pending.capacity() > 4 * MAX_PENDING {
+        st.pending = Vec::new();
+    }
+    Ok(())
 }
 
 /// The one record framed at the start of `buf`, if intact.
@@ -667,11 +709,53 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (log, _) = open(tmp.path());
         let a = log.append(1, b"k", b"x").unwrap();
+        log.sync().unwrap();
         drop(log);
         let (log, found) = open(tmp.path());
         let b = log.append(1, b"k", b"y").unwrap();
         assert_eq!(found.len(), 1);
         assert!(b.segment > a.segment);
+    }
+
+    #[test]
+    fn appends_are_readable_at_once_and_on_disk_only_after_a_sync() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = open(tmp.path());
+        let a = log.append(4, b"k", b"kept in memory").unwrap();
+        assert_eq!(log.read(a).unwrap().sealed, b"kept in memory");
+        let on_disk = || fs::read(segment_path(tmp.path(), a.segment)).unwrap().len() as u64;
+        assert_eq!(on_disk(), MAGIC.len() as u64);
+        log.sync().unwrap();
+        assert_eq!(on_disk(), a.offset + u64::from(a.len));
+        assert_eq!(log.read(a).unwrap().sealed, b"kept in memory");
+        // Unsynced appends are lost with the process, and only they are.
+        let b = log.append(4, b"k2", b"never synced").unwrap();
+        drop(log);
+        let (_log, found) = open(tmp.path());
+        assert_eq!(found.iter().map(|r| r.loc).collect::<Vec<_>>(), vec![a]);
+        assert!(b.offset >= a.offset + u64::from(a.len));
+    }
+
+    #[test]
+    fn a_large_backlog_is_written_before_the_sync() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open(tmp.path(), 64 << 20, |_| true).unwrap();
+        let mut locs = Vec::new();
+        for i in 0..600u32 {
+            locs.push(log.append(1, &i.to_be_bytes(), &[7; 2048]).unwrap());
+        }
+        let written = fs::read(segment_path(tmp.path(), locs[0].segment)).unwrap();
+        assert!(
+            written.len() >= MAX_PENDING,
+            "appends past MAX_PENDING were written"
+        );
+        for l in [locs[0], locs[300], locs[599]] {
+            assert_eq!(log.read(l).unwrap().sealed, vec![7; 2048]);
+        }
+        log.sync().unwrap();
+        drop(log);
+        let (_log, found) = open(tmp.path());
+        assert_eq!(found.len(), 600);
     }
 
     #[test]

@@ -18,13 +18,14 @@
 //! | `w` ‖ seat        | the welcome blob of a free seat |
 //!
 //! Envelopes are not in sled: each is an `EnvRecord`, sealed by the mailbox's namespace
-//! under the entry key `e` ‖ seq (u64 BE), appended to the vault's [`Log`] (one `pwrite`;
-//! one `fdatasync` per group commit). sled's batches cost two synchronous log writes
-//! each, which made it the relay's bottleneck. Memory holds where each live envelope is;
-//! a record is released when every recipient has acked it or the mailbox ends, and the
-//! log unlinks a segment once all its records are released. Because a seq must never be
-//! reused, `h` is rewritten whenever envelopes are deleted, and the commit thread makes
-//! sled durable before it unlinks a segment.
+//! under the entry key `e` ‖ seq (u64 BE), appended to the vault's [`Log`] (a copy into
+//! memory; one `pwrite` and one `fdatasync` per group commit). sled's batches cost two
+//! synchronous log writes each, which made it the relay's bottleneck. Memory holds where
+//! each live envelope is; a record is released when every recipient has acked it or the
+//! mailbox ends, and the log unlinks a segment once all its records are released.
+//! Because a seq must never be reused, `h` is rewritten whenever envelopes are deleted
+//! (and at recovery when the log knows a higher seq), and the commit thread makes sled
+//! durable before it unlinks a segment.
 //!
 //! Tombstones live in their own namespace, keyed by the vault's keyed hash of the
 //! mailbox id, valued by their expiry: nothing else of a closed talk remains.

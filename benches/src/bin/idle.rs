@@ -47,9 +47,9 @@ struct Args {
     /// Mailboxes created per connection (the relay allows 64 by default).
     #[arg(long, default_value_t = DEFAULT_MAX_MAILBOXES_PER_CONNECTION)]
     per_conn: usize,
-    /// Stop creating mailboxes once the relay's data folder exceeds this many GB
-    /// (sled keeps one tree per mailbox; see BENCHMARKS.md for why disk use grows
-    /// quadratically), and report how far it got.
+    /// Stop creating mailboxes once the relay's data folder exceeds this many GB, and
+    /// report how far it got: a guard kept from when the store had one sled tree per
+    /// mailbox and disk grew quadratically (BENCHMARKS.md, "History").
     #[arg(long, default_value_t = 20.0)]
     max_disk_gb: f64,
     /// Print progress every this many mailboxes.

@@ -357,3 +357,73 @@ fn chat_refuses_without_a_terminal() {
         "{stderr}"
     );
 }
+
+/// Kills a process by pid on drop (a chat that failed to exit must not outlive the test).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// True while `pid` is a live (not zombie) process.
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn chat_exits_when_its_terminal_hangs_up_without_a_sighup() {
+    if !tmux_installed() || Command::new("setsid").arg("--version").output().is_err() {
+        eprintln!("skipping the hang-up test: tmux or setsid is not installed");
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let alice = root.path().join("alice");
+    let relay = Relay::start(&root.path().join("relay"));
+    let created = nook_json(&alice, &["new", "--relay", &relay.address, "--seats", "2"]);
+    let talk = text_of(&created[0], "talk");
+
+    // In a session of its own, the chat is not told when the terminal goes: the kernel
+    // sends SIGHUP to the terminal's session, and this one is another. (How it notices
+    // depends on what it is doing; its twice-a-second hang-up check is the backstop for
+    // crossterm's reader, which can spin on a dead tty without reporting it.)
+    let tmux_dir = root.path().join("tmux");
+    std::fs::create_dir(&tmux_dir).expect("tmux folder");
+    let pid_file = root.path().join("chat.pid");
+    let command = format!(
+        "setsid -w sh -c 'echo $$ > {pid}; exec {nook} --home {home} chat {talk}'",
+        pid = quoted(&pid_file),
+        nook = quoted(nook_bin()),
+        home = quoted(&alice),
+    );
+    let tmux = Tmux::start(&tmux_dir, &command);
+    tmux.wait_for_screen("the chat screen", &["pending 1/2"]);
+    let pid: u32 = wait_for("the chat's pid", || {
+        std::fs::read_to_string(&pid_file)
+            .map_err(|e| e.to_string())
+            .and_then(|s| s.trim().parse().map_err(|e| format!("{e}: {s:?}")))
+    });
+    let _guard = KillOnDrop(pid);
+    assert!(running(pid), "the chat is not running");
+
+    // The terminal goes away: every pane's pty is closed with the server.
+    drop(tmux);
+    wait_for("nook chat to exit after its terminal hung up", || {
+        if running(pid) {
+            Err(std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+        } else {
+            Ok(())
+        }
+    });
+    drop(relay);
+}

@@ -37,7 +37,7 @@
 mod app;
 mod view;
 
-use std::io::{self, Stdout};
+use std::io::{self, IsTerminal, Stdout};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::Once;
@@ -153,6 +153,9 @@ async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
     let mut ops: JoinSet<Done> = JoinSet::new();
     let mut events = EventStream::new();
     let mut tty_check = tokio::time::interval(TTY_CHECK);
+    // Decided now: a hung-up terminal no longer answers isatty. A stdin that is a pipe
+    // (crossterm then reads keys from /dev/tty) may well be at its end; that is no hang-up.
+    let watch_stdin = io::stdin().is_terminal();
     tty_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
@@ -207,7 +210,7 @@ async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
                 Action::None
             }
             _ = tty_check.tick() => {
-                if hung_up(io::stdin()) || hung_up(io::stdout()) {
+                if (watch_stdin && hung_up(io::stdin())) || hung_up(io::stdout()) {
                     return Ok(app.exit_code());
                 }
                 continue;

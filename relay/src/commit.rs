@@ -119,6 +119,9 @@ impl std::fmt::Debug for CommitQueue {
 const LINGER: Duration = Duration::from_micros(400);
 /// A batch this large is flushed without lingering.
 const LINGER_ENOUGH: usize = 256;
+/// Lingering starts once the last flush covered this many writers: two or three at
+/// once happen by chance at moderate load, and lingering for them only adds latency.
+const LINGER_AFTER: usize = 8;
 
 fn run(shared: Arc<Shared>, vault: Arc<Vault>, log: Arc<Log>) {
     let mut last_batch = 0usize;
@@ -140,7 +143,7 @@ fn run(shared: Arc<Shared>, vault: Arc<Vault>, log: Arc<Log>) {
             // When the last flush covered several writers, more are on their way: a
             // short wait lets one flush (and its fdatasync) cover them all. A lone
             // writer (no load) is flushed at once, so idle latency does not grow.
-            if last_batch > 1 {
+            if last_batch >= LINGER_AFTER {
                 let deadline = Instant::now() + LINGER;
                 while st.queue.len() < LINGER_ENOUGH && !st.stopping {
                     let left = deadline.saturating_duration_since(Instant::now());

@@ -138,8 +138,13 @@ fn three_seat_talk_from_creation_to_provable_deletion() {
         refused.stderr
     );
 
-    // B follows; the owner closes; B's follow ends with "closed".
-    let follow = b.spawn(&["--json", "read", &tb, "--follow"]);
+    // B follows; the owner closes; B's follow ends with "closed". The close must come
+    // after the follow is connected: a member who connects after the close learns only
+    // that the talk is gone (exit 6), since the relay keeps nothing of it.
+    let mut follow = b.spawn(&["--json", "read", &tb, "--follow"]);
+    follow.wait_for(Stream::Stderr, Duration::from_secs(30), |l| {
+        l.contains("following")
+    });
     let closed = a.ok(&["--json", "close", &ta]).json();
     assert_eq!(closed["closed"], true);
     assert_eq!(closed["receipt"]["verified"], true);

@@ -397,22 +397,10 @@ async fn restart_recovers_mailboxes_members_and_envelopes() {
     drop(b.conn);
     let dir = relay.stop().await;
     let relay = TestRelay::start_in(dir);
-    let b = Member {
-        id: b_id,
-        conn: relay.connect().await,
-        mailbox,
-        seat: 1,
-    };
-    b.auth_on(&b.conn).await.unwrap();
+    let b = reconnect(&relay, b_id, mailbox, 1).await;
     let got = b.fetch(0).await.unwrap();
     assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![s2]);
-    let owner = Member {
-        id: owner_id,
-        conn: relay.connect().await,
-        mailbox,
-        seat: 0,
-    };
-    owner.auth_on(&owner.conn).await.unwrap();
+    let owner = reconnect(&relay, owner_id, mailbox, 0).await;
     // Seqs continue after the recovered head.
     let s3 = owner.put(EnvelopeKind::Chat, b"three").await.unwrap();
     assert_eq!(s3.0, s2.0 + 1);
@@ -649,20 +637,8 @@ async fn acked_segments_are_removed_and_seqs_never_repeat_after_restart() {
     drop(b.conn);
     // Restart: nothing is left to deliver, and the next seq follows the last one.
     let relay = TestRelay::start_with(relay.stop().await, small_segments());
-    let owner = Member {
-        id: owner_id,
-        conn: relay.connect().await,
-        mailbox,
-        seat: 0,
-    };
-    owner.auth_on(&owner.conn).await.unwrap();
-    let b = Member {
-        id: b_id,
-        conn: relay.connect().await,
-        mailbox,
-        seat: 1,
-    };
-    b.auth_on(&b.conn).await.unwrap();
+    let owner = reconnect(&relay, owner_id, mailbox, 0).await;
+    let b = reconnect(&relay, b_id, mailbox, 1).await;
     assert!(b.fetch(0).await.unwrap().is_empty());
     let next = owner
         .put(EnvelopeKind::Chat, b"after restart")
@@ -704,13 +680,7 @@ async fn an_unacked_envelope_is_moved_out_of_a_sparse_segment_and_survives_resta
     let (b_id, mailbox) = (stuck_b.id, stuck_b.mailbox);
     drop(stuck_b.conn);
     let relay = TestRelay::start_with(relay.stop().await, small_segments());
-    let b = Member {
-        id: b_id,
-        conn: relay.connect().await,
-        mailbox,
-        seat: 1,
-    };
-    b.auth_on(&b.conn).await.unwrap();
+    let b = reconnect(&relay, b_id, mailbox, 1).await;
     let got = b.fetch(0).await.unwrap();
     assert_eq!(got, original);
     assert_eq!(got[0].seq, kept);
@@ -778,13 +748,7 @@ async fn a_head_lost_in_a_crash_is_rebuilt_from_the_log_before_acked_segments_go
     assert_eq!(relay.engine.log_stats().live_records, 0);
     // Another restart, now that the acked segment is gone: seqs still go on.
     let relay = TestRelay::start_in(relay.stop().await);
-    let owner = Member {
-        id: owner_id,
-        conn: relay.connect().await,
-        mailbox,
-        seat: 0,
-    };
-    owner.auth_on(&owner.conn).await.unwrap();
+    let owner = reconnect(&relay, owner_id, mailbox, 0).await;
     let next = owner.put(EnvelopeKind::Chat, b"next").await.unwrap();
     assert_eq!(next.0, last.0 + 1);
     relay.stop().await;

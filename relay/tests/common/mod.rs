@@ -372,6 +372,23 @@ impl Member {
 }
 
 /// Waits for the next push, bounded in time.
+/// A member coming back on a new connection (after a restart), authenticated.
+pub async fn reconnect(
+    relay: &TestRelay,
+    id: TalkIdentity,
+    mailbox: MailboxId,
+    seat: u8,
+) -> Member {
+    let member = Member {
+        id,
+        conn: relay.connect().await,
+        mailbox,
+        seat,
+    };
+    member.auth_on(&member.conn).await.unwrap();
+    member
+}
+
 pub async fn next_push(rx: &mut tokio::sync::mpsc::Receiver<Push>) -> Push {
     tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
         .await

@@ -36,6 +36,12 @@ struct State {
     queue: Vec<(Durability, Completion)>,
     stopping: bool,
     flushes: u64,
+    /// The commit thread waits for any write. `notify_one` is a futex syscall even
+    /// with nobody waiting; under load the thread is mostly busy flushing, so writers
+    /// wake it only when it actually sleeps (one syscall per batch, not per write).
+    idle: bool,
+    /// The commit thread lingers for a fuller batch: wake it once the batch is full.
+    lingering: bool,
 }
 
 struct Shared {
@@ -56,6 +62,8 @@ impl CommitQueue {
                 queue: Vec::new(),
                 stopping: false,
                 flushes: 0,
+                idle: false,
+                lingering: false,
             }),
             wake: Condvar::new(),
         });
@@ -82,7 +90,11 @@ impl CommitQueue {
             return;
         }
         st.queue.push((durability, done));
-        self.shared.wake.notify_one();
+        if st.idle || (st.lingering && st.queue.len() >= LINGER_ENOUGH) {
+            st.idle = false;
+            st.lingering = false;
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Flushes performed so far (for statistics).
@@ -132,11 +144,13 @@ fn run(shared: Arc<Shared>, vault: Arc<Vault>, log: Arc<Log>) {
                 Err(p) => p.into_inner(),
             };
             while st.queue.is_empty() && !st.stopping {
+                st.idle = true;
                 st = match shared.wake.wait(st) {
                     Ok(g) => g,
                     Err(p) => p.into_inner(),
                 };
             }
+            st.idle = false;
             if st.queue.is_empty() && st.stopping {
                 return;
             }
@@ -150,11 +164,13 @@ fn run(shared: Arc<Shared>, vault: Arc<Vault>, log: Arc<Log>) {
                     if left.is_zero() {
                         break;
                     }
+                    st.lingering = true;
                     st = match shared.wake.wait_timeout(st, left) {
                         Ok((g, _)) => g,
                         Err(p) => p.into_inner().0,
                     };
                 }
+                st.lingering = false;
             }
             std::mem::take(&mut st.queue)
         };

@@ -15,6 +15,9 @@
 //! 100 not counted. Output: a text table, one JSON summary line, and with `--jsonl`
 //! one JSON line per run in the peers' format.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

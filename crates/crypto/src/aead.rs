@@ -10,23 +10,22 @@
 //! plaintext: the seat secret is fresh per seat, and the pairwise key mixes a fresh
 //! ephemeral key. Envelope keys are long-lived, so they take a random 192-bit nonce.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, XChaCha20Poly1305, XNonce};
 use nook_proto::MailboxId;
 use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 use zeroize::Zeroizing;
 
+use crate::cipher;
 use crate::identity::TalkIdentity;
 use crate::invite::SeatSecret;
 use crate::kdf::hkdf32;
-use crate::padding::{pad, unpad};
+use crate::padding::{bucket_for, pad, unpad};
 use crate::secret::Secret32;
 use crate::{CryptoError, labels};
 
-/// Poly1305 tag length.
-pub const TAG_LEN: usize = 16;
-/// XChaCha20 nonce length.
-pub const XNONCE_LEN: usize = 24;
+pub use crate::cipher::{TAG_LEN, XNONCE_LEN};
+
+/// The zero nonce of keys that seal exactly one plaintext.
+const ZERO_NONCE: [u8; cipher::NONCE_LEN] = [0; cipher::NONCE_LEN];
 /// Bytes an envelope body adds around its padded plaintext.
 pub const ENVELOPE_OVERHEAD: usize = XNONCE_LEN + TAG_LEN;
 
@@ -53,32 +52,16 @@ impl From<nook_proto::EnvelopeKind> for Purpose {
 pub fn seal_welcome(seat: &SeatSecret, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let padded = Zeroizing::new(pad(plaintext, TAG_LEN)?);
     let key = seat.welcome_key();
-    chacha(&key)
-        .encrypt(
-            &Nonce::default(),
-            Payload {
-                msg: &padded,
-                aad: labels::WELCOME_AAD,
-            },
-        )
-        .map_err(|_| CryptoError::Seal)
+    cipher::seal(&key, &ZERO_NONCE, labels::WELCOME_AAD, &padded)
 }
 
 /// Opens a welcome with the seat secret from an invite.
 pub fn open_welcome(seat: &SeatSecret, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let key = seat.welcome_key();
-    let padded = Zeroizing::new(
-        chacha(&key)
-            .decrypt(
-                &Nonce::default(),
-                Payload {
-                    msg: sealed,
-                    aad: labels::WELCOME_AAD,
-                },
-            )
-            .map_err(|_| CryptoError::Open)?,
-    );
-    Ok(Zeroizing::new(unpad(&padded)?.to_vec()))
+    let mut padded = cipher::open(&key, &ZERO_NONCE, labels::WELCOME_AAD, sealed)?;
+    let len = unpad(&padded)?.len();
+    padded.truncate(len);
+    Ok(padded)
 }
 
 /// Seals `plaintext` from `sender` to the member whose agreement key is `recipient`.
@@ -112,18 +95,10 @@ pub fn seal_pairwise_with(
     }
     let a_pub = sender.public().agreement;
     let key = pairwise_key(dh1.as_bytes(), dh2.as_bytes(), &e_pub, &a_pub, recipient);
-    let ct = chacha(&key)
-        .encrypt(
-            &Nonce::default(),
-            Payload {
-                msg: plaintext,
-                aad: &mailbox.0,
-            },
-        )
-        .map_err(|_| CryptoError::Seal)?;
-    let mut out = Vec::with_capacity(32 + ct.len());
+    let mut out = Vec::with_capacity(32 + plaintext.len() + TAG_LEN);
     out.extend_from_slice(&e_pub);
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(plaintext);
+    cipher::seal_in_place(&key, &ZERO_NONCE, &mailbox.0, &mut out, 32)?;
     Ok(out)
 }
 
@@ -148,16 +123,7 @@ pub fn open_pairwise(
     }
     let b_pub = recipient.public().agreement;
     let key = pairwise_key(dh1.as_bytes(), dh2.as_bytes(), e_pub, sender, &b_pub);
-    chacha(&key)
-        .decrypt(
-            &Nonce::default(),
-            Payload {
-                msg: ct,
-                aad: &mailbox.0,
-            },
-        )
-        .map(Zeroizing::new)
-        .map_err(|_| CryptoError::Open)
+    cipher::open(&key, &ZERO_NONCE, &mailbox.0, ct)
 }
 
 /// The talk's envelope key: `HKDF(ikm = T, info = "nook/1 envelope")`.
@@ -194,20 +160,16 @@ impl EnvelopeKey {
         purpose: Purpose,
         inner: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
-        let padded = Zeroizing::new(pad(inner, ENVELOPE_OVERHEAD)?);
-        let aad = envelope_aad(mailbox, purpose);
-        let ct = XChaCha20Poly1305::new(&Key::from(*self.0.expose()))
-            .encrypt(
-                &XNonce::from(*nonce),
-                Payload {
-                    msg: &padded,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| CryptoError::Seal)?;
-        let mut out = Vec::with_capacity(XNONCE_LEN + ct.len());
+        // Padded in place in the output buffer and sealed there: one allocation, and
+        // no copy of the plaintext left behind (a failed seal wipes the buffer).
+        let bucket = bucket_for(inner.len(), ENVELOPE_OVERHEAD)?;
+        let mut out = Vec::with_capacity(bucket);
         out.extend_from_slice(nonce);
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(inner);
+        out.push(0x80);
+        out.resize(bucket - TAG_LEN, 0);
+        let aad = envelope_aad(mailbox, purpose);
+        cipher::xseal_in_place(self.0.expose(), nonce, &aad, &mut out, XNONCE_LEN)?;
         Ok(out)
     }
 
@@ -222,12 +184,12 @@ impl EnvelopeKey {
             return Err(CryptoError::Open);
         };
         let aad = envelope_aad(mailbox, purpose);
-        let padded = Zeroizing::new(
-            XChaCha20Poly1305::new(&Key::from(*self.0.expose()))
-                .decrypt(&XNonce::from(*nonce), Payload { msg: ct, aad: &aad })
-                .map_err(|_| CryptoError::Open)?,
-        );
-        Ok(Zeroizing::new(unpad(&padded)?.to_vec()))
+        let mut plain = Zeroizing::new(ct.to_vec());
+        let len = cipher::xopen_in_place(self.0.expose(), nonce, &aad, &mut plain)?.len();
+        plain.truncate(len);
+        let len = unpad(&plain)?.len();
+        plain.truncate(len);
+        Ok(plain)
     }
 }
 
@@ -254,8 +216,4 @@ fn pairwise_key(
     info[32..64].copy_from_slice(a);
     info[64..].copy_from_slice(b);
     hkdf32(Some(labels::PAIRWISE), ikm.as_ref(), &info)
-}
-
-pub(crate) fn chacha(key: &[u8; 32]) -> ChaCha20Poly1305 {
-    ChaCha20Poly1305::new(&Key::from(*key))
 }

@@ -1,7 +1,8 @@
 //! nook-crypto: every cryptographic construction of the nook protocol, without IO.
 //!
 //! It builds only on audited primitives — X25519 (`x25519-dalek`), Ed25519
-//! (`ed25519-dalek`), ChaCha20-Poly1305 and XChaCha20-Poly1305 (`chacha20poly1305`),
+//! (`ed25519-dalek`), ChaCha20-Poly1305 (`ring`) and HChaCha20 (`chacha20`), from which
+//! [`cipher`] builds XChaCha20-Poly1305 as its draft specifies,
 //! HKDF-SHA-256 and SHA-256 (`hkdf`, `sha2`) — and implements none itself. It never
 //! touches a socket, a file or a clock; randomness comes from the caller's RNG, and
 //! every randomised function has a `*_with` twin that takes the random bytes, which is
@@ -13,6 +14,7 @@
 //!
 //! - [`identity`]: a member's three per-talk keys.
 //! - [`invite`]: relay addresses, invites, and what a seat secret derives.
+//! - [`cipher`]: the two AEADs.
 //! - [`aead`]: welcome, pairwise and envelope sealing.
 //! - [`chain`]: sender-key hash ratchets with a bounded out-of-order window.
 //! - [`message`]: announcements, direct blobs, signed group messages, the farewell.
@@ -25,6 +27,7 @@
 pub mod aead;
 pub mod auth;
 pub mod chain;
+pub mod cipher;
 pub mod identity;
 pub mod invite;
 pub mod kdf;

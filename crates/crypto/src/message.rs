@@ -5,14 +5,12 @@
 //! bincode-encoded [`Inner`]. Everything in here is hidden from the relay.
 
 use bincode::{Decode, Encode};
-use chacha20poly1305::Nonce;
-use chacha20poly1305::aead::{Aead, Payload};
 use nook_proto::codec::{decode_body, encode_value};
 use nook_proto::{ClosePolicy, MailboxId};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::aead::chacha;
 use crate::chain::{ChainState, Delivery, ReceivingChain, SendingChain};
+use crate::cipher;
 use crate::identity::{TalkIdentity, verify};
 use crate::invite::commitment_of;
 use crate::{CryptoError, labels};
@@ -281,15 +279,13 @@ pub fn seal_group(
     };
     let header_bytes = encode_value(&header).map_err(|_| CryptoError::Malformed)?;
     let plaintext = content.encode()?;
-    let ciphertext = chacha(&key.0)
-        .encrypt(
-            &Nonce::default(),
-            Payload {
-                msg: &plaintext,
-                aad: &group_aad(mailbox, &header_bytes),
-            },
-        )
-        .map_err(|_| CryptoError::Seal)?;
+    // Each message key seals exactly one message, so the nonce is zero.
+    let ciphertext = cipher::seal(
+        &key.0,
+        &[0; cipher::NONCE_LEN],
+        &group_aad(mailbox, &header_bytes),
+        &plaintext,
+    )?;
     let signature =
         identity.sign_pseudonym(&group_sig_transcript(mailbox, &header_bytes, &ciphertext));
     Ok(GroupMessage {
@@ -317,17 +313,12 @@ pub fn open_group(
         &message.signature,
     )?;
     let pending = chain.prepare(message.header.epoch, message.header.index)?;
-    let plaintext = Zeroizing::new(
-        chacha(&pending.key().0)
-            .decrypt(
-                &Nonce::default(),
-                Payload {
-                    msg: &message.ciphertext,
-                    aad: &group_aad(mailbox, &header_bytes),
-                },
-            )
-            .map_err(|_| CryptoError::Open)?,
-    );
+    let plaintext = cipher::open(
+        &pending.key().0,
+        &[0; cipher::NONCE_LEN],
+        &group_aad(mailbox, &header_bytes),
+        &message.ciphertext,
+    )?;
     let content = Content::decode(&plaintext)?;
     Ok((content, chain.commit(pending)))
 }

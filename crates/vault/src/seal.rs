@@ -7,9 +7,8 @@
 //! open). Nonces are random: 192 bits make collisions a non-issue without any
 //! counter state on disk.
 
-use chacha20poly1305::aead::{Aead, Payload};
-use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
+use nook_crypto::cipher;
 use rand::Rng;
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -35,37 +34,42 @@ pub(crate) fn derive(key: &StorageKey, info: &[u8]) -> Zeroizing<[u8; 32]> {
     out
 }
 
-/// Seals and opens values under one storage key. The cipher wipes its key on
-/// drop (chacha20poly1305's `zeroize` feature).
+/// Seals and opens values under one storage key (XChaCha20-Poly1305 from
+/// `nook_crypto::cipher`). The subkey is wiped on drop.
 pub(crate) struct Sealer {
-    cipher: XChaCha20Poly1305,
+    key: Zeroizing<[u8; 32]>,
 }
 
 impl Sealer {
     pub(crate) fn new(key: &StorageKey) -> Sealer {
-        let sub = derive(key, SEAL_INFO);
-        let cipher = XChaCha20Poly1305::new(&(*sub).into());
-        Sealer { cipher }
+        Sealer {
+            key: derive(key, SEAL_INFO),
+        }
     }
 
     /// `nonce ‖ ciphertext` of `plaintext`, bound to `aad`.
     pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+        self.seal_into(aad, plaintext, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends `nonce ‖ ciphertext` of `plaintext` to `out` (no intermediate copy).
+    pub(crate) fn seal_into(
+        &self,
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), VaultError> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
-        let ct = self
-            .cipher
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .map_err(|_| VaultError::ValueTooLarge)?;
-        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        let start = out.len();
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
-        Ok(out)
+        out.extend_from_slice(plaintext);
+        cipher::xseal_in_place(&self.key, &nonce, aad, out, start + NONCE_LEN).map_err(|_| {
+            out.truncate(start);
+            VaultError::ValueTooLarge
+        })
     }
 
     /// Opens what [`Sealer::seal`] produced with the same `aad`.
@@ -78,17 +82,21 @@ impl Sealer {
                 sealed.len()
             )));
         }
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let nonce = XNonce::try_from(nonce)
-            .map_err(|_| VaultError::corrupt("a sealed value has a malformed nonce"))?;
-        self.cipher
-            .decrypt(&nonce, Payload { msg: ct, aad })
-            .map_err(|_| {
-                VaultError::corrupt(
-                    "a sealed value failed authentication (altered on disk, or moved from \
-                     another key or namespace)",
-                )
-            })
+        let Some((nonce, ct)) = sealed.split_first_chunk::<NONCE_LEN>() else {
+            return Err(VaultError::corrupt("a sealed value has a malformed nonce"));
+        };
+        let mut plain = ct.to_vec();
+        match cipher::xopen_in_place(&self.key, nonce, aad, &mut plain) {
+            Ok(p) => {
+                let len = p.len();
+                plain.truncate(len);
+                Ok(plain)
+            }
+            Err(_) => Err(VaultError::corrupt(
+                "a sealed value failed authentication (altered on disk, or moved from \
+                 another key or namespace)",
+            )),
+        }
     }
 }
 

@@ -485,6 +485,7 @@ async fn send(
         rx,
         counters.clone(),
         window.clone(),
+        (mailbox, key.clone(), size),
     ));
     let mut id = OWN_IDS;
     let mut n = 0u64;
@@ -501,29 +502,19 @@ async fn send(
             Ok(Err(_)) => bail!("window closed"),
             Ok(Ok(permit)) => permit.forget(),
         }
-        let body = key.seal(
-            &mut rand::rng(),
-            &mailbox,
-            Purpose::Chat,
-            &plaintext(n, size),
-        )?;
-        let put = Put {
-            mailbox,
-            kind: EnvelopeKind::Chat,
-            body,
-        };
         let answer = conn
             .send_frame(ClientFrame {
                 id,
-                request: Request::Put(put.clone()),
+                request: Request::Put(sealed_put(&key, mailbox, n, size)?),
             })
             .await?;
         id += 1;
-        n += 1;
         counters.sent.fetch_add(1, Ordering::SeqCst);
-        if tx.send((answer, put)).is_err() {
+        // The message number, not a copy of the envelope: a refused one is sealed anew.
+        if tx.send((answer, n)).is_err() {
             break;
         }
+        n += 1;
     }
     drop(tx);
     checker.await?
@@ -531,15 +522,26 @@ async fn send(
 
 /// Waits for each `Stored` answer in order; resends what the relay refused with
 /// `RateLimited` (counted), counts other refusals as lost.
+/// A `Put` of message `n`, freshly sealed.
+fn sealed_put(key: &EnvelopeKey, mailbox: MailboxId, n: u64, size: usize) -> anyhow::Result<Put> {
+    let body = key.seal(&mut rand::rng(), &mailbox, Purpose::Chat, &plaintext(n, size))?;
+    Ok(Put {
+        mailbox,
+        kind: EnvelopeKind::Chat,
+        body,
+    })
+}
+
 async fn check_stored(
     conn: Arc<RelayConnection>,
-    mut rx: mpsc::UnboundedReceiver<(oneshot::Receiver<Outcome>, Put)>,
+    mut rx: mpsc::UnboundedReceiver<(oneshot::Receiver<Outcome>, u64)>,
     counters: Arc<Counters>,
     window: Arc<Semaphore>,
+    (mailbox, key, size): (MailboxId, EnvelopeKey, usize),
 ) -> anyhow::Result<()> {
     let mut id = RESEND_IDS;
     let mut first_refusal: Option<ErrorFrame> = None;
-    while let Some((answer, put)) = rx.recv().await {
+    while let Some((answer, n)) = rx.recv().await {
         let mut outcome = answer.await;
         loop {
             match outcome {
@@ -553,7 +555,7 @@ async fn check_stored(
                     let again = conn
                         .send_frame(ClientFrame {
                             id,
-                            request: Request::Put(put.clone()),
+                            request: Request::Put(sealed_put(&key, mailbox, n, size)?),
                         })
                         .await?;
                     id += 1;

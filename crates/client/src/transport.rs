@@ -242,7 +242,8 @@ impl RelayConnection {
             map.insert(frame.id, tx);
         }
         let mut send = self.send.lock().await;
-        send.write_all(&bytes)
+        // Handed to quinn as it is: `write_all` would copy it once more.
+        send.write_chunk(bytes::Bytes::from(bytes))
             .await
             .map_err(|_| RequestError::Lost(self.close_reason()))?;
         Ok(rx)
@@ -307,13 +308,13 @@ impl fmt::Debug for RelayConnection {
 
 async fn read_loop(mut recv: quinn::RecvStream, pending: PendingMap, pushes: mpsc::Sender<Push>) {
     let mut decoder = FrameDecoder::new();
-    let mut buf = vec![0u8; 64 * 1024];
     'outer: loop {
-        let n = match recv.read(&mut buf).await {
-            Ok(Some(n)) => n,
+        // Chunks straight from quinn's receive buffer: no read buffer to copy through.
+        let chunk = match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => chunk.bytes,
             _ => break,
         };
-        decoder.push(&buf[..n]);
+        decoder.push(&chunk);
         loop {
             match decoder.next_frame::<ServerFrame>() {
                 Ok(Some(ServerFrame::Response { id, result })) => {

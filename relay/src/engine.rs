@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bincode::{Decode, Encode};
 use nook_crypto::auth::{AuthOp, RelayIdentity, params_digest, verify_relay_auth};
 use nook_crypto::kdf::sha256;
-use nook_proto::codec::{decode_body, encode_value};
+use nook_proto::codec::{decode_body, encode_value, encode_value_into};
 use nook_proto::limits::{
     DEFAULT_MAX_BYTES_PER_MAILBOX, DEFAULT_MAX_ENVELOPES_PER_MAILBOX,
     DEFAULT_MAX_MAILBOXES_PER_CONNECTION, DEFAULT_REQUESTS_PER_SECOND, MAX_FAREWELL,
@@ -790,12 +790,18 @@ impl Engine {
             recipients,
             body: req.body,
         };
-        let value = encode_value(&rec).map_err(|_| err(ErrorCode::Internal, "encode"))?;
         let key = env_key(seq);
-        let sealed = mb.ns.seal(&key, &value).map_err(storage_err)?;
+        // Encoded and sealed in the log record's own buffer: the body is copied once.
         let loc = self
             .log
-            .append(mb.ns.number(), &key, &sealed)
+            .append_with(mb.ns.number(), &key, len + 64, |out| {
+                mb.ns.seal_written(&key, out, |o| {
+                    // Only a value past the codec's size limit fails to encode.
+                    encode_value_into(&rec, o)
+                        .map(|_| ())
+                        .map_err(|_| VaultError::ValueTooLarge)
+                })
+            })
             .map_err(storage_err)?;
         mb.head = seq;
         mb.bytes += len as u64;
@@ -814,20 +820,32 @@ impl Engine {
             stored_at: now,
             body: rec.body,
         };
-        let pushes = mb
+        let to: Vec<Peer> = mb
             .subscribers
             .iter()
             .filter(|s| recipients & (1u64 << s.seat) != 0)
-            .map(|s| {
-                (
-                    s.peer.clone(),
+            .map(|s| s.peer.clone())
+            .collect();
+        // The last recipient takes the envelope itself (in a two-seat talk, the only one).
+        let mut pushes = Vec::with_capacity(to.len());
+        let mut envelope = Some(envelope);
+        let last = to.len().saturating_sub(1);
+        for (i, p) in to.into_iter().enumerate() {
+            let envelope = if i == last {
+                envelope.take()
+            } else {
+                envelope.clone()
+            };
+            if let Some(envelope) = envelope {
+                pushes.push((
+                    p,
                     Push::Envelope {
                         mailbox: req.mailbox,
-                        envelope: envelope.clone(),
+                        envelope,
                     },
-                )
-            })
-            .collect();
+                ));
+            }
+        }
         self.later_as(
             Durability::Log,
             peer,

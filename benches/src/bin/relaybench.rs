@@ -524,7 +524,12 @@ async fn send(
 /// `RateLimited` (counted), counts other refusals as lost.
 /// A `Put` of message `n`, freshly sealed.
 fn sealed_put(key: &EnvelopeKey, mailbox: MailboxId, n: u64, size: usize) -> anyhow::Result<Put> {
-    let body = key.seal(&mut rand::rng(), &mailbox, Purpose::Chat, &plaintext(n, size))?;
+    let body = key.seal(
+        &mut rand::rng(),
+        &mailbox,
+        Purpose::Chat,
+        &plaintext(n, size),
+    )?;
     Ok(Put {
         mailbox,
         kind: EnvelopeKind::Chat,

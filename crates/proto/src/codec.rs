@@ -112,6 +112,13 @@ pub fn encode_value<T: Encode>(value: &T) -> Result<Vec<u8>, EncodeError> {
     })
 }
 
+/// [`encode_value`] appended to `out`.
+pub fn encode_value_into<T: Encode>(value: &T, out: &mut Vec<u8>) -> Result<usize, EncodeError> {
+    bincode::encode_into_std_write(value, out, CONFIG).map_err(|e| EncodeError::Other {
+        reason: e.to_string(),
+    })
+}
+
 /// Incremental frame decoder. Owns a buffer that never grows past one frame plus
 /// whatever partial bytes of the next frame the last read carried.
 #[derive(Debug, Default)]

@@ -173,24 +173,37 @@ fn parse_segment_name(name: &str) -> Option<u64> {
 
 /// Encodes one record (header and body).
 fn encode(namespace: u64, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+    encode_with(namespace, key, sealed.len(), |out| {
+        out.extend_from_slice(sealed);
+        Ok(())
+    })
+}
+
+/// A record whose sealed part `write` appends to the buffer (about `hint` bytes).
+fn encode_with(
+    namespace: u64,
+    key: &[u8],
+    hint: usize,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), VaultError>,
+) -> Result<Vec<u8>, VaultError> {
     if key.len() > MAX_KEY {
         return Err(VaultError::corrupt(format!(
             "a log entry key of {} bytes is longer than {MAX_KEY}",
             key.len()
         )));
     }
-    let body_len = 8 + 1 + key.len() + sealed.len();
-    if body_len > MAX_BODY {
-        return Err(VaultError::ValueTooLarge);
-    }
-    let mut out = Vec::with_capacity(HEADER + body_len);
-    out.extend_from_slice(&(body_len as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
+    let mut out = Vec::with_capacity(HEADER + 9 + key.len() + hint);
+    out.extend_from_slice(&[0; HEADER]);
     out.extend_from_slice(&namespace.to_be_bytes());
     out.push(key.len() as u8);
     out.extend_from_slice(key);
-    out.extend_from_slice(sealed);
+    write(&mut out)?;
+    let body_len = out.len() - HEADER;
+    if body_len > MAX_BODY {
+        return Err(VaultError::ValueTooLarge);
+    }
     let crc = crc32fast::hash(&out[HEADER..]);
+    out[..4].copy_from_slice(&(body_len as u32).to_le_bytes());
     out[4..8].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
 }
@@ -360,6 +373,19 @@ impl Log {
     /// [`Log::sync`].
     pub fn append(&self, namespace: u64, key: &[u8], sealed: &[u8]) -> Result<Loc, VaultError> {
         let record = encode(namespace, key, sealed)?;
+        self.append_raw(&record)
+    }
+
+    /// [`Log::append`] of a sealed value that `seal` appends to the record buffer
+    /// itself (about `hint` bytes), so the value is not copied in between.
+    pub fn append_with(
+        &self,
+        namespace: u64,
+        key: &[u8],
+        hint: usize,
+        seal: impl FnOnce(&mut Vec<u8>) -> Result<(), VaultError>,
+    ) -> Result<Loc, VaultError> {
+        let record = encode_with(namespace, key, hint, seal)?;
         self.append_raw(&record)
     }
 

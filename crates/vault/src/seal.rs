@@ -54,22 +54,41 @@ impl Sealer {
         Ok(out)
     }
 
-    /// Appends `nonce ‖ ciphertext` of `plaintext` to `out` (no intermediate copy).
+    /// Appends `nonce ‖ ciphertext` of `plaintext` to `out`.
     pub(crate) fn seal_into(
         &self,
         aad: &[u8],
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), VaultError> {
+        self.seal_written(aad, out, |o| {
+            o.extend_from_slice(plaintext);
+            Ok(())
+        })
+    }
+
+    /// Appends `nonce ‖ ciphertext` of whatever `write` appends to `out`: the
+    /// plaintext is written where its ciphertext goes and sealed there.
+    pub(crate) fn seal_written(
+        &self,
+        aad: &[u8],
+        out: &mut Vec<u8>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), VaultError>,
+    ) -> Result<(), VaultError> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
         let start = out.len();
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(plaintext);
-        cipher::xseal_in_place(&self.key, &nonce, aad, out, start + NONCE_LEN).map_err(|_| {
+        let sealed = write(out).and_then(|()| {
+            cipher::xseal_in_place(&self.key, &nonce, aad, out, start + NONCE_LEN)
+                .map_err(|_| VaultError::ValueTooLarge)
+        });
+        if sealed.is_err() {
+            // No plaintext may stay behind in the caller's buffer.
+            out[start..].fill(0);
             out.truncate(start);
-            VaultError::ValueTooLarge
-        })
+        }
+        sealed
     }
 
     /// Opens what [`Sealer::seal`] produced with the same `aad`.

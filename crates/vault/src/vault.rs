@@ -522,6 +522,21 @@ impl Namespace {
         self.inner.seal(&sealer, key, value)
     }
 
+    /// [`Namespace::seal`] of the value `write` appends to `out`, appended to `out`:
+    /// the value is encoded where it is sealed, with no copy in between.
+    pub fn seal_written(
+        &self,
+        key: &[u8],
+        out: &mut Vec<u8>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), VaultError>,
+    ) -> Result<(), VaultError> {
+        let sealer = self.inner.sealer()?;
+        match sealer.as_ref() {
+            Some(s) => s.seal_written(&self.inner.aad(key), out, write),
+            None => Err(VaultError::NamespaceDestroyed),
+        }
+    }
+
     /// Opens what [`Namespace::seal`] sealed under the same `key`.
     pub fn open(&self, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
         let sealer = self.inner.sealer()?;

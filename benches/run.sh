@@ -7,7 +7,7 @@
 # usage (from the project root):   bash benches/run.sh
 # env: OUT=benches/results/<name>   where results go (default: benches/results/latest)
 #      RUNS=3 DURATION=10 TALKS=1,10,100 CONNS=1000,10000 MAILBOXES=100000 MAX_DISK_GB=20
-#      SKIP="idle echo"              skip parts
+#      SKIP="idle echo"              skip parts (fsync relaybench echo pinned idle clibench)
 #      PEERS=1                       then run ../shared/peers/{redis,mosquitto,nats,wormhole}.sh
 # Never run two benchmarks (or a build) at once on this 2-core machine: every number
 # would be skewed. Each binary waits (bounded) for the machine to be quiet first.
@@ -63,6 +63,21 @@ if ! skip echo; then
   : > "$OUT/echo2k.jsonl"
   "$B/echo" --runs "$RUNS" --duration "$DURATION" --conns "$TALKS" --size 2048 --no-latency \
     --jsonl "$OUT/echo2k.jsonl" --compare "$OUT/relaybench.jsonl" | tee "$OUT/echo2k.txt"
+fi
+
+if ! skip pinned && command -v taskset > /dev/null && [ "$(nproc)" -ge 2 ]; then
+  # The same throughput runs with the server on CPU 0 and the load generator on CPU 1,
+  # so that the relay's (and the echo server's) own one-core ceiling shows.
+  log "pinned: server on CPU 0, load generator on CPU 1 (10 talks / connections)"
+  : > "$OUT/relaybench-pinned.jsonl"
+  NOOK_BENCH_SERVER_CPUS=0 taskset -c 1 "$B/relaybench" --runs "$RUNS" --duration "$DURATION" \
+    --talks 10 --no-latency --jsonl "$OUT/relaybench-pinned.jsonl" | tee "$OUT/relaybench-pinned.txt"
+  for size in 1024 2048; do
+    : > "$OUT/echo-pinned-$size.jsonl"
+    NOOK_BENCH_SERVER_CPUS=0 taskset -c 1 "$B/echo" --runs "$RUNS" --duration "$DURATION" \
+      --conns 10 --size "$size" --no-latency --jsonl "$OUT/echo-pinned-$size.jsonl" \
+      --compare "$OUT/relaybench-pinned.jsonl" | tee "$OUT/echo-pinned-$size.txt"
+  done
 fi
 
 if ! skip idle; then

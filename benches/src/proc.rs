@@ -1,7 +1,27 @@
 //! Process and machine accounting from `/proc` (Linux only).
 
 use std::path::Path;
+use std::process::Command;
 use std::sync::OnceLock;
+
+/// Environment variable: CPUs (a `taskset -c` list) for the server process a benchmark
+/// starts (the relay, the echo server). With the benchmark itself started under
+/// `taskset -c` on the other CPUs, server and load generator no longer share cores,
+/// and the server's own ceiling shows. Unset: no pinning.
+pub const SERVER_CPUS_ENV: &str = "NOOK_BENCH_SERVER_CPUS";
+
+/// The command that runs `bin`, under `taskset -c $NOOK_BENCH_SERVER_CPUS` if that is
+/// set (taskset execs `bin`, so the child's pid is the server's).
+pub fn server_command(bin: &Path) -> Command {
+    match std::env::var(SERVER_CPUS_ENV) {
+        Ok(cpus) if !cpus.trim().is_empty() => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpus.trim()).arg(bin);
+            c
+        }
+        _ => Command::new(bin),
+    }
+}
 
 /// Clock ticks per second of `/proc/*/stat` times (`getconf CLK_TCK`, 100 if unknown).
 pub fn clk_tck() -> f64 {

@@ -46,7 +46,7 @@ impl RelayProcess {
             .append(true)
             .open(scratch.path().join("relay.log"))?;
         let started = Instant::now();
-        let mut child = Command::new(bin)
+        let mut child = crate::proc::server_command(bin)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data")

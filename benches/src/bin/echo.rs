@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -212,7 +212,7 @@ struct Server {
 impl Server {
     fn start() -> anyhow::Result<Server> {
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
+        let mut child = nook_bench::proc::server_command(&exe)
             .arg("--serve")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

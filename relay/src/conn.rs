@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nook_proto::codec::encode_frame_into;
+use nook_proto::codec::{HEADER_LEN, encode_frame_into, encoded_len};
 use nook_proto::limits::PROTOCOL_VERSION;
 use nook_proto::{
     ClientFrame, ErrorCode, ErrorFrame, FrameDecoder, HelloOk, MailboxId, MemberKey, Outcome,
@@ -21,6 +21,8 @@ use crate::engine::{Engine, Peer};
 
 /// Frames queued for one client before it counts as too slow.
 const OUTBOX: usize = 8192;
+/// Bytes of frames handed to quinn in one stream write at most.
+const BATCH: usize = 256 * 1024;
 
 /// Application close codes of the QUIC connection.
 pub mod close_code {
@@ -312,12 +314,15 @@ fn handle(
 /// batch is handed to quinn as it is (no copy), so an idle connection holds no buffer.
 async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<ServerFrame>) {
     while let Some(frame) = rx.recv().await {
-        let mut buf = Vec::new();
+        // Sized for what is queued (frames of a burst are alike), so the batch is not
+        // copied over and over as it grows.
+        let first = encoded_len(&frame).unwrap_or(0) + HEADER_LEN;
+        let mut buf = Vec::with_capacity((first * (rx.len() + 1)).min(BATCH));
         if encode_frame_into(&frame, &mut buf).is_err() {
             tracing::error!("could not encode a frame for a client");
             continue;
         }
-        while buf.len() < 256 * 1024 {
+        while buf.len() < BATCH {
             match rx.try_recv() {
                 Ok(f) => {
                     if encode_frame_into(&f, &mut buf).is_err() {

@@ -41,11 +41,21 @@ pub enum EncodeError {
     Other { reason: String },
 }
 
-/// Encodes `value` as one frame (header and body).
+/// Encodes `value` as one frame (header and body), in a buffer of exactly its size.
 pub fn encode_frame<T: Encode>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(HEADER_LEN + encoded_len(value)?);
     encode_frame_into(value, &mut out)?;
     Ok(out)
+}
+
+/// The length of `value`'s encoding (its frame body), without encoding it: byte
+/// strings are counted, not copied.
+pub fn encoded_len<T: Encode>(value: &T) -> Result<usize, EncodeError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::encode_into_writer(value, &mut size, CONFIG).map_err(|e| EncodeError::Other {
+        reason: e.to_string(),
+    })?;
+    Ok(size.bytes_written)
 }
 
 /// Appends one frame to `out`, which may already hold earlier frames (for batching
@@ -228,6 +238,25 @@ mod tests {
         assert_eq!(got, vec![ping(0), ping(1), ping(2)]);
         assert_eq!(dec.buffered(), 0);
         assert_eq!(dec.finish(), Ok(()));
+    }
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_encoding() {
+        use crate::frame::{EnvelopeKind, Put};
+        use crate::ids::MailboxId;
+        for body_len in [0usize, 1, 127, 128, 2048, 70_000] {
+            let frame = ClientFrame {
+                id: 300,
+                request: Request::Put(Put {
+                    mailbox: MailboxId([7; 16]),
+                    kind: EnvelopeKind::Chat,
+                    body: vec![0xAB; body_len],
+                }),
+            };
+            let framed = encode_frame(&frame).unwrap();
+            assert_eq!(encoded_len(&frame).unwrap() + HEADER_LEN, framed.len());
+            assert_eq!(framed.capacity(), framed.len(), "allocated exactly once");
+        }
     }
 
     #[test]

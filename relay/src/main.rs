@@ -1,5 +1,8 @@
 //! The `nook-relay` binary.
 
+// Every envelope allocates a few 2 KiB buffers; glibc malloc/free were ~8 % of the
+// relay under load. Without transparent huge pages (the `no_thp` feature) mimalloc
+// keeps an idle relay at ~8 MB RSS.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

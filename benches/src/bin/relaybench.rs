@@ -15,6 +15,7 @@
 //! 100 not counted. Output: a text table, one JSON summary line, and with `--jsonl`
 //! one JSON line per run in the peers' format.
 
+// The same allocator as the relay, so the load generator is not slowed by glibc malloc.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

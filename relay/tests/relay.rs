@@ -651,6 +651,59 @@ async fn acked_segments_are_removed_and_seqs_never_repeat_after_restart() {
 }
 
 #[tokio::test]
+async fn acks_short_of_the_newest_envelope_leave_its_record_to_keep_the_seq_after_restart() {
+    // Acks that stop short of the head write no `h`: the head's own record, which
+    // stays on disk, is what a restart learns the seq from.
+    let relay = TestRelay::start_with(tempfile::tempdir().unwrap(), small_segments());
+    let c = create(&relay, 2, 2, ClosePolicy::Owner).await;
+    let b = join(&relay, c.owner.mailbox, &c.seats[0]).await;
+    let mut last = Seq(0);
+    for i in 0..40u32 {
+        last = c
+            .owner
+            .put(EnvelopeKind::Chat, &i.to_le_bytes())
+            .await
+            .unwrap();
+    }
+    let full = log_segments(&relay.data_dir());
+    b.ack(last.0 - 1).await.unwrap();
+    relay.engine.flush().unwrap();
+    let after = log_segments(&relay.data_dir());
+    assert!(
+        after < full,
+        "acked segments are unlinked: {full} -> {after}"
+    );
+    assert_eq!(relay.engine.log_stats().live_records, 1);
+    let (owner_id, b_id, mailbox) = (c.owner.id, b.id, c.owner.mailbox);
+    drop(c.owner.conn);
+    drop(b.conn);
+    let relay = TestRelay::start_with(relay.stop().await, small_segments());
+    let owner = reconnect(&relay, owner_id, mailbox, 0).await;
+    let b = reconnect(&relay, b_id, mailbox, 1).await;
+    let waiting = b.fetch(0).await.unwrap();
+    assert_eq!(
+        waiting.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![last]
+    );
+    // Now the head is acked too: from here on `h` alone remembers it.
+    b.ack(last.0).await.unwrap();
+    relay.engine.flush().unwrap();
+    assert_eq!(relay.engine.log_stats().live_records, 0);
+    let next = owner.put(EnvelopeKind::Chat, b"one").await.unwrap();
+    assert_eq!(next.0, last.0 + 1);
+    b.ack(next.0).await.unwrap();
+    relay.engine.flush().unwrap();
+    let owner_id = owner.id;
+    drop(owner.conn);
+    drop(b.conn);
+    let relay = TestRelay::start_with(relay.stop().await, small_segments());
+    let owner = reconnect(&relay, owner_id, mailbox, 0).await;
+    let again = owner.put(EnvelopeKind::Chat, b"two").await.unwrap();
+    assert_eq!(again.0, next.0 + 1);
+    relay.stop().await;
+}
+
+#[tokio::test]
 async fn an_unacked_envelope_is_moved_out_of_a_sparse_segment_and_survives_restart() {
     let relay = TestRelay::start_with(tempfile::tempdir().unwrap(), small_segments());
     // Talk `stuck`: its recipient never acks.

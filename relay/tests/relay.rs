@@ -609,19 +609,24 @@ fn small_segments() -> nook_relay::engine::Limits {
     }
 }
 
+/// Puts `n` small chat envelopes (their bodies number them); the seq of the last.
+async fn put_numbered(member: &Member, n: u32) -> Seq {
+    let mut last = Seq(0);
+    for i in 0..n {
+        last = member
+            .put(EnvelopeKind::Chat, &i.to_le_bytes())
+            .await
+            .unwrap();
+    }
+    last
+}
+
 #[tokio::test]
 async fn acked_segments_are_removed_and_seqs_never_repeat_after_restart() {
     let relay = TestRelay::start_with(tempfile::tempdir().unwrap(), small_segments());
     let c = create(&relay, 2, 2, ClosePolicy::Owner).await;
     let b = join(&relay, c.owner.mailbox, &c.seats[0]).await;
-    let mut last = Seq(0);
-    for i in 0..40u32 {
-        last = c
-            .owner
-            .put(EnvelopeKind::Chat, &i.to_le_bytes())
-            .await
-            .unwrap();
-    }
+    let last = put_numbered(&c.owner, 40).await;
     let full = log_segments(&relay.data_dir());
     assert!(
         full >= 5,
@@ -657,14 +662,7 @@ async fn acks_short_of_the_newest_envelope_leave_its_record_to_keep_the_seq_afte
     let relay = TestRelay::start_with(tempfile::tempdir().unwrap(), small_segments());
     let c = create(&relay, 2, 2, ClosePolicy::Owner).await;
     let b = join(&relay, c.owner.mailbox, &c.seats[0]).await;
-    let mut last = Seq(0);
-    for i in 0..40u32 {
-        last = c
-            .owner
-            .put(EnvelopeKind::Chat, &i.to_le_bytes())
-            .await
-            .unwrap();
-    }
+    let last = put_numbered(&c.owner, 40).await;
     let full = log_segments(&relay.data_dir());
     b.ack(last.0 - 1).await.unwrap();
     relay.engine.flush().unwrap();
@@ -714,14 +712,7 @@ async fn an_unacked_envelope_is_moved_out_of_a_sparse_segment_and_survives_resta
     // Talk `busy`: everything it sends is acked.
     let busy = create(&relay, 2, 2, ClosePolicy::Owner).await;
     let busy_b = join(&relay, busy.owner.mailbox, &busy.seats[0]).await;
-    let mut last = Seq(0);
-    for i in 0..40u32 {
-        last = busy
-            .owner
-            .put(EnvelopeKind::Chat, &i.to_le_bytes())
-            .await
-            .unwrap();
-    }
+    let last = put_numbered(&busy.owner, 40).await;
     busy_b.ack(last.0).await.unwrap();
     relay.engine.flush().unwrap();
     // The first segment holds `kept` and acked envelopes: too sparse to keep.

@@ -695,6 +695,44 @@ mod tests {
     }
 
     #[test]
+    fn append_with_frames_what_the_closure_writes_and_a_failure_appends_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = open(tmp.path());
+        let a = log
+            .append_with(3, b"e7", 16, |out| {
+                out.extend_from_slice(b"written in place");
+                Ok(())
+            })
+            .unwrap();
+        let same = log.append(3, b"e7", b"written in place").unwrap();
+        assert_eq!(a.len, same.len, "the same record as `append`");
+        let failed = log.append_with(3, b"e8", 16, |out| {
+            out.extend_from_slice(b"partial");
+            Err(VaultError::ValueTooLarge)
+        });
+        assert!(matches!(failed, Err(VaultError::ValueTooLarge)));
+        let too_big = log.append_with(3, b"e9", 0, |out| {
+            out.resize(out.len() + MAX_BODY, 0);
+            Ok(())
+        });
+        assert!(matches!(too_big, Err(VaultError::ValueTooLarge)));
+        log.sync().unwrap();
+        drop(log);
+        let (_log, found) = open(tmp.path());
+        let got: Vec<(u64, Vec<u8>, Vec<u8>)> = found
+            .into_iter()
+            .map(|r| (r.namespace, r.key, r.sealed))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, b"e7".to_vec(), b"written in place".to_vec()),
+                (3, b"e7".to_vec(), b"written in place".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
     fn a_torn_or_damaged_tail_ends_the_segment_and_keeps_what_precedes() {
         let tmp = tempfile::tempdir().unwrap();
         let (log, _) = open(tmp.path());

@@ -1285,6 +1285,32 @@ mod tests {
     }
 
     #[test]
+    fn seal_written_appends_what_seal_would_and_a_failed_write_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::open(dir.path()).unwrap();
+        let ns = vault.create_namespace(b"mailbox").unwrap();
+        let mut out = b"prefix".to_vec();
+        ns.seal_written(b"e1", &mut out, |o| {
+            o.extend_from_slice(b"the value");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(&out[..6], b"prefix");
+        let sealed = &out[6..];
+        assert_eq!(sealed.len(), ns.seal(b"e1", b"the value").unwrap().len());
+        assert!(!contains(sealed, b"the value"));
+        assert_eq!(ns.open(b"e1", sealed).unwrap(), b"the value");
+        assert!(ns.open(b"e2", sealed).is_err(), "bound to its key");
+        let mut out = b"prefix".to_vec();
+        let failed = ns.seal_written(b"e1", &mut out, |o| {
+            o.extend_from_slice(b"half a value");
+            Err(VaultError::ValueTooLarge)
+        });
+        assert!(matches!(failed, Err(VaultError::ValueTooLarge)));
+        assert_eq!(out, b"prefix");
+    }
+
+    #[test]
     fn put_batch_writes_all_items() {
         let dir = tempfile::tempdir().unwrap();
         let vault = Vault::open(dir.path()).unwrap();

@@ -18,7 +18,7 @@ use crate::cipher;
 use crate::identity::TalkIdentity;
 use crate::invite::SeatSecret;
 use crate::kdf::hkdf32;
-use crate::padding::{bucket_for, pad, unpad};
+use crate::padding::{bucket_for, pad, pad_in_place, unpad};
 use crate::secret::Secret32;
 use crate::{CryptoError, labels};
 
@@ -162,12 +162,10 @@ impl EnvelopeKey {
     ) -> Result<Vec<u8>, CryptoError> {
         // Padded in place in the output buffer and sealed there: one allocation, and
         // no copy of the plaintext left behind (a failed seal wipes the buffer).
-        let bucket = bucket_for(inner.len(), ENVELOPE_OVERHEAD)?;
-        let mut out = Vec::with_capacity(bucket);
+        let mut out = Vec::with_capacity(bucket_for(inner.len(), ENVELOPE_OVERHEAD)?);
         out.extend_from_slice(nonce);
         out.extend_from_slice(inner);
-        out.push(0x80);
-        out.resize(bucket - TAG_LEN, 0);
+        pad_in_place(&mut out, XNONCE_LEN, ENVELOPE_OVERHEAD)?;
         let aad = envelope_aad(mailbox, purpose);
         cipher::xseal_in_place(self.0.expose(), nonce, &aad, &mut out, XNONCE_LEN)?;
         Ok(out)

@@ -35,9 +35,17 @@ pub fn pad(data: &[u8], overhead: usize) -> Result<Vec<u8>, PaddingError> {
     let bucket = bucket_for(data.len(), overhead)?;
     let mut out = Vec::with_capacity(bucket - overhead);
     out.extend_from_slice(data);
-    out.push(0x80);
-    out.resize(bucket - overhead, 0);
+    pad_in_place(&mut out, 0, overhead)?;
     Ok(out)
+}
+
+/// Pads the data in `buf[from..]` in place, as [`pad`] would: afterwards
+/// `buf.len() - from + overhead` is a bucket size.
+pub fn pad_in_place(buf: &mut Vec<u8>, from: usize, overhead: usize) -> Result<(), PaddingError> {
+    let bucket = bucket_for(buf.len().saturating_sub(from), overhead)?;
+    buf.push(0x80);
+    buf.resize(from + bucket - overhead, 0);
+    Ok(())
 }
 
 /// Removes padding: the last non-zero byte must be 0x80.

@@ -383,46 +383,41 @@ impl Engine {
             Some(ns) => ns,
             None => vault.create_namespace(TOMBSTONES)?,
         };
-        let mut mailboxes: HashMap<MailboxId, Mailbox> = HashMap::new();
+        let namespaces: Vec<Namespace> = vault
+            .namespaces()?
+            .into_iter()
+            .filter(|ns| ns.hashed_id() != tombstones.hashed_id())
+            .collect();
+        // Loading is sled reads, one namespace at a time: spread over the cores, a
+        // restart of a million mailboxes takes a fraction of the time.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let per_thread = namespaces.len().div_ceil(threads).max(1);
+        let loaded: Vec<Result<Vec<Mailbox>, EngineError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = namespaces
+                .chunks(per_thread)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .filter_map(|ns| load_mailbox(ns).transpose())
+                            .collect::<Result<Vec<Mailbox>, EngineError>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(EngineError::Corrupt("a recovery thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut mailboxes: HashMap<MailboxId, Mailbox> = HashMap::with_capacity(namespaces.len());
         let mut stored_heads: HashMap<MailboxId, u64> = HashMap::new();
-        for ns in vault.namespaces()? {
-            if ns.hashed_id() == tombstones.hashed_id() {
-                continue;
+        for part in loaded {
+            for mb in part? {
+                mailboxes.insert(mb.id, mb);
             }
-            let Some(meta) = ns.get(K_META)? else {
-                tracing::warn!(
-                    "skipping a mailbox namespace without metadata (interrupted create)"
-                );
-                continue;
-            };
-            let meta: MailboxMeta =
-                decode_body(&meta).map_err(|e| EngineError::Corrupt(e.to_string()))?;
-            let head = ns.get(K_HEAD)?.as_deref().and_then(u64_of).unwrap_or(0);
-            let mut mb = Mailbox {
-                id: meta.mailbox,
-                ns: ns.clone(),
-                talk: meta.talk,
-                head,
-                head_stored: head,
-                envelopes: BTreeMap::new(),
-                acked: HashMap::new(),
-                bytes: 0,
-                subscribers: Vec::new(),
-                welcomes: 0,
-            };
-            for item in ns.scan_prefix(b"w") {
-                let (k, _) = item?;
-                if let Some(seat) = k.get(1).filter(|s| **s < 64) {
-                    mb.welcomes |= 1u64 << seat;
-                }
-            }
-            for item in ns.scan_prefix(b"a") {
-                let (k, v) = item?;
-                if let (Some(seat), Some(mark)) = (k.get(1), u64_of(&v)) {
-                    mb.acked.insert(*seat, mark);
-                }
-            }
-            mailboxes.insert(mb.id, mb);
         }
         for mb in mailboxes.values() {
             stored_heads.insert(mb.id, mb.head);
@@ -1159,6 +1154,41 @@ impl Engine {
 /// Reads the envelope log back into the recovered mailboxes: every record of a live
 /// mailbox that some current recipient has not acked is kept; everything else (acked,
 /// of a destroyed mailbox, a duplicate left by compaction) is released.
+/// A mailbox's state from its namespace (`None`: no metadata, an interrupted create).
+fn load_mailbox(ns: &Namespace) -> Result<Option<Mailbox>, EngineError> {
+    let Some(meta) = ns.get(K_META)? else {
+        tracing::warn!("skipping a mailbox namespace without metadata (interrupted create)");
+        return Ok(None);
+    };
+    let meta: MailboxMeta = decode_body(&meta).map_err(|e| EngineError::Corrupt(e.to_string()))?;
+    let head = ns.get(K_HEAD)?.as_deref().and_then(u64_of).unwrap_or(0);
+    let mut mb = Mailbox {
+        id: meta.mailbox,
+        ns: ns.clone(),
+        talk: meta.talk,
+        head,
+        head_stored: head,
+        envelopes: BTreeMap::new(),
+        acked: HashMap::new(),
+        bytes: 0,
+        subscribers: Vec::new(),
+        welcomes: 0,
+    };
+    for item in ns.scan_prefix(b"w") {
+        let (k, _) = item?;
+        if let Some(seat) = k.get(1).filter(|s| **s < 64) {
+            mb.welcomes |= 1u64 << seat;
+        }
+    }
+    for item in ns.scan_prefix(b"a") {
+        let (k, v) = item?;
+        if let (Some(seat), Some(mark)) = (k.get(1), u64_of(&v)) {
+            mb.acked.insert(*seat, mark);
+        }
+    }
+    Ok(Some(mb))
+}
+
 fn recover_log(
     dir: &Path,
     segment_bytes: u64,

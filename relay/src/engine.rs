@@ -407,7 +407,12 @@ impl Engine {
                 .into_iter()
                 .map(|w| {
                     w.join().unwrap_or_else(|_| {
-                        Err(EngineError::Corrupt("a recovery thread panicked".into()))
+                        Err(EngineError::Corrupt(
+                            "a thread loading the mailboxes panicked (the store was only \
+                             read, nothing changed); start the relay again, and report it \
+                             if it repeats"
+                                .into(),
+                        ))
                     })
                 })
                 .collect()

@@ -61,9 +61,10 @@ struct Args {
     /// Most envelopes outstanding end to end per talk in throughput runs.
     #[arg(long, default_value_t = 128)]
     window: usize,
-    /// Plaintext bytes per message (sealed and padded to the next bucket).
+    /// Envelope body bytes, as the relay stores and forwards them (a padding bucket); the
+    /// plaintext fills the bucket (this size less 41 bytes of nonce, tag and 0x80 marker).
     #[arg(long, default_value_t = 1024)]
-    size: usize,
+    envelope: usize,
     /// Talk counts of the latency runs (one envelope in flight per talk); 1 mirrors the
     /// peers' latency run, more talks give "moderate load".
     #[arg(long, value_delimiter = ',', default_value = "1,10")]
@@ -159,12 +160,18 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let bin = args.relay_bin.clone().unwrap_or_else(default_relay_bin);
     let mut records: Vec<Value> = Vec::new();
-    let body_len =
-        nook_crypto::padding::bucket_for(args.size, nook_crypto::aead::ENVELOPE_OVERHEAD)?;
+    let body_len = args.envelope;
+    if !nook_proto::limits::PADDING_BUCKETS.contains(&body_len) {
+        bail!(
+            "--envelope {body_len} is not a padding bucket ({:?})",
+            nook_proto::limits::PADDING_BUCKETS
+        );
+    }
+    let size = body_len - nook_crypto::aead::ENVELOPE_OVERHEAD - 1;
     println!(
         "relaybench: relay {} | plaintext {} B sealed to a {} B envelope body | runs {} | window {} | ack every {}",
         bin.display(),
-        args.size,
+        size,
         body_len,
         args.runs,
         args.window,
@@ -182,7 +189,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             count: args.lat_count + args.warmup,
             warmup: args.warmup,
             duration: Duration::from_secs(60),
-            size: args.size,
+            size,
             ack_every: args.ack_every,
             pace: None,
         });
@@ -202,7 +209,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             count: args.lat_count + args.warmup,
             warmup: args.warmup,
             duration: Duration::from_secs(120),
-            size: args.size,
+            size,
             ack_every: args.ack_every,
             pace: Some(Duration::from_secs_f64(talks as f64 / rate as f64)),
         });
@@ -218,7 +225,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 count: args.count,
                 warmup: 0,
                 duration: Duration::from_secs_f64(args.duration),
-                size: args.size,
+                size,
                 ack_every: args.ack_every,
                 pace: None,
             });
@@ -258,7 +265,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     report::print_table("nook relay, durable, end to end", &med);
     let summary = json!({
         "bench": "relaybench",
-        "size": args.size,
+        "size": size,
         "body_size": body_len,
         "window": args.window,
         "ack_every": args.ack_every,

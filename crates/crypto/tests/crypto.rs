@@ -115,7 +115,11 @@ fn invite_parser_names_what_is_wrong() {
 fn padding_hits_buckets_and_refuses_oversize() {
     assert_eq!(bucket_for(0, 40), Ok(512));
     assert_eq!(bucket_for(471, 40), Ok(512));
-    assert_eq!(bucket_for(472, 40), Ok(2048));
+    assert_eq!(bucket_for(472, 40), Ok(1024));
+    assert_eq!(bucket_for(983, 40), Ok(1024));
+    assert_eq!(bucket_for(984, 40), Ok(2048));
+    assert_eq!(bucket_for(65_536 - 41, 40), Ok(65_536));
+    assert_eq!(bucket_for(65_536 - 40, 40), Ok(131_072));
     let p = pad(b"hello", 40).unwrap();
     assert_eq!(p.len(), 512 - 40);
     assert_eq!(unpad(&p).unwrap(), b"hello");
@@ -195,7 +199,7 @@ fn envelopes_are_bucket_sized_and_bound_to_mailbox_and_purpose() {
             &vec![1; 512 - ENVELOPE_OVERHEAD],
         )
         .unwrap();
-    assert_eq!(big.len(), 2048);
+    assert_eq!(big.len(), 1024);
 }
 
 fn pair() -> (TalkIdentity, SendingChain, ReceivingChain) {

@@ -15,8 +15,19 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub const MAX_FRAME: usize = 1024 * 1024;
 
 /// Envelope bodies must be exactly one of these sizes, so the relay (and the network)
-/// learn only a coarse size class of what members send.
-pub const PADDING_BUCKETS: [usize; 5] = [512, 2048, 8192, 32 * 1024, 128 * 1024];
+/// learn only a coarse size class of what members send. Powers of two: padding never
+/// more than doubles a message (spec §15 weighs this against fewer, wider classes).
+pub const PADDING_BUCKETS: [usize; 9] = [
+    512,
+    1024,
+    2048,
+    4096,
+    8192,
+    16 * 1024,
+    32 * 1024,
+    64 * 1024,
+    128 * 1024,
+];
 
 /// Largest envelope body: the largest padding bucket.
 pub const MAX_ENVELOPE: usize = 128 * 1024;

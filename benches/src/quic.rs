@@ -143,6 +143,42 @@ impl RawConn {
         }
     }
 
+    /// Sends `request` and waits for its answer, skipping pushes; an error answer is
+    /// an error.
+    pub async fn request(&mut self, id: u64, request: Request) -> anyhow::Result<Response> {
+        self.write(&[ClientFrame { id, request }]).await?;
+        // Bounded: a relay that never answers is an error, not a hang.
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match self.read().await? {
+                    ServerFrame::Response { id: got, result } if got == id => {
+                        return match result {
+                            Outcome::Ok(r) => Ok(r),
+                            Outcome::Err(e) => bail!("the relay refused request {id}: {e}"),
+                        };
+                    }
+                    ServerFrame::Response { id: got, .. } => {
+                        bail!("answer to request {got} while waiting for {id}")
+                    }
+                    ServerFrame::Push(_) => {}
+                }
+            }
+        })
+        .await
+        .context("no answer within 30 s")?
+    }
+
+    /// The connection and its stream halves, for callers that read and write them
+    /// from separate tasks. Fails if frames are buffered that the caller would lose.
+    pub fn into_parts(
+        self,
+    ) -> anyhow::Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream)> {
+        if self.decoder.buffered() > 0 {
+            bail!("unread bytes buffered on the connection");
+        }
+        Ok((self.conn, self.send, self.recv))
+    }
+
     /// Closes the connection (without waiting).
     pub fn close(self) {
         self.conn.close(0u32.into(), b"bye");

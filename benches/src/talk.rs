@@ -1,16 +1,18 @@
 //! Talks as the benchmarks use them: a two-seat talk (mailbox) per sender/receiver
-//! pair, created and joined over the real client transport exactly as
-//! `relay/tests/common.rs` does, and the benchmark's plaintext format.
+//! pair, created and joined with the same requests as `relay/tests/common.rs`, and the
+//! benchmark's plaintext format.
 
-use anyhow::{Context, bail};
-use nook_client::RelayConnection;
+use anyhow::bail;
+
 use nook_crypto::aead::seal_welcome;
 use nook_crypto::auth::{AuthOp, params_digest, sign_relay_auth};
 use nook_crypto::{EnvelopeKey, RelayAddr, SeatSecret, TalkIdentity};
+use nook_proto::limits::ALPN;
 use nook_proto::{
-    ClosePolicy, Create, Join, MailboxId, Push, Request, Response, SeatOffer, TalkParams, TalkState,
+    ClosePolicy, Create, Join, MailboxId, Request, Response, SeatOffer, TalkParams, TalkState,
 };
-use tokio::sync::mpsc;
+
+use crate::quic::{RawConn, client_config};
 
 /// Bytes of the benchmark header at the start of every plaintext: seq (u64 LE) and
 /// send time (u64 LE, [`crate::mono_ns`]), like the peers' payloads.
@@ -69,25 +71,33 @@ pub fn create_request(
 }
 
 /// One talk with its two members, each on its own connection: the owner sends, the
-/// joiner receives (subscribed).
+/// joiner receives (subscribed). On [`RawConn`]s: the load generator reads and writes
+/// frames itself instead of going through the client library's per-request channels,
+/// as the peers' Go client speaks RESP or MQTT directly.
 #[derive(Debug)]
-pub struct Pair {
+pub struct RawPair {
     pub mailbox: MailboxId,
-    pub sender: RelayConnection,
-    pub receiver: RelayConnection,
-    pub pushes: mpsc::Receiver<Push>,
-    /// The talk's envelope key, known to both members (never to the relay).
+    pub sender: RawConn,
+    pub receiver: RawConn,
     pub key: EnvelopeKey,
+    /// Each connection's own client endpoint (UDP socket), kept alive with it.
+    pub endpoints: [quinn::Endpoint; 2],
 }
 
-/// Creates a talk, joins its second seat and subscribes the joiner.
-pub async fn open_pair(addr: &RelayAddr) -> anyhow::Result<Pair> {
-    let sender = RelayConnection::connect(addr).await?;
-    let mut receiver = RelayConnection::connect(addr).await?;
+/// Creates a talk, joins its second seat and subscribes the joiner, each member on
+/// its own endpoint and connection (as `RelayConnection::connect` does).
+pub async fn open_raw_pair(addr: &RelayAddr) -> anyhow::Result<RawPair> {
+    let config = client_config(addr.fingerprint, ALPN)?;
+    let endpoint = || -> anyhow::Result<quinn::Endpoint> {
+        Ok(quinn::Endpoint::client("127.0.0.1:0".parse()?)?)
+    };
+    let endpoints = [endpoint()?, endpoint()?];
+    let mut sender = RawConn::connect(&endpoints[0], config.clone(), addr).await?;
+    let mut receiver = RawConn::connect(&endpoints[1], config, addr).await?;
     let seat = SeatSecret::random(&mut rand::rng());
     let owner = TalkIdentity::generate(&mut rand::rng());
-    let create = create_request(&owner, &sender.hello().challenge, two_seat_params(&seat)?)?;
-    let mailbox = match sender.request(create).await? {
+    let create = create_request(&owner, &sender.hello.challenge, two_seat_params(&seat)?)?;
+    let mailbox = match sender.request(1, create).await? {
         Response::Created { mailbox, .. } => mailbox,
         other => bail!("unexpected answer to Create: {other:?}"),
     };
@@ -96,34 +106,31 @@ pub async fn open_pair(addr: &RelayAddr) -> anyhow::Result<Pair> {
     let signature = sign_relay_auth(
         &joiner,
         AuthOp::Join,
-        &receiver.hello().challenge,
+        &receiver.hello.challenge,
         &mailbox,
         &token,
     );
-    match receiver
-        .request(Request::Join(Join {
-            mailbox,
-            token,
-            member: joiner.member_key(),
-            signature,
-        }))
-        .await?
-    {
+    let join = Request::Join(Join {
+        mailbox,
+        token,
+        member: joiner.member_key(),
+        signature,
+    });
+    match receiver.request(1, join).await? {
         Response::Joined { status, .. } if status.state == TalkState::Open => {}
         other => bail!("unexpected answer to Join: {other:?}"),
     }
-    match receiver.request(Request::Subscribe { mailbox }).await? {
+    match receiver.request(2, Request::Subscribe { mailbox }).await? {
         Response::Subscribed { .. } => {}
         other => bail!("unexpected answer to Subscribe: {other:?}"),
     }
-    let pushes = receiver.take_pushes().context("pushes already taken")?;
     let mut talk_key = [0u8; 32];
     rand::Rng::fill_bytes(&mut rand::rng(), &mut talk_key);
-    Ok(Pair {
+    Ok(RawPair {
         mailbox,
         sender,
         receiver,
-        pushes,
         key: EnvelopeKey::from_talk_key(&talk_key),
+        endpoints,
     })
 }

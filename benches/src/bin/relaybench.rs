@@ -3,12 +3,17 @@
 //! The relay runs as its own process (`nook-relay`, release build), restarted on a
 //! fresh data folder for every measurement, so its CPU seconds come from
 //! `/proc/<pid>/stat`. Per talk (mailbox) there is one sender and one receiver, each
-//! on its own connection (nook-client's `RelayConnection`):
+//! on its own QUIC connection and UDP socket. The talks are created and joined as
+//! `relay/tests/common` does; then the generator speaks the protocol itself
+//! ([`RawConn`](nook_bench::quic::RawConn) halves: frames encoded, written and decoded
+//! by the task that needs them), as the peers' Go client speaks RESP or MQTT, rather
+//! than through the client library's per-request channels and tasks:
 //!
 //! sender seals a plaintext (seq, send time, filler) with the talk's envelope key →
 //! `Put` (pipelined) → relay stores it, fdatasyncs (group commit), answers `Stored`
 //! and pushes it → receiver opens it, records the one-way time, acks cumulatively
-//! (every `--ack-every` envelopes or when no push is waiting) → relay deletes.
+//! (every `--ack-every` envelopes, and whenever nothing more has arrived) → relay
+//! deletes.
 //!
 //! A sender never has more than `--window` envelopes outstanding end to end (sent, not
 //! yet received). Latency mode: one talk, one in flight, 2,100 envelopes, the first
@@ -25,20 +30,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use clap::Parser;
 use nook_bench::proc::{CpuSnapshot, CpuUse};
 use nook_bench::relay::{RelayProcess, default_relay_bin};
 use nook_bench::stats::{pct_us, r1};
-use nook_bench::talk::{Pair, open_pair, parse_header, plaintext};
+use nook_bench::talk::{RawPair, open_raw_pair, parse_header, plaintext};
 use nook_bench::{append_jsonl, mono_ns, quiet_gate, report};
-use nook_client::RelayConnection;
 use nook_crypto::{EnvelopeKey, Purpose};
+use nook_proto::codec::encode_frame;
 use nook_proto::{
-    ClientFrame, EnvelopeKind, ErrorCode, ErrorFrame, MailboxId, Outcome, Push, Put, Request,
-    Response, Seq,
+    ClientFrame, EnvelopeKind, ErrorCode, ErrorFrame, FrameDecoder, MailboxId, Outcome, Push, Put,
+    Request, Response, Seq, ServerFrame,
 };
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, watch};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -83,7 +89,8 @@ struct Args {
     /// Envelopes of the latency run not counted.
     #[arg(long, default_value_t = 100)]
     warmup: u64,
-    /// The receiver acks after this many envelopes (and whenever no push is waiting).
+    /// The receiver acks after this many envelopes (and whenever nothing more has
+    /// arrived).
     #[arg(long, default_value_t = 32)]
     ack_every: u64,
     /// Most envelopes per talk in a throughput run.
@@ -116,11 +123,9 @@ struct Args {
     quiet_max_wait: u64,
 }
 
-/// First request id this benchmark uses on a connection (the client library numbers
-/// its own requests from 1; pipelined frames must not collide with them).
+/// First request id of the pipelined frames (setup requests use small ids); a put
+/// of message `n` has id `OWN_IDS + n`, and so has its re-sending.
 const OWN_IDS: u64 = 1 << 40;
-/// Request ids of resent envelopes.
-const RESEND_IDS: u64 = 1 << 50;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -304,15 +309,46 @@ struct Received {
     left_on_relay: usize,
 }
 
+/// What one talk's tasks share of its sending connection.
+struct Sending {
+    send: tokio::sync::Mutex<quinn::SendStream>,
+    mailbox: MailboxId,
+    key: EnvelopeKey,
+    size: usize,
+}
+
+impl Sending {
+    /// Seals message `n` and writes its `Put` (request id `OWN_IDS + n`).
+    async fn put(&self, n: u64) -> anyhow::Result<()> {
+        let body = self.key.seal(
+            &mut rand::rng(),
+            &self.mailbox,
+            Purpose::Chat,
+            &plaintext(n, self.size),
+        )?;
+        let frame = ClientFrame {
+            id: OWN_IDS + n,
+            request: Request::Put(Put {
+                mailbox: self.mailbox,
+                kind: EnvelopeKind::Chat,
+                body,
+            }),
+        };
+        let bytes = Bytes::from(encode_frame(&frame)?);
+        self.send.lock().await.write_chunk(bytes).await?;
+        Ok(())
+    }
+}
+
 async fn run_workload(relay: &RelayProcess, w: &Workload) -> anyhow::Result<Value> {
     // Set up every talk first (create, join, subscribe), a few at a time.
-    let mut pairs: Vec<Pair> = Vec::with_capacity(w.talks);
+    let mut pairs: Vec<RawPair> = Vec::with_capacity(w.talks);
     while pairs.len() < w.talks {
         let batch = (w.talks - pairs.len()).min(16);
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..batch {
             let addr = relay.addr.clone();
-            set.spawn(async move { open_pair(&addr).await });
+            set.spawn(async move { open_raw_pair(&addr).await });
         }
         while let Some(p) = set.join_next().await {
             pairs.push(p??);
@@ -324,38 +360,52 @@ async fn run_workload(relay: &RelayProcess, w: &Workload) -> anyhow::Result<Valu
     let t0 = mono_ns();
     let deadline = Instant::now() + w.duration;
     let mut tasks = Vec::with_capacity(pairs.len());
+    // Connections and endpoints stay open until the relay is stopped.
+    let mut keep = Vec::with_capacity(pairs.len());
     for pair in pairs {
-        let Pair {
+        let RawPair {
             mailbox,
             sender,
             receiver,
-            pushes,
             key,
+            endpoints,
         } = pair;
+        let (sender_conn, sender_send, sender_recv) = sender.into_parts()?;
+        let (receiver_conn, receiver_send, receiver_recv) = receiver.into_parts()?;
+        keep.push((endpoints, sender_conn, receiver_conn));
         let counters = Arc::new(Counters::default());
         let window = Arc::new(Semaphore::new(w.window));
         let receiver = tokio::spawn(receive(
-            Arc::new(receiver),
-            pushes,
+            receiver_recv,
+            receiver_send,
             mailbox,
             key.clone(),
             window.clone(),
             counters.clone(),
             last_rx.clone(),
-            w.warmup,
-            w.ack_every,
+            (w.warmup, w.ack_every),
             stop_rx.clone(),
         ));
-        let sender = tokio::spawn(send(
-            Arc::new(sender),
+        let sending = Arc::new(Sending {
+            send: tokio::sync::Mutex::new(sender_send),
             mailbox,
             key,
+            size: w.size,
+        });
+        let (done_tx, done_rx) = watch::channel(None);
+        tokio::spawn(send(
+            sending.clone(),
+            window.clone(),
+            counters.clone(),
+            (w.count, deadline, w.pace),
+            done_tx,
+        ));
+        let sender = tokio::spawn(check_stored(
+            sender_recv,
+            sending,
             window,
             counters.clone(),
-            w.count,
-            w.size,
-            deadline,
-            w.pace,
+            done_rx,
         ));
         tasks.push(PairTasks {
             counters,
@@ -375,10 +425,12 @@ async fn run_workload(relay: &RelayProcess, w: &Workload) -> anyhow::Result<Valu
     });
     let mut errors = Vec::new();
     for t in &mut tasks {
-        match (&mut t.sender).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => errors.push(format!("sender: {e:#}")),
-            Err(e) => errors.push(format!("sender task: {e}")),
+        // Every put is answered well within this after the sending stops.
+        match tokio::time::timeout(w.duration + Duration::from_secs(30), &mut t.sender).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => errors.push(format!("sender: {e:#}")),
+            Ok(Err(e)) => errors.push(format!("sender task: {e}")),
+            Err(_) => errors.push("sender did not finish".into()),
         }
     }
     // Drain: wait (bounded) until every stored envelope has reached its receiver.
@@ -410,6 +462,7 @@ async fn run_workload(relay: &RelayProcess, w: &Workload) -> anyhow::Result<Valu
             Err(_) => errors.push("receiver did not finish".into()),
         }
     }
+    drop(keep);
     if let Some(e) = errors.first() {
         bail!(
             "{} of {} tasks failed, first: {e}",
@@ -468,18 +521,15 @@ async fn run_workload(relay: &RelayProcess, w: &Workload) -> anyhow::Result<Valu
     }))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A talk's sender: seals and writes `Put`s, at most `window` outstanding end to end
+/// (or one per `pace` tick), until `count` or the deadline; then says how many.
 async fn send(
-    conn: Arc<RelayConnection>,
-    mailbox: MailboxId,
-    key: EnvelopeKey,
+    sending: Arc<Sending>,
     window: Arc<Semaphore>,
     counters: Arc<Counters>,
-    count: u64,
-    size: usize,
-    deadline: Instant,
-    pace: Option<Duration>,
-) -> anyhow::Result<()> {
+    (count, deadline, pace): (u64, Instant, Option<Duration>),
+    done: watch::Sender<Option<u64>>,
+) {
     let mut ticks = pace.map(|p| {
         // Talks start spread over one period, not in lockstep.
         let offset = p.mul_f64(rand::random::<f64>());
@@ -487,15 +537,6 @@ async fn send(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
-    let (tx, rx) = mpsc::unbounded_channel();
-    let checker = tokio::spawn(check_stored(
-        conn.clone(),
-        rx,
-        counters.clone(),
-        window.clone(),
-        (mailbox, key.clone(), size),
-    ));
-    let mut id = OWN_IDS;
     let mut n = 0u64;
     while n < count {
         let now = Instant::now();
@@ -506,195 +547,234 @@ async fn send(
             t.tick().await;
         }
         match tokio::time::timeout(deadline - now, window.acquire()).await {
-            Err(_) => break,
-            Ok(Err(_)) => bail!("window closed"),
             Ok(Ok(permit)) => permit.forget(),
+            // The deadline, or a closed window.
+            _ => break,
         }
-        let answer = conn
-            .send_frame(ClientFrame {
-                id,
-                request: Request::Put(sealed_put(&key, mailbox, n, size)?),
-            })
-            .await?;
-        id += 1;
-        counters.sent.fetch_add(1, Ordering::SeqCst);
-        // The message number, not a copy of the envelope: a refused one is sealed anew.
-        if tx.send((answer, n)).is_err() {
+        if let Err(e) = sending.put(n).await {
+            eprintln!("sending failed: {e:#}");
             break;
         }
+        counters.sent.fetch_add(1, Ordering::SeqCst);
         n += 1;
     }
-    drop(tx);
-    checker.await?
+    let _ = done.send(Some(n));
 }
 
-/// Waits for each `Stored` answer in order; resends what the relay refused with
-/// `RateLimited` (counted), counts other refusals as lost.
-/// A `Put` of message `n`, freshly sealed.
-fn sealed_put(key: &EnvelopeKey, mailbox: MailboxId, n: u64, size: usize) -> anyhow::Result<Put> {
-    let body = key.seal(
-        &mut rand::rng(),
-        &mailbox,
-        Purpose::Chat,
-        &plaintext(n, size),
-    )?;
-    Ok(Put {
-        mailbox,
-        kind: EnvelopeKind::Chat,
-        body,
-    })
-}
-
+/// Reads the sending connection's answers: counts `Stored`, re-sends what the relay
+/// refused with `RateLimited` (counted), counts other refusals as lost. Ends when the
+/// sender is done and every put it wrote has its answer.
 async fn check_stored(
-    conn: Arc<RelayConnection>,
-    mut rx: mpsc::UnboundedReceiver<(oneshot::Receiver<Outcome>, u64)>,
-    counters: Arc<Counters>,
+    mut recv: quinn::RecvStream,
+    sending: Arc<Sending>,
     window: Arc<Semaphore>,
-    (mailbox, key, size): (MailboxId, EnvelopeKey, usize),
+    counters: Arc<Counters>,
+    mut done: watch::Receiver<Option<u64>>,
 ) -> anyhow::Result<()> {
-    let mut id = RESEND_IDS;
+    let mut decoder = FrameDecoder::new();
+    let mut answered = 0u64;
     let mut first_refusal: Option<ErrorFrame> = None;
-    while let Some((answer, n)) = rx.recv().await {
-        let mut outcome = answer.await;
-        loop {
-            match outcome {
-                Ok(Outcome::Ok(Response::Stored { .. })) => {
+    let mut sending_done = false;
+    loop {
+        if done.borrow().is_some_and(|total| answered >= total) {
+            return Ok(());
+        }
+        let chunk = tokio::select! {
+            r = recv.read_chunk(usize::MAX, true) => match r.context("connection lost")? {
+                Some(c) => c.bytes,
+                None => bail!("the relay ended the stream"),
+            },
+            r = done.changed(), if !sending_done => {
+                if r.is_err() {
+                    bail!("the sender task ended without its count");
+                }
+                sending_done = true;
+                continue;
+            }
+        };
+        decoder.push(&chunk);
+        while let Some(frame) = decoder.next_frame::<ServerFrame>()? {
+            let ServerFrame::Response { id, result } = frame else {
+                continue;
+            };
+            match result {
+                Outcome::Ok(Response::Stored { .. }) => {
                     counters.stored.fetch_add(1, Ordering::SeqCst);
-                    break;
+                    answered += 1;
                 }
-                Ok(Outcome::Err(e)) if e.code == ErrorCode::RateLimited => {
+                Outcome::Err(e) if e.code == ErrorCode::RateLimited => {
                     counters.rate_limited.fetch_add(1, Ordering::SeqCst);
+                    let n = id
+                        .checked_sub(OWN_IDS)
+                        .context("a refusal of a request this benchmark did not send")?;
+                    // Sealed anew (fresh nonce), after the relay's bucket has refilled a bit.
                     tokio::time::sleep(Duration::from_millis(1)).await;
-                    let again = conn
-                        .send_frame(ClientFrame {
-                            id,
-                            request: Request::Put(sealed_put(&key, mailbox, n, size)?),
-                        })
-                        .await?;
-                    id += 1;
-                    outcome = again.await;
+                    sending.put(n).await?;
                 }
-                Ok(Outcome::Err(e)) => {
+                Outcome::Err(e) => {
                     counters.refused.fetch_add(1, Ordering::SeqCst);
+                    answered += 1;
                     window.add_permits(1);
                     if first_refusal.is_none() {
                         eprintln!("relay refused an envelope: {e}");
                         first_refusal = Some(e);
                     }
-                    break;
                 }
-                Ok(Outcome::Ok(other)) => bail!("unexpected answer to Put: {other:?}"),
-                Err(_) => bail!("connection lost: {}", conn.close_reason()),
+                Outcome::Ok(other) => bail!("unexpected answer to Put: {other:?}"),
             }
         }
     }
-    Ok(())
 }
 
+/// The next chunk of `recv` if one has already arrived (quinn's `read_chunk` is
+/// cancel-safe: a pending read dropped here loses nothing).
+fn ready_chunk(
+    recv: &mut quinn::RecvStream,
+) -> Option<Result<Option<quinn::Chunk>, quinn::ReadError>> {
+    let mut read = std::pin::pin!(recv.read_chunk(usize::MAX, true));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match read.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(r) => Some(r),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// A talk's receiver: opens every pushed envelope, records its one-way time, acks
+/// cumulatively (every `ack_every` envelopes, and whenever nothing more has arrived),
+/// until `stop`; then acks the rest and checks the relay holds nothing more.
 #[allow(clippy::too_many_arguments)]
 async fn receive(
-    conn: Arc<RelayConnection>,
-    mut pushes: mpsc::Receiver<Push>,
+    mut recv: quinn::RecvStream,
+    mut send: quinn::SendStream,
     mailbox: MailboxId,
     key: EnvelopeKey,
     window: Arc<Semaphore>,
     counters: Arc<Counters>,
     last_rx: Arc<AtomicU64>,
-    warmup: u64,
-    ack_every: u64,
+    (warmup, ack_every): (u64, u64),
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Received> {
-    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-    let checker = tokio::spawn(check_acks(ack_rx, counters.clone()));
+    let mut decoder = FrameDecoder::new();
     let mut lats = Vec::with_capacity(4096);
     let mut id = OWN_IDS;
-    let mut highest = 0u64;
-    let mut acked = 0u64;
-    let ack = |upto: u64, id: u64| ClientFrame {
-        id,
-        request: Request::Ack {
-            mailbox,
-            upto: Seq(upto),
-        },
+    let (mut highest, mut acked) = (0u64, 0u64);
+    async fn write(
+        send: &mut quinn::SendStream,
+        id: &mut u64,
+        request: Request,
+    ) -> anyhow::Result<u64> {
+        let this = *id;
+        *id += 1;
+        let frame = encode_frame(&ClientFrame { id: this, request })?;
+        send.write_chunk(Bytes::from(frame)).await?;
+        Ok(this)
+    }
+    let ack = |upto: u64| Request::Ack {
+        mailbox,
+        upto: Seq(upto),
     };
     loop {
-        let push = match pushes.try_recv() {
-            Ok(p) => Some(p),
-            Err(mpsc::error::TryRecvError::Empty) => {
-                // Nothing waiting: acknowledge what we hold before sleeping.
+        let read = match ready_chunk(&mut recv) {
+            Some(r) => r,
+            None => {
+                // Nothing more has arrived: acknowledge what was handled, then wait.
                 if highest > acked {
-                    ack_tx.send(conn.send_frame(ack(highest, id)).await?)?;
-                    id += 1;
+                    write(&mut send, &mut id, ack(highest)).await?;
                     acked = highest;
                 }
                 tokio::select! {
-                    p = pushes.recv() => p,
+                    r = recv.read_chunk(usize::MAX, true) => r,
                     _ = stop.changed() => break,
                 }
             }
-            Err(mpsc::error::TryRecvError::Disconnected) => None,
         };
-        let Some(push) = push else {
-            bail!("push stream ended: {}", conn.close_reason());
+        let chunk = match read.context("connection lost")? {
+            Some(c) => c.bytes,
+            None => bail!("the relay ended the stream"),
         };
         let t = mono_ns();
-        let Push::Envelope { envelope, .. } = push else {
-            continue;
-        };
-        let plain = key
-            .open(&mailbox, Purpose::Chat, &envelope.body)
-            .context("an envelope did not open")?;
-        let (seq, ts) = parse_header(&plain).context("short plaintext")?;
-        if seq >= warmup {
-            lats.push(t.saturating_sub(ts));
-        }
-        counters.received.fetch_add(1, Ordering::SeqCst);
-        last_rx.fetch_max(t, Ordering::SeqCst);
-        window.add_permits(1);
-        highest = highest.max(envelope.seq.0);
-        if highest - acked >= ack_every {
-            ack_tx.send(conn.send_frame(ack(highest, id)).await?)?;
-            id += 1;
-            acked = highest;
+        decoder.push(&chunk);
+        while let Some(frame) = decoder.next_frame::<ServerFrame>()? {
+            match frame {
+                ServerFrame::Push(Push::Envelope { envelope, .. }) => {
+                    let plain = key
+                        .open(&mailbox, Purpose::Chat, &envelope.body)
+                        .context("an envelope did not open")?;
+                    let (seq, ts) = parse_header(&plain).context("short plaintext")?;
+                    if seq >= warmup {
+                        lats.push(t.saturating_sub(ts));
+                    }
+                    counters.received.fetch_add(1, Ordering::SeqCst);
+                    last_rx.fetch_max(t, Ordering::SeqCst);
+                    window.add_permits(1);
+                    highest = highest.max(envelope.seq.0);
+                    if highest - acked >= ack_every {
+                        write(&mut send, &mut id, ack(highest)).await?;
+                        acked = highest;
+                    }
+                }
+                ServerFrame::Push(_) => {}
+                ServerFrame::Response {
+                    result: Outcome::Ok(Response::Acked),
+                    ..
+                } => {
+                    counters.acks.fetch_add(1, Ordering::SeqCst);
+                }
+                ServerFrame::Response { .. } => {
+                    counters.ack_errors.fetch_add(1, Ordering::SeqCst);
+                }
+            }
         }
     }
     if highest > acked {
-        ack_tx.send(conn.send_frame(ack(highest, id)).await?)?;
+        write(&mut send, &mut id, ack(highest)).await?;
     }
-    drop(ack_tx);
-    checker.await?;
     // After the last ack the relay must hold nothing more for this member.
-    let left_on_relay = match conn
-        .request(Request::Fetch {
+    let fetch = write(
+        &mut send,
+        &mut id,
+        Request::Fetch {
             mailbox,
             after: Seq(0),
             limit: 256,
-        })
-        .await?
-    {
-        Response::Envelopes { items, .. } => items.len(),
-        other => bail!("unexpected answer to Fetch: {other:?}"),
-    };
+        },
+    )
+    .await?;
+    let left_on_relay = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            while let Some(frame) = decoder.next_frame::<ServerFrame>()? {
+                match frame {
+                    ServerFrame::Response {
+                        id,
+                        result: Outcome::Ok(Response::Envelopes { items, .. }),
+                    } if id == fetch => return Ok(items.len()),
+                    ServerFrame::Response { id, result } if id == fetch => {
+                        bail!("unexpected answer to Fetch: {result:?}")
+                    }
+                    ServerFrame::Response {
+                        result: Outcome::Ok(Response::Acked),
+                        ..
+                    } => {
+                        counters.acks.fetch_add(1, Ordering::SeqCst);
+                    }
+                    ServerFrame::Response { .. } => {
+                        counters.ack_errors.fetch_add(1, Ordering::SeqCst);
+                    }
+                    ServerFrame::Push(_) => {}
+                }
+            }
+            match recv.read_chunk(usize::MAX, true).await? {
+                Some(c) => decoder.push(&c.bytes),
+                None => bail!("the relay ended the stream before answering Fetch"),
+            }
+        }
+    })
+    .await
+    .context("no answer to Fetch within 20 s")??;
     Ok(Received {
         lats,
         left_on_relay,
     })
-}
-
-async fn check_acks(
-    mut rx: mpsc::UnboundedReceiver<oneshot::Receiver<Outcome>>,
-    counters: Arc<Counters>,
-) {
-    while let Some(answer) = rx.recv().await {
-        match answer.await {
-            Ok(Outcome::Ok(Response::Acked)) => {
-                counters.acks.fetch_add(1, Ordering::SeqCst);
-            }
-            _ => {
-                counters.ack_errors.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    }
 }
 
 /// Dumps the relay's threads once if no envelope was received for `after`.

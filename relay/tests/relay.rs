@@ -172,6 +172,34 @@ async fn owner_policy_refuses_a_member_and_the_owner_closes_with_a_receipt() {
 }
 
 #[tokio::test]
+async fn every_padding_bucket_is_stored_and_no_length_between() {
+    let relay = TestRelay::start();
+    let c = create(&relay, 2, 2, ClosePolicy::Owner).await;
+    let b = join(&relay, c.owner.mailbox, &c.seats[0]).await;
+    for &len in nook_proto::limits::PADDING_BUCKETS.iter() {
+        if let Err(e) = c.owner.put_raw(EnvelopeKind::Chat, vec![7; len]).await {
+            panic!("a {len}-byte envelope was refused: {e}");
+        }
+    }
+    let lens: Vec<usize> = b
+        .fetch(0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.body.len())
+        .collect();
+    assert_eq!(lens, nook_proto::limits::PADDING_BUCKETS);
+    for len in [511, 513, 1000, 1023, 1025, 3000, 131_071] {
+        assert_eq!(
+            code(c.owner.put_raw(EnvelopeKind::Chat, vec![7; len]).await),
+            ErrorCode::TooLarge,
+            "{len} bytes"
+        );
+    }
+    relay.stop().await;
+}
+
+#[tokio::test]
 async fn any_policy_lets_a_member_close() {
     let relay = TestRelay::start();
     let c = create(&relay, 2, 2, ClosePolicy::Any).await;

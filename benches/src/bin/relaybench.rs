@@ -714,15 +714,7 @@ async fn receive(
                     }
                 }
                 ServerFrame::Push(_) => {}
-                ServerFrame::Response {
-                    result: Outcome::Ok(Response::Acked),
-                    ..
-                } => {
-                    counters.acks.fetch_add(1, Ordering::SeqCst);
-                }
-                ServerFrame::Response { .. } => {
-                    counters.ack_errors.fetch_add(1, Ordering::SeqCst);
-                }
+                ServerFrame::Response { result, .. } => count_ack_answer(&counters, &result),
             }
         }
     }
@@ -751,15 +743,7 @@ async fn receive(
                     ServerFrame::Response { id, result } if id == fetch => {
                         bail!("unexpected answer to Fetch: {result:?}")
                     }
-                    ServerFrame::Response {
-                        result: Outcome::Ok(Response::Acked),
-                        ..
-                    } => {
-                        counters.acks.fetch_add(1, Ordering::SeqCst);
-                    }
-                    ServerFrame::Response { .. } => {
-                        counters.ack_errors.fetch_add(1, Ordering::SeqCst);
-                    }
+                    ServerFrame::Response { result, .. } => count_ack_answer(&counters, &result),
                     ServerFrame::Push(_) => {}
                 }
             }
@@ -775,6 +759,15 @@ async fn receive(
         lats,
         left_on_relay,
     })
+}
+
+/// Counts the answer to one of the receiver's acks (the only requests it pipelines).
+fn count_ack_answer(counters: &Counters, result: &Outcome) {
+    let counter = match result {
+        Outcome::Ok(Response::Acked) => &counters.acks,
+        _ => &counters.ack_errors,
+    };
+    counter.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Dumps the relay's threads once if no envelope was received for `after`.

@@ -40,6 +40,9 @@ def rates(name):
     with open(f"{out}/{name}") as f:
         return [json.loads(l) for l in f if l.strip()]
 nook, echo, redis = rates("relaybench.jsonl"), rates("echo.jsonl"), rates("redis.jsonl")
+if not (len(nook) == len(echo) == len(redis)) or not nook:
+    sys.exit(f"runs missing (nook {len(nook)}, echo {len(echo)}, redis {len(redis)}): "
+             "rerun one part by hand to see its error (redis.sh's own output is hidden here)")
 print("round   nook msg/s   echo msg/s  redis msg/s  nook/echo  nook/redis  nook/cpu-s  redis/cpu-s  foreign(nook)")
 pairs = list(zip(nook, echo, redis))
 for i, (n, e, r) in enumerate(pairs, 1):

@@ -637,6 +637,24 @@ fn small_segments() -> nook_relay::engine::Limits {
     }
 }
 
+/// Stops the relay, starts it again on its data folder (small segments) and
+/// reconnects `members` as themselves; their old connections are closed first.
+async fn restart_small<const N: usize>(
+    relay: TestRelay,
+    members: [Member; N],
+) -> (TestRelay, [Member; N]) {
+    let who = members.map(|m| (m.id, m.mailbox, m.seat));
+    let relay = TestRelay::start_with(relay.stop().await, small_segments());
+    let mut back = Vec::with_capacity(N);
+    for (id, mailbox, seat) in who {
+        back.push(reconnect(&relay, id, mailbox, seat).await);
+    }
+    let Ok(back) = back.try_into() else {
+        unreachable!("one member back for each member given")
+    };
+    (relay, back)
+}
+
 /// Puts `n` small chat envelopes (their bodies number them); the seq of the last.
 async fn put_numbered(member: &Member, n: u32) -> Seq {
     let mut last = Seq(0);
@@ -665,13 +683,8 @@ async fn acked_segments_are_removed_and_seqs_never_repeat_after_restart() {
     let after = log_segments(&relay.data_dir());
     assert!(after <= 2, "acked segments are unlinked: {full} -> {after}");
     assert_eq!(relay.engine.log_stats().live_records, 0);
-    let (owner_id, b_id, mailbox) = (c.owner.id, b.id, c.owner.mailbox);
-    drop(c.owner.conn);
-    drop(b.conn);
     // Restart: nothing is left to deliver, and the next seq follows the last one.
-    let relay = TestRelay::start_with(relay.stop().await, small_segments());
-    let owner = reconnect(&relay, owner_id, mailbox, 0).await;
-    let b = reconnect(&relay, b_id, mailbox, 1).await;
+    let (relay, [owner, b]) = restart_small(relay, [c.owner, b]).await;
     assert!(b.fetch(0).await.unwrap().is_empty());
     let next = owner
         .put(EnvelopeKind::Chat, b"after restart")
@@ -700,12 +713,7 @@ async fn acks_short_of_the_newest_envelope_leave_its_record_to_keep_the_seq_afte
         "acked segments are unlinked: {full} -> {after}"
     );
     assert_eq!(relay.engine.log_stats().live_records, 1);
-    let (owner_id, b_id, mailbox) = (c.owner.id, b.id, c.owner.mailbox);
-    drop(c.owner.conn);
-    drop(b.conn);
-    let relay = TestRelay::start_with(relay.stop().await, small_segments());
-    let owner = reconnect(&relay, owner_id, mailbox, 0).await;
-    let b = reconnect(&relay, b_id, mailbox, 1).await;
+    let (relay, [owner, b]) = restart_small(relay, [c.owner, b]).await;
     let waiting = b.fetch(0).await.unwrap();
     assert_eq!(
         waiting.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -719,11 +727,8 @@ async fn acks_short_of_the_newest_envelope_leave_its_record_to_keep_the_seq_afte
     assert_eq!(next.0, last.0 + 1);
     b.ack(next.0).await.unwrap();
     relay.engine.flush().unwrap();
-    let owner_id = owner.id;
-    drop(owner.conn);
-    drop(b.conn);
-    let relay = TestRelay::start_with(relay.stop().await, small_segments());
-    let owner = reconnect(&relay, owner_id, mailbox, 0).await;
+    drop(b);
+    let (relay, [owner]) = restart_small(relay, [owner]).await;
     let again = owner.put(EnvelopeKind::Chat, b"two").await.unwrap();
     assert_eq!(again.0, next.0 + 1);
     relay.stop().await;
@@ -749,10 +754,7 @@ async fn an_unacked_envelope_is_moved_out_of_a_sparse_segment_and_survives_resta
     assert!(log_segments(&relay.data_dir()) <= 2);
     assert_eq!(relay.engine.log_stats().live_records, 1);
     assert_eq!(stuck_b.fetch(0).await.unwrap(), original);
-    let (b_id, mailbox) = (stuck_b.id, stuck_b.mailbox);
-    drop(stuck_b.conn);
-    let relay = TestRelay::start_with(relay.stop().await, small_segments());
-    let b = reconnect(&relay, b_id, mailbox, 1).await;
+    let (relay, [b]) = restart_small(relay, [stuck_b]).await;
     let got = b.fetch(0).await.unwrap();
     assert_eq!(got, original);
     assert_eq!(got[0].seq, kept);

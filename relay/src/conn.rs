@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nook_proto::codec::{HEADER_LEN, encode_frame_into, encoded_len};
 use nook_proto::limits::PROTOCOL_VERSION;
 use nook_proto::{
     ClientFrame, ErrorCode, ErrorFrame, FrameDecoder, HelloOk, MailboxId, MemberKey, Outcome,
@@ -17,12 +16,12 @@ use nook_proto::{
 };
 use tokio::sync::mpsc;
 
-use crate::engine::{Engine, Peer};
+use crate::engine::{Engine, Peer, Wire};
 
 /// Frames queued for one client before it counts as too slow.
 const OUTBOX: usize = 8192;
-/// Bytes of frames handed to quinn in one stream write at most.
-const BATCH: usize = 256 * 1024;
+/// Frames handed to quinn in one stream write at most.
+const BATCH: usize = 256;
 
 /// Application close codes of the QUIC connection.
 pub mod close_code {
@@ -124,7 +123,7 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, peer_id: u64) {
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!("malformed frame: {e}");
-                    peer.send(ServerFrame::Response {
+                    peer.send(&ServerFrame::Response {
                         id: 0,
                         result: Outcome::Err(ErrorFrame::new(ErrorCode::Malformed, e.to_string())),
                     });
@@ -165,7 +164,7 @@ fn handle(
             Ok(r) => Outcome::Ok(r),
             Err(e) => Outcome::Err(e),
         };
-        peer.send(ServerFrame::Response { id, result });
+        peer.send(&ServerFrame::Response { id, result });
     };
     if !s.greeted {
         return match frame.request {
@@ -310,29 +309,18 @@ fn handle(
     Ok(())
 }
 
-/// Writes queued frames, coalescing whatever is ready into one stream write. Each
-/// batch is handed to quinn as it is (no copy), so an idle connection holds no buffer.
-async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<ServerFrame>) {
-    while let Some(frame) = rx.recv().await {
-        // Sized for what is queued (frames of a burst are alike), so the batch is not
-        // copied over and over as it grows.
-        let first = encoded_len(&frame).unwrap_or(0) + HEADER_LEN;
-        let mut buf = Vec::with_capacity((first * (rx.len() + 1)).min(BATCH));
-        if encode_frame_into(&frame, &mut buf).is_err() {
-            tracing::error!("could not encode a frame for a client");
-            continue;
+/// Writes queued frames, handing whatever is ready to quinn in one call. The frames
+/// are already encoded and quinn keeps the `Bytes` as they are (no copy), so an idle
+/// connection holds no write buffer.
+async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Wire>) {
+    loop {
+        // Sized for what is queued, and dropped after each write, not kept at its
+        // largest for the life of the connection.
+        let mut batch = Vec::with_capacity(rx.len().clamp(1, BATCH));
+        if rx.recv_many(&mut batch, BATCH).await == 0 {
+            break;
         }
-        while buf.len() < BATCH {
-            match rx.try_recv() {
-                Ok(f) => {
-                    if encode_frame_into(&f, &mut buf).is_err() {
-                        tracing::error!("could not encode a frame for a client");
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        if send.write_chunk(bytes::Bytes::from(buf)).await.is_err() {
+        if send.write_all_chunks(&mut batch).await.is_err() {
             return;
         }
     }

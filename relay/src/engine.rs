@@ -36,9 +36,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bincode::{Decode, Encode};
+use bytes::Bytes;
 use nook_crypto::auth::{AuthOp, RelayIdentity, params_digest, verify_relay_auth};
 use nook_crypto::kdf::sha256;
-use nook_proto::codec::{decode_body, encode_value, encode_value_into};
+use nook_proto::codec::{decode_body, encode_frame, encode_value, encode_value_into};
 use nook_proto::limits::{
     DEFAULT_MAX_BYTES_PER_MAILBOX, DEFAULT_MAX_ENVELOPES_PER_MAILBOX,
     DEFAULT_MAX_MAILBOXES_PER_CONNECTION, DEFAULT_REQUESTS_PER_SECOND, MAX_FAREWELL,
@@ -99,17 +100,46 @@ pub enum EngineError {
     Corrupt(String),
 }
 
+/// One server frame as it goes on the wire (header and body). Frames are encoded
+/// where they are made, so a push to several connections is encoded once and shared,
+/// and an outbox slot is one `Bytes` rather than a whole `ServerFrame`.
+pub type Wire = Bytes;
+
+/// `frame` encoded for the wire, in a buffer of exactly its size. `None` only for a
+/// frame past the codec's size limit, which the engine never builds.
+pub fn wire(frame: &ServerFrame) -> Option<Wire> {
+    match encode_frame(frame) {
+        Ok(bytes) => Some(Bytes::from(bytes)),
+        Err(e) => {
+            tracing::error!("could not encode a frame for a client: {e}");
+            None
+        }
+    }
+}
+
+/// The pushes of one operation: `push` encoded once, for each of `to`.
+fn pushes_of(to: impl Iterator<Item = Peer>, push: Push) -> Vec<(Peer, Wire)> {
+    let to: Vec<Peer> = to.collect();
+    if to.is_empty() {
+        return Vec::new();
+    }
+    match wire(&ServerFrame::Push(push)) {
+        Some(frame) => to.into_iter().map(|p| (p, frame.clone())).collect(),
+        None => Vec::new(),
+    }
+}
+
 /// The way back to one connection: its outbox and a switch to drop it.
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub id: u64,
-    outbox: mpsc::Sender<ServerFrame>,
+    outbox: mpsc::Sender<Wire>,
     killed: Arc<(AtomicBool, Notify)>,
     in_flight: Arc<(AtomicU64, Notify)>,
 }
 
 impl Peer {
-    pub fn new(id: u64, outbox: mpsc::Sender<ServerFrame>) -> Peer {
+    pub fn new(id: u64, outbox: mpsc::Sender<Wire>) -> Peer {
         Peer {
             id,
             outbox,
@@ -120,7 +150,14 @@ impl Peer {
 
     /// Queues a frame; a peer whose queue is full is too slow and is dropped rather
     /// than allowed to grow the relay's memory.
-    pub fn send(&self, frame: ServerFrame) {
+    pub fn send(&self, frame: &ServerFrame) {
+        if let Some(frame) = wire(frame) {
+            self.send_wire(frame);
+        }
+    }
+
+    /// [`Peer::send`] of a frame already encoded.
+    pub fn send_wire(&self, frame: Wire) {
         if self.outbox.try_send(frame).is_err() {
             self.kill();
         }
@@ -157,7 +194,7 @@ impl Peer {
     }
 
     fn reply(&self, id: u64, result: Outcome) {
-        self.send(ServerFrame::Response { id, result });
+        self.send(&ServerFrame::Response { id, result });
         self.in_flight.0.fetch_sub(1, Ordering::SeqCst);
         self.in_flight.1.notify_one();
     }
@@ -307,11 +344,13 @@ impl Mailbox {
         self.ns.put(K_META, &bytes)
     }
 
-    fn push_all(&self, push: &Push, except: Option<u64>) {
-        for s in &self.subscribers {
-            if Some(s.peer.id) != except {
-                s.peer.send(ServerFrame::Push(push.clone()));
-            }
+    fn push_all(&self, push: Push, except: Option<u64>) {
+        let to = self
+            .subscribers
+            .iter()
+            .filter(|s| Some(s.peer.id) != except);
+        for (p, frame) in pushes_of(to.map(|s| s.peer.clone()), push) {
+            p.send_wire(frame);
         }
     }
 
@@ -512,7 +551,7 @@ impl Engine {
     }
 
     /// Answers `response` (and sends `pushes`) once the store's writes so far are durable.
-    fn later(&self, peer: &Peer, id: u64, response: Response, pushes: Vec<(Peer, Push)>) {
+    fn later(&self, peer: &Peer, id: u64, response: Response, pushes: Vec<(Peer, Wire)>) {
         self.later_as(Durability::Store, peer, id, response, pushes);
     }
 
@@ -522,7 +561,7 @@ impl Engine {
         peer: &Peer,
         id: u64,
         response: Response,
-        pushes: Vec<(Peer, Push)>,
+        pushes: Vec<(Peer, Wire)>,
     ) {
         peer.begin();
         let peer = peer.clone();
@@ -531,8 +570,8 @@ impl Engine {
             Box::new(move |ok| {
                 if ok {
                     peer.reply(id, Outcome::Ok(response));
-                    for (p, push) in pushes {
-                        p.send(ServerFrame::Push(push));
+                    for (p, frame) in pushes {
+                        p.send_wire(frame);
                     }
                 } else {
                     peer.reply(
@@ -668,29 +707,22 @@ impl Engine {
         }
         let welcome = welcome.unwrap_or_default();
         mb.save_meta().map_err(storage_err)?;
-        let mut pushes: Vec<(Peer, Push)> = mb
-            .subscribers
-            .iter()
-            .map(|s| {
-                (
-                    s.peer.clone(),
-                    Push::SeatTaken {
-                        mailbox: req.mailbox,
-                        status,
-                    },
-                )
-            })
-            .collect();
+        let subscribers = || mb.subscribers.iter().map(|s| s.peer.clone());
+        let mut pushes = pushes_of(
+            subscribers(),
+            Push::SeatTaken {
+                mailbox: req.mailbox,
+                status,
+            },
+        );
         if joined.opened {
-            pushes.extend(mb.subscribers.iter().map(|s| {
-                (
-                    s.peer.clone(),
-                    Push::Opened {
-                        mailbox: req.mailbox,
-                        status,
-                    },
-                )
-            }));
+            pushes.extend(pushes_of(
+                subscribers(),
+                Push::Opened {
+                    mailbox: req.mailbox,
+                    status,
+                },
+            ));
         }
         self.later(
             peer,
@@ -831,32 +863,18 @@ impl Engine {
             stored_at: now,
             body: rec.body,
         };
-        let to: Vec<Peer> = mb
+        let to = mb
             .subscribers
             .iter()
             .filter(|s| recipients & (1u64 << s.seat) != 0)
-            .map(|s| s.peer.clone())
-            .collect();
-        // The last recipient takes the envelope itself (in a two-seat talk, the only one).
-        let mut pushes = Vec::with_capacity(to.len());
-        let mut envelope = Some(envelope);
-        let last = to.len().saturating_sub(1);
-        for (i, p) in to.into_iter().enumerate() {
-            let envelope = if i == last {
-                envelope.take()
-            } else {
-                envelope.clone()
-            };
-            if let Some(envelope) = envelope {
-                pushes.push((
-                    p,
-                    Push::Envelope {
-                        mailbox: req.mailbox,
-                        envelope,
-                    },
-                ));
-            }
-        }
+            .map(|s| s.peer.clone());
+        let pushes = pushes_of(
+            to,
+            Push::Envelope {
+                mailbox: req.mailbox,
+                envelope,
+            },
+        );
         self.later_as(
             Durability::Log,
             peer,
@@ -956,19 +974,13 @@ impl Engine {
         let n = mb.collect(&self.log, 0, head).map_err(storage_err)?;
         self.stats.envelopes_deleted.fetch_add(n, Ordering::Relaxed);
         let status = mb.status();
-        let pushes = mb
-            .subscribers
-            .iter()
-            .map(|s| {
-                (
-                    s.peer.clone(),
-                    Push::MemberLeft {
-                        mailbox: *mailbox,
-                        status,
-                    },
-                )
-            })
-            .collect();
+        let pushes = pushes_of(
+            mb.subscribers.iter().map(|s| s.peer.clone()),
+            Push::MemberLeft {
+                mailbox: *mailbox,
+                status,
+            },
+        );
         self.later(peer, id, Response::Left, pushes);
         Ok(())
     }
@@ -1012,12 +1024,13 @@ impl Engine {
             receipt,
             farewell: req.farewell,
         };
-        let pushes = mb
-            .subscribers
-            .drain(..)
-            .filter(|s| s.peer.id != peer.id)
-            .map(|s| (s.peer, push.clone()))
-            .collect();
+        let pushes = pushes_of(
+            mb.subscribers
+                .drain(..)
+                .filter(|s| s.peer.id != peer.id)
+                .map(|s| s.peer),
+            push,
+        );
         self.later(peer, id, Response::Closed { receipt }, pushes);
         Ok(())
     }
@@ -1049,7 +1062,7 @@ impl Engine {
                 continue;
             }
             let push = Push::Expired { mailbox: mb.id };
-            mb.push_all(&push, None);
+            mb.push_all(push, None);
             mb.subscribers.clear();
             let expires = mb.talk.expires_at();
             if let Err(e) = self.destroy(&mut mb, expires) {

@@ -16,6 +16,11 @@ pub mod talk;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+/// Messages a load generator's sender seals and hands to quinn in one write at most,
+/// when its window has room for that many: a pipelining client, as the peers' load
+/// generators are. relaybench and echo use the same, so the ratio compares alike.
+pub const PUT_BATCH: u64 = 32;
+
 static BASE: OnceLock<Instant> = OnceLock::new();
 
 /// Nanoseconds on a monotonic clock shared by every task of this process (the

@@ -22,7 +22,7 @@ use clap::Parser;
 use nook_bench::proc::{CpuSnapshot, CpuUse};
 use nook_bench::quic::{SOCKET_BUFFER, client_config};
 use nook_bench::stats::{fmt, median, pct_us, r1};
-use nook_bench::{append_jsonl, mono_ns, quiet_gate, report};
+use nook_bench::{PUT_BATCH, append_jsonl, mono_ns, quiet_gate, report};
 use nook_crypto::Fingerprint;
 use nook_proto::limits::MAX_FRAME;
 use serde_json::{Value, json};
@@ -406,6 +406,7 @@ async fn run_echo(
         writers.push(tokio::spawn(async move {
             let mut n = 0u64;
             let mut frame = vec![b'x'; 4 + size.max(16)];
+            let mut batch = Vec::with_capacity(frame.len() * PUT_BATCH as usize);
             let len = u32::try_from(size.max(16))?;
             frame[0..4].copy_from_slice(&len.to_be_bytes());
             while n < count {
@@ -418,11 +419,25 @@ async fn run_echo(
                     Ok(Err(_)) => bail!("window closed"),
                     Ok(Ok(p)) => p.forget(),
                 }
-                frame[4..12].copy_from_slice(&n.to_le_bytes());
-                frame[12..20].copy_from_slice(&mono_ns().to_le_bytes());
-                send.write_all(&frame).await?;
-                n += 1;
-                sent2.fetch_add(1, Ordering::SeqCst);
+                // As relaybench's sender: whatever more the window has room for (up to
+                // PUT_BATCH) goes in the same write.
+                let mut k = 1;
+                while k < PUT_BATCH.min(count - n) {
+                    match w2.try_acquire() {
+                        Ok(p) => p.forget(),
+                        Err(_) => break,
+                    }
+                    k += 1;
+                }
+                batch.clear();
+                for i in n..n + k {
+                    frame[4..12].copy_from_slice(&i.to_le_bytes());
+                    frame[12..20].copy_from_slice(&mono_ns().to_le_bytes());
+                    batch.extend_from_slice(&frame);
+                }
+                send.write_all(&batch).await?;
+                n += k;
+                sent2.fetch_add(k, Ordering::SeqCst);
             }
             Ok::<(quinn::SendStream, u64), anyhow::Error>((send, n))
         }));

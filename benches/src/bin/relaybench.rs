@@ -36,7 +36,7 @@ use nook_bench::proc::{CpuSnapshot, CpuUse};
 use nook_bench::relay::{RelayProcess, default_relay_bin};
 use nook_bench::stats::{pct_us, r1};
 use nook_bench::talk::{RawPair, open_raw_pair, parse_header, plaintext};
-use nook_bench::{append_jsonl, mono_ns, quiet_gate, report};
+use nook_bench::{PUT_BATCH, append_jsonl, mono_ns, quiet_gate, report};
 use nook_crypto::{EnvelopeKey, Purpose};
 use nook_proto::codec::encode_frame;
 use nook_proto::{
@@ -318,8 +318,8 @@ struct Sending {
 }
 
 impl Sending {
-    /// Seals message `n` and writes its `Put` (request id `OWN_IDS + n`).
-    async fn put(&self, n: u64) -> anyhow::Result<()> {
+    /// Message `n` sealed into its `Put` frame (request id `OWN_IDS + n`).
+    fn frame(&self, n: u64) -> anyhow::Result<Bytes> {
         let body = self.key.seal(
             &mut rand::rng(),
             &self.mailbox,
@@ -334,8 +334,15 @@ impl Sending {
                 body,
             }),
         };
-        let bytes = Bytes::from(encode_frame(&frame)?);
-        self.send.lock().await.write_chunk(bytes).await?;
+        Ok(Bytes::from(encode_frame(&frame)?))
+    }
+
+    /// Seals and writes the `Put`s of messages `ns`, in one stream write.
+    async fn put(&self, ns: std::ops::Range<u64>) -> anyhow::Result<()> {
+        let mut frames = ns
+            .map(|n| self.frame(n))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.send.lock().await.write_all_chunks(&mut frames).await?;
         Ok(())
     }
 }
@@ -551,12 +558,22 @@ async fn send(
             // The deadline, or a closed window.
             _ => break,
         }
-        if let Err(e) = sending.put(n).await {
+        // Whatever more the window has room for goes in the same write (never when
+        // paced: one envelope per tick).
+        let mut k = 1;
+        while pace.is_none() && k < PUT_BATCH.min(count - n) {
+            match window.try_acquire() {
+                Ok(permit) => permit.forget(),
+                Err(_) => break,
+            }
+            k += 1;
+        }
+        if let Err(e) = sending.put(n..n + k).await {
             eprintln!("sending failed: {e:#}");
             break;
         }
-        counters.sent.fetch_add(1, Ordering::SeqCst);
-        n += 1;
+        counters.sent.fetch_add(k, Ordering::SeqCst);
+        n += k;
     }
     let _ = done.send(Some(n));
 }
@@ -609,7 +626,7 @@ async fn check_stored(
                         .context("a refusal of a request this benchmark did not send")?;
                     // Sealed anew (fresh nonce), after the relay's bucket has refilled a bit.
                     tokio::time::sleep(Duration::from_millis(1)).await;
-                    sending.put(n).await?;
+                    sending.put(n..n + 1).await?;
                 }
                 Outcome::Err(e) => {
                     counters.refused.fetch_add(1, Ordering::SeqCst);

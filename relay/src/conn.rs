@@ -6,6 +6,7 @@
 //! instead of buffering without limit.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -112,23 +113,24 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, peer_id: u64) {
             },
             _ = peer.killed() => break 'conn Some((close_code::TOO_SLOW, "too slow")),
         };
-        decoder.push(&chunk);
-        loop {
-            match decoder.next_frame::<ClientFrame>() {
-                Ok(Some(frame)) => {
-                    if let Err(fatal) = handle(&engine, &peer, &mut session, frame) {
-                        break 'conn Some(fatal);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!("malformed frame: {e}");
-                    peer.send(&ServerFrame::Response {
-                        id: 0,
-                        result: Outcome::Err(ErrorFrame::new(ErrorCode::Malformed, e.to_string())),
-                    });
-                    break 'conn Some((close_code::PROTOCOL, "malformed frame"));
-                }
+        // Frames are decoded from quinn's chunk in place; only one split across
+        // chunks is copied.
+        let fed = decoder.feed(&chunk, |frame: ClientFrame| {
+            match handle(&engine, &peer, &mut session, frame) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(fatal) => ControlFlow::Break(fatal),
+            }
+        });
+        match fed {
+            Ok(None) => {}
+            Ok(Some(fatal)) => break 'conn Some(fatal),
+            Err(e) => {
+                tracing::debug!("malformed frame: {e}");
+                peer.send(&ServerFrame::Response {
+                    id: 0,
+                    result: Outcome::Err(ErrorFrame::new(ErrorCode::Malformed, e.to_string())),
+                });
+                break 'conn Some((close_code::PROTOCOL, "malformed frame"));
             }
         }
     };

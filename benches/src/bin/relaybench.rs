@@ -24,6 +24,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -675,6 +676,7 @@ async fn receive(
     let mut lats = Vec::with_capacity(4096);
     let mut id = OWN_IDS;
     let (mut highest, mut acked) = (0u64, 0u64);
+    let mut acks: Vec<Bytes> = Vec::new();
     async fn write(
         send: &mut quinn::SendStream,
         id: &mut u64,
@@ -710,8 +712,7 @@ async fn receive(
             None => bail!("the relay ended the stream"),
         };
         let t = mono_ns();
-        decoder.push(&chunk);
-        while let Some(frame) = decoder.next_frame::<ServerFrame>()? {
+        let mut on_frame = |frame: ServerFrame| -> anyhow::Result<()> {
             match frame {
                 ServerFrame::Push(Push::Envelope { envelope, .. }) => {
                     let plain = key
@@ -726,13 +727,32 @@ async fn receive(
                     window.add_permits(1);
                     highest = highest.max(envelope.seq.0);
                     if highest - acked >= ack_every {
-                        write(&mut send, &mut id, ack(highest)).await?;
+                        // Written after the chunk, in one write with any others.
+                        let frame = ClientFrame {
+                            id,
+                            request: ack(highest),
+                        };
+                        id += 1;
+                        acks.push(Bytes::from(encode_frame(&frame)?));
                         acked = highest;
                     }
                 }
                 ServerFrame::Push(_) => {}
                 ServerFrame::Response { result, .. } => count_ack_answer(&counters, &result),
             }
+            Ok(())
+        };
+        // Decoded from quinn's chunk in place, as the relay does.
+        let failed = decoder.feed(&chunk, |frame| match on_frame(frame) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if !acks.is_empty() {
+            send.write_all_chunks(&mut acks).await?;
+            acks.clear();
         }
     }
     if highest > acked {

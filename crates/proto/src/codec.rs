@@ -4,6 +4,8 @@
 //! [`FrameDecoder`] is incremental: feed it bytes split anywhere, take whole frames out.
 //! It never allocates more than [`MAX_FRAME`] for one frame and never panics on input.
 
+use std::ops::ControlFlow;
+
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use bincode::{Decode, Encode};
 
@@ -172,6 +174,83 @@ impl FrameDecoder {
         decode_body(&self.buf[start..end]).map(Some)
     }
 
+    /// Decodes the frames of `chunk` (the next bytes from the peer), handing each to
+    /// `f` until it breaks. A frame lying wholly inside `chunk` is decoded from it in
+    /// place; only a frame split across chunks is copied, so the common case costs no
+    /// copy into the decoder. Returns `Some` with what `f` broke with (the rest of
+    /// `chunk` is then dropped: the caller is ending the stream). After an error the
+    /// stream is unusable, as with [`FrameDecoder::next_frame`].
+    ///
+    /// Do not mix with [`FrameDecoder::push`] on one stream without draining
+    /// [`FrameDecoder::next_frame`] first.
+    pub fn feed<T: Decode<()>, B>(
+        &mut self,
+        mut chunk: &[u8],
+        mut f: impl FnMut(T) -> ControlFlow<B>,
+    ) -> Result<Option<B>, DecodeError> {
+        if self.buffered() == 0 && !self.buf.is_empty() {
+            self.reset();
+        }
+        if self.buffered() > 0 {
+            // Complete the frame an earlier chunk began, copying only its missing bytes.
+            let have = self.buffered();
+            let want = if have < HEADER_LEN {
+                HEADER_LEN
+            } else {
+                HEADER_LEN + self.pending_len()?
+            };
+            let take = (want.saturating_sub(have)).min(chunk.len());
+            self.buf.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if have < HEADER_LEN && self.buffered() == HEADER_LEN {
+                let take = self.pending_len()?.min(chunk.len());
+                self.buf.extend_from_slice(&chunk[..take]);
+                chunk = &chunk[take..];
+            }
+            match self.next_frame::<T>()? {
+                None => return Ok(None),
+                Some(frame) => {
+                    self.reset();
+                    if let ControlFlow::Break(b) = f(frame) {
+                        return Ok(Some(b));
+                    }
+                }
+            }
+        }
+        while let Some(header) = chunk.first_chunk::<HEADER_LEN>() {
+            let len = frame_len(header)?;
+            let Some(body) = chunk.get(HEADER_LEN..HEADER_LEN + len) else {
+                break;
+            };
+            let frame = decode_body(body)?;
+            chunk = &chunk[HEADER_LEN + len..];
+            if let ControlFlow::Break(b) = f(frame) {
+                return Ok(Some(b));
+            }
+        }
+        // The beginning of a frame the next chunk continues.
+        self.buf.extend_from_slice(chunk);
+        Ok(None)
+    }
+
+    /// The body length the buffered header announces (`buffered() >= HEADER_LEN`).
+    fn pending_len(&self) -> Result<usize, DecodeError> {
+        match self.buf[self.consumed..].first_chunk::<HEADER_LEN>() {
+            Some(header) => frame_len(header),
+            None => Ok(0),
+        }
+    }
+
+    /// Forgets what was handed out, dropping a buffer a large frame left behind.
+    fn reset(&mut self) {
+        if self.buf.capacity() > 16 * 1024 {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
+        self.consumed = 0;
+    }
+
     /// Bytes buffered but not yet returned as a frame.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.consumed
@@ -190,16 +269,7 @@ impl FrameDecoder {
         let Some(header) = pending.first_chunk::<HEADER_LEN>() else {
             return Ok(None);
         };
-        let len = u32::from_be_bytes(*header) as usize;
-        if len > MAX_FRAME {
-            return Err(DecodeError::TooLarge {
-                len,
-                max: MAX_FRAME,
-            });
-        }
-        if len == 0 {
-            return Err(DecodeError::Empty);
-        }
+        let len = frame_len(header)?;
         if pending.len() < HEADER_LEN + len {
             return Ok(None);
         }
@@ -207,6 +277,21 @@ impl FrameDecoder {
         self.consumed = start + len;
         Ok(Some((start, start + len)))
     }
+}
+
+/// The body length a frame header announces, refused past the limit or when empty.
+fn frame_len(header: &[u8; HEADER_LEN]) -> Result<usize, DecodeError> {
+    let len = u32::from_be_bytes(*header) as usize;
+    if len > MAX_FRAME {
+        return Err(DecodeError::TooLarge {
+            len,
+            max: MAX_FRAME,
+        });
+    }
+    if len == 0 {
+        return Err(DecodeError::Empty);
+    }
+    Ok(len)
 }
 
 #[cfg(test)]
@@ -238,6 +323,98 @@ mod tests {
         assert_eq!(got, vec![ping(0), ping(1), ping(2)]);
         assert_eq!(dec.buffered(), 0);
         assert_eq!(dec.finish(), Ok(()));
+    }
+
+    /// Frames of `wire` fed in chunks cut at `cuts`, as `feed` decodes them.
+    fn fed(wire: &[u8], cuts: &[usize]) -> Result<(Vec<ClientFrame>, usize), DecodeError> {
+        let mut dec = FrameDecoder::new();
+        let mut got = Vec::new();
+        let mut prev = 0;
+        for &p in cuts.iter().chain([&wire.len()]) {
+            let none: Option<()> = dec.feed(&wire[prev..p], |f| {
+                got.push(f);
+                ControlFlow::Continue(())
+            })?;
+            assert_eq!(none, None);
+            prev = p;
+        }
+        Ok((got, dec.buffered()))
+    }
+
+    #[test]
+    fn feed_decodes_frames_cut_at_every_pair_of_points() {
+        let mut wire = Vec::new();
+        let frames: Vec<ClientFrame> = (0..3).map(ping).collect();
+        for f in &frames {
+            encode_frame_into(f, &mut wire).unwrap();
+        }
+        for a in 0..=wire.len() {
+            for b in a..=wire.len() {
+                let (got, left) = fed(&wire, &[a, b]).unwrap();
+                assert_eq!(got, frames, "cut at {a} and {b}");
+                assert_eq!(left, 0);
+            }
+        }
+        let every: Vec<usize> = (0..wire.len()).collect();
+        assert_eq!(fed(&wire, &every).unwrap().0, frames);
+    }
+
+    #[test]
+    fn feed_keeps_a_partial_frame_and_stops_when_told() {
+        let mut wire = Vec::new();
+        for i in 0..4 {
+            encode_frame_into(&ping(i), &mut wire).unwrap();
+        }
+        let mut dec = FrameDecoder::new();
+        let mut seen = 0;
+        let stopped = dec
+            .feed::<ClientFrame, u64>(&wire, |f| {
+                seen += 1;
+                if f.id == 1 {
+                    ControlFlow::Break(f.id)
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert_eq!((stopped, seen), (Some(1), 2));
+
+        let mut dec = FrameDecoder::new();
+        let none: Option<()> = dec
+            .feed::<ClientFrame, ()>(&wire[..wire.len() - 1], |_| ControlFlow::Continue(()))
+            .unwrap();
+        assert_eq!(none, None);
+        // The three whole frames were handed out; the last, less its final byte, waits.
+        let last = wire.len() / 4;
+        assert_eq!(
+            dec.finish(),
+            Err(DecodeError::Truncated { buffered: last - 1 })
+        );
+    }
+
+    #[test]
+    fn feed_refuses_oversize_and_empty_headers_split_or_whole() {
+        let big = ((MAX_FRAME as u32) + 1).to_be_bytes();
+        for cut in 0..=4 {
+            let mut dec = FrameDecoder::new();
+            let first = dec.feed::<ClientFrame, ()>(&big[..cut], |_| ControlFlow::Continue(()));
+            let r = first.and_then(|_| {
+                dec.feed::<ClientFrame, ()>(&big[cut..], |_| ControlFlow::Continue(()))
+            });
+            assert_eq!(
+                r,
+                Err(DecodeError::TooLarge {
+                    len: MAX_FRAME + 1,
+                    max: MAX_FRAME
+                }),
+                "cut at {cut}"
+            );
+        }
+        let mut dec = FrameDecoder::new();
+        assert_eq!(
+            dec.feed::<ClientFrame, ()>(&[0, 0, 0, 0], |_| ControlFlow::Continue(())),
+            Err(DecodeError::Empty)
+        );
     }
 
     #[test]

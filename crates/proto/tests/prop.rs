@@ -261,6 +261,41 @@ proptest! {
     }
 
     #[test]
+    fn fed_frames_round_trip(frames in vec(client_frame(), 1..5), cuts in vec(any::<usize>(), 0..8)) {
+        let mut wire = Vec::new();
+        for f in &frames {
+            encode_frame_into(f, &mut wire).unwrap();
+        }
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+        points.sort_unstable();
+        let mut dec = FrameDecoder::new();
+        let mut got = Vec::new();
+        let mut prev = 0;
+        for p in points.into_iter().chain([wire.len()]) {
+            let stopped: Option<()> = dec
+                .feed(&wire[prev..p], |f: ClientFrame| {
+                    got.push(f);
+                    std::ops::ControlFlow::Continue(())
+                })
+                .unwrap();
+            prop_assert_eq!(stopped, None);
+            prev = p;
+        }
+        prop_assert_eq!(got, frames);
+        prop_assert_eq!(dec.finish(), Ok(()));
+    }
+
+    #[test]
+    fn fed_arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..2048), cut in any::<usize>()) {
+        let cut = cut % (bytes.len() + 1);
+        let mut dec = FrameDecoder::new();
+        let go = |_: ClientFrame| std::ops::ControlFlow::<()>::Continue(());
+        if dec.feed(&bytes[..cut], go).is_ok() {
+            let _ = dec.feed(&bytes[cut..], go);
+        }
+    }
+
+    #[test]
     fn server_frames_round_trip(frame in server_frame()) {
         let wire = encode_frame(&frame).unwrap();
         prop_assert_eq!(wire.len() - 4, u32::from_be_bytes([wire[0], wire[1], wire[2], wire[3]]) as usize);

@@ -119,12 +119,13 @@ pub fn wire(frame: &ServerFrame) -> Option<Wire> {
 
 /// The pushes of one operation: `push` encoded once, for each of `to`.
 fn pushes_of(to: impl Iterator<Item = Peer>, push: Push) -> Vec<(Peer, Wire)> {
-    let to: Vec<Peer> = to.collect();
-    if to.is_empty() {
+    let mut to = to.peekable();
+    // Nobody to push to: not even encoded.
+    if to.peek().is_none() {
         return Vec::new();
     }
     match wire(&ServerFrame::Push(push)) {
-        Some(frame) => to.into_iter().map(|p| (p, frame.clone())).collect(),
+        Some(frame) => to.map(|p| (p, frame.clone())).collect(),
         None => Vec::new(),
     }
 }

@@ -236,16 +236,23 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
     (any::<u64>(), request()).prop_map(|(id, request)| ClientFrame { id, request })
 }
 
+/// `frames` encoded back to back, and `cuts` made into sorted points inside them.
+#[allow(clippy::unwrap_used)] // a test helper: a frame that does not encode is a failed test
+fn wire_cut(frames: &[ClientFrame], cuts: &[usize]) -> (Vec<u8>, Vec<usize>) {
+    let mut wire = Vec::new();
+    for f in frames {
+        encode_frame_into(f, &mut wire).unwrap();
+    }
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+    points.sort_unstable();
+    (wire, points)
+}
+
 proptest! {
     #[test]
     fn client_frames_round_trip(frames in vec(client_frame(), 1..5), cuts in vec(any::<usize>(), 0..8)) {
-        let mut wire = Vec::new();
-        for f in &frames {
-            encode_frame_into(f, &mut wire).unwrap();
-        }
         // Feed the stream in pieces cut at arbitrary points.
-        let mut points: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
-        points.sort_unstable();
+        let (wire, points) = wire_cut(&frames, &cuts);
         let mut dec = FrameDecoder::new();
         let mut got = Vec::new();
         let mut prev = 0;
@@ -262,12 +269,7 @@ proptest! {
 
     #[test]
     fn fed_frames_round_trip(frames in vec(client_frame(), 1..5), cuts in vec(any::<usize>(), 0..8)) {
-        let mut wire = Vec::new();
-        for f in &frames {
-            encode_frame_into(f, &mut wire).unwrap();
-        }
-        let mut points: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
-        points.sort_unstable();
+        let (wire, points) = wire_cut(&frames, &cuts);
         let mut dec = FrameDecoder::new();
         let mut got = Vec::new();
         let mut prev = 0;

@@ -11,7 +11,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use nook_relay::{Config, Relay, Shutdown, identity, server::UDP_RECV_BUFFER};
+use nook_proto::limits::{
+    DEFAULT_MAX_BYTES_PER_MAILBOX, DEFAULT_MAX_ENVELOPES_PER_MAILBOX,
+    DEFAULT_MAX_MAILBOXES_PER_CONNECTION, DEFAULT_REQUESTS_PER_SECOND, MAX_ENVELOPE,
+};
+use nook_relay::server::{DEFAULT_MAX_CONNECTIONS, UDP_RECV_BUFFER};
+use nook_relay::{Config, Relay, Shutdown, identity};
 
 /// A nook relay: stores sealed envelopes of private, ephemeral talks and forgets them
 /// when a talk closes. Prints its address (to give to clients) as the first line.
@@ -28,8 +33,49 @@ struct Cli {
     /// Host name or IP to print in the address (default: the listen IP).
     #[arg(long, global = true)]
     public_host: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// What one relay allows (protocol-spec.md §9, "operator defaults"). Clients handle
+/// the matching error at any value, so an operator may lower or raise each.
+#[derive(clap::Args, Debug)]
+struct LimitArgs {
+    /// Envelopes waiting in one mailbox (unacknowledged by a recipient) before puts get
+    /// "mailbox full".
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ENVELOPES_PER_MAILBOX,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_envelopes_per_mailbox: u64,
+    /// Envelope bytes waiting in one mailbox before puts get "mailbox full".
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BYTES_PER_MAILBOX,
+          value_parser = clap::value_parser!(u64).range(MAX_ENVELOPE as u64..))]
+    max_bytes_per_mailbox: u64,
+    /// Mailboxes (talks) one connection may be authenticated for at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_MAILBOXES_PER_CONNECTION as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_mailboxes_per_connection: u32,
+    /// Sustained requests per second of one connection (a token bucket holding 4x this);
+    /// past it a request gets "rate limited".
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_REQUESTS_PER_SECOND,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    requests_per_second: u32,
+    /// Connections served at once; further handshakes are refused.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+}
+
+impl LimitArgs {
+    fn apply(&self, config: &mut Config) {
+        let limits = &mut config.limits;
+        limits.max_envelopes_per_mailbox = self.max_envelopes_per_mailbox;
+        limits.max_bytes_per_mailbox = self.max_bytes_per_mailbox;
+        limits.max_mailboxes_per_connection = self.max_mailboxes_per_connection as usize;
+        limits.requests_per_second = self.requests_per_second;
+        config.max_connections = self.max_connections as usize;
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -79,6 +125,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let mut config = Config::new(cli.listen, data.clone());
         config.public_host = cli.public_host;
+        cli.limits.apply(&mut config);
         let relay = Relay::start(config)
             .with_context(|| format!("cannot start the relay with data folder {}", data.display()))?;
         println!("{}", relay.address());
@@ -118,5 +165,70 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn config_of(args: &[&str]) -> Config {
+        let cli = Cli::try_parse_from(args).unwrap();
+        let mut config = Config::new(cli.listen, PathBuf::from("/unused"));
+        cli.limits.apply(&mut config);
+        config
+    }
+
+    #[test]
+    fn no_limit_flags_keep_the_spec_defaults() {
+        let config = config_of(&["nook-relay"]);
+        let defaults = Config::new(config.listen, PathBuf::from("/unused"));
+        assert_eq!(
+            format!("{:?}", config.limits),
+            format!("{:?}", defaults.limits)
+        );
+        assert_eq!(config.max_connections, defaults.max_connections);
+    }
+
+    #[test]
+    fn limit_flags_reach_the_relay_config() {
+        let config = config_of(&[
+            "nook-relay",
+            "--max-envelopes-per-mailbox",
+            "7",
+            "--max-bytes-per-mailbox",
+            "1000000",
+            "--max-mailboxes-per-connection",
+            "3",
+            "--requests-per-second",
+            "50",
+            "--max-connections",
+            "9",
+        ]);
+        assert_eq!(config.limits.max_envelopes_per_mailbox, 7);
+        assert_eq!(config.limits.max_bytes_per_mailbox, 1_000_000);
+        assert_eq!(config.limits.max_mailboxes_per_connection, 3);
+        assert_eq!(config.limits.requests_per_second, 50);
+        assert_eq!(config.max_connections, 9);
+    }
+
+    #[test]
+    fn limits_that_would_refuse_everything_are_refused_at_start() {
+        for bad in [
+            ["--max-envelopes-per-mailbox", "0"],
+            ["--requests-per-second", "0"],
+            ["--max-mailboxes-per-connection", "0"],
+            ["--max-connections", "0"],
+            // Smaller than one largest envelope: that envelope could never be stored.
+            ["--max-bytes-per-mailbox", "1000"],
+        ] {
+            let err = Cli::try_parse_from(["nook-relay", bad[0], bad[1]]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad:?}"
+            );
+        }
     }
 }

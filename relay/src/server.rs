@@ -22,6 +22,9 @@ use crate::identity;
 /// ~208 KiB default in measurements, and quinn does not raise it itself.
 pub const UDP_RECV_BUFFER: usize = 4 * 1024 * 1024;
 
+/// Connections one relay serves at once unless configured otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 100_000;
+
 /// How a relay is set up.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -46,7 +49,7 @@ impl Config {
             limits: Limits::default(),
             sweep_every: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
-            max_connections: 100_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
         }
     }
 }

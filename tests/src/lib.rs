@@ -40,18 +40,26 @@ pub struct Relay {
     pub address: String,
     pub data: tempfile::TempDir,
     port: u16,
+    args: Vec<String>,
     child: Child,
 }
 
 impl Relay {
     pub fn start() -> Relay {
+        Relay::start_with(&[])
+    }
+
+    /// [`Relay::start`] with more command-line arguments (kept across restarts).
+    pub fn start_with(args: &[&str]) -> Relay {
         let data = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let (child, address) = Relay::spawn(&data, port);
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, address) = Relay::spawn(&data, port, &args);
         Relay {
             address,
             data,
             port,
+            args,
             child,
         }
     }
@@ -59,13 +67,14 @@ impl Relay {
     /// Stops the relay gracefully and starts it again on the same port and data.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, address) = Relay::spawn(&self.data, self.port);
+        let (child, address) = Relay::spawn(&self.data, self.port, &self.args);
         assert_eq!(address, self.address, "the relay keeps its identity");
         self.child = child;
     }
 
-    fn spawn(data: &tempfile::TempDir, port: u16) -> (Child, String) {
+    fn spawn(data: &tempfile::TempDir, port: u16, args: &[String]) -> (Child, String) {
         let mut child = Command::new(bin("nook-relay"))
+            .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(data.path().join("relay"))
             .stdout(Stdio::piped())

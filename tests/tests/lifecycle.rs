@@ -412,3 +412,41 @@ fn a_join_whose_answer_was_lost_completes_when_run_again() {
         ["ann: you made it"]
     );
 }
+
+#[test]
+fn an_operator_limit_set_on_the_command_line_is_enforced_and_lifted_by_reading() {
+    const LIMIT: &str = "4";
+    let relay = Relay::start_with(&["--max-envelopes-per-mailbox", LIMIT]);
+    let (a, b) = (Nook::new(), Nook::new());
+    let new = a
+        .ok(&["--json", "new", "--relay", &relay.address, "--alias", "ann"])
+        .json();
+    let ta = s(&new["talk"]);
+    b.ok(&["join", &s(&new["invites"][0])]);
+    let tb = b.only_talk();
+    // B reads nothing, so envelopes pile up (the key announcements count too) until the
+    // relay's limit of 4 refuses a put.
+    let mut sent = 0;
+    let refused = loop {
+        let r = a.run(&["send", &ta, &format!("message {sent}")]);
+        if r.code != 0 {
+            break r;
+        }
+        sent += 1;
+        assert!(
+            sent <= 4,
+            "a relay limited to {LIMIT} envelopes took {sent} messages"
+        );
+    };
+    assert!(sent >= 1, "no message fitted: {refused:?}");
+    assert_eq!(refused.code, 5, "{refused:?}");
+    assert!(
+        refused.stderr.contains("mailbox is full"),
+        "{}",
+        refused.stderr
+    );
+    // Reading acknowledges, which frees the mailbox: the refused message goes through now.
+    let read = b.ok(&["--json", "read", &tb]);
+    assert_eq!(texts(&read.json_lines()).len(), sent, "{}", read.stdout);
+    a.ok(&["send", &ta, "after the read"]);
+}

@@ -59,6 +59,13 @@ if ! skip relaybench; then
   : > "$OUT/relaybench-2k.jsonl"
   "$B/relaybench" --runs "$RUNS" --duration "$DURATION" --talks 10 --envelope 2048 --no-latency \
     --jsonl "$OUT/relaybench-2k.jsonl" | tee "$OUT/relaybench-2k.txt"
+  # One talk runs into the relay's per-connection rate limit (20,000 requests/s): once
+  # more with the limit raised, for the relay's own one-talk capacity.
+  log "relaybench: 1 talk with the per-connection rate limit raised"
+  : > "$OUT/relaybench-1talk-nolimit.jsonl"
+  "$B/relaybench" --runs "$RUNS" --duration "$DURATION" --talks 1 --no-latency \
+    --relay-arg=--requests-per-second=1000000 \
+    --jsonl "$OUT/relaybench-1talk-nolimit.jsonl" | tee "$OUT/relaybench-1talk-nolimit.txt"
 fi
 
 if ! skip echo; then

@@ -33,13 +33,26 @@ pub struct RelayProcess {
 impl RelayProcess {
     /// Starts `bin --listen 127.0.0.1:0 --data <fresh dir>` and reads its address.
     pub fn start(bin: &Path) -> anyhow::Result<RelayProcess> {
+        RelayProcess::start_with(bin, &[])
+    }
+
+    /// [`RelayProcess::start`] with more arguments for the relay (its limit flags).
+    pub fn start_with(bin: &Path, extra: &[String]) -> anyhow::Result<RelayProcess> {
         let scratch = tempfile::Builder::new().prefix("nook-bench-").tempdir()?;
-        RelayProcess::start_in(bin, scratch)
+        RelayProcess::start_in_with(bin, scratch, extra)
     }
 
     /// Starts the relay on the data folder inside `scratch` (which may hold a store
     /// from an earlier start: a restart).
     pub fn start_in(bin: &Path, scratch: tempfile::TempDir) -> anyhow::Result<RelayProcess> {
+        RelayProcess::start_in_with(bin, scratch, &[])
+    }
+
+    fn start_in_with(
+        bin: &Path,
+        scratch: tempfile::TempDir,
+        extra: &[String],
+    ) -> anyhow::Result<RelayProcess> {
         let data = scratch.path().join("data");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -47,6 +60,7 @@ impl RelayProcess {
             .open(scratch.path().join("relay.log"))?;
         let started = Instant::now();
         let mut child = crate::proc::server_command(bin)
+            .args(extra)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data")

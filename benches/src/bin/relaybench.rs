@@ -56,6 +56,11 @@ struct Args {
     /// The relay binary (default: nook-relay next to this binary).
     #[arg(long)]
     relay_bin: Option<PathBuf>,
+    /// An argument for every relay started (repeatable), e.g.
+    /// `--relay-arg=--requests-per-second=1000000` to measure one talk without the
+    /// per-connection rate limit.
+    #[arg(long, allow_hyphen_values = true)]
+    relay_arg: Vec<String>,
     /// Repetitions of every measurement (medians are reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -183,6 +188,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.window,
         args.ack_every
     );
+    if !args.relay_arg.is_empty() {
+        println!("relaybench: relay arguments {}", args.relay_arg.join(" "));
+    }
     let stall_dir = args.stall_dir.clone().unwrap_or_else(std::env::temp_dir);
     let mut workloads = Vec::new();
     for &talks in args.lat_talks.iter().filter(|_| !args.no_latency) {
@@ -239,7 +247,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     for r in 1..=args.runs {
         for w in &workloads {
-            let relay = RelayProcess::start(&bin)?;
+            let relay = RelayProcess::start_with(&bin, &args.relay_arg)?;
             let busy_before = quiet_gate(args.quiet_cores, args.quiet_max_wait).await;
             let wall = Instant::now();
             let result = run_workload(&relay, w).await;
@@ -261,6 +269,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 o.insert("body_size".into(), json!(body_len));
                 o.insert("busy_cores_before".into(), json!(busy_before));
                 o.insert("wall_s".into(), json!(wall_s));
+                o.insert("relay_args".into(), json!(args.relay_arg));
             }
             print_run(r, &rec);
             append_jsonl(args.jsonl.as_deref(), &rec)?;
@@ -276,6 +285,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "window": args.window,
         "ack_every": args.ack_every,
         "runs": args.runs,
+        "relay_args": args.relay_arg,
         "medians": med,
     });
     println!("{summary}");

@@ -2,7 +2,8 @@
 //!
 //! A [`Vault`] is a sled database split into [`Namespace`]s (a talk on the
 //! client, a mailbox on the relay). Every value in a namespace is sealed with
-//! XChaCha20-Poly1305 under that namespace's own storage key, and the storage
+//! AES-256-GCM (XChaCha20-Poly1305 in vaults made before format 3) under a
+//! subkey of that namespace's own storage key, and the storage
 //! keys live outside sled in an effaceable [`KeyStore`]: a small file of
 //! fixed-size slots that are overwritten in place with zeros and fsynced when a
 //! namespace is destroyed.

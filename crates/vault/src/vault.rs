@@ -1,20 +1,24 @@
 //! [`Vault`]: one sled database whose namespaces are sealed under
 //! per-namespace keys held in the effaceable [`KeyStore`].
 //!
-//! # On disk (format 2)
+//! # On disk (format 3)
 //!
 //! ```text
 //! <dir>/keys.slots          key store (see the keystore module)
 //! <dir>/db.sled/            sled, with exactly these trees:
-//!   "meta"                  "format"      -> 2u32 LE
+//!   "meta"                  "format"      -> 3u32 LE (2: see below)
 //!                           "index_slot"  -> u32 LE, the slot of the index key
 //!                           "next_number" -> u64 LE, the next namespace number
 //!   "catalog"               hashed id (32 bytes) -> slot (u32 LE) ‖ number (u64 LE)
 //!   "data"                  number (u64 BE) ‖ entry key (as given)
-//!                                                -> nonce (24) ‖ ciphertext ‖ tag (16)
+//!                                                -> nonce (12) ‖ ciphertext ‖ tag (16)
 //!   "garbage"               number (u64 BE) -> empty: a destroyed namespace whose
 //!                           entries are still in "data"
 //! ```
+//!
+//! Format 2 is the same but for the seal: XChaCha20-Poly1305 with 24-byte
+//! nonces instead of AES-256-GCM (see `seal`). A vault keeps the format it was
+//! created with, so vaults of earlier versions open and work as before.
 //!
 //! Every namespace shares the one "data" tree (a sled tree costs tens of
 //! kilobytes of memory and disk, too much for a million mailboxes). Each gets
@@ -96,8 +100,8 @@ use sha2::Sha256;
 
 use crate::VaultError;
 use crate::error::from_sled;
-use crate::keystore::{KeyStore, SlotId, StorageKey, sync_parent_dir};
-use crate::seal::{INDEX_INFO, Sealer, derive};
+use crate::keystore::{KeyStore, SlotId, sync_parent_dir};
+use crate::seal::{INDEX_INFO, SealKind, Sealer, derive};
 
 const KEYS_FILE: &str = "keys.slots";
 const DB_DIR: &str = "db.sled";
@@ -108,7 +112,11 @@ const GARBAGE_TREE: &[u8] = b"garbage";
 const META_FORMAT: &[u8] = b"format";
 const META_INDEX_SLOT: &[u8] = b"index_slot";
 const META_NEXT_NUMBER: &[u8] = b"next_number";
-const FORMAT: u32 = 2;
+/// The format of new vaults: values sealed with AES-256-GCM (see `seal`).
+const FORMAT: u32 = 3;
+/// The previous format, still read and written: values sealed with
+/// XChaCha20-Poly1305. Otherwise the same layout.
+const FORMAT_XCHACHA: u32 = 2;
 /// Length of the namespace number that prefixes every data key.
 const NUMBER_LEN: usize = 8;
 /// Data entries removed per sled batch by [`Vault::collect_garbage`].
@@ -133,6 +141,8 @@ pub struct Vault {
     /// HMAC-SHA256 keyed with the index key, cloned per hash (the clone
     /// carries the precomputed pads). Wiped on drop (hmac's `zeroize`).
     index: Hmac<Sha256>,
+    /// How this vault's values are sealed (its format).
+    seal_kind: SealKind,
     commit: GroupCommit,
     /// Serialises [`Vault::collect_garbage`], so its count is exact.
     gc: Mutex<()>,
@@ -245,6 +255,7 @@ impl Vault {
             garbage,
             book,
             index,
+            seal_kind: recovered.seal_kind,
             commit,
             gc: Mutex::new(()),
         })
@@ -281,6 +292,13 @@ impl Vault {
             .checked_add(1)
             .ok_or_else(|| VaultError::corrupt("the vault has used up its namespace numbers"))?;
         let (slot, key) = book.keys.allocate()?;
+        let sealer = match Sealer::new(&key, self.seal_kind) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = book.keys.efface(slot);
+                return Err(e);
+            }
+        };
         // Never hand the number out twice, even if the writes below fail.
         book.next_number = after;
         let registered = self
@@ -300,7 +318,7 @@ impl Vault {
             }
             return Err(e);
         }
-        Ok(self.register(&mut book, hashed, number, &key))
+        Ok(self.register(&mut book, hashed, number, sealer))
     }
 
     /// Opens the namespace `id`, or `None` if it does not exist (never
@@ -447,7 +465,8 @@ impl Vault {
             return Ok(Namespace { inner });
         }
         let key = book.keys.get(slot)?;
-        Ok(self.register(book, hashed, number, &key))
+        let sealer = Sealer::new(&key, self.seal_kind)?;
+        Ok(self.register(book, hashed, number, sealer))
     }
 
     /// A new handle, remembered so that destroy can retire it.
@@ -456,13 +475,13 @@ impl Vault {
         book: &mut Book,
         hashed: [u8; 32],
         number: u64,
-        key: &StorageKey,
+        sealer: Sealer,
     ) -> Namespace {
         let inner = Arc::new(NsInner {
             hashed_id: hashed,
             prefix: number.to_be_bytes(),
             data: self.data.clone(),
-            sealer: RwLock::new(Some(Sealer::new(key))),
+            sealer: RwLock::new(Some(sealer)),
         });
         if book.handles.len() >= book.prune_at {
             book.handles.retain(|_, h| h.strong_count() > 0);
@@ -954,6 +973,8 @@ fn lock(book: &Mutex<Book>) -> MutexGuard<'_, Book> {
 /// What [`recover`] found.
 struct Recovered {
     index_slot: Option<SlotId>,
+    /// From the vault's format; what a new vault gets when there is none.
+    seal_kind: SealKind,
     next_number: u64,
     /// A catalog entry was removed: flush before any slot is reused.
     changed: bool,
@@ -974,8 +995,9 @@ fn recover(
         Some(v) => Some(parse_slot(&v)?),
         None => None,
     };
-    match meta.get(META_FORMAT).map_err(from_sled)? {
-        Some(v) if *v == FORMAT.to_le_bytes() => {}
+    let seal_kind = match meta.get(META_FORMAT).map_err(from_sled)? {
+        Some(v) if *v == FORMAT.to_le_bytes() => SealKind::Aes256Gcm,
+        Some(v) if *v == FORMAT_XCHACHA.to_le_bytes() => SealKind::XChaCha20Poly1305,
         Some(v) if *v == 1u32.to_le_bytes() => {
             return Err(VaultError::corrupt(
                 "the vault is in format 1 (one sled tree per namespace), which this version of \
@@ -984,14 +1006,15 @@ fn recover(
         }
         Some(_) => {
             return Err(VaultError::corrupt(
-                "the vault's format is not 2: written by an incompatible version of nook",
+                "the vault's format is neither 2 nor 3: written by an incompatible (newer?) \
+                 version of nook",
             ));
         }
         None if index_slot.is_some() => {
             return Err(VaultError::corrupt("the vault's meta tree has no format"));
         }
-        None => {}
-    }
+        None => SealKind::Aes256Gcm,
+    };
     let counter = match meta.get(META_NEXT_NUMBER).map_err(from_sled)? {
         Some(v) => parse_number_le(&v)?,
         None => 0,
@@ -1099,6 +1122,7 @@ fn recover(
     }
     Ok(Recovered {
         index_slot,
+        seal_kind,
         next_number: next,
         changed,
     })
@@ -1419,7 +1443,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let vault = Vault::open(dir.path()).unwrap();
         let meta = |k: &[u8]| vault.meta.get(k).unwrap().unwrap().to_vec();
-        assert_eq!(meta(META_FORMAT), 2u32.to_le_bytes());
+        assert_eq!(meta(META_FORMAT), 3u32.to_le_bytes());
         assert_eq!(meta(META_INDEX_SLOT), 0u32.to_le_bytes());
         assert_eq!(meta(META_NEXT_NUMBER), 0u64.to_le_bytes());
 
@@ -1436,7 +1460,7 @@ mod tests {
 
         let (key, sealed) = vault.data.first().unwrap().unwrap();
         assert_eq!(&key[..], b"\0\0\0\0\0\0\0\0key");
-        assert_eq!(sealed.len(), 24 + b"value".len() + 16);
+        assert_eq!(sealed.len(), 12 + b"value".len() + 16);
 
         second.put(b"k", b"v").unwrap();
         vault.destroy_namespace(b"second").unwrap();
@@ -1979,6 +2003,36 @@ mod tests {
             Vault::open(dir.path()),
             Err(VaultError::Corrupt { .. })
         ));
+    }
+
+    /// A vault made before format 3 keeps sealing with XChaCha20-Poly1305
+    /// (24-byte nonces) and reads back what it held.
+    #[test]
+    fn a_format_2_vault_keeps_its_seal_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let vault = Vault::open(dir.path()).unwrap();
+            vault.meta.insert(META_FORMAT, &2u32.to_le_bytes()).unwrap();
+            vault.durable_flush().unwrap();
+        }
+        {
+            let vault = Vault::open(dir.path()).unwrap();
+            vault
+                .create_namespace(b"old")
+                .unwrap()
+                .put(b"k", b"held")
+                .unwrap();
+            let (_, sealed) = vault.data.first().unwrap().unwrap();
+            assert_eq!(sealed.len(), 24 + b"held".len() + 16);
+            vault.durable_flush().unwrap();
+        }
+        let vault = Vault::open(dir.path()).unwrap();
+        assert_eq!(
+            vault.meta.get(META_FORMAT).unwrap().unwrap(),
+            &2u32.to_le_bytes()
+        );
+        let ns = vault.namespace(b"old").unwrap().unwrap();
+        assert_eq!(ns.get(b"k").unwrap().unwrap(), b"held");
     }
 
     #[test]

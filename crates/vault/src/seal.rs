@@ -23,6 +23,7 @@
 //! time of its XChaCha20-Poly1305 on machines with AES instructions. The key never
 //! leaves the vault, so the wire protocol is unchanged.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hkdf::Hkdf;
@@ -70,7 +71,10 @@ pub(crate) enum Sealer {
         key: Zeroizing<[u8; 32]>,
     },
     Aes {
-        key: Aes256GcmKey,
+        key: Zeroizing<[u8; 32]>,
+        /// The key expanded (round keys and GHASH table, ~0.5 KB), kept once
+        /// this sealer has sealed [`KEEP_EXPANDED_AFTER`] values.
+        expanded: OnceLock<Aes256GcmKey>,
         /// `S`, the random start of this sealer's nonces (only the low 96 bits).
         start: u128,
         /// `i`, how many values this sealer has sealed.
@@ -80,25 +84,71 @@ pub(crate) enum Sealer {
 
 const NONCE_MASK: u128 = (1 << 96) - 1;
 
+/// Until a namespace has sealed this many values, each seal or open expands the
+/// key for itself (about 0.1 µs), so that the many idle mailboxes of a relay
+/// (a few values each, read once at start) do not keep half a kilobyte of
+/// expanded key apiece; a busy one keeps it from here on.
+const KEEP_EXPANDED_AFTER: u64 = 8;
+
+/// An expanded AES key: the sealer's own, or one made for a single use.
+enum AesKey<'a> {
+    Kept(&'a Aes256GcmKey),
+    Once(Aes256GcmKey),
+}
+
+impl std::ops::Deref for AesKey<'_> {
+    type Target = Aes256GcmKey;
+    fn deref(&self) -> &Aes256GcmKey {
+        match self {
+            AesKey::Kept(k) => k,
+            AesKey::Once(k) => k,
+        }
+    }
+}
+
+fn expand<'a>(
+    key: &[u8; 32],
+    expanded: &'a OnceLock<Aes256GcmKey>,
+    keep: bool,
+) -> Result<AesKey<'a>, CryptoError> {
+    if let Some(k) = expanded.get() {
+        return Ok(AesKey::Kept(k));
+    }
+    let k = Aes256GcmKey::new(key)?;
+    if !keep {
+        return Ok(AesKey::Once(k));
+    }
+    // Another thread may have kept one first: then this one is dropped (wiped).
+    let _ = expanded.set(k);
+    match expanded.get() {
+        Some(k) => Ok(AesKey::Kept(k)),
+        None => Err(CryptoError::BadKey),
+    }
+}
+
 impl Sealer {
-    pub(crate) fn new(key: &StorageKey, kind: SealKind) -> Result<Sealer, VaultError> {
-        Ok(match kind {
+    pub(crate) fn new(key: &StorageKey, kind: SealKind) -> Sealer {
+        match kind {
             SealKind::XChaCha20Poly1305 => Sealer::XChaCha {
                 key: derive(key, SEAL_INFO_XCHACHA),
             },
             SealKind::Aes256Gcm => {
-                let sub = derive(key, SEAL_INFO_AES);
-                let key = Aes256GcmKey::new(&sub)
-                    .map_err(|_| VaultError::corrupt("a storage key was refused by AES-256-GCM"))?;
                 let mut start = [0u8; 16];
                 rand::rng().fill_bytes(&mut start[16 - AES_NONCE_LEN..]);
                 Sealer::Aes {
-                    key,
+                    key: derive(key, SEAL_INFO_AES),
+                    expanded: OnceLock::new(),
                     start: u128::from_be_bytes(start),
                     sealed: AtomicU64::new(0),
                 }
             }
-        })
+        }
+    }
+
+    /// Whether this sealer keeps its key expanded now.
+    #[cfg(test)]
+    pub(crate) fn keeps_expanded_key(&self) -> bool {
+        matches!(self, Sealer::Aes { expanded, .. } if expanded.get().is_some())
     }
 
     fn nonce_len(&self) -> usize {
@@ -155,6 +205,7 @@ impl Sealer {
             }
             Sealer::Aes {
                 key,
+                expanded,
                 start: s,
                 sealed,
             } => {
@@ -164,7 +215,9 @@ impl Sealer {
                 nonce.copy_from_slice(&n.to_be_bytes()[16 - AES_NONCE_LEN..]);
                 out.extend_from_slice(&nonce);
                 write(out).and_then(|()| {
-                    key.seal_in_place(&nonce, aad, out, start + AES_NONCE_LEN)
+                    let k = expand(key, expanded, i + 1 >= KEEP_EXPANDED_AFTER)
+                        .map_err(|_| VaultError::corrupt("AES-256-GCM refused a 32-byte key"))?;
+                    k.seal_in_place(&nonce, aad, out, start + AES_NONCE_LEN)
                         .map_err(|_| VaultError::ValueTooLarge)
                 })
             }
@@ -194,9 +247,12 @@ impl Sealer {
             Sealer::XChaCha { key } => <&[u8; XNONCE_LEN]>::try_from(nonce)
                 .map_err(|_| CryptoError::Open)
                 .and_then(|n| cipher::xopen_in_place(key, n, aad, &mut plain).map(|p| p.len())),
-            Sealer::Aes { key, .. } => <&[u8; AES_NONCE_LEN]>::try_from(nonce)
+            Sealer::Aes { key, expanded, .. } => <&[u8; AES_NONCE_LEN]>::try_from(nonce)
                 .map_err(|_| CryptoError::Open)
-                .and_then(|n| key.open_in_place(n, aad, &mut plain).map(|p| p.len())),
+                .and_then(|n| {
+                    let k = expand(key, expanded, false)?;
+                    k.open_in_place(n, aad, &mut plain).map(|p| p.len())
+                }),
         };
         match opened {
             Ok(len) => {
@@ -225,7 +281,7 @@ mod tests {
     }
 
     fn sealer(k: &StorageKey, kind: SealKind) -> Sealer {
-        Sealer::new(k, kind).unwrap()
+        Sealer::new(k, kind)
     }
 
     #[test]
@@ -270,11 +326,18 @@ mod tests {
         let other = nonce(&sealer(&key(), SealKind::Aes256Gcm).seal(b"", b"a").unwrap());
         assert_ne!(first, other, "each sealer draws its own start");
 
-        let Sealer::Aes { key, sealed, .. } = sealer(&key(), SealKind::Aes256Gcm) else {
+        let Sealer::Aes {
+            key,
+            expanded,
+            sealed,
+            ..
+        } = sealer(&key(), SealKind::Aes256Gcm)
+        else {
             unreachable!()
         };
         let near_end = Sealer::Aes {
             key,
+            expanded,
             start: NONCE_MASK,
             sealed,
         };
@@ -282,6 +345,22 @@ mod tests {
         let wrapped = near_end.seal(b"", b"y").unwrap();
         assert_eq!(nonce(&wrapped), 0);
         assert_eq!(near_end.open(b"", &wrapped).unwrap(), b"y");
+    }
+
+    #[test]
+    fn the_expanded_key_is_kept_from_the_eighth_seal_and_opens_are_the_same_either_way() {
+        let s = sealer(&key(), SealKind::Aes256Gcm);
+        let mut sealed = Vec::new();
+        for i in 0..KEEP_EXPANDED_AFTER {
+            assert!(!s.keeps_expanded_key(), "kept after {i} seals");
+            let v = s.seal(b"aad", &i.to_le_bytes()).unwrap();
+            assert_eq!(s.open(b"aad", &v).unwrap(), i.to_le_bytes());
+            sealed.push(v);
+        }
+        assert!(s.keeps_expanded_key());
+        for (i, v) in sealed.iter().enumerate() {
+            assert_eq!(s.open(b"aad", v).unwrap(), (i as u64).to_le_bytes());
+        }
     }
 
     #[test]

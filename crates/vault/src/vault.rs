@@ -292,13 +292,7 @@ impl Vault {
             .checked_add(1)
             .ok_or_else(|| VaultError::corrupt("the vault has used up its namespace numbers"))?;
         let (slot, key) = book.keys.allocate()?;
-        let sealer = match Sealer::new(&key, self.seal_kind) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = book.keys.efface(slot);
-                return Err(e);
-            }
-        };
+        let sealer = Sealer::new(&key, self.seal_kind);
         // Never hand the number out twice, even if the writes below fail.
         book.next_number = after;
         let registered = self
@@ -465,7 +459,7 @@ impl Vault {
             return Ok(Namespace { inner });
         }
         let key = book.keys.get(slot)?;
-        let sealer = Sealer::new(&key, self.seal_kind)?;
+        let sealer = Sealer::new(&key, self.seal_kind);
         Ok(self.register(book, hashed, number, sealer))
     }
 

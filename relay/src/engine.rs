@@ -54,7 +54,7 @@ use nook_vault::{Loc, Log, Namespace, Vault, VaultError, log::DEFAULT_SEGMENT_BY
 use tokio::sync::{Notify, mpsc};
 
 use crate::clock::Clock;
-use crate::commit::{CommitQueue, Durability};
+use crate::commit::{CommitQueue, Durability, PendingMarks};
 
 const K_META: &[u8] = b"m";
 const K_HEAD: &[u8] = b"h";
@@ -269,6 +269,8 @@ pub struct Engine {
     /// Sweeps since tombstones were last purged.
     sweeps: AtomicU64,
     tombstones: Namespace,
+    /// Ack marks waiting for the next sled flush or sweep (see `commit`).
+    marks: Arc<PendingMarks>,
     commit: CommitQueue,
     pub stats: Stats,
 }
@@ -311,10 +313,6 @@ fn env_key(seq: u64) -> [u8; 9] {
     k[0] = b'e';
     k[1..].copy_from_slice(&seq.to_be_bytes());
     k
-}
-
-fn ack_key(seat: u8) -> [u8; 2] {
-    [b'a', seat]
 }
 
 fn welcome_key(seat: u8) -> [u8; 2] {
@@ -486,7 +484,8 @@ impl Engine {
             .iter()
             .map(|(id, mb)| (lock(mb).talk.expires_at(), *id))
             .collect();
-        let commit = CommitQueue::start(vault.clone(), log.clone());
+        let marks = Arc::new(PendingMarks::default());
+        let commit = CommitQueue::start(vault.clone(), log.clone(), marks.clone());
         Ok(Engine {
             vault,
             log,
@@ -497,6 +496,7 @@ impl Engine {
             expiries: Mutex::new(expiries),
             sweeps: AtomicU64::new(0),
             tombstones,
+            marks,
             commit,
             stats: Stats::default(),
         })
@@ -520,6 +520,11 @@ impl Engine {
     pub fn size_on_disk(&self) -> u64 {
         self.vault.size_on_disk().unwrap_or(0) + self.log.stats().bytes
     }
+    /// Ack marks not yet written to sled.
+    pub fn pending_marks(&self) -> usize {
+        self.marks.len()
+    }
+
     /// Segments, bytes and live records of the envelope log.
     pub fn log_stats(&self) -> nook_vault::LogStats {
         self.log.stats()
@@ -528,7 +533,7 @@ impl Engine {
     /// Makes everything written so far durable and removes dead log segments
     /// (shutdown; tests).
     pub fn flush(&self) -> Result<(), VaultError> {
-        crate::commit::make_durable(&self.vault, &self.log, true)
+        crate::commit::make_durable(&self.vault, &self.log, &self.marks, true)
     }
 
     /// Stops the commit thread after answering what is queued.
@@ -938,9 +943,8 @@ impl Engine {
         let old = mb.acked.get(&seat).copied().unwrap_or(0);
         if upto > old {
             mb.acked.insert(seat, upto);
-            mb.ns
-                .put(&ack_key(seat), &upto.to_le_bytes())
-                .map_err(storage_err)?;
+            // Noted before the release below: see `make_durable`.
+            self.marks.note(&mb.ns, seat, upto);
             let n = mb.collect(&self.log, old, upto).map_err(storage_err)?;
             self.stats.envelopes_deleted.fetch_add(n, Ordering::Relaxed);
         }
@@ -1075,6 +1079,10 @@ impl Engine {
         }
         let _ = self.vault.collect_garbage(10_000);
         self.compact();
+        // So that a quiet relay's marks reach sled (and sled's own flusher) too.
+        if let Err(e) = self.marks.write() {
+            tracing::error!("writing ack marks failed: {e}");
+        }
         if n > 0 {
             tracing::info!(count = n, "expired talks deleted");
         }

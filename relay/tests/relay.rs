@@ -735,6 +735,43 @@ async fn acks_short_of_the_newest_envelope_leave_its_record_to_keep_the_seq_afte
 }
 
 #[tokio::test]
+async fn ack_marks_wait_for_a_flush_or_a_sweep_and_hold_across_restarts() {
+    // One 4 KiB segment holds several envelopes, so acked records stay on disk next
+    // to unacked ones and only the mark keeps them from being delivered again.
+    let relay = TestRelay::start_with(tempfile::tempdir().unwrap(), small_segments());
+    let c = create(&relay, 2, 2, ClosePolicy::Owner).await;
+    let b = join(&relay, c.owner.mailbox, &c.seats[0]).await;
+    let last = put_numbered(&c.owner, 3).await;
+    relay.engine.sweep();
+    assert_eq!(relay.engine.pending_marks(), 0);
+    b.ack(last.0 - 2).await.unwrap();
+    b.ack(last.0 - 1).await.unwrap();
+    assert_eq!(relay.engine.pending_marks(), 1, "one mark per seat waits");
+    relay.engine.sweep();
+    assert_eq!(relay.engine.pending_marks(), 0, "the sweep writes it");
+    let (relay, [owner, b]) = restart_small(relay, [c.owner, b]).await;
+    let waiting = b.fetch(0).await.unwrap();
+    assert_eq!(
+        waiting.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![last]
+    );
+    // A flush writes waiting marks too (shutdown flushes; so does the commit thread
+    // before it unlinks a segment).
+    b.ack(last.0).await.unwrap();
+    assert_eq!(relay.engine.pending_marks(), 1);
+    relay.engine.flush().unwrap();
+    assert_eq!(relay.engine.pending_marks(), 0);
+    let next = owner.put(EnvelopeKind::Chat, b"after").await.unwrap();
+    let (relay, [_owner, b]) = restart_small(relay, [owner, b]).await;
+    let waiting = b.fetch(0).await.unwrap();
+    assert_eq!(
+        waiting.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![next]
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
 async fn an_unacked_envelope_is_moved_out_of_a_sparse_segment_and_survives_restart() {
     let relay = TestRelay::start_with(tempfile::tempdir().unwrap(), small_segments());
     // Talk `stuck`: its recipient never acks.

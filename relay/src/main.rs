@@ -46,25 +46,46 @@ struct LimitArgs {
     /// Envelopes waiting in one mailbox (unacknowledged by a recipient) before puts get
     /// "mailbox full".
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ENVELOPES_PER_MAILBOX,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = at_least_one::<u64>)]
     max_envelopes_per_mailbox: u64,
     /// Envelope bytes waiting in one mailbox before puts get "mailbox full".
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BYTES_PER_MAILBOX,
-          value_parser = clap::value_parser!(u64).range(MAX_ENVELOPE as u64..))]
+          value_parser = mailbox_bytes)]
     max_bytes_per_mailbox: u64,
     /// Mailboxes (talks) one connection may be authenticated for at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_MAILBOXES_PER_CONNECTION as u32,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = at_least_one::<u32>)]
     max_mailboxes_per_connection: u32,
     /// Sustained requests per second of one connection (a token bucket holding 4x this);
     /// past it a request gets "rate limited".
     #[arg(long, value_name = "N", default_value_t = DEFAULT_REQUESTS_PER_SECOND,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = at_least_one::<u32>)]
     requests_per_second: u32,
     /// Connections served at once; further handshakes are refused.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = at_least_one::<u32>)]
     max_connections: u32,
+}
+
+/// A limit of at least 1: zero would refuse everything.
+fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(v: &str) -> Result<T, String> {
+    match v.parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        Ok(_) => Err("must be at least 1 (0 would refuse everything)".into()),
+        Err(_) => Err("must be a whole number, at least 1".into()),
+    }
+}
+
+/// Bytes per mailbox: at least one envelope of the largest size.
+fn mailbox_bytes(v: &str) -> Result<u64, String> {
+    let min = MAX_ENVELOPE as u64;
+    match v.parse::<u64>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(format!(
+            "must be a number of bytes, at least {min} (one envelope of the largest size, \
+             128 KiB)"
+        )),
+    }
 }
 
 impl LimitArgs {
@@ -229,6 +250,16 @@ mod tests {
                 clap::error::ErrorKind::ValueValidation,
                 "{bad:?}"
             );
+            // The message names the smallest value taken, not a range up to u64::MAX.
+            let text = err.to_string();
+            let least = if bad[0] == "--max-bytes-per-mailbox" {
+                "at least 131072"
+            } else {
+                "at least 1"
+            };
+            assert!(text.contains(least), "{bad:?}: {text}");
         }
+        let err = Cli::try_parse_from(["nook-relay", "--max-connections", "many"]).unwrap_err();
+        assert!(err.to_string().contains("whole number"), "{err}");
     }
 }

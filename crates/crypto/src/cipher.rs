@@ -20,7 +20,7 @@
 //! seals every envelope it stores. Its tests check it against the `aes-gcm` crate.
 //!
 //! ring copies a key into state of its own (for AES the round keys and the GHASH
-//! table) and never wipes that state. Every ring key here lives in a [`WipedKey`],
+//! table) and never wipes that state. Every ring key here lives in a `WipedKey`,
 //! which overwrites that state when dropped.
 //!
 //! The in-place functions let callers seal straight into the buffer that goes on the

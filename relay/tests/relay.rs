@@ -87,11 +87,7 @@ async fn create_join_open_put_push_fetch_ack() {
     }
     // The sender is not a recipient of its own envelope.
     assert!(d.fetch(0).await.unwrap().is_empty());
-    let got = c.owner.fetch(0).await.unwrap();
-    assert_eq!(
-        got.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![Seq(1), seq]
-    );
+    assert_eq!(waiting_seqs(&c.owner).await, vec![Seq(1), seq]);
     // Retention: the envelope stays until both recipients acked it.
     c.owner.ack(seq.0).await.unwrap();
     assert_eq!(b.fetch(1).await.unwrap().len(), 1);
@@ -426,8 +422,7 @@ async fn restart_recovers_mailboxes_members_and_envelopes() {
     let dir = relay.stop().await;
     let relay = TestRelay::start_in(dir);
     let b = reconnect(&relay, b_id, mailbox, 1).await;
-    let got = b.fetch(0).await.unwrap();
-    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![s2]);
+    assert_eq!(waiting_seqs(&b).await, vec![s2]);
     let owner = reconnect(&relay, owner_id, mailbox, 0).await;
     // Seqs continue after the recovered head.
     let s3 = owner.put(EnvelopeKind::Chat, b"three").await.unwrap();
@@ -655,6 +650,12 @@ async fn restart_small<const N: usize>(
     (relay, back)
 }
 
+/// The seqs `member` would fetch from the start.
+async fn waiting_seqs(member: &Member) -> Vec<Seq> {
+    let got = member.fetch(0).await.unwrap();
+    got.iter().map(|e| e.seq).collect()
+}
+
 /// Puts `n` small chat envelopes (their bodies number them); the seq of the last.
 async fn put_numbered(member: &Member, n: u32) -> Seq {
     let mut last = Seq(0);
@@ -691,8 +692,7 @@ async fn acked_segments_are_removed_and_seqs_never_repeat_after_restart() {
         .await
         .unwrap();
     assert_eq!(next.0, last.0 + 1);
-    let got = b.fetch(0).await.unwrap();
-    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![next]);
+    assert_eq!(waiting_seqs(&b).await, vec![next]);
     relay.stop().await;
 }
 
@@ -714,11 +714,7 @@ async fn acks_short_of_the_newest_envelope_leave_its_record_to_keep_the_seq_afte
     );
     assert_eq!(relay.engine.log_stats().live_records, 1);
     let (relay, [owner, b]) = restart_small(relay, [c.owner, b]).await;
-    let waiting = b.fetch(0).await.unwrap();
-    assert_eq!(
-        waiting.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![last]
-    );
+    assert_eq!(waiting_seqs(&b).await, vec![last]);
     // Now the head is acked too: from here on `h` alone remembers it.
     b.ack(last.0).await.unwrap();
     relay.engine.flush().unwrap();
@@ -750,11 +746,7 @@ async fn ack_marks_wait_for_a_flush_or_a_sweep_and_hold_across_restarts() {
     relay.engine.sweep();
     assert_eq!(relay.engine.pending_marks(), 0, "the sweep writes it");
     let (relay, [owner, b]) = restart_small(relay, [c.owner, b]).await;
-    let waiting = b.fetch(0).await.unwrap();
-    assert_eq!(
-        waiting.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![last]
-    );
+    assert_eq!(waiting_seqs(&b).await, vec![last]);
     // A flush writes waiting marks too (shutdown flushes; so does the commit thread
     // before it unlinks a segment).
     b.ack(last.0).await.unwrap();
@@ -763,11 +755,7 @@ async fn ack_marks_wait_for_a_flush_or_a_sweep_and_hold_across_restarts() {
     assert_eq!(relay.engine.pending_marks(), 0);
     let next = owner.put(EnvelopeKind::Chat, b"after").await.unwrap();
     let (relay, [_owner, b]) = restart_small(relay, [owner, b]).await;
-    let waiting = b.fetch(0).await.unwrap();
-    assert_eq!(
-        waiting.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![next]
-    );
+    assert_eq!(waiting_seqs(&b).await, vec![next]);
     relay.stop().await;
 }
 

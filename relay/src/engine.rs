@@ -14,7 +14,7 @@
 //! |-------------------|-------|
 //! | `m`               | `MailboxMeta` (mailbox id and talk state) |
 //! | `h`               | highest seq assigned (u64 LE) |
-//! | `a` ‖ seat        | the seat's ack watermark (u64 LE) |
+//! | `a` ‖ seat        | the seat's ack watermark (u64 LE; written before sled flushes, see `commit`) |
 //! | `w` ‖ seat        | the welcome blob of a free seat |
 //!
 //! Envelopes are not in sled: each is an `EnvRecord`, sealed by the mailbox's namespace

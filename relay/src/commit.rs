@@ -49,7 +49,17 @@ pub struct PendingMarks {
 impl PendingMarks {
     /// Remembers that `seat` of `ns` has acked everything up to `mark`.
     pub fn note(&self, ns: &Namespace, seat: u8, mark: u64) {
-        lock(&self.marks)
+        Self::merge(&mut lock(&self.marks), ns, seat, mark);
+    }
+
+    /// Keeps the higher of `mark` and what waits for (`ns`, `seat`).
+    fn merge(
+        marks: &mut HashMap<(u64, u8), (Namespace, u64)>,
+        ns: &Namespace,
+        seat: u8,
+        mark: u64,
+    ) {
+        marks
             .entry((ns.number(), seat))
             .and_modify(|e| e.1 = e.1.max(mark))
             .or_insert_with(|| (ns.clone(), mark));
@@ -71,17 +81,14 @@ impl PendingMarks {
         let _writing = lock(&self.writing);
         let taken = std::mem::take(&mut *lock(&self.marks));
         let mut failed = None;
-        for ((number, seat), (ns, mark)) in taken {
+        for ((_, seat), (ns, mark)) in taken {
             if failed.is_none() {
                 match ns.put(&ack_key(seat), &mark.to_le_bytes()) {
                     Ok(()) | Err(VaultError::NamespaceDestroyed) => continue,
                     Err(e) => failed = Some(e),
                 }
             }
-            lock(&self.marks)
-                .entry((number, seat))
-                .and_modify(|e| e.1 = e.1.max(mark))
-                .or_insert((ns, mark));
+            Self::merge(&mut lock(&self.marks), &ns, seat, mark);
         }
         match failed {
             Some(e) => Err(e),

@@ -33,7 +33,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::CryptoError;
 
-/// Poly1305 tag length.
+/// Tag length of every AEAD here (Poly1305 and GHASH alike).
 pub const TAG_LEN: usize = 16;
 /// ChaCha20-Poly1305 (IETF) nonce length.
 pub const NONCE_LEN: usize = 12;
@@ -41,8 +41,6 @@ pub const NONCE_LEN: usize = 12;
 pub const XNONCE_LEN: usize = 24;
 /// AES-256-GCM nonce length (the 96-bit IV of SP 800-38D §8.2).
 pub const AES_NONCE_LEN: usize = 12;
-/// AES-256-GCM tag length.
-pub const AES_TAG_LEN: usize = 16;
 
 /// A ring key whose copy of the key material is overwritten when it is dropped.
 ///
@@ -197,9 +195,6 @@ pub fn open_in_place<'a>(
     aad: &[u8],
     buf: &'a mut [u8],
 ) -> Result<&'a mut [u8], CryptoError> {
-    if buf.len() < TAG_LEN {
-        return Err(CryptoError::Open);
-    }
     open_with(&key(k)?.key, *nonce, aad, buf)
 }
 

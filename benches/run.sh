@@ -8,7 +8,7 @@
 # env: OUT=benches/results/<name>   where results go (default: benches/results/latest)
 #      RUNS=3 DURATION=10 TALKS=1,10,100 CONNS=1000,10000 MAILBOXES=100000 MAX_DISK_GB=20
 #      SKIP="idle echo"              skip parts (fsync relaybench echo pinned idle clibench)
-#      PEERS=1                       then run ../shared/peers/{redis,mosquitto,nats,wormhole}.sh
+#      PEERS=1                       then run ../shared/peers/{redis,mosquitto,nats,rabbitmq,wormhole}.sh
 #      PEER_LIST="redis"             ...or only these of them
 # Never run two benchmarks (or a build) at once on this 2-core machine: every number
 # would be skewed. Each binary waits (bounded) for the machine to be quiet first.
@@ -105,7 +105,7 @@ if ! skip clibench; then
 fi
 
 if [ "${PEERS:-0}" = 1 ]; then
-  for p in ${PEER_LIST:-redis mosquitto nats wormhole}; do
+  for p in ${PEER_LIST:-redis mosquitto nats rabbitmq wormhole}; do
     log "peer: $p (see ../shared/peers/$p.sh)"
     bash "../shared/peers/$p.sh" > "$OUT/peer-$p.txt" 2>&1 || log "$p exited $?"
     sed -n '/== .* results/,$p' "$OUT/peer-$p.txt"

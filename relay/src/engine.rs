@@ -881,6 +881,17 @@ impl Engine {
                 envelope,
             },
         );
+        if recipients == 0 {
+            // Addressed to nobody (the only member, or a pending talk's lone owner):
+            // done at once, as a restart would find it, instead of holding a place
+            // in the quota until some later ack happens to cover its seq.
+            match mb.collect(&self.log, seq - 1, seq) {
+                Ok(n) => {
+                    self.stats.envelopes_deleted.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!("storage error releasing an unaddressed envelope: {e}"),
+            }
+        }
         self.later_as(
             Durability::Log,
             peer,

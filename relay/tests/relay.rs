@@ -511,6 +511,33 @@ async fn envelope_quota_and_request_rate_are_enforced() {
 }
 
 #[tokio::test]
+async fn an_envelope_addressed_to_nobody_takes_no_place_in_the_quota() {
+    let limits = nook_relay::engine::Limits {
+        max_envelopes_per_mailbox: 2,
+        ..Default::default()
+    };
+    let relay = TestRelay::start_with(tempfile::tempdir().unwrap(), limits);
+    // A pending talk's lone owner announcing itself: nobody will ever receive these
+    // (later members are not their recipients), so they are stored and gone at once.
+    let c = create(&relay, 2, 2, ClosePolicy::Owner).await;
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        seqs.push(c.owner.put(EnvelopeKind::Handshake, b"hi").await.unwrap());
+    }
+    assert_eq!(seqs, [Seq(1), Seq(2), Seq(3)]);
+    let b = join(&relay, c.owner.mailbox, &c.seats[0]).await;
+    assert!(waiting_seqs(&b).await.is_empty());
+    // The whole quota is left for what the joiner has to receive.
+    put_numbered(&c.owner, 2).await;
+    assert_eq!(
+        code(c.owner.put(EnvelopeKind::Chat, b"q").await),
+        ErrorCode::MailboxFull
+    );
+    assert_eq!(waiting_seqs(&b).await, [Seq(4), Seq(5)]);
+    relay.stop().await;
+}
+
+#[tokio::test]
 async fn too_many_mailboxes_on_one_connection_is_refused() {
     let limits = nook_relay::engine::Limits {
         max_mailboxes_per_connection: 1,

@@ -4,12 +4,12 @@
 
 use anyhow::bail;
 
-use nook_crypto::aead::seal_welcome;
 use nook_crypto::auth::{AuthOp, params_digest, sign_relay_auth};
+use nook_crypto::seal::seal_welcome;
 use nook_crypto::{EnvelopeKey, RelayAddr, SeatSecret, TalkIdentity};
 use nook_proto::limits::ALPN;
 use nook_proto::{
-    ClosePolicy, Create, Join, MailboxId, Request, Response, SeatOffer, TalkParams, TalkState,
+    ClosePolicy, Create, Join, MailboxId, Request, Response, SeatOffer, TalkParams, TalkPhase,
 };
 
 use crate::quic::{RawConn, client_config};
@@ -117,7 +117,7 @@ pub async fn open_raw_pair(addr: &RelayAddr) -> anyhow::Result<RawPair> {
         signature,
     });
     match receiver.request(1, join).await? {
-        Response::Joined { status, .. } if status.state == TalkState::Open => {}
+        Response::Joined { status, .. } if status.state == TalkPhase::Open => {}
         other => bail!("unexpected answer to Join: {other:?}"),
     }
     match receiver.request(2, Request::Subscribe { mailbox }).await? {

@@ -13,7 +13,7 @@ use nook_client::api::{CreatedTalk, JoinedTalk};
 use nook_client::{
     Client, ClientError, Event, HistoryEntry, TalkOptions, TalkSummary, Until, Update,
 };
-use nook_proto::{ClosePolicy, TalkState, TalkStatus};
+use nook_proto::{ClosePolicy, TalkPhase, TalkStatus};
 use serde_json::json;
 
 mod chat;
@@ -378,8 +378,8 @@ struct Output {
 
 fn state_word(s: &TalkStatus) -> &'static str {
     match s.state {
-        TalkState::Pending => "pending",
-        TalkState::Open => "open",
+        TalkPhase::Pending => "pending",
+        TalkPhase::Open => "open",
     }
 }
 
@@ -476,7 +476,7 @@ impl Output {
         );
         for t in talks {
             let state = match t.status {
-                Some(s) if s.state == TalkState::Pending => {
+                Some(s) if s.state == TalkPhase::Pending => {
                     format!("pending {}/{}", s.members, s.quorum)
                 }
                 Some(_) => "open".to_string(),

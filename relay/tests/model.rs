@@ -206,7 +206,7 @@ async fn run_case(seed: u64) {
                 }
                 case.check(
                     "state after join",
-                    status.state == TalkState::Open,
+                    status.state == TalkPhase::Open,
                     model.open,
                 );
                 case.check("seat of the invite", m.seat, seat);

@@ -23,7 +23,7 @@ fn code(r: Result<impl std::fmt::Debug, RequestError>) -> ErrorCode {
 async fn create_join_open_put_push_fetch_ack() {
     let relay = TestRelay::start();
     let mut c = create(&relay, 3, 3, ClosePolicy::Owner).await;
-    assert_eq!(c.status.state, TalkState::Pending);
+    assert_eq!(c.status.state, TalkPhase::Pending);
     assert_eq!(
         (c.status.members, c.status.seats, c.status.quorum),
         (1, 3, 3)
@@ -36,12 +36,12 @@ async fn create_join_open_put_push_fetch_ack() {
         .unwrap();
     assert_eq!(b.seat, 1);
     assert_eq!(
-        nook_crypto::aead::open_welcome(&c.seats[0], &welcome)
+        nook_crypto::seal::open_welcome(&c.seats[0], &welcome)
             .unwrap()
             .as_slice(),
         b"welcome for this seat"
     );
-    assert_eq!((status.members, status.state), (2, TalkState::Pending));
+    assert_eq!((status.members, status.state), (2, TalkPhase::Pending));
     match next_push(&mut owner_push).await {
         Push::SeatTaken { status, .. } => assert_eq!(status.members, 2),
         p => panic!("unexpected {p:?}"),
@@ -70,7 +70,7 @@ async fn create_join_open_put_push_fetch_ack() {
         let mut saw_open = false;
         for _ in 0..2 {
             if let Push::Opened { status, .. } = next_push(rx).await {
-                assert_eq!(status.state, TalkState::Open);
+                assert_eq!(status.state, TalkPhase::Open);
                 saw_open = true;
                 break;
             }

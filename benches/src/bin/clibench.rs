@@ -283,7 +283,7 @@ async fn relay_close_time(addr: &str, n: usize) -> Result<f64> {
         close: ClosePolicy::Owner,
         offers: vec![SeatOffer {
             token_hash: seat.token_hash(),
-            welcome: nook_crypto::aead::seal_welcome(&seat, b"w")?,
+            welcome: nook_crypto::seal::seal_welcome(&seat, b"w")?,
         }],
     };
     let sig = sign_relay_auth(

@@ -178,7 +178,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             nook_proto::limits::PADDING_BUCKETS
         );
     }
-    let size = body_len - nook_crypto::aead::ENVELOPE_OVERHEAD - 1;
+    let size = body_len - nook_crypto::seal::ENVELOPE_OVERHEAD - 1;
     println!(
         "relaybench: relay {} | plaintext {} B sealed to a {} B envelope body | runs {} | window {} | ack every {}",
         bin.display(),

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
 use nook_client::{Event, HistoryEntry, Link, TalkSummary, Update};
-use nook_proto::{ClosePolicy, TalkState, TalkStatus};
+use nook_proto::{ClosePolicy, TalkPhase, TalkStatus};
 
 /// Most items the message pane keeps; older ones are dropped from the screen (the
 /// store keeps the talk's history; `nook read` shows all of it).
@@ -352,7 +352,7 @@ impl App {
             Update::Entry(entry) => self.on_entry(entry),
             Update::Status(status) => {
                 self.live_status = true;
-                self.open |= status.state == TalkState::Open;
+                self.open |= status.state == TalkPhase::Open;
                 self.status = Some(status);
             }
             Update::Link(Link::Connected) => {
@@ -708,7 +708,7 @@ impl App {
         match self.status {
             None if self.open => "open".into(),
             None => "state unknown".into(),
-            Some(s) if s.state == TalkState::Open || self.open => {
+            Some(s) if s.state == TalkPhase::Open || self.open => {
                 format!("open {}/{}", s.members, s.seats)
             }
             Some(s) if s.quorum == s.seats => format!("pending {}/{}", s.members, s.quorum),
@@ -799,7 +799,7 @@ pub(super) mod tests {
     use super::*;
     use nook_proto::TalkStatus;
 
-    pub fn status(state: TalkState, members: u8, seats: u8) -> TalkStatus {
+    pub fn status(state: TalkPhase, members: u8, seats: u8) -> TalkStatus {
         TalkStatus {
             state,
             members,
@@ -819,7 +819,7 @@ pub(super) mod tests {
             seat: 0,
             owner: true,
             status,
-            open: status.is_some_and(|s| s.state == TalkState::Open),
+            open: status.is_some_and(|s| s.state == TalkPhase::Open),
             unread: 0,
             expires_at: 0,
             members: vec![(0, "quiet-otter".into())],
@@ -854,7 +854,7 @@ pub(super) mod tests {
     }
 
     fn open_app() -> App {
-        App::new(&info(Some(status(TalkState::Open, 2, 2))), 0)
+        App::new(&info(Some(status(TalkPhase::Open, 2, 2))), 0)
     }
 
     fn last_item(app: &App) -> &Item {
@@ -940,7 +940,7 @@ pub(super) mod tests {
 
     #[test]
     fn a_failed_send_keeps_the_clients_error() {
-        let mut app = App::new(&info(Some(status(TalkState::Pending, 1, 3))), 0);
+        let mut app = App::new(&info(Some(status(TalkPhase::Pending, 1, 3))), 0);
         type_text(&mut app, "too early");
         let Action::Send { id, .. } = app.on_key(key(KeyCode::Enter)) else {
             panic!("a send")
@@ -1039,7 +1039,7 @@ pub(super) mod tests {
 
     #[test]
     fn a_member_may_not_ask_to_close_an_owner_only_talk() {
-        let mut i = info(Some(status(TalkState::Open, 2, 2)));
+        let mut i = info(Some(status(TalkPhase::Open, 2, 2)));
         i.owner = false;
         let mut app = App::new(&i, 0);
         type_text(&mut app, "/close");
@@ -1115,12 +1115,12 @@ pub(super) mod tests {
 
     #[test]
     fn updates_change_the_state_and_the_link() {
-        let mut app = App::new(&info(Some(status(TalkState::Pending, 1, 3))), 0);
+        let mut app = App::new(&info(Some(status(TalkPhase::Pending, 1, 3))), 0);
         assert_eq!(app.state_text(), "pending 1/3");
-        app.on_update(Update::Status(status(TalkState::Pending, 2, 3)));
+        app.on_update(Update::Status(status(TalkPhase::Pending, 2, 3)));
         assert_eq!(app.state_text(), "pending 2/3");
         // The store may not have recorded it yet: its older status does not win.
-        app.set_info(&info(Some(status(TalkState::Pending, 1, 3))));
+        app.set_info(&info(Some(status(TalkPhase::Pending, 1, 3))));
         assert_eq!(app.state_text(), "pending 2/3");
         app.on_update(Update::Link(Link::Connected));
         assert_eq!(app.link, LinkState::Connected);
@@ -1144,7 +1144,7 @@ pub(super) mod tests {
             &Item::Notice("* connected to the relay again".into())
         );
         app.on_update(Update::Entry(entry_of(Event::Opened)));
-        app.on_update(Update::Status(status(TalkState::Open, 3, 3)));
+        app.on_update(Update::Status(status(TalkPhase::Open, 3, 3)));
         assert_eq!(app.state_text(), "open 3/3");
         app.on_update(Update::Entry(entry_of(Event::Closed {
             by: Some("brave-fox".into()),

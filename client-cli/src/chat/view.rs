@@ -420,7 +420,7 @@ mod tests {
     use super::*;
     use crossterm::event::KeyCode;
     use nook_client::{Event, HistoryEntry, Link, Update};
-    use nook_proto::TalkState;
+    use nook_proto::TalkPhase;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
 
@@ -456,7 +456,7 @@ mod tests {
 
     #[test]
     fn pending_talk_shows_seats_and_unused_invites() {
-        let app = App::new(&info(Some(status(TalkState::Pending, 1, 3))), 0);
+        let app = App::new(&info(Some(status(TalkPhase::Pending, 1, 3))), 0);
         let s = screen(&app);
         assert_eq!(s.len(), 24);
         assert!(
@@ -484,7 +484,7 @@ mod tests {
 
     #[test]
     fn a_long_member_list_is_cut_with_an_ellipsis() {
-        let mut i = info(Some(status(TalkState::Open, 9, 9)));
+        let mut i = info(Some(status(TalkPhase::Open, 9, 9)));
         for seat in 1..9 {
             i.members.push((seat, format!("member-number-{seat}")));
         }
@@ -496,7 +496,7 @@ mod tests {
 
     #[test]
     fn sending_while_pending_shows_the_clients_error() {
-        let mut app = App::new(&info(Some(status(TalkState::Pending, 1, 3))), 0);
+        let mut app = App::new(&info(Some(status(TalkPhase::Pending, 1, 3))), 0);
         app.set_now(TEN);
         type_text(&mut app, "anyone here?");
         let Action::Send { id, .. } = app.on_key(key(KeyCode::Enter)) else {
@@ -518,7 +518,7 @@ mod tests {
 
     #[test]
     fn open_talk_with_messages_marks_own_and_pending() {
-        let mut i = info(Some(status(TalkState::Open, 2, 2)));
+        let mut i = info(Some(status(TalkPhase::Open, 2, 2)));
         i.members.push((1, "brave-fox".into()));
         let mut app = App::new(&i, 3600);
         app.on_update(Update::Link(Link::Connected));
@@ -552,7 +552,7 @@ mod tests {
 
     #[test]
     fn long_messages_wrap_under_their_text() {
-        let mut app = App::new(&info(Some(status(TalkState::Open, 2, 2))), 0);
+        let mut app = App::new(&info(Some(status(TalkPhase::Open, 2, 2))), 0);
         let long = "word ".repeat(30);
         app.on_update(message("brave-fox", TEN, long.trim_end(), false));
         let s = screen(&app);
@@ -573,7 +573,7 @@ mod tests {
 
     #[test]
     fn control_characters_never_reach_the_terminal() {
-        let mut app = App::new(&info(Some(status(TalkState::Open, 2, 2))), 0);
+        let mut app = App::new(&info(Some(status(TalkPhase::Open, 2, 2))), 0);
         app.on_update(message("eve\x1b", TEN, "\x1b[2Jgotcha\x07", false));
         let s = screen(&app);
         assert!(s.iter().all(|l| !l.contains('\x1b') && !l.contains('\x07')));
@@ -585,7 +585,7 @@ mod tests {
 
     #[test]
     fn closed_talk_shows_the_deletion_notice() {
-        let mut app = App::new(&info(Some(status(TalkState::Open, 2, 2))), 0);
+        let mut app = App::new(&info(Some(status(TalkPhase::Open, 2, 2))), 0);
         app.on_update(Update::Link(Link::Connected));
         app.on_update(message("brave-fox", TEN, "bye", false));
         app.on_update(Update::Entry(HistoryEntry {
@@ -613,7 +613,7 @@ mod tests {
 
     #[test]
     fn confirmation_replaces_the_input_line() {
-        let mut app = App::new(&info(Some(status(TalkState::Open, 2, 2))), 0);
+        let mut app = App::new(&info(Some(status(TalkPhase::Open, 2, 2))), 0);
         type_text(&mut app, "/close");
         app.on_key(key(KeyCode::Enter));
         let s = screen(&app);
@@ -626,7 +626,7 @@ mod tests {
 
     #[test]
     fn reconnecting_is_visible_in_the_header() {
-        let mut app = App::new(&info(Some(status(TalkState::Open, 2, 2))), 0);
+        let mut app = App::new(&info(Some(status(TalkPhase::Open, 2, 2))), 0);
         app.on_update(Update::Link(Link::Reconnecting {
             attempt: 3,
             reason: "connection to the relay lost: timed out".into(),
@@ -641,7 +641,7 @@ mod tests {
 
     #[test]
     fn page_up_and_the_wheel_scroll_back_and_page_down_returns() {
-        let mut app = App::new(&info(Some(status(TalkState::Open, 2, 2))), 0);
+        let mut app = App::new(&info(Some(status(TalkPhase::Open, 2, 2))), 0);
         for n in 0..40 {
             app.on_update(message("brave-fox", TEN, &format!("message {n}"), false));
         }
@@ -684,7 +684,7 @@ mod tests {
 
     #[test]
     fn the_input_scrolls_sideways_to_keep_the_cursor_visible() {
-        let mut app = App::new(&info(Some(status(TalkState::Open, 2, 2))), 0);
+        let mut app = App::new(&info(Some(status(TalkPhase::Open, 2, 2))), 0);
         let text: String = (0..100)
             .map(|i| char::from(b'a' + (i % 26) as u8))
             .collect();
@@ -730,7 +730,7 @@ mod tests {
 
     #[test]
     fn an_80_by_24_screen_is_the_smallest_we_design_for_but_smaller_does_not_panic() {
-        let mut app = App::new(&info(Some(status(TalkState::Pending, 1, 3))), 0);
+        let mut app = App::new(&info(Some(status(TalkPhase::Pending, 1, 3))), 0);
         type_text(&mut app, "some text");
         for (w, h) in [(1, 1), (10, 3), (20, 6), (80, 24), (200, 60)] {
             let s = screen_sized(&app, w, h);

@@ -13,7 +13,7 @@ use nook_crypto::kdf::sha256;
 use nook_crypto::{Invite, RelayAddr, TalkIdentity};
 use nook_proto::{
     Auth, Close, Create, EnvelopeKind, ErrorCode, Join, MailboxId, Push, Put, Receipt, Request,
-    Response, Seq, TalkState as RelayState, TalkStatus,
+    Response, Seq, TalkPhase, TalkStatus,
 };
 
 use crate::member::{Event, MemberError, TalkOptions, TalkState, valid_alias};
@@ -334,7 +334,7 @@ impl Client {
             seats: status.seats,
             quorum: status.quorum,
         }];
-        if status.state == RelayState::Open {
+        if status.state == TalkPhase::Open {
             events.push(Event::Opened);
         }
         store.append(&new.state.talk_id, events, now_ms())?;
@@ -499,7 +499,7 @@ impl Client {
         let talk_id = store.find(talk)?.talk_id;
         let session = self.session(&store, &talk_id).await?;
         self.sync(&store, &session.conn, &talk_id).await?;
-        if session.status.state == RelayState::Pending {
+        if session.status.state == TalkPhase::Pending {
             return Err(ClientError::Pending {
                 members: session.status.members,
                 quorum: session.status.quorum,
@@ -906,7 +906,7 @@ impl Client {
         let session = self.session(&store, &talk_id).await?;
         self.sync(&store, &session.conn, &talk_id).await?;
         let mut state = load(&store, &talk_id)?;
-        if session.status.state == RelayState::Open {
+        if session.status.state == TalkPhase::Open {
             let notice = state.seal_leaving(now_ms())?;
             store.save(&state)?;
             store.flush()?;

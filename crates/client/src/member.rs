@@ -8,19 +8,19 @@
 //! local vault and deleted when the talk ends.
 
 use bincode::{Decode, Encode};
-use nook_crypto::aead::{open_pairwise, open_welcome, seal_pairwise, seal_welcome};
 use nook_crypto::chain::{ChainState, Delivery};
 use nook_crypto::message::{
     Announce, Content, Direct, DirectBody, Farewell, Inner, Welcome, WelcomeParams, open_group,
     seal_group,
 };
+use nook_crypto::seal::{open_pairwise, open_welcome, seal_pairwise, seal_welcome};
 use nook_crypto::{
     CryptoError, EnvelopeKey, Invite, Purpose, ReceivingChain, RelayAddr, SeatSecret, SendingChain,
     TalkIdentity,
 };
 use nook_proto::{
     ClosePolicy, Envelope, EnvelopeKind, MailboxId, Receipt, RelayKey, SeatOffer, TalkParams,
-    TalkState as RelayState, TalkStatus,
+    TalkPhase, TalkStatus,
 };
 use zeroize::Zeroize;
 
@@ -284,7 +284,7 @@ impl TalkState {
     ) -> Vec<String> {
         self.mailbox = mailbox;
         self.expires_at = status.expires_at;
-        self.opened = status.state == RelayState::Open;
+        self.opened = status.state == TalkPhase::Open;
         self.status = Some(status);
         self.invites = (1u8..)
             .zip(seats)
@@ -351,7 +351,7 @@ impl TalkState {
             invites: Vec::new(),
             expires_at: status.expires_at,
             closed: false,
-            opened: status.state == RelayState::Open,
+            opened: status.state == TalkPhase::Open,
         };
         let announce = state.announce(true)?;
         let body = state.seal(EnvelopeKind::Handshake, &Inner::Announce(announce))?;
@@ -787,14 +787,14 @@ impl TalkState {
         let events = &mut out.events;
         let changed = self.status.map(|s| s.members) != Some(status.members);
         self.status = Some(status);
-        if changed && status.state == RelayState::Pending {
+        if changed && status.state == TalkPhase::Pending {
             events.push(Event::SeatsTaken {
                 members: status.members,
                 seats: status.seats,
                 quorum: status.quorum,
             });
         }
-        if status.state == RelayState::Open && !self.opened {
+        if status.state == TalkPhase::Open && !self.opened {
             self.opened = true;
             events.push(Event::Opened);
         }
@@ -819,9 +819,9 @@ mod tests {
     fn status(members: u8, open: bool) -> TalkStatus {
         TalkStatus {
             state: if open {
-                RelayState::Open
+                TalkPhase::Open
             } else {
-                RelayState::Pending
+                TalkPhase::Pending
             },
             members,
             seats: 3,

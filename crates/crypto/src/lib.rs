@@ -14,8 +14,8 @@
 //!
 //! - [`identity`]: a member's three per-talk keys.
 //! - [`invite`]: relay addresses, invites, and what a seat secret derives.
-//! - [`cipher`]: the two AEADs.
-//! - [`aead`]: welcome, pairwise and envelope sealing.
+//! - [`cipher`]: the AEADs (ChaCha20-Poly1305, XChaCha20-Poly1305, AES-256-GCM for data at rest).
+//! - [`seal`]: the sealing formats (welcome, pairwise, envelope); the AEADs themselves are in [`cipher`].
 //! - [`chain`]: sender-key hash ratchets with a bounded out-of-order window.
 //! - [`message`]: announcements, direct blobs, signed group messages, the farewell.
 //! - [`auth`]: relay-auth transcripts, the relay identity and deletion receipts.
@@ -24,7 +24,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod aead;
 pub mod auth;
 pub mod chain;
 pub mod cipher;
@@ -34,13 +33,14 @@ pub mod kdf;
 pub mod labels;
 pub mod message;
 pub mod padding;
+pub mod seal;
 pub mod secret;
 
-pub use aead::{EnvelopeKey, Purpose};
 pub use chain::{ChainError, ReceivingChain, SendingChain};
 pub use identity::{PublicIdentity, TalkIdentity};
 pub use invite::{AddressError, Fingerprint, Invite, RelayAddr, SeatSecret};
 pub use padding::PaddingError;
+pub use seal::{EnvelopeKey, Purpose};
 pub use secret::Secret32;
 
 /// Why a cryptographic operation failed. Deliberately coarse where detail would help an

@@ -1,14 +1,14 @@
 //! Behaviour of every construction, including each way it must refuse.
 
-use nook_crypto::aead::{
-    ENVELOPE_OVERHEAD, open_pairwise, open_welcome, seal_pairwise, seal_welcome,
-};
 use nook_crypto::auth::{
     AuthOp, RelayIdentity, params_digest, sign_relay_auth, verify_receipt, verify_relay_auth,
 };
 use nook_crypto::chain::{ChainState, Delivery, MAX_SKIP, MAX_SKIPPED_KEYS};
 use nook_crypto::message::{Announce, Content, Farewell, GroupMessage, open_group, seal_group};
 use nook_crypto::padding::{bucket_for, pad, unpad};
+use nook_crypto::seal::{
+    ENVELOPE_OVERHEAD, open_pairwise, open_welcome, seal_pairwise, seal_welcome,
+};
 use nook_crypto::*;
 use nook_proto::{ClosePolicy, MailboxId, TalkParams};
 

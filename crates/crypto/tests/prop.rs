@@ -1,8 +1,8 @@
 //! Property tests: sealing round-trips, every flipped bit is rejected, and no chain
 //! index opens twice.
 
-use nook_crypto::aead::{open_pairwise, seal_pairwise};
 use nook_crypto::message::{Content, open_group, seal_group};
+use nook_crypto::seal::{open_pairwise, seal_pairwise};
 use nook_crypto::*;
 use nook_proto::MailboxId;
 use proptest::collection::vec;

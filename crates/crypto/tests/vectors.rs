@@ -19,9 +19,6 @@ use std::fmt::Write as _;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, XChaCha20Poly1305, XNonce};
-use nook_crypto::aead::{
-    ENVELOPE_OVERHEAD, open_pairwise, open_welcome, seal_pairwise_with, seal_welcome,
-};
 use nook_crypto::auth::{
     AuthOp, RelayIdentity, params_digest, receipt_transcript, relay_auth_transcript,
     sign_relay_auth, verify_receipt, verify_relay_auth,
@@ -34,12 +31,15 @@ use nook_crypto::message::{
     seal_group,
 };
 use nook_crypto::padding::pad;
+use nook_crypto::seal::{
+    ENVELOPE_OVERHEAD, open_pairwise, open_welcome, seal_pairwise_with, seal_welcome,
+};
 use nook_crypto::{EnvelopeKey, Fingerprint, Invite, Purpose, RelayAddr, SeatSecret, TalkIdentity};
 use nook_proto::codec::{HEADER_LEN, decode_body, encode_frame, encode_value};
 use nook_proto::{
     Auth, ClientFrame, Close, ClosePolicy, Create, Envelope, EnvelopeKind, ErrorCode, ErrorFrame,
     HelloOk, Join, MailboxId, Outcome, Push, Put, Receipt, Request, Response, SeatOffer, Seq,
-    ServerFrame, TalkParams, TalkState, TalkStatus,
+    ServerFrame, TalkParams, TalkPhase, TalkStatus,
 };
 use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 
@@ -645,8 +645,8 @@ impl FrameInputs<'_> {
             expires_at: EXPIRES_AT,
             left: 0,
         };
-        let pending = status(TalkState::Pending, 1);
-        let open = status(TalkState::Open, 2);
+        let pending = status(TalkPhase::Pending, 1);
+        let open = status(TalkPhase::Open, 2);
         let envelope = Envelope {
             seq: Seq(301),
             kind: EnvelopeKind::Chat,
@@ -809,7 +809,7 @@ impl FrameInputs<'_> {
                 "seat_taken",
                 Push::SeatTaken {
                     mailbox: MAILBOX,
-                    status: status(TalkState::Pending, 2),
+                    status: status(TalkPhase::Pending, 2),
                 },
             ),
             (
@@ -826,7 +826,7 @@ impl FrameInputs<'_> {
                     // The member of seat 1 left.
                     status: TalkStatus {
                         left: 1 << 1,
-                        ..status(TalkState::Open, 1)
+                        ..status(TalkPhase::Open, 1)
                     },
                 },
             ),

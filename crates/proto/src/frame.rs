@@ -220,7 +220,7 @@ pub struct Envelope {
 
 /// The lifecycle state the relay reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
-pub enum TalkState {
+pub enum TalkPhase {
     Pending,
     Open,
 }
@@ -228,7 +228,7 @@ pub enum TalkState {
 /// A snapshot of a talk as the relay sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct TalkStatus {
-    pub state: TalkState,
+    pub state: TalkPhase,
     /// Seats currently taken (members), the creator's included.
     pub members: u8,
     pub seats: u8,

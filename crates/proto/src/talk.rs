@@ -15,7 +15,7 @@
 
 use bincode::{Decode, Encode};
 
-use crate::frame::{ClosePolicy, EnvelopeKind, ErrorCode, TalkParams, TalkState, TalkStatus};
+use crate::frame::{ClosePolicy, EnvelopeKind, ErrorCode, TalkParams, TalkPhase, TalkStatus};
 use crate::ids::{MemberKey, TokenHash};
 use crate::limits::{MAX_SEATS, MAX_TTL_SECS, MAX_WELCOME, MIN_TTL_SECS, PADDING_BUCKETS};
 
@@ -314,9 +314,9 @@ impl Talk {
     pub fn status(&self) -> TalkStatus {
         TalkStatus {
             state: if self.lifecycle == Lifecycle::Pending {
-                TalkState::Pending
+                TalkPhase::Pending
             } else {
-                TalkState::Open
+                TalkPhase::Open
             },
             members: self.member_count(),
             seats: self.seats,
@@ -409,7 +409,7 @@ mod tests {
         assert_eq!(t.expires_at(), NOW + 3600);
         let s = t.status();
         assert_eq!((s.members, s.seats, s.quorum), (1, 3, 3));
-        assert_eq!(s.state, TalkState::Pending);
+        assert_eq!(s.state, TalkPhase::Pending);
     }
 
     #[test]
@@ -502,7 +502,7 @@ mod tests {
             }
         );
         assert_eq!(t.lifecycle(), Lifecycle::Open);
-        assert_eq!(t.status().state, TalkState::Open);
+        assert_eq!(t.status().state, TalkPhase::Open);
         assert!(t.free_seats().is_empty());
     }
 

@@ -44,9 +44,9 @@ fn status() -> impl Strategy<Value = TalkStatus> {
         .prop_map(
             |(open, members, seats, quorum, close, expires_at, left)| TalkStatus {
                 state: if open {
-                    TalkState::Open
+                    TalkPhase::Open
                 } else {
-                    TalkState::Pending
+                    TalkPhase::Pending
                 },
                 members,
                 seats,

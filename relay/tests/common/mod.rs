@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use nook_client::RelayConnection;
-use nook_crypto::aead::seal_welcome;
 use nook_crypto::auth::{AuthOp, params_digest, sign_relay_auth};
 use nook_crypto::kdf::sha256;
+use nook_crypto::seal::seal_welcome;
 use nook_crypto::{EnvelopeKey, Purpose, RelayAddr, SeatSecret, TalkIdentity};
 use nook_proto::*;
 use nook_relay::clock::ManualClock;

@@ -9,25 +9,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use nook_client::api::{CreatedTalk, JoinedTalk};
 use nook_client::{
-    Client, ClientError, Event, HistoryEntry, TalkOptions, TalkSummary, Until, Update,
+    Client, ClientError, CreatedTalk, Event, HistoryEntry, JoinedTalk, TalkOptions, TalkSummary,
+    Until, Update,
 };
 use nook_proto::{ClosePolicy, TalkPhase, TalkStatus};
 use serde_json::json;
 
 mod chat;
 mod duration;
+mod error;
 
-const EXIT_CODES: &str = "EXIT CODES:
-  0  success
-  1  internal or storage error
-  2  invalid command line
-  3  no talk matches the given id (see `nook list`)
-  4  relay unreachable or connection lost (retry later)
-  5  refused: talk not open yet, invite used, not allowed, bad input
-  6  the talk was closed or expired (local data deleted)
-  7  security: the relay's key does not match its address, or its receipt is invalid";
+use error::{CliError, EXIT_CODES};
 
 /// nook: private, ephemeral talks. Each talk gets a fresh pseudonym; when it is
 /// closed, the relay and every member delete everything.
@@ -107,13 +100,13 @@ enum Command {
     Chat { talk: String },
 }
 
-fn default_home() -> Result<PathBuf, ClientError> {
+fn default_home() -> Result<PathBuf, CliError> {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
         return Ok(PathBuf::from(x).join("nook"));
     }
     match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         Some(h) => Ok(PathBuf::from(h).join(".local/share/nook")),
-        None => Err(ClientError::Usage(
+        None => Err(CliError::Input(
             "no HOME set: pass --home DIR or set NOOK_HOME".into(),
         )),
     }
@@ -144,12 +137,12 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("error: {e}");
             }
-            ExitCode::from(code as u8)
+            ExitCode::from(code)
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let home = match cli.home {
         Some(h) => h,
         None => default_home()?,
@@ -161,7 +154,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
     result
 }
 
-async fn dispatch(client: &Client, command: Command, out: Output) -> Result<ExitCode, ClientError> {
+async fn dispatch(client: &Client, command: Command, out: Output) -> Result<ExitCode, CliError> {
     match command {
         Command::New {
             relay,
@@ -200,14 +193,14 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             let text = if text == "-" {
                 let mut s = String::new();
                 std::io::stdin().read_to_string(&mut s).map_err(|e| {
-                    ClientError::Usage(format!("cannot read the message from stdin: {e}"))
+                    CliError::Input(format!("cannot read the message from stdin: {e}"))
                 })?;
                 s.trim_end_matches('\n').to_string()
             } else {
                 text
             };
             if text.is_empty() {
-                return Err(ClientError::Usage("the message is empty".into()));
+                return Err(CliError::Input("the message is empty".into()));
             }
             let (id, seq) = client.send(&talk, &text).await?;
             if out.json {
@@ -281,7 +274,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
         }
         Command::Chat { talk } => {
             if !std::io::stdout().is_terminal() {
-                return Err(ClientError::Usage(
+                return Err(CliError::Input(
                     "nook chat needs a terminal; in scripts use `nook read TALK --follow` and `nook send`".into(),
                 ));
             }
@@ -298,26 +291,26 @@ async fn read(
     new: bool,
     follow: bool,
     wait_open: bool,
-) -> Result<ExitCode, ClientError> {
+) -> Result<ExitCode, CliError> {
     let mut exit = ExitCode::SUCCESS;
     match client.fetch(talk).await {
         Ok(_) => {}
         Err(ClientError::TalkGone) => {
             out.entry(&HistoryEntry {
                 index: u64::MAX,
-                at_ms: nook_client::api::now_ms(),
+                at_ms: nook_client::now_ms(),
                 event: Event::Closed {
                     by: None,
                     verified: false,
                 },
             });
-            return Err(ClientError::TalkGone);
+            return Err(ClientError::TalkGone.into());
         }
-        Err(e @ (ClientError::Connect(_) | ClientError::Lost(_))) if !follow && !wait_open => {
+        Err(e @ (ClientError::Connect(_) | ClientError::Lost { .. })) if !follow && !wait_open => {
             eprintln!("warning: {e}; showing what this device already has");
-            exit = ExitCode::from(e.exit_code() as u8);
+            exit = ExitCode::from(error::client_exit_code(&e));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     }
     let (_, entries) = client.history(talk, new).await?;
     let next = entries.last().map_or(0, |e| e.index + 1);

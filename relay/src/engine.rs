@@ -288,7 +288,7 @@ fn err(code: ErrorCode, message: impl Into<String>) -> ErrorFrame {
 }
 
 fn talk_err(e: TalkError) -> ErrorFrame {
-    err(e.code(), e.to_string())
+    e.frame()
 }
 
 fn storage_err(e: VaultError) -> ErrorFrame {

@@ -51,8 +51,19 @@ async fn create_join_open_put_push_fetch_ack() {
     b.put(EnvelopeKind::Handshake, b"hello keys").await.unwrap();
     let refused = b.put(EnvelopeKind::Chat, b"too early").await;
     match &refused {
-        Err(RequestError::Refused { code, message }) => {
+        Err(RequestError::Refused {
+            code,
+            message,
+            detail,
+        }) => {
             assert_eq!(*code, ErrorCode::TalkNotOpen);
+            assert_eq!(
+                *detail,
+                ErrorDetail::Seats {
+                    members: 2,
+                    quorum: 3
+                }
+            );
             assert!(message.contains("2/3"), "{message}");
         }
         r => panic!("expected refusal, got {r:?}"),

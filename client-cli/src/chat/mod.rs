@@ -53,8 +53,9 @@ use crossterm::terminal::{
     EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
 use futures::StreamExt;
-use nook_client::api::now_ms;
-use nook_client::{Client, ClientError, Event, Until, Update};
+use nook_client::{Client, ClientError, Event, Until, Update, now_ms};
+
+use crate::error::CliError;
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use tokio::signal::unix::{SignalKind, signal};
@@ -76,10 +77,10 @@ const TTY_CHECK: Duration = Duration::from_millis(500);
 ///
 /// Errors before the screen opens (unknown talk, broken store) are returned as usual;
 /// a terminal that fails once the screen is open is reported here, exit code 1.
-pub async fn run(client: Client, talk: &str) -> Result<ExitCode, ClientError> {
+pub async fn run(client: Client, talk: &str) -> Result<ExitCode, CliError> {
     match run_screen(client, talk).await {
         Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
-        Err(ChatError::Client(e)) => Err(e),
+        Err(ChatError::Client(e)) => Err(e.into()),
         Err(ChatError::Terminal(e)) => {
             eprintln!(
                 "error: the terminal failed: {e}; `nook read TALK --follow` works without one"
@@ -327,7 +328,7 @@ async fn follow_task(client: Client, talk: String, from: u64, tx: mpsc::Sender<T
         let Some(held) = held else {
             let result = result.map_err(|e| FollowFailure {
                 message: e.to_string(),
-                exit_code: e.exit_code(),
+                exit_code: i32::from(crate::error::client_exit_code(&e)),
                 talk_gone: matches!(e, ClientError::TalkGone),
             });
             let _ = tx.send(ToUi::FollowEnded(result)).await;

@@ -509,11 +509,8 @@ mod tests {
         app.on_sent(id, Err(err.to_string()));
         let s = screen(&app);
         assert_eq!(s[4], "10:00 quiet-otter (you): anyone here? [not sent]");
-        assert_eq!(
-            s[5],
-            "      ! the talk is not open yet (1/3 seats taken); `nook read TALK --wait-open`"
-        );
-        assert_eq!(s[6], "        waits for it");
+        // The screen waits for the talk to open by itself: no command to suggest.
+        assert_eq!(s[5], "      ! the talk is not open yet (1/3 seats taken)");
     }
 
     #[test]

@@ -358,6 +358,12 @@ impl TalkState {
         Ok((state, body))
     }
 
+    /// The index the next message will be sent under (tests check it moved).
+    #[cfg(test)]
+    pub(crate) fn sending_index(&self) -> u32 {
+        self.sending.state().index
+    }
+
     pub fn identity(&self) -> TalkIdentity {
         TalkIdentity::from_bytes(&self.identity)
     }
@@ -805,120 +811,8 @@ impl TalkState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::{status, three};
     use nook_proto::Seq;
-
-    fn relay() -> RelayAddr {
-        format!(
-            "nook://{}@127.0.0.1:4433",
-            nook_crypto::Fingerprint([1; 32])
-        )
-        .parse()
-        .unwrap()
-    }
-
-    fn status(members: u8, open: bool) -> TalkStatus {
-        TalkStatus {
-            state: if open {
-                TalkPhase::Open
-            } else {
-                TalkPhase::Pending
-            },
-            members,
-            seats: 3,
-            quorum: 3,
-            close: ClosePolicy::Owner,
-            expires_at: 10_000,
-            left: 0,
-        }
-    }
-
-    /// A fake relay: every envelope goes to every member but its sender.
-    struct Net {
-        seq: u64,
-        log: Vec<(u8, Envelope)>,
-    }
-
-    impl Net {
-        fn put(&mut self, from: u8, kind: EnvelopeKind, body: Vec<u8>) {
-            self.seq += 1;
-            self.log.push((
-                from,
-                Envelope {
-                    seq: Seq(self.seq),
-                    kind,
-                    stored_at: 0,
-                    body,
-                },
-            ));
-        }
-        /// Delivers everything pending to `m`, and puts what it answers.
-        fn deliver(&mut self, m: &mut TalkState) -> Vec<Event> {
-            let mut events = Vec::new();
-            let pending: Vec<Envelope> = self
-                .log
-                .iter()
-                .filter(|(from, e)| *from != m.seat && e.seq.0 > m.cursor)
-                .map(|(_, e)| e.clone())
-                .collect();
-            for e in pending {
-                let h = m.handle_envelope(&e);
-                events.extend(h.events);
-                for (k, b) in h.outgoing {
-                    self.put(m.seat, k, b);
-                }
-            }
-            events
-        }
-    }
-
-    fn opts() -> TalkOptions {
-        TalkOptions {
-            seats: 3,
-            quorum: 3,
-            ttl_secs: 3600,
-            close: ClosePolicy::Owner,
-            alias: "owner-owl".into(),
-        }
-    }
-
-    fn three() -> (Net, TalkState, TalkState, TalkState) {
-        let r = relay();
-        let NewTalk {
-            mut state,
-            params,
-            seats,
-        } = TalkState::create(&r, &opts(), 0).unwrap();
-        let mailbox = MailboxId([5; 16]);
-        let invites = state.created(&r, mailbox, status(1, false), &seats);
-        let mut net = Net {
-            seq: 0,
-            log: vec![],
-        };
-        let mut joiners = Vec::new();
-        for (i, (inv, offer)) in invites.iter().zip(&params.offers).enumerate() {
-            let inv: Invite = inv.parse().unwrap();
-            let (m, announce) = TalkState::joined(
-                &inv,
-                TalkIdentity::generate(&mut rand::rng()),
-                &format!("member-{}", i + 1),
-                (i + 1) as u8,
-                &offer.welcome,
-                status(2 + i as u8, i == 1),
-            )
-            .unwrap();
-            net.put(m.seat, EnvelopeKind::Handshake, announce);
-            joiners.push(m);
-        }
-        let mut c = joiners.pop().unwrap();
-        let mut b = joiners.pop().unwrap();
-        // Everyone syncs twice: announcements, then introductions.
-        for _ in 0..2 {
-            net.deliver(&mut state);
-            net.deliver(&mut b);
-            net.deliver(&mut c);
-        }
-        (net, state, b, c)
-    }
 
     fn texts(events: &[Event]) -> Vec<String> {
         events

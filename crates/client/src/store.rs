@@ -63,7 +63,7 @@ pub enum StoreError {
     },
     #[error("the local store failed: {0}")]
     Vault(#[from] VaultError),
-    #[error("no talk matches \"{0}\"; `nook list` shows your talks")]
+    #[error("no talk matches \"{0}\"")]
     NotFound(String),
     #[error("\"{0}\" matches several talks; give more characters of the talk id")]
     Ambiguous(String),
@@ -88,6 +88,9 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store").finish_non_exhaustive()
     }
 }
+
+/// A talk's local handle: 8 random bytes each member picks for itself.
+pub type TalkId = [u8; 8];
 
 /// The text form of a talk id.
 pub fn talk_id_text(id: &[u8; 8]) -> String {

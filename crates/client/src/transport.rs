@@ -17,8 +17,8 @@ use nook_crypto::{Fingerprint, RelayAddr};
 use nook_proto::codec::encode_frame;
 use nook_proto::limits::{ALPN, PROTOCOL_VERSION};
 use nook_proto::{
-    ClientFrame, ErrorCode, ErrorFrame, FrameDecoder, HelloOk, Outcome, Push, Request, Response,
-    ServerFrame,
+    ClientFrame, ErrorCode, ErrorDetail, ErrorFrame, FrameDecoder, HelloOk, Outcome, Push, Request,
+    Response, ServerFrame,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -63,7 +63,11 @@ pub enum ConnectError {
 pub enum RequestError {
     /// The relay answered with an error frame.
     #[error("relay refused: {message} ({code:?})")]
-    Refused { code: ErrorCode, message: String },
+    Refused {
+        code: ErrorCode,
+        message: String,
+        detail: ErrorDetail,
+    },
     #[error("connection to the relay lost: {0}")]
     Lost(String),
     #[error("the relay sent a response of the wrong kind")]
@@ -84,6 +88,7 @@ impl From<ErrorFrame> for RequestError {
         RequestError::Refused {
             code: e.code,
             message: e.message,
+            detail: e.detail,
         }
     }
 }

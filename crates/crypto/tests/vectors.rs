@@ -37,9 +37,9 @@ use nook_crypto::seal::{
 use nook_crypto::{EnvelopeKey, Fingerprint, Invite, Purpose, RelayAddr, SeatSecret, TalkIdentity};
 use nook_proto::codec::{HEADER_LEN, decode_body, encode_frame, encode_value};
 use nook_proto::{
-    Auth, ClientFrame, Close, ClosePolicy, Create, Envelope, EnvelopeKind, ErrorCode, ErrorFrame,
-    HelloOk, Join, MailboxId, Outcome, Push, Put, Receipt, Request, Response, SeatOffer, Seq,
-    ServerFrame, TalkParams, TalkPhase, TalkStatus,
+    Auth, ClientFrame, Close, ClosePolicy, Create, Envelope, EnvelopeKind, ErrorCode, ErrorDetail,
+    ErrorFrame, HelloOk, Join, MailboxId, Outcome, Push, Put, Receipt, Request, Response,
+    SeatOffer, Seq, ServerFrame, TalkParams, TalkPhase, TalkStatus,
 };
 use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 
@@ -790,10 +790,16 @@ impl FrameInputs<'_> {
 
         let error = ServerFrame::Response {
             id: 6,
-            result: Outcome::Err(ErrorFrame::new(
-                ErrorCode::TalkNotOpen,
-                "talk not open yet (1/2 seats taken)",
-            )),
+            result: Outcome::Err(
+                ErrorFrame::new(
+                    ErrorCode::TalkNotOpen,
+                    "talk not open yet (1/2 seats taken)",
+                )
+                .with_detail(ErrorDetail::Seats {
+                    members: 1,
+                    quorum: 2,
+                }),
+            ),
         };
         v.hex("frame.response.error", server_frame(&error));
 

@@ -282,12 +282,24 @@ pub enum Push {
     Expired { mailbox: MailboxId },
 }
 
-/// An error answer. `code` is for programs; `message` (≤ MAX_ERROR_MESSAGE bytes of
-/// UTF-8) is for people and never contains ids or keys.
+/// An error answer. `code` and `detail` are for programs; `message` (≤
+/// MAX_ERROR_MESSAGE bytes of UTF-8) is for people and never contains ids or keys.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct ErrorFrame {
     pub code: ErrorCode,
     pub message: String,
+    /// What a program needs to act on the refusal, as fields, so nobody parses
+    /// `message` back.
+    pub detail: ErrorDetail,
+}
+
+/// Data an error carries besides its code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum ErrorDetail {
+    /// Nothing beyond the code.
+    None,
+    /// With `TalkNotOpen`: how many seats are taken and how many open the talk.
+    Seats { members: u8, quorum: u8 },
 }
 
 /// Typed error codes; numbered in declaration order from 0 on the wire.
@@ -305,7 +317,7 @@ pub enum ErrorCode {
     UnknownMailbox,
     /// The mailbox was closed or expired.
     MailboxClosed,
-    /// A chat envelope while the talk is pending; the message gives "k/n seats taken".
+    /// A chat envelope while the talk is pending; `ErrorDetail::Seats` says how far.
     TalkNotOpen,
     /// The join token is unknown or already used.
     InviteInvalid,
@@ -336,7 +348,17 @@ impl ErrorFrame {
             }
             message.truncate(cut);
         }
-        ErrorFrame { code, message }
+        ErrorFrame {
+            code,
+            message,
+            detail: ErrorDetail::None,
+        }
+    }
+
+    /// The same frame carrying `detail`.
+    pub fn with_detail(mut self, detail: ErrorDetail) -> ErrorFrame {
+        self.detail = detail;
+        self
     }
 }
 

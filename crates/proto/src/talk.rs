@@ -15,7 +15,10 @@
 
 use bincode::{Decode, Encode};
 
-use crate::frame::{ClosePolicy, EnvelopeKind, ErrorCode, TalkParams, TalkPhase, TalkStatus};
+use crate::frame::{
+    ClosePolicy, EnvelopeKind, ErrorCode, ErrorDetail, ErrorFrame, TalkParams, TalkPhase,
+    TalkStatus,
+};
 use crate::ids::{MemberKey, TokenHash};
 use crate::limits::{MAX_SEATS, MAX_TTL_SECS, MAX_WELCOME, MIN_TTL_SECS, PADDING_BUCKETS};
 
@@ -108,6 +111,17 @@ impl TalkError {
             TalkError::NotMember | TalkError::OwnerOnly => ErrorCode::NotAllowed,
             TalkError::NotOpen { .. } => ErrorCode::TalkNotOpen,
             TalkError::Closed | TalkError::Expired => ErrorCode::MailboxClosed,
+        }
+    }
+
+    /// The error frame that tells a client about this refusal.
+    pub fn frame(&self) -> ErrorFrame {
+        let frame = ErrorFrame::new(self.code(), self.to_string());
+        match *self {
+            TalkError::NotOpen { members, quorum } => {
+                frame.with_detail(ErrorDetail::Seats { members, quorum })
+            }
+            _ => frame,
         }
     }
 }
@@ -717,5 +731,23 @@ mod tests {
         let bytes = crate::codec::encode_value(&t).unwrap();
         let back: Talk = crate::codec::decode_body(&bytes).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn a_not_open_refusal_carries_its_seats_as_fields() {
+        let frame = TalkError::NotOpen {
+            members: 2,
+            quorum: 3,
+        }
+        .frame();
+        assert_eq!(frame.code, ErrorCode::TalkNotOpen);
+        assert_eq!(
+            frame.detail,
+            ErrorDetail::Seats {
+                members: 2,
+                quorum: 3
+            }
+        );
+        assert_eq!(TalkError::OwnerOnly.frame().detail, ErrorDetail::None);
     }
 }

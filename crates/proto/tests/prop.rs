@@ -222,12 +222,22 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
             id,
             result: Outcome::Ok(r)
         }),
-        (any::<u64>(), error_code(), "[a-z ]{0,40}").prop_map(|(id, code, m)| {
-            ServerFrame::Response {
-                id,
-                result: Outcome::Err(ErrorFrame::new(code, m)),
-            }
-        }),
+        (
+            any::<u64>(),
+            error_code(),
+            "[a-z ]{0,40}",
+            prop::option::of(any::<(u8, u8)>())
+        )
+            .prop_map(|(id, code, m, seats)| {
+                let detail = match seats {
+                    Some((members, quorum)) => ErrorDetail::Seats { members, quorum },
+                    None => ErrorDetail::None,
+                };
+                ServerFrame::Response {
+                    id,
+                    result: Outcome::Err(ErrorFrame::new(code, m).with_detail(detail)),
+                }
+            }),
         push().prop_map(ServerFrame::Push),
     ]
 }

@@ -1,0 +1,360 @@
+//! Following a talk: stay connected, turn pushes into history, hand each new entry
+//! to a sink, reconnect when the connection drops.
+//!
+//! The store is leased only while a batch of pushes is written, never while waiting
+//! for the relay, so other `nook` processes (a `send` beside a `read --follow`) use
+//! the same home meanwhile; each batch therefore loads the talk's state afresh.
+//!
+//! Ownership: the caller's task runs the whole loop; the only other task is the
+//! connection's reader, owned by the [`crate::RelayConnection`].
+
+use std::time::Duration;
+
+use nook_proto::{Push, Request, Response, TalkStatus};
+
+use crate::error::ClientError;
+use crate::lease::Leases;
+use crate::member::Event;
+use crate::session::{Relay, TalkSession, ended};
+use crate::store::{HistoryEntry, TalkId};
+
+/// When `follow` stops by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Until the talk closes or expires.
+    Closed,
+    /// Until the talk is open.
+    Open,
+}
+
+/// Connection state, for a screen that shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    Connected,
+    Reconnecting { attempt: u32, reason: String },
+}
+
+/// What a `follow` sink is told.
+#[derive(Debug, Clone)]
+pub enum Update {
+    Entry(HistoryEntry),
+    Status(TalkStatus),
+    Link(Link),
+}
+
+/// Pushes handled under one store lease, at most.
+const BATCH: usize = 256;
+
+/// Follows `talk_id` from history index `from` on; see [`crate::Client::follow`].
+pub(crate) async fn follow(
+    leases: &Leases,
+    talk_id: TalkId,
+    from: u64,
+    until: Until,
+    mut sink: impl FnMut(Update) -> bool,
+) -> Result<(), ClientError> {
+    let mut follower = Follower {
+        talk_id,
+        next: from,
+        until,
+    };
+    let mut attempt: u32 = 0;
+    loop {
+        match follower.once(leases, &mut sink, &mut attempt).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                attempt = attempt.saturating_add(1);
+                if !sink(Update::Link(Link::Reconnecting {
+                    attempt,
+                    reason: e.to_string(),
+                })) {
+                    return Ok(());
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Exponential, capped: a relay restart is usually brief.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200u64 << attempt.min(5)).min(Duration::from_secs(5))
+}
+
+/// Where one follow is.
+struct Follower {
+    talk_id: TalkId,
+    /// The first history index not yet handed to the sink.
+    next: u64,
+    until: Until,
+}
+
+impl Follower {
+    /// One connection's worth: connect, catch up, then handle pushes until the
+    /// connection drops (an error) or the follow is done (`Ok`).
+    async fn once(
+        &mut self,
+        leases: &Leases,
+        sink: &mut impl FnMut(Update) -> bool,
+        attempt: &mut u32,
+    ) -> Result<(), ClientError> {
+        let (conn, mut pushes) = {
+            let mut session = TalkSession::load(leases.take().await?, &self.talk_id)?;
+            let mut conn = match session.connect().await {
+                Ok(authed) => authed.conn,
+                Err(ClientError::TalkGone) => {
+                    // Ended while we were away: the relay only says "closed".
+                    sink(Update::Entry(ended(Event::Closed {
+                        by: None,
+                        verified: false,
+                    })));
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            let pushes = conn.take_pushes().ok_or(ClientError::Protocol)?;
+            let mailbox = session.state().mailbox;
+            let status = match conn.request(Request::Subscribe { mailbox }).await? {
+                Response::Subscribed { status } => status,
+                _ => return Err(ClientError::Protocol),
+            };
+            *attempt = 0;
+            if !sink(Update::Link(Link::Connected)) || !sink(Update::Status(status)) {
+                return Ok(());
+            }
+            session.apply_status(&conn, status).await?;
+            session.sync(&conn).await?;
+            if self.deliver(&session, sink)? {
+                drop(session);
+                conn.close().await;
+                return Ok(());
+            }
+            (conn, pushes)
+        };
+        loop {
+            let Some(first) = pushes.recv().await else {
+                return Err(ClientError::Lost {
+                    reason: conn.close_reason(),
+                });
+            };
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match pushes.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let session = TalkSession::load(leases.take().await?, &self.talk_id)?;
+            let Some(session) = self.on_pushes(session, &conn, batch, sink).await? else {
+                return Ok(());
+            };
+            if self.deliver(&session, sink)? {
+                drop(session);
+                conn.close().await;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies one batch of pushes in order. Returns the session, or `None` when the
+    /// talk ended (it is deleted and its final entry handed to the sink).
+    async fn on_pushes(
+        &mut self,
+        mut session: TalkSession,
+        relay: &impl Relay,
+        batch: Vec<Push>,
+        sink: &mut impl FnMut(Update) -> bool,
+    ) -> Result<Option<TalkSession>, ClientError> {
+        let mut envelopes = Vec::new();
+        for push in batch {
+            // Envelopes are processed together (one fdatasync, one ack) up to the
+            // next push that is not an envelope, which must see them first.
+            if let Push::Envelope { envelope, .. } = push {
+                envelopes.push(envelope);
+                continue;
+            }
+            session
+                .process(relay, std::mem::take(&mut envelopes))
+                .await?;
+            match push {
+                Push::Envelope { .. } => {}
+                Push::SeatTaken { status, .. }
+                | Push::Opened { status, .. }
+                | Push::MemberLeft { status, .. } => {
+                    session.apply_status(relay, status).await?;
+                    sink(Update::Status(status));
+                }
+                Push::Closed {
+                    receipt, farewell, ..
+                } => {
+                    // What arrived before the close is shown before the store goes.
+                    self.deliver(&session, sink)?;
+                    let event = session.state().check_close(&receipt, &farewell);
+                    sink(Update::Entry(session.end(event)?));
+                    return Ok(None);
+                }
+                Push::Expired { .. } => {
+                    self.deliver(&session, sink)?;
+                    sink(Update::Entry(session.end(Event::Expired)?));
+                    return Ok(None);
+                }
+            }
+        }
+        session.process(relay, envelopes).await?;
+        Ok(Some(session))
+    }
+
+    /// Hands new history to `sink`; true when the follow should stop.
+    fn deliver(
+        &mut self,
+        session: &TalkSession,
+        sink: &mut impl FnMut(Update) -> bool,
+    ) -> Result<bool, ClientError> {
+        for e in session.store().history(&self.talk_id, self.next)? {
+            self.next = e.index + 1;
+            let closed = matches!(e.event, Event::Closed { .. } | Event::Expired);
+            if !sink(Update::Entry(e)) || closed {
+                return Ok(true);
+            }
+        }
+        Ok(self.until == Until::Open && session.state().opened)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{FakeRelay, home, status, three};
+    use nook_crypto::auth::RelayIdentity;
+    use nook_proto::EnvelopeKind;
+
+    fn follower(talk_id: TalkId) -> Follower {
+        Follower {
+            talk_id,
+            next: 0,
+            until: Until::Closed,
+        }
+    }
+
+    #[tokio::test]
+    async fn what_came_before_a_close_is_shown_then_the_talk_is_deleted() {
+        let (_dir, leases) = home();
+        let (mut net, mut a, mut b, _) = three();
+        let relay_id = RelayIdentity::generate(&mut rand::rng());
+        b.relay_key = Some(relay_id.public().0);
+        let talk_id = b.talk_id;
+        let (body, _) = a.seal_text("last words", 9).unwrap();
+        net.put(a.seat, EnvelopeKind::Chat, body);
+        let (_, envelope) = net.log.last().cloned().unwrap();
+        let batch = vec![
+            Push::Envelope {
+                mailbox: b.mailbox,
+                envelope: envelope.clone(),
+            },
+            Push::Closed {
+                mailbox: b.mailbox,
+                receipt: relay_id.sign_receipt(b.mailbox, 10, 0),
+                farewell: a.farewell().unwrap(),
+            },
+        ];
+        let session = TalkSession::new(leases.take().await.unwrap(), b);
+        let relay = FakeRelay::new(false);
+        let mut seen = Vec::new();
+        let mut f = follower(talk_id);
+        let left = f
+            .on_pushes(session, &relay, batch, &mut |u| {
+                if let Update::Entry(e) = u {
+                    seen.push(e.event);
+                }
+                true
+            })
+            .await
+            .unwrap();
+        assert!(left.is_none(), "the talk ended");
+        assert!(
+            matches!(&seen[..], [.., Event::Message { text, .. }, Event::Closed { by: Some(by), verified: true }]
+                if text == "last words" && by == "owner-owl"),
+            "{seen:?}"
+        );
+        // The envelope was acknowledged before the talk went; then nothing is left.
+        assert!(
+            matches!(&relay.requests()[..], [Request::Ack { upto, .. }] if *upto == envelope.seq)
+        );
+        assert!(
+            leases
+                .take()
+                .await
+                .unwrap()
+                .load(&talk_id)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn statuses_between_envelopes_see_the_envelopes_first() {
+        let (_dir, leases) = home();
+        let (mut net, mut a, b, _) = three();
+        let talk_id = b.talk_id;
+        let mut envelopes = Vec::new();
+        for text in ["one", "two"] {
+            let (body, _) = a.seal_text(text, 9).unwrap();
+            net.put(a.seat, EnvelopeKind::Chat, body);
+            envelopes.push(net.log.last().cloned().unwrap().1);
+        }
+        let mailbox = b.mailbox;
+        let batch = vec![
+            Push::Envelope {
+                mailbox,
+                envelope: envelopes[0].clone(),
+            },
+            Push::SeatTaken {
+                mailbox,
+                status: status(3, true),
+            },
+            Push::Envelope {
+                mailbox,
+                envelope: envelopes[1].clone(),
+            },
+        ];
+        let session = TalkSession::new(leases.take().await.unwrap(), b);
+        let relay = FakeRelay::new(false);
+        let mut updates = Vec::new();
+        let mut f = follower(talk_id);
+        let session = f
+            .on_pushes(session, &relay, batch, &mut |u| {
+                updates.push(u);
+                true
+            })
+            .await
+            .unwrap()
+            .expect("still open");
+        // One ack per run of envelopes, in order.
+        let acks: Vec<_> = relay
+            .requests()
+            .into_iter()
+            .filter_map(|r| match r {
+                Request::Ack { upto, .. } => Some(upto),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acks, [envelopes[0].seq, envelopes[1].seq]);
+        assert!(matches!(&updates[..], [Update::Status(_)]));
+        assert!(
+            !f.deliver(&session, &mut |_| true).unwrap(),
+            "not until Open"
+        );
+        let texts: Vec<_> = session
+            .store()
+            .history(&talk_id, 0)
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.event {
+                Event::Message { text, .. } => Some(text),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts, ["one", "two"]);
+    }
+}

@@ -1,0 +1,416 @@
+//! One talk, held for one operation.
+//!
+//! A [`TalkSession`] leases the home's store, loads the talk's state once, and is the
+//! only way that state changes reach the disk and the relay: [`TalkSession::commit`]
+//! makes the new state and its history durable (fdatasync), then sends what the
+//! change calls for, then acknowledges what it consumed. The order is the point: a
+//! crash after the relay stored a message must never make the next one reuse a chain
+//! key, and the relay must never delete an envelope this device has not stored. It
+//! is the client's twin of the relay's one path that makes an operation durable
+//! before answering it.
+//!
+//! Another process may change the talk between two sessions (a `nook send` beside a
+//! `read --follow`), so a session never outlives its lease: the next operation loads
+//! the state again.
+
+use std::future::Future;
+
+use nook_crypto::auth::{AuthOp, sign_relay_auth};
+use nook_proto::{
+    Auth, Envelope, EnvelopeKind, ErrorCode, MailboxId, Put, Request, Response, Seq, TalkPhase,
+    TalkStatus,
+};
+
+use crate::error::ClientError;
+use crate::lease::StoreLease;
+use crate::member::{Event, Handled, TalkState};
+use crate::store::{HistoryEntry, Store, StoreError, TalkId};
+use crate::transport::{RelayConnection, RequestError};
+
+/// Where a session's requests go: the relay connection, or a stand-in in tests.
+pub(crate) trait Relay {
+    fn request(
+        &self,
+        request: Request,
+    ) -> impl Future<Output = Result<Response, RequestError>> + Send;
+}
+
+impl Relay for RelayConnection {
+    fn request(
+        &self,
+        request: Request,
+    ) -> impl Future<Output = Result<Response, RequestError>> + Send {
+        RelayConnection::request(self, request)
+    }
+}
+
+/// A connection authenticated for one talk, and the talk's status at that moment.
+pub(crate) struct Authed {
+    pub(crate) conn: RelayConnection,
+    pub(crate) status: TalkStatus,
+}
+
+/// One talk's state, loaded once under a store lease.
+pub(crate) struct TalkSession {
+    lease: StoreLease,
+    state: TalkState,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl TalkSession {
+    /// A session for a state this operation made (create, join).
+    pub(crate) fn new(lease: StoreLease, state: TalkState) -> TalkSession {
+        TalkSession { lease, state }
+    }
+
+    /// The talk `talk_id`; one the store no longer holds has ended meanwhile.
+    pub(crate) fn load(lease: StoreLease, talk_id: &TalkId) -> Result<TalkSession, ClientError> {
+        let state = lease.load(talk_id)?.ok_or(ClientError::TalkGone)?;
+        Ok(TalkSession { lease, state })
+    }
+
+    /// The talk whose id starts with `prefix`.
+    pub(crate) fn find(lease: StoreLease, prefix: &str) -> Result<TalkSession, ClientError> {
+        let state = lease.find(prefix)?;
+        Ok(TalkSession { lease, state })
+    }
+
+    pub(crate) fn state(&self) -> &TalkState {
+        &self.state
+    }
+
+    pub(crate) fn talk_id(&self) -> TalkId {
+        self.state.talk_id
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.lease
+    }
+
+    fn mailbox(&self) -> MailboxId {
+        self.state.mailbox
+    }
+
+    /// Makes the state and `change.events` durable, then puts `change.outgoing` in
+    /// order; with `ack`, then acknowledges everything up to the state's cursor.
+    /// Returns the history entries the events became.
+    pub(crate) async fn commit(
+        &mut self,
+        relay: &impl Relay,
+        change: Handled,
+        ack: bool,
+    ) -> Result<Vec<HistoryEntry>, ClientError> {
+        self.lease.save(&self.state)?;
+        let entries = self
+            .lease
+            .append(&self.state.talk_id, change.events, now_ms())?;
+        self.lease.flush()?;
+        for (kind, body) in change.outgoing {
+            put(relay, self.mailbox(), kind, body).await?;
+        }
+        if ack {
+            let upto = Seq(self.state.cursor);
+            match relay
+                .request(Request::Ack {
+                    mailbox: self.mailbox(),
+                    upto,
+                })
+                .await?
+            {
+                Response::Acked => {}
+                _ => return Err(ClientError::Protocol),
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Records events that need no fdatasync of their own: the next durable write, or
+    /// sled's flush when the store closes, carries them.
+    pub(crate) fn note(&self, events: Vec<Event>) -> Result<(), ClientError> {
+        self.lease
+            .append(&self.state.talk_id, events, now_ms())
+            .map(drop)
+            .map_err(ClientError::from)
+    }
+
+    /// Connects to the talk's relay and authenticates with the talk's relay-auth key.
+    /// A talk the relay no longer knows, or no longer counts us in, is deleted here
+    /// and reported as [`ClientError::TalkGone`].
+    pub(crate) async fn connect(&mut self) -> Result<Authed, ClientError> {
+        let addr = self
+            .state
+            .relay_addr()
+            .ok_or_else(|| StoreError::Corrupt("the talk's relay address".into()))?;
+        let conn = RelayConnection::connect(&addr).await?;
+        let identity = self.state.identity();
+        let signature = sign_relay_auth(
+            &identity,
+            AuthOp::Auth,
+            &conn.hello().challenge,
+            &self.mailbox(),
+            &[],
+        );
+        let answer = conn
+            .request(Request::Auth(Auth {
+                mailbox: self.mailbox(),
+                member: identity.member_key(),
+                signature,
+            }))
+            .await;
+        match answer {
+            Ok(Response::Authed { status, .. }) => {
+                self.apply_status(&conn, status).await?;
+                Ok(Authed { conn, status })
+            }
+            Ok(_) => Err(ClientError::Protocol),
+            Err(e) => match ClientError::from(e) {
+                // Closed, expired, or we are no longer a member: nothing to keep.
+                ClientError::TalkGone
+                | ClientError::Refused {
+                    code: ErrorCode::NotAllowed,
+                    ..
+                } => {
+                    self.lease.delete(&self.state.talk_id)?;
+                    Err(ClientError::TalkGone)
+                }
+                e => Err(e),
+            },
+        }
+    }
+
+    /// Records a status from the relay and sends the sender keys it calls for (when a
+    /// seat was reported left).
+    pub(crate) async fn apply_status(
+        &mut self,
+        relay: &impl Relay,
+        status: TalkStatus,
+    ) -> Result<(), ClientError> {
+        if self.state.status == Some(status) {
+            return Ok(());
+        }
+        let change = self.state.on_status(status);
+        self.commit(relay, change, false).await.map(drop)
+    }
+
+    /// Fetches everything after the cursor, processes it, acknowledges it.
+    pub(crate) async fn sync(
+        &mut self,
+        relay: &impl Relay,
+    ) -> Result<Vec<HistoryEntry>, ClientError> {
+        let mut all = Vec::new();
+        // Bounded: each round moves the cursor forward by up to a fetch's worth.
+        for _ in 0..100_000 {
+            let answer = relay
+                .request(Request::Fetch {
+                    mailbox: self.mailbox(),
+                    after: Seq(self.state.cursor),
+                    limit: nook_proto::limits::MAX_FETCH_ENVELOPES,
+                })
+                .await?;
+            let Response::Envelopes { items, more } = answer else {
+                return Err(ClientError::Protocol);
+            };
+            all.extend(self.process(relay, items).await?);
+            if !more {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Stores what `envelopes` mean (durably), then sends whatever handshake answers
+    /// they called for and acknowledges them.
+    pub(crate) async fn process(
+        &mut self,
+        relay: &impl Relay,
+        envelopes: Vec<Envelope>,
+    ) -> Result<Vec<HistoryEntry>, ClientError> {
+        if envelopes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut change = Handled::default();
+        for env in &envelopes {
+            let h = self.state.handle_envelope(env);
+            change.events.extend(h.events);
+            change.outgoing.extend(h.outgoing);
+        }
+        self.commit(relay, change, true).await
+    }
+
+    /// Seals and sends a text message; returns the seq the relay stored it under.
+    pub(crate) async fn send_text(
+        &mut self,
+        relay: &impl Relay,
+        status: TalkStatus,
+        text: &str,
+    ) -> Result<Seq, ClientError> {
+        if status.state == TalkPhase::Pending {
+            return Err(ClientError::Pending {
+                members: status.members,
+                quorum: status.quorum,
+            });
+        }
+        let (body, event) = self.state.seal_text(text, now_ms())?;
+        // The chain moves (durably) before the put, inside commit.
+        self.commit(relay, Handled::default(), false).await?;
+        let seq = put(relay, self.mailbox(), EnvelopeKind::Chat, body).await?;
+        // Our own line is not worth a second fdatasync.
+        self.note(vec![event])?;
+        Ok(seq)
+    }
+
+    /// Tells the others this member leaves (so they rotate their chains), durably
+    /// first like every message.
+    pub(crate) async fn send_leaving(&mut self, relay: &impl Relay) -> Result<(), ClientError> {
+        let notice = self.state.seal_leaving(now_ms())?;
+        let change = Handled {
+            events: Vec::new(),
+            outgoing: vec![(EnvelopeKind::Chat, notice)],
+        };
+        self.commit(relay, change, false).await.map(drop)
+    }
+
+    /// Deletes everything this device holds for the talk.
+    pub(crate) fn delete(self) -> Result<(), ClientError> {
+        self.lease.delete(&self.state.talk_id)?;
+        Ok(())
+    }
+
+    /// Deletes the talk after it ended, and gives the entry that says so.
+    pub(crate) fn end(self, event: Event) -> Result<HistoryEntry, ClientError> {
+        self.delete()?;
+        Ok(ended(event))
+    }
+}
+
+/// The entry that tells a reader a talk ended, once it is deleted (so it has no place
+/// in the stored history).
+pub(crate) fn ended(event: Event) -> HistoryEntry {
+    HistoryEntry {
+        index: u64::MAX,
+        at_ms: now_ms(),
+        event,
+    }
+}
+
+/// Puts one envelope; returns once the relay stored it durably.
+pub(crate) async fn put(
+    relay: &impl Relay,
+    mailbox: MailboxId,
+    kind: EnvelopeKind,
+    body: Vec<u8>,
+) -> Result<Seq, ClientError> {
+    match relay
+        .request(Request::Put(Put {
+            mailbox,
+            kind,
+            body,
+        }))
+        .await?
+    {
+        Response::Stored { seq } => Ok(seq),
+        _ => Err(ClientError::Protocol),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{FakeRelay, home, three};
+
+    #[tokio::test]
+    async fn a_send_whose_answer_is_lost_has_already_moved_the_chain_on_disk() {
+        let (_dir, leases) = home();
+        let (_, a, _, _) = three();
+        let talk_id = a.talk_id;
+        let before = a.sending_index();
+        let status = crate::testkit::status(3, true);
+        let mut session = TalkSession::new(leases.take().await.unwrap(), a);
+        let relay = FakeRelay::new(true);
+        let err = session
+            .send_text(&relay, status, "hello")
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        assert!(matches!(relay.requests()[..], [Request::Put(_)]));
+        drop(session);
+        leases.close_idle();
+        // Whatever the relay did with the put, the next message uses a new key.
+        let stored = leases
+            .take()
+            .await
+            .unwrap()
+            .load(&talk_id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.sending_index(), before + 1);
+    }
+
+    #[tokio::test]
+    async fn envelopes_are_stored_before_they_are_acknowledged() {
+        let (_dir, leases) = home();
+        let (mut net, mut a, b, _) = three();
+        let talk_id = b.talk_id;
+        let (body, _) = a.seal_text("for b", 7).unwrap();
+        net.put(a.seat, EnvelopeKind::Chat, body);
+        let (_, envelope) = net.log.last().cloned().unwrap();
+        let mut session = TalkSession::new(leases.take().await.unwrap(), b);
+        let relay = FakeRelay::new(false);
+        let entries = session
+            .process(&relay, vec![envelope.clone()])
+            .await
+            .unwrap();
+        assert!(
+            matches!(&entries[..], [HistoryEntry { event: Event::Message { text, .. }, .. }] if text == "for b")
+        );
+        // Exactly one ack, up to the envelope just handled, and only after it was saved.
+        match &relay.requests()[..] {
+            [Request::Ack { upto, .. }] => assert_eq!(*upto, envelope.seq),
+            other => panic!("expected one ack, got {other:?}"),
+        }
+        drop(session);
+        leases.close_idle();
+        let store = leases.take().await.unwrap();
+        assert_eq!(
+            store.load(&talk_id).unwrap().unwrap().cursor,
+            envelope.seq.0
+        );
+        assert_eq!(store.history(&talk_id, 0).unwrap().len(), entries.len());
+    }
+
+    #[tokio::test]
+    async fn a_change_whose_put_fails_is_durable_and_unacknowledged() {
+        let (_dir, leases) = home();
+        let (_, _, b, _) = three();
+        let talk_id = b.talk_id;
+        let mut session = TalkSession::new(leases.take().await.unwrap(), b);
+        let change = Handled {
+            events: vec![Event::Opened],
+            outgoing: vec![(EnvelopeKind::Handshake, vec![1, 2, 3])],
+        };
+        let relay = FakeRelay::new(true);
+        assert!(session.commit(&relay, change, true).await.is_err());
+        assert!(
+            !relay
+                .requests()
+                .iter()
+                .any(|r| matches!(r, Request::Ack { .. })),
+            "nothing may be acknowledged after a failed put"
+        );
+        drop(session);
+        leases.close_idle();
+        let store = leases.take().await.unwrap();
+        let history = store.history(&talk_id, 0).unwrap();
+        assert!(matches!(
+            history.last().map(|e| &e.event),
+            Some(Event::Opened)
+        ));
+    }
+}

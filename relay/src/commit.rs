@@ -10,8 +10,9 @@
 //! The same thread unlinks dead log segments, after a sled flush: the records in them
 //! were released by acks whose `h` (the mailbox's highest seq) must be on disk first,
 //! or a restart could hand out their seqs again. Completions send the "stored" answers
-//! and pushes, so nothing is acknowledged before it is on disk, and pushes of one
-//! mailbox leave in the order their writes were queued.
+//! and pushes ([`CommitQueue::answer`], straight to each connection's [`Outbox`]), so
+//! nothing is acknowledged before it is on disk, and pushes of one mailbox leave in
+//! the order their writes were queued.
 //!
 //! Acks are answered at once and their marks (each seat's highest acked seq) wait in
 //! [`PendingMarks`]: they are written to sled just before a sled flush, and by the
@@ -26,7 +27,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nook_proto::{ErrorCode, ErrorFrame, Outcome, Response};
 use nook_vault::{Log, Namespace, Vault, VaultError};
+
+use crate::outbox::{Outbox, Wire};
 
 /// The sled key of a seat's ack mark in its mailbox's namespace: `a` ‖ seat.
 pub fn ack_key(seat: u8) -> [u8; 2] {
@@ -181,6 +185,40 @@ impl CommitQueue {
             st.lingering = false;
             self.shared.wake.notify_one();
         }
+    }
+
+    /// Answers request `id` on `to` with `response`, and sends `pushes`, once what was
+    /// written so far is durable as `durability` says; if that flush fails, answers an
+    /// error and sends no push. Until then the request counts as in flight on `to`.
+    pub fn answer(
+        &self,
+        durability: Durability,
+        to: &Outbox,
+        id: u64,
+        response: Response,
+        pushes: Vec<(Outbox, Wire)>,
+    ) {
+        to.begin();
+        let to = to.clone();
+        self.after_durable(
+            durability,
+            Box::new(move |ok| {
+                if ok {
+                    to.reply(id, Outcome::Ok(response));
+                    for (outbox, frame) in pushes {
+                        outbox.send_wire(frame);
+                    }
+                } else {
+                    to.reply(
+                        id,
+                        Outcome::Err(ErrorFrame::new(
+                            ErrorCode::Internal,
+                            "the relay could not store this; retry",
+                        )),
+                    );
+                }
+            }),
+        );
     }
 
     /// Flushes performed so far (for statistics).

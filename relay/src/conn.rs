@@ -2,7 +2,7 @@
 //!
 //! Ownership: the server's accept loop spawns [`serve`] into a `JoinSet` it owns;
 //! `serve` owns the writer task (joined before it returns). Frames to the client go
-//! through a bounded outbox; the engine drops a connection whose outbox is full
+//! through a bounded [`Outbox`]; a connection whose outbox is full is dropped
 //! instead of buffering without limit.
 
 use std::collections::HashMap;
@@ -17,7 +17,8 @@ use nook_proto::{
 };
 use tokio::sync::mpsc;
 
-use crate::engine::{Engine, Peer, Wire};
+use crate::engine::Engine;
+use crate::outbox::{Outbox, Wire};
 
 /// Frames queued for one client before it counts as too slow.
 const OUTBOX: usize = 8192;
@@ -72,13 +73,13 @@ impl TokenBucket {
 }
 
 /// Serves one connection until it ends. Never panics on what the client sends.
-pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, peer_id: u64) {
+pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, conn_id: u64) {
     let (send, mut recv) = match conn.accept_bi().await {
         Ok(s) => s,
         Err(_) => return,
     };
     let (tx, rx) = mpsc::channel(OUTBOX);
-    let peer = Peer::new(peer_id, tx);
+    let outbox = Outbox::new(conn_id, tx);
     let writer = tokio::spawn(write_loop(send, rx));
     let mut challenge = [0u8; 32];
     rand::Rng::fill_bytes(&mut rand::rng(), &mut challenge);
@@ -94,10 +95,10 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, peer_id: u64) {
     // an idle connection costs only what quinn and the decoder hold.
     let reason: Option<(u32, &'static str)> = 'conn: loop {
         // Back-pressure: stop reading while too many durable answers are pending.
-        while peer.in_flight() >= engine.limits().max_in_flight as u64 {
+        while outbox.in_flight() >= engine.limits().max_in_flight as u64 {
             tokio::select! {
-                _ = peer.in_flight_changed() => {}
-                _ = peer.killed() => break 'conn Some((close_code::TOO_SLOW, "too slow")),
+                _ = outbox.in_flight_changed() => {}
+                _ = outbox.killed() => break 'conn Some((close_code::TOO_SLOW, "too slow")),
             }
         }
         let chunk = tokio::select! {
@@ -111,12 +112,12 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, peer_id: u64) {
                 }
                 Err(_) => break 'conn None,
             },
-            _ = peer.killed() => break 'conn Some((close_code::TOO_SLOW, "too slow")),
+            _ = outbox.killed() => break 'conn Some((close_code::TOO_SLOW, "too slow")),
         };
         // Frames are decoded from quinn's chunk in place; only one split across
         // chunks is copied.
         let fed = decoder.feed(&chunk, |frame: ClientFrame| {
-            match handle(&engine, &peer, &mut session, frame) {
+            match handle(&engine, &outbox, &mut session, frame) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(fatal) => ControlFlow::Break(fatal),
             }
@@ -126,7 +127,7 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, peer_id: u64) {
             Ok(Some(fatal)) => break 'conn Some(fatal),
             Err(e) => {
                 tracing::debug!("malformed frame: {e}");
-                peer.send(&ServerFrame::Response {
+                outbox.send(&ServerFrame::Response {
                     id: 0,
                     result: Outcome::Err(ErrorFrame::new(ErrorCode::Malformed, e.to_string())),
                 });
@@ -134,9 +135,9 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, peer_id: u64) {
             }
         }
     };
-    engine.unsubscribe(peer_id, &session.subscribed);
-    let slow = peer.is_killed();
-    drop(peer);
+    engine.unsubscribe(conn_id, &session.subscribed);
+    let slow = outbox.is_killed();
+    drop(outbox);
     let mut writer = writer;
     if slow {
         writer.abort();
@@ -156,7 +157,7 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, peer_id: u64) {
 /// Handles one request. `Err` means the connection must end (protocol violation).
 fn handle(
     engine: &Engine,
-    peer: &Peer,
+    outbox: &Outbox,
     s: &mut Session,
     frame: ClientFrame,
 ) -> Result<(), (u32, &'static str)> {
@@ -166,7 +167,7 @@ fn handle(
             Ok(r) => Outcome::Ok(r),
             Err(e) => Outcome::Err(e),
         };
-        peer.send(&ServerFrame::Response { id, result });
+        outbox.send(&ServerFrame::Response { id, result });
     };
     if !s.greeted {
         return match frame.request {
@@ -236,7 +237,7 @@ fn handle(
         Request::Create(c) => {
             let owner = c.owner;
             let r = room(s, &MailboxId([0; 16]))
-                .and_then(|()| engine.create(peer, id, &s.challenge, c));
+                .and_then(|()| engine.create(outbox, id, &s.challenge, c));
             match r {
                 Ok(mailbox) => {
                     s.authed.insert(mailbox, owner);
@@ -246,7 +247,7 @@ fn handle(
         }
         Request::Join(j) => {
             let (mailbox, member) = (j.mailbox, j.member);
-            match room(s, &mailbox).and_then(|()| engine.join(peer, id, &s.challenge, j)) {
+            match room(s, &mailbox).and_then(|()| engine.join(outbox, id, &s.challenge, j)) {
                 Ok(_) => {
                     s.authed.insert(mailbox, member);
                 }
@@ -262,14 +263,14 @@ fn handle(
             now_reply(r);
         }
         Request::Subscribe { mailbox } => {
-            let r = member_of(s, &mailbox).and_then(|m| engine.subscribe(peer, &mailbox, &m));
+            let r = member_of(s, &mailbox).and_then(|m| engine.subscribe(outbox, &mailbox, &m));
             if r.is_ok() && !s.subscribed.contains(&mailbox) {
                 s.subscribed.push(mailbox);
             }
             now_reply(r);
         }
         Request::Put(p) => {
-            if let Err(e) = member_of(s, &p.mailbox).and_then(|m| engine.put(peer, id, &m, p)) {
+            if let Err(e) = member_of(s, &p.mailbox).and_then(|m| engine.put(outbox, id, &m, p)) {
                 now_reply(Err(e));
             }
         }
@@ -287,7 +288,7 @@ fn handle(
         }
         Request::Leave { mailbox, signature } => {
             let r = member_of(s, &mailbox)
-                .and_then(|m| engine.leave(peer, id, &s.challenge, &mailbox, &m, &signature));
+                .and_then(|m| engine.leave(outbox, id, &s.challenge, &mailbox, &m, &signature));
             match r {
                 Ok(()) => {
                     s.authed.remove(&mailbox);
@@ -298,7 +299,7 @@ fn handle(
         Request::Close(c) => {
             let mailbox = c.mailbox;
             let r =
-                member_of(s, &mailbox).and_then(|m| engine.close(peer, id, &s.challenge, &m, c));
+                member_of(s, &mailbox).and_then(|m| engine.close(outbox, id, &s.challenge, &m, c));
             match r {
                 Ok(()) => {
                     s.authed.remove(&mailbox);

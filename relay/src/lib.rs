@@ -12,6 +12,8 @@
 //! - [`conn`]: one connection: hello, auth table, rate limit, dispatch.
 //! - [`engine`]: every protocol operation against the store.
 //! - [`commit`]: group commit, so "stored" means fdatasync'd without one fsync each.
+//! - [`outbox`]: the way back to one connection, which the engine, the commit thread
+//!   and `conn` share.
 //! - [`identity`]: the relay key, its certificate and its address.
 //! - [`clock`]: injectable time.
 
@@ -22,6 +24,7 @@ pub mod commit;
 pub mod conn;
 pub mod engine;
 pub mod identity;
+pub mod outbox;
 pub mod server;
 
 pub use server::{Config, Relay, Shutdown};

@@ -191,7 +191,7 @@ impl Relay {
     /// their in-flight writes, makes the store durable and returns.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut conns = JoinSet::new();
-        let next_peer = AtomicU64::new(1);
+        let next_conn = AtomicU64::new(1);
         let mut sweep = tokio::time::interval(self.config.sweep_every);
         // Counts only, every few minutes: no ids, keys or addresses (see the README).
         let mut ticks: u64 = 0;
@@ -206,7 +206,7 @@ impl Relay {
                         continue;
                     }
                     let engine = self.engine.clone();
-                    let id = next_peer.fetch_add(1, Ordering::Relaxed);
+                    let id = next_conn.fetch_add(1, Ordering::Relaxed);
                     conns.spawn(async move {
                         match incoming.await {
                             Ok(conn) => serve(engine, conn, id).await,

@@ -1,0 +1,189 @@
+//! What members send each other: `Put` stores an envelope and pushes it, `Fetch` reads
+//! back what a member missed, `Ack` releases what every recipient holds.
+//!
+//! An envelope lives in the envelope log, not in sled; the mailbox keeps only where
+//! it is. A put is answered once the log is synced (`Durability::Log`), which is
+//! cheaper than a sled flush and is all a restart needs to find it again.
+
+use std::sync::atomic::Ordering;
+
+use nook_proto::codec::encode_value_into;
+use nook_proto::limits::{MAX_FETCH_BYTES, MAX_FETCH_ENVELOPES, PADDING_BUCKETS};
+use nook_proto::{Envelope, ErrorCode, ErrorFrame, MailboxId, MemberKey, Push, Put, Response, Seq};
+use nook_vault::VaultError;
+
+use super::mailbox::{EnvMeta, EnvRecord, env_key, welcome_key};
+use super::{Engine, err, lock, storage_err, talk_err};
+use crate::commit::Durability;
+use crate::outbox::{Outbox, pushes_of};
+
+impl Engine {
+    /// `Put`: stores the envelope, answers `Stored` and pushes it once durable.
+    pub fn put(
+        &self,
+        outbox: &Outbox,
+        id: u64,
+        member: &MemberKey,
+        req: Put,
+    ) -> Result<(), ErrorFrame> {
+        let len = req.body.len();
+        if !PADDING_BUCKETS.contains(&len) {
+            return Err(err(
+                ErrorCode::TooLarge,
+                format!("envelope of {len} bytes: bodies must be padded to a bucket size"),
+            ));
+        }
+        let mb = self.mailbox(&req.mailbox)?;
+        let mut mb = lock(&mb);
+        let now = self.now();
+        mb.talk.check_put(member, req.kind, now).map_err(talk_err)?;
+        let sender = mb.talk.seat_of(member).unwrap_or(0);
+        if mb.welcomes & (1u64 << sender) != 0 {
+            // The member is using its seat: its welcome will not be asked for again.
+            mb.ns.remove(&welcome_key(sender)).map_err(storage_err)?;
+            mb.welcomes &= !(1u64 << sender);
+        }
+        if mb.envelopes.len() as u64 >= self.limits.max_envelopes_per_mailbox
+            || mb.bytes + len as u64 > self.limits.max_bytes_per_mailbox
+        {
+            return Err(err(
+                ErrorCode::MailboxFull,
+                "this talk's mailbox is full until members acknowledge what they received",
+            ));
+        }
+        let recipients = mb
+            .talk
+            .members()
+            .iter()
+            .filter(|m| m.seat != sender)
+            .fold(0u64, |acc, m| acc | (1u64 << m.seat));
+        let seq = mb.head + 1;
+        let rec = EnvRecord {
+            kind: req.kind,
+            stored_at: now,
+            recipients,
+            body: req.body,
+        };
+        let key = env_key(seq);
+        // Encoded and sealed in the log record's own buffer: the body is copied once.
+        let loc = self
+            .log
+            .append_with(mb.ns.number(), &key, len + 64, |out| {
+                mb.ns.seal_written(&key, out, |o| {
+                    // Only a value past the codec's size limit fails to encode.
+                    encode_value_into(&rec, o)
+                        .map(|_| ())
+                        .map_err(|_| VaultError::ValueTooLarge)
+                })
+            })
+            .map_err(storage_err)?;
+        mb.head = seq;
+        mb.bytes += len as u64;
+        mb.envelopes.insert(
+            seq,
+            EnvMeta {
+                recipients,
+                len: len as u64,
+                loc,
+            },
+        );
+        self.stats.envelopes_stored.fetch_add(1, Ordering::Relaxed);
+        let envelope = Envelope {
+            seq: Seq(seq),
+            kind: rec.kind,
+            stored_at: now,
+            body: rec.body,
+        };
+        let to = mb
+            .subscribers
+            .iter()
+            .filter(|s| recipients & (1u64 << s.seat) != 0)
+            .map(|s| s.outbox.clone());
+        let pushes = pushes_of(
+            to,
+            Push::Envelope {
+                mailbox: req.mailbox,
+                envelope,
+            },
+        );
+        if recipients == 0 {
+            // Addressed to nobody (the only member, or a pending talk's lone owner):
+            // done at once, as a restart would find it, instead of holding a place
+            // in the quota until some later ack happens to cover its seq.
+            match mb.collect(&self.log, seq - 1, seq) {
+                Ok(n) => {
+                    self.stats.envelopes_deleted.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!("storage error releasing an unaddressed envelope: {e}"),
+            }
+        }
+        self.commit.answer(
+            Durability::Log,
+            outbox,
+            id,
+            Response::Stored { seq: Seq(seq) },
+            pushes,
+        );
+        Ok(())
+    }
+
+    /// `Fetch`: the envelopes after `after` that `member` has to receive.
+    pub fn fetch(
+        &self,
+        mailbox: &MailboxId,
+        member: &MemberKey,
+        after: Seq,
+        limit: u16,
+    ) -> Result<Response, ErrorFrame> {
+        let mb = self.mailbox(mailbox)?;
+        let mb = lock(&mb);
+        let seat = mb.talk.authorize(member, self.now()).map_err(talk_err)?;
+        let limit = usize::from(limit.clamp(1, MAX_FETCH_ENVELOPES));
+        let mut items = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        for (seq, meta) in mb.envelopes.range(after.0.saturating_add(1)..) {
+            if meta.recipients & (1u64 << seat) == 0 {
+                continue;
+            }
+            if items.len() == limit || bytes + meta.len as usize > MAX_FETCH_BYTES {
+                more = true;
+                break;
+            }
+            let rec = mb.load(&self.log, *seq, meta.loc).map_err(|e| {
+                tracing::error!("unreadable envelope record: {e}");
+                err(ErrorCode::Internal, "stored envelope is damaged")
+            })?;
+            bytes += rec.body.len();
+            items.push(Envelope {
+                seq: Seq(*seq),
+                kind: rec.kind,
+                stored_at: rec.stored_at,
+                body: rec.body,
+            });
+        }
+        Ok(Response::Envelopes { items, more })
+    }
+
+    /// `Ack`: `member` holds everything up to `upto`; delete what nobody needs.
+    pub fn ack(
+        &self,
+        mailbox: &MailboxId,
+        member: &MemberKey,
+        upto: Seq,
+    ) -> Result<Response, ErrorFrame> {
+        let mb = self.mailbox(mailbox)?;
+        let mut mb = lock(&mb);
+        let seat = mb.talk.authorize(member, self.now()).map_err(talk_err)?;
+        let upto = upto.0.min(mb.head);
+        let old = mb.acked.get(&seat).copied().unwrap_or(0);
+        if upto > old {
+            mb.acked.insert(seat, upto);
+            // Noted before the release below: see `make_durable`.
+            self.marks.note(&mb.ns, seat, upto);
+            let n = mb.collect(&self.log, old, upto).map_err(storage_err)?;
+            self.stats.envelopes_deleted.fetch_add(n, Ordering::Relaxed);
+        }
+        Ok(Response::Acked)
+    }
+}

@@ -1,0 +1,304 @@
+//! Who holds a seat in a mailbox, and a mailbox's life from `Create` to `Close`.
+//!
+//! Create, join, leave and close change who is in the talk or end it: each checks a
+//! relay-auth signature and is answered only once durable. Auth, subscribe and
+//! unsubscribe tie a connection to a seat it already holds, or untie it. What
+//! members send each other (put, fetch, ack) is in `envelopes`.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use nook_crypto::auth::{AuthOp, params_digest, verify_relay_auth};
+use nook_crypto::kdf::sha256;
+use nook_proto::codec::encode_value;
+use nook_proto::limits::{MAX_FAREWELL, PADDING_BUCKETS};
+use nook_proto::talk::Talk;
+use nook_proto::{
+    Close, Create, ErrorCode, ErrorFrame, Join, MailboxId, MemberKey, Push, Response, Seq,
+    Signature, TalkError, TokenHash,
+};
+use nook_vault::VaultError;
+
+use super::mailbox::{K_HEAD, K_META, Mailbox, MailboxMeta, Subscriber, ns_id, welcome_key};
+use super::{Engine, err, lock, storage_err, talk_err};
+use crate::outbox::{Outbox, pushes_of};
+
+impl Engine {
+    /// `Create`: verifies the owner's signature, stores the mailbox and answers once
+    /// it is durable. Returns the new mailbox for the connection's auth table.
+    pub fn create(
+        &self,
+        outbox: &Outbox,
+        id: u64,
+        challenge: &[u8; 32],
+        req: Create,
+    ) -> Result<MailboxId, ErrorFrame> {
+        let digest = params_digest(&req.params)
+            .map_err(|_| err(ErrorCode::BadRequest, "parameters cannot be encoded"))?;
+        verify_relay_auth(
+            &req.owner,
+            AuthOp::Create,
+            challenge,
+            &MailboxId([0; 16]),
+            &digest,
+            &req.signature,
+        )
+        .map_err(|_| err(ErrorCode::BadSignature, "create signature does not verify"))?;
+        let now = self.now();
+        let talk = Talk::create(&req.params, req.owner, now).map_err(talk_err)?;
+        let mut mailbox_id = MailboxId([0; 16]);
+        let ns = loop {
+            rand::Rng::fill_bytes(&mut rand::rng(), &mut mailbox_id.0);
+            match self.vault.create_namespace(&ns_id(&mailbox_id)) {
+                Ok(ns) => break ns,
+                Err(VaultError::AlreadyExists) => continue,
+                Err(e) => return Err(storage_err(e)),
+            }
+        };
+        let meta = encode_value(&MailboxMeta {
+            mailbox: mailbox_id,
+            talk: talk.clone(),
+        })
+        .map_err(|_| err(ErrorCode::Internal, "cannot encode mailbox"))?;
+        let welcome_keys: Vec<[u8; 2]> = (1..req.params.seats).map(welcome_key).collect();
+        let mut items: Vec<(&[u8], &[u8])> = vec![(K_META, &meta), (K_HEAD, &[0u8; 8])];
+        for (k, offer) in welcome_keys.iter().zip(&req.params.offers) {
+            items.push((k, &offer.welcome));
+        }
+        ns.put_batch(&items).map_err(storage_err)?;
+        let welcomes = (1..req.params.seats).fold(0u64, |w, s| w | (1u64 << s));
+        let mb = Mailbox::new(mailbox_id, ns, talk, 0, welcomes);
+        let status = mb.status();
+        lock(&self.expiries).insert((mb.talk.expires_at(), mailbox_id));
+        lock(&self.mailboxes).insert(mailbox_id, Arc::new(Mutex::new(mb)));
+        self.stats.mailboxes_created.fetch_add(1, Ordering::Relaxed);
+        self.later(
+            outbox,
+            id,
+            Response::Created {
+                mailbox: mailbox_id,
+                status,
+            },
+            vec![],
+        );
+        Ok(mailbox_id)
+    }
+
+    /// `Join`: spends the token, hands back the welcome, pushes "seat taken" (and
+    /// "opened" when quorum is reached) once durable.
+    pub fn join(
+        &self,
+        outbox: &Outbox,
+        id: u64,
+        challenge: &[u8; 32],
+        req: Join,
+    ) -> Result<u8, ErrorFrame> {
+        verify_relay_auth(
+            &req.member,
+            AuthOp::Join,
+            challenge,
+            &req.mailbox,
+            &req.token,
+            &req.signature,
+        )
+        .map_err(|_| err(ErrorCode::BadSignature, "join signature does not verify"))?;
+        let mb = self.mailbox(&req.mailbox)?;
+        let mut mb = lock(&mb);
+        let token_hash = TokenHash(sha256(&[&req.token]));
+        let now = self.now();
+        let joined = mb
+            .talk
+            .join(&token_hash, req.member, now)
+            .map_err(talk_err)?;
+        let welcome = if mb.welcomes & (1u64 << joined.seat) != 0 {
+            mb.ns.get(&welcome_key(joined.seat)).map_err(storage_err)?
+        } else {
+            None
+        };
+        let status = mb.status();
+        let (welcome, pushes) = if joined.retry {
+            // The same key retries: hand the welcome over again while it is kept.
+            let Some(welcome) = welcome else {
+                return Err(talk_err(TalkError::InviteInvalid));
+            };
+            (welcome, vec![])
+        } else {
+            mb.save_meta().map_err(storage_err)?;
+            let subscribers = || mb.subscribers.iter().map(|s| s.outbox.clone());
+            let mut pushes = pushes_of(
+                subscribers(),
+                Push::SeatTaken {
+                    mailbox: req.mailbox,
+                    status,
+                },
+            );
+            if joined.opened {
+                pushes.extend(pushes_of(
+                    subscribers(),
+                    Push::Opened {
+                        mailbox: req.mailbox,
+                        status,
+                    },
+                ));
+            }
+            (welcome.unwrap_or_default(), pushes)
+        };
+        self.later(
+            outbox,
+            id,
+            Response::Joined {
+                seat: joined.seat,
+                welcome,
+                status,
+            },
+            pushes,
+        );
+        Ok(joined.seat)
+    }
+
+    /// `Auth`: proves an existing member's key on this connection.
+    pub fn auth(
+        &self,
+        challenge: &[u8; 32],
+        mailbox: &MailboxId,
+        member: &MemberKey,
+        signature: &Signature,
+    ) -> Result<Response, ErrorFrame> {
+        verify_relay_auth(member, AuthOp::Auth, challenge, mailbox, &[], signature)
+            .map_err(|_| err(ErrorCode::BadSignature, "auth signature does not verify"))?;
+        let mb = self.mailbox(mailbox)?;
+        let mb = lock(&mb);
+        mb.talk.authorize(member, self.now()).map_err(talk_err)?;
+        Ok(Response::Authed {
+            status: mb.status(),
+            head: Seq(mb.head),
+        })
+    }
+
+    /// `Subscribe`: pushes for `mailbox` go to `outbox` from now on.
+    pub fn subscribe(
+        &self,
+        outbox: &Outbox,
+        mailbox: &MailboxId,
+        member: &MemberKey,
+    ) -> Result<Response, ErrorFrame> {
+        let mb = self.mailbox(mailbox)?;
+        let mut mb = lock(&mb);
+        let seat = mb.talk.authorize(member, self.now()).map_err(talk_err)?;
+        if !mb.subscribers.iter().any(|s| s.outbox.id == outbox.id) {
+            mb.subscribers.push(Subscriber {
+                outbox: outbox.clone(),
+                seat,
+            });
+        }
+        Ok(Response::Subscribed {
+            status: mb.status(),
+        })
+    }
+
+    /// Forgets the subscriptions of outbox `outbox_id` (its connection ended).
+    pub fn unsubscribe(&self, outbox_id: u64, mailboxes: &[MailboxId]) {
+        for id in mailboxes {
+            let Some(mb) = lock(&self.mailboxes).get(id).cloned() else {
+                continue;
+            };
+            lock(&mb).subscribers.retain(|s| s.outbox.id != outbox_id);
+        }
+    }
+
+    /// `Leave`: removes the member's seat; the others are told once durable.
+    pub fn leave(
+        &self,
+        outbox: &Outbox,
+        id: u64,
+        challenge: &[u8; 32],
+        mailbox: &MailboxId,
+        member: &MemberKey,
+        signature: &Signature,
+    ) -> Result<(), ErrorFrame> {
+        verify_relay_auth(member, AuthOp::Leave, challenge, mailbox, &[], signature)
+            .map_err(|_| err(ErrorCode::BadSignature, "leave signature does not verify"))?;
+        let arc = self.mailbox(mailbox)?;
+        let mut mb = lock(&arc);
+        let now = self.now();
+        let left = mb.talk.leave(member, now).map_err(talk_err)?;
+        mb.subscribers.retain(|s| s.seat != left.seat);
+        if left.empty {
+            let expires = mb.talk.expires_at();
+            self.destroy(&mut mb, expires).map_err(storage_err)?;
+            self.later(outbox, id, Response::Left, vec![]);
+            return Ok(());
+        }
+        mb.save_meta().map_err(storage_err)?;
+        let head = mb.head;
+        let n = mb.collect(&self.log, 0, head).map_err(storage_err)?;
+        self.stats.envelopes_deleted.fetch_add(n, Ordering::Relaxed);
+        let status = mb.status();
+        let pushes = pushes_of(
+            mb.subscribers.iter().map(|s| s.outbox.clone()),
+            Push::MemberLeft {
+                mailbox: *mailbox,
+                status,
+            },
+        );
+        self.later(outbox, id, Response::Left, pushes);
+        Ok(())
+    }
+
+    /// `Close`: checks the close policy, deletes the mailbox (crypto-shredding its
+    /// key first), keeps a tombstone, and answers with a signed receipt.
+    pub fn close(
+        &self,
+        outbox: &Outbox,
+        id: u64,
+        challenge: &[u8; 32],
+        member: &MemberKey,
+        req: Close,
+    ) -> Result<(), ErrorFrame> {
+        if req.farewell.len() > MAX_FAREWELL || !PADDING_BUCKETS.contains(&req.farewell.len()) {
+            return Err(err(
+                ErrorCode::TooLarge,
+                "the farewell must be one padded bucket of at most 2048 bytes",
+            ));
+        }
+        let digest = sha256(&[&req.farewell]);
+        verify_relay_auth(
+            member,
+            AuthOp::Close,
+            challenge,
+            &req.mailbox,
+            &digest,
+            &req.signature,
+        )
+        .map_err(|_| err(ErrorCode::BadSignature, "close signature does not verify"))?;
+        let arc = self.mailbox(&req.mailbox)?;
+        let mut mb = lock(&arc);
+        let now = self.now();
+        mb.talk.close(member, now).map_err(talk_err)?;
+        let deleted = mb.envelopes.len() as u64;
+        let expires = mb.talk.expires_at();
+        self.destroy(&mut mb, expires).map_err(storage_err)?;
+        let receipt = self.identity.sign_receipt(req.mailbox, now, deleted);
+        let push = Push::Closed {
+            mailbox: req.mailbox,
+            receipt,
+            farewell: req.farewell,
+        };
+        let pushes = pushes_of(
+            mb.subscribers
+                .drain(..)
+                .filter(|s| s.outbox.id != outbox.id)
+                .map(|s| s.outbox),
+            push,
+        );
+        self.later(outbox, id, Response::Closed { receipt }, pushes);
+        Ok(())
+    }
+
+    /// Whether `member` holds a seat in `mailbox`.
+    pub fn is_member(&self, mailbox: &MailboxId, member: &MemberKey) -> bool {
+        self.mailbox(mailbox)
+            .map(|m| lock(&m).talk.is_member(member))
+            .unwrap_or(false)
+    }
+}

@@ -1,0 +1,271 @@
+//! The relay's mailbox engine: every operation of the protocol against the store,
+//! with the talk state machine from `nook-proto` deciding what is allowed.
+//!
+//! Concurrency: a map of mailboxes behind one short-held lock, and one lock per
+//! mailbox. The map lock is never held while a mailbox lock is taken, so the two
+//! cannot deadlock. Writes happen under the mailbox lock and queue their answer on the
+//! [`CommitQueue`] while still holding it, which keeps answers and pushes of one
+//! mailbox in seq order.
+//!
+//! Storage (one vault namespace per mailbox, id `"mailbox/" ‖ mailbox id`; every value
+//! sealed under that mailbox's key):
+//!
+//! | key               | value |
+//! |-------------------|-------|
+//! | `m`               | `MailboxMeta` (mailbox id and talk state) |
+//! | `h`               | highest seq assigned (u64 LE) |
+//! | `a` ‖ seat        | the seat's ack watermark (u64 LE; written before sled flushes, see `commit`) |
+//! | `w` ‖ seat        | the welcome blob of a free seat |
+//!
+//! Envelopes are not in sled: each is an `EnvRecord`, sealed by the mailbox's namespace
+//! under the entry key `e` ‖ seq (u64 BE), appended to the vault's [`Log`] (a copy into
+//! memory; one `pwrite` and one `fdatasync` per group commit). sled's batches cost two
+//! synchronous log writes each, which made it the relay's bottleneck. Memory holds where
+//! each live envelope is; a record is released when every recipient has acked it or the
+//! mailbox ends, and the log unlinks a segment once all its records are released.
+//! Because a seq must never be reused, `h` is rewritten whenever envelopes are deleted
+//! (and at recovery when the log knows a higher seq), and the commit thread makes sled
+//! durable before it unlinks a segment.
+//!
+//! Tombstones live in their own namespace, keyed by the vault's keyed hash of the
+//! mailbox id, valued by their expiry: nothing else of a closed talk remains.
+//!
+//! # Layout
+//!
+//! - this file: [`Engine`], [`Engine::open`], its accessors, the limits and the helpers
+//!   every operation shares. Start here.
+//! - `mailbox`: one mailbox in memory, and the records it keeps in the store.
+//! - `membership`: who holds a seat, and a mailbox's life: create, join, auth,
+//!   subscribe, leave, close.
+//! - `envelopes`: put, fetch, ack.
+//! - `recovery`: loading every mailbox and the envelope log at start-up.
+//! - `sweep`: expiry, log compaction, tombstones, and destroying a mailbox.
+
+mod envelopes;
+mod mailbox;
+mod membership;
+mod recovery;
+mod sweep;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nook_crypto::auth::RelayIdentity;
+use nook_proto::limits::{
+    DEFAULT_MAX_BYTES_PER_MAILBOX, DEFAULT_MAX_ENVELOPES_PER_MAILBOX,
+    DEFAULT_MAX_MAILBOXES_PER_CONNECTION, DEFAULT_REQUESTS_PER_SECOND,
+};
+use nook_proto::{ErrorCode, ErrorFrame, MailboxId, Response, TalkError};
+use nook_vault::{Log, Namespace, Vault, VaultError, log::DEFAULT_SEGMENT_BYTES};
+
+use crate::clock::Clock;
+use crate::commit::{CommitQueue, Durability, PendingMarks};
+use crate::outbox::{Outbox, Wire};
+use mailbox::Mailbox;
+
+/// How long past a talk's end the relay still answers "closed" for it.
+pub const TOMBSTONE_GRACE_SECS: u64 = 24 * 3600;
+const TOMBSTONES: &[u8] = b"relay/tombstones";
+
+/// Operator-tunable limits (defaults from `nook_proto::limits`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_envelopes_per_mailbox: u64,
+    pub max_bytes_per_mailbox: u64,
+    pub max_mailboxes_per_connection: usize,
+    pub requests_per_second: u32,
+    /// Requests of one connection awaiting a durable answer before it stops reading.
+    pub max_in_flight: usize,
+    /// Size at which the envelope log starts a new segment file.
+    pub log_segment_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_envelopes_per_mailbox: DEFAULT_MAX_ENVELOPES_PER_MAILBOX,
+            max_bytes_per_mailbox: DEFAULT_MAX_BYTES_PER_MAILBOX,
+            max_mailboxes_per_connection: DEFAULT_MAX_MAILBOXES_PER_CONNECTION,
+            requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
+            max_in_flight: 1024,
+            log_segment_bytes: DEFAULT_SEGMENT_BYTES,
+        }
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("stored mailbox data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Running totals, for logs and benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub envelopes_stored: AtomicU64,
+    pub envelopes_deleted: AtomicU64,
+    pub mailboxes_created: AtomicU64,
+    pub mailboxes_deleted: AtomicU64,
+}
+
+/// The mailbox engine.
+pub struct Engine {
+    vault: Arc<Vault>,
+    log: Arc<Log>,
+    identity: RelayIdentity,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    mailboxes: Mutex<HashMap<MailboxId, Arc<Mutex<Mailbox>>>>,
+    /// (expiry, mailbox) of every live mailbox, so a sweep touches only what is due.
+    /// Entries of mailboxes closed early are skipped when they come up.
+    expiries: Mutex<BTreeSet<(u64, MailboxId)>>,
+    /// Sweeps since tombstones were last purged.
+    sweeps: AtomicU64,
+    tombstones: Namespace,
+    /// Ack marks waiting for the next sled flush or sweep (see `commit`).
+    marks: Arc<PendingMarks>,
+    commit: CommitQueue,
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("mailboxes", &self.mailbox_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens the store in `dir` and recovers every mailbox in it.
+    pub fn open(
+        dir: &Path,
+        identity: RelayIdentity,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+    ) -> Result<Engine, EngineError> {
+        let vault = Arc::new(Vault::open(dir)?);
+        let tombstones = match vault.namespace(TOMBSTONES)? {
+            Some(ns) => ns,
+            None => vault.create_namespace(TOMBSTONES)?,
+        };
+        let (mailboxes, log) =
+            recovery::recover(dir, &vault, &tombstones, limits.log_segment_bytes)?;
+        let log = Arc::new(log);
+        let mailboxes: HashMap<MailboxId, Arc<Mutex<Mailbox>>> = mailboxes
+            .into_iter()
+            .map(|(id, mb)| (id, Arc::new(Mutex::new(mb))))
+            .collect();
+        tracing::info!(mailboxes = mailboxes.len(), "store recovered");
+        let expiries = mailboxes
+            .iter()
+            .map(|(id, mb)| (lock(mb).talk.expires_at(), *id))
+            .collect();
+        let marks = Arc::new(PendingMarks::default());
+        let commit = CommitQueue::start(vault.clone(), log.clone(), marks.clone());
+        Ok(Engine {
+            vault,
+            log,
+            identity,
+            clock,
+            limits,
+            mailboxes: Mutex::new(mailboxes),
+            expiries: Mutex::new(expiries),
+            sweeps: AtomicU64::new(0),
+            tombstones,
+            marks,
+            commit,
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+    pub fn identity(&self) -> &RelayIdentity {
+        &self.identity
+    }
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+    pub fn mailbox_count(&self) -> usize {
+        lock(&self.mailboxes).len()
+    }
+    pub fn flushes(&self) -> u64 {
+        self.commit.flushes()
+    }
+    pub fn size_on_disk(&self) -> u64 {
+        self.vault.size_on_disk().unwrap_or(0) + self.log.stats().bytes
+    }
+    /// Ack marks not yet written to sled.
+    pub fn pending_marks(&self) -> usize {
+        self.marks.len()
+    }
+
+    /// Segments, bytes and live records of the envelope log.
+    pub fn log_stats(&self) -> nook_vault::LogStats {
+        self.log.stats()
+    }
+
+    /// Makes everything written so far durable and removes dead log segments
+    /// (shutdown; tests).
+    pub fn flush(&self) -> Result<(), VaultError> {
+        crate::commit::make_durable(&self.vault, &self.log, &self.marks, true)
+    }
+
+    /// Stops the commit thread after answering what is queued.
+    pub fn shutdown(&self) {
+        self.commit.shutdown();
+    }
+
+    fn mailbox(&self, id: &MailboxId) -> Result<Arc<Mutex<Mailbox>>, ErrorFrame> {
+        if let Some(m) = lock(&self.mailboxes).get(id) {
+            return Ok(m.clone());
+        }
+        let hashed = self.vault.index_hash(&id.0);
+        match self.tombstones.get(&hashed) {
+            Ok(Some(_)) => Err(err(
+                ErrorCode::MailboxClosed,
+                "the talk was closed or expired",
+            )),
+            Ok(None) => Err(err(ErrorCode::UnknownMailbox, "no such talk on this relay")),
+            Err(e) => Err(storage_err(e)),
+        }
+    }
+
+    /// Answers `response` (and sends `pushes`) once the store's writes so far are durable.
+    fn later(&self, outbox: &Outbox, id: u64, response: Response, pushes: Vec<(Outbox, Wire)>) {
+        self.commit
+            .answer(Durability::Store, outbox, id, response, pushes);
+    }
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> ErrorFrame {
+    ErrorFrame::new(code, message)
+}
+
+fn talk_err(e: TalkError) -> ErrorFrame {
+    e.frame()
+}
+
+fn storage_err(e: VaultError) -> ErrorFrame {
+    tracing::error!("storage error: {e}");
+    err(
+        ErrorCode::Internal,
+        "the relay's storage failed; retry later",
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock would be a bug; the data under it is still
+    // consistent at every await-free step, so keep serving rather than crash.
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}

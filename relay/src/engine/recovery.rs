@@ -1,0 +1,179 @@
+//! Start-up: every mailbox read back from its namespace, then the envelope log read
+//! back into them.
+//!
+//! Its one write to sled: an `h` that the log proves too low (its write was lost in
+//! a crash) is raised before the commit thread starts, because once the segments
+//! recovery found dead are unlinked, `h` is all that remembers those seqs, and a seq
+//! must never be handed out twice.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use nook_proto::MailboxId;
+use nook_proto::codec::decode_body;
+use nook_vault::{Log, Namespace, Vault};
+
+use super::EngineError;
+use super::mailbox::{EnvMeta, EnvRecord, K_HEAD, K_META, Mailbox, MailboxMeta, u64_of};
+
+/// Loads every mailbox in `vault` (all namespaces but `tombstones`) and the envelope
+/// log in `dir` that holds their envelopes.
+pub(super) fn recover(
+    dir: &Path,
+    vault: &Vault,
+    tombstones: &Namespace,
+    segment_bytes: u64,
+) -> Result<(HashMap<MailboxId, Mailbox>, Log), EngineError> {
+    let namespaces: Vec<Namespace> = vault
+        .namespaces()?
+        .into_iter()
+        .filter(|ns| ns.hashed_id() != tombstones.hashed_id())
+        .collect();
+    // Loading is sled reads, one namespace at a time: spread over the cores, a
+    // restart of a million mailboxes takes a fraction of the time.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let per_thread = namespaces.len().div_ceil(threads).max(1);
+    let loaded: Vec<Result<Vec<Mailbox>, EngineError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = namespaces
+            .chunks(per_thread)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .filter_map(|ns| load_mailbox(ns).transpose())
+                        .collect::<Result<Vec<Mailbox>, EngineError>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(EngineError::Corrupt(
+                        "a thread loading the mailboxes panicked (the store was only \
+                         read, nothing changed); start the relay again, and report it \
+                         if it repeats"
+                            .into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let mut mailboxes: HashMap<MailboxId, Mailbox> = HashMap::with_capacity(namespaces.len());
+    let mut stored_heads: HashMap<MailboxId, u64> = HashMap::new();
+    for part in loaded {
+        for mb in part? {
+            mailboxes.insert(mb.id, mb);
+        }
+    }
+    for mb in mailboxes.values() {
+        stored_heads.insert(mb.id, mb.head);
+    }
+    let log = recover_log(dir, segment_bytes, &mut mailboxes)?;
+    // The log can know a higher seq than `h` (an `h` write lost in a crash). Store it
+    // before the first flush: that flush precedes the unlinking of the segments that
+    // recovery found dead, after which only `h` remembers those seqs.
+    for mb in mailboxes.values_mut() {
+        if stored_heads.get(&mb.id).is_some_and(|h| mb.head > *h) {
+            mb.ns.put(K_HEAD, &mb.head.to_le_bytes())?;
+            mb.head_stored = mb.head;
+        }
+    }
+    Ok((mailboxes, log))
+}
+
+/// A mailbox's state from its namespace (`None`: no metadata, an interrupted create).
+fn load_mailbox(ns: &Namespace) -> Result<Option<Mailbox>, EngineError> {
+    let Some(meta) = ns.get(K_META)? else {
+        tracing::warn!("skipping a mailbox namespace without metadata (interrupted create)");
+        return Ok(None);
+    };
+    let meta: MailboxMeta = decode_body(&meta).map_err(|e| EngineError::Corrupt(e.to_string()))?;
+    let head = ns.get(K_HEAD)?.as_deref().and_then(u64_of).unwrap_or(0);
+    let mut mb = Mailbox::new(meta.mailbox, ns.clone(), meta.talk, head, 0);
+    for item in ns.scan_prefix(b"w") {
+        let (k, _) = item?;
+        if let Some(seat) = k.get(1).filter(|s| **s < 64) {
+            mb.welcomes |= 1u64 << seat;
+        }
+    }
+    for item in ns.scan_prefix(b"a") {
+        let (k, v) = item?;
+        if let (Some(seat), Some(mark)) = (k.get(1), u64_of(&v)) {
+            mb.acked.insert(*seat, mark);
+        }
+    }
+    Ok(Some(mb))
+}
+
+/// Reads the envelope log back into the recovered mailboxes: every record of a live
+/// mailbox that some current recipient has not acked is kept; everything else (acked,
+/// of a destroyed mailbox, a duplicate left by compaction) is released.
+fn recover_log(
+    dir: &Path,
+    segment_bytes: u64,
+    mailboxes: &mut HashMap<MailboxId, Mailbox>,
+) -> Result<Log, EngineError> {
+    let by_number: HashMap<u64, MailboxId> = mailboxes
+        .iter()
+        .map(|(id, mb)| (mb.ns.number(), *id))
+        .collect();
+    let mut unreadable = 0usize;
+    let (log, recovery) = Log::open(&dir.join("log"), segment_bytes, |record| {
+        let Some(mb) = by_number
+            .get(&record.namespace)
+            .and_then(|id| mailboxes.get_mut(id))
+        else {
+            return false;
+        };
+        let seq = match record.key.as_slice() {
+            [b'e', rest @ ..] => rest.try_into().ok().map(u64::from_be_bytes),
+            _ => None,
+        };
+        let Some(seq) = seq else {
+            unreadable += 1;
+            return false;
+        };
+        mb.head = mb.head.max(seq);
+        let rec: Option<EnvRecord> = mb
+            .ns
+            .open(&record.key, &record.sealed)
+            .ok()
+            .and_then(|raw| decode_body(&raw).ok());
+        let Some(rec) = rec else {
+            unreadable += 1;
+            return false;
+        };
+        let done = mb.acked_by(rec.recipients & mb.member_seats(), seq);
+        if done || mb.envelopes.contains_key(&seq) {
+            return false;
+        }
+        mb.bytes += rec.body.len() as u64;
+        mb.envelopes.insert(
+            seq,
+            EnvMeta {
+                recipients: rec.recipients,
+                len: rec.body.len() as u64,
+                loc: record.loc,
+            },
+        );
+        true
+    })?;
+    if recovery.torn_segments > 0 {
+        tracing::warn!(
+            segments = recovery.torn_segments,
+            "log segments end in an interrupted append (never acknowledged); ignored"
+        );
+    }
+    if unreadable > 0 {
+        tracing::error!(
+            records = unreadable,
+            "envelope records that do not open under their mailbox's key were dropped"
+        );
+    }
+    tracing::info!(
+        envelopes = recovery.kept,
+        released = recovery.dropped,
+        "envelope log recovered"
+    );
+    Ok(log)
+}

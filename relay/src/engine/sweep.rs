@@ -1,0 +1,155 @@
+//! Housekeeping off the request path, run by the server's sweeper task: ending
+//! expired talks, compacting the envelope log, forgetting old tombstones; and
+//! `destroy`, the crypto-shredding that an expiry, a close and a last leave share.
+//!
+//! A sweep is meant to stay cheap on a relay with many idle talks: it visits only
+//! the mailboxes whose expiry is due, compacts a few log segments at most, and scans
+//! the tombstones only every `TOMBSTONE_PURGE_EVERY` sweeps.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use nook_proto::talk::Lifecycle;
+use nook_proto::{MailboxId, Push};
+use nook_vault::VaultError;
+
+use super::mailbox::{Mailbox, ns_id, u64_of};
+use super::{Engine, TOMBSTONE_GRACE_SECS, lock};
+
+/// Sweeps between two purges of expired tombstones.
+const TOMBSTONE_PURGE_EVERY: u64 = 60;
+/// Segments compacted per sweep at most.
+const COMPACT_PER_SWEEP: usize = 4;
+
+impl Engine {
+    /// Ends expired talks and forgets expired tombstones. Returns the number of
+    /// mailboxes deleted. Called by the sweeper task, and directly by tests.
+    pub fn sweep(&self) -> usize {
+        let now = self.now();
+        let due: Vec<MailboxId> = {
+            let mut expiries = lock(&self.expiries);
+            let mut due = Vec::new();
+            while let Some(&(at, id)) = expiries.first() {
+                if at > now {
+                    break;
+                }
+                expiries.pop_first();
+                due.push(id);
+            }
+            due
+        };
+        let all: Vec<Arc<Mutex<Mailbox>>> = {
+            let map = lock(&self.mailboxes);
+            due.iter().filter_map(|id| map.get(id).cloned()).collect()
+        };
+        let mut n = 0;
+        for arc in all {
+            let mut mb = lock(&arc);
+            if !mb.talk.expire(now) || matches!(mb.talk.lifecycle(), Lifecycle::Closed { .. }) {
+                continue;
+            }
+            let push = Push::Expired { mailbox: mb.id };
+            mb.push_all(push, None);
+            mb.subscribers.clear();
+            let expires = mb.talk.expires_at();
+            if let Err(e) = self.destroy(&mut mb, expires) {
+                tracing::error!("could not delete an expired mailbox, will retry: {e}");
+                lock(&self.expiries).insert((now + 60, mb.id));
+                continue;
+            }
+            n += 1;
+        }
+        let _ = self.vault.collect_garbage(10_000);
+        self.compact();
+        // So that a quiet relay's marks reach sled (and sled's own flusher) too.
+        if let Err(e) = self.marks.write() {
+            tracing::error!("writing ack marks failed: {e}");
+        }
+        if n > 0 {
+            tracing::info!(count = n, "expired talks deleted");
+        }
+        // Tombstones only decide between "closed" and "unknown": purging them once a
+        // minute or so is plenty, and keeps idle sweeps cheap.
+        if self
+            .sweeps
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(TOMBSTONE_PURGE_EVERY)
+        {
+            self.purge_tombstones();
+        }
+        n
+    }
+
+    /// Copies the live envelopes out of sparse log segments, so that a few
+    /// unacknowledged envelopes do not keep whole segments on disk. Returns how many
+    /// envelopes moved.
+    pub fn compact(&self) -> usize {
+        let sparse: HashSet<u64> = self
+            .log
+            .sparse_segments(COMPACT_PER_SWEEP)
+            .into_iter()
+            .collect();
+        if sparse.is_empty() {
+            return 0;
+        }
+        let all: Vec<Arc<Mutex<Mailbox>>> = lock(&self.mailboxes).values().cloned().collect();
+        let mut moved = 0;
+        for arc in all {
+            let mut mb = lock(&arc);
+            for meta in mb.envelopes.values_mut() {
+                if !sparse.contains(&meta.loc.segment) {
+                    continue;
+                }
+                match self.log.copy(meta.loc) {
+                    Ok(loc) => {
+                        meta.loc = loc;
+                        moved += 1;
+                    }
+                    Err(e) => tracing::error!("log compaction: {e}"),
+                }
+            }
+        }
+        if moved > 0 {
+            tracing::debug!(segments = sparse.len(), envelopes = moved, "log compacted");
+        }
+        moved
+    }
+
+    /// Forgets tombstones whose grace period is over: their mailboxes become unknown.
+    pub fn purge_tombstones(&self) {
+        let now = self.now();
+        let mut stale = Vec::new();
+        for item in self.tombstones.scan_prefix(b"") {
+            match item {
+                Ok((k, v)) if u64_of(&v).is_some_and(|exp| exp <= now) => stale.push(k),
+                Ok(_) => {}
+                Err(e) => tracing::error!("tombstone scan: {e}"),
+            }
+        }
+        for k in stale {
+            let _ = self.tombstones.remove(&k);
+        }
+    }
+
+    /// Crypto-shreds a mailbox: efface its key (durable; from then on its data is
+    /// unreadable), leave the data to the vault's garbage collection, write the
+    /// tombstone. The caller holds the mailbox lock.
+    pub(super) fn destroy(&self, mb: &mut Mailbox, talk_end: u64) -> Result<(), VaultError> {
+        self.vault.destroy_namespace(&ns_id(&mb.id))?;
+        let hashed = self.vault.index_hash(&mb.id.0);
+        let until = talk_end.max(self.now()) + TOMBSTONE_GRACE_SECS;
+        self.tombstones.put(&hashed, &until.to_le_bytes())?;
+        let deleted = mb.envelopes.len() as u64;
+        for meta in std::mem::take(&mut mb.envelopes).into_values() {
+            self.log.release(meta.loc);
+        }
+        mb.bytes = 0;
+        lock(&self.mailboxes).remove(&mb.id);
+        self.stats
+            .envelopes_deleted
+            .fetch_add(deleted, Ordering::Relaxed);
+        self.stats.mailboxes_deleted.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}

@@ -1,62 +1,38 @@
 //! QUIC client plumbing for benchmarks that open thousands of connections: one client
 //! endpoint (one UDP socket, so no file-descriptor limit) shared by all of them, the
-//! same TLS setup as `nook_client` (TLS 1.3, ring, the relay key pinned with
-//! [`PinnedVerifier`]), and a minimal framed connection speaking the nook protocol.
+//! TLS and transport settings nook ships (nook-quic's [`client_config`], as
+//! `nook_client` uses it), and a minimal framed connection speaking the nook protocol.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use nook_client::transport::PinnedVerifier;
-use nook_crypto::{Fingerprint, RelayAddr};
+use nook_crypto::RelayAddr;
 use nook_proto::codec::encode_frame_into;
 use nook_proto::limits::{ALPN, PROTOCOL_VERSION};
 use nook_proto::{ClientFrame, FrameDecoder, HelloOk, Outcome, Request, Response, ServerFrame};
 
-/// UDP buffers asked for on benchmark sockets (the OS may cap them at
-/// `net.core.rmem_max` / `wmem_max`).
-pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+/// The nook client's TLS and transport settings with the relay pinned by `fingerprint`:
+/// nook-quic's, the same builder `nook_client` uses.
+pub use nook_quic::client_config;
+
+/// UDP send buffer asked for on the shared client socket (its receive buffer follows
+/// nook-quic's rule); the OS may cap it at `net.core.wmem_max`.
+const SEND_BUFFER: usize = 4 * 1024 * 1024;
 
 /// A client endpoint on 127.0.0.1 with large socket buffers, to be shared by many
 /// connections.
 pub fn shared_client_endpoint() -> anyhow::Result<quinn::Endpoint> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    let bind: SocketAddr = "127.0.0.1:0".parse()?;
-    socket.bind(&bind.into())?;
+    let bound = nook_quic::udp_socket("127.0.0.1:0".parse()?)?;
+    let _ = socket2::SockRef::from(&bound.socket).set_send_buffer_size(SEND_BUFFER);
     let runtime = quinn::default_runtime().context("no async runtime")?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         None,
-        socket.into(),
+        bound.socket,
         runtime,
     )?;
     Ok(endpoint)
-}
-
-/// The nook client's TLS and transport settings with the relay pinned by
-/// `fingerprint` (mirrors `nook_client::transport`, whose builder is private).
-pub fn client_config(fingerprint: Fingerprint, alpn: &[u8]) -> anyhow::Result<quinn::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedVerifier::new(fingerprint)))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![alpn.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-    let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(10)));
-    transport.max_idle_timeout(Some(quinn::IdleTimeout::try_from(Duration::from_secs(60))?));
-    config.transport_config(Arc::new(transport));
-    Ok(config)
 }
 
 /// A nook connection without the client library's reader task: frames are written

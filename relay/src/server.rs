@@ -1,4 +1,5 @@
-//! The QUIC endpoint: socket setup, TLS, the accept loop, the sweeper and shutdown.
+//! The QUIC endpoint: socket, TLS and transport from nook-quic's profile, the accept
+//! loop, the sweeper and shutdown.
 //!
 //! Ownership: [`Relay::run`] owns every task it starts (connections in a `JoinSet`,
 //! the sweeper) and ends them before it returns.
@@ -9,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use nook_proto::limits::{ALPN, MAX_FRAME};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -18,9 +18,9 @@ use crate::conn::{close_code, serve};
 use crate::engine::{Engine, Limits};
 use crate::identity;
 
-/// UDP receive buffer the relay asks for: bursts of handshakes overflowed the usual
-/// ~208 KiB default in measurements, and quinn does not raise it itself.
-pub const UDP_RECV_BUFFER: usize = 4 * 1024 * 1024;
+/// UDP receive buffer the relay asks for (the rule lives in nook-quic, shared with the
+/// benchmarks).
+pub use nook_quic::UDP_RECV_BUFFER;
 
 /// Connections one relay serves at once unless configured otherwise.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 100_000;
@@ -48,7 +48,7 @@ impl Config {
             public_host: None,
             limits: Limits::default(),
             sweep_every: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: nook_quic::IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
         }
     }
@@ -62,8 +62,8 @@ pub enum StartError {
     Store(#[from] crate::engine::EngineError),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: SocketAddr, reason: String },
-    #[error("TLS setup failed: {0}")]
-    Tls(String),
+    #[error("QUIC/TLS setup failed: {0}")]
+    Quic(#[from] nook_quic::ProfileError),
 }
 
 /// A started relay: bound, not yet serving until [`Relay::run`].
@@ -113,45 +113,23 @@ impl Relay {
             clock,
             config.limits.clone(),
         )?);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| StartError::Tls(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
-            .map_err(|e| StartError::Tls(e.to_string()))?;
-        tls.alpn_protocols = vec![ALPN.to_vec()];
-        tls.max_early_data_size = 0;
-        let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-            .map_err(|e| StartError::Tls(e.to_string()))?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
-        server.transport_config(Arc::new(transport(&config)));
+        let server = nook_quic::server_config(
+            vec![cert],
+            key,
+            nook_quic::ALPN_PROTOCOLS,
+            config.idle_timeout,
+        )?;
         let listen_err = |reason: String| StartError::Listen {
             addr: config.listen,
             reason,
         };
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(config.listen),
-            socket2::Type::DGRAM,
-            Some(socket2::Protocol::UDP),
-        )
-        .map_err(|e| listen_err(e.to_string()))?;
-        if config.listen.is_ipv6() {
-            let _ = socket.set_only_v6(false);
-        }
-        let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
-        // Linux reports twice the usable size; either way, less than asked is worth a word.
-        let recv_buffer = socket.recv_buffer_size().unwrap_or(0);
-        socket
-            .bind(&config.listen.into())
-            .map_err(|e| listen_err(e.to_string()))?;
-        let socket: std::net::UdpSocket = socket.into();
+        let bound = nook_quic::udp_socket(config.listen).map_err(|e| listen_err(e.to_string()))?;
         let runtime =
             quinn::default_runtime().ok_or_else(|| listen_err("no async runtime".into()))?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server),
-            socket,
+            bound.socket,
             runtime,
         )
         .map_err(|e| listen_err(e.to_string()))?;
@@ -168,7 +146,7 @@ impl Relay {
             engine,
             address,
             config,
-            recv_buffer,
+            recv_buffer: bound.recv_buffer,
         })
     }
 
@@ -258,21 +236,4 @@ impl Relay {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         tracing::info!("stopped");
     }
-}
-
-fn transport(config: &Config) -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    // One stream per client carries everything; a few more are tolerated.
-    t.max_concurrent_bidi_streams(4u32.into());
-    t.max_concurrent_uni_streams(0u32.into());
-    // Windows sized to one maximal frame plus headroom rather than quinn's defaults,
-    // which keeps the memory of idle connections small.
-    let window = (MAX_FRAME as u32 + 256 * 1024).into();
-    t.stream_receive_window(window);
-    t.receive_window(window);
-    t.send_window(2 * MAX_FRAME as u64);
-    if let Ok(idle) = quinn::IdleTimeout::try_from(config.idle_timeout) {
-        t.max_idle_timeout(Some(idle));
-    }
-    t
 }

@@ -1,7 +1,10 @@
 //! echo: the ceiling — a bare quinn 0.11 echo server and client on loopback, with the
-//! relay's TLS setup (self-signed Ed25519 certificate from rcgen, TLS 1.3, ring, the key
-//! pinned by the client with nook-client's `PinnedVerifier`) and its transport
-//! settings, the same framing (u32 big-endian length + payload) pipelined on one
+//! QUIC/TLS profile nook ships, taken from nook-quic rather than copied: the relay's
+//! `server_config` (TLS 1.3, ring, no 0-RTT, the relay's transport parameters and idle
+//! timeout) over a self-signed Ed25519 certificate from rcgen, its UDP socket rule, and
+//! the client's `client_config` (the key pinned by fingerprint, the client's transport
+//! parameters). Only the ALPN differs, so that neither side can be mistaken for nook.
+//! The same framing (u32 big-endian length + payload) pipelined on one
 //! long-lived bidirectional stream per connection, and the same workload shape as
 //! relaybench: latency with one in flight, then throughput with N connections and at
 //! most `--window` messages outstanding per connection.
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use nook_bench::proc::{CpuSnapshot, CpuUse};
-use nook_bench::quic::{SOCKET_BUFFER, client_config};
+use nook_bench::quic::client_config;
 use nook_bench::stats::{fmt, median, pct_us, r1};
 use nook_bench::{PUT_BATCH, append_jsonl, mono_ns, quiet_gate, report};
 use nook_crypto::Fingerprint;
@@ -28,6 +31,8 @@ use nook_proto::limits::MAX_FRAME;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+/// Not nook's ALPN: this server does not speak the nook protocol (the ALPN's bytes do
+/// not change what the handshake costs).
 const ALPN: &[u8] = b"nook-bench-echo";
 
 #[derive(Parser, Debug)]
@@ -91,21 +96,6 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn transport() -> quinn::TransportConfig {
-    // The relay's settings (relay/src/server.rs `transport`).
-    let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(4u32.into());
-    t.max_concurrent_uni_streams(0u32.into());
-    let window = (MAX_FRAME as u32 + 256 * 1024).into();
-    t.stream_receive_window(window);
-    t.receive_window(window);
-    t.send_window(2 * MAX_FRAME as u64);
-    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(60)) {
-        t.max_idle_timeout(Some(idle));
-    }
-    t
-}
-
 async fn serve() -> anyhow::Result<()> {
     let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
     let public: [u8; 32] = key_pair
@@ -117,29 +107,18 @@ async fn serve() -> anyhow::Result<()> {
     let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(
         rustls::pki_types::PrivatePkcs8KeyDer::from(key_pair.serialize_der()),
     );
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key_der)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    tls.max_early_data_size = 0;
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    server.transport_config(Arc::new(transport()));
-    let socket = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
+    let server = nook_quic::server_config(
+        vec![cert.der().clone()],
+        key_der,
+        &[ALPN],
+        nook_quic::IDLE_TIMEOUT,
     )?;
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let bind: SocketAddr = "127.0.0.1:0".parse()?;
-    socket.bind(&bind.into())?;
+    let bound = nook_quic::udp_socket("127.0.0.1:0".parse()?)?;
     let runtime = quinn::default_runtime().context("no runtime")?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(server),
-        socket.into(),
+        bound.socket,
         runtime,
     )?;
     println!("{} {}", endpoint.local_addr()?, hex(&public));

@@ -1,5 +1,6 @@
-//! The connection to one relay: QUIC with the relay's key pinned, one long-lived
-//! bidirectional stream, pipelined requests matched to responses by id, and pushes.
+//! The connection to one relay: QUIC with the relay's key pinned (TLS and transport
+//! settings from nook-quic's profile), one long-lived bidirectional stream, pipelined
+//! requests matched to responses by id, and pushes.
 //!
 //! Ownership: [`RelayConnection`] owns the reader task (aborted on drop); requests are
 //! written under a lock by whoever calls [`RelayConnection::request`]; pushes flow
@@ -20,10 +21,7 @@ use nook_proto::{
     ClientFrame, ErrorCode, ErrorDetail, ErrorFrame, FrameDecoder, HelloOk, Outcome, Push, Request,
     Response, ServerFrame,
 };
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use nook_quic::PinnedVerifier;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -122,7 +120,8 @@ impl RelayConnection {
     ) -> Result<RelayConnection, ConnectError> {
         let target = resolve(addr).await?;
         let verifier = Arc::new(PinnedVerifier::new(addr.fingerprint));
-        let config = client_config(verifier.clone(), alpn)?;
+        let config = nook_quic::client_config_with(verifier.clone(), alpn)
+            .map_err(|e| ConnectError::Local(e.to_string()))?;
         let bind: SocketAddr = if target.is_ipv6() {
             "[::]:0"
                 .parse()
@@ -152,14 +151,15 @@ impl RelayConnection {
                         got,
                     });
                 }
-                let reason = e.to_string();
-                if reason.contains("no_application_protocol") || reason.contains("120") {
+                // By the QUIC error code (TLS alert no_application_protocol), not the
+                // text: a reason that merely mentions "120" is no version refusal.
+                if nook_quic::alpn_refused(&e) {
                     return Err(ConnectError::Version {
                         addr: addr.host_port(),
-                        reason,
+                        reason: e.to_string(),
                     });
                 }
-                return Err(unreachable(reason));
+                return Err(unreachable(e.to_string()));
             }
             Ok(Ok(c)) => c,
         };
@@ -366,124 +366,4 @@ async fn resolve(addr: &RelayAddr) -> Result<SocketAddr, ConnectError> {
         host: addr.host.clone(),
         reason: "no address found".into(),
     })
-}
-
-fn client_config(
-    verifier: Arc<PinnedVerifier>,
-    alpn: &[u8],
-) -> Result<quinn::ClientConfig, ConnectError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| ConnectError::Local(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![alpn.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| ConnectError::Local(e.to_string()))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(10)));
-    transport.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(Duration::from_secs(60))
-            .map_err(|e| ConnectError::Local(e.to_string()))?,
-    ));
-    config.transport_config(Arc::new(transport));
-    Ok(config)
-}
-
-/// Accepts exactly the relay whose Ed25519 certificate key hashes to the pinned
-/// fingerprint. No CA, no name check, no trust on first use: the fingerprint in the
-/// address is the whole trust decision. The TLS 1.3 handshake signature is still
-/// verified against the certificate key, so a copied certificate without its private
-/// key does not pass.
-#[derive(Debug)]
-pub struct PinnedVerifier {
-    fingerprint: Fingerprint,
-    provider: Arc<CryptoProvider>,
-    seen_mismatch: Mutex<Option<Fingerprint>>,
-}
-
-impl PinnedVerifier {
-    pub fn new(fingerprint: Fingerprint) -> PinnedVerifier {
-        PinnedVerifier {
-            fingerprint,
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
-            seen_mismatch: Mutex::new(None),
-        }
-    }
-
-    /// The fingerprint a refused relay presented, if any.
-    pub fn mismatch(&self) -> Option<Fingerprint> {
-        self.seen_mismatch.lock().ok().and_then(|m| *m)
-    }
-}
-
-/// The Ed25519 key of a certificate, if it has one (parsed by webpki, not searched
-/// for: a byte pattern elsewhere in the certificate must not be mistaken for the key).
-pub fn ed25519_key_of(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
-    // RFC 8410: SEQUENCE { SEQUENCE { OID 1.3.101.112 } BIT STRING (0 unused) key }.
-    const SPKI_PREFIX: [u8; 12] = [
-        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-    ];
-    let ee = webpki::EndEntityCert::try_from(cert).ok()?;
-    let spki = ee.subject_public_key_info();
-    let spki: &[u8] = spki.as_ref();
-    let key = spki.strip_prefix(&SPKI_PREFIX[..])?;
-    key.try_into().ok()
-}
-
-impl ServerCertVerifier for PinnedVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let key = ed25519_key_of(end_entity).ok_or(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::BadEncoding,
-        ))?;
-        let got = Fingerprint::of_key(&key);
-        if got != self.fingerprint {
-            if let Ok(mut m) = self.seen_mismatch.lock() {
-                *m = Some(got);
-            }
-            return Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ));
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
-    }
 }

@@ -538,11 +538,11 @@ pub(crate) fn clock(ms: u64) -> String {
 pub(crate) fn entry_text(e: &HistoryEntry) -> String {
     match &e.event {
         Event::Message {
-            alias,
-            sent_at_ms,
-            text,
             own,
             late,
+            alias,
+            text,
+            sent_at_ms,
             ..
         } => {
             let me = if *own { " (you)" } else { "" };

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nook_crypto::Fingerprint;
@@ -32,17 +32,10 @@ pub enum IdentityError {
 
 /// Creates `dir` (0700) if needed and makes sure it is private.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), IdentityError> {
-    let io = |source| IdentityError::Io {
+    nook_vault::private_dir(dir).map_err(|source| IdentityError::Io {
         path: dir.to_path_buf(),
         source,
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
-    Ok(())
+    })
 }
 
 /// Loads the relay identity from `dir`, creating it on first start.

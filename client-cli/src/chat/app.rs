@@ -462,12 +462,12 @@ impl App {
     fn on_entry(&mut self, entry: HistoryEntry) {
         match entry.event {
             Event::Message {
-                alias,
-                sent_at_ms,
-                text,
                 own,
                 late,
                 missed,
+                alias,
+                text,
+                sent_at_ms,
                 ..
             } => {
                 if own && self.match_own(&text, sent_at_ms) {

@@ -15,8 +15,8 @@
 //! | `r`          | history index shown so far by `read --new` (u64 LE) |
 //! | `h` ‖ index  | one [`HistoryEntry`] (index u64 BE) |
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use bincode::{Decode, Encode};
@@ -100,16 +100,10 @@ pub fn talk_id_text(id: &[u8; 8]) -> String {
 impl Home {
     /// Uses `dir` as the home folder, creating it (0700) if needed.
     pub fn new(dir: &Path) -> Result<Home, StoreError> {
-        let io = |source| StoreError::Io {
+        nook_vault::private_dir(dir).map_err(|source| StoreError::Io {
             path: dir.to_path_buf(),
             source,
-        };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io)?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+        })?;
         Ok(Home {
             dir: dir.to_path_buf(),
         })

@@ -81,4 +81,4 @@ pub mod vault;
 pub use error::VaultError;
 pub use keystore::{KeyStore, SlotId, StorageKey};
 pub use log::{Loc, Log, LogStats, Record, Recovery};
-pub use vault::{Entries, Namespace, Vault};
+pub use vault::{Entries, Namespace, Vault, private_dir};

@@ -189,8 +189,7 @@ impl Vault {
     /// can hold the lock a few milliseconds longer (spacejam/sled#1234), so
     /// open waits up to half a second for it before failing.
     pub fn open(dir: &Path) -> Result<Vault, VaultError> {
-        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        fs::set_permissions(dir, Permissions::from_mode(0o700))?;
+        private_dir(dir)?;
 
         // sled first: its exclusive lock on `db` is what keeps a second
         // process (or a second Vault) away from the key store.
@@ -1153,45 +1152,36 @@ fn number_key(number: u64) -> [u8; NUMBER_LEN] {
     number.to_be_bytes()
 }
 
+/// Creates `dir` (0700) if needed and makes sure it is private, also when it existed
+/// with looser modes: the relay and the client keep every data folder this way.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    fs::set_permissions(dir, Permissions::from_mode(0o700))
+}
+
+/// `bytes` as exactly `N` bytes; `what` names the value in the corruption error.
+fn fixed<const N: usize>(bytes: &[u8], what: &str) -> Result<[u8; N], VaultError> {
+    bytes
+        .try_into()
+        .map_err(|_| VaultError::corrupt(format!("{what} is {} bytes long, not {N}", bytes.len())))
+}
+
 /// Reads a [`number_key`].
 fn parse_number(bytes: &[u8]) -> Result<u64, VaultError> {
-    let raw: [u8; NUMBER_LEN] = bytes.try_into().map_err(|_| {
-        VaultError::corrupt(format!(
-            "a namespace number is {} bytes long, not 8",
-            bytes.len()
-        ))
-    })?;
-    Ok(u64::from_be_bytes(raw))
+    fixed(bytes, "a namespace number").map(u64::from_be_bytes)
 }
 
 /// Reads a little-endian u64 (catalog and meta values).
 fn parse_number_le(bytes: &[u8]) -> Result<u64, VaultError> {
-    let raw: [u8; 8] = bytes.try_into().map_err(|_| {
-        VaultError::corrupt(format!(
-            "a stored counter is {} bytes long, not 8",
-            bytes.len()
-        ))
-    })?;
-    Ok(u64::from_le_bytes(raw))
+    fixed(bytes, "a stored counter").map(u64::from_le_bytes)
 }
 
 fn parse_slot(bytes: &[u8]) -> Result<SlotId, VaultError> {
-    let raw: [u8; 4] = bytes.try_into().map_err(|_| {
-        VaultError::corrupt(format!(
-            "a key slot number is {} bytes long, not 4",
-            bytes.len()
-        ))
-    })?;
-    Ok(SlotId(u32::from_le_bytes(raw)))
+    fixed(bytes, "a key slot number").map(|raw| SlotId(u32::from_le_bytes(raw)))
 }
 
 fn parse_hashed(bytes: &[u8]) -> Result<[u8; 32], VaultError> {
-    bytes.try_into().map_err(|_| {
-        VaultError::corrupt(format!(
-            "a catalog key is {} bytes long, not 32",
-            bytes.len()
-        ))
-    })
+    fixed(bytes, "a catalog key")
 }
 
 #[cfg(test)]

@@ -33,7 +33,9 @@ pub mod close_code {
     pub const SHUTDOWN: u32 = 3;
 }
 
-struct Session {
+/// What one connection has established: its challenge, greeting, the mailboxes it
+/// proved membership of, its subscriptions and its request budget.
+struct ConnState {
     challenge: [u8; 32],
     greeted: bool,
     authed: HashMap<MailboxId, MemberKey>,
@@ -83,7 +85,7 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, conn_id: u64) {
     let writer = tokio::spawn(write_loop(send, rx));
     let mut challenge = [0u8; 32];
     rand::Rng::fill_bytes(&mut rand::rng(), &mut challenge);
-    let mut session = Session {
+    let mut session = ConnState {
         challenge,
         greeted: false,
         authed: HashMap::new(),
@@ -158,7 +160,7 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, conn_id: u64) {
 fn handle(
     engine: &Engine,
     outbox: &Outbox,
-    s: &mut Session,
+    s: &mut ConnState,
     frame: ClientFrame,
 ) -> Result<(), (u32, &'static str)> {
     let id = frame.id;
@@ -206,7 +208,7 @@ fn handle(
         )));
         return Ok(());
     }
-    let member_of = |s: &Session, mailbox: &MailboxId| -> Result<MemberKey, ErrorFrame> {
+    let member_of = |s: &ConnState, mailbox: &MailboxId| -> Result<MemberKey, ErrorFrame> {
         s.authed.get(mailbox).copied().ok_or_else(|| {
             ErrorFrame::new(
                 ErrorCode::NotAuthenticated,
@@ -214,7 +216,7 @@ fn handle(
             )
         })
     };
-    let room = |s: &Session, mailbox: &MailboxId| -> Result<(), ErrorFrame> {
+    let room = |s: &ConnState, mailbox: &MailboxId| -> Result<(), ErrorFrame> {
         if s.authed.contains_key(mailbox)
             || s.authed.len() < engine.limits().max_mailboxes_per_connection
         {

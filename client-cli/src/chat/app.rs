@@ -495,10 +495,12 @@ impl App {
             Event::Expired => self.end("the talk expired".into(), 0),
             Event::Opened => {
                 self.open = true;
-                self.push(Item::Notice(crate::entry_text(&entry_of(Event::Opened))));
+                self.push(Item::Notice(crate::output::entry_text(&entry_of(
+                    Event::Opened,
+                ))));
             }
             Event::Warning(w) => self.push(Item::Error(w)),
-            event => self.push(Item::Notice(crate::entry_text(&entry_of(event)))),
+            event => self.push(Item::Notice(crate::output::entry_text(&entry_of(event)))),
         }
     }
 

@@ -38,7 +38,7 @@ pub const EXIT_CODES: &str = "EXIT CODES:
   3  no talk matches the given id (see `nook list`)
   4  relay unreachable or connection lost (retry later)
   5  refused: talk not open yet, invite used, not allowed, bad input
-  6  the talk was closed or expired (local data deleted)
+  6  the talk was closed, expired or left (local data deleted)
   7  security: the relay's key does not match its address, or its receipt is invalid";
 
 impl CliError {

@@ -16,6 +16,7 @@ use serde_json::json;
 mod chat;
 mod duration;
 mod error;
+mod notice;
 mod output;
 
 use error::{CliError, EXIT_CODES};
@@ -99,6 +100,22 @@ enum Command {
     Chat { talk: String },
 }
 
+/// Resolves on Ctrl-C or SIGTERM; never, if neither can be listened for.
+async fn stop_requested() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
 fn default_home() -> Result<PathBuf, CliError> {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
         return Ok(PathBuf::from(x).join("nook"));
@@ -147,7 +164,13 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         None => default_home()?,
     };
     let client = Client::new(&home)?;
+    // The chat screen shows its own link state; a line on stderr would tear it.
+    let quiet = cli.json || matches!(cli.command, Command::Chat { .. });
+    let notice = notice::connecting(client.dialer(), quiet);
     let result = dispatch(&client, cli.command, Output { json: cli.json }).await;
+    if let Some(task) = notice {
+        task.abort();
+    }
     // Close the store before exiting, so its last writes are flushed by sled now.
     client.close_store();
     result
@@ -332,34 +355,42 @@ async fn read(
         }
     }
     let until = if follow { Until::Closed } else { Until::Open };
-    let mut closed = false;
-    client
-        .follow(talk, from, until, |u| {
-            match u {
-                Update::Entry(e) => {
-                    closed |= matches!(e.event, Event::Closed { .. } | Event::Expired);
-                    out.entry(&e);
-                }
-                Update::Link(nook_client::Link::Reconnecting { attempt, reason }) => {
-                    eprintln!("connection lost ({reason}); reconnecting (attempt {attempt})");
-                }
-                Update::Link(nook_client::Link::Connected) => {
-                    let what = if follow {
-                        "until the talk closes"
-                    } else {
-                        "until the talk opens"
-                    };
-                    eprintln!("connected; following the talk {what} (Ctrl-C to stop)");
-                }
-                Update::Status(_) => {}
+    let mut ended = false;
+    let following = client.follow(talk, from, until, |u| {
+        match u {
+            Update::Entry(e) => {
+                ended |= matches!(e.event, Event::Closed { .. } | Event::Expired);
+                out.entry(&e);
             }
-            true
-        })
-        .await?;
-    // Mark what was shown, if the talk still exists.
-    let _ = client.history(talk, true).await;
-    if closed && follow {
-        return Ok(ExitCode::SUCCESS);
+            Update::Link(nook_client::Link::Reconnecting { attempt, reason }) => {
+                eprintln!("connection lost ({reason}); reconnecting by itself (attempt {attempt})");
+            }
+            Update::Link(nook_client::Link::Connected) => {
+                let what = if follow {
+                    "until the talk closes"
+                } else {
+                    "until the talk opens"
+                };
+                eprintln!("connected; following the talk {what} (Ctrl-C to stop)");
+            }
+            Update::Status(_) => {}
+        }
+        true
+    });
+    // Ctrl-C or SIGTERM stop the follow cleanly, so what was shown is marked below.
+    let result = tokio::select! {
+        r = following => r,
+        () = stop_requested() => Ok(()),
+    };
+    match result {
+        // The talk ended (closed, expired, or left by another process of this member):
+        // everything local is gone, whoever caused it.
+        Err(ClientError::TalkGone) => return Err(ClientError::TalkGone.into()),
+        Err(e) => return Err(e.into()),
+        Ok(()) if ended => return Err(ClientError::TalkGone.into()),
+        Ok(()) => {}
     }
+    // Mark what was shown, so `read --new` starts after it.
+    client.history(talk, true).await?;
     Ok(exit)
 }

@@ -311,6 +311,26 @@ impl Background {
         }
     }
 
+    /// Sends it SIGTERM (as a service manager or `kill` would).
+    pub fn terminate(&self) {
+        let pid = self.child.as_ref().expect("still running").id();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Every line seen so far on `stream` (without waiting).
+    pub fn lines_so_far(&mut self, stream: Stream) -> Vec<String> {
+        self.seen.extend(self.lines.try_iter());
+        self.seen
+            .iter()
+            .filter(|(s, _)| *s == stream)
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
     /// Waits for it to end by itself, at most `limit`.
     pub fn finish(mut self, limit: Duration) -> Run {
         let mut child = self.child.take().expect("child");

@@ -162,7 +162,7 @@ fn three_seat_talk_from_creation_to_provable_deletion() {
     assert_eq!(closed["closed"], true);
     assert_eq!(closed["receipt"]["verified"], true);
     let f = follow.finish(Duration::from_secs(30));
-    assert_eq!(f.code, 0, "{f:?}");
+    assert_eq!(f.code, 6, "a follower whose talk ended says so: {f:?}");
     let last = f.json_lines().pop().expect("follow printed something");
     assert_eq!(last["type"], "closed", "{}", f.stdout);
     assert!(a.ok(&["--json", "list"]).json_lines().is_empty());
@@ -341,7 +341,7 @@ fn a_follower_reconnects_after_a_relay_restart_and_misses_nothing() {
     follow.wait_for(Stream::Stdout, limit, |l| l.contains("after the restart"));
     a.ok(&["close", &ta]);
     let f = follow.finish(Duration::from_secs(60));
-    assert_eq!(f.code, 0, "{f:?}");
+    assert_eq!(f.code, 6, "{f:?}");
     let lines = f.json_lines();
     assert_eq!(
         texts(&lines),

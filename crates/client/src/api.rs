@@ -13,13 +13,13 @@ use nook_proto::{
     TalkPhase, TalkStatus,
 };
 
+use crate::dial::Dialer;
 use crate::error::ClientError;
 use crate::follow::{Until, Update};
 use crate::lease::Leases;
 use crate::member::{Event, Handled, MemberError, TalkOptions, TalkState, valid_alias};
-use crate::session::{TalkSession, now_ms};
+use crate::session::{Authed, TalkSession, authenticate, now_ms};
 use crate::store::{HistoryEntry, Home, PendingJoin, Store, talk_id_text};
-use crate::transport::RelayConnection;
 
 /// What `create` returns.
 #[derive(Debug, Clone)]
@@ -63,12 +63,14 @@ pub struct TalkSummary {
 #[derive(Debug, Clone)]
 pub struct Client {
     leases: Leases,
+    dialer: Dialer,
 }
 
 impl Client {
     pub fn new(home: &std::path::Path) -> Result<Client, ClientError> {
         Ok(Client {
             leases: Leases::new(Home::new(home)?),
+            dialer: Dialer::default(),
         })
     }
 
@@ -82,15 +84,34 @@ impl Client {
         self.leases.close_idle();
     }
 
+    /// Who is connecting where right now (for a "connecting…" line).
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
     async fn session(&self, talk: &str) -> Result<TalkSession, ClientError> {
         TalkSession::find(self.leases.take().await?, talk)
+    }
+
+    /// The talk `talk`, connected and authenticated. The store is not held while
+    /// the relay is dialled, so a slow or dead relay never blocks another command
+    /// on this home; the state is loaded afresh once the answer is in.
+    async fn connected(&self, talk: &str) -> Result<(TalkSession, Authed), ClientError> {
+        let (talk_id, target) = {
+            let session = self.session(talk).await?;
+            (session.talk_id(), session.target()?)
+        };
+        let answer = authenticate(&self.dialer, &target).await;
+        let mut session = TalkSession::load(self.leases.take().await?, &talk_id)?;
+        let authed = session.settle(answer).await?;
+        Ok((session, authed))
     }
 
     /// Creates a talk on `relay` and returns its invites.
     pub async fn create(&self, relay: &str, opts: TalkOptions) -> Result<CreatedTalk, ClientError> {
         let addr: RelayAddr = relay.parse().map_err(ClientError::Address)?;
         let mut new = TalkState::create(&addr, &opts, now_ms() / 1000)?;
-        let conn = RelayConnection::connect(&addr).await?;
+        let conn = self.dialer.connect(&addr).await?;
         let identity = new.state.identity();
         let digest = params_digest(&new.params).map_err(|_| ClientError::Protocol)?;
         let signature = sign_relay_auth(
@@ -160,7 +181,7 @@ impl Client {
                 }
             }
         };
-        let conn = RelayConnection::connect(&invite.relay).await?;
+        let conn = self.dialer.connect(&invite.relay).await?;
         let token = invite.seat_secret.join_token();
         let signature = sign_relay_auth(
             &identity,
@@ -246,8 +267,7 @@ impl Client {
     /// local step, and holding it keeps another `nook` process from interleaving with
     /// this send.
     pub async fn send(&self, talk: &str, text: &str) -> Result<(String, Seq), ClientError> {
-        let mut session = self.session(talk).await?;
-        let authed = session.connect().await?;
+        let (mut session, authed) = self.connected(talk).await?;
         // Introductions and key changes that wait go out before the message.
         session.sync(&authed.conn).await?;
         let seq = session.send_text(&authed.conn, authed.status, text).await?;
@@ -260,8 +280,7 @@ impl Client {
     /// Fetches what waits on the relay, stores it, acknowledges it, answers
     /// handshakes. Returns the new history entries.
     pub async fn fetch(&self, talk: &str) -> Result<Vec<HistoryEntry>, ClientError> {
-        let mut session = self.session(talk).await?;
-        let authed = session.connect().await?;
+        let (mut session, authed) = self.connected(talk).await?;
         let entries = session.sync(&authed.conn).await?;
         drop(session);
         authed.conn.close().await;
@@ -297,14 +316,13 @@ impl Client {
         sink: impl FnMut(Update) -> bool,
     ) -> Result<(), ClientError> {
         let talk_id = self.session(talk).await?.talk_id();
-        crate::follow::follow(&self.leases, talk_id, from, until, sink).await
+        crate::follow::follow(&self.leases, &self.dialer, talk_id, from, until, sink).await
     }
 
     /// Leaves the talk: tells the others (so they rotate keys), gives up the seat,
     /// deletes everything local.
     pub async fn leave(&self, talk: &str) -> Result<String, ClientError> {
-        let mut session = self.session(talk).await?;
-        let authed = session.connect().await?;
+        let (mut session, authed) = self.connected(talk).await?;
         session.sync(&authed.conn).await?;
         if authed.status.state == TalkPhase::Open {
             session.send_leaving(&authed.conn).await?;
@@ -333,11 +351,10 @@ impl Client {
     /// Closes the talk for everyone; returns the relay's verified deletion receipt
     /// after deleting everything local.
     pub async fn close(&self, talk: &str) -> Result<(String, Receipt), ClientError> {
-        let mut session = self.session(talk).await?;
-        if !session.state().may_close() {
+        if !self.session(talk).await?.state().may_close() {
             return Err(ClientError::NotAllowed);
         }
-        let authed = session.connect().await?;
+        let (session, authed) = self.connected(talk).await?;
         let state = session.state();
         let farewell = state.farewell().map_err(MemberError::from)?;
         let signature = sign_relay_auth(

@@ -34,9 +34,10 @@ pub enum ClientError {
     /// Chat is refused until `quorum` seats are taken.
     #[error("the talk is not open yet ({members}/{quorum} seats taken)")]
     Pending { members: u8, quorum: u8 },
-    /// Closed or expired: the local copy has been deleted.
+    /// Closed, expired, or left (by any process of this member): the local copy has
+    /// been deleted.
     #[error(
-        "the talk has ended (closed or expired); everything this device held for it has been deleted"
+        "the talk has ended for this device (closed, expired or left); everything it held for the talk has been deleted"
     )]
     TalkGone,
     /// The close policy does not let this member close the talk.

@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use nook_proto::{Push, Request, Response, TalkStatus};
 
+use crate::dial::Dialer;
 use crate::error::ClientError;
 use crate::lease::Leases;
 use crate::member::Event;
-use crate::session::{Relay, TalkSession, ended};
+use crate::session::{Relay, TalkSession, authenticate, ended};
 use crate::store::{HistoryEntry, TalkId};
 
 /// When `follow` stops by itself.
@@ -48,6 +49,7 @@ const BATCH: usize = 256;
 /// Follows `talk_id` from history index `from` on; see [`crate::Client::follow`].
 pub(crate) async fn follow(
     leases: &Leases,
+    dialer: &Dialer,
     talk_id: TalkId,
     from: u64,
     until: Until,
@@ -60,7 +62,7 @@ pub(crate) async fn follow(
     };
     let mut attempt: u32 = 0;
     loop {
-        match follower.once(leases, &mut sink, &mut attempt).await {
+        match follower.once(leases, dialer, &mut sink, &mut attempt).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => {
                 attempt = attempt.saturating_add(1);
@@ -96,12 +98,17 @@ impl Follower {
     async fn once(
         &mut self,
         leases: &Leases,
+        dialer: &Dialer,
         sink: &mut impl FnMut(Update) -> bool,
         attempt: &mut u32,
     ) -> Result<(), ClientError> {
+        // The store is let go while the relay is dialled: a retry loop against a dead
+        // relay must never block another command on this home.
+        let target = TalkSession::load(leases.take().await?, &self.talk_id)?.target()?;
+        let answer = authenticate(dialer, &target).await;
         let (conn, mut pushes) = {
             let mut session = TalkSession::load(leases.take().await?, &self.talk_id)?;
-            let mut conn = match session.connect().await {
+            let mut conn = match session.settle(answer).await {
                 Ok(authed) => authed.conn,
                 Err(ClientError::TalkGone) => {
                     // Ended while we were away: the relay only says "closed".
@@ -182,6 +189,12 @@ impl Follower {
                 Push::SeatTaken { status, .. }
                 | Push::Opened { status, .. }
                 | Push::MemberLeft { status, .. } => {
+                    if session.has_left(&status) {
+                        // Another process of this member left the talk.
+                        self.deliver(&session, sink)?;
+                        session.delete()?;
+                        return Err(ClientError::TalkGone);
+                    }
                     session.apply_status(relay, status).await?;
                     sink(Update::Status(status));
                 }

@@ -24,6 +24,7 @@
 
 pub mod alias;
 pub mod api;
+pub mod dial;
 pub mod error;
 pub mod follow;
 pub mod lease;

@@ -684,6 +684,11 @@ impl TalkState {
     }
 
     fn on_group(&mut self, g: &nook_crypto::message::GroupMessage, out: &mut Handled) {
+        if g.header.sender == self.identity().public().pseudonym {
+            // Our own message, echoed to this process by the relay: the process that
+            // sent it recorded it in the history already.
+            return;
+        }
         let mailbox = self.mailbox;
         let Some(p) = self
             .roster

@@ -16,11 +16,13 @@
 use std::future::Future;
 
 use nook_crypto::auth::{AuthOp, sign_relay_auth};
+use nook_crypto::{RelayAddr, TalkIdentity};
 use nook_proto::{
     Auth, Envelope, EnvelopeKind, ErrorCode, MailboxId, Put, Request, Response, Seq, TalkPhase,
     TalkStatus,
 };
 
+use crate::dial::Dialer;
 use crate::error::ClientError;
 use crate::lease::StoreLease;
 use crate::member::{Event, Handled, TalkState};
@@ -41,6 +43,46 @@ impl Relay for RelayConnection {
         request: Request,
     ) -> impl Future<Output = Result<Response, RequestError>> + Send {
         RelayConnection::request(self, request)
+    }
+}
+
+/// Where and as whom to connect for one talk.
+pub(crate) struct Target {
+    addr: RelayAddr,
+    identity: TalkIdentity,
+    mailbox: MailboxId,
+}
+
+/// Connects to the talk's relay and authenticates with the talk's relay-auth key.
+/// A talk the relay no longer knows, or no longer counts us in, is
+/// [`ClientError::TalkGone`]; [`TalkSession::settle`] then deletes it.
+pub(crate) async fn authenticate(dialer: &Dialer, target: &Target) -> Result<Authed, ClientError> {
+    let conn = dialer.connect(&target.addr).await?;
+    let signature = sign_relay_auth(
+        &target.identity,
+        AuthOp::Auth,
+        &conn.hello().challenge,
+        &target.mailbox,
+        &[],
+    );
+    let answer = conn
+        .request(Request::Auth(Auth {
+            mailbox: target.mailbox,
+            member: target.identity.member_key(),
+            signature,
+        }))
+        .await;
+    match answer {
+        Ok(Response::Authed { status, .. }) => Ok(Authed { conn, status }),
+        Ok(_) => Err(ClientError::Protocol),
+        Err(e) => match ClientError::from(e) {
+            // Closed, expired, or we are no longer a member.
+            ClientError::Refused {
+                code: ErrorCode::NotAllowed,
+                ..
+            } => Err(ClientError::TalkGone),
+            e => Err(e),
+        },
     }
 }
 
@@ -140,49 +182,51 @@ impl TalkSession {
             .map_err(ClientError::from)
     }
 
-    /// Connects to the talk's relay and authenticates with the talk's relay-auth key.
-    /// A talk the relay no longer knows, or no longer counts us in, is deleted here
-    /// and reported as [`ClientError::TalkGone`].
-    pub(crate) async fn connect(&mut self) -> Result<Authed, ClientError> {
+    /// What connecting for this talk needs, so the lease can be let go meanwhile.
+    pub(crate) fn target(&self) -> Result<Target, ClientError> {
         let addr = self
             .state
             .relay_addr()
             .ok_or_else(|| StoreError::Corrupt("the talk's relay address".into()))?;
-        let conn = RelayConnection::connect(&addr).await?;
-        let identity = self.state.identity();
-        let signature = sign_relay_auth(
-            &identity,
-            AuthOp::Auth,
-            &conn.hello().challenge,
-            &self.mailbox(),
-            &[],
-        );
-        let answer = conn
-            .request(Request::Auth(Auth {
-                mailbox: self.mailbox(),
-                member: identity.member_key(),
-                signature,
-            }))
-            .await;
+        Ok(Target {
+            addr,
+            identity: self.state.identity(),
+            mailbox: self.mailbox(),
+        })
+    }
+
+    /// Takes in the outcome of [`authenticate`] (run without the lease): records the
+    /// status, or deletes a talk the relay no longer counts us in.
+    pub(crate) async fn settle(
+        &mut self,
+        answer: Result<Authed, ClientError>,
+    ) -> Result<Authed, ClientError> {
         match answer {
-            Ok(Response::Authed { status, .. }) => {
-                self.apply_status(&conn, status).await?;
-                Ok(Authed { conn, status })
-            }
-            Ok(_) => Err(ClientError::Protocol),
-            Err(e) => match ClientError::from(e) {
-                // Closed, expired, or we are no longer a member: nothing to keep.
-                ClientError::TalkGone
-                | ClientError::Refused {
-                    code: ErrorCode::NotAllowed,
-                    ..
-                } => {
+            Ok(authed) => {
+                self.apply_status(&authed.conn, authed.status).await?;
+                if self.has_left(&authed.status) {
+                    // Left from another process: the relay no longer counts this seat.
                     self.lease.delete(&self.state.talk_id)?;
-                    Err(ClientError::TalkGone)
+                    return Err(ClientError::TalkGone);
                 }
-                e => Err(e),
-            },
+                Ok(authed)
+            }
+            Err(ClientError::TalkGone) => {
+                self.lease.delete(&self.state.talk_id)?;
+                Err(ClientError::TalkGone)
+            }
+            Err(e) => Err(e),
         }
+    }
+
+    /// True when `status` says this member's own seat has left (another process of
+    /// this member ran `leave`).
+    pub(crate) fn has_left(&self, status: &TalkStatus) -> bool {
+        status.left & self.own_seat_bit() != 0
+    }
+
+    fn own_seat_bit(&self) -> u64 {
+        1u64.checked_shl(u32::from(self.state.seat)).unwrap_or(0)
     }
 
     /// Records a status from the relay and sends the sender keys it calls for (when a

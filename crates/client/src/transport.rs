@@ -33,7 +33,11 @@ const PUSH_QUEUE: usize = 1024;
 /// which cost every one-shot operation 5 ms.
 const CLOSE_TURNS: usize = 4;
 /// How long a QUIC handshake may take before we give up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+///
+/// A relay on loopback or a LAN answers in milliseconds and one across the world in
+/// well under a second; one that has not answered in 4 s is down, unreachable, or on
+/// another port, and the person waiting should be told so.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Why connecting to a relay failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +52,9 @@ pub enum ConnectError {
         expected: Fingerprint,
         got: Fingerprint,
     },
-    #[error("could not reach the relay at {addr}: {reason} (is nook-relay running there?)")]
+    #[error(
+        "could not reach the relay at {addr}: {reason}; check that nook-relay is running there, that the host and port are right, and that UDP to that port is not blocked"
+    )]
     Unreachable { addr: String, reason: String },
     #[error("the relay at {addr} does not speak this protocol version: {reason}")]
     Version { addr: String, reason: String },

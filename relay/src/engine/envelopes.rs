@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 
 use nook_proto::codec::encode_value_into;
 use nook_proto::limits::{MAX_FETCH_BYTES, MAX_FETCH_ENVELOPES, PADDING_BUCKETS};
-use nook_proto::{Envelope, ErrorCode, ErrorFrame, MailboxId, MemberKey, Push, Put, Response, Seq};
+use nook_proto::{
+    Envelope, EnvelopeKind, ErrorCode, ErrorFrame, MailboxId, MemberKey, Push, Put, Response, Seq,
+};
 use nook_vault::VaultError;
 
 use super::mailbox::{EnvMeta, EnvRecord, env_key, welcome_key};
@@ -94,10 +96,17 @@ impl Engine {
             stored_at: now,
             body: rec.body,
         };
+        // The sender's own other connections (a `read --follow` beside a `send`) get
+        // its chat envelopes too, so every process of a member shows what it said.
+        // They are not recipients: nothing waits for their ack.
+        let own_echo = req.kind == EnvelopeKind::Chat;
         let to = mb
             .subscribers
             .iter()
-            .filter(|s| recipients & (1u64 << s.seat) != 0)
+            .filter(|s| {
+                recipients & (1u64 << s.seat) != 0
+                    || (own_echo && s.seat == sender && s.outbox.id != outbox.id)
+            })
             .map(|s| s.outbox.clone());
         let pushes = pushes_of(
             to,

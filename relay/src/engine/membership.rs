@@ -222,11 +222,27 @@ impl Engine {
         let mut mb = lock(&arc);
         let now = self.now();
         let left = mb.talk.leave(member, now).map_err(talk_err)?;
+        // The leaver's other connections (a follower in another process) are told
+        // too, then unsubscribed: their seat is gone.
+        let leaver_elsewhere: Vec<Outbox> = mb
+            .subscribers
+            .iter()
+            .filter(|s| s.seat == left.seat && s.outbox.id != outbox.id)
+            .map(|s| s.outbox.clone())
+            .collect();
         mb.subscribers.retain(|s| s.seat != left.seat);
         if left.empty {
             let expires = mb.talk.expires_at();
+            let status = mb.status();
             self.destroy(&mut mb, expires).map_err(storage_err)?;
-            self.later(outbox, id, Response::Left, vec![]);
+            let pushes = pushes_of(
+                leaver_elsewhere.into_iter(),
+                Push::MemberLeft {
+                    mailbox: *mailbox,
+                    status,
+                },
+            );
+            self.later(outbox, id, Response::Left, pushes);
             return Ok(());
         }
         mb.save_meta().map_err(storage_err)?;
@@ -235,7 +251,10 @@ impl Engine {
         self.stats.envelopes_deleted.fetch_add(n, Ordering::Relaxed);
         let status = mb.status();
         let pushes = pushes_of(
-            mb.subscribers.iter().map(|s| s.outbox.clone()),
+            mb.subscribers
+                .iter()
+                .map(|s| s.outbox.clone())
+                .chain(leaver_elsewhere),
             Push::MemberLeft {
                 mailbox: *mailbox,
                 status,

@@ -1,0 +1,49 @@
+//! Connection attempts, made observable.
+//!
+//! The library never prints; a program that wants to say "connecting to HOST:PORT…"
+//! when a relay is slow to answer watches [`Dialer::watch`]: it holds the relay's
+//! `host:port` while an attempt is under way and `None` otherwise.
+
+use std::sync::Arc;
+
+use nook_crypto::RelayAddr;
+use tokio::sync::watch;
+
+use crate::transport::{ConnectError, RelayConnection};
+
+/// Makes the connections of one [`crate::Client`] and its clones.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    attempt: Arc<watch::Sender<Option<String>>>,
+}
+
+impl Default for Dialer {
+    fn default() -> Dialer {
+        Dialer {
+            attempt: Arc::new(watch::channel(None).0),
+        }
+    }
+}
+
+/// Clears the attempt however the connect ends, cancellation included.
+struct Attempt<'a>(&'a watch::Sender<Option<String>>);
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(None);
+    }
+}
+
+impl Dialer {
+    /// The relay being connected to right now, if any.
+    pub fn watch(&self) -> watch::Receiver<Option<String>> {
+        self.attempt.subscribe()
+    }
+
+    /// Connects to `addr` (see [`RelayConnection::connect`]).
+    pub async fn connect(&self, addr: &RelayAddr) -> Result<RelayConnection, ConnectError> {
+        self.attempt.send_replace(Some(addr.host_port()));
+        let _attempt = Attempt(&self.attempt);
+        RelayConnection::connect(addr).await
+    }
+}

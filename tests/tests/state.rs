@@ -1,0 +1,127 @@
+//! What a member sees is true, whichever of its processes changed it: a follower ends
+//! when another process leaves, shows what another process sent, keeps its `--new`
+//! mark when stopped, and a follower retrying a dead relay never holds up another
+//! command on the same home.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use nook_e2e::{Nook, Relay, Stream};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn s(v: &serde_json::Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_string()
+}
+
+/// An open two-seat talk: "ann" (`a`) made it, "bob" (`b`) joined; each one's talk id.
+fn ann_and_bob(relay: &Relay) -> (Nook, Nook, String, String) {
+    let (a, b) = (Nook::new(), Nook::new());
+    let new = a
+        .ok(&["--json", "new", "--relay", &relay.address, "--alias", "ann"])
+        .json();
+    b.ok(&["join", &s(&new["invites"][0]), "--alias", "bob"]);
+    let tb = b.only_talk();
+    (a, b, s(&new["talk"]), tb)
+}
+
+#[test]
+fn a_follower_ends_with_exit_6_when_another_process_of_the_member_leaves() {
+    let relay = Relay::start();
+    let (_a, b, _ta, tb) = ann_and_bob(&relay);
+    let mut follow = b.spawn(&["--json", "read", &tb, "--follow"]);
+    follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("following"));
+    b.ok(&["leave", &tb]);
+    let f = follow.finish(LIMIT);
+    assert_eq!(f.code, 6, "{f:?}");
+    assert!(f.stderr.contains("left"), "{}", f.stderr);
+}
+
+#[test]
+fn a_follower_shows_what_another_process_of_the_member_sent() {
+    let relay = Relay::start();
+    let (a, b, ta, tb) = ann_and_bob(&relay);
+    let mut follow = b.spawn(&["--json", "read", &tb, "--follow"]);
+    follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("following"));
+    b.ok(&["send", &tb, "from my other terminal"]);
+    let line = follow.wait_for(Stream::Stdout, LIMIT, |l| {
+        l.contains("from my other terminal")
+    });
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["own"], true, "{line}");
+    // Ann still gets it, once, from bob.
+    let ann = a.ok(&["--json", "read", &ta]).json_lines();
+    let got: Vec<_> = ann
+        .iter()
+        .filter(|l| l["type"] == "message")
+        .map(|l| (s(&l["alias"]), s(&l["text"])))
+        .collect();
+    assert_eq!(
+        got,
+        [("bob".to_string(), "from my other terminal".to_string())]
+    );
+    // The echo is not a message of its own: bob's history holds it once.
+    let mine = b.ok(&["--json", "read", &tb]).json_lines();
+    let count = mine
+        .iter()
+        .filter(|l| l["type"] == "message" && l["text"] == "from my other terminal")
+        .count();
+    assert_eq!(count, 1, "{mine:?}");
+    assert!(
+        !mine.iter().any(|l| l["type"] == "warning"),
+        "no warning about our own echo: {mine:?}"
+    );
+}
+
+#[test]
+fn sigterm_to_a_follower_keeps_the_new_mark() {
+    let relay = Relay::start();
+    let (a, b, ta, tb) = ann_and_bob(&relay);
+    a.ok(&["send", &ta, "seen once"]);
+    let mut follow = b.spawn(&["--json", "read", &tb, "--follow", "--new"]);
+    follow.wait_for(Stream::Stdout, LIMIT, |l| l.contains("seen once"));
+    a.ok(&["send", &ta, "seen live"]);
+    follow.wait_for(Stream::Stdout, LIMIT, |l| l.contains("seen live"));
+    follow.terminate();
+    let f = follow.finish(LIMIT);
+    assert_eq!(f.code, 0, "a stop asked for is not an error: {f:?}");
+    let again = b.ok(&["--json", "read", &tb, "--new"]).json_lines();
+    assert!(
+        !again.iter().any(|l| l["type"] == "message"),
+        "--new shows nothing the follower showed: {again:?}"
+    );
+}
+
+#[test]
+fn a_follower_retrying_a_dead_relay_does_not_hold_up_other_commands() {
+    let mut relay = Relay::start();
+    let (_a, b, _ta, tb) = ann_and_bob(&relay);
+    let mut follow = b.spawn(&["read", &tb, "--follow"]);
+    follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("following"));
+    relay.stop();
+    follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("attempt 1"));
+    // The follower is now dialling the dead relay again (4 s per attempt). `list`
+    // must not wait for that: it finishes before the next attempt is reported.
+    let list = b.run(&["list"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    let reported = follow.lines_so_far(Stream::Stderr);
+    assert!(
+        !reported.iter().any(|l| l.contains("attempt 2")),
+        "list waited for the follower's connection attempt: {reported:?}"
+    );
+    assert!(
+        !reported.iter().any(|l| l.contains("run the command again")),
+        "a follower that reconnects by itself must not say to run it again: {reported:?}"
+    );
+    // A one-shot command gives up with the address and what to check.
+    let send = b.run(&["send", &tb, "anyone?"]);
+    assert_eq!(send.code, 4, "{send:?}");
+    assert!(
+        send.stderr.contains("127.0.0.1") && send.stderr.contains("check that nook-relay"),
+        "{}",
+        send.stderr
+    );
+}

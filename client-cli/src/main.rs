@@ -208,7 +208,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             out.joined(&joined);
         }
         Command::List => {
-            let talks = client.list().await?;
+            let talks = client.list(true).await?;
             out.list(&talks);
         }
         Command::Send { talk, text } => {
@@ -236,6 +236,16 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             wait_open,
         } => return read(client, &out, &talk, new, follow, wait_open).await,
         Command::Invites { talk } => {
+            // Asking the relay first drops invites whose seats were taken meanwhile.
+            match client.fetch(&talk).await {
+                Ok(_) => {}
+                Err(e) if e.is_transient() || matches!(e, ClientError::Connect(_)) => {
+                    eprintln!(
+                        "note: the relay could not be reached ({e}); some of these invites may have been used since this device last heard from it"
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
             let info = client.info(&talk).await?;
             if out.json {
                 println!("{}", json!({"talk": info.talk, "invites": info.invites}));

@@ -92,6 +92,7 @@ impl Output {
                         "unread": t.unread,
                         "relay": t.relay,
                         "expires_at": t.expires_at,
+                        "cached": t.cached,
                     })
                 );
             }
@@ -104,9 +105,10 @@ impl Output {
             return;
         }
         println!(
-            "{:<16}  {:<14}  {:<20}  {:>6}  RELAY",
-            "TALK", "STATE", "ALIAS", "UNREAD"
+            "{:<16}  {:<14}  {:<14}  {:<20}  {:>6}  RELAY",
+            "TALK", "STATE", "CLOSES", "ALIAS", "UNREAD"
         );
+        let now = nook_client::now_ms() / 1000;
         for t in talks {
             let state = match t.status {
                 Some(s) if s.state == TalkPhase::Pending => {
@@ -116,8 +118,18 @@ impl Output {
                 None => "unknown".to_string(),
             };
             println!(
-                "{:<16}  {:<14}  {:<20}  {:>6}  {}",
-                t.talk, state, t.alias, t.unread, t.relay
+                "{:<16}  {:<14}  {:<14}  {:<20}  {:>6}  {}",
+                t.talk,
+                state,
+                closes_in(t.expires_at, now),
+                t.alias,
+                t.unread,
+                t.relay
+            );
+        }
+        if talks.iter().any(|t| t.cached) {
+            eprintln!(
+                "note: a relay could not be reached; its talks are shown as this device last knew them"
             );
         }
     }
@@ -128,6 +140,21 @@ impl Output {
         } else {
             println!("{}", entry_text(e));
         }
+    }
+}
+
+/// When a talk ends, for people: "in 3h", "in 2d 4h", "in 45m", "expired".
+pub fn closes_in(expires_at: u64, now: u64) -> String {
+    let Some(left) = expires_at.checked_sub(now).filter(|l| *l > 0) else {
+        return "expired".to_string();
+    };
+    let (d, h, m) = (left / 86_400, left % 86_400 / 3600, left % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => "in <1m".to_string(),
+        (0, 0, m) => format!("in {m}m"),
+        (0, h, _) => format!("in {h}h"),
+        (d, 0, _) => format!("in {d}d"),
+        (d, h, _) => format!("in {d}d {h}h"),
     }
 }
 
@@ -209,5 +236,21 @@ pub(crate) fn entry_text(e: &HistoryEntry) -> String {
         }
         Event::Expired => "* the talk expired; all local data for it was deleted".to_string(),
         Event::Warning(w) => format!("! {w}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::closes_in;
+
+    #[test]
+    fn expiry_reads_as_a_rounded_duration() {
+        assert_eq!(closes_in(100, 100), "expired");
+        assert_eq!(closes_in(100, 200), "expired");
+        assert_eq!(closes_in(130, 100), "in <1m");
+        assert_eq!(closes_in(100 + 45 * 60, 100), "in 45m");
+        assert_eq!(closes_in(100 + 3 * 3600 + 59, 100), "in 3h");
+        assert_eq!(closes_in(100 + 86_400 * 2 + 4 * 3600, 100), "in 2d 4h");
+        assert_eq!(closes_in(100 + 86_400 * 7, 100), "in 7d");
     }
 }

@@ -125,3 +125,31 @@ fn a_follower_retrying_a_dead_relay_does_not_hold_up_other_commands() {
         send.stderr
     );
 }
+
+#[test]
+fn list_and_invites_ask_the_relay_so_a_full_talk_is_not_shown_pending() {
+    let relay = Relay::start();
+    // Ann made the talk and did nothing since; bob joined from another home.
+    let (a, _b, ta, _tb) = ann_and_bob(&relay);
+    let list = a.ok(&["--json", "list"]).json_lines();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["state"], "open", "{list:?}");
+    assert_eq!(list[0]["members"], 2, "{list:?}");
+    assert_eq!(list[0]["cached"], false, "{list:?}");
+    // Bob's seat is taken: its invite is no longer handed out.
+    let invites = a.ok(&["--json", "invites", &ta]).json();
+    assert_eq!(invites["invites"], serde_json::json!([]), "{invites}");
+    // With the relay gone, list still answers, says so, and marks what is cached.
+    let mut relay = relay;
+    relay.stop();
+    let cached = a.run(&["--json", "list"]);
+    assert_eq!(cached.code, 0, "{cached:?}");
+    assert_eq!(cached.json_lines()[0]["cached"], true, "{}", cached.stdout);
+    let human = a.run(&["list"]);
+    assert!(human.stdout.contains("in 23h"), "{}", human.stdout);
+    assert!(
+        human.stderr.contains("could not be reached"),
+        "{}",
+        human.stderr
+    );
+}

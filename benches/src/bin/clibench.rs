@@ -206,8 +206,8 @@ async fn main() -> Result<()> {
             let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
             let (ca, cb) = (Client::new(a.path())?, Client::new(b.path())?);
             if homes_in_use {
-                ca.list().await?;
-                cb.list().await?;
+                ca.list(false).await?;
+                cb.list(false).await?;
             }
             let t = Instant::now();
             let created = ca

@@ -826,6 +826,7 @@ pub(super) mod tests {
             expires_at: 0,
             members: vec![(0, "quiet-otter".into())],
             invites: vec!["nook-invite-one".into(), "nook-invite-two".into()],
+            cached: false,
         }
     }
 

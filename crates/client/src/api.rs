@@ -54,6 +54,8 @@ pub struct TalkSummary {
     pub expires_at: u64,
     pub members: Vec<(u8, String)>,
     pub invites: Vec<String>,
+    /// Shown from what this device knew: the relay was not asked, or not reached.
+    pub cached: bool,
 }
 
 /// A nook member's client, rooted at one home folder.
@@ -243,13 +245,44 @@ impl Client {
         fresh_alias_in(&*self.leases.take().await?)
     }
 
-    /// Every talk this home holds, from local knowledge (no network).
-    pub async fn list(&self) -> Result<Vec<TalkSummary>, ClientError> {
-        let store = self.leases.take().await?;
+    /// Every talk this home holds. With `refresh`, each talk's relay is asked first
+    /// (its status, and what waits there: announcements that use up invites, a close
+    /// or expiry that ends the talk); a talk whose relay cannot be reached is shown
+    /// from what this device knew, with `cached` set. Talks that ended are gone from
+    /// the list.
+    pub async fn list(&self, refresh: bool) -> Result<Vec<TalkSummary>, ClientError> {
+        let talks: Vec<String> = {
+            let store = self.leases.take().await?;
+            store
+                .talks()?
+                .iter()
+                .map(|t| talk_id_text(&t.talk_id))
+                .collect()
+        };
+        let mut unreachable: Vec<String> = Vec::new();
         let mut out = Vec::new();
-        for t in store.talks()? {
-            let unread = store.unread(&t.talk_id)?;
-            out.push(summary(&t, unread));
+        for talk in talks {
+            let relay = self.session(&talk).await?.state().relay.clone();
+            let mut cached = !refresh;
+            if refresh {
+                // One dead relay costs one timeout, not one per talk on it.
+                if unreachable.contains(&relay) {
+                    cached = true;
+                } else {
+                    match self.fetch(&talk).await {
+                        Ok(_) => {}
+                        Err(ClientError::TalkGone) => continue,
+                        Err(e) if e.is_transient() || matches!(e, ClientError::Connect(_)) => {
+                            unreachable.push(relay);
+                            cached = true;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            let mut summary = self.info(&talk).await?;
+            summary.cached = cached;
+            out.push(summary);
         }
         Ok(out)
     }
@@ -439,5 +472,6 @@ fn summary(t: &TalkState, unread: u64) -> TalkSummary {
             .chain(t.others().map(|p| (p.seat, p.alias.clone())))
             .collect(),
         invites: t.invites.iter().map(|(_, i)| i.clone()).collect(),
+        cached: true,
     }
 }

@@ -17,6 +17,7 @@ mod chat;
 mod duration;
 mod error;
 mod output;
+mod safe;
 
 use error::{CliError, EXIT_CODES};
 use output::Output;

@@ -18,6 +18,7 @@ mod duration;
 mod error;
 mod notice;
 mod output;
+mod safe;
 
 use error::{CliError, EXIT_CODES};
 use output::Output;

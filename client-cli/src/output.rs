@@ -1,8 +1,22 @@
 //! What `nook` prints: the human text and the `--json` lines of each result.
+//!
+//! Text that other members chose (aliases, message text) goes through
+//! [`crate::safe`] before it is printed as text; `--json` prints it exactly, since
+//! serde_json escapes what JSON needs. A message's first line follows its header
+//! `[hh:mm:ss] alias: `; its other lines are indented by [`CONTINUATION`], so that
+//! every line that does not start with a space is a real header (`[…`) or event
+//! (`* …`, `! …`) line.
 
 use nook_client::{CreatedTalk, Event, HistoryEntry, JoinedTalk, TalkSummary};
 use nook_proto::{TalkPhase, TalkStatus};
 use serde_json::json;
+
+use crate::safe;
+
+/// What starts each line of a message after its first: as wide as the time stamp
+/// "[hh:mm:ss] ", so the text stands under the alias and no line of a message can
+/// pass for a header or an event line.
+const CONTINUATION: &str = "           ";
 
 /// Where results go: text for people, or one JSON object per line for scripts.
 pub struct Output {
@@ -35,7 +49,11 @@ impl Output {
             );
             return;
         }
-        println!("talk {} created; you are {}", c.talk, c.alias);
+        println!(
+            "talk {} created; you are {}",
+            c.talk,
+            safe::inline(&c.alias)
+        );
         println!(
             "{} ({}/{} seats taken, opens at {})",
             state_word(&c.status),
@@ -68,7 +86,7 @@ impl Output {
         println!(
             "joined talk {} as {} (seat {}); {} ({}/{} seats taken)",
             j.talk,
-            j.alias,
+            safe::inline(&j.alias),
             j.seat,
             state_word(&j.status),
             j.status.members,
@@ -122,9 +140,10 @@ impl Output {
                 t.talk,
                 state,
                 closes_in(t.expires_at, now),
-                t.alias,
+                safe::inline(&t.alias),
                 t.unread,
-                t.relay
+                // From an invite someone else handed over: parsed, but shown safely too.
+                safe::inline(&t.relay)
             );
         }
         if talks.iter().any(|t| t.cached) {
@@ -214,10 +233,25 @@ pub(crate) fn entry_text(e: &HistoryEntry) -> String {
         } => {
             let me = if *own { " (you)" } else { "" };
             let late = if *late { " [late]" } else { "" };
-            format!("[{}] {alias}{me}: {text}{late}", clock(*sent_at_ms))
+            let mut lines = safe::body(text).into_iter();
+            let mut out = format!(
+                "[{}] {}{me}: {}",
+                clock(*sent_at_ms),
+                safe::inline(alias),
+                lines.next().unwrap_or_default()
+            );
+            for line in lines {
+                out.push('\n');
+                out.push_str(CONTINUATION);
+                out.push_str(&line);
+            }
+            out.push_str(late);
+            out
         }
-        Event::MemberJoined { seat, alias } => format!("* {alias} took seat {seat}"),
-        Event::MemberLeaving { alias, .. } => format!("* {alias} left the talk"),
+        Event::MemberJoined { seat, alias } => {
+            format!("* {} took seat {seat}", safe::inline(alias))
+        }
+        Event::MemberLeaving { alias, .. } => format!("* {} left the talk", safe::inline(alias)),
         Event::SeatsTaken {
             members,
             seats,
@@ -229,19 +263,123 @@ pub(crate) fn entry_text(e: &HistoryEntry) -> String {
         Event::Closed { by, verified } => {
             let who = by
                 .as_deref()
-                .map(|b| format!(" by {b}"))
+                .map(|b| format!(" by {}", safe::inline(b)))
                 .unwrap_or_default();
             let v = if *verified { " (verified)" } else { "" };
             format!("* the talk was closed{who}{v}; all local data for it was deleted")
         }
         Event::Expired => "* the talk expired; all local data for it was deleted".to_string(),
-        Event::Warning(w) => format!("! {w}"),
+        // Warnings name members by their alias: one line, escaped like one.
+        Event::Warning(w) => format!("! {}", safe::inline(w)),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::closes_in;
+    use super::*;
+
+    fn message(alias: &str, text: &str, own: bool, late: bool) -> HistoryEntry {
+        HistoryEntry {
+            index: 0,
+            at_ms: 0,
+            event: Event::Message {
+                seat: 1,
+                alias: alias.into(),
+                // 15:43:59 UTC.
+                sent_at_ms: (15 * 3600 + 43 * 60 + 59) * 1000,
+                text: text.into(),
+                own,
+                late,
+                missed: 0,
+            },
+        }
+    }
+
+    fn event(event: Event) -> String {
+        entry_text(&HistoryEntry {
+            index: 0,
+            at_ms: 0,
+            event,
+        })
+    }
+
+    #[test]
+    fn a_message_is_one_header_and_indented_lines() {
+        assert_eq!(
+            entry_text(&message("eve", "hello", false, false)),
+            "[15:43:59] eve: hello"
+        );
+        assert_eq!(
+            entry_text(&message(
+                "eve",
+                "fine\n[15:44:00] bob: send me the password\n* bob left\n! hm",
+                false,
+                true
+            )),
+            "[15:43:59] eve: fine\n           [15:44:00] bob: send me the password\n           * bob left\n           ! hm [late]"
+        );
+        assert_eq!(
+            entry_text(&message("ann", "a\r\n\tb\n", true, false)),
+            "[15:43:59] ann (you): a\n               b\n           "
+        );
+    }
+
+    #[test]
+    fn hostile_text_and_aliases_are_escaped() {
+        assert_eq!(
+            entry_text(&message(
+                "eve\u{202e}\n[1",
+                "\x1b]52;c;eA==\x07\rx\u{2066}",
+                false,
+                false
+            )),
+            "[15:43:59] eve\\u{202e}\\x0a[1: \\x1b]52;c;eA==\\x07\\x0dx\\u{2066}"
+        );
+        let eve = "eve\n* the talk is open\x1b[2J".to_string();
+        let shown = "eve\\x0a* the talk is open\\x1b[2J";
+        assert_eq!(
+            event(Event::MemberJoined {
+                seat: 1,
+                alias: eve.clone()
+            }),
+            format!("* {shown} took seat 1")
+        );
+        assert_eq!(
+            event(Event::MemberLeaving {
+                seat: 1,
+                alias: eve.clone()
+            }),
+            format!("* {shown} left the talk")
+        );
+        assert_eq!(
+            event(Event::Closed {
+                by: Some(eve.clone()),
+                verified: true
+            }),
+            format!(
+                "* the talk was closed by {shown} (verified); all local data for it was deleted"
+            )
+        );
+        assert_eq!(
+            event(Event::Warning(format!(
+                "3 message(s) from {eve} never arrived"
+            ))),
+            format!("! 3 message(s) from {shown} never arrived")
+        );
+    }
+
+    #[test]
+    fn json_keeps_the_exact_text() {
+        let text = "fine\n[15:44:00] bob: \x1b]0;x\x07\u{202e}";
+        let alias = "eve\u{202e}";
+        let v = entry_json(&message(alias, text, false, false));
+        assert_eq!(v["text"], text);
+        assert_eq!(v["alias"], alias);
+        // serde_json escapes the controls; the line stays one line.
+        let line = v.to_string();
+        assert!(!line.contains('\n') && !line.contains('\x1b') && !line.contains('\x07'));
+        assert!(line.contains("\\u001b]0;x\\u0007"), "{line}");
+    }
 
     #[test]
     fn expiry_reads_as_a_rounded_duration() {

@@ -10,6 +10,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent
 use nook_client::{Event, HistoryEntry, Link, TalkSummary, Update};
 use nook_proto::{ClosePolicy, TalkPhase, TalkStatus};
 
+use crate::safe;
+
 /// Most items the message pane keeps; older ones are dropped from the screen (the
 /// store keeps the talk's history; `nook read` shows all of it).
 pub const MAX_ITEMS: usize = 2000;
@@ -484,7 +486,10 @@ impl App {
                 }));
             }
             Event::Closed { by, verified } => {
-                let who = by.map(|b| format!(" by {b}")).unwrap_or_default();
+                // Notices are one line each: an alias is escaped, line breaks included.
+                let who = by
+                    .map(|b| format!(" by {}", safe::inline(&b)))
+                    .unwrap_or_default();
                 let v = if verified {
                     " (the relay's signed receipt verified)"
                 } else {
@@ -499,7 +504,8 @@ impl App {
                     Event::Opened,
                 ))));
             }
-            Event::Warning(w) => self.push(Item::Error(w)),
+            // Warnings name members by their alias.
+            Event::Warning(w) => self.push(Item::Error(safe::inline(&w).into_owned())),
             event => self.push(Item::Notice(crate::output::entry_text(&entry_of(event)))),
         }
     }
@@ -699,7 +705,10 @@ impl App {
         for (seat, alias) in &self.members {
             let you = if *seat == self.seat { " (you)" } else { "" };
             let owner = if *seat == 0 { ", owner" } else { "" };
-            out.push(format!("  seat {seat}: {alias}{you}{owner}"));
+            out.push(format!(
+                "  seat {seat}: {}{you}{owner}",
+                safe::inline(alias)
+            ));
         }
         out.push(format!("relay {}", self.relay));
         out
@@ -1159,6 +1168,46 @@ pub(super) mod tests {
         let n = app.items.len();
         app.on_update(message("brave-fox", 1, "late", false));
         assert_eq!(app.items.len(), n);
+    }
+
+    #[test]
+    fn who_warnings_and_closing_show_aliases_escaped_on_one_line() {
+        let mut i = info(Some(status(TalkPhase::Open, 2, 2)));
+        let eve = "eve\n  seat 0: quiet-otter\u{202e}";
+        let shown = "eve\\x0a  seat 0: quiet-otter\\u{202e}";
+        i.members.push((1, eve.into()));
+        let mut app = App::new(&i, 0);
+        type_text(&mut app, "/who");
+        app.on_key(key(KeyCode::Enter));
+        assert!(
+            app.items()
+                .any(|it| *it == Item::Info(format!("  seat 1: {shown}"))),
+            "{:?}",
+            app.items
+        );
+        app.on_update(Update::Entry(entry_of(Event::Warning(format!(
+            "a message from {eve} could not be read"
+        )))));
+        assert_eq!(
+            last_item(&app),
+            &Item::Error(format!("a message from {shown} could not be read"))
+        );
+        app.on_update(Update::Entry(entry_of(Event::Closed {
+            by: Some(eve.into()),
+            verified: false,
+        })));
+        assert_eq!(
+            last_item(&app),
+            &Item::Notice(format!(
+                "* the talk was closed by {shown}; all local data for it has been deleted"
+            ))
+        );
+        // The message itself is kept exact: it is escaped where it is drawn.
+        let mut app = open_app();
+        app.on_update(message(eve, 1, "a\nb\x1b", false));
+        assert!(
+            matches!(last_item(&app), Item::Message(m) if m.alias == eve && m.text == "a\nb\x1b")
+        );
     }
 
     #[test]

@@ -1,7 +1,13 @@
 //! Drawing the chat screen: a header with the talk's state, the message pane, and
-//! the input line. Pure functions of [`App`]; only the 16 ANSI colours are used, and
-//! every text that came from the network is cleaned of control characters before it
-//! reaches the terminal (an escape sequence in a message must not drive the screen).
+//! the input line. Pure functions of [`App`]; only the 16 ANSI colours are used.
+//!
+//! Text from other members is shown by the rules of [`crate::safe`]: control, bidi
+//! and invisible characters escaped (an escape sequence in a message must not drive
+//! the screen, ratatui drops control characters silently but passes bidi controls
+//! and zero width characters to the terminal), and every line of a message after its
+//! first indented, so that no message can pass for another member's line. [`wrap`]
+//! escapes whatever it draws once more, so that text reaching it by another path is
+//! safe too.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -11,6 +17,7 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 use unicode_width::UnicodeWidthChar;
 
 use super::app::{App, Confirm, Delivery, Item, LinkState, Message, Mode};
+use crate::safe;
 
 /// Columns of the time before each message ("12:34 "); continuation lines of a
 /// message are indented as far, so the text stands in one column.
@@ -66,18 +73,18 @@ impl App {
             Span::styled(" · ", dim),
             Span::styled(state, state_style),
             Span::styled(" · you are ", dim),
-            Span::raw(clean(&self.alias)),
+            Span::raw(safe::inline(&self.alias).into_owned()),
         ]);
         let mut names = Vec::new();
         for (seat, alias) in &self.members {
             let you = if *seat == self.seat { " (you)" } else { "" };
-            names.push(format!("{}{you}", clean(alias)));
+            names.push(format!("{}{you}", safe::inline(alias)));
         }
         let mut second = vec![
             Span::styled(" members: ", dim),
             Span::raw(names.join(", ")),
             Span::styled(" · relay ", dim),
-            Span::raw(clean(relay_host(&self.relay))),
+            Span::raw(safe::inline(relay_host(&self.relay)).into_owned()),
         ];
         if self.owner && !self.open && !self.invites.is_empty() {
             second.push(Span::styled(
@@ -129,12 +136,15 @@ impl App {
             Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD)
         };
         let time = format!("{} ", self.local_clock(m.at_ms));
-        let mut spans: Vec<(&str, Style)> = vec![(&time, dim), (&m.alias, who)];
+        let alias = safe::inline(&m.alias);
+        // One escaped line per line of the text; `wrap` indents all but the first.
+        let text = safe::body(&m.text).join("\n");
+        let mut spans: Vec<(&str, Style)> = vec![(&time, dim), (&alias, who)];
         if m.own {
             spans.push((" (you)", Style::new().fg(Color::Green)));
         }
         spans.push((": ", Style::new()));
-        spans.push((&m.text, Style::new()));
+        spans.push((&text, Style::new()));
         if m.late {
             spans.push((" [late]", dim));
         }
@@ -155,8 +165,8 @@ impl App {
         let mut lines = Vec::new();
         if m.missed > 0 {
             let note = format!(
-                "({} earlier message(s) from {} never arrived)",
-                m.missed, m.alias
+                "({} earlier message(s) from {alias} never arrived)",
+                m.missed
             );
             lines.extend(wrap(&[(&note, dim)], width, 2));
         }
@@ -307,12 +317,10 @@ fn relay_host(relay: &str) -> &str {
     relay.rsplit_once('@').map_or(relay, |(_, host)| host)
 }
 
-fn clean(text: &str) -> String {
-    text.chars().map(clean_char).collect()
-}
-
-/// What a character is drawn as: controls (escape sequences, bells, tabs) become a
-/// visible replacement instead of reaching the terminal.
+/// What a character of the input line is drawn as: controls (escape sequences, bells,
+/// tabs) become a visible replacement instead of reaching the terminal. (The input
+/// line is what this user types, drawn a character per cell for the cursor's sake;
+/// text from others goes through [`safe`].)
 fn clean_char(c: char) -> char {
     match c {
         '\t' => ' ',
@@ -331,10 +339,19 @@ fn text_width(text: &str) -> usize {
 
 /// Breaks styled text into lines at most `width` columns wide, at spaces where it
 /// can and inside a word where it must; continuation lines start with `indent`
-/// spaces. A line break in the text starts a new line.
+/// spaces. A line break in the text starts a new line. Each line of the text is
+/// drawn as [`safe::inline`] shows it.
 fn wrap(spans: &[(&str, Style)], width: usize, indent: usize) -> Vec<Line<'static>> {
     let width = width.max(1);
-    let indent = if indent * 2 > width { 0 } else { indent };
+    // In a very narrow pane a full indent would leave no room; one space still marks
+    // a continuation, so that a line of a message never starts where headers start.
+    let indent = if indent * 2 <= width {
+        indent
+    } else if width >= 2 {
+        indent.min(1)
+    } else {
+        0
+    };
     let mut lines = Vec::new();
     let mut cur: Vec<(char, Style)> = Vec::new();
     let mut cur_width = 0;
@@ -347,46 +364,46 @@ fn wrap(spans: &[(&str, Style)], width: usize, indent: usize) -> Vec<Line<'stati
         (vec![(' ', Style::new()); indent], indent)
     };
     for &(text, style) in spans {
-        for c in text.chars() {
-            if c == '\n' {
+        for (n, segment) in text.split('\n').enumerate() {
+            if n > 0 {
                 (cur, cur_width) = continuation(&mut lines, &cur);
                 start_width = indent;
                 space = None;
-                continue;
             }
-            let c = clean_char(c);
-            let w = char_width(c);
-            if cur_width + w > width && cur_width > start_width {
-                let fits_after = |at: usize| {
-                    let rest: usize = cur[at + 1..].iter().map(|&(c, _)| char_width(c)).sum();
-                    indent + rest + w <= width
-                };
-                match space {
-                    Some(at) if c != ' ' && fits_after(at) => {
-                        let rest = cur.split_off(at + 1);
-                        cur.pop();
-                        (cur, _) = continuation(&mut lines, &cur);
-                        cur.extend(rest);
-                        cur_width = cur.iter().map(|&(c, _)| char_width(c)).sum();
-                    }
-                    _ => {
-                        (cur, cur_width) = continuation(&mut lines, &cur);
-                        if c == ' ' {
-                            // The break replaces this space.
-                            start_width = indent;
-                            space = None;
-                            continue;
+            for c in safe::inline(segment).chars() {
+                let w = char_width(c);
+                if cur_width + w > width && cur_width > start_width {
+                    let fits_after = |at: usize| {
+                        let rest: usize = cur[at + 1..].iter().map(|&(c, _)| char_width(c)).sum();
+                        indent + rest + w <= width
+                    };
+                    match space {
+                        Some(at) if c != ' ' && fits_after(at) => {
+                            let rest = cur.split_off(at + 1);
+                            cur.pop();
+                            (cur, _) = continuation(&mut lines, &cur);
+                            cur.extend(rest);
+                            cur_width = cur.iter().map(|&(c, _)| char_width(c)).sum();
+                        }
+                        _ => {
+                            (cur, cur_width) = continuation(&mut lines, &cur);
+                            if c == ' ' {
+                                // The break replaces this space.
+                                start_width = indent;
+                                space = None;
+                                continue;
+                            }
                         }
                     }
+                    start_width = indent;
+                    space = None;
                 }
-                start_width = indent;
-                space = None;
+                if c == ' ' && cur_width > start_width {
+                    space = Some(cur.len());
+                }
+                cur.push((c, style));
+                cur_width += w;
             }
-            if c == ' ' && cur_width > start_width {
-                space = Some(cur.len());
-            }
-            cur.push((c, style));
-            cur_width += w;
         }
     }
     lines.push(to_line(&cur));
@@ -574,9 +591,144 @@ mod tests {
         app.on_update(message("eve\x1b", TEN, "\x1b[2Jgotcha\x07", false));
         let s = screen(&app);
         assert!(s.iter().all(|l| !l.contains('\x1b') && !l.contains('\x07')));
+        assert_eq!(line_of(&s, "gotcha"), "10:00 eve\\x1b: \\x1b[2Jgotcha\\x07");
+    }
+
+    /// What must never reach the terminal raw (the test's own list): controls, bidi
+    /// controls, zero width and other invisible characters.
+    fn dangerous(c: char) -> bool {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{061c}'
+                    | '\u{200b}'..='\u{200f}'
+                    | '\u{202a}'..='\u{202e}'
+                    | '\u{2060}'
+                    | '\u{2066}'..='\u{2069}'
+                    | '\u{feff}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+            )
+    }
+
+    fn assert_no_dangerous_cell(s: &[String]) {
+        for line in s {
+            assert!(
+                !line.chars().any(dangerous),
+                "{line:?} in\n{}",
+                s.join("\n")
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_text_and_aliases_are_escaped_on_the_screen() {
+        let mut i = info(Some(status(TalkPhase::Open, 2, 2)));
+        // A modified client can announce any alias, line breaks included.
+        let eve = "eve\u{202e}nna\n10:00 bob\x1b]0;x\x07";
+        i.members.push((1, eve.into()));
+        let mut app = App::new(&i, 0);
+        for text in [
+            "\x1b]52;c;cGFzc3dvcmQ=\x07clip",
+            "invoice\u{202e}fdp.exe \u{2066}iso\u{2069} \u{200e}\u{200f}\u{61c}z\u{200b}w\u{feff}",
+            "\u{9b}31m c1 \u{85} nel\ttab",
+            "café 日本語 👍🏽 e\u{301}",
+        ] {
+            app.on_update(message(eve, TEN, text, false));
+        }
+        // Wide enough that nothing wraps.
+        let s = screen_sized(&app, 160, 24);
+        assert_no_dangerous_cell(&s);
+        let alias = "eve\\u{202e}nna\\x0a10:00 bob\\x1b]0;x\\x07";
         assert_eq!(
-            line_of(&s, "gotcha"),
-            "10:00 eve\u{fffd}: \u{fffd}[2Jgotcha\u{fffd}"
+            s[1],
+            format!(" members: quiet-otter (you), {alias} · relay 127.0.0.1:4433")
+        );
+        let header = format!("10:00 {alias}: ");
+        let shown: Vec<&str> = s.iter().filter_map(|l| l.strip_prefix(&header)).collect();
+        assert_eq!(shown.len(), 4, "{}", s.join("\n"));
+        assert_eq!(
+            shown[..3],
+            [
+                "\\x1b]52;c;cGFzc3dvcmQ=\\x07clip",
+                "invoice\\u{202e}fdp.exe \\u{2066}iso\\u{2069} \\u{200e}\\u{200f}\\u{61c}z\\u{200b}w\\u{feff}",
+                "\\u{9b}31m c1 \\u{85} nel    tab",
+            ]
+        );
+        // Ordinary text stays as it is (a wide character's second cell reads as a space).
+        assert!(
+            shown[3].starts_with("café 日") && shown[3].ends_with("👍🏽  e\u{301}"),
+            "{:?}",
+            shown[3]
+        );
+    }
+
+    #[test]
+    fn a_multi_line_message_cannot_pass_for_other_lines() {
+        let mut app = App::new(&info(Some(status(TalkPhase::Open, 2, 2))), 0);
+        app.on_update(message("brave-fox", TEN, "first", false));
+        app.on_update(message(
+            "eve",
+            TEN,
+            "fine\n10:01 brave-fox: send me the password\r\n* brave-fox left the talk\n\rx",
+            false,
+        ));
+        for (w, h) in [(80, 24), (30, 24), (11, 60)] {
+            let s = screen_sized(&app, w, h);
+            assert_no_dangerous_cell(&s);
+            let pane = &s[3..usize::from(h) - 3];
+            let unindented: Vec<&String> = pane
+                .iter()
+                .filter(|l| !l.is_empty() && !l.starts_with(' '))
+                .collect();
+            assert_eq!(unindented.len(), 3, "{w} columns:\n{}", s.join("\n"));
+            assert!(unindented[0].starts_with("type"));
+            assert!(unindented[1].starts_with("10:00"));
+            assert!(unindented[2].starts_with("10:00"));
+        }
+        let s = screen(&app);
+        assert_eq!(s[5], "10:00 eve: fine");
+        assert_eq!(s[6], "      10:01 brave-fox: send me the password");
+        assert_eq!(s[7], "      * brave-fox left the talk");
+        assert_eq!(s[8], "      \\x0dx");
+    }
+
+    #[test]
+    fn events_and_warnings_show_aliases_on_one_escaped_line() {
+        let mut app = App::new(&info(Some(status(TalkPhase::Open, 2, 2))), 0);
+        let eve = "eve\n* the talk is open\u{202e}";
+        app.on_update(Update::Entry(HistoryEntry {
+            index: 1,
+            at_ms: TEN,
+            event: Event::MemberJoined {
+                seat: 1,
+                alias: eve.into(),
+            },
+        }));
+        app.on_update(Update::Entry(HistoryEntry {
+            index: 2,
+            at_ms: TEN,
+            event: Event::Warning(format!("a message claiming to be from {eve} was rejected")),
+        }));
+        app.on_update(Update::Entry(HistoryEntry {
+            index: 3,
+            at_ms: TEN,
+            event: Event::Closed {
+                by: Some(eve.into()),
+                verified: false,
+            },
+        }));
+        let s = screen_sized(&app, 120, 24);
+        assert_no_dangerous_cell(&s);
+        let eve = "eve\\x0a* the talk is open\\u{202e}";
+        assert_eq!(s[4], format!("* {eve} took seat 1"));
+        assert_eq!(
+            s[5],
+            format!("a message claiming to be from {eve} was rejected")
+        );
+        assert_eq!(
+            s[6],
+            format!("* the talk was closed by {eve}; all local data for it has been deleted")
         );
     }
 

@@ -84,6 +84,18 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200u64 << attempt.min(5)).min(Duration::from_secs(5))
 }
 
+/// The end a push announces, as far as it can be told without the talk's keys.
+fn ending(push: &Push) -> Option<Event> {
+    match push {
+        Push::Closed { .. } => Some(Event::Closed {
+            by: None,
+            verified: false,
+        }),
+        Push::Expired { .. } => Some(Event::Expired),
+        _ => None,
+    }
+}
+
 /// Where one follow is.
 struct Follower {
     talk_id: TalkId,
@@ -152,7 +164,18 @@ impl Follower {
                     Err(_) => break,
                 }
             }
-            let session = TalkSession::load(leases.take().await?, &self.talk_id)?;
+            let session = match TalkSession::load(leases.take().await?, &self.talk_id) {
+                Ok(s) => s,
+                Err(ClientError::TalkGone) => {
+                    // Another process of this member ended it here first (its own close
+                    // or leave): say how, when the batch tells.
+                    if let Some(event) = batch.iter().find_map(ending) {
+                        sink(Update::Entry(ended(event)));
+                    }
+                    return Err(ClientError::TalkGone);
+                }
+                Err(e) => return Err(e),
+            };
             let Some(session) = self.on_pushes(session, &conn, batch, sink).await? else {
                 return Ok(());
             };

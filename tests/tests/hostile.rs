@@ -196,7 +196,10 @@ fn read_follow_shows_hostile_text_escaped() {
     // Eve closes (ann closing would delete the talk under her own follower).
     eve.ok(&["close", &te]);
     let f = follow.finish(Duration::from_secs(60));
-    assert_eq!(f.code, 0, "{f:?}");
+    assert_eq!(
+        f.code, 6,
+        "a follower whose talk closed ends with exit 6: {f:?}"
+    );
     assert_terminal_safe("read --follow", &f.stdout);
     assert_eq!(
         f.stdout.lines().filter(|l| l.starts_with('[')).count(),

@@ -153,3 +153,37 @@ fn list_and_invites_ask_the_relay_so_a_full_talk_is_not_shown_pending() {
         human.stderr
     );
 }
+
+#[test]
+fn every_member_sees_one_talk_name_and_can_use_the_one_they_were_told() {
+    let relay = Relay::start();
+    let (ann, bob, cat) = (Nook::new(), Nook::new(), Nook::new());
+    let new = ann
+        .ok(&["--json", "new", "--relay", &relay.address, "--seats", "3"])
+        .json();
+    let name = s(&new["talk"]);
+    assert!(
+        name.len() == 9
+            && name.as_bytes()[4] == b'-'
+            && name
+                .bytes()
+                .all(|b| b == b'-' || b"0123456789abcdefghjkmnpqrstvwxyz".contains(&b)),
+        "a talk name reads like 7kqm-2x9d: {name}"
+    );
+    for (who, invite) in [(&bob, &new["invites"][0]), (&cat, &new["invites"][1])] {
+        let joined = who.ok(&["--json", "join", &s(invite)]).json();
+        assert_eq!(s(&joined["talk"]), name, "{joined}");
+        assert_eq!(who.only_talk(), name);
+    }
+    // Bob uses the name ann said aloud, typed his way.
+    let typed = name.to_uppercase().replace('-', " ");
+    bob.ok(&["send", &typed, "hello by name"]);
+    let read = cat.ok(&["--json", "read", &name]).json_lines();
+    assert!(
+        read.iter().any(|l| l["text"] == "hello by name"),
+        "{read:?}"
+    );
+    // Another talk gets another name.
+    let other = ann.ok(&["--json", "new", "--relay", &relay.address]).json();
+    assert_ne!(s(&other["talk"]), name);
+}

@@ -135,7 +135,7 @@ impl Client {
         };
         new.state.relay_key = Some(conn.hello().relay_key.0);
         let invites = new.state.created(&addr, mailbox, status, &new.seats);
-        let talk = talk_id_text(&new.state.talk_id);
+        let talk = new.state.name();
         let mut session = TalkSession::new(self.leases.take().await?, new.state);
         session.commit(&conn, arrival(status), false).await?;
         drop(session);
@@ -224,7 +224,7 @@ impl Client {
         let (mut state, announce) =
             TalkState::joined(&invite, identity, &alias, seat, &welcome, status)?;
         state.relay_key = Some(conn.hello().relay_key.0);
-        let talk = talk_id_text(&state.talk_id);
+        let talk = state.name();
         let mut session = TalkSession::new(self.leases.take().await?, state);
         session.store().remove_pending_join(&token_hash)?;
         let mut change = arrival(status);
@@ -304,7 +304,7 @@ impl Client {
         // Introductions and key changes that wait go out before the message.
         session.sync(&authed.conn).await?;
         let seq = session.send_text(&authed.conn, authed.status, text).await?;
-        let talk = talk_id_text(&session.talk_id());
+        let talk = session.state().name();
         drop(session);
         authed.conn.close().await;
         Ok((talk, seq))
@@ -335,7 +335,7 @@ impl Client {
             store.set_shown(&talk_id, last.index + 1)?;
             store.flush()?;
         }
-        Ok((talk_id_text(&talk_id), entries))
+        Ok((session.state().name(), entries))
     }
 
     /// Stays connected, handing every new history entry and status to `sink`, until
@@ -375,7 +375,7 @@ impl Client {
                 signature,
             })
             .await?;
-        let talk = talk_id_text(&session.talk_id());
+        let talk = session.state().name();
         session.delete()?;
         authed.conn.close().await;
         Ok(talk)
@@ -421,7 +421,7 @@ impl Client {
         {
             return Err(ClientError::BadReceipt);
         }
-        let talk = talk_id_text(&session.talk_id());
+        let talk = session.state().name();
         session.delete()?;
         authed.conn.close().await;
         Ok((talk, receipt))
@@ -459,7 +459,7 @@ fn fresh_alias_in(store: &Store) -> Result<String, ClientError> {
 
 fn summary(t: &TalkState, unread: u64) -> TalkSummary {
     TalkSummary {
-        talk: talk_id_text(&t.talk_id),
+        talk: t.name(),
         relay: t.relay.clone(),
         alias: t.alias.clone(),
         seat: t.seat,

@@ -364,6 +364,11 @@ impl TalkState {
         self.sending.state().index
     }
 
+    /// The talk's name, the same for every member (protocol-spec §11.10).
+    pub fn name(&self) -> String {
+        nook_crypto::name::talk_name(&self.talk_key)
+    }
+
     pub fn identity(&self) -> TalkIdentity {
         TalkIdentity::from_bytes(&self.identity)
     }

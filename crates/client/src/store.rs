@@ -162,16 +162,22 @@ impl Store {
         Ok(out)
     }
 
-    /// The talk whose id starts with `prefix` (case-insensitive), if exactly one does.
+    /// The talk whose name starts with `prefix` (as people type names: see
+    /// [`nook_crypto::name::normalize`]), if exactly one does. This device's own hex
+    /// handle of a talk is accepted too; it is never shown, but older scripts kept it.
     pub fn find(&self, prefix: &str) -> Result<TalkState, StoreError> {
-        let p = prefix.trim().to_ascii_lowercase();
-        if p.is_empty() {
+        let typed = nook_crypto::name::normalize(prefix.trim());
+        let hex = prefix.trim().to_ascii_lowercase();
+        if typed.is_empty() {
             return Err(StoreError::NotFound(prefix.to_string()));
         }
         let mut matches: Vec<TalkState> = self
             .talks()?
             .into_iter()
-            .filter(|t| talk_id_text(&t.talk_id).starts_with(&p))
+            .filter(|t| {
+                nook_crypto::name::normalize(&t.name()).starts_with(&typed)
+                    || (hex.len() == 16 && talk_id_text(&t.talk_id) == hex)
+            })
             .collect();
         match matches.len() {
             0 => Err(StoreError::NotFound(prefix.to_string())),

@@ -19,6 +19,7 @@
 //! - [`chain`]: sender-key hash ratchets with a bounded out-of-order window.
 //! - [`message`]: announcements, direct blobs, signed group messages, the farewell.
 //! - [`auth`]: relay-auth transcripts, the relay identity and deletion receipts.
+//! - [`name`]: the talk's name, derived from the talk key.
 //! - [`padding`]: size buckets.
 //! - [`labels`]: every domain-separation label.
 
@@ -32,6 +33,7 @@ pub mod invite;
 pub mod kdf;
 pub mod labels;
 pub mod message;
+pub mod name;
 pub mod padding;
 pub mod seal;
 pub mod secret;

@@ -506,6 +506,25 @@ fn compute() -> Vectors {
         Inner::Farewell(farewell).encode().expect("encodes"),
     );
 
+    v.group("talk name");
+    // By hand, as §11.10 says: the first 40 bits of HKDF(-, T, "nook/1 talk-name"), eight
+    // 5-bit symbols from the top, in Crockford's lowercase base32, a dash after four.
+    let digest = hkdf32(None, &TALK_KEY, b"nook/1 talk-name");
+    let bits = digest[..5]
+        .iter()
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    let alphabet = b"0123456789abcdefghjkmnpqrstvwxyz";
+    let mut by_hand: String = (0..8)
+        .map(|i| {
+            char::from(alphabet[usize::try_from((bits >> (35 - 5 * i)) & 31).expect("five bits")])
+        })
+        .collect();
+    by_hand.insert(4, '-');
+    let name = nook_crypto::name::talk_name(&TALK_KEY);
+    assert_eq!(name, by_hand);
+    v.hex("talk_name.bits", &digest[..5]);
+    v.text("talk_name", name);
+
     v.group("padding");
     let padded = pad(b"nook", ENVELOPE_OVERHEAD).expect("pads");
     assert_eq!(padded.len(), 512 - ENVELOPE_OVERHEAD);

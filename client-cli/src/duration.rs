@@ -1,33 +1,51 @@
-//! `--ttl` values: `90s`, `30m`, `24h`, `7d`, or plain seconds.
+//! `--ttl` values: one or more `<number><unit>` parts, largest unit first (`90s`,
+//! `45m`, `1h30m`, `2d12h`), or plain seconds (`120`).
 
-/// Parses a duration into seconds within the protocol's TTL range.
+use nook_proto::limits::{MAX_TTL_SECS, MIN_TTL_SECS};
+
+/// Parses a duration into seconds within the protocol's TTL range (60s to 30d).
+///
+/// Units are `d`, `h`, `m` and `s`, each at most once and in that order, so `1h30m`
+/// reads one way only; `30m1h`, `1h1h`, `1h30` and `1.5h` are refused rather than
+/// guessed at.
 pub fn parse(text: &str) -> Result<u32, String> {
-    let t = text.trim();
-    let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => (&t[..i], &t[i..]),
-        None => (t, "s"),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("\"{text}\" is not a duration; use e.g. 90s, 30m, 24h or 7d"))?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("unknown unit \"{unit}\"; use s, m, h or d")),
-    };
-    let secs = n.saturating_mul(mult);
-    let (min, max) = (
-        u64::from(nook_proto::limits::MIN_TTL_SECS),
-        u64::from(nook_proto::limits::MAX_TTL_SECS),
-    );
-    if !(min..=max).contains(&secs) {
+    let secs =
+        seconds(text.trim()).ok_or_else(|| format!("\"{text}\" is not a duration; {EXAMPLES}"))?;
+    if !(u64::from(MIN_TTL_SECS)..=u64::from(MAX_TTL_SECS)).contains(&secs) {
         return Err(format!(
             "the time-to-live must be between 60s and 30d, got {text}"
         ));
     }
-    Ok(secs as u32)
+    // In range, so it fits: MAX_TTL_SECS is a u32.
+    u32::try_from(secs).map_err(|_| format!("the time-to-live must be at most 30d, got {text}"))
+}
+
+const EXAMPLES: &str = "use e.g. 90s, 45m, 1h30m, 24h or 2d12h (units d, h, m, s)";
+
+/// Seconds in `t`, or `None` if it is not a duration. Saturates instead of
+/// overflowing, so a huge value reads as "out of range", not as garbage.
+fn seconds(t: &str) -> Option<u64> {
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(t.parse::<u64>().unwrap_or(u64::MAX));
+    }
+    const UNITS: [(char, u64); 4] = [('d', 86_400), ('h', 3600), ('m', 60), ('s', 1)];
+    let mut rest = t;
+    let mut total: u64 = 0;
+    // Units still allowed: only smaller ones may follow a part.
+    let mut allowed = &UNITS[..];
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let n = rest[..digits].parse::<u64>().unwrap_or(u64::MAX);
+        let unit = rest[digits..].chars().next()?;
+        let at = allowed.iter().position(|(u, _)| *u == unit)?;
+        total = total.saturating_add(n.saturating_mul(allowed[at].1));
+        allowed = &allowed[at + 1..];
+        rest = &rest[digits + unit.len_utf8()..];
+    }
+    (!t.is_empty()).then_some(total)
 }
 
 #[cfg(test)]
@@ -38,12 +56,53 @@ mod tests {
     fn units_and_limits() {
         assert_eq!(parse("90s"), Ok(90));
         assert_eq!(parse("30m"), Ok(1800));
+        assert_eq!(parse("45m"), Ok(2700));
         assert_eq!(parse("24h"), Ok(86_400));
         assert_eq!(parse("7d"), Ok(604_800));
         assert_eq!(parse("120"), Ok(120));
+        assert_eq!(parse("60s"), Ok(60));
+        assert_eq!(parse("30d"), Ok(2_592_000));
         assert!(parse("59s").is_err());
         assert!(parse("31d").is_err());
-        assert!(parse("5w").unwrap_err().contains("unknown unit"));
         assert!(parse("x").is_err());
+    }
+
+    #[test]
+    fn compound_durations_add_up() {
+        assert_eq!(parse("1h30m"), Ok(5400));
+        assert_eq!(parse("2d12h"), Ok(216_000));
+        assert_eq!(parse("1d2h3m4s"), Ok(93_784));
+        assert_eq!(parse("1m30s"), Ok(90));
+        assert_eq!(parse("29d23h59m60s"), Ok(2_592_000));
+        assert_eq!(parse(" 1h30m "), Ok(5400));
+    }
+
+    #[test]
+    fn garbage_is_refused_with_examples() {
+        for bad in [
+            "", "h", "1x", "5w", "1h30", "30m1h", "1h1h", "1.5h", "-1h", "1 h", "1h 30m", "h1",
+            "1H", "１h",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(
+                e.contains("is not a duration") && e.contains("1h30m"),
+                "{bad:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_range_names_the_range() {
+        for bad in [
+            "0",
+            "59",
+            "30d1s",
+            "1d720h",
+            "99999999999999999999999d",
+            "18446744073709551615",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains("between 60s and 30d"), "{bad:?}: {e}");
+        }
     }
 }

@@ -8,9 +8,10 @@ use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use nook_client::{Client, ClientError, Event, HistoryEntry, TalkOptions, Until, Update};
 use nook_proto::ClosePolicy;
+use nook_proto::limits::MAX_SEATS;
 use serde_json::json;
 
 mod chat;
@@ -20,8 +21,17 @@ mod notice;
 mod output;
 mod safe;
 
-use error::{CliError, EXIT_CODES};
+use error::{CliError, EXIT_CODES, Kind};
 use output::Output;
+
+/// What `<TALK>` is, for every command that takes one.
+const TALK_HELP: &str = "The talk's name, e.g. nev2-xem6 — the same for every member, as `nook new`, \
+     `nook join` and `nook list` show it — or any unique prefix of it (case and dashes do not matter)";
+/// What `<INVITE>` is.
+const INVITE_HELP: &str = "An invite, nook://…/…#…: one of the lines `nook new` printed for \
+     the talk's owner (`nook invites TALK` shows the unused ones); each works once";
+/// What `<TEXT>` is.
+const TEXT_HELP: &str = "The message, or `-` to read it from stdin";
 
 /// nook: private, ephemeral talks. Each talk gets a fresh pseudonym; when it is
 /// closed, the relay and every member delete everything.
@@ -47,39 +57,51 @@ enum CloseArg {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a talk and print one invite per free seat.
+    #[command(after_help = examples::NEW)]
     New {
         /// The relay's address, nook://<fingerprint>@host:port (printed by nook-relay).
         #[arg(long, env = "NOOK_RELAY")]
         relay: String,
         /// Members including you (2-64).
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=i64::from(MAX_SEATS)))]
         seats: u8,
-        /// Members needed before the talk opens (default: all seats).
-        #[arg(long)]
+        /// Members needed before the talk opens, you included: 1 to --seats (default: all seats).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=i64::from(MAX_SEATS)))]
         quorum: Option<u8>,
-        /// How long the talk may live: e.g. 90s, 30m, 24h, 7d (max 30d).
+        /// How long the talk may live, 60s to 30d: e.g. 90s, 45m, 1h30m, 24h, 2d12h, 7d.
         #[arg(long, default_value = "24h", value_parser = duration::parse)]
         ttl: u32,
-        /// Your alias in this talk (default: a random one such as quiet-otter).
-        #[arg(long)]
+        /// Your alias in this talk, 1 to 64 bytes (default: a random one such as quiet-otter).
+        #[arg(long, value_parser = alias)]
         alias: Option<String>,
         /// Who may close the talk.
         #[arg(long, value_enum, default_value = "owner")]
         close: CloseArg,
     },
     /// Take a seat with an invite.
+    #[command(after_help = examples::JOIN)]
     Join {
+        #[arg(help = INVITE_HELP)]
         invite: String,
-        /// Your alias in this talk (default: a random one).
-        #[arg(long)]
+        /// Your alias in this talk, 1 to 64 bytes (default: a random one).
+        #[arg(long, value_parser = alias)]
         alias: Option<String>,
     },
     /// Show every talk: state, alias, unread messages.
+    #[command(after_help = examples::LIST)]
     List,
     /// Send a message (TEXT, or `-` to read it from stdin). Exits 0 once the relay stored it.
-    Send { talk: String, text: String },
+    #[command(after_help = examples::SEND)]
+    Send {
+        #[arg(help = TALK_HELP)]
+        talk: String,
+        #[arg(help = TEXT_HELP)]
+        text: String,
+    },
     /// Fetch and show a talk's messages and events.
+    #[command(after_help = examples::READ)]
     Read {
+        #[arg(help = TALK_HELP)]
         talk: String,
         /// Only what `read` has not shown before.
         #[arg(long)]
@@ -92,13 +114,94 @@ enum Command {
         wait_open: bool,
     },
     /// Show the owner's unused invites for a talk.
-    Invites { talk: String },
+    #[command(after_help = examples::INVITES)]
+    Invites {
+        #[arg(help = TALK_HELP)]
+        talk: String,
+    },
     /// Give up your seat and delete the talk from this device.
-    Leave { talk: String },
+    #[command(after_help = examples::LEAVE)]
+    Leave {
+        #[arg(help = TALK_HELP)]
+        talk: String,
+    },
     /// Close the talk for everyone; prints the relay's signed deletion receipt.
-    Close { talk: String },
+    #[command(after_help = examples::CLOSE)]
+    Close {
+        #[arg(help = TALK_HELP)]
+        talk: String,
+    },
     /// Full-screen chat in the terminal.
-    Chat { talk: String },
+    #[command(after_help = examples::CHAT)]
+    Chat {
+        #[arg(help = TALK_HELP)]
+        talk: String,
+    },
+}
+
+/// One example per command, shown below its `--help`. Talk names and the relay address
+/// are made up.
+mod examples {
+    pub const NEW: &str = "EXAMPLES:
+  nook new --relay 'nook://3q2…@relay.example.org:4433' --seats 3 --ttl 1h30m
+  nook new --seats 5 --quorum 3 --alias ann --close any    # relay from NOOK_RELAY";
+    pub const JOIN: &str = "EXAMPLES:
+  nook join 'nook://3q2…@relay.example.org:4433/…#…' --alias bob";
+    pub const LIST: &str = "EXAMPLES:
+  nook list
+  nook --json list";
+    pub const SEND: &str = "EXAMPLES:
+  nook send nev2-xem6 'see you at eight'
+  echo 'from a script' | nook send nev2-xem6 -";
+    pub const READ: &str = "EXAMPLES:
+  nook read nev2-xem6 --new
+  nook read nev2-xem6 --wait-open
+  nook --json read nev2-xem6 --follow";
+    pub const INVITES: &str = "EXAMPLES:
+  nook invites nev2-xem6    # on the device that created the talk";
+    pub const LEAVE: &str = "EXAMPLES:
+  nook leave nev2-xem6";
+    pub const CLOSE: &str = "EXAMPLES:
+  nook close nev2-xem6";
+    pub const CHAT: &str = "EXAMPLES:
+  nook chat nev2-xem6";
+}
+
+/// `--alias`: checked here, so a bad alias is a command-line error like any other
+/// and nothing is created or sent first. The rule is the client library's.
+fn alias(text: &str) -> Result<String, String> {
+    if nook_client::member::valid_alias(text) {
+        Ok(text.to_string())
+    } else {
+        Err("an alias is 1 to 64 bytes without control characters".into())
+    }
+}
+
+impl Cli {
+    /// The rules between arguments that clap's parsers cannot see one at a time; the
+    /// relay enforces the same (nook_proto's `Talk::create`: quorum 1..=seats).
+    fn check(&self) -> Result<(), clap::Error> {
+        if let Command::New {
+            seats,
+            quorum: Some(quorum),
+            ..
+        } = self.command
+            && quorum > seats
+        {
+            let mut cmd = Cli::command();
+            cmd.build();
+            let message = format!(
+                "invalid value '{quorum}' for '--quorum <QUORUM>': the quorum can be at most \
+                 the number of seats ({seats}); raise --seats or lower --quorum"
+            );
+            let new = cmd.find_subcommand_mut("new");
+            return Err(match new {
+                Some(new) => new.error(clap::error::ErrorKind::ValueValidation, message),
+                None => cmd.error(clap::error::ErrorKind::ValueValidation, message),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM; never, if neither can be listened for.
@@ -133,7 +236,10 @@ fn main() -> ExitCode {
     // Everything nook writes is private to this user: folders 0700, files 0600, also
     // for the files sled creates itself.
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse().and_then(|cli| cli.check().map(|()| cli)) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let json = cli.json;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -147,16 +253,40 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(e) => {
-            let code = e.exit_code();
-            if json {
-                eprintln!("{}", json!({"error": e.to_string(), "exit_code": code}));
-            } else {
-                eprintln!("error: {e}");
-            }
-            ExitCode::from(code)
-        }
+        Err(e) => report(&e, json),
     }
+}
+
+/// A command line clap refused: its own text (help and version go to stdout as
+/// usual), or, when `--json` is on the command line, the JSON error object.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let is_output = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+    // The command line did not parse, so `--json` is looked for by hand: any argument
+    // before a `--` that ends the options, as clap reads it.
+    let json = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
+    if is_output || !json {
+        let _ = e.print();
+        return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(Kind::Usage.exit_code()));
+    }
+    report(&CliError::Usage(e), true)
+}
+
+/// Prints a failure on stderr, as text or as one JSON object, and gives its exit code.
+fn report(e: &CliError, json: bool) -> ExitCode {
+    let kind = e.kind();
+    if json {
+        eprintln!(
+            "{}",
+            json!({"error": e.to_string(), "exit_code": kind.exit_code(), "kind": kind.name()})
+        );
+    } else {
+        eprintln!("error: {e}");
+    }
+    ExitCode::from(kind.exit_code())
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
@@ -237,6 +367,12 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             wait_open,
         } => return read(client, &out, &talk, new, follow, wait_open).await,
         Command::Invites { talk } => {
+            // A member's device never had the invites: an empty list would say "all
+            // used" when the truth is "ask the owner".
+            let info = client.info(&talk).await?;
+            if !info.owner {
+                return Err(CliError::NotOwner { talk: info.talk });
+            }
             // Asking the relay first drops invites whose seats were taken meanwhile.
             match client.fetch(&talk).await {
                 Ok(_) => {}

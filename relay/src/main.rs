@@ -6,8 +6,10 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -15,6 +17,7 @@ use nook_proto::limits::{
     DEFAULT_MAX_BYTES_PER_MAILBOX, DEFAULT_MAX_ENVELOPES_PER_MAILBOX,
     DEFAULT_MAX_MAILBOXES_PER_CONNECTION, DEFAULT_REQUESTS_PER_SECOND, MAX_ENVELOPE,
 };
+use nook_relay::server::StartError;
 use nook_relay::server::{DEFAULT_MAX_CONNECTIONS, UDP_RECV_BUFFER};
 use nook_relay::{Config, Relay, Shutdown, identity};
 
@@ -115,7 +118,23 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/nook-relay"))
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the relay; a failure is one `error: …` line on stderr and exit code 1.
+///
+/// `main` does not return the `anyhow::Error` itself: its `Debug` form, which Rust
+/// prints for an error returned from `main`, adds a stack backtrace whenever
+/// `RUST_BACKTRACE` is set, which tells an operator nothing about a taken port.
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}`: the whole chain of causes on one line.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     // The identity and the store are private to this user (files 0600, folders 0700),
     // also for the files sled creates itself.
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
@@ -126,6 +145,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "nook_relay=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, not in a log file or a journal.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let data = match cli.data {
         Some(d) => d,
@@ -147,8 +168,7 @@ fn main() -> anyhow::Result<()> {
         let mut config = Config::new(cli.listen, data.clone());
         config.public_host = cli.public_host;
         cli.limits.apply(&mut config);
-        let relay = Relay::start(config)
-            .with_context(|| format!("cannot start the relay with data folder {}", data.display()))?;
+        let relay = Relay::start(config).map_err(|e| start_error(e, &data))?;
         println!("{}", relay.address());
         if relay.local_addr().is_some_and(|a| a.ip().is_unspecified()) {
             eprintln!("note: replace the host in the address with this machine's public name or IP (or pass --public-host)");
@@ -171,6 +191,21 @@ fn main() -> anyhow::Result<()> {
         signals.abort();
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// Why the relay did not start, with what to do about it.
+fn start_error(e: StartError, data: &std::path::Path) -> anyhow::Error {
+    match e {
+        // The flag is the binary's to name; the library only says what happened.
+        StartError::AddrInUse { .. } => {
+            anyhow::anyhow!("{e}; pick another with --listen ADDR:PORT")
+        }
+        StartError::Listen { .. } => anyhow::anyhow!("{e}; check --listen ADDR:PORT"),
+        e => anyhow::Error::new(e).context(format!(
+            "cannot start the relay with data folder {}",
+            data.display()
+        )),
+    }
 }
 
 async fn wait_for_signal() {

@@ -62,6 +62,9 @@ pub enum StartError {
     Store(#[from] crate::engine::EngineError),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: SocketAddr, reason: String },
+    /// Another socket holds the address: most often a relay already running.
+    #[error("{addr} is already in use (another nook-relay?)")]
+    AddrInUse { addr: SocketAddr },
     #[error("QUIC/TLS setup failed: {0}")]
     Quic(#[from] nook_quic::ProfileError),
 }
@@ -98,13 +101,29 @@ impl Shutdown {
 }
 
 impl Relay {
-    /// Loads (or makes) the identity, opens the store, binds the socket.
+    /// Binds the socket, then loads (or makes) the identity and opens the store.
+    ///
+    /// The socket comes first so that a start that cannot listen (the port is taken)
+    /// fails before anything is written: it leaves no data folder, identity or store
+    /// behind.
     pub fn start(config: Config) -> Result<Relay, StartError> {
         Relay::start_with_clock(config, Arc::new(SystemClock))
     }
 
     /// [`Relay::start`] with an injected clock (tests).
     pub fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Relay, StartError> {
+        let listen_err = |reason: String| StartError::Listen {
+            addr: config.listen,
+            reason,
+        };
+        let bound = nook_quic::udp_socket(config.listen).map_err(|e| match e {
+            nook_quic::SocketError::Bind(io) if io.kind() == std::io::ErrorKind::AddrInUse => {
+                StartError::AddrInUse {
+                    addr: config.listen,
+                }
+            }
+            e => listen_err(e.to_string()),
+        })?;
         let identity = identity::load_or_create(&config.data_dir)?;
         let (cert, key) = identity::certificate(&identity)?;
         let engine = Arc::new(Engine::open(
@@ -119,11 +138,6 @@ impl Relay {
             nook_quic::ALPN_PROTOCOLS,
             config.idle_timeout,
         )?;
-        let listen_err = |reason: String| StartError::Listen {
-            addr: config.listen,
-            reason,
-        };
-        let bound = nook_quic::udp_socket(config.listen).map_err(|e| listen_err(e.to_string()))?;
         let runtime =
             quinn::default_runtime().ok_or_else(|| listen_err("no async runtime".into()))?;
         let endpoint = quinn::Endpoint::new(

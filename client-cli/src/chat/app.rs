@@ -190,6 +190,8 @@ pub struct App {
     pub(super) open: bool,
     pub(super) members: Vec<(u8, String)>,
     pub(super) invites: Vec<String>,
+    /// Unix seconds at which the relay deletes the talk.
+    pub(super) expires_at: u64,
     pub(super) link: LinkState,
     pub(super) items: VecDeque<Item>,
     pub(super) input: Input,
@@ -225,6 +227,7 @@ impl App {
             open: false,
             members: Vec::new(),
             invites: Vec::new(),
+            expires_at: 0,
             link: LinkState::Connecting,
             items: VecDeque::new(),
             input: Input::default(),
@@ -259,6 +262,21 @@ impl App {
         self.open |= info.open;
         self.members = info.members.clone();
         self.invites = info.invites.clone();
+        self.expires_at = info.expires_at;
+    }
+
+    /// "closes in 3h" (or "expired"), for the header; nothing while the expiry is
+    /// unknown.
+    pub fn closes_text(&self) -> Option<String> {
+        if self.expires_at == 0 {
+            return None;
+        }
+        let when = crate::output::closes_in(self.expires_at, self.now_ms / 1000);
+        Some(if when == "expired" {
+            when
+        } else {
+            format!("closes {when}")
+        })
     }
 
     /// The time new local lines are stamped with (unix ms).

@@ -86,6 +86,9 @@ impl App {
             Span::styled(" · relay ", dim),
             Span::raw(safe::inline(relay_host(&self.relay)).into_owned()),
         ];
+        if let Some(closes) = self.closes_text() {
+            second.push(Span::styled(format!(" · {closes}"), dim));
+        }
         if self.owner && !self.open && !self.invites.is_empty() {
             second.push(Span::styled(
                 format!(" · invites left: {} (/invites)", self.invites.len()),
@@ -470,6 +473,16 @@ mod tests {
 
     /// 10:00 UTC on some day, in ms.
     const TEN: u64 = 1_700_000_000_000 - 1_700_000_000_000 % 86_400_000 + 10 * 3_600_000;
+
+    #[test]
+    fn the_header_says_when_the_talk_closes() {
+        let mut i = info(Some(status(TalkPhase::Open, 2, 2)));
+        i.expires_at = TEN / 1000 + 3 * 3600 + 100;
+        let mut app = App::new(&i, 0);
+        app.set_now(TEN);
+        let s = screen(&app);
+        assert!(s[1].ends_with(" · relay 127.0.0.1:4433 · closes in 3h"), "{}", s[1]);
+    }
 
     #[test]
     fn pending_talk_shows_seats_and_unused_invites() {

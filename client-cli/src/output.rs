@@ -157,8 +157,14 @@ pub(crate) fn entry_json(e: &HistoryEntry) -> serde_json::Value {
             json!({"type": "seats", "members": members, "seats": seats, "quorum": quorum})
         }
         Event::Opened => json!({"type": "opened"}),
-        Event::Closed { by, verified } => {
-            json!({"type": "closed", "by": by, "verified": verified, "local_data_deleted": true})
+        Event::Closed {
+            by,
+            verified,
+            receipt,
+        } => {
+            let receipt = receipt.as_ref().map(|r| crate::receipt::json(r, true));
+            json!({"type": "closed", "by": by, "verified": verified, "receipt": receipt,
+                    "local_data_deleted": true})
         }
         Event::Expired => json!({"type": "expired", "local_data_deleted": true}),
         Event::Warning(w) => json!({"type": "warning", "message": w}),
@@ -199,13 +205,28 @@ pub(crate) fn entry_text(e: &HistoryEntry) -> String {
             format!("* {members}/{seats} seats taken (opens at {quorum})")
         }
         Event::Opened => "* the talk is open".to_string(),
-        Event::Closed { by, verified } => {
+        Event::Closed {
+            by,
+            verified,
+            receipt,
+        } => {
             let who = by
                 .as_deref()
                 .map(|b| format!(" by {b}"))
                 .unwrap_or_default();
             let v = if *verified { " (verified)" } else { "" };
-            format!("* the talk was closed{who}{v}; all local data for it was deleted")
+            let mut text =
+                format!("* the talk was closed{who}{v}; all local data for it was deleted");
+            // Last in the output, after an empty line: saved to a file, it verifies.
+            if let Some(r) = receipt {
+                let block = r.to_text();
+                text.push_str(&format!(
+                    "\n  {}\n\n{}",
+                    crate::receipt::KEEP,
+                    block.trim_end()
+                ));
+            }
+            text
         }
         Event::Expired => "* the talk expired; all local data for it was deleted".to_string(),
         Event::Warning(w) => format!("! {w}"),

@@ -483,7 +483,7 @@ impl App {
                     local: None,
                 }));
             }
-            Event::Closed { by, verified } => {
+            Event::Closed { by, verified, .. } => {
                 let who = by.map(|b| format!(" by {b}")).unwrap_or_default();
                 let v = if verified {
                     " (the relay's signed receipt verified)"
@@ -1151,6 +1151,7 @@ pub(super) mod tests {
         app.on_update(Update::Entry(entry_of(Event::Closed {
             by: Some("brave-fox".into()),
             verified: true,
+            receipt: None,
         })));
         assert!(app.is_ended());
         assert_eq!(app.link, LinkState::Stopped);

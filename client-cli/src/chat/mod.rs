@@ -535,6 +535,7 @@ mod tests {
         let closed = Event::Closed {
             by: None,
             verified: false,
+            receipt: None,
         };
         assert!(!fwd.offer(entry(u64::MAX, closed)));
         assert!(fwd.last.as_ref().is_some_and(is_final));
@@ -578,6 +579,7 @@ mod tests {
             Event::Closed {
                 by: None,
                 verified: false,
+                receipt: None,
             },
         );
         assert!(is_final(&closed));

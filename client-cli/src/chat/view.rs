@@ -591,6 +591,7 @@ mod tests {
             event: Event::Closed {
                 by: Some("brave-fox".into()),
                 verified: true,
+                receipt: None,
             },
         }));
         let s = screen(&app);

@@ -108,6 +108,7 @@ impl Follower {
                     sink(Update::Entry(ended(Event::Closed {
                         by: None,
                         verified: false,
+                        receipt: None,
                     })));
                     return Ok(());
                 }
@@ -243,7 +244,12 @@ mod tests {
         let (mut net, mut a, mut b, _) = three();
         let relay_id = RelayIdentity::generate(&mut rand::rng());
         b.relay_key = Some(relay_id.public().0);
+        b.relay = format!(
+            "nook://{}@127.0.0.1:4433",
+            nook_crypto::Fingerprint::of_key(&relay_id.public().0)
+        );
         let talk_id = b.talk_id;
+        let receipt = relay_id.sign_receipt(b.mailbox, 10, 0);
         let (body, _) = a.seal_text("last words", 9).unwrap();
         net.put(a.seat, EnvelopeKind::Chat, body);
         let (_, envelope) = net.log.last().cloned().unwrap();
@@ -254,7 +260,7 @@ mod tests {
             },
             Push::Closed {
                 mailbox: b.mailbox,
-                receipt: relay_id.sign_receipt(b.mailbox, 10, 0),
+                receipt,
                 farewell: a.farewell().unwrap(),
             },
         ];
@@ -273,8 +279,8 @@ mod tests {
             .unwrap();
         assert!(left.is_none(), "the talk ended");
         assert!(
-            matches!(&seen[..], [.., Event::Message { text, .. }, Event::Closed { by: Some(by), verified: true }]
-                if text == "last words" && by == "owner-owl"),
+            matches!(&seen[..], [.., Event::Message { text, .. }, Event::Closed { by: Some(by), verified: true, receipt: Some(r) }]
+                if text == "last words" && by == "owner-owl" && r.receipt() == receipt && r.verify().is_ok()),
             "{seen:?}"
         );
         // The envelope was acknowledged before the talk went; then nothing is left.

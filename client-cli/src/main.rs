@@ -19,6 +19,7 @@ mod duration;
 mod error;
 mod notice;
 mod output;
+mod receipt;
 mod safe;
 
 use error::{CliError, EXIT_CODES, Kind};
@@ -29,7 +30,8 @@ const TALK_HELP: &str = "The talk's name, e.g. nev2-xem6 — the same for every 
      `nook join` and `nook list` show it — or any unique prefix of it (case and dashes do not matter)";
 /// What `<INVITE>` is.
 const INVITE_HELP: &str = "An invite, nook://…/…#…: one of the lines `nook new` printed for \
-     the talk's owner (`nook invites TALK` shows the unused ones); each works once";
+     the talk's owner (`nook invites TALK` shows the unused ones); each works once. `-` reads it \
+     from stdin; pasted inside <…> or quotes, or broken across lines, it still reads";
 /// What `<TEXT>` is.
 const TEXT_HELP: &str = "The message, or `-` to read it from stdin";
 
@@ -136,6 +138,22 @@ enum Command {
     Chat {
         #[arg(help = TALK_HELP)]
         talk: String,
+    },
+    /// Check a deletion receipt that `nook close` or `nook read` printed.
+    Receipt {
+        #[command(subcommand)]
+        command: ReceiptCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReceiptCommand {
+    /// Check a receipt offline: its relay key must be the one its relay address pins,
+    /// and the relay's signature must verify. Exits 0 if valid, 7 if not.
+    Verify {
+        /// A file holding the receipt (text as printed, or the --json output), or `-`
+        /// for stdin.
+        file: String,
     },
 }
 
@@ -335,7 +353,35 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             out.created(&created);
         }
         Command::Join { invite, alias } => {
-            let joined = client.join(invite.trim(), alias.as_deref()).await?;
+            // `-`: from a pipe or a file, so the invite need not be on the command line.
+            let invite = if invite == "-" {
+                let mut s = String::new();
+                std::io::stdin()
+                    .take(64 * 1024)
+                    .read_to_string(&mut s)
+                    .map_err(|e| {
+                        CliError::Input(format!("cannot read the invite from stdin: {e}"))
+                    })?;
+                s
+            } else {
+                invite
+            };
+            // Parsed here (the library parses again) to tell a typo, and the owner's own
+            // invite, before anything is stored or sent: joining it would spend the seat
+            // on a second copy of her own talk.
+            let parsed: nook_crypto::Invite = invite.parse().map_err(ClientError::Invite)?;
+            let own = client.list(false).await?.into_iter().find(|t| {
+                t.invites
+                    .iter()
+                    .any(|i| i.parse::<nook_crypto::Invite>().is_ok_and(|i| i == parsed))
+            });
+            if let Some(t) = own {
+                return Err(CliError::Input(format!(
+                    "this is an invite to your own talk {0}: give it to someone else (`nook invites {0}` lists the unused ones)",
+                    t.talk
+                )));
+            }
+            let joined = client.join(&invite, alias.as_deref()).await?;
             out.joined(&joined);
         }
         Command::List => {
@@ -407,40 +453,27 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
         }
         Command::Close { talk } => {
             let (id, receipt) = client.close(&talk).await?;
-            let sig: String = receipt
-                .signature
-                .0
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
             if out.json {
                 println!(
                     "{}",
                     json!({
                         "talk": id,
                         "closed": true,
-                        "receipt": {
-                            "mailbox": receipt.mailbox.to_hex(),
-                            "closed_at": receipt.closed_at,
-                            "envelopes_deleted": receipt.envelopes_deleted,
-                            "signature": sig,
-                            "verified": true,
-                        },
+                        "receipt": receipt::json(&receipt, true),
                         "local_data_deleted": true,
                     })
                 );
             } else {
-                println!("talk {id} closed");
-                println!(
-                    "relay deletion receipt (signature verified): mailbox {}, closed at {}, {} envelope(s) deleted",
-                    receipt.mailbox.to_hex(),
-                    receipt.closed_at,
-                    receipt.envelopes_deleted
-                );
-                println!("signature {sig}");
-                println!("all local data for the talk was deleted");
+                // The receipt comes last, after an empty line, so the whole output
+                // saved to a file is what `nook receipt verify` reads.
+                println!("talk {id} closed; all local data for it was deleted");
+                println!("{}\n", receipt::KEEP);
+                print!("{}", receipt.to_text());
             }
         }
+        Command::Receipt {
+            command: ReceiptCommand::Verify { file },
+        } => return receipt::verify(&file, &out),
         Command::Chat { talk } => {
             if !std::io::stdout().is_terminal() {
                 return Err(CliError::Input(
@@ -471,6 +504,7 @@ async fn read(
                 event: Event::Closed {
                     by: None,
                     verified: false,
+                    receipt: None,
                 },
             });
             return Err(ClientError::TalkGone.into());

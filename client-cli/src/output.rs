@@ -203,8 +203,14 @@ pub(crate) fn entry_json(e: &HistoryEntry) -> serde_json::Value {
             json!({"type": "seats", "members": members, "seats": seats, "quorum": quorum})
         }
         Event::Opened => json!({"type": "opened"}),
-        Event::Closed { by, verified } => {
-            json!({"type": "closed", "by": by, "verified": verified, "local_data_deleted": true})
+        Event::Closed {
+            by,
+            verified,
+            receipt,
+        } => {
+            let receipt = receipt.as_ref().map(|r| crate::receipt::json(r, true));
+            json!({"type": "closed", "by": by, "verified": verified, "receipt": receipt,
+                    "local_data_deleted": true})
         }
         Event::Expired => json!({"type": "expired", "local_data_deleted": true}),
         Event::Warning(w) => json!({"type": "warning", "message": w}),
@@ -260,13 +266,28 @@ pub(crate) fn entry_text(e: &HistoryEntry) -> String {
             format!("* {members}/{seats} seats taken (opens at {quorum})")
         }
         Event::Opened => "* the talk is open".to_string(),
-        Event::Closed { by, verified } => {
+        Event::Closed {
+            by,
+            verified,
+            receipt,
+        } => {
             let who = by
                 .as_deref()
                 .map(|b| format!(" by {}", safe::inline(b)))
                 .unwrap_or_default();
             let v = if *verified { " (verified)" } else { "" };
-            format!("* the talk was closed{who}{v}; all local data for it was deleted")
+            let mut text =
+                format!("* the talk was closed{who}{v}; all local data for it was deleted");
+            // Indented under the close like every continuation line (so no line of
+            // `read` that starts in column 0 is anything but a header or event), and
+            // last in the output: saved to a file as it is, it verifies.
+            if let Some(r) = receipt {
+                text.push_str(&format!("\n  {}", crate::receipt::KEEP));
+                for line in r.to_text().lines() {
+                    text.push_str(&format!("\n  {line}"));
+                }
+            }
+            text
         }
         Event::Expired => "* the talk expired; all local data for it was deleted".to_string(),
         // Warnings name members by their alias: one line, escaped like one.
@@ -354,7 +375,8 @@ mod tests {
         assert_eq!(
             event(Event::Closed {
                 by: Some(eve.clone()),
-                verified: true
+                verified: true,
+                receipt: None,
             }),
             format!(
                 "* the talk was closed by {shown} (verified); all local data for it was deleted"

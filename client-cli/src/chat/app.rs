@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
 use nook_client::{Event, HistoryEntry, Link, TalkSummary, Update};
+use nook_crypto::auth::PortableReceipt;
 use nook_proto::{ClosePolicy, TalkPhase, TalkStatus};
 
 use crate::safe;
@@ -415,19 +416,33 @@ impl App {
 
     /// /close finished: `Ok(envelopes the relay deleted)` after its signed receipt
     /// verified and the local data was deleted, or the client's error text.
-    pub fn on_closed(&mut self, result: Result<u64, String>) {
+    pub fn on_closed(&mut self, result: Result<PortableReceipt, String>) {
         match result {
-            Ok(deleted) => self.end(
-                format!(
-                    "you closed the talk; the relay's signed deletion receipt verified ({deleted} envelope(s) deleted there)"
-                ),
-                0,
-            ),
+            Ok(receipt) => {
+                let ended = self.end(
+                    format!(
+                        "you closed the talk; the relay's signed deletion receipt verified ({} envelope(s) deleted there)",
+                        receipt.envelopes_deleted
+                    ),
+                    0,
+                );
+                if ended {
+                    self.show_receipt(&receipt);
+                }
+            }
             Err(e) if !self.is_ended() => {
                 self.mode = Mode::Normal;
                 self.push(Item::Error(format!("not closed: {e}")));
             }
             Err(_) => {}
+        }
+    }
+
+    /// The receipt in its portable form, lines that copy as they are.
+    fn show_receipt(&mut self, receipt: &PortableReceipt) {
+        self.push(Item::Info(crate::receipt::KEEP.into()));
+        for line in receipt.to_text().lines() {
+            self.push(Item::Plain(line.to_string()));
         }
     }
 
@@ -464,7 +479,9 @@ impl App {
             Ok(()) => {}
             // Our own /leave or /close deleted the talk under it: their result decides.
             Err(_) if matches!(self.mode, Mode::Busy(_)) => {}
-            Err(f) if f.talk_gone => self.end("the talk has ended (closed or expired)".into(), 0),
+            Err(f) if f.talk_gone => {
+                self.end("the talk has ended (closed, expired or left)".into(), 0);
+            }
             Err(f) => {
                 self.push(Item::Error(format!(
                     "the live connection stopped: {}",
@@ -503,7 +520,11 @@ impl App {
                     local: None,
                 }));
             }
-            Event::Closed { by, verified } => {
+            Event::Closed {
+                by,
+                verified,
+                receipt,
+            } => {
                 // Notices are one line each: an alias is escaped, line breaks included.
                 let who = by
                     .map(|b| format!(" by {}", safe::inline(&b)))
@@ -513,9 +534,15 @@ impl App {
                 } else {
                     ""
                 };
-                self.end(format!("the talk was closed{who}{v}"), 0);
+                if self.end(format!("the talk was closed{who}{v}"), 0)
+                    && let Some(receipt) = receipt
+                {
+                    self.show_receipt(&receipt);
+                }
             }
-            Event::Expired => self.end("the talk expired".into(), 0),
+            Event::Expired => {
+                self.end("the talk expired".into(), 0);
+            }
             Event::Opened => {
                 self.open = true;
                 self.push(Item::Notice(crate::output::entry_text(&entry_of(
@@ -548,9 +575,10 @@ impl App {
         false
     }
 
-    fn end(&mut self, what: String, code: i32) {
+    /// Ends the screen's talk; false if it had ended already.
+    fn end(&mut self, what: String, code: i32) -> bool {
         if self.is_ended() {
-            return;
+            return false;
         }
         self.push(Item::Notice(format!(
             "* {what}; all local data for it has been deleted"
@@ -561,6 +589,7 @@ impl App {
             notice: "The talk was closed. All local data for it has been deleted.".into(),
             code,
         };
+        true
     }
 
     fn on_confirm_key(&mut self, what: Confirm, key: KeyEvent) -> Action {
@@ -857,6 +886,17 @@ pub(super) mod tests {
         }
     }
 
+    /// A receipt signed by a fixed relay key.
+    pub fn receipt(deleted: u64) -> PortableReceipt {
+        let relay = nook_crypto::auth::RelayIdentity::from_seed(&[7; 32]);
+        let signed = relay.sign_receipt(nook_proto::MailboxId([1; 16]), 1_700_000_000, deleted);
+        let fingerprint = nook_crypto::Fingerprint::of_key(&relay.public().0);
+        let addr = format!("nook://{fingerprint}@127.0.0.1:4433")
+            .parse()
+            .expect("a relay address");
+        PortableReceipt::new(addr, relay.public(), &signed)
+    }
+
     pub fn key(code: KeyCode) -> KeyEvent {
         KeyEvent::new(code, KeyModifiers::NONE)
     }
@@ -1061,10 +1101,35 @@ pub(super) mod tests {
         type_text(&mut app, "/close");
         app.on_key(key(KeyCode::Enter));
         app.on_key(key(KeyCode::Char('y')));
-        app.on_closed(Ok(3));
+        app.on_closed(Ok(receipt(3)));
         assert!(app.is_ended());
+        // The receipt is on the screen, line by line, to copy and check later.
+        let lines: Vec<&Item> = app.items.iter().collect();
+        assert!(lines.contains(&&Item::Plain("nook deletion receipt v1".into())));
+        assert!(lines.contains(&&Item::Plain("envelopes-deleted: 3".into())));
         assert_eq!(app.exit_code(), 0);
         assert_eq!(app.on_key(key(KeyCode::Char('q'))), Action::Quit);
+    }
+
+    #[test]
+    fn a_close_that_arrives_shows_the_relays_receipt() {
+        let mut app = App::new(&info(Some(status(TalkPhase::Open, 2, 2))), 0);
+        app.on_update(Update::Entry(entry_of(Event::Closed {
+            by: Some("brave-fox".into()),
+            verified: true,
+            receipt: Some(Box::new(receipt(5))),
+        })));
+        assert!(app.is_ended());
+        let plain: Vec<&str> = app
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Plain(l) => Some(l.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(plain.first(), Some(&"nook deletion receipt v1"));
+        assert!(plain.contains(&"envelopes-deleted: 5"), "{plain:?}");
     }
 
     #[test]
@@ -1179,6 +1244,7 @@ pub(super) mod tests {
         app.on_update(Update::Entry(entry_of(Event::Closed {
             by: Some("brave-fox".into()),
             verified: true,
+            receipt: None,
         })));
         assert!(app.is_ended());
         assert_eq!(app.link, LinkState::Stopped);
@@ -1213,6 +1279,7 @@ pub(super) mod tests {
         app.on_update(Update::Entry(entry_of(Event::Closed {
             by: Some(eve.into()),
             verified: false,
+            receipt: None,
         })));
         assert_eq!(
             last_item(&app),

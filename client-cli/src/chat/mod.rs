@@ -56,6 +56,7 @@ use futures::StreamExt;
 use nook_client::{Client, ClientError, Event, Until, Update, now_ms};
 
 use crate::error::CliError;
+use nook_crypto::auth::PortableReceipt;
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use tokio::signal::unix::{SignalKind, signal};
@@ -122,7 +123,7 @@ enum ToUi {
 /// What a /leave or /close task ends with.
 enum Done {
     Left(Result<(), String>),
-    Closed(Result<u64, String>),
+    Closed(Result<PortableReceipt, String>),
 }
 
 async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
@@ -252,7 +253,7 @@ async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
                         client
                             .close(&talk)
                             .await
-                            .map(|(_, receipt)| receipt.envelopes_deleted)
+                            .map(|(_, receipt)| receipt)
                             .map_err(|e| e.to_string()),
                     )
                 });
@@ -535,6 +536,7 @@ mod tests {
         let closed = Event::Closed {
             by: None,
             verified: false,
+            receipt: None,
         };
         assert!(!fwd.offer(entry(u64::MAX, closed)));
         assert!(fwd.last.as_ref().is_some_and(is_final));
@@ -578,6 +580,7 @@ mod tests {
             Event::Closed {
                 by: None,
                 verified: false,
+                receipt: None,
             },
         );
         assert!(is_final(&closed));

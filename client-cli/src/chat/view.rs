@@ -481,7 +481,11 @@ mod tests {
         let mut app = App::new(&i, 0);
         app.set_now(TEN);
         let s = screen(&app);
-        assert!(s[1].ends_with(" · relay 127.0.0.1:4433 · closes in 3h"), "{}", s[1]);
+        assert!(
+            s[1].ends_with(" · relay 127.0.0.1:4433 · closes in 3h"),
+            "{}",
+            s[1]
+        );
     }
 
     #[test]
@@ -729,6 +733,7 @@ mod tests {
             event: Event::Closed {
                 by: Some(eve.into()),
                 verified: false,
+                receipt: None,
             },
         }));
         let s = screen_sized(&app, 120, 24);
@@ -756,6 +761,7 @@ mod tests {
             event: Event::Closed {
                 by: Some("brave-fox".into()),
                 verified: true,
+                receipt: None,
             },
         }));
         let s = screen(&app);

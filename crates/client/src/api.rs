@@ -5,12 +5,12 @@
 //! durable before it is sent or acknowledged. The follow loop lives in
 //! [`crate::follow`]; turn-taking on the store in [`crate::lease`].
 
-use nook_crypto::auth::{AuthOp, params_digest, sign_relay_auth, verify_receipt};
+use nook_crypto::auth::{AuthOp, PortableReceipt, params_digest, sign_relay_auth};
 use nook_crypto::kdf::sha256;
 use nook_crypto::{Invite, RelayAddr, TalkIdentity};
 use nook_proto::{
-    Close, Create, EnvelopeKind, ErrorCode, Join, MailboxId, Receipt, Request, Response, Seq,
-    TalkPhase, TalkStatus,
+    Close, Create, EnvelopeKind, ErrorCode, Join, MailboxId, Request, Response, Seq, TalkPhase,
+    TalkStatus,
 };
 
 use crate::dial::Dialer;
@@ -19,7 +19,7 @@ use crate::follow::{Until, Update};
 use crate::lease::Leases;
 use crate::member::{Event, Handled, MemberError, TalkOptions, TalkState, valid_alias};
 use crate::session::{Authed, TalkSession, authenticate, now_ms};
-use crate::store::{HistoryEntry, Home, PendingJoin, Store, talk_id_text};
+use crate::store::{HistoryEntry, Home, PendingJoin, Store, StoreError, talk_id_text};
 
 /// What `create` returns.
 #[derive(Debug, Clone)]
@@ -381,9 +381,10 @@ impl Client {
         Ok(talk)
     }
 
-    /// Closes the talk for everyone; returns the relay's verified deletion receipt
-    /// after deleting everything local.
-    pub async fn close(&self, talk: &str) -> Result<(String, Receipt), ClientError> {
+    /// Closes the talk for everyone; returns the relay's verified deletion receipt,
+    /// with the relay's address and key so anyone can check it later, after deleting
+    /// everything local.
+    pub async fn close(&self, talk: &str) -> Result<(String, PortableReceipt), ClientError> {
         if !self.session(talk).await?.state().may_close() {
             return Err(ClientError::NotAllowed);
         }
@@ -398,6 +399,9 @@ impl Client {
             &sha256(&[&farewell]),
         );
         let mailbox = state.mailbox;
+        let relay = state
+            .relay_addr()
+            .ok_or_else(|| StoreError::Corrupt("the talk's relay address".into()))?;
         let answer = authed
             .conn
             .request(Request::Close(Close {
@@ -416,9 +420,10 @@ impl Client {
         let Response::Closed { receipt } = answer else {
             return Err(ClientError::Protocol);
         };
-        if receipt.mailbox != mailbox
-            || verify_receipt(&authed.conn.hello().relay_key, &receipt).is_err()
-        {
+        // The key the connection proved is the one the address pins; `verify` checks
+        // that again, so the receipt stands on its own wherever it is shown.
+        let receipt = PortableReceipt::new(relay, authed.conn.hello().relay_key, &receipt);
+        if receipt.mailbox != mailbox || receipt.verify().is_err() {
             return Err(ClientError::BadReceipt);
         }
         let talk = session.state().name();

@@ -10,13 +10,14 @@
 
 use std::time::Duration;
 
-use nook_proto::{Push, Request, Response, TalkStatus};
+use nook_crypto::auth::PortableReceipt;
+use nook_proto::{Push, RelayKey, Request, Response, TalkStatus};
 
 use crate::dial::Dialer;
 use crate::error::ClientError;
 use crate::lease::Leases;
 use crate::member::Event;
-use crate::session::{Relay, TalkSession, authenticate, ended};
+use crate::session::{Relay, TalkSession, Target, authenticate, ended};
 use crate::store::{HistoryEntry, TalkId};
 
 /// When `follow` stops by itself.
@@ -84,13 +85,20 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200u64 << attempt.min(5)).min(Duration::from_secs(5))
 }
 
-/// The end a push announces, as far as it can be told without the talk's keys.
-fn ending(push: &Push) -> Option<Event> {
+/// The end a push announces, as far as it can be told without the talk's keys: who
+/// closed it cannot be checked any more, but the relay's receipt still can, against
+/// the key this connection pinned.
+fn ending(push: &Push, target: &Target, relay_key: RelayKey) -> Option<Event> {
     match push {
-        Push::Closed { .. } => Some(Event::Closed {
-            by: None,
-            verified: false,
-        }),
+        Push::Closed { receipt, .. } => {
+            let portable = PortableReceipt::new(target.addr().clone(), relay_key, receipt);
+            let valid = portable.mailbox == target.mailbox() && portable.verify().is_ok();
+            Some(Event::Closed {
+                by: None,
+                verified: false,
+                receipt: valid.then(|| Box::new(portable)),
+            })
+        }
         Push::Expired { .. } => Some(Event::Expired),
         _ => None,
     }
@@ -127,6 +135,7 @@ impl Follower {
                     sink(Update::Entry(ended(Event::Closed {
                         by: None,
                         verified: false,
+                        receipt: None,
                     })));
                     return Ok(());
                 }
@@ -169,7 +178,8 @@ impl Follower {
                 Err(ClientError::TalkGone) => {
                     // Another process of this member ended it here first (its own close
                     // or leave): say how, when the batch tells.
-                    if let Some(event) = batch.iter().find_map(ending) {
+                    let key = conn.hello().relay_key;
+                    if let Some(event) = batch.iter().find_map(|p| ending(p, &target, key)) {
                         sink(Update::Entry(ended(event)));
                     }
                     return Err(ClientError::TalkGone);
@@ -279,7 +289,12 @@ mod tests {
         let (mut net, mut a, mut b, _) = three();
         let relay_id = RelayIdentity::generate(&mut rand::rng());
         b.relay_key = Some(relay_id.public().0);
+        b.relay = format!(
+            "nook://{}@127.0.0.1:4433",
+            nook_crypto::Fingerprint::of_key(&relay_id.public().0)
+        );
         let talk_id = b.talk_id;
+        let receipt = relay_id.sign_receipt(b.mailbox, 10, 0);
         let (body, _) = a.seal_text("last words", 9).unwrap();
         net.put(a.seat, EnvelopeKind::Chat, body);
         let (_, envelope) = net.log.last().cloned().unwrap();
@@ -290,7 +305,7 @@ mod tests {
             },
             Push::Closed {
                 mailbox: b.mailbox,
-                receipt: relay_id.sign_receipt(b.mailbox, 10, 0),
+                receipt,
                 farewell: a.farewell().unwrap(),
             },
         ];
@@ -309,8 +324,8 @@ mod tests {
             .unwrap();
         assert!(left.is_none(), "the talk ended");
         assert!(
-            matches!(&seen[..], [.., Event::Message { text, .. }, Event::Closed { by: Some(by), verified: true }]
-                if text == "last words" && by == "owner-owl"),
+            matches!(&seen[..], [.., Event::Message { text, .. }, Event::Closed { by: Some(by), verified: true, receipt: Some(r) }]
+                if text == "last words" && by == "owner-owl" && r.receipt() == receipt && r.verify().is_ok()),
             "{seen:?}"
         );
         // The envelope was acknowledged before the talk went; then nothing is left.

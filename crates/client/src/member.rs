@@ -8,6 +8,7 @@
 //! local vault and deleted when the talk ends.
 
 use bincode::{Decode, Encode};
+use nook_crypto::auth::PortableReceipt;
 use nook_crypto::chain::{ChainState, Delivery};
 use nook_crypto::message::{
     Announce, Content, Direct, DirectBody, Farewell, Inner, Welcome, WelcomeParams, open_group,
@@ -59,6 +60,11 @@ pub enum Event {
     Closed {
         by: Option<String>,
         verified: bool,
+        /// The relay's deletion receipt with the relay's address and key, for the person
+        /// to keep and anyone to check later; present only when it verified against the
+        /// pinned relay key and names this talk's mailbox. (Boxed: it is large, and
+        /// events are passed around by value.)
+        receipt: Option<Box<PortableReceipt>>,
     },
     Expired,
     /// Something was wrong with what arrived; it was not shown as a message.
@@ -496,10 +502,15 @@ impl TalkState {
     /// Checks a `Closed` push: the receipt against the pinned relay key, the farewell
     /// against the members' pseudonyms and the close policy.
     pub fn check_close(&self, receipt: &Receipt, farewell: &[u8]) -> Event {
-        let receipt_ok = self
-            .relay_key
-            .is_some_and(|k| nook_crypto::auth::verify_receipt(&RelayKey(k), receipt).is_ok())
-            && receipt.mailbox == self.mailbox;
+        // The relay key was checked against the address's fingerprint when it was
+        // stored; the portable receipt's own check repeats that.
+        let kept = match (self.relay_key, self.relay_addr()) {
+            (Some(key), Some(relay)) if receipt.mailbox == self.mailbox => {
+                let kept = PortableReceipt::new(relay, RelayKey(key), receipt);
+                kept.verify().is_ok().then(|| Box::new(kept))
+            }
+            _ => None,
+        };
         let closer = self
             .envelope_key()
             .open(&self.mailbox, Purpose::Farewell, farewell)
@@ -513,7 +524,8 @@ impl TalkState {
             .filter(|p| self.params.close == ClosePolicy::Any || p.seat == 0);
         Event::Closed {
             by: closer.map(|p| p.alias.clone()),
-            verified: receipt_ok && closer.is_some(),
+            verified: kept.is_some() && closer.is_some(),
+            receipt: kept,
         }
     }
 
@@ -1002,22 +1014,31 @@ mod tests {
         let relay_id = nook_crypto::auth::RelayIdentity::generate(&mut rand::rng());
         let mut b = b;
         b.relay_key = Some(relay_id.public().0);
+        b.relay = pinning(&relay_id).to_string();
         let receipt = relay_id.sign_receipt(b.mailbox, 5, 0);
+        let kept = Box::new(PortableReceipt::new(
+            pinning(&relay_id),
+            relay_id.public(),
+            &receipt,
+        ));
         let ev = b.check_close(&receipt, &a.farewell().unwrap());
         assert_eq!(
             ev,
             Event::Closed {
                 by: Some("owner-owl".into()),
-                verified: true
+                verified: true,
+                receipt: Some(kept.clone()),
             }
         );
-        // A farewell signed by a non-owner under the owner policy is not verified.
+        // A farewell signed by a non-owner under the owner policy is not verified; the
+        // relay's receipt is good all the same.
         let ev = b.check_close(&receipt, &c.farewell().unwrap());
         assert_eq!(
             ev,
             Event::Closed {
                 by: None,
-                verified: false
+                verified: false,
+                receipt: Some(kept),
             }
         );
         a.relay_key = Some([0; 32]);
@@ -1025,9 +1046,52 @@ mod tests {
             a.check_close(&receipt, &b.farewell().unwrap()),
             Event::Closed {
                 verified: false,
+                receipt: None,
                 ..
             }
         ));
+    }
+
+    /// The address of `relay` (its fingerprint pins its key).
+    fn pinning(relay: &nook_crypto::auth::RelayIdentity) -> RelayAddr {
+        RelayAddr {
+            fingerprint: nook_crypto::Fingerprint::of_key(&relay.public().0),
+            host: "127.0.0.1".into(),
+            port: 4433,
+        }
+    }
+
+    #[test]
+    fn only_a_receipt_that_verifies_for_this_talk_is_kept() {
+        let (_, a, b, _) = three();
+        let relay_id = nook_crypto::auth::RelayIdentity::generate(&mut rand::rng());
+        let mut b = b;
+        b.relay_key = Some(relay_id.public().0);
+        b.relay = pinning(&relay_id).to_string();
+        let farewell = a.farewell().unwrap();
+        let kept = |receipt: &Receipt, b: &TalkState| match b.check_close(receipt, &farewell) {
+            Event::Closed { receipt, .. } => receipt.map(|r| *r),
+            e => panic!("{e:?}"),
+        };
+        let good = relay_id.sign_receipt(b.mailbox, 5, 2);
+        let k = kept(&good, &b).expect("kept");
+        assert_eq!(k.receipt(), good);
+        assert_eq!(k.relay.to_string(), b.relay);
+        let text = k.to_text();
+        let back: PortableReceipt = text.parse().unwrap();
+        back.verify().unwrap();
+        // Another talk's receipt, an altered one, or one by another key: not kept.
+        let other_talk = relay_id.sign_receipt(MailboxId([9; 16]), 5, 2);
+        assert_eq!(kept(&other_talk, &b), None);
+        let mut altered = good;
+        altered.envelopes_deleted = 3;
+        assert_eq!(kept(&altered, &b), None);
+        let stranger = nook_crypto::auth::RelayIdentity::generate(&mut rand::rng());
+        assert_eq!(kept(&stranger.sign_receipt(b.mailbox, 5, 2), &b), None);
+        // A stored key that is not the one the address pins: not kept either.
+        let mut c = b;
+        c.relay_key = Some(stranger.public().0);
+        assert_eq!(kept(&stranger.sign_receipt(c.mailbox, 5, 2), &c), None);
     }
 
     #[test]

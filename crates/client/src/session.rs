@@ -53,6 +53,16 @@ pub(crate) struct Target {
     mailbox: MailboxId,
 }
 
+impl Target {
+    pub(crate) fn addr(&self) -> &RelayAddr {
+        &self.addr
+    }
+
+    pub(crate) fn mailbox(&self) -> MailboxId {
+        self.mailbox
+    }
+}
+
 /// Connects to the talk's relay and authenticates with the talk's relay-auth key.
 /// A talk the relay no longer knows, or no longer counts us in, is
 /// [`ClientError::TalkGone`]; [`TalkSession::settle`] then deletes it.

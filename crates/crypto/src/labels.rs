@@ -36,3 +36,6 @@ pub const RELAY_AUTH: &[u8] = b"nook/1 relay-auth";
 pub const RECEIPT: &[u8] = b"nook/1 receipt";
 /// AEAD associated-data prefix of the welcome.
 pub const WELCOME_AAD: &[u8] = b"nook/1 aad-welcome";
+/// SHA-256 prefix: the check an invite carries after its seat secret, so that a typo
+/// is caught before the relay is asked.
+pub const INVITE_CHECK: &[u8] = b"nook/1 invite-check";

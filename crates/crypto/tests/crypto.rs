@@ -1,7 +1,8 @@
 //! Behaviour of every construction, including each way it must refuse.
 
 use nook_crypto::auth::{
-    AuthOp, RelayIdentity, params_digest, sign_relay_auth, verify_receipt, verify_relay_auth,
+    AuthOp, PortableReceipt, ReceiptError, ReceiptTextError, RelayIdentity, params_digest,
+    parse_rfc3339_utc, rfc3339_utc, sign_relay_auth, verify_receipt, verify_relay_auth,
 };
 use nook_crypto::chain::{ChainState, Delivery, MAX_SKIP, MAX_SKIPPED_KEYS};
 use nook_crypto::message::{Announce, Content, Farewell, GroupMessage, open_group, seal_group};
@@ -73,26 +74,30 @@ fn relay_address_accepts_ipv6_and_rejects_trailing_path() {
 fn invite_parser_names_what_is_wrong() {
     let fp = Fingerprint([3; 32]).to_text();
     let mb = "AgICAgICAgICAgICAgICAg";
-    let sec = Fingerprint([4; 32]).to_text();
+    // A well-formed fragment of 48 characters (its check belongs to no invite here).
+    let frag = "BAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE";
     let cases = [
-        (format!("http://{fp}@h:1/{mb}#{sec}"), AddressError::Scheme),
+        (format!("http://{fp}@h:1/{mb}#{frag}"), AddressError::Scheme),
         (
-            format!("nook://abc@h:1/{mb}#{sec}"),
+            format!("nook://abc@h:1/{mb}#{frag}"),
             AddressError::Fingerprint,
         ),
-        (format!("nook://h:1/{mb}#{sec}"), AddressError::Fingerprint),
-        (format!("nook://{fp}@h_x:1/{mb}#{sec}"), AddressError::Host),
-        (format!("nook://{fp}@:1/{mb}#{sec}"), AddressError::Host),
-        (format!("nook://{fp}@[zz]:1/{mb}#{sec}"), AddressError::Host),
-        (format!("nook://{fp}@h/{mb}#{sec}"), AddressError::Port),
-        (format!("nook://{fp}@h:0/{mb}#{sec}"), AddressError::Port),
+        (format!("nook://h:1/{mb}#{frag}"), AddressError::Fingerprint),
+        (format!("nook://{fp}@h_x:1/{mb}#{frag}"), AddressError::Host),
+        (format!("nook://{fp}@:1/{mb}#{frag}"), AddressError::Host),
         (
-            format!("nook://{fp}@h:70000/{mb}#{sec}"),
+            format!("nook://{fp}@[zz]:1/{mb}#{frag}"),
+            AddressError::Host,
+        ),
+        (format!("nook://{fp}@h/{mb}#{frag}"), AddressError::Port),
+        (format!("nook://{fp}@h:0/{mb}#{frag}"), AddressError::Port),
+        (
+            format!("nook://{fp}@h:70000/{mb}#{frag}"),
             AddressError::Port,
         ),
-        (format!("nook://{fp}@h:1#{sec}"), AddressError::Mailbox),
+        (format!("nook://{fp}@h:1#{frag}"), AddressError::Mailbox),
         (
-            format!("nook://{fp}@h:1/short#{sec}"),
+            format!("nook://{fp}@h:1/short#{frag}"),
             AddressError::Mailbox,
         ),
         (format!("nook://{fp}@h:1/{mb}"), AddressError::SeatSecret),
@@ -101,13 +106,358 @@ fn invite_parser_names_what_is_wrong() {
             AddressError::SeatSecret,
         ),
         (
-            format!("nook://{fp}@h:1/{mb}#{sec}x"),
+            format!("nook://{fp}@h:1/{mb}#{frag}x"),
             AddressError::SeatSecret,
+        ),
+        // An invite of the format without a check: 43 characters after '#'.
+        (
+            format!("nook://{fp}@h:1/{mb}#{}", Fingerprint([4; 32]).to_text()),
+            AddressError::SeatSecret,
+        ),
+        (
+            format!("nook://{fp}@h:1/{mb}#{frag}"),
+            AddressError::Checksum,
         ),
     ];
     for (input, want) in cases {
         assert_eq!(input.parse::<Invite>().err(), Some(want.clone()), "{input}");
         assert!(!want.to_string().is_empty());
+    }
+}
+
+fn sample_invite(host: &str) -> Invite {
+    Invite {
+        relay: RelayAddr {
+            fingerprint: Fingerprint([0xa7; 32]),
+            host: host.into(),
+            port: 4433,
+        },
+        mailbox: MailboxId([0x3c; 16]),
+        seat_secret: SeatSecret::from_bytes([0x5e; 32]),
+    }
+}
+
+#[test]
+fn a_typo_anywhere_in_an_invite_is_refused() {
+    // Every single-character substitution, at every position, with characters a
+    // person could type: the invite is refused, or it is the same invite (a host is
+    // case-insensitive, and a port may get a leading zero only by insertion).
+    let replacements: Vec<char> = ('A'..='Z')
+        .chain('a'..='z')
+        .chain('0'..='9')
+        .chain(['-', '_', '.', ':', '/', '@', '#'])
+        .collect();
+    for host in ["relay.example", "[2001:db8::1]", "10.0.0.7"] {
+        let invite = sample_invite(host);
+        let text = invite.to_text();
+        let mut refused_by_check = 0;
+        for (pos, original) in text.char_indices() {
+            for &r in replacements.iter().filter(|&&r| r != original) {
+                let mut typo = text.clone();
+                typo.replace_range(pos..pos + original.len_utf8(), r.encode_utf8(&mut [0; 4]));
+                match typo.parse::<Invite>() {
+                    Ok(back) => assert!(back == invite, "{typo} parsed as another invite"),
+                    Err(AddressError::Checksum) => refused_by_check += 1,
+                    Err(_) => {}
+                }
+            }
+        }
+        assert!(refused_by_check > 1000, "{host}: {refused_by_check}");
+        // A dropped or doubled character is refused too.
+        for pos in 0..text.len() {
+            let mut dropped = text.clone();
+            dropped.remove(pos);
+            assert!(dropped.parse::<Invite>().is_err(), "{dropped}");
+        }
+    }
+}
+
+#[test]
+fn each_part_of_an_invite_is_covered_by_its_check() {
+    let invite = sample_invite("relay.example");
+    let text = invite.to_text();
+    let (head, fragment) = text.split_once('#').unwrap();
+    let fp = invite.relay.fingerprint.to_text();
+    let mb = text.split('/').nth(3).unwrap().split('#').next().unwrap();
+    // One character of each part, still well-formed, so only the check can tell.
+    let typos = [
+        text.replacen(&fp, &format!("B{}", &fp[1..]), 1),
+        text.replacen("relay.example", "relay.exbmple", 1),
+        text.replacen(":4433/", ":4434/", 1),
+        text.replacen(mb, &format!("A{}", &mb[1..]), 1),
+        format!("{head}#A{}", &fragment[1..]),
+        format!("{head}#{}A", &fragment[..fragment.len() - 1]),
+    ];
+    for typo in typos {
+        assert_ne!(typo, text);
+        assert_eq!(
+            typo.parse::<Invite>().err(),
+            Some(AddressError::Checksum),
+            "{typo}"
+        );
+    }
+    assert!(AddressError::Checksum.to_string().contains("mistyped"));
+}
+
+#[test]
+fn invites_pasted_from_mail_or_chat_parse() {
+    let invite = sample_invite("relay.example");
+    let text = invite.to_text();
+    let (a, b) = text.split_at(40);
+    let (b, c) = b.split_at(50);
+    let pasted = [
+        format!("  {text}\n"),
+        format!("<{text}>"),
+        format!("\"{text}\""),
+        format!("'{text}'"),
+        format!("\u{201c}{text}\u{201d}"),
+        format!("\u{2018}{text}\u{2019}"),
+        format!("`{text}`"),
+        format!(" < {a}\n{b}\r\n  {c} >\n"),
+        format!("\"<{a}\u{200b}{b}\u{ad}{c}>\""),
+        format!("{a}\t{b} {c}"),
+    ];
+    for p in pasted {
+        let back: Invite = p.parse().unwrap_or_else(|e| panic!("{p:?}: {e}"));
+        assert!(back == invite, "{p:?}");
+    }
+    // Unbalanced or foreign wrappers are not guessed at.
+    for p in [
+        format!("<{text}"),
+        format!("\"{text}'"),
+        format!("({text})"),
+    ] {
+        assert!(p.parse::<Invite>().is_err(), "{p:?}");
+    }
+    // A relay address forgives the same.
+    let addr: RelayAddr = format!("<{}>", invite.relay).parse().unwrap();
+    assert_eq!(addr, invite.relay);
+}
+
+#[test]
+fn receipt_times_are_rfc3339_utc() {
+    for (secs, text) in [
+        (0, "1970-01-01T00:00:00Z"),
+        (951_782_400, "2000-02-29T00:00:00Z"),
+        (1_700_003_000, "2023-11-14T23:03:20Z"),
+        (4_107_542_399, "2100-02-28T23:59:59Z"),
+        (253_402_300_799, "9999-12-31T23:59:59Z"),
+        (253_402_300_800, "10000-01-01T00:00:00Z"),
+    ] {
+        assert_eq!(rfc3339_utc(secs), text);
+        assert_eq!(parse_rfc3339_utc(text), Some(secs), "{text}");
+    }
+    // Every day of four years, and the last second of each.
+    for day in 0..(4 * 366) {
+        let secs = 1_600_000_000 + day * 86_400 + 86_399;
+        assert_eq!(parse_rfc3339_utc(&rfc3339_utc(secs)), Some(secs));
+    }
+    assert!(parse_rfc3339_utc(&rfc3339_utc(u64::MAX)).is_some());
+    for bad in [
+        "",
+        "2023-11-14T23:03:20",
+        "2023-11-14 23:03:20Z",
+        "2023-11-14t23:03:20z",
+        "2023-11-14T23:03:20.5Z",
+        "2023-11-14T23:03:20+00:00",
+        "2023-02-29T00:00:00Z",
+        "2023-13-01T00:00:00Z",
+        "2023-00-01T00:00:00Z",
+        "2023-11-00T00:00:00Z",
+        "2023-11-14T24:00:00Z",
+        "2023-11-14T23:60:00Z",
+        "2023-11-14T23:03:60Z",
+        "1969-12-31T23:59:59Z",
+        "02023-11-14T23:03:20Z",
+        "+2023-11-14T23:03:20Z",
+        "2023-1-14T23:03:20Z",
+        "99999999999999999999-01-01T00:00:00Z",
+    ] {
+        assert_eq!(parse_rfc3339_utc(bad), None, "{bad}");
+    }
+}
+
+fn portable_receipt() -> (RelayIdentity, PortableReceipt) {
+    let relay = RelayIdentity::generate(&mut rng());
+    let addr = RelayAddr {
+        fingerprint: Fingerprint::of_key(&relay.public().0),
+        host: "relay.example".into(),
+        port: 4433,
+    };
+    let r = relay.sign_receipt(MB, 1_700_003_000, 3);
+    let p = PortableReceipt::new(addr, relay.public(), &r);
+    (relay, p)
+}
+
+#[test]
+fn a_portable_receipt_reads_back_from_its_text_and_verifies() {
+    let (_, p) = portable_receipt();
+    p.verify().unwrap();
+    let text = p.to_text();
+    assert!(text.starts_with("nook deletion receipt v1\nrelay: nook://"));
+    assert!(text.contains("\nclosed-at: 2023-11-14T23:03:20Z\n"));
+    assert!(text.contains("\nenvelopes-deleted: 3\n"));
+    assert_eq!(text.parse::<PortableReceipt>().unwrap(), p);
+    // As saved from `nook close`: text around it, CRLF line ends, indentation,
+    // upper-case hex, fields in another order.
+    let around = format!(
+        "talk 1234 closed\r\nthe receipt:\r\n\r\n  {}\r\n\r\nall local data was deleted\r\n",
+        text.trim_end().replace('\n', "\r\n  ")
+    );
+    assert_eq!(around.parse::<PortableReceipt>().unwrap(), p);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[1..].reverse();
+    let shuffled = lines.join("\n").to_uppercase().replacen(
+        "NOOK DELETION RECEIPT V1",
+        "nook deletion receipt v1",
+        1,
+    );
+    let shuffled = shuffled
+        .replace("RELAY-KEY", "relay-key")
+        .replace("MAILBOX", "mailbox");
+    let shuffled = shuffled
+        .replace("SIGNATURE", "signature")
+        .replace("ENVELOPES-DELETED", "envelopes-deleted");
+    // Case matters in the address and the time; keep those lines as written.
+    let shuffled: Vec<String> = shuffled
+        .lines()
+        .map(|l| {
+            if l.starts_with("RELAY:") || l.starts_with("CLOSED-AT:") {
+                text.lines()
+                    .find(|t| t.to_uppercase() == l)
+                    .unwrap()
+                    .to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert_eq!(shuffled.join("\n").parse::<PortableReceipt>().unwrap(), p);
+}
+
+#[test]
+fn a_portable_receipt_names_what_is_wrong() {
+    let (_, p) = portable_receipt();
+    let text = p.to_text();
+    let without = |field: &str| {
+        text.lines()
+            .filter(|l| !l.starts_with(&format!("{field}:")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let line = |field: &str| text.lines().find(|l| l.starts_with(field)).unwrap();
+    let cases = [
+        (String::new(), ReceiptTextError::NoHeader),
+        (
+            text.replace("v1", "v2"),
+            ReceiptTextError::Version("nook deletion receipt v2".into()),
+        ),
+        (format!("{text}\n{text}"), ReceiptTextError::MoreThanOne),
+        (format!("{text}x"), ReceiptTextError::Line("x".into())),
+        (
+            format!("{text}note: kept"),
+            ReceiptTextError::UnknownField("note".into()),
+        ),
+        (
+            format!("{text}{}", line("mailbox")),
+            ReceiptTextError::Repeated("mailbox"),
+        ),
+        (without("signature"), ReceiptTextError::Missing("signature")),
+        (
+            text.replace("relay: nook://", "relay: http://"),
+            ReceiptTextError::Field("relay"),
+        ),
+        (
+            text.replace(line("mailbox"), "mailbox: 00"),
+            ReceiptTextError::Field("mailbox"),
+        ),
+        (
+            text.replace("2023-11-14T23:03:20Z", "2023-11-14 23:03:20"),
+            ReceiptTextError::Field("closed-at"),
+        ),
+        (
+            text.replace("envelopes-deleted: 3", "envelopes-deleted: 03"),
+            ReceiptTextError::Field("envelopes-deleted"),
+        ),
+        (
+            text.replace("envelopes-deleted: 3", "envelopes-deleted: -3"),
+            ReceiptTextError::Field("envelopes-deleted"),
+        ),
+        (
+            format!("{}g", text.trim_end()),
+            ReceiptTextError::Field("signature"),
+        ),
+    ];
+    for (input, want) in cases {
+        assert_eq!(
+            input.parse::<PortableReceipt>().err(),
+            Some(want.clone()),
+            "{input}"
+        );
+        assert!(!want.to_string().is_empty());
+    }
+    // After the block (an empty line ends it) anything but another receipt is ignored.
+    assert_eq!(
+        format!("{text}\nnote: kept")
+            .parse::<PortableReceipt>()
+            .unwrap(),
+        p
+    );
+}
+
+#[test]
+fn a_portable_receipt_is_valid_only_as_signed_by_the_pinned_key() {
+    let (relay, p) = portable_receipt();
+    p.verify().unwrap();
+    let other = RelayIdentity::generate(&mut rng());
+    let mut q = p.clone();
+    q.envelopes_deleted = 2;
+    assert_eq!(q.verify(), Err(ReceiptError::BadSignature));
+    let mut q = p.clone();
+    q.closed_at += 1;
+    assert_eq!(q.verify(), Err(ReceiptError::BadSignature));
+    let mut q = p.clone();
+    q.mailbox.0[0] ^= 1;
+    assert_eq!(q.verify(), Err(ReceiptError::BadSignature));
+    let mut q = p.clone();
+    q.signature.0[63] ^= 0x10;
+    assert!(q.verify().is_err());
+    // Another relay's key, however well it signs, is not the pinned one...
+    let mut q = p.clone();
+    q.relay_key = other.public();
+    q.signature = other
+        .sign_receipt(MB, p.closed_at, p.envelopes_deleted)
+        .signature;
+    assert_eq!(q.verify(), Err(ReceiptError::WrongKey));
+    // ...unless the address is changed too: then it is that relay's receipt.
+    q.relay.fingerprint = Fingerprint::of_key(&other.public().0);
+    q.verify().unwrap();
+    // Host and port are where the relay was; nothing signs them.
+    let mut q = p.clone();
+    q.relay.port = 1;
+    q.verify().unwrap();
+    assert_eq!(
+        p.receipt(),
+        relay.sign_receipt(MB, p.closed_at, p.envelopes_deleted)
+    );
+    // Every one-character change of the text either does not parse or does not
+    // verify, unless it only changes the unsigned host or port. (One replacement per
+    // position: a verification costs milliseconds in a debug build.)
+    let text = p.to_text();
+    for (pos, original) in text.char_indices() {
+        let r = if original == '1' { '2' } else { '1' };
+        let mut changed = text.clone();
+        changed.replace_range(pos..pos + 1, r.encode_utf8(&mut [0; 4]));
+        if let Ok(q) = changed.parse::<PortableReceipt>()
+            && q.verify().is_ok()
+        {
+            assert_eq!(q.relay.fingerprint, p.relay.fingerprint, "{changed}");
+            let same = PortableReceipt {
+                relay: p.relay.clone(),
+                ..q
+            };
+            assert_eq!(same, p, "{changed}");
+        }
     }
 }
 

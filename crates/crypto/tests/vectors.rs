@@ -20,8 +20,8 @@ use std::fmt::Write as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, XChaCha20Poly1305, XNonce};
 use nook_crypto::auth::{
-    AuthOp, RelayIdentity, params_digest, receipt_transcript, relay_auth_transcript,
-    sign_relay_auth, verify_receipt, verify_relay_auth,
+    AuthOp, PortableReceipt, RelayIdentity, params_digest, receipt_transcript,
+    relay_auth_transcript, sign_relay_auth, verify_receipt, verify_relay_auth,
 };
 use nook_crypto::chain::{ChainState, ReceivingChain, SendingChain, step};
 use nook_crypto::identity::verify;
@@ -262,7 +262,29 @@ fn compute() -> Vectors {
     let text = invite.to_text();
     let parsed: Invite = text.parse().expect("the invite parses");
     assert!(parsed == invite, "the invite round-trips");
+    // The check, recomputed as the spec describes it.
+    let check_input = [
+        b"nook/1 invite-check".as_slice(),
+        &fingerprint.0,
+        &[u8::try_from(HOST.len()).expect("a short host")],
+        HOST.as_bytes(),
+        &PORT.to_be_bytes(),
+        &MAILBOX.0,
+        seat.expose(),
+    ]
+    .concat();
+    let check = &sha256(&[&check_input])[..4];
+    assert_eq!(invite.check(), check);
+    let fragment = text.split_once('#').expect("a fragment").1;
+    assert_eq!(
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, fragment)
+            .expect("base64url"),
+        [seat.expose().as_slice(), check].concat(),
+        "the fragment is the seat secret, then the check"
+    );
     v.text("invite", &text);
+    v.hex("invite.check_input", &check_input);
+    v.hex("invite.check", check);
     v.hex("invite.fingerprint", parsed.relay.fingerprint.0);
     v.text("invite.host", &parsed.relay.host);
     v.text("invite.port", parsed.relay.port.to_string());
@@ -620,6 +642,16 @@ fn compute() -> Vectors {
     verify(&relay.public().0, &transcript, &receipt.signature.0).expect("verifies");
     v.hex("receipt.transcript", &transcript);
     v.hex("receipt.signature", receipt.signature.0);
+    // The portable text form, one vector per line.
+    let portable = PortableReceipt::new(invite.relay.clone(), relay.public(), &receipt);
+    portable.verify().expect("the portable receipt verifies");
+    let receipt_text = portable.to_text();
+    let back: PortableReceipt = receipt_text.parse().expect("the text form parses");
+    assert_eq!(back, portable);
+    assert!(receipt_text.ends_with('\n'));
+    for (i, line) in receipt_text.lines().enumerate() {
+        v.text(&format!("receipt.text.{}", i + 1), line);
+    }
 
     let frames = FrameInputs {
         alice: &alice,

@@ -430,11 +430,20 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
                 Err(e) => return Err(e.into()),
             }
             let info = client.info(&talk).await?;
+            let issued = usize::from(info.seats.saturating_sub(1));
+            let used = issued.saturating_sub(info.invites.len());
             if out.json {
-                println!("{}", json!({"talk": info.talk, "invites": info.invites}));
-            } else if info.invites.is_empty() {
-                println!("no unused invites");
+                println!(
+                    "{}",
+                    json!({"talk": info.talk, "invites": info.invites, "used": used, "issued": issued})
+                );
             } else {
+                // The used ones are dead: only their count is worth showing.
+                println!(
+                    "{used} of {issued} invite(s) used (their seats are taken); {} unused{}",
+                    info.invites.len(),
+                    if info.invites.is_empty() { "" } else { ":" }
+                );
                 for i in &info.invites {
                     println!("{i}");
                 }

@@ -350,6 +350,19 @@ fn chat_sends_shows_live_messages_and_ends_when_the_talk_is_closed() {
         "Bob's message on Alice's screen",
         &["bob: hi alice, bob here"],
     );
+    // What the screen showed counts as read: `list` says so, `read --new` shows nothing.
+    wait_for("Alice's unread count to match her screen", || {
+        let talks = nook_json(&alice, &["list"]);
+        match talks.first() {
+            Some(t) if t["unread"] == 0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let fresh = nook_json(&alice, &["read", &talk_a, "--new"]);
+    assert!(
+        !fresh.iter().any(|l| l["type"] == "message"),
+        "read --new repeats what the chat showed: {fresh:?}"
+    );
 
     // Bob closes the talk; Alice's screen says so and that everything was deleted.
     let out = nook(&bob, &["close", &talk_b]);

@@ -139,6 +139,13 @@ fn list_and_invites_ask_the_relay_so_a_full_talk_is_not_shown_pending() {
     // Bob's seat is taken: its invite is no longer handed out.
     let invites = a.ok(&["--json", "invites", &ta]).json();
     assert_eq!(invites["invites"], serde_json::json!([]), "{invites}");
+    assert_eq!(invites["used"], 1, "{invites}");
+    let human = a.ok(&["invites", &ta]);
+    assert!(
+        human.stdout.starts_with("1 of 1 invite(s) used"),
+        "{}",
+        human.stdout
+    );
     // With the relay gone, list still answers, says so, and marks what is cached.
     let mut relay = relay;
     relay.stop();

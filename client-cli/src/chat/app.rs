@@ -193,6 +193,8 @@ pub struct App {
     pub(super) invites: Vec<String>,
     /// Unix seconds at which the relay deletes the talk.
     pub(super) expires_at: u64,
+    /// The first history index not yet on the screen.
+    shown_next: u64,
     pub(super) link: LinkState,
     pub(super) items: VecDeque<Item>,
     pub(super) input: Input,
@@ -229,6 +231,7 @@ impl App {
             members: Vec::new(),
             invites: Vec::new(),
             expires_at: 0,
+            shown_next: 0,
             link: LinkState::Connecting,
             items: VecDeque::new(),
             input: Input::default(),
@@ -264,6 +267,11 @@ impl App {
         self.members = info.members.clone();
         self.invites = info.invites.clone();
         self.expires_at = info.expires_at;
+    }
+
+    /// The first history index this screen has not shown (for the unread mark).
+    pub fn shown_next(&self) -> u64 {
+        self.shown_next
     }
 
     /// "closes in 3h" (or "expired"), for the header; nothing while the expiry is
@@ -370,7 +378,13 @@ impl App {
             return;
         }
         match update {
-            Update::Entry(entry) => self.on_entry(entry),
+            Update::Entry(entry) => {
+                // u64::MAX marks the final entry of a talk already deleted.
+                if entry.index != u64::MAX {
+                    self.shown_next = self.shown_next.max(entry.index + 1);
+                }
+                self.on_entry(entry);
+            }
             Update::Status(status) => {
                 self.live_status = true;
                 self.open |= status.state == TalkPhase::Open;
@@ -882,6 +896,7 @@ pub(super) mod tests {
             expires_at: 0,
             members: vec![(0, "quiet-otter".into())],
             invites: vec!["nook-invite-one".into(), "nook-invite-two".into()],
+            seats: 3,
             cached: false,
         }
     }

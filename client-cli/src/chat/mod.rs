@@ -133,6 +133,8 @@ async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
     let (_, history) = client.history(&talk, false).await?;
     let from = history.last().map_or(0, |e| e.index + 1);
     let mut app = App::new(&info, local_utc_offset());
+    // `history` above marked everything before `from` as shown.
+    let mut marked = from;
     for entry in history {
         app.on_update(Update::Entry(entry));
     }
@@ -197,6 +199,11 @@ async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
                     && let Ok(info) = client.info(&talk).await
                 {
                     app.set_info(&info);
+                }
+                // What the screen showed is read: `list` and `read --new` agree.
+                if app.shown_next() > marked && !app.is_ended() {
+                    marked = app.shown_next();
+                    let _ = client.mark_shown(&talk, marked).await;
                 }
                 Action::None
             }

@@ -53,7 +53,11 @@ pub struct TalkSummary {
     pub unread: u64,
     pub expires_at: u64,
     pub members: Vec<(u8, String)>,
+    /// The owner's unused invites (empty on a member's device).
     pub invites: Vec<String>,
+    /// Seats of the talk, the owner's included: the owner handed out `seats - 1`
+    /// invites.
+    pub seats: u8,
     /// Shown from what this device knew: the relay was not asked, or not reached.
     pub cached: bool,
 }
@@ -338,6 +342,18 @@ impl Client {
         Ok((session.state().name(), entries))
     }
 
+    /// Records that history up to (not including) index `next` was shown, so `list`'s
+    /// unread count and `read --new` agree with a screen that showed it live. Never
+    /// moves the mark back.
+    pub async fn mark_shown(&self, talk: &str, next: u64) -> Result<(), ClientError> {
+        let session = self.session(talk).await?;
+        let (store, talk_id) = (session.store(), session.talk_id());
+        if next > store.shown(&talk_id)? {
+            store.set_shown(&talk_id, next)?;
+        }
+        Ok(())
+    }
+
     /// Stays connected, handing every new history entry and status to `sink`, until
     /// `until` is reached, the talk ends, or `sink` returns false. Reconnects with
     /// backoff when the connection drops. Entries from index `from` on are delivered.
@@ -477,6 +493,7 @@ fn summary(t: &TalkState, unread: u64) -> TalkSummary {
             .chain(t.others().map(|p| (p.seat, p.alias.clone())))
             .collect(),
         invites: t.invites.iter().map(|(_, i)| i.clone()).collect(),
+        seats: t.params.seats,
         cached: true,
     }
 }

@@ -199,7 +199,7 @@ pub fn client_kind(e: &ClientError) -> Kind {
         | ClientError::NotAllowed
         | ClientError::Refused { .. }
         | ClientError::Member(_) => Kind::Refused,
-        ClientError::TalkGone => Kind::TalkGone,
+        ClientError::TalkGone | ClientError::Closed { .. } => Kind::TalkGone,
         // Storage, protocol, and whatever a newer library adds: internal.
         _ => Kind::Internal,
     }

@@ -506,17 +506,23 @@ async fn read(
     let mut exit = ExitCode::SUCCESS;
     match client.fetch(talk).await {
         Ok(_) => {}
-        Err(ClientError::TalkGone) => {
+        Err(e @ (ClientError::TalkGone | ClientError::Closed { .. })) => {
+            // Ended while this device was away: the relay says so, with its receipt
+            // when the talk was closed (not expired).
+            let receipt = match &e {
+                ClientError::Closed { receipt } => receipt.clone(),
+                _ => None,
+            };
             out.entry(&HistoryEntry {
                 index: u64::MAX,
                 at_ms: nook_client::now_ms(),
                 event: Event::Closed {
                     by: None,
                     verified: false,
-                    receipt: None,
+                    receipt,
                 },
             });
-            return Err(ClientError::TalkGone.into());
+            return Err(e.into());
         }
         Err(e @ (ClientError::Connect(_) | ClientError::Lost { .. })) if !follow && !wait_open => {
             eprintln!("warning: {e}; showing what this device already has");

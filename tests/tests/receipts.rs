@@ -221,3 +221,32 @@ fn members_following_the_talk_get_the_receipt_and_it_checks() {
         assert!(ok.stdout.starts_with("valid"), "{who}: {}", ok.stdout);
     }
 }
+
+#[test]
+fn a_member_away_at_the_close_gets_the_receipt_when_it_comes_back() {
+    let relay = Relay::start();
+    let (ann, bob, cat) = (Nook::new(), Nook::new(), Nook::new());
+    let ids = talk(&relay, &ann, &[&bob, &cat]);
+    // Nobody but ann is connected when she closes.
+    let closed = ann.ok(&["--json", "close", &ids[0]]).json();
+    let signature = s(&closed["receipt"]["signature"]);
+
+    // Bob comes back: the talk is over (exit 6), and the relay hands him the receipt.
+    let back = bob.run(&["read", &ids[1]]);
+    assert_eq!(back.code, 6, "{back:?}");
+    let receipt = block(&back.stdout);
+    assert_eq!(field(&receipt, "signature"), signature);
+    let dir = tempfile::tempdir().unwrap();
+    let file = saved(&dir, "bob", &back.stdout);
+    let ok = Nook::new().run(&["receipt", "verify", file.to_str().unwrap()]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert!(bob.ok(&["--json", "list"]).json_lines().is_empty());
+
+    // Cat, in JSON, gets the same receipt, verified.
+    let back = cat.run(&["--json", "read", &ids[2]]);
+    assert_eq!(back.code, 6, "{back:?}");
+    let last = back.json_lines().pop().unwrap();
+    assert_eq!(last["type"], "closed", "{}", back.stdout);
+    assert_eq!(last["receipt"]["signature"], signature.as_str());
+    assert_eq!(last["receipt"]["verified"], true);
+}

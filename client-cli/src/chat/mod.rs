@@ -337,7 +337,7 @@ async fn follow_task(client: Client, talk: String, from: u64, tx: mpsc::Sender<T
             let result = result.map_err(|e| FollowFailure {
                 message: e.to_string(),
                 exit_code: i32::from(crate::error::client_exit_code(&e)),
-                talk_gone: matches!(e, ClientError::TalkGone),
+                talk_gone: matches!(e, ClientError::TalkGone | ClientError::Closed { .. }),
             });
             let _ = tx.send(ToUi::FollowEnded(result)).await;
             return;

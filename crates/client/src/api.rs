@@ -275,7 +275,7 @@ impl Client {
                 } else {
                     match self.fetch(&talk).await {
                         Ok(_) => {}
-                        Err(ClientError::TalkGone) => continue,
+                        Err(ClientError::TalkGone | ClientError::Closed { .. }) => continue,
                         Err(e) if e.is_transient() || matches!(e, ClientError::Connect(_)) => {
                             unreachable.push(relay);
                             cached = true;

@@ -40,6 +40,13 @@ pub enum ClientError {
         "the talk has ended for this device (closed, expired or left); everything it held for the talk has been deleted"
     )]
     TalkGone,
+    /// The relay says the talk was closed, and kept its deletion receipt for members
+    /// who were away: here it is, checked against the pinned relay key (`None` if it
+    /// did not verify). The local copy has been deleted.
+    #[error("the talk was closed; everything this device held for it has been deleted")]
+    Closed {
+        receipt: Option<Box<nook_crypto::auth::PortableReceipt>>,
+    },
     /// The close policy does not let this member close the talk.
     #[error("only the owner may close this talk")]
     NotAllowed,

@@ -139,6 +139,15 @@ impl Follower {
                     })));
                     return Ok(());
                 }
+                Err(ClientError::Closed { receipt }) => {
+                    // Closed while we were away; the relay kept its receipt for us.
+                    sink(Update::Entry(ended(Event::Closed {
+                        by: None,
+                        verified: false,
+                        receipt,
+                    })));
+                    return Ok(());
+                }
                 Err(e) => return Err(e),
             };
             let pushes = conn.take_pushes().ok_or(ClientError::Protocol)?;

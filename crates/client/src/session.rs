@@ -15,11 +15,11 @@
 
 use std::future::Future;
 
-use nook_crypto::auth::{AuthOp, sign_relay_auth};
+use nook_crypto::auth::{AuthOp, PortableReceipt, sign_relay_auth};
 use nook_crypto::{RelayAddr, TalkIdentity};
 use nook_proto::{
-    Auth, Envelope, EnvelopeKind, ErrorCode, MailboxId, Put, Request, Response, Seq, TalkPhase,
-    TalkStatus,
+    Auth, Envelope, EnvelopeKind, ErrorCode, ErrorDetail, MailboxId, Put, Request, Response, Seq,
+    TalkPhase, TalkStatus,
 };
 
 use crate::dial::Dialer;
@@ -85,6 +85,19 @@ pub(crate) async fn authenticate(dialer: &Dialer, target: &Target) -> Result<Aut
     match answer {
         Ok(Response::Authed { status, .. }) => Ok(Authed { conn, status }),
         Ok(_) => Err(ClientError::Protocol),
+        // Closed while we were away; the relay kept the receipt for us.
+        Err(RequestError::Refused {
+            code: ErrorCode::MailboxClosed,
+            detail: ErrorDetail::Closed(receipt),
+            ..
+        }) => {
+            let portable =
+                PortableReceipt::new(target.addr.clone(), conn.hello().relay_key, &receipt);
+            let valid = portable.mailbox == target.mailbox && portable.verify().is_ok();
+            Err(ClientError::Closed {
+                receipt: valid.then(|| Box::new(portable)),
+            })
+        }
         Err(e) => match ClientError::from(e) {
             // Closed, expired, or we are no longer a member.
             ClientError::Refused {
@@ -221,9 +234,9 @@ impl TalkSession {
                 }
                 Ok(authed)
             }
-            Err(ClientError::TalkGone) => {
+            Err(e @ (ClientError::TalkGone | ClientError::Closed { .. })) => {
                 self.lease.delete(&self.state.talk_id)?;
-                Err(ClientError::TalkGone)
+                Err(e)
             }
             Err(e) => Err(e),
         }

@@ -854,6 +854,17 @@ impl FrameInputs<'_> {
         };
         v.hex("frame.response.error", server_frame(&error));
 
+        // Bob, back after the close, authenticates (id 4): the tombstone hands him the
+        // receipt.
+        let closed = ServerFrame::Response {
+            id: 4,
+            result: Outcome::Err(
+                ErrorFrame::new(ErrorCode::MailboxClosed, "the talk was closed or expired")
+                    .with_detail(ErrorDetail::Closed(Box::new(self.receipt))),
+            ),
+        };
+        v.hex("frame.response.error_closed", server_frame(&closed));
+
         let pushes = [
             (
                 "envelope",

@@ -294,12 +294,15 @@ pub struct ErrorFrame {
 }
 
 /// Data an error carries besides its code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum ErrorDetail {
     /// Nothing beyond the code.
     None,
     /// With `TalkNotOpen`: how many seats are taken and how many open the talk.
     Seats { members: u8, quorum: u8 },
+    /// With `MailboxClosed`, when the talk was closed (not expired): the relay's
+    /// deletion receipt, so a member who was offline at the close still gets it.
+    Closed(Box<Receipt>),
 }
 
 /// Typed error codes; numbered in declaration order from 0 on the wire.

@@ -234,7 +234,7 @@ impl Engine {
         if left.empty {
             let expires = mb.talk.expires_at();
             let status = mb.status();
-            self.destroy(&mut mb, expires).map_err(storage_err)?;
+            self.destroy(&mut mb, expires, None).map_err(storage_err)?;
             let pushes = pushes_of(
                 leaver_elsewhere.into_iter(),
                 Push::MemberLeft {
@@ -296,8 +296,9 @@ impl Engine {
         mb.talk.close(member, now).map_err(talk_err)?;
         let deleted = mb.envelopes.len() as u64;
         let expires = mb.talk.expires_at();
-        self.destroy(&mut mb, expires).map_err(storage_err)?;
         let receipt = self.identity.sign_receipt(req.mailbox, now, deleted);
+        self.destroy(&mut mb, expires, Some(&receipt))
+            .map_err(storage_err)?;
         let push = Push::Closed {
             mailbox: req.mailbox,
             receipt,

@@ -57,7 +57,7 @@ use nook_proto::limits::{
     DEFAULT_MAX_BYTES_PER_MAILBOX, DEFAULT_MAX_ENVELOPES_PER_MAILBOX,
     DEFAULT_MAX_MAILBOXES_PER_CONNECTION, DEFAULT_REQUESTS_PER_SECOND,
 };
-use nook_proto::{ErrorCode, ErrorFrame, MailboxId, Response, TalkError};
+use nook_proto::{ErrorCode, ErrorDetail, ErrorFrame, MailboxId, Response, TalkError};
 use nook_vault::{Log, Namespace, Vault, VaultError, log::DEFAULT_SEGMENT_BYTES};
 
 use crate::clock::Clock;
@@ -229,10 +229,13 @@ impl Engine {
         }
         let hashed = self.vault.index_hash(&id.0);
         match self.tombstones.get(&hashed) {
-            Ok(Some(_)) => Err(err(
-                ErrorCode::MailboxClosed,
-                "the talk was closed or expired",
-            )),
+            Ok(Some(value)) => {
+                let frame = err(ErrorCode::MailboxClosed, "the talk was closed or expired");
+                Err(match sweep::tombstone_receipt(*id, &value) {
+                    Some(receipt) => frame.with_detail(ErrorDetail::Closed(Box::new(receipt))),
+                    None => frame,
+                })
+            }
             Ok(None) => Err(err(ErrorCode::UnknownMailbox, "no such talk on this relay")),
             Err(e) => Err(storage_err(e)),
         }

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use nook_proto::talk::Lifecycle;
-use nook_proto::{MailboxId, Push};
+use nook_proto::{MailboxId, Push, Receipt, Signature};
 use nook_vault::VaultError;
 
 use super::mailbox::{Mailbox, ns_id, u64_of};
@@ -53,7 +53,7 @@ impl Engine {
             mb.push_all(push, None);
             mb.subscribers.clear();
             let expires = mb.talk.expires_at();
-            if let Err(e) = self.destroy(&mut mb, expires) {
+            if let Err(e) = self.destroy(&mut mb, expires, None) {
                 tracing::error!("could not delete an expired mailbox, will retry: {e}");
                 lock(&self.expiries).insert((now + 60, mb.id));
                 continue;
@@ -122,7 +122,7 @@ impl Engine {
         let mut stale = Vec::new();
         for item in self.tombstones.scan_prefix(b"") {
             match item {
-                Ok((k, v)) if u64_of(&v).is_some_and(|exp| exp <= now) => stale.push(k),
+                Ok((k, v)) if tombstone_until(&v).is_some_and(|exp| exp <= now) => stale.push(k),
                 Ok(_) => {}
                 Err(e) => tracing::error!("tombstone scan: {e}"),
             }
@@ -134,12 +134,19 @@ impl Engine {
 
     /// Crypto-shreds a mailbox: efface its key (durable; from then on its data is
     /// unreadable), leave the data to the vault's garbage collection, write the
-    /// tombstone. The caller holds the mailbox lock.
-    pub(super) fn destroy(&self, mb: &mut Mailbox, talk_end: u64) -> Result<(), VaultError> {
+    /// tombstone — with the deletion receipt when the talk was closed, so members who
+    /// were offline get it when they come back. The caller holds the mailbox lock.
+    pub(super) fn destroy(
+        &self,
+        mb: &mut Mailbox,
+        talk_end: u64,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), VaultError> {
         self.vault.destroy_namespace(&ns_id(&mb.id))?;
         let hashed = self.vault.index_hash(&mb.id.0);
         let until = talk_end.max(self.now()) + TOMBSTONE_GRACE_SECS;
-        self.tombstones.put(&hashed, &until.to_le_bytes())?;
+        self.tombstones
+            .put(&hashed, &tombstone_value(until, receipt))?;
         let deleted = mb.envelopes.len() as u64;
         for meta in std::mem::take(&mut mb.envelopes).into_values() {
             self.log.release(meta.loc);
@@ -151,5 +158,59 @@ impl Engine {
             .fetch_add(deleted, Ordering::Relaxed);
         self.stats.mailboxes_deleted.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// A tombstone's value: `until` (u64 LE), then for a closed talk the receipt's
+/// `closed_at` and `envelopes_deleted` (u64 LE each) and its signature (64 bytes).
+/// The mailbox id is the tombstone's key (hashed), so it is not repeated.
+fn tombstone_value(until: u64, receipt: Option<&Receipt>) -> Vec<u8> {
+    let mut v = until.to_le_bytes().to_vec();
+    if let Some(r) = receipt {
+        v.extend_from_slice(&r.closed_at.to_le_bytes());
+        v.extend_from_slice(&r.envelopes_deleted.to_le_bytes());
+        v.extend_from_slice(&r.signature.0);
+    }
+    v
+}
+
+/// When a tombstone may be forgotten.
+pub(super) fn tombstone_until(value: &[u8]) -> Option<u64> {
+    u64_of(value.get(..8)?)
+}
+
+/// The receipt a tombstone keeps for `mailbox`, if the talk was closed (not expired).
+pub(super) fn tombstone_receipt(mailbox: MailboxId, value: &[u8]) -> Option<Receipt> {
+    if value.len() != 8 + 8 + 8 + 64 {
+        return None;
+    }
+    let signature: [u8; 64] = value.get(24..88)?.try_into().ok()?;
+    Some(Receipt {
+        mailbox,
+        closed_at: u64_of(value.get(8..16)?)?,
+        envelopes_deleted: u64_of(value.get(16..24)?)?,
+        signature: Signature(signature),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tombstone_keeps_a_receipt_and_its_expiry() {
+        let receipt = Receipt {
+            mailbox: MailboxId([3; 16]),
+            closed_at: 1_700_000_000,
+            envelopes_deleted: 9,
+            signature: Signature([7; 64]),
+        };
+        let v = tombstone_value(1_700_090_000, Some(&receipt));
+        assert_eq!(tombstone_until(&v), Some(1_700_090_000));
+        assert_eq!(tombstone_receipt(MailboxId([3; 16]), &v), Some(receipt));
+        let expired = tombstone_value(5, None);
+        assert_eq!(tombstone_until(&expired), Some(5));
+        assert_eq!(tombstone_receipt(MailboxId([3; 16]), &expired), None);
+        assert_eq!(tombstone_until(&[1, 2]), None);
     }
 }

@@ -101,7 +101,11 @@ impl Output {
                     "{}",
                     json!({
                         "talk": t.talk,
-                        "state": t.status.map(|s| state_word(&s)).unwrap_or("unknown"),
+                        "state": if t.expires_at <= nook_client::now_ms() / 1000 {
+                            "expired"
+                        } else {
+                            t.status.map(|s| state_word(&s)).unwrap_or("unknown")
+                        },
                         "members": t.status.map(|s| s.members),
                         "seats": t.status.map(|s| s.seats),
                         "quorum": t.status.map(|s| s.quorum),
@@ -129,6 +133,8 @@ impl Output {
         let now = nook_client::now_ms() / 1000;
         for t in talks {
             let state = match t.status {
+                // Shown from cache past its end: the relay has deleted it by now.
+                _ if t.expires_at <= now => "expired".to_string(),
                 Some(s) if s.state == TalkPhase::Pending => {
                     format!("pending {}/{}", s.members, s.quorum)
                 }

@@ -477,3 +477,36 @@ fn chat_exits_when_its_terminal_hangs_up_without_a_sighup() {
     });
     drop(relay);
 }
+
+#[test]
+fn a_slow_relay_is_announced_on_a_terminal_and_the_wait_is_bounded() {
+    if !terminal_test_runs("the connecting-line test", &[("tmux", "-V")]) {
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    // A real relay's address, pointed at a port where nothing answers.
+    let relay = Relay::start(&root.path().join("relay"));
+    let (prefix, _) = relay.address.rsplit_once(':').expect("host:port");
+    let dead = format!("{prefix}:{}", free_port());
+    drop(relay);
+    let home = root.path().join("home");
+    let tmux_dir = root.path().join("tmux");
+    std::fs::create_dir(&tmux_dir).expect("tmux folder");
+    let command = format!(
+        "{} --home {} new --relay '{dead}'; echo \"nook exited with $?\"; sleep 60",
+        quoted(nook_bin()),
+        quoted(&home)
+    );
+    let tmux = Tmux::start(&tmux_dir, &command);
+    let port = dead.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
+    tmux.wait_for_screen(
+        "the connecting line",
+        &[&format!("connecting to 127.0.0.1:{port}…")],
+    );
+    let screen = tmux.wait_for_screen("nook to give up", &["nook exited with"]);
+    assert!(screen.contains("nook exited with 4"), "{screen}");
+    assert!(
+        screen.contains("could not reach the relay at 127.0.0.1") && screen.contains("check that"),
+        "{screen}"
+    );
+}

@@ -194,3 +194,26 @@ fn every_member_sees_one_talk_name_and_can_use_the_one_they_were_told() {
     let other = ann.ok(&["--json", "new", "--relay", &relay.address]).json();
     assert_ne!(s(&other["talk"]), name);
 }
+
+#[test]
+fn an_expired_talk_leaves_every_list_and_its_follower_ends() {
+    // The shortest TTL the relay takes; the test waits for the relay's sweeper, which
+    // deletes the talk within a second of its end.
+    let relay = Relay::start();
+    let (a, b) = (Nook::new(), Nook::new());
+    let new = a
+        .ok(&["--json", "new", "--relay", &relay.address, "--ttl", "60s"])
+        .json();
+    b.ok(&["join", &s(&new["invites"][0])]);
+    let tb = b.only_talk();
+    let mut follow = b.spawn(&["--json", "read", &tb, "--follow"]);
+    follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("following"));
+    // The expiry push ends the follower with the documented code and final event.
+    let f = follow.finish(Duration::from_secs(120));
+    assert_eq!(f.code, 6, "{f:?}");
+    let last = f.json_lines().pop().expect("a final event");
+    assert_eq!(last["type"], "expired", "{}", f.stdout);
+    // The owner, who was not connected, no longer lists it as pending: it is gone.
+    let list = a.ok(&["--json", "list"]).json_lines();
+    assert!(list.is_empty(), "{list:?}");
+}

@@ -530,13 +530,9 @@ async fn read(
         }
         Err(e) => return Err(e.into()),
     }
-    let (_, entries) = client.history(talk, new).await?;
-    let next = entries.last().map_or(0, |e| e.index + 1);
-    let from = if new {
-        next
-    } else {
-        entries.first().map_or(next, |e| e.index).max(next)
-    };
+    let history = client.history(talk, new).await?;
+    // Follow on from the first entry not printed, so nothing shows twice.
+    let (entries, from) = (history.entries, history.next);
     let mut opened = entries.iter().any(|e| matches!(e.event, Event::Opened));
     for e in &entries {
         out.entry(e);

@@ -217,3 +217,36 @@ fn an_expired_talk_leaves_every_list_and_its_follower_ends() {
     let list = a.ok(&["--json", "list"]).json_lines();
     assert!(list.is_empty(), "{list:?}");
 }
+
+#[test]
+fn follow_new_with_nothing_new_does_not_replay_the_history() {
+    let relay = Relay::start();
+    let (a, b, ta, tb) = ann_and_bob(&relay);
+    a.ok(&["send", &ta, "already read"]);
+    b.ok(&["read", &tb]);
+    let mut follow = b.spawn(&["--json", "read", &tb, "--follow", "--new"]);
+    follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("following"));
+    a.ok(&["send", &ta, "fresh"]);
+    follow.wait_for(Stream::Stdout, LIMIT, |l| l.contains("fresh"));
+    follow.terminate();
+    let f = follow.finish(LIMIT);
+    assert!(
+        !f.stdout.contains("already read"),
+        "the follower replayed what was read before: {}",
+        f.stdout
+    );
+}
+
+#[test]
+fn the_home_that_closes_the_talk_sees_its_followers_end_like_everyone_elses() {
+    let relay = Relay::start();
+    let (a, _b, ta, _tb) = ann_and_bob(&relay);
+    let mut follow = a.spawn(&["--json", "read", &ta, "--follow"]);
+    follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("following"));
+    a.ok(&["close", &ta]);
+    let f = follow.finish(LIMIT);
+    assert_eq!(f.code, 6, "{f:?}");
+    let last = f.json_lines().pop().expect("a final event");
+    assert_eq!(last["type"], "closed", "{}", f.stdout);
+    assert_eq!(last["receipt"]["verified"], true, "{last}");
+}

@@ -130,8 +130,9 @@ async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
     // Everything that can fail for ordinary reasons fails before the screen opens.
     let info = client.info(talk).await?;
     let talk = info.talk.clone();
-    let (_, history) = client.history(&talk, false).await?;
-    let from = history.last().map_or(0, |e| e.index + 1);
+    let history = client.history(&talk, false).await?;
+    let from = history.next;
+    let history = history.entries;
     let mut app = App::new(&info, local_utc_offset());
     // `history` above marked everything before `from` as shown.
     let mut marked = from;

@@ -40,6 +40,17 @@ pub struct JoinedTalk {
     pub status: TalkStatus,
 }
 
+/// What `history` returns.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// The talk's name.
+    pub talk: String,
+    pub entries: Vec<HistoryEntry>,
+    /// The first history index not returned: where a follow goes on, so nothing is
+    /// shown twice (also when nothing was new).
+    pub next: u64,
+}
+
 /// One line of `nook list`.
 #[derive(Debug, Clone)]
 pub struct TalkSummary {
@@ -325,21 +336,22 @@ impl Client {
     }
 
     /// The talk's history (with `new_only`, only what this call has not returned
-    /// before), and the talk's id.
-    pub async fn history(
-        &self,
-        talk: &str,
-        new_only: bool,
-    ) -> Result<(String, Vec<HistoryEntry>), ClientError> {
+    /// before), and where a follow goes on from.
+    pub async fn history(&self, talk: &str, new_only: bool) -> Result<History, ClientError> {
         let session = self.session(talk).await?;
         let (store, talk_id) = (session.store(), session.talk_id());
         let from = if new_only { store.shown(&talk_id)? } else { 0 };
         let entries = store.history(&talk_id, from)?;
-        if let Some(last) = entries.last() {
-            store.set_shown(&talk_id, last.index + 1)?;
+        let next = entries.last().map_or(from, |last| last.index + 1);
+        if next > from {
+            store.set_shown(&talk_id, next)?;
             store.flush()?;
         }
-        Ok((session.state().name(), entries))
+        Ok(History {
+            talk: session.state().name(),
+            entries,
+            next,
+        })
     }
 
     /// Records that history up to (not including) index `next` was shown, so `list`'s

@@ -7,38 +7,86 @@
 use nook_client::store::StoreError;
 use nook_client::{ClientError, ConnectError};
 
-/// Why a `nook` command failed, as scripts see it: the `kind` of a `--json` error and
-/// the exit code. One variant per exit code; [`EXIT_CODES`] (`nook --help`) and
-/// README.md list the same pairs, and a test holds the help text to this table.
+/// Why a `nook` command failed, as scripts see it: the `kind` of a `--json` error
+/// (stable: scripts match on it) and the exit code, which groups kinds.
+/// [`EXIT_CODES`] (`nook --help`) and README.md list the same table, and a test holds
+/// the help text to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// 1: a bug, or the local store could not be used.
     Internal,
     /// 2: the command line is invalid (unknown flag, missing argument, bad value).
     Usage,
-    /// 3: no talk matches the given id or prefix, or more than one does.
-    NotFound,
-    /// 4: the relay could not be reached, or the connection was lost.
-    Unreachable,
-    /// 5: refused: the talk is not open yet, the invite was used, not allowed, bad input.
-    Refused,
-    /// 6: the talk was closed, expired or left; its local data was deleted.
+    /// 3: no talk matches the given name or prefix.
+    TalkUnknown,
+    /// 3: more than one talk matches the given prefix.
+    AmbiguousTalk,
+    /// 4: the relay could not be reached (down, wrong host or port, blocked).
+    RelayUnreachable,
+    /// 4: the connection to the relay was lost during the command.
+    ConnectionLost,
+    /// 4: the relay does not speak this protocol version.
+    RelayVersion,
+    /// 5: chat is refused until quorum is reached.
+    TalkNotOpen,
+    /// 5: the relay knows no unused seat for this invite.
+    InviteUsed,
+    /// 5: the invite does not parse, or its check does not match (a typo).
+    InviteMalformed,
+    /// 5: the invite is one of this device's own talks' invites.
+    OwnInvite,
+    /// 5: the relay address does not parse.
+    AddressMalformed,
+    /// 5: only the owner's device holds the talk's invites.
+    NotOwner,
+    /// 5: the talk's close policy does not let this member close it.
+    NotAllowed,
+    /// 5: the talk's mailbox is full until members acknowledge.
+    MailboxFull,
+    /// 5: too many requests; slow down.
+    RateLimited,
+    /// 5: any other refusal by the relay.
+    RelayRefused,
+    /// 5: input given with the command cannot be used (empty message, alias, size,
+    /// no terminal, an unreadable receipt file).
+    BadInput,
+    /// 6: the talk was closed; its local data was deleted.
+    TalkClosed,
+    /// 6: the talk expired or was left, or the relay no longer knows it; its local data
+    /// was deleted.
     TalkGone,
-    /// 7: the relay's key does not match its address, or its receipt does not verify.
-    Security,
+    /// 7: the relay's key does not match its address.
+    RelayKeyMismatch,
+    /// 7: a deletion receipt does not verify.
+    ReceiptInvalid,
 }
 
 impl Kind {
     /// Every kind, in exit-code order.
     #[cfg(test)]
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 22] = [
         Kind::Internal,
         Kind::Usage,
-        Kind::NotFound,
-        Kind::Unreachable,
-        Kind::Refused,
+        Kind::TalkUnknown,
+        Kind::AmbiguousTalk,
+        Kind::RelayUnreachable,
+        Kind::ConnectionLost,
+        Kind::RelayVersion,
+        Kind::TalkNotOpen,
+        Kind::InviteUsed,
+        Kind::InviteMalformed,
+        Kind::OwnInvite,
+        Kind::AddressMalformed,
+        Kind::NotOwner,
+        Kind::NotAllowed,
+        Kind::MailboxFull,
+        Kind::RateLimited,
+        Kind::RelayRefused,
+        Kind::BadInput,
+        Kind::TalkClosed,
         Kind::TalkGone,
-        Kind::Security,
+        Kind::RelayKeyMismatch,
+        Kind::ReceiptInvalid,
     ];
 
     /// The process exit code.
@@ -46,39 +94,67 @@ impl Kind {
         match self {
             Kind::Internal => 1,
             Kind::Usage => 2,
-            Kind::NotFound => 3,
-            Kind::Unreachable => 4,
-            Kind::Refused => 5,
-            Kind::TalkGone => 6,
-            Kind::Security => 7,
+            Kind::TalkUnknown | Kind::AmbiguousTalk => 3,
+            Kind::RelayUnreachable | Kind::ConnectionLost | Kind::RelayVersion => 4,
+            Kind::TalkNotOpen
+            | Kind::InviteUsed
+            | Kind::InviteMalformed
+            | Kind::OwnInvite
+            | Kind::AddressMalformed
+            | Kind::NotOwner
+            | Kind::NotAllowed
+            | Kind::MailboxFull
+            | Kind::RateLimited
+            | Kind::RelayRefused
+            | Kind::BadInput => 5,
+            Kind::TalkClosed | Kind::TalkGone => 6,
+            Kind::RelayKeyMismatch | Kind::ReceiptInvalid => 7,
         }
     }
 
-    /// The `kind` field of a `--json` error. Stable: scripts match on it.
+    /// The `kind` field of a `--json` error.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Internal => "internal",
             Kind::Usage => "usage",
-            Kind::NotFound => "not_found",
-            Kind::Unreachable => "unreachable",
-            Kind::Refused => "refused",
+            Kind::TalkUnknown => "talk_unknown",
+            Kind::AmbiguousTalk => "ambiguous_talk",
+            Kind::RelayUnreachable => "relay_unreachable",
+            Kind::ConnectionLost => "connection_lost",
+            Kind::RelayVersion => "relay_version",
+            Kind::TalkNotOpen => "talk_not_open",
+            Kind::InviteUsed => "invite_used",
+            Kind::InviteMalformed => "invite_malformed",
+            Kind::OwnInvite => "own_invite",
+            Kind::AddressMalformed => "address_malformed",
+            Kind::NotOwner => "not_owner",
+            Kind::NotAllowed => "not_allowed",
+            Kind::MailboxFull => "mailbox_full",
+            Kind::RateLimited => "rate_limited",
+            Kind::RelayRefused => "relay_refused",
+            Kind::BadInput => "bad_input",
+            Kind::TalkClosed => "talk_closed",
             Kind::TalkGone => "talk_gone",
-            Kind::Security => "security",
+            Kind::RelayKeyMismatch => "relay_key_mismatch",
+            Kind::ReceiptInvalid => "receipt_invalid",
         }
     }
 }
 
-/// The exit codes and `--json` error kinds, for `nook --help` (README.md has the same
-/// table).
+/// The exit codes and the `kind`s of `--json` errors under each, for `nook --help`
+/// (README.md has the same table).
 pub const EXIT_CODES: &str = "EXIT CODES (and the \"kind\" of a --json error):
-  0               success
-  1  internal     internal or storage error
-  2  usage        invalid command line
-  3  not_found    no talk matches the given name (see `nook list`)
-  4  unreachable  relay unreachable or connection lost (retry later)
-  5  refused      talk not open yet, invite used, not allowed, bad input
-  6  talk_gone    the talk was closed, expired or left (local data deleted)
-  7  security     the relay's key does not match its address, or its receipt is invalid";
+  0  success
+  1  internal or storage error: internal
+  2  invalid command line: usage
+  3  no talk matches (see `nook list`): talk_unknown, ambiguous_talk
+  4  relay unreachable or connection lost (retry later): relay_unreachable,
+     connection_lost, relay_version
+  5  refused: talk_not_open, invite_used, invite_malformed, own_invite,
+     address_malformed, not_owner, not_allowed, mailbox_full, rate_limited,
+     relay_refused, bad_input
+  6  the talk was closed, expired or left (local data deleted): talk_closed, talk_gone
+  7  security: relay_key_mismatch, receipt_invalid";
 
 /// Why a `nook` command failed.
 #[derive(Debug)]
@@ -92,6 +168,8 @@ pub enum CliError {
     /// `nook invites` by a member who did not create the talk: only the owner's
     /// device holds its invites.
     NotOwner { talk: String },
+    /// `nook join` with an invite to one of this device's own talks.
+    OwnInvite { talk: String },
     /// The operation failed.
     Client(ClientError),
 }
@@ -119,7 +197,9 @@ impl CliError {
     pub fn kind(&self) -> Kind {
         match self {
             CliError::Usage(_) => Kind::Usage,
-            CliError::Input(_) | CliError::NotOwner { .. } => Kind::Refused,
+            CliError::Input(_) => Kind::BadInput,
+            CliError::NotOwner { .. } => Kind::NotOwner,
+            CliError::OwnInvite { .. } => Kind::OwnInvite,
             CliError::Client(e) => client_kind(e),
         }
     }
@@ -150,6 +230,11 @@ impl std::fmt::Display for CliError {
                 f,
                 "only the owner of talk {talk} holds its invites, and this device joined it \
                  with one; ask the owner for an invite"
+            )?,
+            CliError::OwnInvite { talk } => write!(
+                f,
+                "this is an invite to your own talk {talk}: give it to someone else \
+                 (`nook invites {talk}` lists the unused ones)"
             )?,
             CliError::Client(e) => write!(f, "{e}")?,
         }
@@ -186,20 +271,32 @@ fn usage_line(e: &clap::Error) -> String {
 
 /// The kind of a library error; see [`Kind`].
 pub fn client_kind(e: &ClientError) -> Kind {
+    use nook_proto::ErrorCode;
     match e {
-        ClientError::Store(StoreError::NotFound(_) | StoreError::Ambiguous(_)) => Kind::NotFound,
-        ClientError::Connect(ConnectError::WrongFingerprint { .. }) | ClientError::BadReceipt => {
-            Kind::Security
-        }
-        ClientError::Connect(_) | ClientError::Lost { .. } => Kind::Unreachable,
-        ClientError::Invite(_)
-        | ClientError::Address(_)
-        | ClientError::InviteUsed
-        | ClientError::Pending { .. }
-        | ClientError::NotAllowed
-        | ClientError::Refused { .. }
-        | ClientError::Member(_) => Kind::Refused,
-        ClientError::TalkGone | ClientError::Closed { .. } => Kind::TalkGone,
+        ClientError::Store(StoreError::NotFound(_)) => Kind::TalkUnknown,
+        ClientError::Store(StoreError::Ambiguous(_)) => Kind::AmbiguousTalk,
+        ClientError::Connect(ConnectError::WrongFingerprint { .. }) => Kind::RelayKeyMismatch,
+        ClientError::BadReceipt => Kind::ReceiptInvalid,
+        ClientError::Connect(ConnectError::Version { .. }) => Kind::RelayVersion,
+        ClientError::Connect(_) => Kind::RelayUnreachable,
+        ClientError::Lost { .. } => Kind::ConnectionLost,
+        ClientError::Invite(_) => Kind::InviteMalformed,
+        ClientError::Address(_) => Kind::AddressMalformed,
+        ClientError::InviteUsed => Kind::InviteUsed,
+        ClientError::Pending { .. } => Kind::TalkNotOpen,
+        ClientError::NotAllowed => Kind::NotAllowed,
+        ClientError::Refused {
+            code: ErrorCode::MailboxFull,
+            ..
+        } => Kind::MailboxFull,
+        ClientError::Refused {
+            code: ErrorCode::RateLimited,
+            ..
+        } => Kind::RateLimited,
+        ClientError::Refused { .. } => Kind::RelayRefused,
+        ClientError::Member(_) => Kind::BadInput,
+        ClientError::Closed { .. } => Kind::TalkClosed,
+        ClientError::TalkGone => Kind::TalkGone,
         // Storage, protocol, and whatever a newer library adds: internal.
         _ => Kind::Internal,
     }
@@ -246,22 +343,54 @@ mod tests {
         let not_owner = CliError::NotOwner { talk: "abc".into() };
         assert_eq!(
             (not_owner.kind().exit_code(), not_owner.kind()),
-            (5, Kind::Refused)
+            (5, Kind::NotOwner)
         );
     }
 
     #[test]
-    fn the_help_lists_every_kind_with_its_exit_code() {
-        for kind in Kind::ALL {
-            let line = format!("\n  {}  {:<11}  ", kind.exit_code(), kind.name());
-            assert!(EXIT_CODES.contains(&line), "{kind:?}: no line {line:?}");
+    fn the_help_lists_every_kind_under_its_exit_code() {
+        // The help's lines, continuation lines joined to the code they continue.
+        let mut by_code: Vec<(u8, String)> = Vec::new();
+        for line in EXIT_CODES.lines().skip(1) {
+            let t = line.trim_start();
+            match t
+                .split_once("  ")
+                .and_then(|(c, rest)| Some((c.parse::<u8>().ok()?, rest)))
+            {
+                Some((code, rest)) => by_code.push((code, rest.to_string())),
+                None => {
+                    if let Some((_, text)) = by_code.last_mut() {
+                        text.push(' ');
+                        text.push_str(t);
+                    }
+                }
+            }
         }
-        // Exit codes 1..=7 in order, each once; names unique.
-        let codes: Vec<u8> = Kind::ALL.iter().map(|k| k.exit_code()).collect();
-        assert_eq!(codes, (1..=7).collect::<Vec<u8>>());
-        let mut names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        let mut names = Vec::new();
+        for kind in Kind::ALL {
+            let text = by_code
+                .iter()
+                .find(|(c, _)| *c == kind.exit_code())
+                .map(|(_, t)| t.as_str())
+                .unwrap_or_else(|| panic!("no line for exit code {}", kind.exit_code()));
+            let listed = text
+                .rsplit_once(": ")
+                .map(|(_, list)| list)
+                .unwrap_or(text)
+                .split(", ")
+                .any(|n| n.trim() == kind.name());
+            assert!(
+                listed,
+                "{kind:?} ({}) is not under {}",
+                kind.name(),
+                kind.exit_code()
+            );
+            names.push(kind.name());
+        }
+        let total = names.len();
+        names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), Kind::ALL.len());
+        assert_eq!(names.len(), total, "kind names are unique");
     }
 
     #[test]

@@ -376,10 +376,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
                     .any(|i| i.parse::<nook_crypto::Invite>().is_ok_and(|i| i == parsed))
             });
             if let Some(t) = own {
-                return Err(CliError::Input(format!(
-                    "this is an invite to your own talk {0}: give it to someone else (`nook invites {0}` lists the unused ones)",
-                    t.talk
-                )));
+                return Err(CliError::OwnInvite { talk: t.talk });
             }
             let joined = client.join(&invite, alias.as_deref()).await?;
             out.joined(&joined);
@@ -423,8 +420,9 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             match client.fetch(&talk).await {
                 Ok(_) => {}
                 Err(e) if e.is_transient() || matches!(e, ClientError::Connect(_)) => {
-                    eprintln!(
-                        "note: the relay could not be reached ({e}); some of these invites may have been used since this device last heard from it"
+                    out.warning(
+                        error::client_kind(&e),
+                        &format!("the relay could not be reached ({e}); some of these invites may have been used since this device last heard from it"),
                     );
                 }
                 Err(e) => return Err(e.into()),
@@ -525,7 +523,10 @@ async fn read(
             return Err(e.into());
         }
         Err(e @ (ClientError::Connect(_) | ClientError::Lost { .. })) if !follow && !wait_open => {
-            eprintln!("warning: {e}; showing what this device already has");
+            out.warning(
+                error::client_kind(&e),
+                &format!("{e}; showing what this device already has"),
+            );
             exit = ExitCode::from(error::client_exit_code(&e));
         }
         Err(e) => return Err(e.into()),
@@ -554,17 +555,7 @@ async fn read(
                 ended |= matches!(e.event, Event::Closed { .. } | Event::Expired);
                 out.entry(&e);
             }
-            Update::Link(nook_client::Link::Reconnecting { attempt, reason }) => {
-                eprintln!("connection lost ({reason}); reconnecting by itself (attempt {attempt})");
-            }
-            Update::Link(nook_client::Link::Connected) => {
-                let what = if follow {
-                    "until the talk closes"
-                } else {
-                    "until the talk opens"
-                };
-                eprintln!("connected; following the talk {what} (Ctrl-C to stop)");
-            }
+            Update::Link(link) => out.link(&link, until),
             Update::Status(_) => {}
         }
         true

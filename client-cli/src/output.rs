@@ -7,7 +7,7 @@
 //! every line that does not start with a space is a real header (`[…`) or event
 //! (`* …`, `! …`) line.
 
-use nook_client::{CreatedTalk, Event, HistoryEntry, JoinedTalk, TalkSummary};
+use nook_client::{CreatedTalk, Event, HistoryEntry, JoinedTalk, Link, TalkSummary, Until};
 use nook_proto::{TalkPhase, TalkStatus};
 use serde_json::json;
 
@@ -153,9 +153,69 @@ impl Output {
             );
         }
         if talks.iter().any(|t| t.cached) {
+            // (Under --json each talk's "cached" field says it.)
             eprintln!(
                 "note: a relay could not be reached; its talks are shown as this device last knew them"
             );
+        }
+    }
+
+    /// The connection state of a follower, on stderr: a line for people, or a JSON
+    /// object (`{"type":"link","state":"connected"|"reconnecting",…}`) under `--json`.
+    pub fn link(&self, link: &Link, until: Until) {
+        let following = match until {
+            Until::Closed => "until_closed",
+            Until::Open => "until_open",
+        };
+        match (self.json, link) {
+            (true, Link::Connected) => eprintln!(
+                "{}",
+                json!({"type": "link", "state": "connected", "following": following})
+            ),
+            (
+                true,
+                Link::Reconnecting {
+                    attempt,
+                    reason,
+                    delay,
+                },
+            ) => eprintln!(
+                "{}",
+                json!({"type": "link", "state": "reconnecting", "attempt": attempt,
+                       "delay_ms": u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                       "reason": reason})
+            ),
+            (false, Link::Connected) => {
+                let what = match until {
+                    Until::Closed => "until the talk closes",
+                    Until::Open => "until the talk opens",
+                };
+                eprintln!("connected; following the talk {what} (Ctrl-C to stop)");
+            }
+            (
+                false,
+                Link::Reconnecting {
+                    attempt,
+                    reason,
+                    delay,
+                },
+            ) => eprintln!(
+                "connection lost ({reason}); reconnecting by itself in {:.1} s (attempt {attempt})",
+                delay.as_secs_f64()
+            ),
+        }
+    }
+
+    /// Something the person should know that is not an error, on stderr (a JSON object
+    /// with the `kind` of what happened under `--json`).
+    pub fn warning(&self, kind: crate::error::Kind, message: &str) {
+        if self.json {
+            eprintln!(
+                "{}",
+                json!({"type": "warning", "kind": kind.name(), "message": message})
+            );
+        } else {
+            eprintln!("warning: {message}");
         }
     }
 

@@ -11,11 +11,11 @@ use std::process::ExitCode;
 use nook_crypto::auth::{PortableReceipt, RECEIPT_HEADER};
 use serde_json::{Value, json};
 
-use crate::error::CliError;
+use crate::error::{CliError, Kind};
 use crate::output::Output;
 
 /// What `nook receipt verify` answers for a receipt that parses but is not valid.
-const INVALID_EXIT: u8 = 7;
+const INVALID: Kind = Kind::ReceiptInvalid;
 /// Bytes read at most: a receipt is under 400 bytes; a saved `read --json` output
 /// with one in it is larger, but not without bound.
 const MAX_INPUT: u64 = 4 << 20;
@@ -58,12 +58,12 @@ pub fn verify(file: &str, out: &Output) -> Result<ExitCode, CliError> {
         if out.json {
             eprintln!(
                 "{}",
-                json!({"error": message, "exit_code": INVALID_EXIT, "valid": false})
+                json!({"error": message, "exit_code": INVALID.exit_code(), "kind": INVALID.name(), "valid": false})
             );
         } else {
             eprintln!("error: {message}");
         }
-        return Ok(ExitCode::from(INVALID_EXIT));
+        return Ok(ExitCode::from(INVALID.exit_code()));
     }
     if out.json {
         println!(

@@ -115,7 +115,7 @@ fn usage_errors_under_json_are_one_json_object_of_kind_usage() {
     // Every other error carries its kind as well.
     let r = a.run(&["--json", "send", "ffff", "x"]);
     assert_eq!(r.code, 3);
-    assert_eq!(json_error(&r.stderr)["kind"], "not_found");
+    assert_eq!(json_error(&r.stderr)["kind"], "talk_unknown");
 }
 
 #[test]
@@ -169,7 +169,7 @@ fn only_the_owner_holds_invites() {
     assert!(r.stderr.contains("only the owner"), "{}", r.stderr);
     let r = b.run(&["--json", "invites", &tb]);
     assert_eq!(r.code, 5, "{r:?}");
-    assert_eq!(json_error(&r.stderr)["kind"], "refused");
+    assert_eq!(json_error(&r.stderr)["kind"], "not_owner");
 
     // The owner, once it has fetched the join, sees the one invite left.
     a.ok(&["read", &ta]);

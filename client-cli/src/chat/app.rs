@@ -396,7 +396,9 @@ impl App {
                 }
                 self.link = LinkState::Connected;
             }
-            Update::Link(Link::Reconnecting { attempt, reason }) => {
+            Update::Link(Link::Reconnecting {
+                attempt, reason, ..
+            }) => {
                 if !matches!(self.link, LinkState::Reconnecting { .. }) {
                     let reason = reason
                         .strip_suffix("; run the command again")
@@ -1237,10 +1239,12 @@ pub(super) mod tests {
         app.on_update(Update::Link(Link::Reconnecting {
             attempt: 1,
             reason: "the connection to the relay was lost (reset); run the command again".into(),
+            delay: std::time::Duration::from_millis(400),
         }));
         app.on_update(Update::Link(Link::Reconnecting {
             attempt: 2,
             reason: "again".into(),
+            delay: std::time::Duration::from_millis(400),
         }));
         assert_eq!(app.link, LinkState::Reconnecting { attempt: 2 });
         assert_eq!(

@@ -798,6 +798,7 @@ mod tests {
         app.on_update(Update::Link(Link::Reconnecting {
             attempt: 3,
             reason: "connection to the relay lost: timed out".into(),
+            delay: std::time::Duration::from_millis(400),
         }));
         let s = screen(&app);
         assert!(s[0].ends_with("○ reconnecting (try 3)"), "{}", s[0]);

@@ -33,7 +33,12 @@ pub enum Until {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link {
     Connected,
-    Reconnecting { attempt: u32, reason: String },
+    /// The connection dropped; the next attempt starts after `delay`.
+    Reconnecting {
+        attempt: u32,
+        reason: String,
+        delay: Duration,
+    },
 }
 
 /// What a `follow` sink is told.
@@ -67,13 +72,15 @@ pub(crate) async fn follow(
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => {
                 attempt = attempt.saturating_add(1);
+                let delay = backoff(attempt);
                 if !sink(Update::Link(Link::Reconnecting {
                     attempt,
                     reason: e.to_string(),
+                    delay,
                 })) {
                     return Ok(());
                 }
-                tokio::time::sleep(backoff(attempt)).await;
+                tokio::time::sleep(delay).await;
             }
             Err(e) => return Err(e),
         }

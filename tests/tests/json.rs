@@ -1,0 +1,138 @@
+//! The `--json` contract for errors: every failure a script meets is one JSON object
+//! on stderr with a stable `kind`, and the exit code that groups it; nothing else goes
+//! to stderr under `--json`, a follower's connection state included.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use nook_e2e::{Nook, Relay, Run, Stream, free_port};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn s(v: &serde_json::Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_string()
+}
+
+/// Every stderr line parses as a JSON object; returns them.
+fn stderr_json(r: &Run) -> Vec<serde_json::Value> {
+    r.stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Asserts `r` failed with `code` and one JSON error of `kind`.
+fn failed(r: &Run, code: i32, kind: &str) {
+    assert_eq!(r.code, code, "{r:?}");
+    let lines = stderr_json(r);
+    assert_eq!(lines.len(), 1, "{r:?}");
+    assert_eq!(lines[0]["kind"], kind, "{r:?}");
+    assert_eq!(lines[0]["exit_code"], code, "{r:?}");
+    assert!(lines[0]["error"].as_str().is_some_and(|e| !e.is_empty()));
+}
+
+#[test]
+fn every_error_a_script_meets_has_its_own_kind() {
+    let relay = Relay::start();
+    let (ann, bob, cat) = (Nook::new(), Nook::new(), Nook::new());
+    let new = ann
+        .ok(&["--json", "new", "--relay", &relay.address, "--seats", "3"])
+        .json();
+    let talk = s(&new["talk"]);
+    let invite = s(&new["invites"][0]);
+
+    failed(
+        &ann.run(&["--json", "send", "zzzz-zzzz", "hi"]),
+        3,
+        "talk_unknown",
+    );
+    failed(&ann.run(&["--json", "list", "--bogus"]), 2, "usage");
+    failed(
+        &ann.run(&["--json", "send", &talk, "too early"]),
+        5,
+        "talk_not_open",
+    );
+    failed(&ann.run(&["--json", "join", &invite]), 5, "own_invite");
+    let mut typo = invite.clone();
+    let last = typo.pop().unwrap();
+    typo.push(if last == 'A' { 'B' } else { 'A' });
+    failed(&bob.run(&["--json", "join", &typo]), 5, "invite_malformed");
+    failed(
+        &ann.run(&["--json", "new", "--relay", "nook://nothing"]),
+        5,
+        "address_malformed",
+    );
+    bob.ok(&["join", &invite]);
+    failed(&cat.run(&["--json", "join", &invite]), 5, "invite_used");
+    let tb = bob.only_talk();
+    failed(&bob.run(&["--json", "invites", &tb]), 5, "not_owner");
+    failed(&bob.run(&["--json", "close", &tb]), 5, "not_allowed");
+
+    let host = relay.address.split('@').nth(1).unwrap();
+    let wrong = format!("nook://{}@{host}", nook_crypto::Fingerprint([0; 32]));
+    failed(
+        &cat.run(&["--json", "new", "--relay", &wrong]),
+        7,
+        "relay_key_mismatch",
+    );
+    let (prefix, _) = relay.address.rsplit_once(':').unwrap();
+    let dead = format!("{prefix}:{}", free_port());
+    failed(
+        &cat.run(&["--json", "new", "--relay", &dead]),
+        4,
+        "relay_unreachable",
+    );
+
+    // Closed while bob was away: his next command says so, by kind.
+    ann.ok(&["close", &talk]);
+    failed(
+        &bob.run(&["--json", "send", &tb, "hello?"]),
+        6,
+        "talk_closed",
+    );
+}
+
+#[test]
+fn a_follower_under_json_reports_its_connection_as_json_only() {
+    let mut relay = Relay::start();
+    let (ann, bob) = (Nook::new(), Nook::new());
+    let new = ann.ok(&["--json", "new", "--relay", &relay.address]).json();
+    bob.ok(&["join", &s(&new["invites"][0])]);
+    let tb = bob.only_talk();
+    let mut follow = bob.spawn(&["--json", "read", &tb, "--follow"]);
+    let connected = follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("\"link\""));
+    let v: serde_json::Value = serde_json::from_str(&connected).unwrap();
+    assert_eq!(v["state"], "connected", "{connected}");
+    relay.stop();
+    let again = follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("reconnecting"));
+    let v: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(v["type"], "link", "{again}");
+    assert_eq!(v["attempt"], 1, "{again}");
+    assert!(v["delay_ms"].as_u64().is_some_and(|d| d > 0), "{again}");
+    relay.restart();
+    // Back: what ann sends now reaches the follower.
+    let ta = s(&new["talk"]);
+    ann.ok(&["send", &ta, "after the restart"]);
+    follow.wait_for(Stream::Stdout, LIMIT, |l| l.contains("after the restart"));
+    follow.terminate();
+    let f = follow.finish(LIMIT);
+    assert_eq!(f.code, 0, "{f:?}");
+    let states: Vec<String> = stderr_json(&f)
+        .iter()
+        .map(|v| format!("{}:{}", s(&v["type"]), s(&v["state"])))
+        .collect();
+    assert_eq!(states.first().map(String::as_str), Some("link:connected"));
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("link:connected"),
+        "{states:?}"
+    );
+    assert!(
+        states.iter().any(|l| l == "link:reconnecting"),
+        "{states:?}"
+    );
+}

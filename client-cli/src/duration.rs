@@ -20,6 +20,16 @@ pub fn parse(text: &str) -> Result<u32, String> {
     u32::try_from(secs).map_err(|_| format!("the time-to-live must be at most 30d, got {text}"))
 }
 
+/// Parses a wait (`--connect-timeout`, `wait --timeout`): 1 second to 1 hour.
+pub fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    let secs =
+        seconds(text.trim()).ok_or_else(|| format!("\"{text}\" is not a duration; {EXAMPLES}"))?;
+    if !(1..=3600).contains(&secs) {
+        return Err(format!("a wait must be between 1s and 1h, got {text}"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 const EXAMPLES: &str = "use e.g. 90s, 45m, 1h30m, 24h or 2d12h (units d, h, m, s)";
 
 /// Seconds in `t`, or `None` if it is not a duration. Saturates instead of
@@ -51,6 +61,16 @@ fn seconds(t: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::parse;
+
+    #[test]
+    fn waits_take_the_same_units_within_their_own_range() {
+        use std::time::Duration;
+        assert_eq!(super::parse_wait("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(super::parse_wait("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(super::parse_wait("0s").is_err());
+        assert!(super::parse_wait("2h").is_err());
+        assert!(super::parse_wait("soon").is_err());
+    }
 
     #[test]
     fn units_and_limits() {

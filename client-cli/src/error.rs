@@ -59,12 +59,14 @@ pub enum Kind {
     RelayKeyMismatch,
     /// 7: a deletion receipt does not verify.
     ReceiptInvalid,
+    /// 8: `nook wait` gave up: what it waited for did not happen in time.
+    Timeout,
 }
 
 impl Kind {
     /// Every kind, in exit-code order.
     #[cfg(test)]
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 23] = [
         Kind::Internal,
         Kind::Usage,
         Kind::TalkUnknown,
@@ -87,6 +89,7 @@ impl Kind {
         Kind::TalkGone,
         Kind::RelayKeyMismatch,
         Kind::ReceiptInvalid,
+        Kind::Timeout,
     ];
 
     /// The process exit code.
@@ -109,6 +112,7 @@ impl Kind {
             | Kind::BadInput => 5,
             Kind::TalkClosed | Kind::TalkGone => 6,
             Kind::RelayKeyMismatch | Kind::ReceiptInvalid => 7,
+            Kind::Timeout => 8,
         }
     }
 
@@ -137,6 +141,7 @@ impl Kind {
             Kind::TalkGone => "talk_gone",
             Kind::RelayKeyMismatch => "relay_key_mismatch",
             Kind::ReceiptInvalid => "receipt_invalid",
+            Kind::Timeout => "timeout",
         }
     }
 }
@@ -154,7 +159,8 @@ pub const EXIT_CODES: &str = "EXIT CODES (and the \"kind\" of a --json error):
      address_malformed, not_owner, not_allowed, mailbox_full, rate_limited,
      relay_refused, bad_input
   6  the talk was closed, expired or left (local data deleted): talk_closed, talk_gone
-  7  security: relay_key_mismatch, receipt_invalid";
+  7  security: relay_key_mismatch, receipt_invalid
+  8  `nook wait` timed out: timeout";
 
 /// Why a `nook` command failed.
 #[derive(Debug)]
@@ -170,6 +176,8 @@ pub enum CliError {
     NotOwner { talk: String },
     /// `nook join` with an invite to one of this device's own talks.
     OwnInvite { talk: String },
+    /// `nook wait --timeout` ran out.
+    Timeout { after: std::time::Duration },
     /// The operation failed.
     Client(ClientError),
 }
@@ -200,6 +208,7 @@ impl CliError {
             CliError::Input(_) => Kind::BadInput,
             CliError::NotOwner { .. } => Kind::NotOwner,
             CliError::OwnInvite { .. } => Kind::OwnInvite,
+            CliError::Timeout { .. } => Kind::Timeout,
             CliError::Client(e) => client_kind(e),
         }
     }
@@ -235,6 +244,11 @@ impl std::fmt::Display for CliError {
                 f,
                 "this is an invite to your own talk {talk}: give it to someone else \
                  (`nook invites {talk}` lists the unused ones)"
+            )?,
+            CliError::Timeout { after } => write!(
+                f,
+                "nothing of the kind happened within {} s",
+                after.as_secs()
             )?,
             CliError::Client(e) => write!(f, "{e}")?,
         }

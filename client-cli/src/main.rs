@@ -21,6 +21,7 @@ mod notice;
 mod output;
 mod receipt;
 mod safe;
+mod wait;
 
 use error::{CliError, EXIT_CODES, Kind};
 use output::Output;
@@ -46,6 +47,9 @@ struct Cli {
     /// Print one JSON object per line instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Wait this long for a relay to answer (1s to 1h), then exit 4.
+    #[arg(long, env = "NOOK_CONNECT_TIMEOUT", global = true, default_value = "4s", value_name = "WAIT", value_parser = duration::parse_wait)]
+    connect_timeout: std::time::Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -115,6 +119,20 @@ enum Command {
         #[arg(long)]
         wait_open: bool,
     },
+    /// Wait until something happens in a talk, print it, and exit 0 (exit 8 on
+    /// timeout). Only what happens from now on counts; `--for open` returns at once if
+    /// the talk is open.
+    #[command(after_help = examples::WAIT)]
+    Wait {
+        #[arg(help = TALK_HELP)]
+        talk: String,
+        /// What to wait for.
+        #[arg(long = "for", value_enum)]
+        what: wait::WaitFor,
+        /// Give up after this long (exit 8, kind "timeout"), e.g. 30s or 5m; default: no limit.
+        #[arg(long, value_parser = duration::parse_wait)]
+        timeout: Option<std::time::Duration>,
+    },
     /// Show the owner's unused invites for a talk.
     #[command(after_help = examples::INVITES)]
     Invites {
@@ -175,6 +193,9 @@ mod examples {
   nook read nev2-xem6 --new
   nook read nev2-xem6 --wait-open
   nook --json read nev2-xem6 --follow";
+    pub const WAIT: &str = "EXAMPLES:
+  nook wait nev2-xem6 --for open --timeout 10m
+  nook --json wait nev2-xem6 --for message && echo 'someone wrote'";
     pub const INVITES: &str = "EXAMPLES:
   nook invites nev2-xem6    # on the device that created the talk";
     pub const LEAVE: &str = "EXAMPLES:
@@ -312,7 +333,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Some(h) => h,
         None => default_home()?,
     };
-    let client = Client::new(&home)?;
+    let mut client = Client::new(&home)?;
+    client.set_connect_timeout(cli.connect_timeout);
     // The chat screen shows its own link state; a line on stderr would tear it.
     let quiet = cli.json || matches!(cli.command, Command::Chat { .. });
     let notice = notice::connecting(client.dialer(), quiet);
@@ -478,6 +500,11 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
                 print!("{}", receipt.to_text());
             }
         }
+        Command::Wait {
+            talk,
+            what,
+            timeout,
+        } => return wait::run(client, &out, &talk, what, timeout).await,
         Command::Receipt {
             command: ReceiptCommand::Verify { file },
         } => return receipt::verify(&file, &out),

@@ -136,3 +136,52 @@ fn a_follower_under_json_reports_its_connection_as_json_only() {
         "{states:?}"
     );
 }
+
+#[test]
+fn wait_returns_when_it_happens_and_says_timeout_when_it_does_not() {
+    let relay = Relay::start();
+    let (ann, bob) = (Nook::new(), Nook::new());
+    let new = ann.ok(&["--json", "new", "--relay", &relay.address]).json();
+    let ta = s(&new["talk"]);
+    // Waiting for the talk to open: bob's join ends it.
+    let opening = ann.spawn(&["--json", "wait", &ta, "--for", "open", "--timeout", "30s"]);
+    bob.ok(&["join", &s(&new["invites"][0])]);
+    let w = opening.finish(LIMIT);
+    assert_eq!(w.code, 0, "{w:?}");
+    assert_eq!(
+        w.json_lines().last().unwrap()["type"],
+        "opened",
+        "{}",
+        w.stdout
+    );
+    // Nothing new arrives: a distinct exit code and kind.
+    let r = ann.run(&["--json", "wait", &ta, "--for", "message", "--timeout", "1s"]);
+    failed(&r, 8, "timeout");
+    // A message does arrive.
+    let tb = bob.only_talk();
+    let waiting = ann.spawn(&[
+        "--json",
+        "wait",
+        &ta,
+        "--for",
+        "message",
+        "--timeout",
+        "30s",
+    ]);
+    bob.ok(&["send", &tb, "ping"]);
+    let w = waiting.finish(LIMIT);
+    assert_eq!(w.code, 0, "{w:?}");
+    let last = w.json_lines().pop().unwrap();
+    assert_eq!(
+        (s(&last["type"]), s(&last["text"])),
+        ("message".into(), "ping".into())
+    );
+    // --connect-timeout (or NOOK_CONNECT_TIMEOUT) bounds every command's wait for a
+    // relay; a bad value is a usage error.
+    let (prefix, _) = relay.address.rsplit_once(':').unwrap();
+    let dead = format!("{prefix}:{}", free_port());
+    let r = bob.run(&["--json", "--connect-timeout", "1s", "new", "--relay", &dead]);
+    failed(&r, 4, "relay_unreachable");
+    let r = bob.run(&["--json", "--connect-timeout", "0s", "list"]);
+    failed(&r, 2, "usage");
+}

@@ -106,6 +106,11 @@ impl Client {
         &self.dialer
     }
 
+    /// Gives up on a relay that has not answered a handshake after `limit`.
+    pub fn set_connect_timeout(&mut self, limit: std::time::Duration) {
+        self.dialer.set_limit(limit);
+    }
+
     async fn session(&self, talk: &str) -> Result<TalkSession, ClientError> {
         TalkSession::find(self.leases.take().await?, talk)
     }
@@ -352,6 +357,13 @@ impl Client {
             entries,
             next,
         })
+    }
+
+    /// The first history index not yet recorded: where a follow that wants only what
+    /// happens from now on starts. Marks nothing as shown.
+    pub async fn history_end(&self, talk: &str) -> Result<u64, ClientError> {
+        let session = self.session(talk).await?;
+        Ok(session.store().history_end(&session.talk_id())?)
     }
 
     /// Records that history up to (not including) index `next` was shown, so `list`'s

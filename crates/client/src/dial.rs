@@ -9,18 +9,23 @@ use std::sync::Arc;
 use nook_crypto::RelayAddr;
 use tokio::sync::watch;
 
-use crate::transport::{ConnectError, RelayConnection};
+use std::time::Duration;
+
+use crate::transport::{CONNECT_TIMEOUT, ConnectError, RelayConnection};
 
 /// Makes the connections of one [`crate::Client`] and its clones.
 #[derive(Debug, Clone)]
 pub struct Dialer {
     attempt: Arc<watch::Sender<Option<String>>>,
+    /// How long a handshake may take before the relay counts as unreachable.
+    limit: Duration,
 }
 
 impl Default for Dialer {
     fn default() -> Dialer {
         Dialer {
             attempt: Arc::new(watch::channel(None).0),
+            limit: CONNECT_TIMEOUT,
         }
     }
 }
@@ -40,10 +45,16 @@ impl Dialer {
         self.attempt.subscribe()
     }
 
+    /// Gives up on a relay that has not answered after `limit` (default
+    /// [`CONNECT_TIMEOUT`]).
+    pub fn set_limit(&mut self, limit: Duration) {
+        self.limit = limit;
+    }
+
     /// Connects to `addr` (see [`RelayConnection::connect`]).
     pub async fn connect(&self, addr: &RelayAddr) -> Result<RelayConnection, ConnectError> {
         self.attempt.send_replace(Some(addr.host_port()));
         let _attempt = Attempt(&self.attempt);
-        RelayConnection::connect(addr).await
+        RelayConnection::connect_within(addr, self.limit).await
     }
 }

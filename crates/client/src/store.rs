@@ -274,6 +274,11 @@ impl Store {
         Ok(())
     }
 
+    /// The index the next history entry will get.
+    pub fn history_end(&self, talk_id: &[u8; 8]) -> Result<u64, StoreError> {
+        Ok(u64_of(self.ns(talk_id)?.get(K_NEXT)?))
+    }
+
     /// Messages recorded but not yet shown by `read`.
     pub fn unread(&self, talk_id: &[u8; 8]) -> Result<u64, StoreError> {
         let shown = self.shown(talk_id)?;

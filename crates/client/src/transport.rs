@@ -37,7 +37,7 @@ const CLOSE_TURNS: usize = 4;
 /// A relay on loopback or a LAN answers in milliseconds and one across the world in
 /// well under a second; one that has not answered in 4 s is down, unreachable, or on
 /// another port, and the person waiting should be told so.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Why connecting to a relay failed.
 #[derive(Debug, thiserror::Error)]
@@ -116,13 +116,29 @@ impl RelayConnection {
     /// Connects, pins the relay key by `addr`'s fingerprint, opens the stream and
     /// exchanges `Hello`.
     pub async fn connect(addr: &RelayAddr) -> Result<RelayConnection, ConnectError> {
-        RelayConnection::connect_with_alpn(addr, ALPN).await
+        RelayConnection::connect_within(addr, CONNECT_TIMEOUT).await
+    }
+
+    /// [`RelayConnection::connect`], giving up on the handshake after `limit`.
+    pub async fn connect_within(
+        addr: &RelayAddr,
+        limit: Duration,
+    ) -> Result<RelayConnection, ConnectError> {
+        RelayConnection::connect_with(addr, ALPN, limit).await
     }
 
     /// [`RelayConnection::connect`] offering another ALPN (tests of refusal).
     pub async fn connect_with_alpn(
         addr: &RelayAddr,
         alpn: &[u8],
+    ) -> Result<RelayConnection, ConnectError> {
+        RelayConnection::connect_with(addr, alpn, CONNECT_TIMEOUT).await
+    }
+
+    async fn connect_with(
+        addr: &RelayAddr,
+        alpn: &[u8],
+        limit: Duration,
     ) -> Result<RelayConnection, ConnectError> {
         let target = resolve(addr).await?;
         let verifier = Arc::new(PinnedVerifier::new(addr.fingerprint));
@@ -147,7 +163,7 @@ impl RelayConnection {
         let connecting = endpoint
             .connect(target, addr.host_name())
             .map_err(|e| unreachable(e.to_string()))?;
-        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        let conn = match tokio::time::timeout(limit, connecting).await {
             Err(_) => return Err(unreachable("timed out".into())),
             Ok(Err(e)) => {
                 if let Some(got) = verifier.mismatch() {

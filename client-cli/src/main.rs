@@ -133,6 +133,12 @@ enum Command {
         #[arg(long, value_parser = duration::parse_wait)]
         timeout: Option<std::time::Duration>,
     },
+    /// Show a talk's seats: seat, alias, yours, the owner's, left, when it joined.
+    #[command(after_help = examples::MEMBERS)]
+    Members {
+        #[arg(help = TALK_HELP)]
+        talk: String,
+    },
     /// Show the owner's unused invites for a talk.
     #[command(after_help = examples::INVITES)]
     Invites {
@@ -196,6 +202,9 @@ mod examples {
     pub const WAIT: &str = "EXAMPLES:
   nook wait nev2-xem6 --for open --timeout 10m
   nook --json wait nev2-xem6 --for message && echo 'someone wrote'";
+    pub const MEMBERS: &str = "EXAMPLES:
+  nook members nev2-xem6
+  nook --json members nev2-xem6";
     pub const INVITES: &str = "EXAMPLES:
   nook invites nev2-xem6    # on the device that created the talk";
     pub const LEAVE: &str = "EXAMPLES:
@@ -499,6 +508,20 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
                 println!("{}\n", receipt::KEEP);
                 print!("{}", receipt.to_text());
             }
+        }
+        Command::Members { talk } => {
+            // Announcements that wait on the relay name members too.
+            match client.fetch(&talk).await {
+                Ok(_) => {}
+                Err(e) if e.is_transient() || matches!(e, ClientError::Connect(_)) => {
+                    out.warning(
+                        error::client_kind(&e),
+                        &format!("{e}; showing the members this device knew of"),
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+            out.members(&client.members(&talk).await?);
         }
         Command::Wait {
             talk,

@@ -7,7 +7,7 @@
 //! every line that does not start with a space is a real header (`[…`) or event
 //! (`* …`, `! …`) line.
 
-use nook_client::{CreatedTalk, Event, HistoryEntry, JoinedTalk, Link, TalkSummary, Until};
+use nook_client::{CreatedTalk, Event, HistoryEntry, JoinedTalk, Link, Member, TalkSummary, Until};
 use nook_proto::{TalkPhase, TalkStatus};
 use serde_json::json;
 
@@ -216,6 +216,39 @@ impl Output {
             );
         } else {
             eprintln!("warning: {message}");
+        }
+    }
+
+    /// `nook members`: one line (or JSON object) per seat.
+    pub fn members(&self, members: &[Member]) {
+        for m in members {
+            if self.json {
+                println!(
+                    "{}",
+                    json!({"seat": m.seat, "alias": m.alias, "own": m.own, "owner": m.owner,
+                           "left": m.left, "joined_at_ms": m.joined_at_ms})
+                );
+                continue;
+            }
+            let mut notes = Vec::new();
+            if m.own {
+                notes.push("you".to_string());
+            }
+            if m.owner {
+                notes.push("owner".to_string());
+            }
+            if m.left {
+                notes.push("left".to_string());
+            }
+            if let Some(at) = m.joined_at_ms {
+                notes.push(format!("joined {}", clock(at)));
+            }
+            println!(
+                "seat {:<2}  {:<24}  {}",
+                m.seat,
+                safe::inline(&m.alias),
+                notes.join(", ")
+            );
         }
     }
 

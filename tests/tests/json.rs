@@ -185,3 +185,57 @@ fn wait_returns_when_it_happens_and_says_timeout_when_it_does_not() {
     let r = bob.run(&["--json", "--connect-timeout", "0s", "list"]);
     failed(&r, 2, "usage");
 }
+
+#[test]
+fn members_lists_every_seat_with_who_is_who() {
+    let relay = Relay::start();
+    let (ann, bob, cat) = (Nook::new(), Nook::new(), Nook::new());
+    let new = ann
+        .ok(&[
+            "--json",
+            "new",
+            "--relay",
+            &relay.address,
+            "--seats",
+            "3",
+            "--alias",
+            "ann",
+        ])
+        .json();
+    let ta = s(&new["talk"]);
+    bob.ok(&["join", &s(&new["invites"][0]), "--alias", "bob"]);
+    cat.ok(&["join", &s(&new["invites"][1]), "--alias", "cat"]);
+    bob.ok(&["leave", &bob.only_talk()]);
+    let seats = ann.ok(&["--json", "members", &ta]).json_lines();
+    let rows: Vec<(u64, String, bool, bool, bool)> = seats
+        .iter()
+        .map(|m| {
+            (
+                m["seat"].as_u64().unwrap(),
+                s(&m["alias"]),
+                m["own"] == true,
+                m["owner"] == true,
+                m["left"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (0, "ann".into(), true, true, false),
+            (1, "bob".into(), false, false, true),
+            (2, "cat".into(), false, false, false),
+        ],
+        "{seats:?}"
+    );
+    assert!(
+        seats.iter().all(|m| m["joined_at_ms"].as_u64().is_some()),
+        "{seats:?}"
+    );
+    let cat_view = cat.ok(&["members", &cat.only_talk()]);
+    assert!(
+        cat_view.stdout.contains("cat") && cat_view.stdout.contains("you"),
+        "{}",
+        cat_view.stdout
+    );
+}

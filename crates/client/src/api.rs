@@ -51,6 +51,22 @@ pub struct History {
     pub next: u64,
 }
 
+/// One seat of a talk, as this device knows it (`nook members`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub seat: u8,
+    pub alias: String,
+    /// This device's own seat.
+    pub own: bool,
+    /// Seat 0: the member who created the talk.
+    pub owner: bool,
+    /// The member left the talk (its seat is not offered again).
+    pub left: bool,
+    /// When this device learned of the seat (unix ms): its own join or creation, or the
+    /// member's announcement; `None` if that is no longer in the history.
+    pub joined_at_ms: Option<u64>,
+}
+
 /// One line of `nook list`.
 #[derive(Debug, Clone)]
 pub struct TalkSummary {
@@ -357,6 +373,41 @@ impl Client {
             entries,
             next,
         })
+    }
+
+    /// The talk's seats as this device knows them: its own and every member it has
+    /// heard from, in seat order.
+    pub async fn members(&self, talk: &str) -> Result<Vec<Member>, ClientError> {
+        let session = self.session(talk).await?;
+        let state = session.state();
+        let history = session.store().history(&session.talk_id(), 0)?;
+        let first_at = history.first().map(|e| e.at_ms);
+        let joined_at = |seat: u8| {
+            history.iter().find_map(|e| match &e.event {
+                Event::MemberJoined { seat: s, .. } if *s == seat => Some(e.at_ms),
+                _ => None,
+            })
+        };
+        let mut out = vec![Member {
+            seat: state.seat,
+            alias: state.alias.clone(),
+            own: true,
+            owner: state.seat == 0,
+            left: false,
+            joined_at_ms: first_at,
+        }];
+        for p in &state.roster {
+            out.push(Member {
+                seat: p.seat,
+                alias: p.alias.clone(),
+                own: false,
+                owner: p.seat == 0,
+                left: p.left,
+                joined_at_ms: joined_at(p.seat),
+            });
+        }
+        out.sort_by_key(|m| m.seat);
+        Ok(out)
     }
 
     /// The first history index not yet recorded: where a follow that wants only what

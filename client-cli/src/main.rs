@@ -429,9 +429,13 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             if text.is_empty() {
                 return Err(CliError::Input("the message is empty".into()));
             }
-            let (id, seq) = client.send(&talk, &text).await?;
+            let sent = client.send(&talk, &text).await?;
             if out.json {
-                println!("{}", json!({"talk": id, "seq": seq.0, "stored": true}));
+                println!(
+                    "{}",
+                    json!({"talk": sent.talk, "id": output::hex(&sent.id), "seq": sent.seq.0,
+                           "stored": true})
+                );
             }
         }
         Command::Read {

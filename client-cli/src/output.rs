@@ -276,8 +276,15 @@ pub fn closes_in(expires_at: u64, now: u64) -> String {
     }
 }
 
+/// An id as text: lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One history entry as a `--json` line. Every event has `type` and `at_ms` (when this
+/// device recorded it, unix ms); the rest depends on the type.
 pub(crate) fn entry_json(e: &HistoryEntry) -> serde_json::Value {
-    match &e.event {
+    let mut v = match &e.event {
         Event::Message {
             seat,
             alias,
@@ -286,8 +293,10 @@ pub(crate) fn entry_json(e: &HistoryEntry) -> serde_json::Value {
             own,
             late,
             missed,
-        } => json!({"type": "message", "seat": seat, "alias": alias, "sent_at_ms": sent_at_ms,
-                    "text": text, "own": own, "late": late, "missed": missed}),
+            id,
+        } => json!({"type": "message", "id": id.map(|i| hex(&i)), "seat": seat, "alias": alias,
+                    "sent_at_ms": sent_at_ms, "text": text, "own": own, "late": late,
+                    "missed": missed}),
         Event::MemberJoined { seat, alias } => {
             json!({"type": "joined", "seat": seat, "alias": alias})
         }
@@ -313,7 +322,9 @@ pub(crate) fn entry_json(e: &HistoryEntry) -> serde_json::Value {
         }
         Event::Expired => json!({"type": "expired", "local_data_deleted": true}),
         Event::Warning(w) => json!({"type": "warning", "message": w}),
-    }
+    };
+    v["at_ms"] = json!(e.at_ms);
+    v
 }
 
 pub(crate) fn clock(ms: u64) -> String {
@@ -411,6 +422,7 @@ mod tests {
                 own,
                 late,
                 missed: 0,
+                id: Some([0xab; 8]),
             },
         }
     }

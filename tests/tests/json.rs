@@ -239,3 +239,33 @@ fn members_lists_every_seat_with_who_is_who() {
         cat_view.stdout
     );
 }
+
+#[test]
+fn a_message_has_one_id_on_every_device_and_every_event_a_time_in_ms() {
+    let relay = Relay::start();
+    let (ann, bob, cat) = (Nook::new(), Nook::new(), Nook::new());
+    let new = ann
+        .ok(&["--json", "new", "--relay", &relay.address, "--seats", "3"])
+        .json();
+    let ta = s(&new["talk"]);
+    bob.ok(&["join", &s(&new["invites"][0])]);
+    cat.ok(&["join", &s(&new["invites"][1])]);
+    let sent = ann.ok(&["--json", "send", &ta, "one id for all"]).json();
+    let id = s(&sent["id"]);
+    assert_eq!(id.len(), 16, "{sent}");
+    for who in [&ann, &bob, &cat] {
+        let lines = who.ok(&["--json", "read", &who.only_talk()]).json_lines();
+        let m = lines
+            .iter()
+            .find(|l| l["type"] == "message")
+            .unwrap_or_else(|| panic!("no message in {lines:?}"));
+        assert_eq!(s(&m["id"]), id, "{m}");
+        assert!(
+            lines.iter().all(|l| l["at_ms"].as_u64().is_some()),
+            "every event says when, in ms: {lines:?}"
+        );
+    }
+    // A second message gets another id.
+    let again = ann.ok(&["--json", "send", &ta, "another"]).json();
+    assert_ne!(s(&again["id"]), id);
+}

@@ -403,6 +403,7 @@ async fn client_shred_time(addr: &str, n: usize) -> Result<f64> {
             own: false,
             late: false,
             missed: 0,
+            id: Some((i as u64).to_le_bytes()),
         })
         .collect();
     for chunk in events.chunks(1000) {

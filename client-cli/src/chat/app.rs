@@ -936,6 +936,7 @@ pub(super) mod tests {
                 own,
                 late: false,
                 missed: 0,
+                id: Some([1; 8]),
             },
         })
     }

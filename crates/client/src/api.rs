@@ -51,6 +51,17 @@ pub struct History {
     pub next: u64,
 }
 
+/// What `send` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The talk's name.
+    pub talk: String,
+    /// Where the relay stored it (the relay's order; members do not see it).
+    pub seq: Seq,
+    /// The message's id: the same in every member's `read` (protocol-spec §12.4).
+    pub id: [u8; 8],
+}
+
 /// One seat of a talk, as this device knows it (`nook members`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -335,15 +346,15 @@ impl Client {
     /// One store lease covers the whole operation: opening the store is the costliest
     /// local step, and holding it keeps another `nook` process from interleaving with
     /// this send.
-    pub async fn send(&self, talk: &str, text: &str) -> Result<(String, Seq), ClientError> {
+    pub async fn send(&self, talk: &str, text: &str) -> Result<Sent, ClientError> {
         let (mut session, authed) = self.connected(talk).await?;
         // Introductions and key changes that wait go out before the message.
         session.sync(&authed.conn).await?;
-        let seq = session.send_text(&authed.conn, authed.status, text).await?;
+        let (seq, id) = session.send_text(&authed.conn, authed.status, text).await?;
         let talk = session.state().name();
         drop(session);
         authed.conn.close().await;
-        Ok((talk, seq))
+        Ok(Sent { talk, seq, id })
     }
 
     /// Fetches what waits on the relay, stores it, acknowledges it, answers

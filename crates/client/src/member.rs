@@ -42,6 +42,10 @@ pub enum Event {
         late: bool,
         /// Messages of this sender that never arrived before this one.
         missed: u32,
+        /// The message's id, the same on every member's device (protocol-spec
+        /// §12.4); `None` for messages stored by versions that did not record it.
+        /// Last, so such older records are told by their length (see the store).
+        id: Option<[u8; 8]>,
     },
     MemberJoined {
         seat: u8,
@@ -459,7 +463,7 @@ impl TalkState {
             sent_at_ms: now_ms,
             text: text.to_string(),
         };
-        let body = self.seal_content(&content)?;
+        let (body, id) = self.seal_content(&content)?;
         Ok((
             body,
             Event::Message {
@@ -470,6 +474,7 @@ impl TalkState {
                 own: true,
                 late: false,
                 missed: 0,
+                id: Some(id),
             },
         ))
     }
@@ -477,15 +482,20 @@ impl TalkState {
     /// The "I am leaving" message, sent before `Leave` so the others know who left.
     pub fn seal_leaving(&mut self, now_ms: u64) -> Result<Vec<u8>, MemberError> {
         self.seal_content(&Content::Leaving { sent_at_ms: now_ms })
+            .map(|(body, _)| body)
     }
 
-    fn seal_content(&mut self, content: &Content) -> Result<Vec<u8>, MemberError> {
+    /// Seals `content` as this member's next group message; with its message id.
+    fn seal_content(&mut self, content: &Content) -> Result<(Vec<u8>, [u8; 8]), MemberError> {
         let msg = seal_group(&self.identity(), &mut self.sending, &self.mailbox, content)?;
-        self.seal(EnvelopeKind::Chat, &Inner::Group(msg))
+        let id = msg.header.message_id();
+        let body = self
+            .seal(EnvelopeKind::Chat, &Inner::Group(msg))
             .map_err(|e| match e {
                 CryptoError::Padding(p) => MemberError::TooLong(p.to_string()),
                 e => MemberError::Crypto(e),
-            })
+            })?;
+        Ok((body, id))
     }
 
     /// The end-to-end close signal, sealed for the relay to pass on.
@@ -750,6 +760,7 @@ impl TalkState {
                         own: false,
                         late,
                         missed,
+                        id: Some(g.header.message_id()),
                     }),
                     Content::Leaving { .. } => {
                         let seat = p.seat;

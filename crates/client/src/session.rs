@@ -311,13 +311,14 @@ impl TalkSession {
         self.commit(relay, change, true).await
     }
 
-    /// Seals and sends a text message; returns the seq the relay stored it under.
+    /// Seals and sends a text message; returns the seq the relay stored it under and
+    /// the message's id.
     pub(crate) async fn send_text(
         &mut self,
         relay: &impl Relay,
         status: TalkStatus,
         text: &str,
-    ) -> Result<Seq, ClientError> {
+    ) -> Result<(Seq, [u8; 8]), ClientError> {
         if status.state == TalkPhase::Pending {
             return Err(ClientError::Pending {
                 members: status.members,
@@ -325,12 +326,16 @@ impl TalkSession {
             });
         }
         let (body, event) = self.state.seal_text(text, now_ms())?;
+        let id = match &event {
+            Event::Message { id: Some(id), .. } => *id,
+            _ => return Err(ClientError::Protocol),
+        };
         // The chain moves (durably) before the put, inside commit.
         self.commit(relay, Handled::default(), false).await?;
         let seq = put(relay, self.mailbox(), EnvelopeKind::Chat, body).await?;
         // Our own line is not worth a second fdatasync.
         self.note(vec![event])?;
-        Ok(seq)
+        Ok((seq, id))
     }
 
     /// Tells the others this member leaves (so they rotate their chains), durably

@@ -45,6 +45,111 @@ impl std::fmt::Debug for PendingJoin {
     }
 }
 
+/// Reads one history record, also in the shape versions before message ids wrote.
+fn decode_entry(bytes: &[u8]) -> Result<HistoryEntry, StoreError> {
+    match decode_body::<HistoryEntry>(bytes) {
+        Ok(entry) => Ok(entry),
+        // Only an older `Message` (one field shorter) fails here; anything else that
+        // fails both ways is damage, reported as such and never dropped.
+        Err(e) => decode_body::<LegacyEntry>(bytes)
+            .map(LegacyEntry::upgrade)
+            .map_err(|_| StoreError::Corrupt(e.to_string())),
+    }
+}
+
+/// A history record as versions before message ids wrote it: `Message` had no `id`
+/// (and `Closed` no receipt, though closes are never stored). Read, never written.
+#[derive(Decode)]
+#[cfg_attr(test, derive(Encode))]
+struct LegacyEntry {
+    index: u64,
+    at_ms: u64,
+    event: LegacyEvent,
+}
+
+#[derive(Decode)]
+#[cfg_attr(test, derive(Encode))]
+enum LegacyEvent {
+    Message {
+        seat: u8,
+        alias: String,
+        sent_at_ms: u64,
+        text: String,
+        own: bool,
+        late: bool,
+        missed: u32,
+    },
+    MemberJoined {
+        seat: u8,
+        alias: String,
+    },
+    MemberLeaving {
+        seat: u8,
+        alias: String,
+    },
+    SeatsTaken {
+        members: u8,
+        seats: u8,
+        quorum: u8,
+    },
+    Opened,
+    Closed {
+        by: Option<String>,
+        verified: bool,
+    },
+    Expired,
+    Warning(String),
+}
+
+impl LegacyEntry {
+    fn upgrade(self) -> HistoryEntry {
+        let event = match self.event {
+            LegacyEvent::Message {
+                seat,
+                alias,
+                sent_at_ms,
+                text,
+                own,
+                late,
+                missed,
+            } => Event::Message {
+                seat,
+                alias,
+                sent_at_ms,
+                text,
+                own,
+                late,
+                missed,
+                id: None,
+            },
+            LegacyEvent::MemberJoined { seat, alias } => Event::MemberJoined { seat, alias },
+            LegacyEvent::MemberLeaving { seat, alias } => Event::MemberLeaving { seat, alias },
+            LegacyEvent::SeatsTaken {
+                members,
+                seats,
+                quorum,
+            } => Event::SeatsTaken {
+                members,
+                seats,
+                quorum,
+            },
+            LegacyEvent::Opened => Event::Opened,
+            LegacyEvent::Closed { by, verified } => Event::Closed {
+                by,
+                verified,
+                receipt: None,
+            },
+            LegacyEvent::Expired => Event::Expired,
+            LegacyEvent::Warning(w) => Event::Warning(w),
+        };
+        HistoryEntry {
+            index: self.index,
+            at_ms: self.at_ms,
+            event,
+        }
+    }
+}
+
 /// One line of a talk's history.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct HistoryEntry {
@@ -256,10 +361,7 @@ impl Store {
             if k.first() != Some(&b'h') {
                 break;
             }
-            out.push(
-                decode_body::<HistoryEntry>(&Zeroizing::new(v))
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            );
+            out.push(decode_entry(&Zeroizing::new(v))?);
         }
         Ok(out)
     }
@@ -338,5 +440,55 @@ impl Store {
     /// Makes every write so far durable (before acknowledging to the relay).
     pub fn flush(&self) -> Result<(), StoreError> {
         Ok(self.vault.durable_flush()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_written_before_message_ids_still_reads() {
+        let old = LegacyEntry {
+            index: 4,
+            at_ms: 99,
+            event: LegacyEvent::Message {
+                seat: 1,
+                alias: "bob".into(),
+                sent_at_ms: 98,
+                text: "from an older nook".into(),
+                own: false,
+                late: false,
+                missed: 0,
+            },
+        };
+        let bytes = encode_value(&old).unwrap();
+        let entry = decode_entry(&bytes).unwrap();
+        assert_eq!(entry.index, 4);
+        assert!(matches!(
+            entry.event,
+            Event::Message { ref text, id: None, .. } if text == "from an older nook"
+        ));
+        // Today's records read as themselves.
+        let new = HistoryEntry {
+            index: 5,
+            at_ms: 100,
+            event: Event::Message {
+                seat: 1,
+                alias: "bob".into(),
+                sent_at_ms: 99,
+                text: "now".into(),
+                own: false,
+                late: false,
+                missed: 0,
+                id: Some([7; 8]),
+            },
+        };
+        assert_eq!(decode_entry(&encode_value(&new).unwrap()).unwrap(), new);
+        // Damage is reported, not guessed at.
+        assert!(matches!(
+            decode_entry(&[0xff; 5]),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

@@ -16,6 +16,8 @@ pub const SEAT_COMMIT: &[u8] = b"nook/1 seat-commit";
 pub const ENVELOPE: &[u8] = b"nook/1 envelope";
 /// HKDF salt: the pairwise key from two X25519 outputs.
 pub const PAIRWISE: &[u8] = b"nook/1 pairwise";
+/// SHA-256 prefix: a message's id from its group header.
+pub const MESSAGE_ID: &[u8] = b"nook/1 message-id";
 /// HKDF info: the talk's name from the talk key.
 pub const TALK_NAME: &[u8] = b"nook/1 talk-name";
 /// HKDF info: message key from a chain key.

@@ -87,6 +87,23 @@ pub struct GroupHeader {
     pub index: u32,
 }
 
+impl GroupHeader {
+    /// The message's id, the same for every member and for its sender: a sender's
+    /// (epoch, index) never repeats within a talk, and pseudonyms are per talk.
+    /// `SHA-256("nook/1 message-id" ‖ sender ‖ epoch LE ‖ index LE)`, first 8 bytes.
+    pub fn message_id(&self) -> [u8; 8] {
+        let digest = crate::kdf::sha256(&[
+            crate::labels::MESSAGE_ID,
+            &self.sender,
+            &self.epoch.to_le_bytes(),
+            &self.index.to_le_bytes(),
+        ]);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest[..8]);
+        id
+    }
+}
+
 /// A chat message: `ciphertext = ChaCha20-Poly1305(MK_index, nonce 0,
 /// aad = "nook/1 group-aad" ‖ mailbox ‖ bincode(header))`, signed over
 /// `"nook/1 group-sig" ‖ mailbox ‖ bincode(header) ‖ ciphertext`.

@@ -447,6 +447,16 @@ fn compute() -> Vectors {
     v.hex("group.aad", &aad);
     v.hex("group.ciphertext", &message.ciphertext);
     v.hex("group.signature", message.signature);
+    // The id every member computes for it: SHA-256 over the label, the sender's
+    // pseudonym, epoch and index (u32 LE each), first 8 bytes.
+    let id_by_hand = sha256(&[
+        b"nook/1 message-id",
+        &bob_pub.pseudonym,
+        &0u32.to_le_bytes(),
+        &0u32.to_le_bytes(),
+    ]);
+    assert_eq!(message.header.message_id(), id_by_hand[..8]);
+    v.hex("group.message_id", message.header.message_id());
     let group_inner = Inner::Group(message).encode().expect("encodes");
     v.hex("group.inner", &group_inner);
 

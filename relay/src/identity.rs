@@ -1,33 +1,122 @@
-//! The relay's identity: one Ed25519 key, kept in `<data>/identity.key` (0600), used
-//! both for the self-signed TLS certificate and for deletion receipts, so the
-//! fingerprint in the relay's address vouches for both.
+//! The relay's identity and the data folder around it.
+//!
+//! One Ed25519 key, kept in `<data>/identity.key` (0600), is used both for the
+//! self-signed TLS certificate and for deletion receipts, so the fingerprint in the
+//! relay's address vouches for both. Everything else here exists so that the address
+//! never changes by accident and every start says who is where:
+//!
+//! ```text
+//! <data>/            0700, owned by the user the relay runs as
+//!   relay.lock       the pid of the relay using the folder, locked (flock) while it runs
+//!   identity.key     the 32-byte Ed25519 seed, 0600
+//!   address          the address the last start printed, for `nook-relay address`
+//!   store/           the vault and the envelope log (nook-vault)
+//!     owner          the fingerprint of the identity the store belongs to
+//! ```
+//!
+//! What it never does: make an identity beside an existing store (a missing or
+//! damaged `identity.key` there is restored from a backup, never replaced), start on
+//! a store that belongs to another identity, or rebuild an address from defaults.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nook_crypto::Fingerprint;
 use nook_crypto::auth::RelayIdentity;
+use nook_crypto::{Fingerprint, RelayAddr};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use zeroize::Zeroizing;
 
 /// File holding the 32-byte Ed25519 seed.
 pub const KEY_FILE: &str = "identity.key";
+/// The data folder's lock file (holds the pid of the relay using the folder).
+pub const LOCK_FILE: &str = "relay.lock";
+/// The address the last start printed.
+pub const ADDRESS_FILE: &str = "address";
+/// The store's folder inside the data folder.
+pub const STORE_DIR: &str = "store";
+/// The store's record of the identity it belongs to, inside [`STORE_DIR`].
+pub const OWNER_FILE: &str = "owner";
+
+/// The first line of [`OWNER_FILE`]; the format number is its last word.
+const OWNER_HEADER: &str = "nook-relay store owner, format";
+const OWNER_FORMAT: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("cannot create or read the relay data folder {path}: {source}")]
+    #[error("cannot create or read {path}: {source}{}", permission_hint(source))]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error(
-        "{path} is not a relay identity (expected 32 bytes, found {len}); move it away to let the relay make a new one, which changes its address"
+        "{path} is not a relay identity (expected 32 bytes, found {len}): restore identity.key \
+         from your backup (a new identity would change the relay's address; only for a relay \
+         nobody uses yet, move it and the store folder away to start afresh)"
     )]
     Corrupt { path: PathBuf, len: usize },
+    /// `identity.key` is gone but a store is there: making a new key would change the
+    /// address under every talk in the store.
+    #[error(
+        "{path} is missing, but {store} holds this relay's talks{}: restore identity.key from \
+         your backup. A new identity would change the relay's address, and every member would \
+         be told this is not the relay they were given (only for a relay nobody uses any more, \
+         move {store} away to start afresh)",
+        owner_note(owner.as_ref())
+    )]
+    Missing {
+        path: PathBuf,
+        store: PathBuf,
+        /// The fingerprint the store records, if it records one.
+        owner: Option<Fingerprint>,
+    },
+    /// The store belongs to another identity than `identity.key`.
+    #[error(
+        "{key} is relay {found}, but {store} belongs to relay {owner}: put back the \
+         identity.key of {owner} from your backup (or the store that belongs to this key)"
+    )]
+    Mismatch {
+        key: PathBuf,
+        store: PathBuf,
+        found: Fingerprint,
+        owner: Fingerprint,
+    },
+    /// The store's owner record is not one this version reads.
+    #[error(
+        "{path} is not a store owner record this version reads ({reason}); if you are sure \
+         identity.key belongs to this store, remove {path} and the relay records it again"
+    )]
+    BadOwner { path: PathBuf, reason: String },
+    /// The data folder belongs to another user.
+    #[error(
+        "{path} belongs to user {owner}, but nook-relay runs as user {uid}: run it as that \
+         user, or give it a folder of its own with --data DIR"
+    )]
+    NotOwner { path: PathBuf, owner: u32, uid: u32 },
+    /// Another process holds the data folder's lock.
+    #[error("another nook-relay{} uses this folder ({path}); stop it first, or give this one its own --data DIR", pid_note(*pid))]
+    InUse { path: PathBuf, pid: Option<u32> },
+    /// `nook-relay address` on a folder where no relay recorded one.
+    #[error(
+        "{path} holds no recorded address: start nook-relay once with this data folder (it \
+         records the address it prints)"
+    )]
+    NoAddress { path: PathBuf },
     #[error("cannot build the TLS certificate: {0}")]
     Certificate(String),
+}
+
+/// A `--public-host` (or a host in `--listen`) that clients could not use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{host:?} is not a host name or IP address ({reason}); give the name or IP address \
+     clients reach this relay at, e.g. relay.example.org or 203.0.113.7"
+)]
+pub struct HostError {
+    pub host: String,
+    pub reason: &'static str,
 }
 
 /// Creates `dir` (0700) if needed and makes sure it is private.
@@ -38,7 +127,100 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), IdentityError> {
     })
 }
 
-/// Loads the relay identity from `dir`, creating it on first start.
+/// Refuses a data folder that exists and belongs to another user: files the relay
+/// made in it would belong to the wrong user, or it could not make them at all.
+/// A folder that does not exist passes (nothing is created here).
+pub fn check_folder_owner(dir: &Path) -> Result<(), IdentityError> {
+    let meta = match fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(IdentityError::Io {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let uid = rustix::process::geteuid().as_raw();
+    if meta.uid() != uid {
+        return Err(IdentityError::NotOwner {
+            path: dir.to_path_buf(),
+            owner: meta.uid(),
+            uid,
+        });
+    }
+    Ok(())
+}
+
+/// The data folder's lock: while it is held, no other relay (nor `nook-relay
+/// status`) uses the folder. Released when dropped or when the process ends, however
+/// it ends (it is an `flock`, not the file's existence).
+#[derive(Debug)]
+pub struct DataLock {
+    _file: File,
+}
+
+impl DataLock {
+    /// Takes the lock of the existing folder `dir` and writes this process's pid
+    /// into it; [`IdentityError::InUse`] (with the holder's pid) if it is taken.
+    pub fn acquire(dir: &Path) -> Result<DataLock, IdentityError> {
+        let path = dir.join(LOCK_FILE);
+        let io = |source| IdentityError::Io {
+            path: path.clone(),
+            source,
+        };
+        // Not truncated before it is locked: the holder's pid stays readable.
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(IdentityError::InUse {
+                    path: dir.to_path_buf(),
+                    pid: read_pid(&mut file),
+                });
+            }
+            Err(e) => return Err(io(e.into())),
+        }
+        file.set_len(0).map_err(io)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+            .map_err(io)?;
+        Ok(DataLock { _file: file })
+    }
+
+    /// [`IdentityError::InUse`] if some process holds the lock of `dir`; creates
+    /// and changes nothing (a folder or lock file that does not exist is not in use).
+    pub fn check_free(dir: &Path) -> Result<(), IdentityError> {
+        let Ok(mut file) = File::open(dir.join(LOCK_FILE)) else {
+            return Ok(());
+        };
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(IdentityError::InUse {
+                path: dir.to_path_buf(),
+                pid: read_pid(&mut file),
+            }),
+            // Free (the shared lock goes with `file`), or no answer: not in use as
+            // far as can be told.
+            _ => Ok(()),
+        }
+    }
+}
+
+/// True if `dir` holds a relay's store (anything in `<dir>/store`).
+pub fn store_exists(dir: &Path) -> bool {
+    fs::read_dir(dir.join(STORE_DIR)).is_ok_and(|mut entries| entries.next().is_some())
+}
+
+/// Loads the relay identity from `dir`, creating it on first start, when there is
+/// no store yet. Beside an existing store a missing key is
+/// [`IdentityError::Missing`]: restore it, never replace it. A key file that others
+/// may read is set to 0600 with a warning.
 pub fn load_or_create(dir: &Path) -> Result<RelayIdentity, IdentityError> {
     ensure_private_dir(dir)?;
     let path = dir.join(KEY_FILE);
@@ -58,9 +240,18 @@ pub fn load_or_create(dir: &Path) -> Result<RelayIdentity, IdentityError> {
                         len: bytes.len(),
                     })?;
             let seed = Zeroizing::new(seed);
+            tighten_key_mode(&path)?;
             Ok(RelayIdentity::from_seed(&seed))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if store_exists(dir) {
+                let store = dir.join(STORE_DIR);
+                return Err(IdentityError::Missing {
+                    path,
+                    owner: read_owner(&store).ok().flatten(),
+                    store,
+                });
+            }
             let identity = RelayIdentity::generate(&mut rand::rng());
             let tmp = dir.join(format!("{KEY_FILE}.tmp"));
             let mut f = fs::OpenOptions::new()
@@ -73,25 +264,162 @@ pub fn load_or_create(dir: &Path) -> Result<RelayIdentity, IdentityError> {
             f.write_all(identity.seed().as_ref()).map_err(io)?;
             f.sync_all().map_err(io)?;
             fs::rename(&tmp, &path).map_err(io)?;
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            tracing::info!(
+                fingerprint = %fingerprint(&identity),
+                "made a new relay identity (identity.key): back it up, the relay's address depends on it"
+            );
             Ok(identity)
         }
         Err(e) => Err(io(e)),
     }
 }
 
-/// Loads an existing identity without creating one.
-pub fn load_existing(dir: &Path) -> Result<RelayIdentity, IdentityError> {
+/// The fingerprint of `identity.key` in `dir`, read without changing anything
+/// (`None`: there is none).
+pub fn peek_fingerprint(dir: &Path) -> Result<Option<Fingerprint>, IdentityError> {
     let path = dir.join(KEY_FILE);
-    if !path.exists() {
-        return Err(IdentityError::Io {
-            path,
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no relay identity here yet; start nook-relay once with this --data folder",
-            ),
-        });
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let bytes = Zeroizing::new(bytes);
+            let seed: Zeroizing<[u8; 32]> =
+                Zeroizing::new(bytes.as_slice().try_into().map_err(|_| {
+                    IdentityError::Corrupt {
+                        path: path.clone(),
+                        len: bytes.len(),
+                    }
+                })?);
+            Ok(Some(fingerprint(&RelayIdentity::from_seed(&seed))))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(IdentityError::Io { path, source }),
     }
-    load_or_create(dir)
+}
+
+/// How [`claim_store`] found the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// A new store: its owner record was written.
+    New,
+    /// A store of an older relay, without an owner record: it now records this
+    /// identity (once; logged).
+    Adopted,
+    /// The store records this identity.
+    Owned,
+}
+
+/// Makes sure the store in `store` belongs to `identity`: a new (empty or missing)
+/// store gets its owner record, a store without one adopts `identity` once, a store
+/// of another identity is [`IdentityError::Mismatch`].
+pub fn claim_store(store: &Path, identity: &RelayIdentity) -> Result<Claim, IdentityError> {
+    let mine = fingerprint(identity);
+    let new = fs::read_dir(store).map_or(true, |mut e| e.next().is_none());
+    match read_owner(store)? {
+        Some(owner) if owner == mine => Ok(Claim::Owned),
+        Some(owner) => Err(IdentityError::Mismatch {
+            key: store.parent().unwrap_or(Path::new(".")).join(KEY_FILE),
+            store: store.to_path_buf(),
+            found: mine,
+            owner,
+        }),
+        None => {
+            ensure_private_dir(store)?;
+            write_atomically(&store.join(OWNER_FILE), &owner_record(&mine))?;
+            if new {
+                Ok(Claim::New)
+            } else {
+                tracing::info!(
+                    fingerprint = %mine,
+                    "the store had no record of its relay identity (made by an older nook-relay); it now records this one, and will refuse any other"
+                );
+                Ok(Claim::Adopted)
+            }
+        }
+    }
+}
+
+/// The fingerprint the store in `store` records (`None`: no record).
+pub fn read_owner(store: &Path) -> Result<Option<Fingerprint>, IdentityError> {
+    let path = store.join(OWNER_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(IdentityError::BadOwner {
+                path,
+                reason: "not text".into(),
+            });
+        }
+        Err(source) => return Err(IdentityError::Io { path, source }),
+    };
+    parse_owner(&text)
+        .map(Some)
+        .map_err(|reason| IdentityError::BadOwner { path, reason })
+}
+
+/// Writes `address` as the one this data folder's relay is reached at.
+pub fn record_address(dir: &Path, address: &str) -> Result<(), IdentityError> {
+    write_atomically(&dir.join(ADDRESS_FILE), &format!("{address}\n"))
+}
+
+/// The address the relay using `dir` printed when it last started.
+pub fn recorded_address(dir: &Path) -> Result<String, IdentityError> {
+    let path = dir.join(ADDRESS_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let line = text.trim();
+            // Written by `record_address`; anything else is not ours to print.
+            line.parse::<RelayAddr>()
+                .map(|_| line.to_string())
+                .map_err(|_| IdentityError::NoAddress { path })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(IdentityError::NoAddress { path })
+        }
+        Err(source) => Err(IdentityError::Io { path, source }),
+    }
+}
+
+/// `address` with its host replaced by `host` (already checked by [`check_host`]).
+pub fn with_host(address: &str, host: &str) -> Option<String> {
+    let mut addr: RelayAddr = address.parse().ok()?;
+    addr.host = host.to_string();
+    Some(addr.to_string())
+}
+
+/// A host clients can be given, as an address writes it: a DNS name (lowercase), an
+/// IPv4 address, or an IPv6 address in brackets. Refuses anything a client's parser
+/// would refuse (protocol-spec.md §10), and the unspecified addresses.
+pub fn check_host(host: &str) -> Result<String, HostError> {
+    let bad = |reason| HostError {
+        host: host.to_string(),
+        reason,
+    };
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let written = if let Ok(ip) = bare.parse::<IpAddr>() {
+        if ip.is_unspecified() {
+            return Err(bad(
+                "an address to listen on, not one clients can reach (that is the machine's own name or IP)",
+            ));
+        }
+        match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        }
+    } else if bare != host {
+        return Err(bad("not an IPv6 address inside the brackets"));
+    } else {
+        check_dns_name(host).map_err(bad)?
+    };
+    // What a client will parse must be what we print.
+    let probe = format!("nook://{}@{written}:1", Fingerprint([0; 32]));
+    match probe.parse::<RelayAddr>() {
+        Ok(addr) if addr.host == written => Ok(written),
+        _ => Err(bad("clients would not accept it")),
+    }
 }
 
 /// A fresh self-signed certificate for the identity key (made at every start; only
@@ -111,6 +439,11 @@ pub fn certificate(
     Ok((cert.der().clone(), key_der))
 }
 
+/// The fingerprint of the identity, as its address shows it.
+pub fn fingerprint(identity: &RelayIdentity) -> Fingerprint {
+    Fingerprint::of_key(&identity.public().0)
+}
+
 /// `nook://<fingerprint>@<host>:<port>`.
 pub fn address(identity: &RelayIdentity, host: &str, port: u16) -> String {
     let host = if host.contains(':') && !host.starts_with('[') {
@@ -118,10 +451,270 @@ pub fn address(identity: &RelayIdentity, host: &str, port: u16) -> String {
     } else {
         host.to_string()
     };
+    format!("nook://{}@{}:{}", fingerprint(identity), host, port)
+}
+
+// ---- private helpers ----
+
+fn permission_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (this user may not use it: run nook-relay as the user the folder belongs to, or pass --data DIR)"
+    } else {
+        ""
+    }
+}
+
+fn owner_note(owner: Option<&Fingerprint>) -> String {
+    owner.map_or(String::new(), |fp| format!(" (relay {fp})"))
+}
+
+fn pid_note(pid: Option<u32>) -> String {
+    pid.map_or(String::new(), |p| format!(" (pid {p})"))
+}
+
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Sets `identity.key` to 0600 if group or others may use it, with a warning.
+///
+/// Fixed rather than refused: the data folder is made 0700 at every start, so a key
+/// restored with a loose mode (a copy from a backup) was not readable through it,
+/// and refusing would only keep the relay down. If the folder was open before, the
+/// warning says what that means.
+fn tighten_key_mode(path: &Path) -> Result<(), IdentityError> {
+    let io = |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io)?;
+        tracing::warn!(
+            "identity.key had mode {mode:o} (others could read it); it is 0600 now. If anyone else could read it through the data folder, they can pose as this relay"
+        );
+    }
+    Ok(())
+}
+
+fn owner_record(fp: &Fingerprint) -> String {
     format!(
-        "nook://{}@{}:{}",
-        Fingerprint::of_key(&identity.public().0),
-        host,
-        port
+        "{OWNER_HEADER} {OWNER_FORMAT}\n\
+         # The relay identity this store belongs to (the fingerprint in its address).\n\
+         # nook-relay refuses to start with another identity.key beside this store.\n\
+         fingerprint {fp}\n"
     )
+}
+
+fn parse_owner(text: &str) -> Result<Fingerprint, String> {
+    let mut lines = text.lines().filter(|l| !l.starts_with('#'));
+    let first = lines.next().unwrap_or_default();
+    match first.strip_prefix(OWNER_HEADER).map(str::trim) {
+        Some(v) if v == OWNER_FORMAT.to_string() => {}
+        Some(v) => {
+            return Err(format!(
+                "format {v}; this version reads format {OWNER_FORMAT}"
+            ));
+        }
+        None => return Err("no header".into()),
+    }
+    let fp = lines
+        .find_map(|l| l.strip_prefix("fingerprint "))
+        .ok_or("no fingerprint")?;
+    // A fingerprint has one text form, the one an address carries.
+    let probe = format!("nook://{}@h:1", fp.trim());
+    probe
+        .parse::<RelayAddr>()
+        .map(|a| a.fingerprint)
+        .map_err(|_| "a damaged fingerprint".into())
+}
+
+fn check_dns_name(host: &str) -> Result<String, &'static str> {
+    if host.is_empty() {
+        return Err("empty");
+    }
+    if host.len() > 253 {
+        return Err("longer than 253 characters");
+    }
+    if host.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err("not a valid IPv4 address");
+    }
+    for label in host.split('.') {
+        if label.is_empty() {
+            return Err("an empty label (two dots in a row, or a dot at either end)");
+        }
+        if label.len() > 63 {
+            return Err("a label longer than 63 characters");
+        }
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err("only letters, digits, '-' and '.' may be in a host name");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("a label starts or ends with '-'");
+        }
+    }
+    Ok(host.to_ascii_lowercase())
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, durably.
+fn write_atomically(path: &Path, text: &str) -> Result<(), IdentityError> {
+    let io = |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)?;
+    if let Some(parent) = path.parent() {
+        File::open(parent).and_then(|d| d.sync_all()).map_err(io)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_clients_can_use_are_taken_in_the_form_an_address_writes() {
+        for (given, written) in [
+            ("relay.example.org", "relay.example.org"),
+            ("Relay.Example.ORG", "relay.example.org"),
+            ("localhost", "localhost"),
+            ("203.0.113.7", "203.0.113.7"),
+            ("::1", "[::1]"),
+            ("[2001:db8::1]", "[2001:db8::1]"),
+            ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ] {
+            assert_eq!(check_host(given).as_deref(), Ok(written), "{given}");
+        }
+    }
+
+    #[test]
+    fn garbage_hosts_are_refused_with_the_reason() {
+        for (given, reason) in [
+            ("", "empty"),
+            ("relay example.org", "only letters"),
+            ("relay.example.org:4433", "only letters"),
+            ("nook://x@y:1", "only letters"),
+            ("999.1.1.1", "IPv4"),
+            ("1.2.3", "IPv4"),
+            ("-relay.org", "starts or ends"),
+            ("relay..org", "empty label"),
+            ("relay.org.", "empty label"),
+            ("[relay.org]", "IPv6"),
+            ("0.0.0.0", "listen on"),
+            ("::", "listen on"),
+            ("bücher.example", "only letters"),
+        ] {
+            let err = check_host(given).unwrap_err();
+            assert!(err.reason.contains(reason), "{given:?}: {err}");
+            assert!(err.to_string().contains("e.g. relay.example.org"), "{err}");
+        }
+        let long = format!("{}.org", "a".repeat(250));
+        assert!(check_host(&long).is_err());
+        let label = format!("{}.org", "a".repeat(64));
+        assert!(check_host(&label).is_err());
+    }
+
+    #[test]
+    fn the_owner_record_reads_back_and_other_formats_are_refused() {
+        let fp = Fingerprint::of_key(&[7; 32]);
+        assert_eq!(parse_owner(&owner_record(&fp)), Ok(fp));
+        let newer = owner_record(&fp).replace("format 1", "format 2");
+        assert!(parse_owner(&newer).unwrap_err().contains("format 2"));
+        assert!(parse_owner("fingerprint x\n").is_err());
+        let damaged = owner_record(&fp).replace(&fp.to_string()[..4], "!!!!");
+        assert!(parse_owner(&damaged).is_err());
+    }
+
+    #[test]
+    fn a_store_records_its_identity_adopts_once_and_refuses_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join(STORE_DIR);
+        let (a, b) = (
+            RelayIdentity::from_seed(&[1; 32]),
+            RelayIdentity::from_seed(&[2; 32]),
+        );
+        assert_eq!(claim_store(&store, &a).unwrap(), Claim::New);
+        assert_eq!(claim_store(&store, &a).unwrap(), Claim::Owned);
+        let err = claim_store(&store, &b).unwrap_err();
+        assert!(
+            matches!(&err, IdentityError::Mismatch { found, owner, .. }
+                if *found == fingerprint(&b) && *owner == fingerprint(&a)),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("from your backup"), "{err}");
+        // A store an older relay made has data and no record: adopted once.
+        fs::remove_file(store.join(OWNER_FILE)).unwrap();
+        fs::write(store.join("keys.slots"), b"").unwrap();
+        assert_eq!(claim_store(&store, &b).unwrap(), Claim::Adopted);
+        assert_eq!(claim_store(&store, &b).unwrap(), Claim::Owned);
+        assert!(claim_store(&store, &a).is_err());
+    }
+
+    #[test]
+    fn a_missing_identity_beside_a_store_is_refused_and_nothing_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = load_or_create(dir.path()).unwrap();
+        claim_store(&dir.path().join(STORE_DIR), &id).unwrap();
+        fs::remove_file(dir.path().join(KEY_FILE)).unwrap();
+        let err = load_or_create(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, IdentityError::Missing { owner: Some(fp), .. } if *fp == fingerprint(&id)),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("restore identity.key from your backup"),
+            "{text}"
+        );
+        assert!(text.contains(&fingerprint(&id).to_string()), "{text}");
+        assert!(!dir.path().join(KEY_FILE).exists());
+        assert!(!dir.path().join(format!("{KEY_FILE}.tmp")).exists());
+    }
+
+    #[test]
+    fn a_loose_key_file_is_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        load_or_create(dir.path()).unwrap();
+        let key = dir.path().join(KEY_FILE);
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        load_or_create(dir.path()).unwrap();
+        let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn the_lock_names_its_holder_and_is_free_again_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        DataLock::check_free(dir.path()).unwrap();
+        let held = DataLock::acquire(dir.path()).unwrap();
+        let err = DataLock::acquire(dir.path()).unwrap_err();
+        let pid = std::process::id();
+        assert!(
+            matches!(err, IdentityError::InUse { pid: Some(p), .. } if p == pid),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("another nook-relay (pid {pid}) uses this folder")),
+            "{err}"
+        );
+        assert!(DataLock::check_free(dir.path()).is_err());
+        drop(held);
+        DataLock::check_free(dir.path()).unwrap();
+        DataLock::acquire(dir.path()).unwrap();
+    }
 }

@@ -14,7 +14,8 @@
 //! - [`commit`]: group commit, so "stored" means fdatasync'd without one fsync each.
 //! - [`outbox`]: the way back to one connection, which the engine, the commit thread
 //!   and `conn` share.
-//! - [`identity`]: the relay key, its certificate and its address.
+//! - [`identity`]: the relay key, its certificate and its address, and the data folder
+//!   around them: its lock, the store's owner record, the recorded address.
 //! - [`clock`]: injectable time.
 
 #![forbid(unsafe_code)]

@@ -6,9 +6,10 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -17,24 +18,33 @@ use nook_proto::limits::{
     DEFAULT_MAX_BYTES_PER_MAILBOX, DEFAULT_MAX_ENVELOPES_PER_MAILBOX,
     DEFAULT_MAX_MAILBOXES_PER_CONNECTION, DEFAULT_REQUESTS_PER_SECOND, MAX_ENVELOPE,
 };
+use nook_relay::engine::EngineError;
+use nook_relay::identity::IdentityError;
 use nook_relay::server::StartError;
 use nook_relay::server::{DEFAULT_MAX_CONNECTIONS, UDP_RECV_BUFFER};
 use nook_relay::{Config, Relay, Shutdown, identity};
+use nook_vault::{Log, Vault, VaultError};
+
+/// Where a relay listens unless told otherwise.
+const DEFAULT_LISTEN: &str = "127.0.0.1:4433";
 
 /// A nook relay: stores sealed envelopes of private, ephemeral talks and forgets them
 /// when a talk closes. Prints its address (to give to clients) as the first line.
 #[derive(Parser, Debug)]
 #[command(name = "nook-relay", version, about)]
 struct Cli {
-    /// UDP address to listen on; use 0.0.0.0:4433 for a public relay.
-    #[arg(long, default_value = "127.0.0.1:4433", global = true)]
-    listen: SocketAddr,
+    /// UDP address to listen on: IP:PORT, or HOST:PORT (the name is resolved and the
+    /// relay listens on its first address; the name is then the address's host unless
+    /// --public-host is given). Default 127.0.0.1:4433; 0.0.0.0:4433 for a public relay.
+    #[arg(long, global = true, value_name = "ADDR:PORT", value_parser = parse_listen)]
+    listen: Option<Listen>,
     /// Data folder (identity and store). Default: $XDG_DATA_HOME/nook-relay or
     /// ~/.local/share/nook-relay.
     #[arg(long, env = "NOOK_RELAY_DATA", global = true)]
     data: Option<PathBuf>,
-    /// Host name or IP to print in the address (default: the listen IP).
-    #[arg(long, global = true)]
+    /// Host name or IP address to print in the address, as clients reach this relay
+    /// (default: the listen IP).
+    #[arg(long, global = true, value_name = "HOST", value_parser = public_host)]
     public_host: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
@@ -104,8 +114,52 @@ impl LimitArgs {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Print this relay's address again and exit.
+    /// Print the address the relay using the data folder printed when it last
+    /// started, and exit (--public-host replaces its host).
     Address,
+    /// Show what the data folder holds (formats, talks, envelopes, bytes) while the
+    /// relay is stopped, and exit. Reads the store without changing it.
+    Status,
+}
+
+/// A `--listen` value: the socket address, and the host name it was given as.
+#[derive(Debug, Clone)]
+struct Listen {
+    addr: SocketAddr,
+    name: Option<String>,
+}
+
+/// `IP:PORT`, or `HOST:PORT` resolved now.
+fn parse_listen(v: &str) -> Result<Listen, String> {
+    if let Ok(addr) = v.parse::<SocketAddr>() {
+        return Ok(Listen { addr, name: None });
+    }
+    let example = "e.g. 127.0.0.1:4433, 0.0.0.0:4433 or [::]:4433";
+    let Some((host, port)) = v.rsplit_once(':').filter(|_| v.parse::<IpAddr>().is_err()) else {
+        return Err(format!(
+            "give an address and a port, ADDR:PORT ({example}; an IPv6 address in brackets)"
+        ));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port number ({example})"))?;
+    let name = identity::check_host(host).map_err(|e| e.to_string())?;
+    let resolved = (name.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {name}: {e}; give an IP address instead ({example})"))?
+        .next()
+        .ok_or_else(|| {
+            format!("{name} resolves to no address; give an IP address instead ({example})")
+        })?;
+    Ok(Listen {
+        addr: resolved,
+        name: Some(name),
+    })
+}
+
+/// A `--public-host`: a host clients can be given.
+fn public_host(v: &str) -> Result<String, String> {
+    identity::check_host(v).map_err(|e| e.to_string())
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -148,25 +202,29 @@ fn run() -> anyhow::Result<()> {
         // Colour only for a person at a terminal, not in a log file or a journal.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let data = match cli.data {
+    let data = match cli.data.clone() {
         Some(d) => d,
         None => default_data_dir()?,
     };
-    if let Some(Command::Address) = cli.command {
-        let id = identity::load_existing(&data)?;
-        let host = cli
-            .public_host
-            .unwrap_or_else(|| cli.listen.ip().to_string());
-        println!("{}", identity::address(&id, &host, cli.listen.port()));
-        return Ok(());
+    match cli.command {
+        Some(Command::Address) => return print_address(&cli, &data),
+        Some(Command::Status) => return status(&data),
+        None => {}
+    }
+    let listen = match cli.listen.clone() {
+        Some(l) => l,
+        None => parse_listen(DEFAULT_LISTEN).map_err(anyhow::Error::msg)?,
+    };
+    if let Some(name) = &listen.name {
+        tracing::info!(listen = %listen.addr, "{name} resolved");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let mut config = Config::new(cli.listen, data.clone());
-        config.public_host = cli.public_host;
+        let mut config = Config::new(listen.addr, data.clone());
+        config.public_host = cli.public_host.clone().or(listen.name);
         cli.limits.apply(&mut config);
         let relay = Relay::start(config).map_err(|e| start_error(e, &data))?;
         println!("{}", relay.address());
@@ -194,18 +252,179 @@ fn run() -> anyhow::Result<()> {
 }
 
 /// Why the relay did not start, with what to do about it.
-fn start_error(e: StartError, data: &std::path::Path) -> anyhow::Error {
+fn start_error(e: StartError, data: &Path) -> anyhow::Error {
     match e {
         // The flag is the binary's to name; the library only says what happened.
         StartError::AddrInUse { .. } => {
             anyhow::anyhow!("{e}; pick another with --listen ADDR:PORT")
         }
         StartError::Listen { .. } => anyhow::anyhow!("{e}; check --listen ADDR:PORT"),
+        StartError::PrivilegedPort { .. } => {
+            anyhow::anyhow!("{e}, or pick a port of 1024 or more with --listen ADDR:PORT")
+        }
+        // These name the folder and what to do already.
+        StartError::Identity(IdentityError::InUse { .. } | IdentityError::NotOwner { .. })
+        | StartError::PublicHost(_) => anyhow::Error::new(e),
+        StartError::Store(EngineError::Vault(VaultError::UnsupportedFormat { .. })) => {
+            anyhow::anyhow!(
+                "cannot start the relay with data folder {}: {e}. `nook-relay status --data \
+                 {}` shows the formats it holds (README: \"Upgrading and downgrading\")",
+                data.display(),
+                data.display()
+            )
+        }
         e => anyhow::Error::new(e).context(format!(
             "cannot start the relay with data folder {}",
             data.display()
         )),
     }
+}
+
+/// `nook-relay address`: what the relay using `data` recorded, never an address
+/// rebuilt from this command's own defaults.
+fn print_address(cli: &Cli, data: &Path) -> anyhow::Result<()> {
+    let recorded = identity::recorded_address(data)?;
+    let port = recorded
+        .parse::<nook_crypto::RelayAddr>()
+        .ok()
+        .map(|a| a.port);
+    if let Some(listen) = &cli.listen
+        && Some(listen.addr.port()) != port
+    {
+        eprintln!(
+            "note: --listen does not change what `address` prints: the address the relay using \
+             {} recorded when it last started",
+            data.display()
+        );
+    }
+    let address = match &cli.public_host {
+        Some(host) => identity::with_host(&recorded, host)
+            .with_context(|| format!("the address recorded in {} is damaged", data.display()))?,
+        None => recorded,
+    };
+    println!("{address}");
+    Ok(())
+}
+
+/// `nook-relay status`: the store's formats and size, read while the relay is stopped.
+fn status(data: &Path) -> anyhow::Result<()> {
+    if !data.is_dir() {
+        anyhow::bail!(
+            "{} is not a relay data folder (it does not exist); pass --data DIR",
+            data.display()
+        );
+    }
+    // Held while reading, so no relay starts meanwhile.
+    let _lock = match identity::DataLock::acquire(data) {
+        Ok(lock) => lock,
+        Err(IdentityError::InUse { pid, .. }) => anyhow::bail!(
+            "nook-relay{} is running on {}; status reads the store only while the relay is \
+             stopped (a running relay logs its counts every 5 minutes)",
+            pid.map_or(String::new(), |p| format!(" (pid {p})")),
+            data.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let store = data.join(identity::STORE_DIR);
+    let vault = Vault::inspect(&store).context("cannot read the store's key store or database")?;
+    let log = Log::inspect(&store.join("log")).context("cannot read the store's envelope log")?;
+    let live: HashSet<u64> = vault.namespaces.iter().copied().collect();
+    let envelopes: u64 = log
+        .records
+        .iter()
+        .filter(|(ns, _)| live.contains(ns))
+        .map(|(_, n)| n)
+        .sum();
+    let or_none = |v: Option<u32>| v.map_or("none yet".to_string(), |v| v.to_string());
+    let segments = if log.formats.is_empty() {
+        "none yet".to_string()
+    } else {
+        log.formats
+            .iter()
+            .map(|(v, n)| format!("{v} ({n} file{})", if *n == 1 { "" } else { "s" }))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let reads = |list: &[u32]| {
+        list.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
+    println!("data folder  {}", data.display());
+    match identity::recorded_address(data) {
+        Ok(a) => println!("address      {a} (recorded by the last start)"),
+        Err(_) => println!("address      none recorded (start the relay once)"),
+    }
+    let key = identity::peek_fingerprint(data);
+    let owner = identity::read_owner(&store);
+    println!(
+        "identity     identity.key: {}; the store belongs to: {}",
+        match &key {
+            Ok(Some(fp)) => fp.to_string(),
+            Ok(None) => "missing".into(),
+            Err(_) => "damaged".into(),
+        },
+        match &owner {
+            Ok(Some(fp)) => fp.to_string(),
+            Ok(None) => "not recorded".into(),
+            Err(_) => "unreadable record".into(),
+        }
+    );
+    println!(
+        "formats      key store {}, vault {}, log segments {segments}",
+        or_none(vault.key_store_format),
+        or_none(vault.format)
+    );
+    println!(
+        "             this nook-relay reads key store {}, vault {}, log segments {}",
+        reads(nook_vault::keystore::SUPPORTED),
+        reads(nook_vault::vault::SUPPORTED),
+        reads(nook_vault::log::SUPPORTED)
+    );
+    let foreign_format = vault
+        .key_store_format
+        .is_some_and(|v| !nook_vault::keystore::SUPPORTED.contains(&v))
+        || vault
+            .format
+            .is_some_and(|v| !nook_vault::vault::SUPPORTED.contains(&v))
+        || log
+            .formats
+            .keys()
+            .any(|v| !nook_vault::log::SUPPORTED.contains(v));
+    if foreign_format || log.foreign > 0 {
+        println!(
+            "             not all of it: this version refuses to start here; run the version \
+             that wrote it (README: \"Upgrading and downgrading\")"
+        );
+    }
+    // Every namespace but the relay's own list of tombstones is a talk.
+    println!("talks        {}", vault.namespaces.len().saturating_sub(1));
+    println!(
+        "envelopes    {envelopes} (in the log; acknowledged ones count until their segment is \
+         reclaimed)"
+    );
+    println!("bytes        {} (the store on disk)", disk_bytes(&store));
+    Ok(())
+}
+
+/// Bytes of every file under `dir`.
+fn disk_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
 
 async fn wait_for_signal() {
@@ -231,7 +450,10 @@ mod tests {
 
     fn config_of(args: &[&str]) -> Config {
         let cli = Cli::try_parse_from(args).unwrap();
-        let mut config = Config::new(cli.listen, PathBuf::from("/unused"));
+        let listen = cli
+            .listen
+            .map_or_else(|| DEFAULT_LISTEN.parse().unwrap(), |l| l.addr);
+        let mut config = Config::new(listen, PathBuf::from("/unused"));
         cli.limits.apply(&mut config);
         config
     }
@@ -296,5 +518,49 @@ mod tests {
         }
         let err = Cli::try_parse_from(["nook-relay", "--max-connections", "many"]).unwrap_err();
         assert!(err.to_string().contains("whole number"), "{err}");
+    }
+
+    #[test]
+    fn listen_takes_addresses_and_resolves_host_names() {
+        let cli = Cli::try_parse_from(["nook-relay", "--listen", "127.0.0.1:34433"]).unwrap();
+        let l = cli.listen.unwrap();
+        assert_eq!((l.addr, l.name), ("127.0.0.1:34433".parse().unwrap(), None));
+        let cli = Cli::try_parse_from(["nook-relay", "--listen", "localhost:34433"]).unwrap();
+        let l = cli.listen.unwrap();
+        assert!(l.addr.ip().is_loopback() && l.addr.port() == 34433, "{l:?}");
+        assert_eq!(l.name.as_deref(), Some("localhost"));
+        for (bad, says) in [
+            ("127.0.0.1", "give an address and a port"),
+            ("::1", "give an address and a port"),
+            ("localhost", "give an address and a port"),
+            ("localhost:http", "is not a port number"),
+            ("no such host!:4433", "not a host name or IP address"),
+            ("nonexistent.invalid:4433", "give an IP address instead"),
+        ] {
+            let err = Cli::try_parse_from(["nook-relay", "--listen", bad]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+            assert!(err.to_string().contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_public_host_must_be_a_host_name_or_ip_address() {
+        let cli =
+            Cli::try_parse_from(["nook-relay", "--public-host", "Relay.Example.org"]).unwrap();
+        assert_eq!(cli.public_host.as_deref(), Some("relay.example.org"));
+        for bad in [
+            "relay example.org",
+            "relay.org:4433",
+            "nook://x",
+            "0.0.0.0",
+            "",
+        ] {
+            let err = Cli::try_parse_from(["nook-relay", "--public-host", bad]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+            assert!(
+                err.to_string().contains("is not a host name or IP address"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

@@ -60,11 +60,20 @@ pub enum StartError {
     Identity(#[from] identity::IdentityError),
     #[error("cannot open the relay's store: {0}")]
     Store(#[from] crate::engine::EngineError),
+    /// The configured public host is not one clients could use.
+    #[error("bad public host: {0}")]
+    PublicHost(#[from] identity::HostError),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: SocketAddr, reason: String },
     /// Another socket holds the address: most often a relay already running.
     #[error("{addr} is already in use (another nook-relay?)")]
     AddrInUse { addr: SocketAddr },
+    /// A port below 1024 without the privilege to bind it.
+    #[error(
+        "cannot listen on {addr}: ports below 1024 need root or the CAP_NET_BIND_SERVICE \
+         capability (sudo setcap cap_net_bind_service=+ep \"$(command -v nook-relay)\")"
+    )]
+    PrivilegedPort { addr: SocketAddr },
     #[error("QUIC/TLS setup failed: {0}")]
     Quic(#[from] nook_quic::ProfileError),
 }
@@ -76,6 +85,8 @@ pub struct Relay {
     address: String,
     config: Config,
     recv_buffer: usize,
+    /// Keeps other relays off the data folder until [`Relay::run`] returns.
+    _lock: identity::DataLock,
 }
 
 impl std::fmt::Debug for Relay {
@@ -84,6 +95,39 @@ impl std::fmt::Debug for Relay {
             .field("address", &self.address)
             .finish_non_exhaustive()
     }
+}
+
+/// Why a bind failed, in the operator's terms.
+fn bind_error(addr: SocketAddr, io: std::io::Error) -> StartError {
+    match io.kind() {
+        std::io::ErrorKind::AddrInUse => StartError::AddrInUse { addr },
+        std::io::ErrorKind::PermissionDenied if addr.port() != 0 && addr.port() < 1024 => {
+            StartError::PrivilegedPort { addr }
+        }
+        _ => StartError::Listen {
+            addr,
+            reason: io.to_string(),
+        },
+    }
+}
+
+/// Refuses a store whose key store or log segments are in a format this version
+/// does not read, before anything in it is opened for writing (the vault's own
+/// format is checked by `Vault::open` before it writes). Nothing is created.
+fn check_store_formats(store: &std::path::Path) -> Result<(), StartError> {
+    let refuse = |e: nook_vault::VaultError| StartError::Store(e.into());
+    let keys = store.join("keys.slots");
+    if let Some(found) = nook_vault::keystore::format_version(&keys).map_err(refuse)?
+        && !nook_vault::keystore::SUPPORTED.contains(&found)
+    {
+        return Err(refuse(nook_vault::VaultError::UnsupportedFormat {
+            file: keys,
+            what: nook_vault::FormatOf::KeyStore,
+            found,
+            supported: nook_vault::keystore::SUPPORTED,
+        }));
+    }
+    nook_vault::log::check_formats(&store.join("log")).map_err(refuse)
 }
 
 /// Stops a running relay.
@@ -101,11 +145,16 @@ impl Shutdown {
 }
 
 impl Relay {
-    /// Binds the socket, then loads (or makes) the identity and opens the store.
+    /// Binds the socket, takes the data folder's lock, checks the store's formats,
+    /// then loads (or makes) the identity and opens the store.
     ///
     /// The socket comes first so that a start that cannot listen (the port is taken)
     /// fails before anything is written: it leaves no data folder, identity or store
-    /// behind.
+    /// behind. The lock comes before anything in the folder is opened, so a second
+    /// relay on the folder is refused with the first one's pid. A store in a format
+    /// this version does not read is refused before anything in it is opened for
+    /// writing; a store of another identity (or beside a missing `identity.key`)
+    /// before the store is opened at all.
     pub fn start(config: Config) -> Result<Relay, StartError> {
         Relay::start_with_clock(config, Arc::new(SystemClock))
     }
@@ -116,18 +165,36 @@ impl Relay {
             addr: config.listen,
             reason,
         };
+        let data = &config.data_dir;
+        // As an address writes it (lowercase, IPv6 in brackets).
+        let public_host = config
+            .public_host
+            .as_deref()
+            .map(identity::check_host)
+            .transpose()?;
+        // Read-only checks first: they create nothing, wherever they fail.
+        identity::check_folder_owner(data)?;
         let bound = nook_quic::udp_socket(config.listen).map_err(|e| match e {
-            nook_quic::SocketError::Bind(io) if io.kind() == std::io::ErrorKind::AddrInUse => {
-                StartError::AddrInUse {
-                    addr: config.listen,
-                }
-            }
+            nook_quic::SocketError::Bind(io) => bind_error(config.listen, io),
             e => listen_err(e.to_string()),
-        })?;
-        let identity = identity::load_or_create(&config.data_dir)?;
+        });
+        let bound = match bound {
+            // A relay on this folder holds the port: say which one.
+            Err(StartError::AddrInUse { .. }) => {
+                identity::DataLock::check_free(data)?;
+                bound?
+            }
+            other => other?,
+        };
+        identity::ensure_private_dir(data)?;
+        let lock = identity::DataLock::acquire(data)?;
+        let store = data.join(identity::STORE_DIR);
+        check_store_formats(&store)?;
+        let identity = identity::load_or_create(data)?;
+        identity::claim_store(&store, &identity)?;
         let (cert, key) = identity::certificate(&identity)?;
         let engine = Arc::new(Engine::open(
-            &config.data_dir.join("store"),
+            &store,
             identity,
             clock,
             config.limits.clone(),
@@ -150,17 +217,18 @@ impl Relay {
         let local = endpoint
             .local_addr()
             .map_err(|e| listen_err(e.to_string()))?;
-        let host = config
-            .public_host
-            .clone()
-            .unwrap_or_else(|| local.ip().to_string());
+        let host = public_host.unwrap_or_else(|| local.ip().to_string());
         let address = identity::address(engine.identity(), &host, local.port());
+        // What `nook-relay address` prints: this relay's, never one rebuilt from
+        // defaults.
+        identity::record_address(&config.data_dir, &address)?;
         Ok(Relay {
             endpoint,
             engine,
             address,
             config,
             recv_buffer: bound.recv_buffer,
+            _lock: lock,
         })
     }
 
@@ -249,5 +317,29 @@ impl Relay {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         tracing::info!("stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_bind_says_why_in_the_operators_terms() {
+        let denied = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let low: SocketAddr = ([0, 0, 0, 0], 443).into();
+        let high: SocketAddr = ([0, 0, 0, 0], 4433).into();
+        let e = bind_error(low, denied());
+        assert!(matches!(e, StartError::PrivilegedPort { .. }), "{e:?}");
+        assert!(e.to_string().contains("CAP_NET_BIND_SERVICE"), "{e}");
+        // Above 1024 a refusal is something else (a firewall, a policy): as the OS said.
+        assert!(matches!(
+            bind_error(high, denied()),
+            StartError::Listen { .. }
+        ));
+        assert!(matches!(
+            bind_error(high, std::io::ErrorKind::AddrInUse.into()),
+            StartError::AddrInUse { .. }
+        ));
     }
 }

@@ -429,3 +429,31 @@ pub fn all_bytes(dir: &Path) -> Vec<u8> {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+// ---- for the operator tests (tests/operator.rs) ----
+
+impl Relay {
+    /// The UDP port it listens on (kept across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process id of the running relay.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Runs `nook-relay args…` to completion (bounded: 30 s; a relay that starts after
+/// all is killed then), for its commands and for starts that must fail.
+pub fn relay_run(args: &[&str]) -> Run {
+    let child = Command::new(bin("nook-relay"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nook-relay");
+    finish(child, Duration::from_secs(30))
+}

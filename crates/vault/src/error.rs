@@ -55,6 +55,27 @@ pub enum VaultError {
         reason: &'static str,
     },
 
+    /// A file of the data folder names a format version this version of nook
+    /// does not read (written by an older or a newer version). Nothing in the
+    /// folder was changed: the version that wrote it still reads it.
+    #[error(
+        "{file} is in {what} format {found}, but this version of nook reads only {}; it was \
+         written by {} version of nook, so run that version on this folder (nothing in it was \
+         changed or removed)",
+        versions(supported),
+        if supported.iter().all(|v| found > v) { "a newer" } else { "an older" }
+    )]
+    UnsupportedFormat {
+        /// The file (or folder) whose format was read.
+        file: std::path::PathBuf,
+        /// What kind of file it is.
+        what: FormatOf,
+        /// The version it names.
+        found: u32,
+        /// The versions this version of nook reads, oldest first.
+        supported: &'static [u32],
+    },
+
     /// `keys.slots` does not end on a slot boundary.
     #[error(
         "keys.slots is truncated ({len} bytes is not a header plus whole slots); keys may be \
@@ -78,6 +99,40 @@ pub enum VaultError {
     /// was destroyed.
     #[error("this namespace was destroyed; drop the handle")]
     NamespaceDestroyed,
+}
+
+/// What a [`VaultError::UnsupportedFormat`] was found in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FormatOf {
+    /// `keys.slots`.
+    KeyStore,
+    /// The vault's sled database (its `meta/format`).
+    Vault,
+    /// A segment of a [`Log`](crate::Log).
+    LogSegment,
+}
+
+impl std::fmt::Display for FormatOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FormatOf::KeyStore => "key store",
+            FormatOf::Vault => "vault",
+            FormatOf::LogSegment => "log segment",
+        })
+    }
+}
+
+/// "format 3", "formats 2 and 3".
+fn versions(list: &[u32]) -> String {
+    match list {
+        [one] => format!("format {one}"),
+        [rest @ .., last] => {
+            let rest: Vec<String> = rest.iter().map(u32::to_string).collect();
+            format!("formats {} and {last}", rest.join(", "))
+        }
+        [] => "no format".into(),
+    }
 }
 
 impl VaultError {

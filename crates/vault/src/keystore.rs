@@ -40,7 +40,11 @@
 //! match or whose padding is not zero, an unknown state, a bad header, or a
 //! length that is not a header plus whole slots are all errors
 //! ([`VaultError::CorruptSlot`], [`VaultError::BadHeader`],
-//! [`VaultError::Truncated`]), never a panic and never a silent repair.
+//! [`VaultError::Truncated`]), never a panic and never a silent repair. A
+//! header naming another version (one an older or newer nook wrote) is
+//! [`VaultError::UnsupportedFormat`], and the file is left exactly as it is:
+//! the version that wrote it can still read it. [`format_version`] reads the
+//! version without opening the store.
 //!
 //! The file grows one slot at a time: `set_len` extends it with a zero (free)
 //! slot and the key is written into that slot.
@@ -87,6 +91,7 @@ use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::VaultError;
+use crate::error::FormatOf;
 
 /// Size of one slot, and of the header.
 pub const SLOT_SIZE: usize = 64;
@@ -208,7 +213,7 @@ impl KeyStore {
             });
         }
 
-        let slots = parse(&bytes)?;
+        let slots = parse(&bytes).map_err(|e| with_path(e, path))?;
         let mut free = BTreeSet::new();
         let mut live = 0;
         for (i, slot) in slots.iter().enumerate() {
@@ -437,6 +442,67 @@ impl KeyStore {
     }
 }
 
+/// The format version in the header of the key store at `path`, read
+/// without opening it for writing: `None` if there is no file or it is
+/// empty (a new store), an error if it is not a nook key store at all.
+///
+/// For callers that must refuse a store of another version before they touch
+/// anything else in its folder, and for `nook-relay status`.
+pub fn format_version(path: &Path) -> Result<Option<u32>, VaultError> {
+    let mut head = Vec::with_capacity(12);
+    match File::open(path) {
+        Ok(f) => {
+            f.take(12).read_to_end(&mut head)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    if head.is_empty() {
+        return Ok(None);
+    }
+    match head.get(..8) {
+        Some(magic) if magic == MAGIC => {}
+        // Shorter than magic and version: a cut-off header of ours.
+        _ if header().starts_with(&head) => {
+            return Err(VaultError::Truncated {
+                len: head.len() as u64,
+            });
+        }
+        _ => {
+            return Err(VaultError::BadHeader {
+                reason: "wrong magic",
+            });
+        }
+    }
+    match head.get(8..12) {
+        Some(v) => Ok(Some(u32::from_le_bytes([v[0], v[1], v[2], v[3]]))),
+        None => Err(VaultError::Truncated {
+            len: head.len() as u64,
+        }),
+    }
+}
+
+/// The key store versions this version reads.
+pub const SUPPORTED: &[u32] = &[VERSION];
+
+/// Puts the store's path into an [`VaultError::UnsupportedFormat`] from `parse`.
+fn with_path(e: VaultError, path: &Path) -> VaultError {
+    match e {
+        VaultError::UnsupportedFormat {
+            what,
+            found,
+            supported,
+            ..
+        } => VaultError::UnsupportedFormat {
+            file: path.to_path_buf(),
+            what,
+            found,
+            supported,
+        },
+        e => e,
+    }
+}
+
 /// The header bytes of a version-1 store.
 fn header() -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
@@ -465,8 +531,13 @@ fn parse(bytes: &[u8]) -> Result<Vec<Slot>, VaultError> {
         });
     }
     if head[8..12] != VERSION.to_le_bytes() {
-        return Err(VaultError::BadHeader {
-            reason: "unsupported version",
+        // Named with its path by `with_path`: a store of another version is
+        // never repaired or replaced, only refused.
+        return Err(VaultError::UnsupportedFormat {
+            file: std::path::PathBuf::new(),
+            what: FormatOf::KeyStore,
+            found: u32::from_le_bytes([head[8], head[9], head[10], head[11]]),
+            supported: SUPPORTED,
         });
     }
     if head[12..16] != (SLOT_SIZE as u32).to_le_bytes() {
@@ -812,10 +883,43 @@ mod tests {
         let mut newer = good.clone();
         newer[8] = 2;
         std::fs::write(&path, &newer).unwrap();
+        let err = KeyStore::open(&path).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                VaultError::UnsupportedFormat { file, what: FormatOf::KeyStore, found: 2, supported: [1] }
+                    if *file == path
+            ),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("format 2") && text.contains("only format 1"),
+            "{text}"
+        );
+        assert!(text.contains("a newer version"), "{text}");
+        // Refused, never rewritten.
+        assert_eq!(std::fs::read(&path).unwrap(), newer);
+        assert_eq!(format_version(&path).unwrap(), Some(2));
+    }
+
+    #[test]
+    fn format_version_reads_the_header_only() {
+        let (dir, path) = store();
+        assert_eq!(format_version(&path).unwrap(), None);
+        KeyStore::open(&path).unwrap().allocate().unwrap();
+        assert_eq!(format_version(&path).unwrap(), Some(VERSION));
+        std::fs::write(&path, b"NOOKK").unwrap();
         assert!(matches!(
-            KeyStore::open(&path),
+            format_version(&path),
+            Err(VaultError::Truncated { len: 5 })
+        ));
+        std::fs::write(&path, b"SQLite format 3\0").unwrap();
+        assert!(matches!(
+            format_version(&path),
             Err(VaultError::BadHeader { .. })
         ));
+        drop(dir);
     }
 
     #[test]

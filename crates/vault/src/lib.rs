@@ -78,7 +78,7 @@ pub mod log;
 mod seal;
 pub mod vault;
 
-pub use error::VaultError;
+pub use error::{FormatOf, VaultError};
 pub use keystore::{KeyStore, SlotId, StorageKey};
-pub use log::{Loc, Log, LogStats, Record, Recovery};
-pub use vault::{Entries, Namespace, Vault, private_dir};
+pub use log::{Loc, Log, LogStats, LogSummary, Record, Recovery};
+pub use vault::{Entries, Namespace, Vault, VaultSummary, private_dir};

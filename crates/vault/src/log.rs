@@ -20,7 +20,8 @@
 //!
 //! ```text
 //! <dir>/<id>.seg      id: 16 lowercase hex digits, increasing; mode 0600
-//!   magic            8 bytes  "nooklog1"
+//!   magic            8 bytes  "nooklog" and the format version as one ASCII
+//!                             digit: "nooklog1" (format 1, the only one so far)
 //!   record*
 //! record:
 //!   len              u32 LE   length of `body`
@@ -38,6 +39,16 @@
 //! is short, oversized or fails its CRC; only records appended after the last
 //! completed [`Log::sync`] can be there, and none of those was acknowledged.
 //!
+//! # What is never dropped
+//!
+//! A segment whose header names another format version (what an older or a
+//! newer nook wrote), or that is not a log segment at all, is not a torn tail:
+//! [`Log::open`] refuses the whole log ([`VaultError::UnsupportedFormat`],
+//! [`VaultError::Corrupt`]) before it changes anything, and never releases or
+//! unlinks such a file. The only headers taken for a crash are an *unborn*
+//! segment's: empty, a cut-off `nooklog1`, or all zero bytes (its creation was
+//! interrupted before any sync, so nothing in it was acknowledged).
+//!
 //! # Liveness and reclaiming space
 //!
 //! Every record starts live. Callers [`Log::release`] a record when it is no
@@ -51,15 +62,20 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::VaultError;
+use crate::error::FormatOf;
 use crate::keystore::sync_parent_dir;
 
 const MAGIC: &[u8; 8] = b"nooklog1";
+/// The segment format [`MAGIC`] names (its last byte, as an ASCII digit).
+const FORMAT: u32 = 1;
+/// The segment formats this version reads.
+pub const SUPPORTED: &[u32] = &[FORMAT];
 const SUFFIX: &str = ".seg";
 /// `len` and `crc`.
 const HEADER: usize = 8;
@@ -225,8 +241,54 @@ fn parse_body(body: &[u8], loc: Loc) -> Option<Record> {
     })
 }
 
+/// What a segment file's first bytes say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// `nooklog1`: ours.
+    Ours,
+    /// Created by a run that crashed before anything in it was synced: empty,
+    /// a cut-off magic, or nothing but zero bytes. Holds nothing acknowledged.
+    Unborn,
+    /// `nooklog` and another version digit: another nook's segment.
+    Version(u32),
+    /// Anything else: not a segment of ours, or damaged where no crash can
+    /// damage it.
+    Foreign,
+}
+
+fn head_of(bytes: &[u8]) -> Head {
+    match bytes.get(..MAGIC.len()) {
+        Some(m) if m == MAGIC => Head::Ours,
+        Some([b'n', b'o', b'o', b'k', b'l', b'o', b'g', d]) if d.is_ascii_digit() => {
+            Head::Version(u32::from(d - b'0'))
+        }
+        None if MAGIC.starts_with(bytes) => Head::Unborn,
+        _ if bytes.iter().all(|b| *b == 0) => Head::Unborn,
+        _ => Head::Foreign,
+    }
+}
+
+/// Refuses a segment file that is neither ours nor unborn, naming it.
+fn check_head(path: &Path, bytes: &[u8]) -> Result<Head, VaultError> {
+    match head_of(bytes) {
+        Head::Version(found) => Err(VaultError::UnsupportedFormat {
+            file: path.to_path_buf(),
+            what: FormatOf::LogSegment,
+            found,
+            supported: SUPPORTED,
+        }),
+        Head::Foreign => Err(VaultError::corrupt(format!(
+            "{} is not a nook log segment of any version (its first bytes are not \
+             \"nooklog\" and a version); nothing was changed or removed: move it out of \
+             this folder if it does not belong there",
+            path.display()
+        ))),
+        head => Ok(head),
+    }
+}
+
 /// Every intact record of one segment file, in order; stops at the first
-/// damaged or torn one.
+/// damaged or torn one. Call it only for [`Head::Ours`] and [`Head::Unborn`].
 fn read_segment(id: u64, bytes: &[u8]) -> (Vec<Record>, Option<u64>) {
     let mut out = Vec::new();
     if bytes.get(..MAGIC.len()) != Some(MAGIC) {
@@ -274,11 +336,104 @@ fn create_segment(dir: &Path, id: u64) -> Result<File, VaultError> {
     Ok(file)
 }
 
+/// Refuses the log in `dir` if a segment in it is of another format version
+/// ([`VaultError::UnsupportedFormat`]) or no segment at all
+/// ([`VaultError::Corrupt`]), reading only headers and changing nothing; a
+/// missing folder is an empty log. [`Log::open`] runs the same check first;
+/// this is for callers that must refuse before they open anything else.
+pub fn check_formats(dir: &Path) -> Result<(), VaultError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        if let Some(id) = entry?.file_name().to_str().and_then(parse_segment_name) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    check_heads(dir, &ids)
+}
+
+/// The header check of [`check_formats`] for the segments `ids`.
+fn check_heads(dir: &Path, ids: &[u64]) -> Result<(), VaultError> {
+    for &id in ids {
+        let path = segment_path(dir, id);
+        let mut head = Vec::with_capacity(MAGIC.len());
+        File::open(&path)?
+            .take(MAGIC.len() as u64)
+            .read_to_end(&mut head)?;
+        if check_head(&path, &head)? == Head::Unborn
+            && fs::metadata(&path)?.len() > MAGIC.len() as u64
+        {
+            // Zeros in the header: unborn only if zeros throughout.
+            check_head(&path, &fs::read(&path)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// What [`Log::inspect`] found in a log's folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSummary {
+    /// Segment files, of every format.
+    pub segments: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// How many segments name each format version (unborn ones, whose
+    /// creation a crash interrupted, are left out).
+    pub formats: BTreeMap<u32, usize>,
+    /// Intact records per namespace number, in segments of a format this
+    /// version reads. Released records count until their segment is unlinked.
+    pub records: BTreeMap<u64, u64>,
+    /// Files named like segments that are not a segment of any version.
+    pub foreign: usize,
+}
+
 impl Log {
+    /// Reads the log in `dir` without changing anything (a missing folder is
+    /// an empty log), for an operator's view (`nook-relay status`): segments
+    /// of every format are counted and named by version, never refused.
+    pub fn inspect(dir: &Path) -> Result<LogSummary, VaultError> {
+        let mut summary = LogSummary::default();
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(summary),
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let Some(id) = entry.file_name().to_str().and_then(parse_segment_name) else {
+                continue;
+            };
+            let bytes = fs::read(entry.path())?;
+            summary.segments += 1;
+            summary.bytes += bytes.len() as u64;
+            match head_of(&bytes) {
+                Head::Ours => {
+                    *summary.formats.entry(FORMAT).or_default() += 1;
+                    for record in read_segment(id, &bytes).0 {
+                        *summary.records.entry(record.namespace).or_default() += 1;
+                    }
+                }
+                Head::Version(v) => *summary.formats.entry(v).or_default() += 1,
+                Head::Unborn => {}
+                Head::Foreign => summary.foreign += 1,
+            }
+        }
+        Ok(summary)
+    }
+
     /// Opens (or creates) the log in `dir` (mode 0700), hands every intact
     /// record to `keep`, oldest first, and starts a new segment for appends.
     /// A record for which `keep` returns true is live until released; the
     /// others are released at once. One segment is in memory at a time.
+    ///
+    /// A segment of another format version, or a file named like a segment
+    /// that is none, is an error before any record reaches `keep` and before
+    /// anything is written (module docs, "What is never dropped").
     pub fn open(
         dir: &Path,
         segment_bytes: u64,
@@ -297,10 +452,17 @@ impl Log {
             }
         }
         ids.sort_unstable();
+        // Every header first: a segment of another format (or none) refuses
+        // the whole log before anything is read into the caller, released or
+        // written. Such a file is not a torn tail and is never dropped.
+        check_heads(dir, &ids)?;
         let mut segments = BTreeMap::new();
         let mut recovery = Recovery::default();
         for &id in &ids {
-            let bytes = fs::read(segment_path(dir, id))?;
+            let path = segment_path(dir, id);
+            let bytes = fs::read(&path)?;
+            // Checked above; checked again in case the file changed since.
+            check_head(&path, &bytes)?;
             let (found, torn) = read_segment(id, &bytes);
             if torn.is_some() {
                 recovery.torn_segments += 1;
@@ -768,6 +930,120 @@ mod tests {
         assert_eq!(found.len(), 2);
     }
 
+    /// Every file in `dir` with its bytes.
+    fn snapshot(dir: &Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+        let mut out: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), fs::read(e.path()).unwrap())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The bug of issue 27: a segment that another format version wrote was
+    /// read as a torn tail, counted dead and unlinked with its acknowledged
+    /// records. It must refuse the log, name both versions and change nothing.
+    #[test]
+    fn a_segment_of_another_format_refuses_the_log_and_is_never_dropped() {
+        for version in [b'2', b'0'] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (log, _) = open(tmp.path());
+            let a = log.append(1, b"k", b"acknowledged").unwrap();
+            log.append(1, b"k2", b"acknowledged too").unwrap();
+            log.sync().unwrap();
+            drop(log);
+            let path = segment_path(tmp.path(), a.segment);
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[7] = version;
+            fs::write(&path, &bytes).unwrap();
+            let before = snapshot(tmp.path());
+
+            let mut offered = 0;
+            let err = Log::open(tmp.path(), 4096, |_| {
+                offered += 1;
+                true
+            })
+            .unwrap_err();
+            let found = u32::from(version - b'0');
+            match &err {
+                VaultError::UnsupportedFormat {
+                    file,
+                    what: FormatOf::LogSegment,
+                    found: f,
+                    supported: [1],
+                } => assert_eq!((file, *f), (&path, found)),
+                other => panic!("expected a format error, got {other:?}"),
+            }
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("log segment format {found}"))
+                    && text.contains("only format 1"),
+                "{text}"
+            );
+            assert_eq!(offered, 0, "no record reached the caller");
+            assert!(matches!(
+                check_formats(tmp.path()),
+                Err(VaultError::UnsupportedFormat { .. })
+            ));
+            assert_eq!(snapshot(tmp.path()), before, "nothing written or removed");
+            // An operator's view still tells what is there.
+            let summary = Log::inspect(tmp.path()).unwrap();
+            assert_eq!(summary.formats.get(&found), Some(&1));
+            assert_eq!(summary.segments, 1);
+            assert!(
+                summary.records.is_empty(),
+                "another format's records are not read"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_no_segment_refuses_the_log_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = open(tmp.path());
+        log.append(1, b"k", b"x").unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let stray = segment_path(tmp.path(), 0x10);
+        fs::write(&stray, b"SQLite format 3\0 and more").unwrap();
+        // Zeros where the header was, but data after it: damage, not a crash.
+        let zeroed = segment_path(tmp.path(), 0x11);
+        let mut bytes = vec![0u8; 8];
+        bytes.extend_from_slice(&[1, 2, 3]);
+        fs::write(&zeroed, &bytes).unwrap();
+        for bad in [&stray, &zeroed] {
+            let before = snapshot(tmp.path());
+            let err = Log::open(tmp.path(), 4096, |_| true).unwrap_err();
+            assert!(
+                matches!(&err, VaultError::Corrupt { what } if what.contains("is not a nook log segment")),
+                "{err:?}"
+            );
+            assert_eq!(snapshot(tmp.path()), before);
+            fs::remove_file(bad).unwrap();
+        }
+        assert_eq!(Log::inspect(tmp.path()).unwrap().formats.get(&1), Some(&1));
+    }
+
+    /// Only a segment whose creation a crash interrupted (nothing in it was
+    /// ever synced) is taken for torn and dropped.
+    #[test]
+    fn an_unborn_segment_is_torn_and_dies() {
+        for unborn in [&b""[..], b"nook", &[0u8; 8], &[0u8; 300]] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (log, _) = open(tmp.path());
+            let a = log.append(1, b"k", b"x").unwrap();
+            log.sync().unwrap();
+            drop(log);
+            fs::write(segment_path(tmp.path(), a.segment + 5), unborn).unwrap();
+            let (log, rec) = Log::open(tmp.path(), 4096, |_| true).unwrap();
+            assert_eq!((rec.kept, rec.torn_segments), (1, 1), "{unborn:?}");
+            assert_eq!(log.take_dead(), vec![a.segment + 5]);
+        }
+    }
+
     #[test]
     fn every_open_appends_to_a_new_segment() {
         let tmp = tempfile::tempdir().unwrap();
@@ -936,6 +1212,7 @@ mod tests {
             file.extend_from_slice(&bytes);
             let _ = read_segment(1, &file);
             let _ = read_segment(1, &bytes);
+            let _ = check_head(Path::new("x"), &bytes);
         });
     }
 }

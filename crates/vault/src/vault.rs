@@ -18,7 +18,10 @@
 //!
 //! Format 2 is the same but for the seal: XChaCha20-Poly1305 with 24-byte
 //! nonces instead of AES-256-GCM (see `seal`). A vault keeps the format it was
-//! created with, so vaults of earlier versions open and work as before.
+//! created with, so vaults of earlier versions open and work as before. Any
+//! other format (1, one sled tree per namespace; or a newer one) is refused
+//! with [`VaultError::UnsupportedFormat`] before anything is written, as is a
+//! key store of another version (checked before sled is opened).
 //!
 //! Every namespace shares the one "data" tree (a sled tree costs tens of
 //! kilobytes of memory and disk, too much for a million mailboxes). Each gets
@@ -99,8 +102,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::VaultError;
+use crate::error::FormatOf;
 use crate::error::from_sled;
-use crate::keystore::{KeyStore, SlotId, sync_parent_dir};
+use crate::keystore::{self, KeyStore, SlotId, sync_parent_dir};
 use crate::seal::{INDEX_INFO, SealKind, Sealer, derive};
 
 const KEYS_FILE: &str = "keys.slots";
@@ -117,12 +121,28 @@ const FORMAT: u32 = 3;
 /// The previous format, still read and written: values sealed with
 /// XChaCha20-Poly1305. Otherwise the same layout.
 const FORMAT_XCHACHA: u32 = 2;
+/// The vault formats this version reads (and keeps writing), oldest first.
+pub const SUPPORTED: &[u32] = &[FORMAT_XCHACHA, FORMAT];
 /// Length of the namespace number that prefixes every data key.
 const NUMBER_LEN: usize = 8;
 /// Data entries removed per sled batch by [`Vault::collect_garbage`].
 const GC_BATCH: usize = 1024;
 /// How long [`Vault::open`] waits for sled's file lock (see `open_sled`).
 const LOCK_WAIT: Duration = Duration::from_millis(500);
+
+/// What [`Vault::inspect`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VaultSummary {
+    /// The version in `keys.slots`'s header (`None`: no key store yet).
+    pub key_store_format: Option<u32>,
+    /// The vault's format (`None`: no database yet).
+    pub format: Option<u32>,
+    /// The number of every namespace in the catalog (the log's records name
+    /// their namespace by it).
+    pub namespaces: Vec<u64>,
+    /// Destroyed namespaces whose entries are not yet collected.
+    pub garbage: usize,
+}
 
 /// A sled database whose namespaces are sealed under per-namespace keys.
 ///
@@ -191,6 +211,21 @@ impl Vault {
     pub fn open(dir: &Path) -> Result<Vault, VaultError> {
         private_dir(dir)?;
 
+        // A key store of another version is refused before sled is even
+        // opened, so a refused folder is left exactly as it was. (Reading the
+        // header takes no lock and writes nothing.)
+        let keys_path = dir.join(KEYS_FILE);
+        if let Some(found) = keystore::format_version(&keys_path)?
+            && !keystore::SUPPORTED.contains(&found)
+        {
+            return Err(VaultError::UnsupportedFormat {
+                file: keys_path,
+                what: FormatOf::KeyStore,
+                found,
+                supported: keystore::SUPPORTED,
+            });
+        }
+
         // sled first: its exclusive lock on `db` is what keeps a second
         // process (or a second Vault) away from the key store.
         let sled_dir = dir.join(DB_DIR);
@@ -209,7 +244,21 @@ impl Vault {
         File::open(&sled_dir)?.sync_all()?;
         sync_parent_dir(&sled_dir)?;
 
-        let recovered = recover(&meta, &catalog, &data, &garbage, &mut keys)?;
+        let recovered =
+            recover(&meta, &catalog, &data, &garbage, &mut keys).map_err(|e| match e {
+                VaultError::UnsupportedFormat {
+                    what,
+                    found,
+                    supported,
+                    ..
+                } => VaultError::UnsupportedFormat {
+                    file: sled_dir.clone(),
+                    what,
+                    found,
+                    supported,
+                },
+                e => e,
+            })?;
         let book = Mutex::new(Book {
             keys,
             next_number: recovered.next_number,
@@ -257,6 +306,59 @@ impl Vault {
             seal_kind: recovered.seal_kind,
             commit,
             gc: Mutex::new(()),
+        })
+    }
+
+    /// What the vault in `dir` holds, for an operator (`nook-relay status`):
+    /// its formats and the numbers of its namespaces. Works on a vault of
+    /// any format, so it can show what a refused vault is: it reads the key
+    /// store's header only, and of sled only `meta/format`, the catalog and
+    /// the garbage list. It writes no vault value and no key, repairs
+    /// nothing and creates nothing; opening sled takes sled's lock (so it
+    /// fails while the vault is open elsewhere) and lets sled finish its own
+    /// crash recovery, as any open would.
+    pub fn inspect(dir: &Path) -> Result<VaultSummary, VaultError> {
+        let key_store_format = keystore::format_version(&dir.join(KEYS_FILE))?;
+        let sled_dir = dir.join(DB_DIR);
+        if !sled_dir.join("conf").exists() && !sled_dir.join("db").exists() {
+            return Ok(VaultSummary {
+                key_store_format,
+                ..VaultSummary::default()
+            });
+        }
+        let db = open_sled(&sled_dir)?;
+        // `open_tree` would create a missing tree; only look at existing ones.
+        let names = db.tree_names();
+        let existing = |name: &[u8]| -> Result<Option<sled::Tree>, VaultError> {
+            if names.iter().any(|n| n.as_ref() == name) {
+                db.open_tree(name).map(Some).map_err(from_sled)
+            } else {
+                Ok(None)
+            }
+        };
+        let format = match existing(META_TREE)? {
+            Some(meta) => match meta.get(META_FORMAT).map_err(from_sled)? {
+                Some(v) => Some(parse_format(&v)?),
+                None => None,
+            },
+            None => None,
+        };
+        let mut namespaces = Vec::new();
+        if let Some(catalog) = existing(CATALOG_TREE)? {
+            for item in catalog.iter() {
+                let (_, value) = item.map_err(from_sled)?;
+                namespaces.push(parse_catalog_value(&value)?.1);
+            }
+        }
+        let garbage = match existing(GARBAGE_TREE)? {
+            Some(g) => g.len(),
+            None => 0,
+        };
+        Ok(VaultSummary {
+            key_store_format,
+            format,
+            namespaces,
+            garbage,
         })
     }
 
@@ -989,20 +1091,21 @@ fn recover(
         None => None,
     };
     let seal_kind = match meta.get(META_FORMAT).map_err(from_sled)? {
-        Some(v) if *v == FORMAT.to_le_bytes() => SealKind::Aes256Gcm,
-        Some(v) if *v == FORMAT_XCHACHA.to_le_bytes() => SealKind::XChaCha20Poly1305,
-        Some(v) if *v == 1u32.to_le_bytes() => {
-            return Err(VaultError::corrupt(
-                "the vault is in format 1 (one sled tree per namespace), which this version of \
-                 nook no longer reads: move the data folder aside and start afresh",
-            ));
-        }
-        Some(_) => {
-            return Err(VaultError::corrupt(
-                "the vault's format is neither 2 nor 3: written by an incompatible (newer?) \
-                 version of nook",
-            ));
-        }
+        Some(v) => match parse_format(&v)? {
+            FORMAT => SealKind::Aes256Gcm,
+            FORMAT_XCHACHA => SealKind::XChaCha20Poly1305,
+            // Format 1 (one sled tree per namespace) and anything newer. Refused
+            // before anything is written: the version that wrote it reads it.
+            // `Vault::open` puts the path in.
+            found => {
+                return Err(VaultError::UnsupportedFormat {
+                    file: PathBuf::new(),
+                    what: FormatOf::Vault,
+                    found,
+                    supported: SUPPORTED,
+                });
+            }
+        },
         None if index_slot.is_some() => {
             return Err(VaultError::corrupt("the vault's meta tree has no format"));
         }
@@ -1174,6 +1277,11 @@ fn parse_number(bytes: &[u8]) -> Result<u64, VaultError> {
 /// Reads a little-endian u64 (catalog and meta values).
 fn parse_number_le(bytes: &[u8]) -> Result<u64, VaultError> {
     fixed(bytes, "a stored counter").map(u64::from_le_bytes)
+}
+
+/// Reads the `meta/format` value.
+fn parse_format(bytes: &[u8]) -> Result<u32, VaultError> {
+    fixed(bytes, "the vault's format").map(u32::from_le_bytes)
 }
 
 fn parse_slot(bytes: &[u8]) -> Result<SlotId, VaultError> {
@@ -2028,9 +2136,81 @@ mod tests {
             vault.durable_flush().unwrap();
         }
         match Vault::open(dir.path()) {
-            Err(VaultError::Corrupt { what }) => assert!(what.contains("format 1"), "{what}"),
+            Err(e @ VaultError::UnsupportedFormat { found: 1, .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("vault format 1"), "{text}");
+                assert!(text.contains("formats 2 and 3"), "{text}");
+                assert!(text.contains("an older version"), "{text}");
+            }
             other => panic!("expected a format error, got {other:?}"),
         }
+    }
+
+    /// A vault or key store of a newer version is refused by name and left
+    /// exactly as it was; `inspect` still tells what it is.
+    #[test]
+    fn newer_formats_are_refused_untouched_and_inspect_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let vault = Vault::open(dir.path()).unwrap();
+            vault
+                .create_namespace(b"n")
+                .unwrap()
+                .put(b"k", b"v")
+                .unwrap();
+            vault.meta.insert(META_FORMAT, &4u32.to_le_bytes()).unwrap();
+            vault.durable_flush().unwrap();
+        }
+        match Vault::open(dir.path()) {
+            Err(e @ VaultError::UnsupportedFormat { found: 4, .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("db.sled is in vault format 4"), "{text}");
+                assert!(text.contains("a newer version"), "{text}");
+            }
+            other => panic!("expected a format error, got {other:?}"),
+        }
+        let summary = Vault::inspect(dir.path()).unwrap();
+        assert_eq!(
+            (summary.key_store_format, summary.format),
+            (Some(1), Some(4))
+        );
+        assert_eq!(summary.namespaces.len(), 1);
+
+        // A key store of version 2 is refused before sled is opened: every
+        // file stays byte for byte as it was.
+        let keys = dir.path().join(KEYS_FILE);
+        let mut bytes = fs::read(&keys).unwrap();
+        bytes[8] = 2;
+        fs::write(&keys, &bytes).unwrap();
+        let before = every_file(dir.path());
+        match Vault::open(dir.path()) {
+            Err(VaultError::UnsupportedFormat {
+                file,
+                what: FormatOf::KeyStore,
+                found: 2,
+                ..
+            }) => assert_eq!(file, keys),
+            other => panic!("expected a key store format error, got {other:?}"),
+        }
+        assert_eq!(every_file(dir.path()), before);
+    }
+
+    /// Every file under `dir` with its bytes, sorted.
+    fn every_file(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push((p.clone(), fs::read(&p).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     #[test]

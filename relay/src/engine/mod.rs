@@ -15,7 +15,7 @@
 //! | `m`               | `MailboxMeta` (mailbox id and talk state) |
 //! | `h`               | highest seq assigned (u64 LE) |
 //! | `a` ‖ seat        | the seat's ack watermark (u64 LE; written before sled flushes, see `commit`) |
-//! | `w` ‖ seat        | the welcome blob of a free seat |
+//! | `w` ‖ seat        | the welcome blob of a free seat (kept until its member's first stored put) |
 //!
 //! Envelopes are not in sled: each is an `EnvRecord`, sealed by the mailbox's namespace
 //! under the entry key `e` ‖ seq (u64 BE), appended to the vault's [`Log`] (a copy into
@@ -25,7 +25,10 @@
 //! mailbox ends, and the log unlinks a segment once all its records are released.
 //! Because a seq must never be reused, `h` is rewritten whenever envelopes are deleted
 //! (and at recovery when the log knows a higher seq), and the commit thread makes sled
-//! durable before it unlinks a segment.
+//! durable before it unlinks a segment. The one exception is a seq nobody was told
+//! of: a put whose record a failed sync gave up is undone, and if it was the newest,
+//! its seq is handed out again (`Mailbox::undo_put`). Until a put is durable its
+//! envelope counts against the quota but is not served, acked or compacted.
 //!
 //! Tombstones live in their own namespace, keyed by the vault's keyed hash of the
 //! mailbox id, valued by their expiry: nothing else of a closed talk remains.
@@ -113,6 +116,20 @@ pub struct Stats {
     pub mailboxes_deleted: AtomicU64,
 }
 
+/// What the relay holds for one mailbox: counts only (for tests and diagnostics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The highest seq handed out (a put still in flight may give it back).
+    pub head: u64,
+    /// The highest seq stored durably and answered `Stored`.
+    pub durable: u64,
+    /// Envelopes held, and their body bytes (what the quotas count).
+    pub envelopes: u64,
+    pub bytes: u64,
+    /// Free or just-taken seats whose welcome is still kept.
+    pub welcomes: u32,
+}
+
 /// The mailbox engine.
 pub struct Engine {
     vault: Arc<Vault>,
@@ -130,7 +147,7 @@ pub struct Engine {
     /// Ack marks waiting for the next sled flush or sweep (see `commit`).
     marks: Arc<PendingMarks>,
     commit: CommitQueue,
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -180,7 +197,7 @@ impl Engine {
             tombstones,
             marks,
             commit,
-            stats: Stats::default(),
+            stats: Arc::default(),
         })
     }
 
@@ -205,6 +222,26 @@ impl Engine {
     /// Ack marks not yet written to sled.
     pub fn pending_marks(&self) -> usize {
         self.marks.len()
+    }
+
+    /// What the relay holds for `mailbox`, if it holds the mailbox.
+    pub fn held(&self, mailbox: &MailboxId) -> Option<Held> {
+        let arc = lock(&self.mailboxes).get(mailbox).cloned()?;
+        let mb = lock(&arc);
+        Some(Held {
+            head: mb.head,
+            durable: mb.durable,
+            envelopes: mb.envelopes.len() as u64,
+            bytes: mb.bytes,
+            welcomes: mb.welcomes.count_ones(),
+        })
+    }
+
+    /// Makes the next `n` envelope-log syncs fail after writing, as a full or
+    /// failing disk would (`0` ends it): for tests of what a failed write undoes.
+    /// Never call it on a relay that serves anyone.
+    pub fn dangerous_fail_log_syncs(&self, n: u64) {
+        self.log.dangerous_fail_syncs(n);
     }
 
     /// Segments, bytes and live records of the envelope log.

@@ -1,0 +1,169 @@
+//! A put that is not stored has no effect: when the disk fails under it the relay
+//! answers `Internal` and holds, serves, pushes and recovers nothing of it.
+//!
+//! The disk failure is the envelope log's own fault hook
+//! (`Engine::dangerous_fail_log_syncs`): the sync writes, then fails as an
+//! `fdatasync` reporting an I/O error does, so the bytes really are in the file and
+//! the relay has to cut them off.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::*;
+use nook_client::RequestError;
+use nook_proto::*;
+
+fn code(r: Result<impl std::fmt::Debug, RequestError>) -> ErrorCode {
+    match r {
+        Err(e) => e
+            .code()
+            .unwrap_or_else(|| panic!("not a relay refusal: {e}")),
+        Ok(v) => panic!("expected a refusal, got {v:?}"),
+    }
+}
+
+/// A body of the smallest bucket, all `i`.
+fn body(i: u8) -> Vec<u8> {
+    vec![i; 512]
+}
+
+fn seqs_and_bodies(got: &[Envelope]) -> Vec<(Seq, Vec<u8>)> {
+    got.iter().map(|e| (e.seq, e.body.clone())).collect()
+}
+
+fn stored_count(relay: &TestRelay) -> u64 {
+    relay
+        .engine
+        .stats
+        .envelopes_stored
+        .load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn puts_whose_write_fails_have_no_effect_now_or_after_a_restart() {
+    let relay = TestRelay::start();
+    let c = create(&relay, 2, 1, ClosePolicy::Owner).await;
+    let mailbox = c.owner.mailbox;
+    let mut b = join(&relay, mailbox, &c.seats[0]).await;
+    let mut b_push = b.conn.take_pushes().unwrap();
+    b.subscribe().await;
+    assert_eq!(
+        c.owner.put_raw(EnvelopeKind::Chat, body(1)).await.unwrap(),
+        Seq(1)
+    );
+    match next_push(&mut b_push).await {
+        Push::Envelope { envelope, .. } => assert_eq!(envelope.seq, Seq(1)),
+        p => panic!("unexpected {p:?}"),
+    }
+    let before = relay.engine.held(&mailbox).unwrap();
+    assert_eq!(
+        (before.head, before.durable, before.envelopes, before.bytes),
+        (1, 1, 1, 512)
+    );
+    let live_before = relay.engine.log_stats().live_records;
+    let stored_before = stored_count(&relay);
+
+    // The disk fails: eight pipelined puts, each answered Internal.
+    relay.engine.dangerous_fail_log_syncs(u64::MAX);
+    let owner = Arc::new(c.owner);
+    let mut puts = tokio::task::JoinSet::new();
+    for i in 2..10u8 {
+        let owner = owner.clone();
+        puts.spawn(async move { owner.put_raw(EnvelopeKind::Chat, body(i)).await });
+    }
+    while let Some(r) = puts.join_next().await {
+        assert_eq!(code(r.unwrap()), ErrorCode::Internal);
+    }
+    // Nothing of them is held: not the head, the quota, the index or the log.
+    assert_eq!(relay.engine.held(&mailbox), Some(before));
+    assert_eq!(relay.engine.log_stats().live_records, live_before);
+    assert_eq!(stored_count(&relay), stored_before);
+    // Nor served.
+    assert_eq!(
+        seqs_and_bodies(&b.fetch(0).await.unwrap()),
+        vec![(Seq(1), body(1))]
+    );
+
+    // The disk is back. The next put takes the next seq, and is the next push the
+    // recipient gets: none went out for the refused ones.
+    relay.engine.dangerous_fail_log_syncs(0);
+    assert_eq!(
+        owner.put_raw(EnvelopeKind::Chat, body(10)).await.unwrap(),
+        Seq(2)
+    );
+    match next_push(&mut b_push).await {
+        Push::Envelope { envelope, .. } => {
+            assert_eq!((envelope.seq, envelope.body), (Seq(2), body(10)))
+        }
+        p => panic!("unexpected {p:?}"),
+    }
+
+    // A restart finds exactly what was stored.
+    let (b_id, b_seat) = (b.id, b.seat);
+    drop(b.conn);
+    let relay = TestRelay::start_in(relay.stop().await);
+    let b = reconnect(&relay, b_id, mailbox, b_seat).await;
+    assert_eq!(
+        seqs_and_bodies(&b.fetch(0).await.unwrap()),
+        vec![(Seq(1), body(1)), (Seq(2), body(10))]
+    );
+    let after = relay.engine.held(&mailbox).unwrap();
+    assert_eq!(
+        (after.head, after.durable, after.envelopes, after.bytes),
+        (2, 2, 2, 1024)
+    );
+    assert_eq!(relay.engine.log_stats().live_records, 2);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn whatever_a_failed_sync_catches_a_put_is_held_exactly_when_answered_stored() {
+    // One sync fails while puts keep coming: some are in its batch, some are
+    // appended while it runs (given up with it, though answered after the next,
+    // good sync), the rest are stored. Whichever way each went, the relay holds,
+    // serves and recovers exactly those answered `Stored`.
+    let relay = TestRelay::start();
+    let c = create(&relay, 2, 1, ClosePolicy::Owner).await;
+    let mailbox = c.owner.mailbox;
+    let b = join(&relay, mailbox, &c.seats[0]).await;
+    relay.engine.dangerous_fail_log_syncs(1);
+    let owner = Arc::new(c.owner);
+    let mut puts = tokio::task::JoinSet::new();
+    for i in 1..=32u8 {
+        let owner = owner.clone();
+        puts.spawn(async move { (i, owner.put_raw(EnvelopeKind::Chat, body(i)).await) });
+    }
+    let mut stored = BTreeMap::new();
+    let mut refused = 0;
+    while let Some(r) = puts.join_next().await {
+        match r.unwrap() {
+            (i, Ok(seq)) => assert!(stored.insert(seq, body(i)).is_none(), "{seq:?} twice"),
+            (_, Err(e)) => {
+                assert_eq!(e.code(), Some(ErrorCode::Internal));
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 1, "the first sync with anything to write fails");
+    let expected: Vec<(Seq, Vec<u8>)> = stored.into_iter().collect();
+    let top = expected.last().map_or(0, |(s, _)| s.0);
+    assert_eq!(seqs_and_bodies(&b.fetch(0).await.unwrap()), expected);
+    let held = relay.engine.held(&mailbox).unwrap();
+    assert_eq!(
+        (held.head, held.durable, held.envelopes),
+        (top, top, expected.len() as u64)
+    );
+    assert_eq!(stored_count(&relay), expected.len() as u64);
+
+    let (b_id, b_seat) = (b.id, b.seat);
+    drop(b.conn);
+    let relay = TestRelay::start_in(relay.stop().await);
+    let b = reconnect(&relay, b_id, mailbox, b_seat).await;
+    assert_eq!(seqs_and_bodies(&b.fetch(0).await.unwrap()), expected);
+    assert_eq!(relay.engine.held(&mailbox).unwrap().head, top);
+    relay.stop().await;
+}

@@ -1,5 +1,6 @@
-//! A put that is not stored has no effect: when the disk fails under it the relay
-//! answers `Internal` and holds, serves, pushes and recovers nothing of it.
+//! A put that is not stored has no effect: not when the disk fails under it (the
+//! relay answers `Internal` and holds, serves, pushes and recovers nothing of it),
+//! and not on the joiner's welcome when it is refused.
 //!
 //! The disk failure is the envelope log's own fault hook
 //! (`Engine::dangerous_fail_log_syncs`): the sync writes, then fails as an
@@ -14,8 +15,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::*;
-use nook_client::RequestError;
+use nook_client::{RelayConnection, RequestError};
+use nook_crypto::auth::{AuthOp, sign_relay_auth};
+use nook_crypto::{SeatSecret, TalkIdentity};
 use nook_proto::*;
+use nook_relay::engine::Held;
 
 fn code(r: Result<impl std::fmt::Debug, RequestError>) -> ErrorCode {
     match r {
@@ -165,5 +169,113 @@ async fn whatever_a_failed_sync_catches_a_put_is_held_exactly_when_answered_stor
     let b = reconnect(&relay, b_id, mailbox, b_seat).await;
     assert_eq!(seqs_and_bodies(&b.fetch(0).await.unwrap()), expected);
     assert_eq!(relay.engine.held(&mailbox).unwrap().head, top);
+    relay.stop().await;
+}
+
+/// `Join` for seat `seat` of `mailbox` as `id`, on `conn`.
+fn join_as(
+    conn: &RelayConnection,
+    mailbox: MailboxId,
+    seat: &SeatSecret,
+    id: &TalkIdentity,
+) -> Request {
+    let token = *seat.join_token();
+    let signature = sign_relay_auth(id, AuthOp::Join, &conn.hello().challenge, &mailbox, &token);
+    Request::Join(Join {
+        mailbox,
+        token,
+        member: id.member_key(),
+        signature,
+    })
+}
+
+/// The welcome a `Join` of `id` gets on a fresh connection, or the refusal.
+async fn join_again(
+    relay: &TestRelay,
+    mailbox: MailboxId,
+    seat: &SeatSecret,
+    id: &TalkIdentity,
+) -> Result<Vec<u8>, RequestError> {
+    let conn = relay.connect().await;
+    match conn.request(join_as(&conn, mailbox, seat, id)).await? {
+        Response::Joined { welcome, .. } => Ok(welcome),
+        r => panic!("unexpected {r:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_put_refused_or_failed_leaves_the_joiner_its_welcome_and_a_stored_one_takes_it() {
+    let limits = nook_relay::engine::Limits {
+        max_envelopes_per_mailbox: 1,
+        ..Default::default()
+    };
+    let relay = TestRelay::start_with(tempfile::tempdir().unwrap(), limits);
+    let c = create(&relay, 3, 1, ClosePolicy::Owner).await;
+    let mailbox = c.owner.mailbox;
+    // The mailbox is full: one envelope waits for the first joiner.
+    let first = join(&relay, mailbox, &c.seats[0]).await;
+    c.owner.put(EnvelopeKind::Chat, b"fills it").await.unwrap();
+
+    // The second joiner's announcement is refused: its welcome stays.
+    let id = TalkIdentity::generate(&mut rand::rng());
+    let conn = relay.connect().await;
+    let welcome = match conn
+        .request(join_as(&conn, mailbox, &c.seats[1], &id))
+        .await
+    {
+        Ok(Response::Joined { welcome, seat, .. }) => {
+            assert_eq!(seat, 2);
+            welcome
+        }
+        r => panic!("unexpected {r:?}"),
+    };
+    let joiner = Member {
+        id,
+        conn,
+        mailbox,
+        seat: 2,
+    };
+    let kept = |relay: &TestRelay| relay.engine.held(&mailbox).map(|h: Held| h.welcomes);
+    assert_eq!(kept(&relay), Some(2), "both joiners' welcomes are kept");
+    assert_eq!(
+        code(joiner.put(EnvelopeKind::Handshake, b"announce").await),
+        ErrorCode::MailboxFull
+    );
+    assert_eq!(kept(&relay), Some(2));
+    assert_eq!(
+        join_again(&relay, mailbox, &c.seats[1], &joiner.id)
+            .await
+            .unwrap(),
+        welcome,
+        "a refused put leaves the join retryable"
+    );
+
+    // Room again, but the disk fails: the put is answered Internal, the welcome stays.
+    first.ack(1).await.unwrap();
+    relay.engine.dangerous_fail_log_syncs(u64::MAX);
+    assert_eq!(
+        code(joiner.put(EnvelopeKind::Handshake, b"announce").await),
+        ErrorCode::Internal
+    );
+    relay.engine.dangerous_fail_log_syncs(0);
+    assert_eq!(kept(&relay), Some(2));
+    assert_eq!(
+        join_again(&relay, mailbox, &c.seats[1], &joiner.id)
+            .await
+            .unwrap(),
+        welcome,
+        "a failed put leaves the join retryable"
+    );
+
+    // Stored: now the welcome goes, and the retry with it.
+    joiner
+        .put(EnvelopeKind::Handshake, b"announce")
+        .await
+        .unwrap();
+    assert_eq!(kept(&relay), Some(1));
+    assert_eq!(
+        code(join_again(&relay, mailbox, &c.seats[1], &joiner.id).await),
+        ErrorCode::InviteInvalid
+    );
     relay.stop().await;
 }

@@ -30,7 +30,8 @@ impl Engine {
     /// is not made durable (a failed sync gives it up, see `Log::sync`), the
     /// completion undoes the put — index, quota, seq — and answers `Internal`, and
     /// nothing is pushed: a failed put has no effect, as the spec says, and a
-    /// restart does not find it either.
+    /// restart does not find it either. The joiner's welcome goes only with its
+    /// first stored put.
     pub fn put(
         &self,
         outbox: &Outbox,
@@ -50,11 +51,6 @@ impl Engine {
         let now = self.now();
         mb.talk.check_put(member, req.kind, now).map_err(talk_err)?;
         let sender = mb.talk.seat_of(member).unwrap_or(0);
-        if mb.welcomes & (1u64 << sender) != 0 {
-            // The member is using its seat: its welcome will not be asked for again.
-            mb.ns.remove(&welcome_key(sender)).map_err(storage_err)?;
-            mb.welcomes &= !(1u64 << sender);
-        }
         if mb.envelopes.len() as u64 >= self.limits.max_envelopes_per_mailbox
             || mb.bytes + len as u64 > self.limits.max_bytes_per_mailbox
         {
@@ -145,6 +141,16 @@ impl Engine {
                 }
                 mb.durable = mb.durable.max(seq);
                 stats.envelopes_stored.fetch_add(1, Ordering::Relaxed);
+                let seat = 1u64 << sender;
+                if mb.welcomes & seat != 0 {
+                    // The member is using its seat: its welcome will not be asked for
+                    // again. Not removed before: a refused or failed put leaves the
+                    // join retryable.
+                    match mb.ns.remove(&welcome_key(sender)) {
+                        Ok(_) | Err(VaultError::NamespaceDestroyed) => mb.welcomes &= !seat,
+                        Err(e) => tracing::error!("storage error removing a used welcome: {e}"),
+                    }
+                }
                 if recipients == 0 {
                     // Addressed to nobody (the only member, or a pending talk's lone
                     // owner): done at once, as a restart would find it, instead of

@@ -65,12 +65,18 @@ use nook_vault::{Log, Namespace, Vault, VaultError, log::DEFAULT_SEGMENT_BYTES};
 
 use crate::clock::Clock;
 use crate::commit::{CommitQueue, Durability, PendingMarks};
-use crate::outbox::{Outbox, Wire};
+use crate::outbox::{Outbox, QueueBudget, Wire};
 use mailbox::Mailbox;
 
 /// How long past a talk's end the relay still answers "closed" for it.
 pub const TOMBSTONE_GRACE_SECS: u64 = 24 * 3600;
 const TOMBSTONES: &[u8] = b"relay/tombstones";
+
+/// Bytes queued for one slow connection before it is dropped: about twenty full
+/// `Envelopes` answers, or 128 pushes of the largest envelope.
+pub const DEFAULT_MAX_QUEUED_BYTES_PER_CONNECTION: usize = 16 << 20;
+/// Bytes queued for all connections together.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 1 << 30;
 
 /// Operator-tunable limits (defaults from `nook_proto::limits`).
 #[derive(Debug, Clone)]
@@ -81,6 +87,12 @@ pub struct Limits {
     pub requests_per_second: u32,
     /// Requests of one connection awaiting a durable answer before it stops reading.
     pub max_in_flight: usize,
+    /// Bytes of answers and pushes queued for one connection (not yet taken by
+    /// quinn) before it is dropped as too slow.
+    pub max_queued_bytes_per_connection: usize,
+    /// Bytes queued for all connections together; past it the connections holding
+    /// the most are dropped.
+    pub max_queued_bytes: usize,
     /// Size at which the envelope log starts a new segment file.
     pub log_segment_bytes: u64,
 }
@@ -93,6 +105,8 @@ impl Default for Limits {
             max_mailboxes_per_connection: DEFAULT_MAX_MAILBOXES_PER_CONNECTION,
             requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
             max_in_flight: 1024,
+            max_queued_bytes_per_connection: DEFAULT_MAX_QUEUED_BYTES_PER_CONNECTION,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             log_segment_bytes: DEFAULT_SEGMENT_BYTES,
         }
     }
@@ -147,6 +161,8 @@ pub struct Engine {
     /// Ack marks waiting for the next sled flush or sweep (see `commit`).
     marks: Arc<PendingMarks>,
     commit: CommitQueue,
+    /// Bytes queued for clients, shared by every connection's outbox.
+    queues: Arc<QueueBudget>,
     pub stats: Arc<Stats>,
 }
 
@@ -185,6 +201,10 @@ impl Engine {
             .collect();
         let marks = Arc::new(PendingMarks::default());
         let commit = CommitQueue::start(vault.clone(), log.clone(), marks.clone());
+        let queues = Arc::new(QueueBudget::new(
+            limits.max_queued_bytes_per_connection,
+            limits.max_queued_bytes,
+        ));
         Ok(Engine {
             vault,
             log,
@@ -197,6 +217,7 @@ impl Engine {
             tombstones,
             marks,
             commit,
+            queues,
             stats: Arc::default(),
         })
     }
@@ -219,6 +240,12 @@ impl Engine {
     pub fn size_on_disk(&self) -> u64 {
         self.vault.size_on_disk().unwrap_or(0) + self.log.stats().bytes
     }
+    /// Bytes queued for clients, their bounds, and the connections dropped as
+    /// too slow.
+    pub fn queues(&self) -> &Arc<QueueBudget> {
+        &self.queues
+    }
+
     /// Ack marks not yet written to sled.
     pub fn pending_marks(&self) -> usize {
         self.marks.len()

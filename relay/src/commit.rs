@@ -14,6 +14,14 @@
 //! nothing is acknowledged before it is on disk, and pushes of one mailbox leave in
 //! the order their writes were queued.
 //!
+//! A flush that fails fails its completions: a sled failure those that needed sled,
+//! a log failure all of them. A failed log sync also gives up every record appended
+//! since the last good one, including records whose completion is only in the next
+//! batch (`Log::sync`, `Log::is_lost`); a put's completion checks its own record and
+//! undoes the put if it was given up (`engine::envelopes`). Such a writer takes a
+//! [`Reservation`] before it writes, so its completion always runs here, after a
+//! flush, even when shutdown begins in between — never inline under its locks.
+//!
 //! Acks are answered at once and their marks (each seat's highest acked seq) wait in
 //! [`PendingMarks`]: they are written to sled just before a sled flush, and by the
 //! sweeper once a second. A mark only has to be on disk before the records it
@@ -125,6 +133,9 @@ pub enum Durability {
 struct State {
     queue: Vec<(Durability, Completion)>,
     stopping: bool,
+    /// [`Reservation`]s taken and not yet queued: the thread does not stop while
+    /// one is out, so that a write made under one is always answered by it.
+    reserved: usize,
     flushes: u64,
     /// The commit thread waits for any write. `notify_one` is a futex syscall even
     /// with nobody waiting; under load the thread is mostly busy flushing, so writers
@@ -151,6 +162,7 @@ impl CommitQueue {
             state: Mutex::new(State {
                 queue: Vec::new(),
                 stopping: false,
+                reserved: 0,
                 flushes: 0,
                 idle: false,
                 lingering: false,
@@ -168,17 +180,35 @@ impl CommitQueue {
         }
     }
 
-    /// Queues `done` to run after the next durable flush.
+    /// Queues `done` to run after the next durable flush. Once the queue is
+    /// stopping, `done(false)` runs at once, on the caller's thread: a caller that
+    /// holds a lock its completion takes uses a [`Reservation`] instead.
     pub fn after_durable(&self, durability: Durability, done: Completion) {
-        let mut st = match self.shared.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut st = lock(&self.shared.state);
         if st.stopping {
             drop(st);
             done(false);
             return;
         }
+        self.push(&mut st, durability, done);
+    }
+
+    /// A promise that a completion queued later will run on the commit thread,
+    /// after a flush, even if shutdown begins meanwhile. `None` once the queue is
+    /// stopping: the caller must then write nothing, since nothing would answer it.
+    pub fn reserve(&self) -> Option<Reservation<'_>> {
+        let mut st = lock(&self.shared.state);
+        if st.stopping {
+            return None;
+        }
+        st.reserved += 1;
+        Some(Reservation {
+            queue: self,
+            used: false,
+        })
+    }
+
+    fn push(&self, st: &mut State, durability: Durability, done: Completion) {
         st.queue.push((durability, done));
         if st.idle || (st.lingering && st.queue.len() >= LINGER_ENOUGH) {
             st.idle = false;
@@ -221,6 +251,32 @@ impl CommitQueue {
         );
     }
 
+    /// [`CommitQueue::answer`] under a [`Reservation`], with the outcome and the
+    /// pushes decided by `settle` on the commit thread from whether the flush
+    /// succeeded (a put checks that its own record was not given up, and undoes
+    /// itself if it was).
+    pub fn answer_reserved(
+        &self,
+        reservation: Reservation<'_>,
+        durability: Durability,
+        to: &Outbox,
+        id: u64,
+        settle: impl FnOnce(bool) -> (Outcome, Vec<(Outbox, Wire)>) + Send + 'static,
+    ) {
+        to.begin();
+        let to = to.clone();
+        reservation.queue(
+            durability,
+            Box::new(move |ok| {
+                let (outcome, pushes) = settle(ok);
+                to.reply(id, outcome);
+                for (outbox, frame) in pushes {
+                    outbox.send_wire(frame);
+                }
+            }),
+        );
+    }
+
     /// Flushes performed so far (for statistics).
     pub fn flushes(&self) -> u64 {
         self.shared.state.lock().map(|s| s.flushes).unwrap_or(0)
@@ -236,6 +292,42 @@ impl CommitQueue {
         if let Some(t) = thread {
             let _ = t.join();
         }
+    }
+}
+
+/// See [`CommitQueue::reserve`]. Dropped unused, it is given back.
+pub struct Reservation<'a> {
+    queue: &'a CommitQueue,
+    /// Used by [`Reservation::queue`]: not to be given back on drop.
+    used: bool,
+}
+
+impl Reservation<'_> {
+    /// Queues `done`; it runs on the commit thread after the next flush.
+    pub fn queue(mut self, durability: Durability, done: Completion) {
+        self.used = true;
+        let mut st = lock(&self.queue.shared.state);
+        st.reserved -= 1;
+        self.queue.push(&mut st, durability, done);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.used {
+            return;
+        }
+        let mut st = lock(&self.queue.shared.state);
+        st.reserved -= 1;
+        if st.stopping {
+            self.queue.shared.wake.notify_all();
+        }
+    }
+}
+
+impl std::fmt::Debug for Reservation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation").finish_non_exhaustive()
     }
 }
 
@@ -267,7 +359,8 @@ fn run(shared: Arc<Shared>, vault: Arc<Vault>, log: Arc<Log>, marks: Arc<Pending
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
-            while st.queue.is_empty() && !st.stopping {
+            // Stopping, the thread still waits for every reservation to be queued.
+            while st.queue.is_empty() && !(st.stopping && st.reserved == 0) {
                 st.idle = true;
                 st = match shared.wake.wait(st) {
                     Ok(g) => g,
@@ -275,7 +368,7 @@ fn run(shared: Arc<Shared>, vault: Arc<Vault>, log: Arc<Log>, marks: Arc<Pending
                 };
             }
             st.idle = false;
-            if st.queue.is_empty() && st.stopping {
+            if st.queue.is_empty() {
                 return;
             }
             // When the last flush covered several writers, more are on their way: a
@@ -300,12 +393,18 @@ fn run(shared: Arc<Shared>, vault: Arc<Vault>, log: Arc<Log>, marks: Arc<Pending
         };
         last_batch = batch.len();
         let store = batch.iter().any(|(d, _)| *d == Durability::Store);
-        let ok = make_durable(&vault, &log, &marks, store).is_ok();
+        let (store_result, log_result) = flush(&vault, &log, &marks, store);
+        let (store_ok, log_ok) = (store_result.is_ok(), log_result.is_ok());
         if let Ok(mut st) = shared.state.lock() {
             st.flushes += 1;
         }
-        for (_, done) in batch {
-            done(ok);
+        // A log write does not wait for sled: a failed sled flush fails only the
+        // writes that needed it.
+        for (durability, done) in batch {
+            done(match durability {
+                Durability::Log => log_ok,
+                Durability::Store => log_ok && store_ok,
+            });
         }
     }
 }
@@ -318,26 +417,41 @@ pub fn make_durable(
     marks: &PendingMarks,
     store: bool,
 ) -> Result<(), VaultError> {
+    let (store_result, log_result) = flush(vault, log, marks, store);
+    store_result.and(log_result)
+}
+
+/// [`make_durable`], with the outcomes of the sled flush and of the log sync
+/// apart. The log is synced even when sled fails; a failed log sync gives up
+/// every record appended since the last good one (see [`Log::sync`]).
+fn flush(
+    vault: &Vault,
+    log: &Log,
+    marks: &PendingMarks,
+    store: bool,
+) -> (Result<(), VaultError>, Result<(), VaultError>) {
     // Dead segments first, marks after: every release that made a segment dead
     // noted its mark before it, so the flush below carries all of them.
     let dead = log.take_dead();
-    if (store || !dead.is_empty())
-        && let Err(e) = marks.write().and_then(|()| vault.durable_flush())
-    {
+    let store_result = if store || !dead.is_empty() {
+        marks.write().and_then(|()| vault.durable_flush())
+    } else {
+        Ok(())
+    };
+    if let Err(e) = &store_result {
         tracing::error!("durable flush failed: {e}");
-        log.keep_dead(dead);
-        return Err(e);
     }
-    if let Err(e) = log.sync() {
+    let log_result = log.sync();
+    if let Err(e) = &log_result {
         tracing::error!("log sync failed: {e}");
-        log.keep_dead(dead);
-        return Err(e);
     }
-    if !dead.is_empty()
+    if store_result.is_err() || log_result.is_err() {
+        log.keep_dead(dead);
+    } else if !dead.is_empty()
         && let Err(e) = log.unlink_dead(dead)
     {
         // The records are released; only disk space waits for the next try.
         tracing::error!("removing a log segment failed: {e}");
     }
-    Ok(())
+    (store_result, log_result)
 }

@@ -2,8 +2,9 @@
 //!
 //! Ownership: the server's accept loop spawns [`serve`] into a `JoinSet` it owns;
 //! `serve` owns the writer task (joined before it returns). Frames to the client go
-//! through a bounded [`Outbox`]; a connection whose outbox is full is dropped
-//! instead of buffering without limit.
+//! through a bounded [`Outbox`] (in frames and in bytes); a connection whose outbox
+//! is full is dropped instead of buffering without limit, and its queue is freed
+//! before the connection is closed with [`close_code::TOO_SLOW`].
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -18,7 +19,7 @@ use nook_proto::{
 use tokio::sync::mpsc;
 
 use crate::engine::Engine;
-use crate::outbox::{Outbox, Wire};
+use crate::outbox::{Outbox, Queued};
 
 /// Frames queued for one client before it counts as too slow.
 const OUTBOX: usize = 8192;
@@ -81,7 +82,7 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, conn_id: u64) {
         Err(_) => return,
     };
     let (tx, rx) = mpsc::channel(OUTBOX);
-    let outbox = Outbox::new(conn_id, tx);
+    let outbox = Outbox::new(conn_id, tx, engine.queues().clone());
     let writer = tokio::spawn(write_loop(send, rx));
     let mut challenge = [0u8; 32];
     rand::Rng::fill_bytes(&mut rand::rng(), &mut challenge);
@@ -141,15 +142,17 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, conn_id: u64) {
     let slow = outbox.is_killed();
     drop(outbox);
     let mut writer = writer;
-    if slow {
-        writer.abort();
-    } else if tokio::time::timeout(Duration::from_secs(2), &mut writer)
-        .await
-        .is_err()
+    // Let queued answers (including a last error) reach the client, but never
+    // wait on a client that stopped reading.
+    if slow
+        || tokio::time::timeout(Duration::from_secs(2), &mut writer)
+            .await
+            .is_err()
     {
-        // Let queued answers (including a last error) reach the client, but never
-        // wait on a client that stopped reading.
         writer.abort();
+        // Joined, not left to the runtime: its queue and the frames it held are
+        // freed (and their bytes given back) before the connection is closed.
+        let _ = writer.await;
     }
     if let Some((code, why)) = reason {
         conn.close(code.into(), why.as_bytes());
@@ -317,7 +320,7 @@ fn handle(
 /// Writes queued frames, handing whatever is ready to quinn in one call. The frames
 /// are already encoded and quinn keeps the `Bytes` as they are (no copy), so an idle
 /// connection holds no write buffer.
-async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Wire>) {
+async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Queued>) {
     loop {
         // Sized for what is queued, and dropped after each write, not kept at its
         // largest for the life of the connection.
@@ -325,9 +328,14 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Wire>) {
         if rx.recv_many(&mut batch, BATCH).await == 0 {
             break;
         }
-        if send.write_all_chunks(&mut batch).await.is_err() {
+        // The frames count as queued until quinn has them all: a client that
+        // grants no flow credit keeps this write waiting, and its bytes counted.
+        let (mut chunks, charges): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|q| (q.wire, q.charge)).unzip();
+        if send.write_all_chunks(&mut chunks).await.is_err() {
             return;
         }
+        drop(charges);
     }
     let _ = send.finish();
 }

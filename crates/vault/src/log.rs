@@ -150,6 +150,27 @@ struct State {
     written: u64,
     /// Segments whose records are all released, not yet unlinked.
     dead: Vec<u64>,
+    /// What a failed sync gives up (see [`Log::sync`]).
+    undo: Undo,
+}
+
+/// The records a failed [`Log::sync`] gives up, and where they were.
+#[derive(Default)]
+struct Undo {
+    /// Where the last successful sync ended, as (segment, offset): every record at
+    /// or after it was appended since, and a failed sync gives them all up.
+    synced_to: (u64, u64),
+    /// Segments a failed sync cut back, and where: a record at or past the offset
+    /// is lost. Forgotten when the segment is unlinked.
+    cuts: BTreeMap<u64, u64>,
+    /// Cut segments whose file is not truncated yet: every sync retries them
+    /// first, and fails while it cannot.
+    untruncated: Vec<u64>,
+    /// The active segment was cut back: the next append starts a new segment, so
+    /// that no record takes the place of a lost one.
+    abandoned: bool,
+    /// Syncs that will fail on purpose ([`Log::dangerous_fail_syncs`]).
+    fail_syncs: u64,
 }
 
 /// The log: a folder of segments. `Send + Sync`; appends are serialised by
@@ -514,6 +535,10 @@ impl Log {
                 pending: Vec::new(),
                 written: MAGIC.len() as u64,
                 dead: Vec::new(),
+                undo: Undo {
+                    synced_to: (active, MAGIC.len() as u64),
+                    ..Undo::default()
+                },
             }),
             syncing: Mutex::new(()),
         };
@@ -553,8 +578,11 @@ impl Log {
 
     fn append_raw(&self, record: &[u8]) -> Result<Loc, VaultError> {
         let mut st = lock(&self.state);
-        if st.segments.get(&st.active).map_or(0, |s| s.bytes) >= self.segment_bytes {
+        if st.undo.abandoned
+            || st.segments.get(&st.active).map_or(0, |s| s.bytes) >= self.segment_bytes
+        {
             self.rotate(&mut st)?;
+            st.undo.abandoned = false;
         } else if st.pending.len() >= MAX_PENDING {
             write_pending(&mut st)?;
         }
@@ -637,7 +665,10 @@ impl Log {
     /// Appends a copy of the record at `loc` and releases the original; for
     /// moving live records out of a sparse segment. The original's segment is
     /// unlinked only by an [`Log::unlink_dead`] after a sync, so the copy is
-    /// durable by then.
+    /// durable by then — unless that sync fails and gives the copy up
+    /// ([`Log::is_lost`]) with the original already released. A caller that must
+    /// not lose the record appends the copy itself and releases the original once
+    /// a sync kept the copy (the relay's compaction does).
     pub fn copy(&self, loc: Loc) -> Result<Loc, VaultError> {
         let buf = self.read_raw(loc)?;
         if read_framed(loc, &buf).is_none() {
@@ -666,29 +697,72 @@ impl Log {
     /// `pwrite` of what is pending, then one `fdatasync` of the active segment
     /// (and of segments rotated since the last sync). Cheap when nothing was
     /// appended.
+    ///
+    /// A sync that fails gives up every record appended since the last one that
+    /// succeeded, so that a write reported as failed can never turn up later:
+    /// they are dropped from memory, cut off the files (truncated and synced; a
+    /// truncation that fails is retried by every later sync, which fails until it
+    /// succeeds), and [`Log::is_lost`] says so for each of them. Appends go on in
+    /// a new segment, so no later record takes a lost one's place. The caller
+    /// forgets what it kept of the lost records and [`Log::release`]s them.
     pub fn sync(&self) -> Result<(), VaultError> {
         let _one = lock(&self.syncing);
-        let (files, active) = {
+        let (files, active, point) = {
             let mut st = lock(&self.state);
+            if let Err(e) = truncate_cuts(&mut st) {
+                give_up_unsynced(&mut st);
+                return Err(e);
+            }
             if !st.dirty && st.unsynced.is_empty() {
                 return Ok(());
             }
-            write_pending(&mut st)?;
+            if let Err(e) = write_pending(&mut st) {
+                give_up_unsynced(&mut st);
+                return Err(e);
+            }
             st.dirty = false;
             let active = st.segments.get(&st.active).map(|s| s.file.clone());
-            (std::mem::take(&mut st.unsynced), active)
+            (
+                std::mem::take(&mut st.unsynced),
+                active,
+                (st.active, st.written),
+            )
         };
-        let result = files
+        let mut result = files
             .iter()
             .chain(active.iter())
-            .try_for_each(|f| f.sync_data());
-        if let Err(e) = result {
-            let mut st = lock(&self.state);
-            st.dirty = true;
-            st.unsynced.extend(files);
-            return Err(e.into());
+            .try_for_each(|f| f.sync_data())
+            .map_err(VaultError::from);
+        let mut st = lock(&self.state);
+        if result.is_ok() && st.undo.fail_syncs > 0 {
+            st.undo.fail_syncs -= 1;
+            result = Err(VaultError::Io(std::io::Error::other(
+                "a sync made to fail by Log::dangerous_fail_syncs",
+            )));
         }
-        Ok(())
+        match result {
+            Ok(()) => st.undo.synced_to = point,
+            // The files taken above are cut back to what was synced before.
+            Err(_) => give_up_unsynced(&mut st),
+        }
+        result
+    }
+
+    /// Whether the record at `loc` was given up by a failed [`Log::sync`]: it is
+    /// not on disk and never will be.
+    pub fn is_lost(&self, loc: Loc) -> bool {
+        lock(&self.state)
+            .undo
+            .cuts
+            .get(&loc.segment)
+            .is_some_and(|cut| loc.offset >= *cut)
+    }
+
+    /// Makes the next `n` syncs that have something to write fail once they have
+    /// written it, as an `fdatasync` that reports an I/O error does (the bytes may
+    /// be in the file). For tests of what a failed sync undoes; `0` ends it.
+    pub fn dangerous_fail_syncs(&self, n: u64) {
+        lock(&self.state).undo.fail_syncs = n;
     }
 
     /// True if some segment is dead and waits for [`Log::unlink_dead`].
@@ -730,7 +804,11 @@ impl Log {
                     return Err(e.into());
                 }
             }
-            lock(&self.state).segments.remove(id);
+            let mut st = lock(&self.state);
+            st.segments.remove(id);
+            st.undo.cuts.remove(id);
+            st.undo.untruncated.retain(|u| u != id);
+            drop(st);
             removed += 1;
         }
         if removed > 0 {
@@ -790,6 +868,47 @@ fn write_pending(st: &mut State) -> Result<(), VaultError> {
     st.pending.clear();
     if st.pending.capacity() > 4 * MAX_PENDING {
         st.pending = Vec::new();
+    }
+    Ok(())
+}
+
+/// A sync failed: gives up every record appended since the last successful one
+/// (see [`Log::sync`]). Truncation errors are left for the next sync to retry.
+fn give_up_unsynced(st: &mut State) {
+    let (from, at) = st.undo.synced_to;
+    st.pending.clear();
+    st.dirty = false;
+    let active = st.active;
+    let mut cut_active = false;
+    for (&id, seg) in st.segments.range_mut(from..) {
+        let cut = if id == from { at } else { MAGIC.len() as u64 };
+        if seg.bytes <= cut {
+            continue;
+        }
+        seg.bytes = cut;
+        cut_active |= id == active;
+        st.undo.cuts.insert(id, cut);
+        if !st.undo.untruncated.contains(&id) {
+            st.undo.untruncated.push(id);
+        }
+    }
+    if cut_active {
+        // Nothing of it is pending any more: it ends at the cut.
+        st.written = st.segments.get(&active).map_or(at, |s| s.bytes);
+        st.undo.abandoned = true;
+    }
+    let _ = truncate_cuts(st);
+}
+
+/// Truncates the segments a failed sync cut back and whose files still hold more.
+fn truncate_cuts(st: &mut State) -> Result<(), VaultError> {
+    while let Some(&id) = st.undo.untruncated.last() {
+        let cut = st.undo.cuts.get(&id).copied();
+        if let (Some(seg), Some(cut)) = (st.segments.get(&id), cut) {
+            seg.file.set_len(cut)?;
+            seg.file.sync_all()?;
+        }
+        st.undo.untruncated.pop();
     }
     Ok(())
 }
@@ -1187,6 +1306,69 @@ mod tests {
         let (_log, found) = open(tmp.path());
         assert!(found.iter().any(|r| r.loc == moved));
         assert!(!found.iter().any(|r| r.loc.segment == first));
+    }
+
+    #[test]
+    fn a_failed_sync_gives_up_everything_since_the_last_good_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = open(tmp.path());
+        let a = log.append(1, b"a", b"durable").unwrap();
+        log.sync().unwrap();
+        let b = log.append(1, b"b", b"refused one").unwrap();
+        let c = log.append(2, b"c", b"refused two").unwrap();
+        log.dangerous_fail_syncs(1);
+        assert!(log.sync().is_err());
+        assert!(!log.is_lost(a));
+        assert!(log.is_lost(b) && log.is_lost(c));
+        assert!(log.read(b).is_err(), "a lost record is not read back");
+        // Written before the failure, yet cut off the file.
+        let path = segment_path(tmp.path(), a.segment);
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            a.offset + u64::from(a.len)
+        );
+        // Appends go on in a new segment; nothing takes a lost record's place.
+        let d = log.append(1, b"d", b"after").unwrap();
+        assert!(d.segment > a.segment && !log.is_lost(d));
+        log.sync().unwrap();
+        assert!(!log.is_lost(d));
+        // The caller releases what was lost: the cut segment dies and goes.
+        log.release(a);
+        log.release(b);
+        log.release(c);
+        let dead = log.take_dead();
+        assert_eq!(dead, vec![a.segment]);
+        log.unlink_dead(dead).unwrap();
+        drop(log);
+        let (_log, found) = open(tmp.path());
+        let keys: Vec<Vec<u8>> = found.into_iter().map(|r| r.key).collect();
+        assert_eq!(keys, vec![b"d".to_vec()]);
+    }
+
+    #[test]
+    fn a_backlog_written_before_a_failed_sync_is_cut_off_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open(tmp.path(), 64 << 20, |_| true).unwrap();
+        let first = log.append(1, b"kept", &[1; 100]).unwrap();
+        log.sync().unwrap();
+        let mut locs = Vec::new();
+        for i in 0..600u32 {
+            locs.push(log.append(1, &i.to_be_bytes(), &[7; 2048]).unwrap());
+        }
+        let path = segment_path(tmp.path(), first.segment);
+        assert!(fs::metadata(&path).unwrap().len() >= MAX_PENDING as u64);
+        log.dangerous_fail_syncs(1);
+        assert!(log.sync().is_err());
+        assert!(locs.iter().all(|l| log.is_lost(*l)));
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            first.offset + u64::from(first.len)
+        );
+        // The next sync has nothing of them to write.
+        log.sync().unwrap();
+        drop(log);
+        let (_log, found) = open(tmp.path());
+        assert_eq!(found.len(), 1);
     }
 
     #[test]

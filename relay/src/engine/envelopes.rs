@@ -3,14 +3,17 @@
 //!
 //! An envelope lives in the envelope log, not in sled; the mailbox keeps only where
 //! it is. A put is answered once the log is synced (`Durability::Log`), which is
-//! cheaper than a sled flush and is all a restart needs to find it again.
+//! cheaper than a sled flush and is all a restart needs to find it again. Until then
+//! the envelope is not served, and a put whose record a failed sync gave up is
+//! undone as if it had never been made (see [`Engine::put`]).
 
 use std::sync::atomic::Ordering;
 
 use nook_proto::codec::encode_value_into;
 use nook_proto::limits::{MAX_FETCH_BYTES, MAX_FETCH_ENVELOPES, PADDING_BUCKETS};
 use nook_proto::{
-    Envelope, EnvelopeKind, ErrorCode, ErrorFrame, MailboxId, MemberKey, Push, Put, Response, Seq,
+    Envelope, EnvelopeKind, ErrorCode, ErrorFrame, MailboxId, MemberKey, Outcome, Push, Put,
+    Response, Seq,
 };
 use nook_vault::VaultError;
 
@@ -21,6 +24,14 @@ use crate::outbox::{Outbox, pushes_of};
 
 impl Engine {
     /// `Put`: stores the envelope, answers `Stored` and pushes it once durable.
+    ///
+    /// Until then the envelope is held but not served: `Fetch`, `Ack` and the
+    /// sweep see only envelopes up to the mailbox's `durable` seq. If its record
+    /// is not made durable (a failed sync gives it up, see `Log::sync`), the
+    /// completion undoes the put — index, quota, seq — and answers `Internal`, and
+    /// nothing is pushed: a failed put has no effect, as the spec says, and a
+    /// restart does not find it either. The joiner's welcome goes only with its
+    /// first stored put.
     pub fn put(
         &self,
         outbox: &Outbox,
@@ -35,16 +46,11 @@ impl Engine {
                 format!("envelope of {len} bytes: bodies must be padded to a bucket size"),
             ));
         }
-        let mb = self.mailbox(&req.mailbox)?;
-        let mut mb = lock(&mb);
+        let arc = self.mailbox(&req.mailbox)?;
+        let mut mb = lock(&arc);
         let now = self.now();
         mb.talk.check_put(member, req.kind, now).map_err(talk_err)?;
         let sender = mb.talk.seat_of(member).unwrap_or(0);
-        if mb.welcomes & (1u64 << sender) != 0 {
-            // The member is using its seat: its welcome will not be asked for again.
-            mb.ns.remove(&welcome_key(sender)).map_err(storage_err)?;
-            mb.welcomes &= !(1u64 << sender);
-        }
         if mb.envelopes.len() as u64 >= self.limits.max_envelopes_per_mailbox
             || mb.bytes + len as u64 > self.limits.max_bytes_per_mailbox
         {
@@ -53,6 +59,14 @@ impl Engine {
                 "this talk's mailbox is full until members acknowledge what they received",
             ));
         }
+        // Taken before anything is written: once the relay is stopping, a record
+        // appended now would have nobody to answer it or undo it.
+        let reservation = self.commit.reserve().ok_or_else(|| {
+            err(
+                ErrorCode::Internal,
+                "the relay is shutting down; retry on another connection",
+            )
+        })?;
         let recipients = mb
             .talk
             .members()
@@ -89,7 +103,6 @@ impl Engine {
                 loc,
             },
         );
-        self.stats.envelopes_stored.fetch_add(1, Ordering::Relaxed);
         let envelope = Envelope {
             seq: Seq(seq),
             kind: rec.kind,
@@ -115,24 +128,49 @@ impl Engine {
                 envelope,
             },
         );
-        if recipients == 0 {
-            // Addressed to nobody (the only member, or a pending talk's lone owner):
-            // done at once, as a restart would find it, instead of holding a place
-            // in the quota until some later ack happens to cover its seq.
-            match mb.collect(&self.log, seq - 1, seq) {
-                Ok(n) => {
-                    self.stats.envelopes_deleted.fetch_add(n, Ordering::Relaxed);
+        let settle = {
+            let arc = arc.clone();
+            let log = self.log.clone();
+            let stats = self.stats.clone();
+            move |ok: bool| {
+                let mut mb = lock(&arc);
+                if !ok || log.is_lost(loc) {
+                    mb.undo_put(&log, seq, loc);
+                    let refused = err(ErrorCode::Internal, "the relay could not store this; retry");
+                    return (Outcome::Err(refused), Vec::new());
                 }
-                Err(e) => tracing::error!("storage error releasing an unaddressed envelope: {e}"),
+                mb.durable = mb.durable.max(seq);
+                stats.envelopes_stored.fetch_add(1, Ordering::Relaxed);
+                let seat = 1u64 << sender;
+                if mb.welcomes & seat != 0 {
+                    // The member is using its seat: its welcome will not be asked for
+                    // again. Not removed before: a refused or failed put leaves the
+                    // join retryable.
+                    match mb.ns.remove(&welcome_key(sender)) {
+                        Ok(_) | Err(VaultError::NamespaceDestroyed) => mb.welcomes &= !seat,
+                        Err(e) => tracing::error!("storage error removing a used welcome: {e}"),
+                    }
+                }
+                if recipients == 0 {
+                    // Addressed to nobody (the only member, or a pending talk's lone
+                    // owner): done at once, as a restart would find it, instead of
+                    // holding a place in the quota until some later ack happens to
+                    // cover its seq.
+                    match mb.collect(&log, seq - 1, seq) {
+                        Ok(n) => {
+                            stats.envelopes_deleted.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            tracing::error!("storage error releasing an unaddressed envelope: {e}")
+                        }
+                    }
+                }
+                (Outcome::Ok(Response::Stored { seq: Seq(seq) }), pushes)
             }
-        }
-        self.commit.answer(
-            Durability::Log,
-            outbox,
-            id,
-            Response::Stored { seq: Seq(seq) },
-            pushes,
-        );
+        };
+        // Queued under the mailbox lock: completions of one mailbox run in seq order.
+        self.commit
+            .answer_reserved(reservation, Durability::Log, outbox, id, settle);
         Ok(())
     }
 
@@ -151,7 +189,14 @@ impl Engine {
         let mut items = Vec::new();
         let mut bytes = 0usize;
         let mut more = false;
-        for (seq, meta) in mb.envelopes.range(after.0.saturating_add(1)..) {
+        // Only what is durable: an envelope above `durable` may still be undone.
+        let from = after.0.saturating_add(1);
+        let held = if from <= mb.durable {
+            mb.envelopes.range(from..=mb.durable)
+        } else {
+            mb.envelopes.range(0..0)
+        };
+        for (seq, meta) in held {
             if meta.recipients & (1u64 << seat) == 0 {
                 continue;
             }
@@ -184,7 +229,9 @@ impl Engine {
         let mb = self.mailbox(mailbox)?;
         let mut mb = lock(&mb);
         let seat = mb.talk.authorize(member, self.now()).map_err(talk_err)?;
-        let upto = upto.0.min(mb.head);
+        // Up to what is durable: a mark past it could cover a seq that a failed
+        // put gives back, and delete its next envelope unseen.
+        let upto = upto.0.min(mb.durable);
         let old = mb.acked.get(&seat).copied().unwrap_or(0);
         if upto > old {
             mb.acked.insert(seat, upto);

@@ -49,7 +49,14 @@ pub(super) struct Mailbox {
     pub(super) id: MailboxId,
     pub(super) ns: Namespace,
     pub(super) talk: Talk,
+    /// The highest seq handed out to a put that has not failed. Puts of one
+    /// mailbox complete in seq order, so a failed put that is still the head gives
+    /// its seq back (`head` falls to `durable`): a seq nobody was told of is reused.
     pub(super) head: u64,
+    /// The highest seq whose put is durable and answered `Stored`. Only envelopes
+    /// up to it are served, acked or released by acks: the ones above may still
+    /// fail, and then they are undone as if never put.
+    pub(super) durable: u64,
     /// The `h` last written to sled (what a restart finds there).
     pub(super) head_stored: u64,
     pub(super) envelopes: BTreeMap<u64, EnvMeta>,
@@ -76,6 +83,7 @@ impl Mailbox {
             ns,
             talk,
             head,
+            durable: head,
             head_stored: head,
             envelopes: BTreeMap::new(),
             acked: HashMap::new(),
@@ -126,8 +134,13 @@ impl Mailbox {
     }
 
     /// Deletes every envelope in `(from, to]` that no remaining recipient still
-    /// needs. Returns how many were deleted.
+    /// needs. Returns how many were deleted. Envelopes not durable yet are left to
+    /// their put's completion.
     pub(super) fn collect(&mut self, log: &Log, from: u64, to: u64) -> Result<u64, VaultError> {
+        let to = to.min(self.durable);
+        if to <= from {
+            return Ok(0);
+        }
         let members = self.member_seats();
         let mut done = Vec::new();
         for (seq, meta) in self.envelopes.range(from.saturating_add(1)..=to) {
@@ -154,6 +167,21 @@ impl Mailbox {
             }
         }
         Ok(done.len() as u64)
+    }
+
+    /// Undoes the put of envelope `seq`, whose record at `loc` did not become
+    /// durable: it leaves the index and the quota, its record is released, and its
+    /// seq is given back if nothing was put after it.
+    pub(super) fn undo_put(&mut self, log: &Log, seq: u64, loc: Loc) {
+        if self.envelopes.get(&seq).is_some_and(|m| m.loc == loc)
+            && let Some(m) = self.envelopes.remove(&seq)
+        {
+            self.bytes = self.bytes.saturating_sub(m.len);
+            log.release(m.loc);
+        }
+        if self.head == seq {
+            self.head = self.durable;
+        }
     }
 
     /// Reads envelope `seq` back from the log.

@@ -169,9 +169,10 @@ impl Engine {
         let mb = self.mailbox(mailbox)?;
         let mb = lock(&mb);
         mb.talk.authorize(member, self.now()).map_err(talk_err)?;
+        // What a member could have seen: a put still being made durable may fail.
         Ok(Response::Authed {
             status: mb.status(),
-            head: Seq(mb.head),
+            head: Seq(mb.durable),
         })
     }
 

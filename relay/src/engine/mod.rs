@@ -15,7 +15,7 @@
 //! | `m`               | `MailboxMeta` (mailbox id and talk state) |
 //! | `h`               | highest seq assigned (u64 LE) |
 //! | `a` ‖ seat        | the seat's ack watermark (u64 LE; written before sled flushes, see `commit`) |
-//! | `w` ‖ seat        | the welcome blob of a free seat |
+//! | `w` ‖ seat        | the welcome blob of a free seat (kept until its member's first stored put) |
 //!
 //! Envelopes are not in sled: each is an `EnvRecord`, sealed by the mailbox's namespace
 //! under the entry key `e` ‖ seq (u64 BE), appended to the vault's [`Log`] (a copy into
@@ -25,7 +25,10 @@
 //! mailbox ends, and the log unlinks a segment once all its records are released.
 //! Because a seq must never be reused, `h` is rewritten whenever envelopes are deleted
 //! (and at recovery when the log knows a higher seq), and the commit thread makes sled
-//! durable before it unlinks a segment.
+//! durable before it unlinks a segment. The one exception is a seq nobody was told
+//! of: a put whose record a failed sync gave up is undone, and if it was the newest,
+//! its seq is handed out again (`Mailbox::undo_put`). Until a put is durable its
+//! envelope counts against the quota but is not served, acked or compacted.
 //!
 //! Tombstones live in their own namespace, keyed by the vault's keyed hash of the
 //! mailbox id, valued by their expiry: nothing else of a closed talk remains.
@@ -62,12 +65,18 @@ use nook_vault::{Log, Namespace, Vault, VaultError, log::DEFAULT_SEGMENT_BYTES};
 
 use crate::clock::Clock;
 use crate::commit::{CommitQueue, Durability, PendingMarks};
-use crate::outbox::{Outbox, Wire};
+use crate::outbox::{Outbox, QueueBudget, Wire};
 use mailbox::Mailbox;
 
 /// How long past a talk's end the relay still answers "closed" for it.
 pub const TOMBSTONE_GRACE_SECS: u64 = 24 * 3600;
 const TOMBSTONES: &[u8] = b"relay/tombstones";
+
+/// Bytes queued for one slow connection before it is dropped: about twenty full
+/// `Envelopes` answers, or 128 pushes of the largest envelope.
+pub const DEFAULT_MAX_QUEUED_BYTES_PER_CONNECTION: usize = 16 << 20;
+/// Bytes queued for all connections together.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 1 << 30;
 
 /// Operator-tunable limits (defaults from `nook_proto::limits`).
 #[derive(Debug, Clone)]
@@ -78,6 +87,12 @@ pub struct Limits {
     pub requests_per_second: u32,
     /// Requests of one connection awaiting a durable answer before it stops reading.
     pub max_in_flight: usize,
+    /// Bytes of answers and pushes queued for one connection (not yet taken by
+    /// quinn) before it is dropped as too slow.
+    pub max_queued_bytes_per_connection: usize,
+    /// Bytes queued for all connections together; past it the connections holding
+    /// the most are dropped.
+    pub max_queued_bytes: usize,
     /// Size at which the envelope log starts a new segment file.
     pub log_segment_bytes: u64,
 }
@@ -90,6 +105,8 @@ impl Default for Limits {
             max_mailboxes_per_connection: DEFAULT_MAX_MAILBOXES_PER_CONNECTION,
             requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
             max_in_flight: 1024,
+            max_queued_bytes_per_connection: DEFAULT_MAX_QUEUED_BYTES_PER_CONNECTION,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             log_segment_bytes: DEFAULT_SEGMENT_BYTES,
         }
     }
@@ -113,6 +130,20 @@ pub struct Stats {
     pub mailboxes_deleted: AtomicU64,
 }
 
+/// What the relay holds for one mailbox: counts only (for tests and diagnostics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// The highest seq handed out (a put still in flight may give it back).
+    pub head: u64,
+    /// The highest seq stored durably and answered `Stored`.
+    pub durable: u64,
+    /// Envelopes held, and their body bytes (what the quotas count).
+    pub envelopes: u64,
+    pub bytes: u64,
+    /// Free or just-taken seats whose welcome is still kept.
+    pub welcomes: u32,
+}
+
 /// The mailbox engine.
 pub struct Engine {
     vault: Arc<Vault>,
@@ -130,7 +161,9 @@ pub struct Engine {
     /// Ack marks waiting for the next sled flush or sweep (see `commit`).
     marks: Arc<PendingMarks>,
     commit: CommitQueue,
-    pub stats: Stats,
+    /// Bytes queued for clients, shared by every connection's outbox.
+    queues: Arc<QueueBudget>,
+    pub stats: Arc<Stats>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -168,6 +201,10 @@ impl Engine {
             .collect();
         let marks = Arc::new(PendingMarks::default());
         let commit = CommitQueue::start(vault.clone(), log.clone(), marks.clone());
+        let queues = Arc::new(QueueBudget::new(
+            limits.max_queued_bytes_per_connection,
+            limits.max_queued_bytes,
+        ));
         Ok(Engine {
             vault,
             log,
@@ -180,7 +217,8 @@ impl Engine {
             tombstones,
             marks,
             commit,
-            stats: Stats::default(),
+            queues,
+            stats: Arc::default(),
         })
     }
 
@@ -202,9 +240,35 @@ impl Engine {
     pub fn size_on_disk(&self) -> u64 {
         self.vault.size_on_disk().unwrap_or(0) + self.log.stats().bytes
     }
+    /// Bytes queued for clients, their bounds, and the connections dropped as
+    /// too slow.
+    pub fn queues(&self) -> &Arc<QueueBudget> {
+        &self.queues
+    }
+
     /// Ack marks not yet written to sled.
     pub fn pending_marks(&self) -> usize {
         self.marks.len()
+    }
+
+    /// What the relay holds for `mailbox`, if it holds the mailbox.
+    pub fn held(&self, mailbox: &MailboxId) -> Option<Held> {
+        let arc = lock(&self.mailboxes).get(mailbox).cloned()?;
+        let mb = lock(&arc);
+        Some(Held {
+            head: mb.head,
+            durable: mb.durable,
+            envelopes: mb.envelopes.len() as u64,
+            bytes: mb.bytes,
+            welcomes: mb.welcomes.count_ones(),
+        })
+    }
+
+    /// Makes the next `n` envelope-log syncs fail after writing, as a full or
+    /// failing disk would (`0` ends it): for tests of what a failed write undoes.
+    /// Never call it on a relay that serves anyone.
+    pub fn dangerous_fail_log_syncs(&self, n: u64) {
+        self.log.dangerous_fail_syncs(n);
     }
 
     /// Segments, bytes and live records of the envelope log.

@@ -77,6 +77,8 @@ pub(super) fn recover(
             mb.ns.put(K_HEAD, &mb.head.to_le_bytes())?;
             mb.head_stored = mb.head;
         }
+        // Everything a restart finds is durable.
+        mb.durable = mb.head;
     }
     Ok((mailboxes, log))
 }

@@ -84,6 +84,10 @@ impl Engine {
     /// Copies the live envelopes out of sparse log segments, so that a few
     /// unacknowledged envelopes do not keep whole segments on disk. Returns how many
     /// envelopes moved.
+    ///
+    /// A copy replaces its original only once a log sync made it durable: until
+    /// then reads use the original, and a copy that sync gave up is simply
+    /// released (see `Log::sync`). Envelopes not durable yet are left alone.
     pub fn compact(&self) -> usize {
         let sparse: HashSet<u64> = self
             .log
@@ -94,20 +98,43 @@ impl Engine {
             return 0;
         }
         let all: Vec<Arc<Mutex<Mailbox>>> = lock(&self.mailboxes).values().cloned().collect();
-        let mut moved = 0;
+        // (mailbox, seq, original, copy)
+        let mut copies = Vec::new();
         for arc in all {
-            let mut mb = lock(&arc);
-            for meta in mb.envelopes.values_mut() {
+            let mb = lock(&arc);
+            for (seq, meta) in mb.envelopes.range(..=mb.durable) {
                 if !sparse.contains(&meta.loc.segment) {
                     continue;
                 }
-                match self.log.copy(meta.loc) {
-                    Ok(loc) => {
-                        meta.loc = loc;
-                        moved += 1;
-                    }
+                let copy = self
+                    .log
+                    .read(meta.loc)
+                    .and_then(|r| self.log.append(r.namespace, &r.key, &r.sealed));
+                match copy {
+                    Ok(loc) => copies.push((arc.clone(), *seq, meta.loc, loc)),
                     Err(e) => tracing::error!("log compaction: {e}"),
                 }
+            }
+        }
+        if copies.is_empty() {
+            return 0;
+        }
+        if let Err(e) = self.log.sync() {
+            tracing::error!("log compaction: {e}");
+        }
+        let mut moved = 0;
+        for (arc, seq, original, copy) in copies {
+            let mut mb = lock(&arc);
+            let durable = !self.log.is_lost(copy);
+            match mb.envelopes.get_mut(&seq) {
+                Some(meta) if meta.loc == original && durable => {
+                    meta.loc = copy;
+                    self.log.release(original);
+                    moved += 1;
+                }
+                // Given up by the sync, or the envelope went meanwhile (whoever
+                // removed it released the original).
+                _ => self.log.release(copy),
             }
         }
         if moved > 0 {

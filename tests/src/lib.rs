@@ -220,8 +220,25 @@ impl Nook {
 
     /// Starts `nook args…` in the background (e.g. `read --follow`).
     pub fn spawn(&self, args: &[&str]) -> Background {
-        let mut child = self
-            .command(args)
+        self.spawn_command(self.command(args))
+    }
+
+    /// Starts `nook args…` the way a non-interactive shell starts a background job
+    /// (`cmd &`): with SIGINT ignored, which the program inherits.
+    pub fn spawn_as_background_job(&self, args: &[&str]) -> Background {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg("trap '' INT; exec \"$0\" \"$@\"")
+            .arg(bin("nook"))
+            .arg("--home")
+            .arg(self.home_dir())
+            .args(args)
+            .stdin(Stdio::null());
+        self.spawn_command(c)
+    }
+
+    fn spawn_command(&self, mut command: Command) -> Background {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -313,12 +330,21 @@ impl Background {
 
     /// Sends it SIGTERM (as a service manager or `kill` would).
     pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Sends it SIGINT (as Ctrl-C, or a script's `kill -INT`, would).
+    pub fn interrupt(&self) {
+        self.signal("-INT");
+    }
+
+    fn signal(&self, which: &str) {
         let pid = self.child.as_ref().expect("still running").id();
         let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([which, &pid.to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM {pid} failed");
+        assert!(status.success(), "kill {which} {pid} failed");
     }
 
     /// Every line seen so far on `stream` (without waiting).

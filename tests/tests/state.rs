@@ -38,6 +38,10 @@ fn a_follower_ends_with_exit_6_when_another_process_of_the_member_leaves() {
     let f = follow.finish(LIMIT);
     assert_eq!(f.code, 6, "{f:?}");
     assert!(f.stderr.contains("left"), "{}", f.stderr);
+    // Like every follower, it ends with a final event: its own seat left.
+    let last = f.json_lines().pop().expect("a final event");
+    assert_eq!(last["type"], "left", "{}\n{}", f.stdout, f.stderr);
+    assert_eq!(last["alias"], "bob", "{last}");
 }
 
 #[test]
@@ -249,4 +253,20 @@ fn the_home_that_closes_the_talk_sees_its_followers_end_like_everyone_elses() {
     let last = f.json_lines().pop().expect("a final event");
     assert_eq!(last["type"], "closed", "{}", f.stdout);
     assert_eq!(last["receipt"]["verified"], true, "{last}");
+}
+
+#[test]
+fn sigint_stops_a_follower_started_as_a_background_job() {
+    let relay = Relay::start();
+    let (a, b, ta, tb) = ann_and_bob(&relay);
+    let mut follow = b.spawn_as_background_job(&["--json", "read", &tb, "--follow"]);
+    follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("following"));
+    a.ok(&["send", &ta, "seen"]);
+    follow.wait_for(Stream::Stdout, LIMIT, |l| l.contains("seen"));
+    // A script's `kill -INT` reaches it although the shell told it to ignore SIGINT.
+    follow.interrupt();
+    let f = follow.finish(LIMIT);
+    assert_eq!(f.code, 0, "{f:?}");
+    let again = b.ok(&["--json", "read", &tb, "--new"]).json_lines();
+    assert!(!again.iter().any(|l| l["type"] == "message"), "{again:?}");
 }

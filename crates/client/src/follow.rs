@@ -52,6 +52,10 @@ pub enum Update {
 /// Pushes handled under one store lease, at most.
 const BATCH: usize = 256;
 
+/// How long a follower whose talk another process just deleted waits for the push that
+/// says why (it is sent together with that process's answer).
+const ENDING_GRACE: Duration = Duration::from_secs(2);
+
 /// Follows `talk_id` from history index `from` on; see [`crate::Client::follow`].
 pub(crate) async fn follow(
     leases: &Leases,
@@ -94,7 +98,8 @@ fn backoff(attempt: u32) -> Duration {
 
 /// The end a push announces, as far as it can be told without the talk's keys: who
 /// closed it cannot be checked any more, but the relay's receipt still can, against
-/// the key this connection pinned.
+/// the key this connection pinned; and our own seat leaving (another process of this
+/// member left).
 fn ending(push: &Push, target: &Target, relay_key: RelayKey) -> Option<Event> {
     match push {
         Push::Closed { receipt, .. } => {
@@ -107,6 +112,14 @@ fn ending(push: &Push, target: &Target, relay_key: RelayKey) -> Option<Event> {
             })
         }
         Push::Expired { .. } => Some(Event::Expired),
+        Push::MemberLeft { status, .. }
+            if status.left & 1u64.checked_shl(u32::from(target.seat())).unwrap_or(0) != 0 =>
+        {
+            Some(Event::MemberLeaving {
+                seat: target.seat(),
+                alias: target.alias().to_string(),
+            })
+        }
         _ => None,
     }
 }
@@ -193,9 +206,21 @@ impl Follower {
                 Ok(s) => s,
                 Err(ClientError::TalkGone) => {
                     // Another process of this member ended it here first (its own close
-                    // or leave): say how, when the batch tells.
+                    // or leave). The push that says how is in this batch or right
+                    // behind it (the relay sends it with its answer to that process):
+                    // wait a moment for it, so this follower ends like every other.
                     let key = conn.hello().relay_key;
-                    if let Some(event) = batch.iter().find_map(|p| ending(p, &target, key)) {
+                    let mut event = batch.iter().find_map(|p| ending(p, &target, key));
+                    for _ in 0..BATCH {
+                        if event.is_some() {
+                            break;
+                        }
+                        match tokio::time::timeout(ENDING_GRACE, pushes.recv()).await {
+                            Ok(Some(p)) => event = ending(&p, &target, key),
+                            _ => break,
+                        }
+                    }
+                    if let Some(event) = event {
                         sink(Update::Entry(ended(event)));
                     }
                     return Err(ClientError::TalkGone);
@@ -239,9 +264,14 @@ impl Follower {
                 | Push::Opened { status, .. }
                 | Push::MemberLeft { status, .. } => {
                     if session.has_left(&status) {
-                        // Another process of this member left the talk.
+                        // Another process of this member left the talk: the final event
+                        // is our own leaving, as every follower ends with one.
                         self.deliver(&session, sink)?;
-                        session.delete()?;
+                        let left = Event::MemberLeaving {
+                            seat: session.state().seat,
+                            alias: session.state().alias.clone(),
+                        };
+                        sink(Update::Entry(session.end(left)?));
                         return Err(ClientError::TalkGone);
                     }
                     session.apply_status(relay, status).await?;

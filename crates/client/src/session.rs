@@ -51,6 +51,10 @@ pub(crate) struct Target {
     addr: RelayAddr,
     identity: TalkIdentity,
     mailbox: MailboxId,
+    /// This member's seat and alias, to say "you left" after another process deleted
+    /// the talk.
+    seat: u8,
+    alias: String,
 }
 
 impl Target {
@@ -60,6 +64,14 @@ impl Target {
 
     pub(crate) fn mailbox(&self) -> MailboxId {
         self.mailbox
+    }
+
+    pub(crate) fn seat(&self) -> u8 {
+        self.seat
+    }
+
+    pub(crate) fn alias(&self) -> &str {
+        &self.alias
     }
 }
 
@@ -215,6 +227,8 @@ impl TalkSession {
             addr,
             identity: self.state.identity(),
             mailbox: self.mailbox(),
+            seat: self.state.seat,
+            alias: self.state.alias.clone(),
         })
     }
 

@@ -55,11 +55,12 @@ impl Output {
             safe::inline(&c.alias)
         );
         println!(
-            "{} ({}/{} seats taken, opens at {})",
+            "{} ({}/{} seats taken, opens at {}); closes {}",
             state_word(&c.status),
             c.status.members,
             c.status.seats,
-            c.status.quorum
+            c.status.quorum,
+            closes_in(c.status.expires_at, nook_client::now_ms() / 1000)
         );
         println!("invites (give each to one person; each works once):");
         for i in &c.invites {
@@ -79,18 +80,20 @@ impl Output {
                     "members": j.status.members,
                     "seats": j.status.seats,
                     "quorum": j.status.quorum,
+                    "expires_at": j.status.expires_at,
                 })
             );
             return;
         }
         println!(
-            "joined talk {} as {} (seat {}); {} ({}/{} seats taken)",
+            "joined talk {} as {} (seat {}); {} ({}/{} seats taken); closes {}",
             j.talk,
             safe::inline(&j.alias),
             j.seat,
             state_word(&j.status),
             j.status.members,
-            j.status.seats
+            j.status.seats,
+            closes_in(j.status.expires_at, nook_client::now_ms() / 1000)
         );
     }
 

@@ -270,3 +270,21 @@ fn sigint_stops_a_follower_started_as_a_background_job() {
     let again = b.ok(&["--json", "read", &tb, "--new"]).json_lines();
     assert!(!again.iter().any(|l| l["type"] == "message"), "{again:?}");
 }
+
+#[test]
+fn new_and_join_say_when_the_talk_closes() {
+    let relay = Relay::start();
+    let (a, b) = (Nook::new(), Nook::new());
+    let created = a.ok(&["new", "--relay", &relay.address, "--ttl", "3h"]);
+    // 3 hours from the relay's clock: "in 3h", or "in 2h" once a second has passed.
+    let says = |out: &str| out.contains("closes in 3h") || out.contains("closes in 2h");
+    assert!(says(&created.stdout), "{}", created.stdout);
+    let invite = created
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("nook://"))
+        .expect("an invite line")
+        .to_string();
+    let joined = b.ok(&["join", &invite]);
+    assert!(says(&joined.stdout), "{}", joined.stdout);
+}

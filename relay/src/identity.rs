@@ -170,14 +170,7 @@ impl DataLock {
             source,
         };
         // Not truncated before it is locked: the holder's pid stays readable.
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
+        let mut file = nook_vault::open_private(&path).map_err(io)?;
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => {
@@ -253,18 +246,7 @@ pub fn load_or_create(dir: &Path) -> Result<RelayIdentity, IdentityError> {
                 });
             }
             let identity = RelayIdentity::generate(&mut rand::rng());
-            let tmp = dir.join(format!("{KEY_FILE}.tmp"));
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io)?;
-            f.write_all(identity.seed().as_ref()).map_err(io)?;
-            f.sync_all().map_err(io)?;
-            fs::rename(&tmp, &path).map_err(io)?;
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            write_atomically(&path, identity.seed().as_ref())?;
             tracing::info!(
                 fingerprint = %fingerprint(&identity),
                 "made a new relay identity (identity.key): back it up, the relay's address depends on it"
@@ -324,7 +306,7 @@ pub fn claim_store(store: &Path, identity: &RelayIdentity) -> Result<Claim, Iden
         }),
         None => {
             ensure_private_dir(store)?;
-            write_atomically(&store.join(OWNER_FILE), &owner_record(&mine))?;
+            write_atomically(&store.join(OWNER_FILE), owner_record(&mine).as_bytes())?;
             if new {
                 Ok(Claim::New)
             } else {
@@ -359,7 +341,7 @@ pub fn read_owner(store: &Path) -> Result<Option<Fingerprint>, IdentityError> {
 
 /// Writes `address` as the one this data folder's relay is reached at.
 pub fn record_address(dir: &Path, address: &str) -> Result<(), IdentityError> {
-    write_atomically(&dir.join(ADDRESS_FILE), &format!("{address}\n"))
+    write_atomically(&dir.join(ADDRESS_FILE), format!("{address}\n").as_bytes())
 }
 
 /// The address the relay using `dir` printed when it last started.
@@ -558,8 +540,8 @@ fn check_dns_name(host: &str) -> Result<String, &'static str> {
     Ok(host.to_ascii_lowercase())
 }
 
-/// Writes `text` to `path` through a temporary file and a rename, durably.
-fn write_atomically(path: &Path, text: &str) -> Result<(), IdentityError> {
+/// Writes `bytes` to `path` (0600) through a temporary file and a rename, durably.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     let io = |source| IdentityError::Io {
         path: path.to_path_buf(),
         source,
@@ -572,7 +554,7 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), IdentityError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     fs::rename(&tmp, path).map_err(io)?;
     if let Some(parent) = path.parent() {

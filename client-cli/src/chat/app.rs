@@ -537,9 +537,9 @@ impl App {
                 }));
             }
             Event::Closed {
-                by,
-                verified,
                 receipt,
+                verified,
+                by,
             } => {
                 // Notices are one line each: an alias is escaped, line breaks included.
                 let who = by

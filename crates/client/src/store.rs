@@ -15,8 +15,7 @@
 //! | `r`          | history index shown so far by `read --new` (u64 LE) |
 //! | `h` ‖ index  | one [`HistoryEntry`] (index u64 BE) |
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use bincode::{Decode, Encode};
@@ -51,103 +50,34 @@ fn decode_entry(bytes: &[u8]) -> Result<HistoryEntry, StoreError> {
         Ok(entry) => Ok(entry),
         // Only an older `Message` (one field shorter) fails here; anything else that
         // fails both ways is damage, reported as such and never dropped.
-        Err(e) => decode_body::<LegacyEntry>(bytes)
-            .map(LegacyEntry::upgrade)
-            .map_err(|_| StoreError::Corrupt(e.to_string())),
+        Err(e) => decode_body::<LegacyMessage>(bytes)
+            .ok()
+            .and_then(upgrade)
+            .ok_or_else(|| StoreError::Corrupt(e.to_string())),
     }
 }
 
-/// A history record as versions before message ids wrote it: `Message` had no `id`
-/// (and `Closed` no receipt, though closes are never stored). Read, never written.
-#[derive(Decode)]
-#[cfg_attr(test, derive(Encode))]
-struct LegacyEntry {
-    index: u64,
-    at_ms: u64,
-    event: LegacyEvent,
-}
+/// A `Message` record as versions before message ids wrote it: index, at_ms, the
+/// variant number (0), then seat, alias, sent_at_ms, text, own, late, missed — the
+/// fields of today's `Event::Message` without its last one, `id`. Read, never written.
+type LegacyMessage = (u64, u64, u32, u8, String, u64, String, bool, bool, u32);
 
-#[derive(Decode)]
-#[cfg_attr(test, derive(Encode))]
-enum LegacyEvent {
-    Message {
-        seat: u8,
-        alias: String,
-        sent_at_ms: u64,
-        text: String,
-        own: bool,
-        late: bool,
-        missed: u32,
-    },
-    MemberJoined {
-        seat: u8,
-        alias: String,
-    },
-    MemberLeaving {
-        seat: u8,
-        alias: String,
-    },
-    SeatsTaken {
-        members: u8,
-        seats: u8,
-        quorum: u8,
-    },
-    Opened,
-    Closed {
-        by: Option<String>,
-        verified: bool,
-    },
-    Expired,
-    Warning(String),
-}
-
-impl LegacyEntry {
-    fn upgrade(self) -> HistoryEntry {
-        let event = match self.event {
-            LegacyEvent::Message {
-                seat,
-                alias,
-                sent_at_ms,
-                text,
-                own,
-                late,
-                missed,
-            } => Event::Message {
-                seat,
-                alias,
-                sent_at_ms,
-                text,
-                own,
-                late,
-                missed,
-                id: None,
-            },
-            LegacyEvent::MemberJoined { seat, alias } => Event::MemberJoined { seat, alias },
-            LegacyEvent::MemberLeaving { seat, alias } => Event::MemberLeaving { seat, alias },
-            LegacyEvent::SeatsTaken {
-                members,
-                seats,
-                quorum,
-            } => Event::SeatsTaken {
-                members,
-                seats,
-                quorum,
-            },
-            LegacyEvent::Opened => Event::Opened,
-            LegacyEvent::Closed { by, verified } => Event::Closed {
-                by,
-                verified,
-                receipt: None,
-            },
-            LegacyEvent::Expired => Event::Expired,
-            LegacyEvent::Warning(w) => Event::Warning(w),
-        };
-        HistoryEntry {
-            index: self.index,
-            at_ms: self.at_ms,
-            event,
-        }
-    }
+fn upgrade(old: LegacyMessage) -> Option<HistoryEntry> {
+    let (index, at_ms, variant, seat, alias, sent_at_ms, text, own, late, missed) = old;
+    (variant == 0).then_some(HistoryEntry {
+        index,
+        at_ms,
+        event: Event::Message {
+            id: None,
+            text,
+            alias,
+            seat,
+            sent_at_ms,
+            own,
+            late,
+            missed,
+        },
+    })
 }
 
 /// One line of a talk's history.
@@ -225,14 +155,7 @@ impl Home {
             path: path.clone(),
             source,
         };
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
+        let lock = nook_vault::open_private(&path).map_err(io)?;
         lock.lock().map_err(io)?;
         let vault = Vault::open(&self.dir.join("vault"))?;
         let _ = vault.collect_garbage(5_000);
@@ -449,10 +372,12 @@ mod tests {
 
     #[test]
     fn history_written_before_message_ids_still_reads() {
-        let old = LegacyEntry {
+        // An older record is today's `Message` without its last field: encode one
+        // with `id: None` (one byte, 0) and cut that byte off.
+        let today = HistoryEntry {
             index: 4,
             at_ms: 99,
-            event: LegacyEvent::Message {
+            event: Event::Message {
                 seat: 1,
                 alias: "bob".into(),
                 sent_at_ms: 98,
@@ -460,9 +385,11 @@ mod tests {
                 own: false,
                 late: false,
                 missed: 0,
+                id: None,
             },
         };
-        let bytes = encode_value(&old).unwrap();
+        let mut bytes = encode_value(&today).unwrap();
+        assert_eq!(bytes.pop(), Some(0));
         let entry = decode_entry(&bytes).unwrap();
         assert_eq!(entry.index, 4);
         assert!(matches!(

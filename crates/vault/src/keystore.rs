@@ -81,9 +81,9 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::fs::{File, OpenOptions, Permissions};
+use std::fs::{File, Permissions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
 
 use rand::Rng;
@@ -180,13 +180,7 @@ impl KeyStore {
     ///
     /// An existing file is also set to mode 0600.
     pub fn open(path: &Path) -> Result<KeyStore, VaultError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
+        let mut file = crate::vault::open_private(path)?;
         // `mode` only applies on creation (and under the umask); tighten an
         // existing file too.
         file.set_permissions(Permissions::from_mode(0o600))?;

@@ -81,4 +81,4 @@ pub mod vault;
 pub use error::{FormatOf, VaultError};
 pub use keystore::{KeyStore, SlotId, StorageKey};
 pub use log::{Loc, Log, LogStats, LogSummary, Record, Recovery};
-pub use vault::{Entries, Namespace, Vault, VaultSummary, private_dir};
+pub use vault::{Entries, Namespace, Vault, VaultSummary, open_private, private_dir};

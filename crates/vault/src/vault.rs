@@ -1255,6 +1255,19 @@ fn number_key(number: u64) -> [u8; NUMBER_LEN] {
     number.to_be_bytes()
 }
 
+/// Opens `path` for reading and writing, creating it with mode 0600 if needed, never
+/// truncating it: the lock and key files of both ends.
+pub fn open_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Creates `dir` (0700) if needed and makes sure it is private, also when it existed
 /// with looser modes: the relay and the client keep every data folder this way.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {

@@ -22,8 +22,15 @@ use crate::identity;
 /// benchmarks).
 pub use nook_quic::UDP_RECV_BUFFER;
 
-/// Connections one relay serves at once unless configured otherwise.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 100_000;
+/// Memory the relay's connections may hold in QUIC buffers, unless the operator sets
+/// `--max-connections` otherwise: the default limit follows from it.
+pub const DEFAULT_CONNECTION_MEMORY_BUDGET: u64 = 16 << 30;
+
+/// Connections one relay serves at once unless configured otherwise: the budget over
+/// what one connection can hold at most ([`nook_quic::SERVER_CONNECTION_BYTES`]: its
+/// receive and send windows of 1 MiB each and the measured idle cost), 8,050.
+pub const DEFAULT_MAX_CONNECTIONS: u32 =
+    (DEFAULT_CONNECTION_MEMORY_BUDGET / nook_quic::SERVER_CONNECTION_BYTES) as u32;
 
 /// Handshakes in progress from which clients must first pass a QUIC Retry (one more
 /// round trip; a spoofed source address cannot answer it, so a flood of Initials from
@@ -402,6 +409,14 @@ impl Drop for Handshaking {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_connection_limit_follows_from_the_memory_budget() {
+        let per = nook_quic::SERVER_CONNECTION_BYTES;
+        assert_eq!(DEFAULT_MAX_CONNECTIONS, 8050);
+        assert!(u64::from(DEFAULT_MAX_CONNECTIONS) * per <= DEFAULT_CONNECTION_MEMORY_BUDGET);
+        assert!(u64::from(DEFAULT_MAX_CONNECTIONS + 1) * per > DEFAULT_CONNECTION_MEMORY_BUDGET);
+    }
 
     #[test]
     fn a_refused_bind_says_why_in_the_operators_terms() {

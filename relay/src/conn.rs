@@ -5,10 +5,19 @@
 //! through a bounded [`Outbox`] (in frames and in bytes); a connection whose outbox
 //! is full is dropped instead of buffering without limit, and its queue is freed
 //! before the connection is closed with [`close_code::TOO_SLOW`].
+//!
+//! The other way round, a client that sends a frame slowly is bounded too: a frame
+//! must be complete within [`FrameLimits::deadline`] of its first byte (else
+//! [`close_code::FRAME_TOO_SLOW`]), and the bytes of frames still being received,
+//! over all connections, within [`FrameLimits::max_partial_bytes`] (else
+//! [`close_code::BUSY`]). Without them a client that sends a 1 MiB frame one byte a
+//! second holds a megabyte for as long as it likes: every packet resets the idle
+//! timeout.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nook_proto::limits::PROTOCOL_VERSION;
@@ -32,6 +41,125 @@ pub mod close_code {
     pub const PROTOCOL: u32 = 1;
     pub const TOO_SLOW: u32 = 2;
     pub const SHUTDOWN: u32 = 3;
+    /// A frame was not complete within the frame deadline of its first byte.
+    pub const FRAME_TOO_SLOW: u32 = 4;
+    /// The relay's budget for frames still being received was full.
+    pub const BUSY: u32 = 5;
+}
+
+/// How long a frame may take to arrive, unless configured otherwise: a 1 MiB frame
+/// then needs about 100 KiB/s.
+pub const DEFAULT_FRAME_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Bytes of frames still being received, over all connections, unless configured
+/// otherwise: 256 maximal frames at once.
+pub const DEFAULT_MAX_PARTIAL_FRAME_BYTES: usize = 256 << 20;
+
+/// The bounds on frames a client is still sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// Time from a frame's first byte to its last.
+    pub deadline: Duration,
+    /// Bytes of partially received frames the relay holds for all connections together.
+    pub max_partial_bytes: usize,
+}
+
+impl Default for FrameLimits {
+    fn default() -> FrameLimits {
+        FrameLimits {
+            deadline: DEFAULT_FRAME_DEADLINE,
+            max_partial_bytes: DEFAULT_MAX_PARTIAL_FRAME_BYTES,
+        }
+    }
+}
+
+/// What the relay's connections and its accept loop share besides the engine: the
+/// bytes of partial frames held, handshakes in progress, and counts of what was
+/// refused or closed (for logs and tests). Counts only: no address, no id.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    partial_bytes: AtomicUsize,
+    peak_partial_bytes: AtomicUsize,
+    frames_timed_out: AtomicU64,
+    partial_budget_closed: AtomicU64,
+    pub(crate) handshaking: AtomicUsize,
+    pub(crate) retries_sent: AtomicU64,
+    pub(crate) handshakes_refused: AtomicU64,
+    pub(crate) handshakes_timed_out: AtomicU64,
+}
+
+impl ConnStats {
+    /// Bytes of partially received frames held now.
+    pub fn partial_bytes(&self) -> usize {
+        self.partial_bytes.load(Ordering::Relaxed)
+    }
+    /// The most partial-frame bytes ever held at once.
+    pub fn peak_partial_bytes(&self) -> usize {
+        self.peak_partial_bytes.load(Ordering::Relaxed)
+    }
+    /// Connections closed with [`close_code::FRAME_TOO_SLOW`].
+    pub fn frames_timed_out(&self) -> u64 {
+        self.frames_timed_out.load(Ordering::Relaxed)
+    }
+    /// Connections closed with [`close_code::BUSY`].
+    pub fn partial_budget_closed(&self) -> u64 {
+        self.partial_budget_closed.load(Ordering::Relaxed)
+    }
+    /// Connections accepted whose handshake has not finished.
+    pub fn handshaking(&self) -> usize {
+        self.handshaking.load(Ordering::Relaxed)
+    }
+    /// QUIC Retry packets sent to validate a client's address.
+    pub fn retries_sent(&self) -> u64 {
+        self.retries_sent.load(Ordering::Relaxed)
+    }
+    /// Connection attempts refused because too many handshakes were in progress.
+    pub fn handshakes_refused(&self) -> u64 {
+        self.handshakes_refused.load(Ordering::Relaxed)
+    }
+    /// Handshakes abandoned because they did not finish in time.
+    pub fn handshakes_timed_out(&self) -> u64 {
+        self.handshakes_timed_out.load(Ordering::Relaxed)
+    }
+}
+
+/// One connection's share of [`ConnStats::partial_bytes`], given back when dropped.
+struct PartialCharge<'a> {
+    stats: &'a ConnStats,
+    budget: usize,
+    held: usize,
+}
+
+impl PartialCharge<'_> {
+    /// Charges `bytes` (the connection's partial frame now) in place of what it held;
+    /// false, charging nothing more, if that would pass the budget.
+    fn set(&mut self, bytes: usize) -> bool {
+        if bytes > self.held {
+            let more = bytes - self.held;
+            let before = self.stats.partial_bytes.fetch_add(more, Ordering::Relaxed);
+            if before + more > self.budget {
+                self.stats.partial_bytes.fetch_sub(more, Ordering::Relaxed);
+                return false;
+            }
+            self.stats
+                .peak_partial_bytes
+                .fetch_max(before + more, Ordering::Relaxed);
+        } else {
+            self.stats
+                .partial_bytes
+                .fetch_sub(self.held - bytes, Ordering::Relaxed);
+        }
+        self.held = bytes;
+        true
+    }
+}
+
+impl Drop for PartialCharge<'_> {
+    fn drop(&mut self) {
+        self.stats
+            .partial_bytes
+            .fetch_sub(self.held, Ordering::Relaxed);
+    }
 }
 
 /// What one connection has established: its challenge, greeting, the mailboxes it
@@ -76,7 +204,13 @@ impl TokenBucket {
 }
 
 /// Serves one connection until it ends. Never panics on what the client sends.
-pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, conn_id: u64) {
+pub async fn serve(
+    engine: Arc<Engine>,
+    conn: quinn::Connection,
+    conn_id: u64,
+    frames: FrameLimits,
+    stats: Arc<ConnStats>,
+) {
     let (send, mut recv) = match conn.accept_bi().await {
         Ok(s) => s,
         Err(_) => return,
@@ -94,15 +228,28 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, conn_id: u64) {
         bucket: TokenBucket::new(engine.limits().requests_per_second),
     };
     let mut decoder = FrameDecoder::new();
+    let mut partial = PartialCharge {
+        stats: &stats,
+        budget: frames.max_partial_bytes,
+        held: 0,
+    };
+    // When the frame the decoder holds part of must be complete.
+    let mut deadline: Option<tokio::time::Instant> = None;
     // Chunks straight from quinn's receive buffer: no read buffer per connection, so
     // an idle connection costs only what quinn and the decoder hold.
     let reason: Option<(u32, &'static str)> = 'conn: loop {
-        // Back-pressure: stop reading while too many durable answers are pending.
+        // Back-pressure: stop reading while too many durable answers are pending. The
+        // client cannot finish a frame the relay does not read, so the wait does not
+        // count against its deadline.
+        let paused = tokio::time::Instant::now();
         while outbox.in_flight() >= engine.limits().max_in_flight as u64 {
             tokio::select! {
                 _ = outbox.in_flight_changed() => {}
                 _ = outbox.killed() => break 'conn Some((close_code::TOO_SLOW, "too slow")),
             }
+        }
+        if let Some(d) = deadline.as_mut() {
+            *d += paused.elapsed();
         }
         let chunk = tokio::select! {
             r = recv.read_chunk(usize::MAX, true) => match r {
@@ -116,10 +263,17 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, conn_id: u64) {
                 Err(_) => break 'conn None,
             },
             _ = outbox.killed() => break 'conn Some((close_code::TOO_SLOW, "too slow")),
+            // Never polled without a deadline; the far instant is only a placeholder.
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                stats.frames_timed_out.fetch_add(1, Ordering::Relaxed);
+                break 'conn Some((close_code::FRAME_TOO_SLOW, "frame not completed in time"));
+            }
         };
         // Frames are decoded from quinn's chunk in place; only one split across
         // chunks is copied.
+        let mut completed = false;
         let fed = decoder.feed(&chunk, |frame: ClientFrame| {
+            completed = true;
             match handle(&engine, &outbox, &mut session, frame) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(fatal) => ControlFlow::Break(fatal),
@@ -137,7 +291,23 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, conn_id: u64) {
                 break 'conn Some((close_code::PROTOCOL, "malformed frame"));
             }
         }
+        // What the decoder holds now is the beginning of one frame: its clock starts
+        // with its first byte, i.e. in this chunk unless it was already running for
+        // the same frame.
+        let pending = decoder.buffered();
+        if pending == 0 {
+            deadline = None;
+        } else if deadline.is_none() || completed {
+            deadline = Some(tokio::time::Instant::now() + frames.deadline);
+        }
+        if !partial.set(pending) {
+            stats.partial_budget_closed.fetch_add(1, Ordering::Relaxed);
+            break 'conn Some((close_code::BUSY, "relay busy: too many partial frames"));
+        }
     };
+    // The partial frame's memory goes now, not after the writer's last words.
+    drop(partial);
+    drop(decoder);
     engine.unsubscribe(conn_id, &session.subscribed);
     let slow = outbox.is_killed();
     drop(outbox);
@@ -157,6 +327,11 @@ pub async fn serve(engine: Arc<Engine>, conn: quinn::Connection, conn_id: u64) {
     if let Some((code, why)) = reason {
         conn.close(code.into(), why.as_bytes());
     }
+}
+
+/// An instant no frame deadline reaches (about 30 years ahead).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86400 * 365 * 30)
 }
 
 /// Handles one request. `Err` means the connection must end (protocol violation).

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::clock::{Clock, SystemClock};
-use crate::conn::{close_code, serve};
+use crate::conn::{ConnStats, FrameLimits, close_code, serve};
 use crate::engine::{Engine, Limits};
 use crate::identity;
 
@@ -22,8 +22,29 @@ use crate::identity;
 /// benchmarks).
 pub use nook_quic::UDP_RECV_BUFFER;
 
-/// Connections one relay serves at once unless configured otherwise.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 100_000;
+/// Memory the relay's connections may hold in QUIC buffers, unless the operator sets
+/// `--max-connections` otherwise: the default limit follows from it.
+pub const DEFAULT_CONNECTION_MEMORY_BUDGET: u64 = 16 << 30;
+
+/// Connections one relay serves at once unless configured otherwise: the budget over
+/// what one connection can hold at most ([`nook_quic::SERVER_CONNECTION_BYTES`]: its
+/// receive and send windows of 1 MiB each and the measured idle cost), 8,050.
+pub const DEFAULT_MAX_CONNECTIONS: u32 =
+    (DEFAULT_CONNECTION_MEMORY_BUDGET / nook_quic::SERVER_CONNECTION_BYTES) as u32;
+
+/// Handshakes in progress from which clients must first pass a QUIC Retry (one more
+/// round trip; a spoofed source address cannot answer it, so a flood of Initials from
+/// forged addresses costs the relay one stateless packet each, no connection state).
+pub const DEFAULT_RETRY_FROM_HANDSHAKES: usize = 256;
+
+/// Handshakes in progress at once, unless configured otherwise. A half-open handshake
+/// held about 38 KB (15,000 Initials never continued grew a relay by 569 MB), so this
+/// bounds them near 160 MB; past it attempts are refused with one packet each.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 4096;
+
+/// Time a handshake may take before the relay abandons it (rather than the idle
+/// timeout, 60 s).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a relay is set up.
 #[derive(Debug, Clone)]
@@ -38,6 +59,15 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Connections served at once; further handshakes are refused.
     pub max_connections: usize,
+    /// Deadline of a frame and the relay's budget for frames still arriving.
+    pub frames: FrameLimits,
+    /// Handshakes in progress at or above which a client must first prove its
+    /// address with a QUIC Retry (0: always).
+    pub retry_from_handshakes: usize,
+    /// Handshakes in progress at once; further connection attempts are refused.
+    pub max_handshakes: usize,
+    /// Time a handshake may take before it is abandoned.
+    pub handshake_timeout: Duration,
 }
 
 impl Config {
@@ -50,6 +80,10 @@ impl Config {
             sweep_every: Duration::from_secs(1),
             idle_timeout: nook_quic::IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+            frames: FrameLimits::default(),
+            retry_from_handshakes: DEFAULT_RETRY_FROM_HANDSHAKES,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -82,6 +116,7 @@ pub enum StartError {
 pub struct Relay {
     endpoint: quinn::Endpoint,
     engine: Arc<Engine>,
+    stats: Arc<ConnStats>,
     address: String,
     config: Config,
     recv_buffer: usize,
@@ -225,6 +260,7 @@ impl Relay {
         Ok(Relay {
             endpoint,
             engine,
+            stats: Arc::new(ConnStats::default()),
             address,
             config,
             recv_buffer: bound.recv_buffer,
@@ -241,6 +277,10 @@ impl Relay {
     }
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+    /// Counts of partial frames, handshakes, retries and refusals.
+    pub fn conn_stats(&self) -> &Arc<ConnStats> {
+        &self.stats
     }
     /// The UDP receive buffer the OS granted (bytes as reported by the OS).
     pub fn recv_buffer(&self) -> usize {
@@ -265,12 +305,42 @@ impl Relay {
                         incoming.refuse();
                         continue;
                     }
+                    let handshaking = self.stats.handshaking();
+                    if handshaking >= self.config.retry_from_handshakes
+                        && !incoming.remote_address_validated()
+                        && incoming.may_retry()
+                    {
+                        // Stateless: the relay keeps nothing until the client comes
+                        // back with the token, from the address it claimed.
+                        match incoming.retry() {
+                            Ok(()) => {
+                                self.stats.retries_sent.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => e.into_incoming().ignore(),
+                        }
+                        continue;
+                    }
+                    if handshaking >= self.config.max_handshakes {
+                        self.stats.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                        incoming.refuse();
+                        continue;
+                    }
                     let engine = self.engine.clone();
+                    let stats = self.stats.clone();
+                    let frames = self.config.frames;
+                    let handshake_timeout = self.config.handshake_timeout;
                     let id = next_conn.fetch_add(1, Ordering::Relaxed);
+                    let pending = Handshaking::new(stats.clone());
                     conns.spawn(async move {
-                        match incoming.await {
-                            Ok(conn) => serve(engine, conn, id).await,
-                            Err(e) => tracing::debug!("handshake failed: {e}"),
+                        // Dropping the unfinished handshake closes it.
+                        let done = tokio::time::timeout(handshake_timeout, incoming).await;
+                        drop(pending);
+                        match done {
+                            Ok(Ok(conn)) => serve(engine, conn, id, frames, stats).await,
+                            Ok(Err(e)) => tracing::debug!("handshake failed: {e}"),
+                            Err(_) => {
+                                stats.handshakes_timed_out.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     });
                 }
@@ -320,9 +390,33 @@ impl Relay {
     }
 }
 
+/// One handshake counted in [`ConnStats::handshaking`] until dropped.
+struct Handshaking(Arc<ConnStats>);
+
+impl Handshaking {
+    fn new(stats: Arc<ConnStats>) -> Handshaking {
+        stats.handshaking.fetch_add(1, Ordering::Relaxed);
+        Handshaking(stats)
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.handshaking.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_connection_limit_follows_from_the_memory_budget() {
+        let per = nook_quic::SERVER_CONNECTION_BYTES;
+        assert_eq!(DEFAULT_MAX_CONNECTIONS, 8050);
+        assert!(u64::from(DEFAULT_MAX_CONNECTIONS) * per <= DEFAULT_CONNECTION_MEMORY_BUDGET);
+        assert!(u64::from(DEFAULT_MAX_CONNECTIONS + 1) * per > DEFAULT_CONNECTION_MEMORY_BUDGET);
+    }
 
     #[test]
     fn a_refused_bind_says_why_in_the_operators_terms() {

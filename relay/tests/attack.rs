@@ -6,6 +6,9 @@
 //! must drop such a connection once its queue passes the bound (close code
 //! `TOO_SLOW`) and give the queue's memory back. Observed through the relay's queue
 //! counters and the close, never through timing or RSS.
+//!
+//! The same for what a client sends: a frame announced as 1 MiB and sent one byte a
+//! second, a header and nothing after it, and handshakes begun and never finished.
 
 #![allow(clippy::unwrap_used)]
 
@@ -19,7 +22,7 @@ use common::*;
 use nook_crypto::RelayAddr;
 use nook_crypto::auth::{AuthOp, sign_relay_auth};
 use nook_proto::codec::encode_frame;
-use nook_proto::limits::{ALPN, MAX_ENVELOPE, PROTOCOL_VERSION};
+use nook_proto::limits::{ALPN, MAX_ENVELOPE, MAX_FRAME, PROTOCOL_VERSION};
 use nook_proto::*;
 use nook_relay::conn::close_code;
 
@@ -206,5 +209,212 @@ async fn past_the_relays_byte_bound_the_largest_queue_is_dropped_and_readers_car
         assert_eq!(b.fetch(0).await.unwrap().len(), 6);
     }
     assert_eq!(queues.dropped(), 1, "a reader is not dropped");
+    relay.stop().await;
+}
+
+/// The application close code the relay ended `conn` with, waiting for it (the bound
+/// guards against a hang; the assertion is on the code).
+async fn close_code_of(conn: &quinn::Connection) -> u64 {
+    let closed = tokio::time::timeout(Duration::from_secs(30), conn.closed())
+        .await
+        .expect("the relay kept the connection");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
+        e => panic!("closed otherwise: {e}"),
+    }
+}
+
+/// A pinned client endpoint for raw QUIC.
+fn raw_endpoint(addr: &RelayAddr) -> quinn::Endpoint {
+    let config = nook_quic::client_config(addr.fingerprint, ALPN).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    endpoint
+}
+
+/// A client on raw QUIC that writes the beginning of a frame and never its end.
+struct SlowSender {
+    conn: quinn::Connection,
+    _send: quinn::SendStream,
+    _endpoint: quinn::Endpoint,
+}
+
+impl SlowSender {
+    /// Connects and writes a header announcing a maximal frame, then `body` bytes of it.
+    async fn begin(addr: &RelayAddr, body: usize) -> SlowSender {
+        let endpoint = raw_endpoint(addr);
+        let target: SocketAddr = addr.host_port().parse().unwrap();
+        let conn = endpoint
+            .connect(target, addr.host_name())
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        let mut bytes = (MAX_FRAME as u32).to_be_bytes().to_vec();
+        bytes.resize(4 + body, 7);
+        send.write_all(&bytes).await.unwrap();
+        SlowSender {
+            conn,
+            _send: send,
+            _endpoint: endpoint,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_frame_not_completed_by_its_deadline_is_closed_and_its_bytes_given_back() {
+    let (relay, stats) = TestRelay::start_watched(tempfile::tempdir().unwrap(), |c| {
+        c.frames.deadline = Duration::from_millis(300);
+    });
+    let c = create(&relay, 2, 1, ClosePolicy::Owner).await;
+    // A 1 MiB frame of which 100 bytes came, and a header alone. Neither would ever
+    // meet the idle timeout (60 s): a trickle of bytes keeps resetting it.
+    let trickle = SlowSender::begin(&relay.addr, 100).await;
+    let header_only = SlowSender::begin(&relay.addr, 0).await;
+    assert_eq!(
+        close_code_of(&trickle.conn).await,
+        u64::from(close_code::FRAME_TOO_SLOW)
+    );
+    assert_eq!(
+        close_code_of(&header_only.conn).await,
+        u64::from(close_code::FRAME_TOO_SLOW)
+    );
+    assert_eq!(stats.frames_timed_out(), 2);
+    assert!(stats.peak_partial_bytes() >= 104, "never charged");
+    assert_eq!(
+        stats.partial_bytes(),
+        0,
+        "a closed connection's frame is freed"
+    );
+    // A member whose frames arrive whole is not touched.
+    c.owner
+        .put(EnvelopeKind::Chat, b"still here")
+        .await
+        .unwrap();
+    assert_eq!(stats.frames_timed_out(), 2);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn past_the_budget_for_partial_frames_connections_are_closed_busy_and_counted() {
+    const EACH: usize = 40_000;
+    const BUDGET: usize = 100_000;
+    let (relay, stats) = TestRelay::start_watched(tempfile::tempdir().unwrap(), |c| {
+        c.frames.max_partial_bytes = BUDGET;
+        // Long enough that only the budget closes anything here.
+        c.frames.deadline = Duration::from_secs(3600);
+    });
+    // Two partial frames of 40,004 bytes fit in 100,000 bytes; a third does not.
+    let mut held = Vec::new();
+    for k in 1..=2 {
+        held.push(SlowSender::begin(&relay.addr, EACH).await);
+        until("the relay holds the partial frame", || {
+            stats.partial_bytes() == k * (EACH + 4)
+        })
+        .await;
+    }
+    for _ in 0..3 {
+        let over = SlowSender::begin(&relay.addr, EACH).await;
+        assert_eq!(close_code_of(&over.conn).await, u64::from(close_code::BUSY));
+    }
+    assert_eq!(stats.partial_budget_closed(), 3);
+    assert_eq!(stats.partial_bytes(), 2 * (EACH + 4));
+    assert!(stats.peak_partial_bytes() <= BUDGET);
+    for h in &held {
+        assert!(
+            h.conn.close_reason().is_none(),
+            "a frame within budget was cut"
+        );
+    }
+    // Whole frames need no budget: a member carries on.
+    let c = create(&relay, 2, 1, ClosePolicy::Owner).await;
+    c.owner.put(EnvelopeKind::Chat, b"whole").await.unwrap();
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn with_retry_always_required_a_client_still_connects_through_the_retry() {
+    let (relay, stats) = TestRelay::start_watched(tempfile::tempdir().unwrap(), |c| {
+        c.retry_from_handshakes = 0;
+    });
+    let c = create(&relay, 2, 1, ClosePolicy::Owner).await;
+    c.owner
+        .put(EnvelopeKind::Chat, b"after a retry")
+        .await
+        .unwrap();
+    assert!(stats.retries_sent() >= 1, "no Retry was sent");
+    assert_eq!(stats.handshakes_refused(), 0);
+    relay.stop().await;
+}
+
+/// Handshakes that begin and never finish: a client endpoint behind a UDP relay-way
+/// that passes what the client sends and drops every answer, so its connections stay
+/// in their handshake on the relay. The forwarding task is owned by the caller.
+async fn half_open(
+    addr: &RelayAddr,
+    n: usize,
+) -> (
+    quinn::Endpoint,
+    Vec<quinn::Connecting>,
+    tokio::task::JoinHandle<()>,
+) {
+    let relay: SocketAddr = addr.host_port().parse().unwrap();
+    let way = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let way_addr = way.local_addr().unwrap();
+    let forward = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let Ok((len, from)) = way.recv_from(&mut buf).await else {
+                return;
+            };
+            if from != relay {
+                let _ = way.send_to(&buf[..len], relay).await;
+            }
+        }
+    });
+    let endpoint = raw_endpoint(addr);
+    let connecting = (0..n)
+        .map(|_| endpoint.connect(way_addr, addr.host_name()).unwrap())
+        .collect();
+    (endpoint, connecting, forward)
+}
+
+#[tokio::test]
+async fn past_the_bound_on_handshakes_in_progress_attempts_are_refused_and_counted() {
+    let (relay, stats) = TestRelay::start_watched(tempfile::tempdir().unwrap(), |c| {
+        c.retry_from_handshakes = usize::MAX;
+        c.max_handshakes = 2;
+        c.handshake_timeout = Duration::from_secs(2);
+    });
+    let (stalled, connecting, forward) = half_open(&relay.addr, 2).await;
+    until("two handshakes in progress", || stats.handshaking() == 2).await;
+
+    let endpoint = raw_endpoint(&relay.addr);
+    let target: SocketAddr = relay.addr.host_port().parse().unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        endpoint.connect(target, relay.addr.host_name()).unwrap(),
+    )
+    .await
+    .expect("neither refused nor accepted");
+    assert!(refused.is_err(), "a third handshake was taken");
+    assert!(stats.handshakes_refused() >= 1);
+    assert_eq!(stats.handshaking(), 2);
+
+    // The stalled ones are abandoned at the handshake timeout, and their places freed.
+    forward.abort();
+    let _ = forward.await;
+    drop(connecting);
+    drop(stalled);
+    until("the stalled handshakes abandoned", || {
+        stats.handshaking() == 0
+    })
+    .await;
+    assert_eq!(stats.handshakes_timed_out(), 2);
+    let c = create(&relay, 2, 1, ClosePolicy::Owner).await;
+    c.owner
+        .put(EnvelopeKind::Chat, b"room again")
+        .await
+        .unwrap();
     relay.stop().await;
 }

@@ -416,3 +416,40 @@ pub fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+impl TestRelay {
+    /// [`TestRelay::start_config`], also returning the relay's connection counters.
+    pub fn start_watched(
+        dir: tempfile::TempDir,
+        adjust: impl FnOnce(&mut Config),
+    ) -> (TestRelay, Arc<nook_relay::conn::ConnStats>) {
+        let clock = Arc::new(ManualClock::new(T0));
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        adjust(&mut config);
+        config.sweep_every = std::time::Duration::from_secs(3600);
+        let relay = Relay::start_with_clock(config, clock.clone()).unwrap();
+        let addr: RelayAddr = relay.address().parse().unwrap();
+        let engine = relay.engine().clone();
+        let stats = relay.conn_stats().clone();
+        let (shutdown, stop) = Shutdown::new();
+        let task = tokio::spawn(relay.run(stop));
+        let relay = TestRelay {
+            addr,
+            clock,
+            engine,
+            dir,
+            shutdown,
+            task: Some(task),
+        };
+        (relay, stats)
+    }
+}
+
+/// Waits until `cond` holds, polling; the bound only guards against a hang.
+pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -201,6 +201,29 @@ fn the_checker_refuses_an_undocumented_field_a_wrong_type_and_a_missing_field() 
     assert!(c.check("event.closed", &closed).is_err());
 }
 
+/// docs/json.md names every error `kind` of the exit-code table in README.md.
+#[test]
+fn every_error_kind_of_the_readme_is_in_the_contract() {
+    let c = Contract::load();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let kinds: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        // Rows `| 5 | `talk_not_open` | …`: an exit code, then the kind.
+        .filter_map(|l| l.split_once(" | `"))
+        .filter(|(code, _)| code.parse::<u8>().is_ok())
+        .filter_map(|(_, rest)| rest.split('`').next())
+        .collect();
+    assert!(kinds.len() > 20, "{kinds:?}");
+    for kind in kinds {
+        assert!(
+            c.doc.contains(&format!("`{kind}`")),
+            "docs/json.md does not name the error kind {kind}"
+        );
+    }
+}
+
 fn s(v: &Value) -> String {
     v.as_str()
         .unwrap_or_else(|| panic!("not a string: {v}"))

@@ -121,6 +121,11 @@ fn every_json_line_the_binaries_print_is_documented() {
     let list = bob.ok(&[&offline[..], &["list"]].concat());
     c.lines(&list, "list");
     assert_eq!(list.json()["cached"], true, "{}", list.stdout);
+    // read shows what the device has, after a warning, and exits 4 without an error.
+    let stale = bob.run(&[&offline[..], &["read", &talk]].concat());
+    assert_eq!(stale.code, 4, "{stale:?}");
+    c.events(&stale);
+    assert!(!stale.stderr.contains("\"exit_code\""), "{stale:?}");
     relay.restart();
     wait_connected_again(&mut follow);
 

@@ -237,10 +237,7 @@ fn run() -> anyhow::Result<()> {
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "nook_relay=info".into()),
-        )
+        .with_env_filter(log_filter(std::env::var("RUST_LOG").ok().as_deref()))
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal, not in a log file or a journal.
         .with_ansi(std::io::stderr().is_terminal())
@@ -291,6 +288,34 @@ fn run() -> anyhow::Result<()> {
         relay.run(stop).await;
         signals.abort();
         Ok::<(), anyhow::Error>(())
+    })
+}
+
+/// Crates below the relay whose debug and trace output names client addresses (quinn
+/// logs every packet's source) or is only noise to an operator: held at `warn` unless
+/// `RUST_LOG` names them, so `RUST_LOG=debug` shows the relay's own lines only.
+const QUIET_CRATES: &[(&str, &[&str])] = &[
+    ("quinn", &["quinn", "quinn_proto", "quinn_udp"]),
+    ("rustls", &["rustls"]),
+    ("sled", &["sled"]),
+];
+
+/// The log filter: `RUST_LOG` (default `nook_relay=info`), with every crate of
+/// [`QUIET_CRATES`] it does not name held at `warn`. A target directive beats a bare
+/// level whatever their order, so `debug` stays `debug` for everything else.
+fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let asked = rust_log.map(str::trim).filter(|v| !v.is_empty());
+    let mut directives = asked.unwrap_or("nook_relay=info").to_string();
+    for (name, targets) in QUIET_CRATES {
+        if !directives.contains(name) {
+            for target in *targets {
+                directives.push_str(&format!(",{target}=warn"));
+            }
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("warning: RUST_LOG={directives:?} is not a log filter ({e}); using the default");
+        tracing_subscriber::EnvFilter::new("nook_relay=info,quinn=warn,rustls=warn,sled=warn")
     })
 }
 
@@ -578,6 +603,22 @@ mod tests {
         }
         let err = Cli::try_parse_from(["nook-relay", "--max-connections", "many"]).unwrap_err();
         assert!(err.to_string().contains("whole number"), "{err}");
+    }
+
+    #[test]
+    fn debug_for_all_leaves_quinn_and_rustls_at_warn_unless_named() {
+        let text = |v: Option<&str>| log_filter(v).to_string();
+        let all = text(Some("debug"));
+        for quiet in ["quinn=warn", "quinn_proto=warn", "rustls=warn", "sled=warn"] {
+            assert!(all.contains(quiet), "{all}");
+        }
+        assert!(text(None).contains("nook_relay=info"), "{}", text(None));
+        let named = text(Some("debug,quinn_proto=trace"));
+        assert!(
+            named.contains("quinn_proto=trace") && !named.contains("quinn=warn"),
+            "{named}"
+        );
+        assert!(named.contains("rustls=warn"), "{named}");
     }
 
     #[test]

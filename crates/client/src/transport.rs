@@ -321,6 +321,10 @@ impl RelayConnection {
 
 impl Drop for RelayConnection {
     fn drop(&mut self) {
+        // Said now, not when the last handle goes: the reader task holds one until the
+        // runtime drops it, and a command that returns an error never calls `close`.
+        // A connection nobody closes holds its slot on the relay until the idle timeout.
+        self.conn.close(0u32.into(), b"bye");
         self.reader.abort();
     }
 }

@@ -353,6 +353,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
     // Close the store before exiting, so its last writes are flushed by sled now.
     client.close_store();
+    // A connection dropped on an error path has said goodbye but not yet sent it.
+    nook_client::transport::let_closes_go_out().await;
     result
 }
 

@@ -239,6 +239,7 @@ impl CommitQueue {
                         outbox.send_wire(frame);
                     }
                 } else {
+                    tracing::debug!(code = ?ErrorCode::Internal, "refused after a failed flush");
                     to.reply(
                         id,
                         Outcome::Err(ErrorFrame::new(

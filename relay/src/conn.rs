@@ -255,12 +255,16 @@ pub async fn serve(
             r = recv.read_chunk(usize::MAX, true) => match r {
                 Ok(Some(chunk)) => chunk.bytes,
                 Ok(None) => {
+                    tracing::debug!(how = "the client finished its stream", "connection ended");
                     if decoder.finish().is_err() {
                         break 'conn Some((close_code::PROTOCOL, "stream ended mid-frame"));
                     }
                     break 'conn None;
                 }
-                Err(_) => break 'conn None,
+                Err(e) => {
+                    tracing::debug!(how = ended_how(&e), "connection ended");
+                    break 'conn None;
+                }
             },
             _ = outbox.killed() => break 'conn Some((close_code::TOO_SLOW, "too slow")),
             // Never polled without a deadline; the far instant is only a placeholder.
@@ -325,6 +329,10 @@ pub async fn serve(
         let _ = writer.await;
     }
     if let Some((code, why)) = reason {
+        if code == close_code::TOO_SLOW {
+            tracing::debug!(limit = "slow client dropped", "limit hit");
+        }
+        tracing::debug!(code, why, "connection closed by the relay");
         conn.close(code.into(), why.as_bytes());
     }
 }
@@ -342,10 +350,17 @@ fn handle(
     frame: ClientFrame,
 ) -> Result<(), (u32, &'static str)> {
     let id = frame.id;
+    // Kinds and error codes only: never the mailbox, keys or the message text (which
+    // may quote what the client sent).
+    let kind = kind_of(&frame.request);
+    tracing::debug!(kind, "request");
     let now_reply = |result: Result<Response, ErrorFrame>| {
         let result = match result {
             Ok(r) => Outcome::Ok(r),
-            Err(e) => Outcome::Err(e),
+            Err(e) => {
+                log_refusal(kind, e.code);
+                Outcome::Err(e)
+            }
         };
         outbox.send(&ServerFrame::Response { id, result });
     };
@@ -490,6 +505,54 @@ fn handle(
         Request::Ping { nonce } => now_reply(Ok(Response::Pong { nonce })),
     }
     Ok(())
+}
+
+/// A request's kind, for logs.
+fn kind_of(request: &Request) -> &'static str {
+    match request {
+        Request::Hello { .. } => "hello",
+        Request::Create(_) => "create",
+        Request::Join(_) => "join",
+        Request::Auth(_) => "auth",
+        Request::Subscribe { .. } => "subscribe",
+        Request::Put(_) => "put",
+        Request::Fetch { .. } => "fetch",
+        Request::Ack { .. } => "ack",
+        Request::Leave { .. } => "leave",
+        Request::Close(_) => "close",
+        Request::Ping { .. } => "ping",
+    }
+}
+
+/// One refusal at debug, and the operator limits among them once more as a limit hit.
+fn log_refusal(kind: &'static str, code: ErrorCode) {
+    tracing::debug!(kind, code = ?code, "refused");
+    let limit = match code {
+        ErrorCode::MailboxFull => "mailbox full",
+        ErrorCode::RateLimited => "rate limited",
+        ErrorCode::TooManyMailboxes => "too many mailboxes on one connection",
+        _ => return,
+    };
+    tracing::debug!(kind, limit, "limit hit");
+}
+
+/// How a connection's stream ended, without the peer's address or close reason text.
+fn ended_how(e: &quinn::ReadError) -> String {
+    use quinn::{ConnectionError as C, ReadError as R};
+    match e {
+        R::ConnectionLost(C::ApplicationClosed(c)) => {
+            format!("closed by the client (code {})", c.error_code)
+        }
+        R::ConnectionLost(C::ConnectionClosed(c)) => {
+            format!("closed by the client's QUIC stack ({})", c.error_code)
+        }
+        R::ConnectionLost(C::TimedOut) => "idle timeout".into(),
+        R::ConnectionLost(C::Reset) => "reset by the client".into(),
+        R::ConnectionLost(C::LocallyClosed) => "closed by the relay".into(),
+        R::ConnectionLost(_) => "lost".into(),
+        R::Reset(code) => format!("the client reset its stream (code {code})"),
+        _ => "stream error".into(),
+    }
 }
 
 /// Writes queued frames, handing whatever is ready to quinn in one call. The frames

@@ -16,7 +16,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nook_proto::limits::{
     DEFAULT_MAX_BYTES_PER_MAILBOX, DEFAULT_MAX_ENVELOPES_PER_MAILBOX,
-    DEFAULT_MAX_MAILBOXES_PER_CONNECTION, DEFAULT_REQUESTS_PER_SECOND, MAX_ENVELOPE,
+    DEFAULT_MAX_MAILBOXES_PER_CONNECTION, DEFAULT_REQUESTS_PER_SECOND, MAX_ENVELOPE, MAX_TTL_SECS,
+    MIN_TTL_SECS,
 };
 use nook_relay::engine::EngineError;
 use nook_relay::identity::IdentityError;
@@ -78,6 +79,47 @@ struct LimitArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS,
           value_parser = at_least_one::<u32>)]
     max_connections: u32,
+    /// Longest time-to-live a new talk may ask for (e.g. 1h, 7d, 1h30m; 1m to 30d,
+    /// default 30d); creating a longer one is refused, naming this maximum.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = max_ttl)]
+    max_ttl: u32,
+}
+
+/// A `--max-ttl`: within the protocol's TTL range, in seconds.
+fn max_ttl(v: &str) -> Result<u32, String> {
+    let secs = duration_secs(v)?;
+    u32::try_from(secs)
+        .ok()
+        .filter(|s| (MIN_TTL_SECS..=MAX_TTL_SECS).contains(s))
+        .ok_or_else(|| format!("must be between 1m and 30d (the protocol's range), got {v}"))
+}
+
+/// Seconds in a duration written as the client's `--ttl` is: `<number><unit>` parts,
+/// largest unit first (`90s`, `45m`, `1h30m`, `2d12h`), or plain seconds (`120`).
+fn duration_secs(v: &str) -> Result<u64, String> {
+    const UNITS: [(char, u64); 4] = [('d', 86_400), ('h', 3600), ('m', 60), ('s', 1)];
+    let bad = || format!("\"{v}\" is not a duration; use e.g. 90s, 45m, 1h30m or 7d");
+    let t = v.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(t.parse::<u64>().unwrap_or(u64::MAX));
+    }
+    let (mut rest, mut total, mut allowed) = (t, 0u64, &UNITS[..]);
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let n = rest[..digits].parse::<u64>().map_err(|_| bad())?;
+        let unit = rest[digits..].chars().next().ok_or_else(bad)?;
+        let at = allowed
+            .iter()
+            .position(|(u, _)| *u == unit)
+            .ok_or_else(bad)?;
+        total = total.saturating_add(n.saturating_mul(allowed[at].1));
+        allowed = &allowed[at + 1..];
+        rest = &rest[digits + unit.len_utf8()..];
+    }
+    Ok(total)
 }
 
 /// A limit of at least 1: zero would refuse everything.
@@ -108,6 +150,7 @@ impl LimitArgs {
         limits.max_bytes_per_mailbox = self.max_bytes_per_mailbox;
         limits.max_mailboxes_per_connection = self.max_mailboxes_per_connection as usize;
         limits.requests_per_second = self.requests_per_second;
+        limits.max_ttl_secs = self.max_ttl;
         config.max_connections = self.max_connections as usize;
     }
 }
@@ -194,10 +237,7 @@ fn run() -> anyhow::Result<()> {
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "nook_relay=info".into()),
-        )
+        .with_env_filter(log_filter(std::env::var("RUST_LOG").ok().as_deref()))
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal, not in a log file or a journal.
         .with_ansi(std::io::stderr().is_terminal())
@@ -248,6 +288,34 @@ fn run() -> anyhow::Result<()> {
         relay.run(stop).await;
         signals.abort();
         Ok::<(), anyhow::Error>(())
+    })
+}
+
+/// Crates below the relay whose debug and trace output names client addresses (quinn
+/// logs every packet's source) or is only noise to an operator: held at `warn` unless
+/// `RUST_LOG` names them, so `RUST_LOG=debug` shows the relay's own lines only.
+const QUIET_CRATES: &[(&str, &[&str])] = &[
+    ("quinn", &["quinn", "quinn_proto", "quinn_udp"]),
+    ("rustls", &["rustls"]),
+    ("sled", &["sled"]),
+];
+
+/// The log filter: `RUST_LOG` (default `nook_relay=info`), with every crate of
+/// [`QUIET_CRATES`] it does not name held at `warn`. A target directive beats a bare
+/// level whatever their order, so `debug` stays `debug` for everything else.
+fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let asked = rust_log.map(str::trim).filter(|v| !v.is_empty());
+    let mut directives = asked.unwrap_or("nook_relay=info").to_string();
+    for (name, targets) in QUIET_CRATES {
+        if !directives.contains(name) {
+            for target in *targets {
+                directives.push_str(&format!(",{target}=warn"));
+            }
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("warning: RUST_LOG={directives:?} is not a log filter ({e}); using the default");
+        tracing_subscriber::EnvFilter::new("nook_relay=info,quinn=warn,rustls=warn,sled=warn")
     })
 }
 
@@ -483,12 +551,29 @@ mod tests {
             "50",
             "--max-connections",
             "9",
+            "--max-ttl",
+            "1h30m",
         ]);
         assert_eq!(config.limits.max_envelopes_per_mailbox, 7);
         assert_eq!(config.limits.max_bytes_per_mailbox, 1_000_000);
         assert_eq!(config.limits.max_mailboxes_per_connection, 3);
         assert_eq!(config.limits.requests_per_second, 50);
         assert_eq!(config.max_connections, 9);
+        assert_eq!(config.limits.max_ttl_secs, 5400);
+    }
+
+    #[test]
+    fn a_max_ttl_outside_the_protocols_range_is_refused() {
+        for bad in ["0", "30s", "31d", "1h1h", "1.5h", "soon", ""] {
+            let err = Cli::try_parse_from(["nook-relay", "--max-ttl", bad]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+        }
+        assert_eq!(
+            config_of(&["nook-relay", "--max-ttl", "3600"])
+                .limits
+                .max_ttl_secs,
+            3600
+        );
     }
 
     #[test]
@@ -518,6 +603,22 @@ mod tests {
         }
         let err = Cli::try_parse_from(["nook-relay", "--max-connections", "many"]).unwrap_err();
         assert!(err.to_string().contains("whole number"), "{err}");
+    }
+
+    #[test]
+    fn debug_for_all_leaves_quinn_and_rustls_at_warn_unless_named() {
+        let text = |v: Option<&str>| log_filter(v).to_string();
+        let all = text(Some("debug"));
+        for quiet in ["quinn=warn", "quinn_proto=warn", "rustls=warn", "sled=warn"] {
+            assert!(all.contains(quiet), "{all}");
+        }
+        assert!(text(None).contains("nook_relay=info"), "{}", text(None));
+        let named = text(Some("debug,quinn_proto=trace"));
+        assert!(
+            named.contains("quinn_proto=trace") && !named.contains("quinn=warn"),
+            "{named}"
+        );
+        assert!(named.contains("rustls=warn"), "{named}");
     }
 
     #[test]

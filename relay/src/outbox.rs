@@ -129,6 +129,10 @@ impl QueueBudget {
                 break;
             }
             account.kill();
+            tracing::debug!(
+                limit = "relay-wide queued bytes",
+                "limit hit: dropping the connection holding the most"
+            );
             remaining = remaining.saturating_sub(size);
             kept &= !Arc::ptr_eq(account, me);
         }

@@ -313,14 +313,25 @@ impl RelayConnection {
             let _ = s.finish();
         }
         self.conn.close(0u32.into(), b"bye");
-        for _ in 0..CLOSE_TURNS {
-            tokio::task::yield_now().await;
-        }
+        let_closes_go_out().await;
+    }
+}
+
+/// Gives the runtime the turns that send the close frames of connections just closed
+/// or dropped. A program calls it before its runtime ends, so a command that returned
+/// early (an error) still frees its slot on the relay at once.
+pub async fn let_closes_go_out() {
+    for _ in 0..CLOSE_TURNS {
+        tokio::task::yield_now().await;
     }
 }
 
 impl Drop for RelayConnection {
     fn drop(&mut self) {
+        // Said now, not when the last handle goes: the reader task holds one until the
+        // runtime drops it, and a command that returns an error never calls `close`.
+        // A connection nobody closes holds its slot on the relay until the idle timeout.
+        self.conn.close(0u32.into(), b"bye");
         self.reader.abort();
     }
 }

@@ -44,6 +44,18 @@ impl Engine {
             &req.signature,
         )
         .map_err(|_| err(ErrorCode::BadSignature, "create signature does not verify"))?;
+        // The relay's own bound, below the protocol's: a talk it would keep longer than
+        // its operator allows is refused whole, never shortened behind the owner's back.
+        let max_ttl = self.limits.max_ttl_secs;
+        if req.params.ttl_secs > max_ttl {
+            return Err(err(
+                ErrorCode::BadRequest,
+                format!(
+                    "this relay keeps talks at most {} ({max_ttl} s); ask for a shorter ttl",
+                    human_secs(max_ttl)
+                ),
+            ));
+        }
         let now = self.now();
         let talk = Talk::create(&req.params, req.owner, now).map_err(talk_err)?;
         let mut mailbox_id = MailboxId([0; 16]);
@@ -321,5 +333,31 @@ impl Engine {
         self.mailbox(mailbox)
             .map(|m| lock(&m).talk.is_member(member))
             .unwrap_or(false)
+    }
+}
+
+/// `secs` as the client's `--ttl` writes it, largest unit first: `1h`, `1h30m`, `30d`.
+fn human_secs(secs: u32) -> String {
+    let mut out = String::new();
+    let mut rest = secs;
+    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if rest >= len {
+            out.push_str(&format!("{}{unit}", rest / len));
+            rest %= len;
+        }
+    }
+    if out.is_empty() { "0s".into() } else { out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_secs;
+
+    #[test]
+    fn a_ttl_bound_reads_as_the_client_writes_it() {
+        assert_eq!(human_secs(3600), "1h");
+        assert_eq!(human_secs(5400), "1h30m");
+        assert_eq!(human_secs(30 * 86_400), "30d");
+        assert_eq!(human_secs(90), "1m30s");
     }
 }

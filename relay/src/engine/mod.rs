@@ -58,7 +58,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use nook_crypto::auth::RelayIdentity;
 use nook_proto::limits::{
     DEFAULT_MAX_BYTES_PER_MAILBOX, DEFAULT_MAX_ENVELOPES_PER_MAILBOX,
-    DEFAULT_MAX_MAILBOXES_PER_CONNECTION, DEFAULT_REQUESTS_PER_SECOND,
+    DEFAULT_MAX_MAILBOXES_PER_CONNECTION, DEFAULT_REQUESTS_PER_SECOND, MAX_TTL_SECS,
 };
 use nook_proto::{ErrorCode, ErrorDetail, ErrorFrame, MailboxId, Response, TalkError};
 use nook_vault::{Log, Namespace, Vault, VaultError, log::DEFAULT_SEGMENT_BYTES};
@@ -85,6 +85,9 @@ pub struct Limits {
     pub max_bytes_per_mailbox: u64,
     pub max_mailboxes_per_connection: usize,
     pub requests_per_second: u32,
+    /// Longest time-to-live, in seconds, a new talk may ask for (at most the protocol's
+    /// `MAX_TTL_SECS`); a `Create` asking more is refused with `BadRequest`.
+    pub max_ttl_secs: u32,
     /// Requests of one connection awaiting a durable answer before it stops reading.
     pub max_in_flight: usize,
     /// Bytes of answers and pushes queued for one connection (not yet taken by
@@ -104,6 +107,7 @@ impl Default for Limits {
             max_bytes_per_mailbox: DEFAULT_MAX_BYTES_PER_MAILBOX,
             max_mailboxes_per_connection: DEFAULT_MAX_MAILBOXES_PER_CONNECTION,
             requests_per_second: DEFAULT_REQUESTS_PER_SECOND,
+            max_ttl_secs: MAX_TTL_SECS,
             max_in_flight: 1024,
             max_queued_bytes_per_connection: DEFAULT_MAX_QUEUED_BYTES_PER_CONNECTION,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,

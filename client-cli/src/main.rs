@@ -338,6 +338,13 @@ fn report(e: &CliError, json: bool) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    // Checking a receipt needs no home: nothing is created for it.
+    if let Command::Receipt {
+        command: ReceiptCommand::Verify { file },
+    } = &cli.command
+    {
+        return receipt::verify(file, &Output { json: cli.json });
+    }
     let home = match cli.home {
         Some(h) => h,
         None => default_home()?,

@@ -250,3 +250,28 @@ fn a_member_away_at_the_close_gets_the_receipt_when_it_comes_back() {
     assert_eq!(last["receipt"]["signature"], signature.as_str());
     assert_eq!(last["receipt"]["verified"], true);
 }
+
+#[test]
+fn checking_a_receipt_needs_no_home_and_creates_none() {
+    let relay = Relay::start();
+    let (ann, bob) = (Nook::new(), Nook::new());
+    let ids = talk(&relay, &ann, &[&bob]);
+    let closed = ann.ok(&["close", &ids[0]]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = saved(&dir, "receipt.txt", &closed.stdout);
+    // A fresh user: HOME points at an empty folder, no NOOK_HOME.
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(nook_e2e::bin("nook"))
+        .args(["receipt", "verify", file.to_str().unwrap()])
+        .env("HOME", home.path())
+        .env_remove("NOOK_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        std::fs::read_dir(home.path()).unwrap().count(),
+        0,
+        "verify created something in the home folder"
+    );
+}

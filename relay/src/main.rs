@@ -83,6 +83,18 @@ struct LimitArgs {
     /// default 30d); creating a longer one is refused, naming this maximum.
     #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = max_ttl)]
     max_ttl: u32,
+    /// How often the status line (counts only) is logged, e.g. 60s or 5m; 0 turns it off.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = status_every)]
+    status_every: u64,
+}
+
+/// A `--status-every`: any duration up to a day, or 0 for never.
+fn status_every(v: &str) -> Result<u64, String> {
+    let secs = duration_secs(v)?;
+    if secs > 86_400 {
+        return Err(format!("must be at most 1d (or 0 to turn it off), got {v}"));
+    }
+    Ok(secs)
 }
 
 /// A `--max-ttl`: within the protocol's TTL range, in seconds.
@@ -152,6 +164,7 @@ impl LimitArgs {
         limits.requests_per_second = self.requests_per_second;
         limits.max_ttl_secs = self.max_ttl;
         config.max_connections = self.max_connections as usize;
+        config.status_every = std::time::Duration::from_secs(self.status_every);
     }
 }
 
@@ -560,6 +573,24 @@ mod tests {
         assert_eq!(config.limits.requests_per_second, 50);
         assert_eq!(config.max_connections, 9);
         assert_eq!(config.limits.max_ttl_secs, 5400);
+    }
+
+    #[test]
+    fn the_status_line_interval_is_set_or_turned_off() {
+        assert_eq!(
+            config_of(&["nook-relay", "--status-every", "90s"]).status_every,
+            std::time::Duration::from_secs(90)
+        );
+        assert!(
+            config_of(&["nook-relay", "--status-every", "0"])
+                .status_every
+                .is_zero()
+        );
+        assert_eq!(
+            config_of(&["nook-relay"]).status_every,
+            std::time::Duration::from_secs(300)
+        );
+        assert!(Cli::try_parse_from(["nook-relay", "--status-every", "2d"]).is_err());
     }
 
     #[test]

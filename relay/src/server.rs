@@ -68,6 +68,8 @@ pub struct Config {
     pub max_handshakes: usize,
     /// Time a handshake may take before it is abandoned.
     pub handshake_timeout: Duration,
+    /// How often the status line is logged; zero: never.
+    pub status_every: Duration,
 }
 
 impl Config {
@@ -84,6 +86,7 @@ impl Config {
             retry_from_handshakes: DEFAULT_RETRY_FROM_HANDSHAKES,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            status_every: Duration::from_secs(300),
         }
     }
 }
@@ -293,9 +296,18 @@ impl Relay {
         let mut conns = JoinSet::new();
         let next_conn = AtomicU64::new(1);
         let mut sweep = tokio::time::interval(self.config.sweep_every);
-        // Counts only, every few minutes: no ids, keys or addresses (see the README).
-        let mut ticks: u64 = 0;
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Counts only: no ids, keys or addresses (see the README). Never, if zero.
+        let status_on = !self.config.status_every.is_zero();
+        let mut status = tokio::time::interval(if status_on {
+            self.config.status_every
+        } else {
+            Duration::from_secs(86_400)
+        });
+        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate: the start-up lines say all there is then.
+        status.tick().await;
+        let mut limit_refusals: u64 = 0;
         loop {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
@@ -303,6 +315,12 @@ impl Relay {
                     if conns.len() >= self.config.max_connections {
                         // Refusing costs one packet; accepting would cost memory.
                         incoming.refuse();
+                        limit_refusals += 1;
+                        tracing::debug!(
+                            connections = conns.len(),
+                            refused = limit_refusals,
+                            "connection limit reached: refused a new connection"
+                        );
                         continue;
                     }
                     let handshaking = self.stats.handshaking();
@@ -322,6 +340,7 @@ impl Relay {
                     }
                     if handshaking >= self.config.max_handshakes {
                         self.stats.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(handshaking, "handshake limit reached: refused a new connection");
                         incoming.refuse();
                         continue;
                     }
@@ -345,19 +364,24 @@ impl Relay {
                     });
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                _ = status.tick(), if status_on => {
+                    let s = &self.engine.stats;
+                    let c = &self.stats;
+                    tracing::info!(
+                        connections = conns.len(),
+                        mailboxes = self.engine.mailbox_count(),
+                        envelopes_stored = s.envelopes_stored.load(Ordering::Relaxed),
+                        envelopes_deleted = s.envelopes_deleted.load(Ordering::Relaxed),
+                        flushes = self.engine.flushes(),
+                        refused_at_limit = limit_refusals,
+                        retries_sent = c.retries_sent.load(Ordering::Relaxed),
+                        handshakes_refused = c.handshakes_refused.load(Ordering::Relaxed),
+                        frames_timed_out = c.frames_timed_out(),
+                        partial_budget_closed = c.partial_budget_closed(),
+                        "status"
+                    );
+                }
                 _ = sweep.tick() => {
-                    ticks += 1;
-                    if ticks.is_multiple_of(300) {
-                        let s = &self.engine.stats;
-                        tracing::info!(
-                            connections = conns.len(),
-                            mailboxes = self.engine.mailbox_count(),
-                            envelopes_stored = s.envelopes_stored.load(Ordering::Relaxed),
-                            envelopes_deleted = s.envelopes_deleted.load(Ordering::Relaxed),
-                            flushes = self.engine.flushes(),
-                            "status"
-                        );
-                    }
                     let engine = self.engine.clone();
                     // Sweeping touches the disk: keep it off the async workers.
                     let _ = tokio::task::spawn_blocking(move || engine.sweep()).await;

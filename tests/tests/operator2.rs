@@ -249,3 +249,22 @@ fn quinn_trace_is_on_when_named() {
     }
     assert!(relay.log().contains("quinn"), "{}", relay.log());
 }
+
+#[test]
+fn the_status_line_comes_at_the_interval_the_operator_sets() {
+    let relay = Relay::start_with(&["--status-every", "1s"]);
+    // Polled, bounded: the line is due a second after the start.
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = relay.log();
+        if log.contains("status") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(log.contains("status"), "{log}");
+    assert!(
+        log.contains("connections=0") && log.contains("refused_at_limit=0"),
+        "{log}"
+    );
+}

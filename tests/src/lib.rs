@@ -26,6 +26,32 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A JSON value that must be a string, as a `String`; the test fails if it is not one.
+pub fn text(v: &serde_json::Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_string()
+}
+
+/// An open two-seat talk on `relay`: "ann" created it (`new` with `new_args` added), the
+/// joiner took the other seat (`join` with `join_args` added); with each one's talk name.
+pub fn two_seat_talk(
+    relay: &Relay,
+    new_args: &[&str],
+    join_args: &[&str],
+) -> (Nook, Nook, String, String) {
+    let (ann, joiner) = (Nook::new(), Nook::new());
+    let mut new = vec!["--json", "new", "--relay", &relay.address, "--alias", "ann"];
+    new.extend_from_slice(new_args);
+    let created = ann.ok(&new).json();
+    let invite = text(&created["invites"][0]);
+    let mut join = vec!["join", invite.as_str()];
+    join.extend_from_slice(join_args);
+    joiner.ok(&join);
+    let theirs = joiner.only_talk();
+    (ann, joiner, text(&created["talk"]), theirs)
+}
+
 /// A free UDP port on 127.0.0.1 (the socket is closed before the relay binds it).
 pub fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")

@@ -11,13 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nook_e2e::{Nook, Relay, bin, free_port};
-
-fn s(v: &serde_json::Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("not a string: {v}"))
-        .to_string()
-}
+use nook_e2e::{Nook, Relay, bin, free_port, text as s};
 
 fn now_secs() -> u64 {
     SystemTime::now()

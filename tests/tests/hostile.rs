@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use nook_e2e::{Nook, Relay, Stream};
+use nook_e2e::{Nook, Relay, Stream, two_seat_talk};
 
 /// An alias the CLI accepts (it refuses control characters in aliases) that would
 /// still reorder and hide text: a right-to-left override, an isolate and a zero width
@@ -85,26 +85,9 @@ fn assert_lines_match_entries(text: &str, entries: &[serde_json::Value]) {
 }
 
 /// A two-seat talk that any member may close: "ann" created it, eve (alias [`EVE`])
-/// took the other seat; with each one's talk id.
+/// took the other seat; with each one's talk name.
 fn ann_and_eve(relay: &Relay) -> (Nook, Nook, String, String) {
-    let (ann, eve) = (Nook::new(), Nook::new());
-    let new = ann
-        .ok(&[
-            "--json",
-            "new",
-            "--relay",
-            &relay.address,
-            "--alias",
-            "ann",
-            "--close",
-            "any",
-        ])
-        .json();
-    let ta = new["talk"].as_str().unwrap().to_string();
-    let invite = new["invites"][0].as_str().unwrap();
-    eve.ok(&["join", invite, "--alias", EVE]);
-    let te = eve.only_talk();
-    (ann, eve, ta, te)
+    two_seat_talk(relay, &["--close", "any"], &["--alias", EVE])
 }
 
 #[test]

@@ -3,13 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use nook_e2e::{Nook, Relay};
-
-fn s(v: &serde_json::Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("not a string: {v}"))
-        .to_string()
-}
+use nook_e2e::{Nook, Relay, text as s};
 
 /// A talk of `seats` created by `owner` on `relay`: its id and invites.
 fn talk(owner: &Nook, relay: &Relay, seats: u8) -> (String, Vec<String>) {

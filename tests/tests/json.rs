@@ -6,15 +6,9 @@
 
 use std::time::Duration;
 
-use nook_e2e::{Nook, Relay, Run, Stream, free_port};
+use nook_e2e::{Nook, Relay, Run, Stream, free_port, text as s};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn s(v: &serde_json::Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("not a string: {v}"))
-        .to_string()
-}
 
 /// Every stderr line parses as a JSON object; returns them.
 fn stderr_json(r: &Run) -> Vec<serde_json::Value> {

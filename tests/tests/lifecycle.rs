@@ -4,26 +4,7 @@
 
 use std::time::Duration;
 
-use nook_e2e::{Nook, Relay, Stream, all_bytes, contains};
-
-fn s(v: &serde_json::Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("not a string: {v}"))
-        .to_string()
-}
-
-/// A two-seat talk on `relay`: "ann" (`a`) created it, `b` took the other seat; with
-/// each one's talk id.
-fn ann_and_a_joiner(relay: &Relay) -> (Nook, Nook, String, String) {
-    let (a, b) = (Nook::new(), Nook::new());
-    let new = a
-        .ok(&["--json", "new", "--relay", &relay.address, "--alias", "ann"])
-        .json();
-    let ta = s(&new["talk"]);
-    b.ok(&["join", &s(&new["invites"][0])]);
-    let tb = b.only_talk();
-    (a, b, ta, tb)
-}
+use nook_e2e::{Nook, Relay, Stream, all_bytes, contains, text as s, two_seat_talk};
 
 fn texts(lines: &[serde_json::Value]) -> Vec<String> {
     lines
@@ -331,7 +312,7 @@ fn every_file_nook_and_the_relay_write_is_private() {
 #[test]
 fn a_follower_reconnects_after_a_relay_restart_and_misses_nothing() {
     let mut relay = Relay::start();
-    let (a, b, ta, tb) = ann_and_a_joiner(&relay);
+    let (a, b, ta, tb) = two_seat_talk(&relay, &[], &[]);
     a.ok(&["send", &ta, "before the restart"]);
     let mut follow = b.spawn(&["--json", "read", &tb, "--follow"]);
     let limit = Duration::from_secs(30);
@@ -424,7 +405,7 @@ fn a_join_whose_answer_was_lost_completes_when_run_again() {
 fn an_operator_limit_set_on_the_command_line_is_enforced_and_lifted_by_reading() {
     const LIMIT: &str = "4";
     let relay = Relay::start_with(&["--max-envelopes-per-mailbox", LIMIT]);
-    let (a, b, ta, tb) = ann_and_a_joiner(&relay);
+    let (a, b, ta, tb) = two_seat_talk(&relay, &[], &[]);
     // B reads nothing, so envelopes pile up (the key announcements count too) until the
     // relay's limit of 4 refuses a put.
     let mut sent = 0;

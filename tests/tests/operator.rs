@@ -8,24 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nook_e2e::{Nook, Relay, Run, relay_run};
-
-fn s(v: &serde_json::Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("not a string: {v}"))
-        .to_string()
-}
-
-/// An open two-seat talk: "ann" (`a`) made it, "bob" (`b`) joined; each one's talk id.
-fn ann_and_bob(relay: &Relay) -> (Nook, Nook, String, String) {
-    let (a, b) = (Nook::new(), Nook::new());
-    let new = a
-        .ok(&["--json", "new", "--relay", &relay.address, "--alias", "ann"])
-        .json();
-    b.ok(&["join", &s(&new["invites"][0]), "--alias", "bob"]);
-    let tb = b.only_talk();
-    (a, b, s(&new["talk"]), tb)
-}
+use nook_e2e::{Nook, Relay, Run, relay_run, text as s, two_seat_talk};
 
 /// The texts of the messages `nook read` shows.
 fn texts(n: &Nook, talk: &str) -> Vec<String> {
@@ -102,7 +85,7 @@ fn assert_refused(r: &Run) {
 #[test]
 fn a_store_of_another_format_refuses_to_start_and_is_kept_byte_for_byte() {
     let mut relay = Relay::start();
-    let (a, b, ta, tb) = ann_and_bob(&relay);
+    let (a, b, ta, tb) = two_seat_talk(&relay, &[], &["--alias", "bob"]);
     for text in ["one", "two", "three"] {
         a.ok(&["send", &ta, text]);
     }
@@ -198,7 +181,7 @@ fn a_store_of_another_format_refuses_to_start_and_is_kept_byte_for_byte() {
 #[test]
 fn a_missing_identity_beside_a_store_refuses_to_start_and_makes_nothing() {
     let mut relay = Relay::start();
-    let (a, b, ta, tb) = ann_and_bob(&relay);
+    let (a, b, ta, tb) = two_seat_talk(&relay, &[], &["--alias", "bob"]);
     a.ok(&["send", &ta, "before"]);
     relay.stop();
     let data = relay.data_dir();
@@ -297,7 +280,7 @@ fn a_second_relay_on_a_folder_names_the_first_by_pid_and_leaves_it_serving() {
         assert!(r.stderr.contains(&says), "{says:?} not in {:?}", r.stderr);
     }
     // The first one still serves, at the address it recorded.
-    let (a, b, ta, tb) = ann_and_bob(&relay);
+    let (a, b, ta, tb) = two_seat_talk(&relay, &[], &["--alias", "bob"]);
     a.ok(&["send", &ta, "still here"]);
     assert_eq!(texts(&b, &tb), ["still here"]);
     assert_eq!(std::fs::read(data.join("address")).unwrap(), recorded);
@@ -306,7 +289,7 @@ fn a_second_relay_on_a_folder_names_the_first_by_pid_and_leaves_it_serving() {
 #[test]
 fn status_reads_a_stopped_relays_store_and_refuses_while_it_runs() {
     let mut relay = Relay::start();
-    let (a, _b, ta, _tb) = ann_and_bob(&relay);
+    let (a, _b, ta, _tb) = two_seat_talk(&relay, &[], &["--alias", "bob"]);
     for text in ["one", "two", "three"] {
         a.ok(&["send", &ta, text]);
     }

@@ -9,13 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nook_e2e::{Nook, Relay, bin, free_port};
-
-fn s(v: &serde_json::Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("not a string: {v}"))
-        .to_string()
-}
+use nook_e2e::{Nook, Relay, bin, free_port, text as s};
 
 /// A relay started with `RUST_LOG=<filter>`, its stderr in `dir/relay.log`; its
 /// address and port.

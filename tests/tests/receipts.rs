@@ -7,13 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nook_e2e::{Nook, Relay, Stream};
-
-fn s(v: &serde_json::Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("not a string: {v}"))
-        .to_string()
-}
+use nook_e2e::{Nook, Relay, Stream, text as s};
 
 /// A talk of `joiners.len() + 1` seats that anyone may close, created by `owner`, each
 /// joiner seated; the talk's id in each home, the owner's first.

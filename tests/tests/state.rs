@@ -7,31 +7,14 @@
 
 use std::time::Duration;
 
-use nook_e2e::{Nook, Relay, Stream};
+use nook_e2e::{Nook, Relay, Stream, text as s, two_seat_talk};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn s(v: &serde_json::Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("not a string: {v}"))
-        .to_string()
-}
-
-/// An open two-seat talk: "ann" (`a`) made it, "bob" (`b`) joined; each one's talk id.
-fn ann_and_bob(relay: &Relay) -> (Nook, Nook, String, String) {
-    let (a, b) = (Nook::new(), Nook::new());
-    let new = a
-        .ok(&["--json", "new", "--relay", &relay.address, "--alias", "ann"])
-        .json();
-    b.ok(&["join", &s(&new["invites"][0]), "--alias", "bob"]);
-    let tb = b.only_talk();
-    (a, b, s(&new["talk"]), tb)
-}
 
 #[test]
 fn a_follower_ends_with_exit_6_when_another_process_of_the_member_leaves() {
     let relay = Relay::start();
-    let (_a, b, _ta, tb) = ann_and_bob(&relay);
+    let (_a, b, _ta, tb) = two_seat_talk(&relay, &[], &["--alias", "bob"]);
     let mut follow = b.spawn(&["--json", "read", &tb, "--follow"]);
     follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("following"));
     b.ok(&["leave", &tb]);
@@ -47,7 +30,7 @@ fn a_follower_ends_with_exit_6_when_another_process_of_the_member_leaves() {
 #[test]
 fn a_follower_shows_what_another_process_of_the_member_sent() {
     let relay = Relay::start();
-    let (a, b, ta, tb) = ann_and_bob(&relay);
+    let (a, b, ta, tb) = two_seat_talk(&relay, &[], &["--alias", "bob"]);
     let mut follow = b.spawn(&["--json", "read", &tb, "--follow"]);
     follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("following"));
     b.ok(&["send", &tb, "from my other terminal"]);
@@ -83,7 +66,7 @@ fn a_follower_shows_what_another_process_of_the_member_sent() {
 #[test]
 fn sigterm_to_a_follower_keeps_the_new_mark() {
     let relay = Relay::start();
-    let (a, b, ta, tb) = ann_and_bob(&relay);
+    let (a, b, ta, tb) = two_seat_talk(&relay, &[], &["--alias", "bob"]);
     a.ok(&["send", &ta, "seen once"]);
     let mut follow = b.spawn(&["--json", "read", &tb, "--follow", "--new"]);
     follow.wait_for(Stream::Stdout, LIMIT, |l| l.contains("seen once"));
@@ -102,7 +85,7 @@ fn sigterm_to_a_follower_keeps_the_new_mark() {
 #[test]
 fn a_follower_retrying_a_dead_relay_does_not_hold_up_other_commands() {
     let mut relay = Relay::start();
-    let (_a, b, _ta, tb) = ann_and_bob(&relay);
+    let (_a, b, _ta, tb) = two_seat_talk(&relay, &[], &["--alias", "bob"]);
     let mut follow = b.spawn(&["read", &tb, "--follow"]);
     follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("following"));
     relay.stop();
@@ -134,7 +117,7 @@ fn a_follower_retrying_a_dead_relay_does_not_hold_up_other_commands() {
 fn list_and_invites_ask_the_relay_so_a_full_talk_is_not_shown_pending() {
     let relay = Relay::start();
     // Ann made the talk and did nothing since; bob joined from another home.
-    let (a, _b, ta, _tb) = ann_and_bob(&relay);
+    let (a, _b, ta, _tb) = two_seat_talk(&relay, &[], &["--alias", "bob"]);
     let list = a.ok(&["--json", "list"]).json_lines();
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["state"], "open", "{list:?}");
@@ -225,7 +208,7 @@ fn an_expired_talk_leaves_every_list_and_its_follower_ends() {
 #[test]
 fn follow_new_with_nothing_new_does_not_replay_the_history() {
     let relay = Relay::start();
-    let (a, b, ta, tb) = ann_and_bob(&relay);
+    let (a, b, ta, tb) = two_seat_talk(&relay, &[], &["--alias", "bob"]);
     a.ok(&["send", &ta, "already read"]);
     b.ok(&["read", &tb]);
     let mut follow = b.spawn(&["--json", "read", &tb, "--follow", "--new"]);
@@ -244,7 +227,7 @@ fn follow_new_with_nothing_new_does_not_replay_the_history() {
 #[test]
 fn the_home_that_closes_the_talk_sees_its_followers_end_like_everyone_elses() {
     let relay = Relay::start();
-    let (a, _b, ta, _tb) = ann_and_bob(&relay);
+    let (a, _b, ta, _tb) = two_seat_talk(&relay, &[], &["--alias", "bob"]);
     let mut follow = a.spawn(&["--json", "read", &ta, "--follow"]);
     follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("following"));
     a.ok(&["close", &ta]);
@@ -258,7 +241,7 @@ fn the_home_that_closes_the_talk_sees_its_followers_end_like_everyone_elses() {
 #[test]
 fn sigint_stops_a_follower_started_as_a_background_job() {
     let relay = Relay::start();
-    let (a, b, ta, tb) = ann_and_bob(&relay);
+    let (a, b, ta, tb) = two_seat_talk(&relay, &[], &["--alias", "bob"]);
     let mut follow = b.spawn_as_background_job(&["--json", "read", &tb, "--follow"]);
     follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("following"));
     a.ok(&["send", &ta, "seen"]);

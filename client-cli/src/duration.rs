@@ -32,30 +32,9 @@ pub fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
 
 const EXAMPLES: &str = "use e.g. 90s, 45m, 1h30m, 24h or 2d12h (units d, h, m, s)";
 
-/// Seconds in `t`, or `None` if it is not a duration. Saturates instead of
-/// overflowing, so a huge value reads as "out of range", not as garbage.
+/// Seconds in `t` (the one rule both binaries follow), or `None`.
 fn seconds(t: &str) -> Option<u64> {
-    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(t.parse::<u64>().unwrap_or(u64::MAX));
-    }
-    const UNITS: [(char, u64); 4] = [('d', 86_400), ('h', 3600), ('m', 60), ('s', 1)];
-    let mut rest = t;
-    let mut total: u64 = 0;
-    // Units still allowed: only smaller ones may follow a part.
-    let mut allowed = &UNITS[..];
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let n = rest[..digits].parse::<u64>().unwrap_or(u64::MAX);
-        let unit = rest[digits..].chars().next()?;
-        let at = allowed.iter().position(|(u, _)| *u == unit)?;
-        total = total.saturating_add(n.saturating_mul(allowed[at].1));
-        allowed = &allowed[at + 1..];
-        rest = &rest[digits + unit.len_utf8()..];
-    }
-    (!t.is_empty()).then_some(total)
+    nook_proto::limits::duration_secs(t)
 }
 
 #[cfg(test)]

@@ -215,6 +215,9 @@ impl CliError {
 
     /// What to do next, naming the `nook` command that helps, when there is one.
     pub fn hint(&self) -> Option<&'static str> {
+        if let CliError::Timeout { .. } = self {
+            return Some("wait again, or give a longer --timeout");
+        }
         let CliError::Client(e) = self else {
             return None;
         };

@@ -106,32 +106,11 @@ fn max_ttl(v: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("must be between 1m and 30d (the protocol's range), got {v}"))
 }
 
-/// Seconds in a duration written as the client's `--ttl` is: `<number><unit>` parts,
-/// largest unit first (`90s`, `45m`, `1h30m`, `2d12h`), or plain seconds (`120`).
+/// Seconds in a duration written as the client's `--ttl` is (one rule for both binaries:
+/// `nook_proto::limits::duration_secs`).
 fn duration_secs(v: &str) -> Result<u64, String> {
-    const UNITS: [(char, u64); 4] = [('d', 86_400), ('h', 3600), ('m', 60), ('s', 1)];
-    let bad = || format!("\"{v}\" is not a duration; use e.g. 90s, 45m, 1h30m or 7d");
-    let t = v.trim();
-    if t.is_empty() {
-        return Err(bad());
-    }
-    if t.bytes().all(|b| b.is_ascii_digit()) {
-        return Ok(t.parse::<u64>().unwrap_or(u64::MAX));
-    }
-    let (mut rest, mut total, mut allowed) = (t, 0u64, &UNITS[..]);
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let n = rest[..digits].parse::<u64>().map_err(|_| bad())?;
-        let unit = rest[digits..].chars().next().ok_or_else(bad)?;
-        let at = allowed
-            .iter()
-            .position(|(u, _)| *u == unit)
-            .ok_or_else(bad)?;
-        total = total.saturating_add(n.saturating_mul(allowed[at].1));
-        allowed = &allowed[at + 1..];
-        rest = &rest[digits + unit.len_utf8()..];
-    }
-    Ok(total)
+    nook_proto::limits::duration_secs(v)
+        .ok_or_else(|| format!("\"{v}\" is not a duration; use e.g. 90s, 45m, 1h30m or 7d"))
 }
 
 /// A limit of at least 1: zero would refuse everything.

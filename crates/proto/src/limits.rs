@@ -63,3 +63,52 @@ pub const DEFAULT_MAX_BYTES_PER_MAILBOX: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_MAX_MAILBOXES_PER_CONNECTION: usize = 64;
 /// Default: requests per second one connection may sustain (token bucket, burst = 4×).
 pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 20_000;
+
+/// Seconds in a duration as people write it to the `nook` and `nook-relay` command lines
+/// (`--ttl`, `--max-ttl`, `--connect-timeout`, waits): `<number><unit>` parts, units `d`,
+/// `h`, `m`, `s` each at most once and largest first (`90s`, `45m`, `1h30m`, `2d12h`), or
+/// plain seconds (`120`). `None` if it is not one; `30m1h`, `1h1h`, `1h30` and `1.5h` are
+/// refused rather than guessed at. Saturates instead of overflowing, so a huge value reads
+/// as out of range, not as garbage. (Not a wire format: one rule for both binaries.)
+pub fn duration_secs(text: &str) -> Option<u64> {
+    const UNITS: [(char, u64); 4] = [('d', 86_400), ('h', 3600), ('m', 60), ('s', 1)];
+    let t = text.trim();
+    if t.is_empty() {
+        return None;
+    }
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(t.parse::<u64>().unwrap_or(u64::MAX));
+    }
+    let mut rest = t;
+    let mut total: u64 = 0;
+    // Units still allowed: only smaller ones may follow a part.
+    let mut allowed = &UNITS[..];
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let n = rest[..digits].parse::<u64>().unwrap_or(u64::MAX);
+        let unit = rest[digits..].chars().next()?;
+        let at = allowed.iter().position(|(u, _)| *u == unit)?;
+        total = total.saturating_add(n.saturating_mul(allowed[at].1));
+        allowed = &allowed[at + 1..];
+        rest = &rest[digits + unit.len_utf8()..];
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::duration_secs;
+
+    #[test]
+    fn durations_read_one_way_only() {
+        assert_eq!(duration_secs("1h30m"), Some(5400));
+        assert_eq!(duration_secs(" 120 "), Some(120));
+        assert_eq!(duration_secs("2d12h"), Some(216_000));
+        for bad in ["", "30m1h", "1h1h", "1h30", "1.5h", "h", "1 h"] {
+            assert_eq!(duration_secs(bad), None, "{bad:?}");
+        }
+    }
+}

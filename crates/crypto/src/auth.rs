@@ -17,12 +17,15 @@ use std::str::FromStr;
 use bincode::{Decode, Encode};
 use ed25519_dalek::{Signer, SigningKey};
 use nook_proto::codec::encode_value;
-use nook_proto::{MailboxId, MemberKey, Receipt, RelayKey, Signature, TalkParams};
+use nook_proto::{
+    MailboxId, MemberKey, Receipt, RelayKey, RotationStatement, Signature, TalkParams,
+};
 use zeroize::Zeroizing;
 
 use crate::identity::{TalkIdentity, verify};
-use crate::invite::{Fingerprint, RelayAddr};
+use crate::invite::RelayAddr;
 use crate::kdf::sha256;
+use crate::rotation::{FollowError, follow};
 use crate::{CryptoError, labels};
 
 /// Which request a relay-auth signature authorises, and what its `extra` is.
@@ -135,7 +138,12 @@ pub const RECEIPT_HEADER: &str = "nook deletion receipt v1";
 /// closed-at: <RFC 3339, UTC, whole seconds: 2023-11-14T23:03:20Z>
 /// envelopes-deleted: <decimal>
 /// signature: <128 hex>
+/// rotation: <old key, 64 hex> <new key, 64 hex> <rotated-at, RFC 3339> <128 hex>
 /// ```
+///
+/// The `rotation` lines (zero or more, in order) are the relay's key rotations from
+/// the key the address pins to `relay-key` (§11.12), so a receipt signed after a
+/// rotation still checks against the address the member was given.
 ///
 /// The host and port are where the relay was, for people; nothing signs them. What a
 /// valid receipt proves is that the holder of the key the fingerprint pins said it
@@ -149,6 +157,9 @@ pub struct PortableReceipt {
     pub closed_at: u64,
     pub envelopes_deleted: u64,
     pub signature: Signature,
+    /// The rotation statements leading from the key `relay` pins to `relay_key`
+    /// (empty when `relay_key` is the pinned key).
+    pub rotations: Vec<RotationStatement>,
 }
 
 /// Why a [`PortableReceipt`] is not valid.
@@ -157,6 +168,11 @@ pub enum ReceiptError {
     /// SHA-256 of the relay key is not the fingerprint in the relay's address.
     #[error("its relay key is not the key its relay address pins (the fingerprint differs)")]
     WrongKey,
+    /// The relay key is not the pinned one, and its rotation lines do not lead there.
+    #[error(
+        "its relay key is not the key its relay address pins, and its rotation lines do not prove the relay moved to it ({0})"
+    )]
+    BadRotation(FollowError),
     /// The signature does not verify over the receipt under the relay key.
     #[error(
         "its signature does not verify: the receipt was altered, or this relay never signed it"
@@ -205,7 +221,15 @@ impl PortableReceipt {
             closed_at: receipt.closed_at,
             envelopes_deleted: receipt.envelopes_deleted,
             signature: receipt.signature,
+            rotations: Vec::new(),
         }
+    }
+
+    /// The same receipt carrying the rotation statements from the pinned key to
+    /// `relay_key` (see [`crate::rotation::follow`]).
+    pub fn with_rotations(mut self, rotations: Vec<RotationStatement>) -> PortableReceipt {
+        self.rotations = rotations;
+        self
     }
 
     /// The receipt as the relay sent it.
@@ -220,8 +244,10 @@ impl PortableReceipt {
 
     /// Checks that the relay key is the one the address pins, then the signature.
     pub fn verify(&self) -> Result<(), ReceiptError> {
-        if Fingerprint::of_key(&self.relay_key.0) != self.relay.fingerprint {
-            return Err(ReceiptError::WrongKey);
+        match follow(&self.relay.fingerprint, &self.rotations, &self.relay_key) {
+            Ok(_) => {}
+            Err(FollowError::NotPinned) => return Err(ReceiptError::WrongKey),
+            Err(e) => return Err(ReceiptError::BadRotation(e)),
         }
         verify_receipt(&self.relay_key, &self.receipt()).map_err(|_| ReceiptError::BadSignature)
     }
@@ -233,6 +259,9 @@ impl PortableReceipt {
         let _ = writeln!(out, "{RECEIPT_HEADER}");
         for (name, value) in FIELDS.iter().zip(values) {
             let _ = writeln!(out, "{name}: {value}");
+        }
+        for r in &self.rotations {
+            let _ = writeln!(out, "{ROTATION_FIELD}: {}", rotation_value(r));
         }
         out
     }
@@ -270,8 +299,38 @@ impl PortableReceipt {
             closed_at: parse_rfc3339_utc(closed_at).ok_or(field(3))?,
             envelopes_deleted: parse_decimal(envelopes_deleted).ok_or(field(4))?,
             signature: Signature(from_hex(signature).ok_or(field(5))?),
+            rotations: Vec::new(),
         })
     }
+}
+
+/// The key of the text form's repeatable rotation line.
+pub const ROTATION_FIELD: &str = "rotation";
+
+/// A rotation line's value: `<old hex> <new hex> <rotated-at RFC 3339> <signature hex>`.
+pub fn rotation_value(r: &RotationStatement) -> String {
+    format!(
+        "{} {} {} {}",
+        to_hex(&r.old.0),
+        to_hex(&r.new.0),
+        rfc3339_utc(r.rotated_at),
+        to_hex(&r.signature.0)
+    )
+}
+
+/// The inverse of [`rotation_value`] (hex in either case).
+pub fn parse_rotation_value(text: &str) -> Option<RotationStatement> {
+    let mut parts = text.split(' ').filter(|p| !p.is_empty());
+    let (old, new, at, sig) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(RotationStatement {
+        old: RelayKey(from_hex(old)?),
+        new: RelayKey(from_hex(new)?),
+        rotated_at: parse_rfc3339_utc(at)?,
+        signature: Signature(from_hex(sig)?),
+    })
 }
 
 impl FromStr for PortableReceipt {
@@ -296,6 +355,7 @@ impl FromStr for PortableReceipt {
             return Err(ReceiptTextError::NoHeader);
         }
         let mut values: [Option<&str>; 6] = [None; 6];
+        let mut rotations = Vec::new();
         for line in lines.by_ref() {
             if line.is_empty() {
                 break;
@@ -307,6 +367,16 @@ impl FromStr for PortableReceipt {
                 .split_once(':')
                 .ok_or_else(|| ReceiptTextError::Line(line.to_owned()))?;
             let name = name.trim();
+            if name == ROTATION_FIELD {
+                if rotations.len() >= nook_proto::limits::MAX_ROTATIONS {
+                    return Err(ReceiptTextError::Field(ROTATION_FIELD));
+                }
+                rotations.push(
+                    parse_rotation_value(value.trim())
+                        .ok_or(ReceiptTextError::Field(ROTATION_FIELD))?,
+                );
+                continue;
+            }
             let i = FIELDS
                 .iter()
                 .position(|f| *f == name)
@@ -322,7 +392,7 @@ impl FromStr for PortableReceipt {
         for (i, v) in values.iter().enumerate() {
             present[i] = v.ok_or(ReceiptTextError::Missing(FIELDS[i]))?;
         }
-        PortableReceipt::from_field_values(present)
+        PortableReceipt::from_field_values(present).map(|r| r.with_rotations(rotations))
     }
 }
 
@@ -442,7 +512,7 @@ fn parse_decimal(text: &str) -> Option<u64> {
 /// The relay's identity: one Ed25519 key for its TLS certificate and its receipts, so
 /// the fingerprint clients pin vouches for both.
 pub struct RelayIdentity {
-    key: SigningKey,
+    pub(crate) key: SigningKey,
 }
 
 impl RelayIdentity {

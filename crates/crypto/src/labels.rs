@@ -36,6 +36,8 @@ pub const FAREWELL: &[u8] = b"nook/1 farewell";
 pub const RELAY_AUTH: &[u8] = b"nook/1 relay-auth";
 /// Signature prefix: the relay's deletion receipt.
 pub const RECEIPT: &[u8] = b"nook/1 receipt";
+/// Signature prefix: a relay's statement that its identity key moved to another.
+pub const ROTATION: &[u8] = b"nook/1 relay-rotation";
 /// AEAD associated-data prefix of the welcome.
 pub const WELCOME_AAD: &[u8] = b"nook/1 aad-welcome";
 /// SHA-256 prefix: the check an invite carries after its seat secret, so that a typo

@@ -19,6 +19,7 @@
 //! - [`chain`]: sender-key hash ratchets with a bounded out-of-order window.
 //! - [`message`]: announcements, direct blobs, signed group messages, the farewell.
 //! - [`auth`]: relay-auth transcripts, the relay identity and deletion receipts.
+//! - [`rotation`]: a relay's key rotation statements, and how a client follows them.
 //! - [`name`]: the talk's name, derived from the talk key.
 //! - [`padding`]: size buckets.
 //! - [`labels`]: every domain-separation label.
@@ -35,6 +36,7 @@ pub mod labels;
 pub mod message;
 pub mod name;
 pub mod padding;
+pub mod rotation;
 pub mod seal;
 pub mod secret;
 

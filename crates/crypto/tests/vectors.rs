@@ -31,6 +31,7 @@ use nook_crypto::message::{
     seal_group,
 };
 use nook_crypto::padding::pad;
+use nook_crypto::rotation::{follow, rotation_transcript};
 use nook_crypto::seal::{
     ENVELOPE_OVERHEAD, open_pairwise, open_welcome, seal_pairwise_with, seal_welcome,
 };
@@ -39,7 +40,7 @@ use nook_proto::codec::{HEADER_LEN, decode_body, encode_frame, encode_value};
 use nook_proto::{
     Auth, ClientFrame, Close, ClosePolicy, Create, Envelope, EnvelopeKind, ErrorCode, ErrorDetail,
     ErrorFrame, HelloOk, Join, MailboxId, Outcome, Push, Put, Receipt, Request, Response,
-    SeatOffer, Seq, ServerFrame, TalkParams, TalkPhase, TalkStatus,
+    RotationStatement, SeatOffer, Seq, ServerFrame, TalkParams, TalkPhase, TalkStatus,
 };
 use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 
@@ -67,6 +68,8 @@ const ENVELOPE_NONCE: [u8; 24] = [0x4e; 24];
 const CHAIN_KEY: [u8; 32] = [0x43; 32];
 const ROTATED_CHAIN_KEY: [u8; 32] = [0x4b; 32];
 const RELAY_SEED: [u8; 32] = [0x52; 32];
+/// The seed of the key the relay rotates to (§11.12).
+const ROTATED_RELAY_SEED: [u8; 32] = [0x72; 32];
 const CHALLENGE: [u8; 32] = [0x63; 32];
 const HOST: &str = "relay.example";
 const PORT: u16 = 4433;
@@ -76,6 +79,9 @@ const NOW: u64 = 1_700_000_000;
 const EXPIRES_AT: u64 = NOW + 3600;
 const SENT_AT_MS: u64 = 1_700_000_000_123;
 const PING_NONCE: u64 = 0x0123_4567_89ab_cdef;
+/// When the relay of the vectors rotates its key, and when it retires.
+const ROTATED_AT: u64 = NOW + 1000;
+const RETIRING_AT: u64 = NOW + 86_400;
 
 fn seat_secret_bytes() -> [u8; 32] {
     counting(0x00)
@@ -663,6 +669,39 @@ fn compute() -> Vectors {
         v.text(&format!("receipt.text.{}", i + 1), line);
     }
 
+    v.group("relay key rotation");
+    let successor = RelayIdentity::from_seed(&ROTATED_RELAY_SEED);
+    let rotation = relay.sign_rotation(&successor.public(), ROTATED_AT);
+    let transcript = rotation_transcript(&relay.public(), &successor.public(), ROTATED_AT);
+    let by_hand = [
+        b"nook/1 relay-rotation".as_slice(),
+        &relay.public().0,
+        &successor.public().0,
+        &ROTATED_AT.to_le_bytes(),
+    ]
+    .concat();
+    assert_eq!(transcript, by_hand);
+    verify(&relay.public().0, &transcript, &rotation.signature.0).expect("verifies");
+    let pinned = Fingerprint::of_key(&relay.public().0);
+    assert_eq!(
+        follow(&pinned, &[rotation], &successor.public()),
+        Ok(&[rotation][..])
+    );
+    v.hex("rotation.new_key", successor.public().0);
+    v.hex("rotation.transcript", &transcript);
+    v.hex("rotation.signature", rotation.signature.0);
+    // A receipt the rotated relay signs, portable for the address of the old key.
+    let after = successor.sign_receipt(MAILBOX, EXPIRES_AT - 600, 3);
+    let portable = PortableReceipt::new(invite.relay.clone(), successor.public(), &after)
+        .with_rotations(vec![rotation]);
+    portable.verify().expect("the rotated receipt verifies");
+    let rotated_text = portable.to_text();
+    let back: PortableReceipt = rotated_text.parse().expect("the text form parses");
+    assert_eq!(back, portable);
+    for (i, line) in rotated_text.lines().enumerate() {
+        v.text(&format!("rotated_receipt.text.{}", i + 1), line);
+    }
+
     let frames = FrameInputs {
         alice: &alice,
         bob: &bob,
@@ -675,6 +714,7 @@ fn compute() -> Vectors {
         leave_sig,
         close_sig,
         receipt,
+        rotation,
     };
     frames.add(&mut v);
 
@@ -693,6 +733,7 @@ struct FrameInputs<'a> {
     leave_sig: nook_proto::Signature,
     close_sig: nook_proto::Signature,
     receipt: Receipt,
+    rotation: RotationStatement,
 }
 
 impl FrameInputs<'_> {
@@ -797,8 +838,11 @@ impl FrameInputs<'_> {
                     challenge: CHALLENGE,
                     relay_key: self.relay.public(),
                     now: NOW,
+                    rotations: Vec::new(),
+                    retiring_at: None,
                 }),
             ),
+
             (
                 "created",
                 Response::Created {
@@ -848,6 +892,27 @@ impl FrameInputs<'_> {
             };
             v.hex(&format!("frame.response.{name}"), server_frame(&frame));
         }
+        // The greeting of the relay after its rotation, announcing its retirement.
+        let rotated = ServerFrame::Response {
+            id: 1,
+            result: Outcome::Ok(Response::Hello(HelloOk {
+                version: 1,
+                challenge: CHALLENGE,
+                relay_key: self.rotation.new,
+                now: NOW,
+                rotations: vec![self.rotation],
+                retiring_at: Some(RETIRING_AT),
+            })),
+        };
+        v.hex("frame.response.hello_rotated", server_frame(&rotated));
+        let retiring = ServerFrame::Response {
+            id: 2,
+            result: Outcome::Err(ErrorFrame::new(
+                ErrorCode::Retiring,
+                "this relay is retiring and takes no new talk",
+            )),
+        };
+        v.hex("frame.response.error_retiring", server_frame(&retiring));
 
         let error = ServerFrame::Response {
             id: 6,
@@ -917,6 +982,7 @@ impl FrameInputs<'_> {
                 },
             ),
             ("expired", Push::Expired { mailbox: MAILBOX }),
+            ("retiring", Push::Retiring { at: RETIRING_AT }),
         ];
         v.group("frames: pushes");
         for (name, push) in pushes {

@@ -206,6 +206,25 @@ pub struct HelloOk {
     pub relay_key: RelayKey,
     /// The relay's current time (unix seconds), so clients can show TTLs sensibly.
     pub now: u64,
+    /// The relay's rotation history, oldest first (empty for a relay that never
+    /// rotated its key): each statement signed by the key it retires, the last naming
+    /// `relay_key`. A client that pins an older key follows it (protocol-spec.md §11.12).
+    pub rotations: Vec<RotationStatement>,
+    /// When the relay retires (unix seconds): from then on it holds no talk. `None`
+    /// while no retirement is announced.
+    pub retiring_at: Option<u64>,
+}
+
+/// A relay's statement, signed by its identity key `old`, that its identity moved to
+/// `new` at `rotated_at` (protocol-spec.md §11.12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct RotationStatement {
+    pub old: RelayKey,
+    pub new: RelayKey,
+    /// Unix seconds of the rotation, by the relay's clock.
+    pub rotated_at: u64,
+    /// Ed25519 by `old` over the rotation transcript.
+    pub signature: Signature,
 }
 
 /// A stored envelope as delivered to members.
@@ -280,6 +299,9 @@ pub enum Push {
     },
     /// The mailbox's TTL passed and the relay deleted it.
     Expired { mailbox: MailboxId },
+    /// The relay announced that it retires at `at` (unix seconds): it then closes every
+    /// talk with a receipt. Sent once to every subscribed connection when announced.
+    Retiring { at: u64 },
 }
 
 /// An error answer. `code` and `detail` are for programs; `message` (≤
@@ -338,6 +360,8 @@ pub enum ErrorCode {
     BadRequest,
     /// The relay failed internally (storage); the request may be retried.
     Internal,
+    /// The relay is retiring: it takes no new talk.
+    Retiring,
 }
 
 impl ErrorFrame {

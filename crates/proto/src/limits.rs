@@ -54,6 +54,9 @@ pub const MAX_FETCH_BYTES: usize = 768 * 1024;
 
 /// Longest human-readable message in an error frame.
 pub const MAX_ERROR_MESSAGE: usize = 256;
+/// Rotation statements a relay keeps and a client follows at most (§11.12): a relay
+/// that rotated more often than this cannot be followed from its first key.
+pub const MAX_ROTATIONS: usize = 32;
 
 /// Default quota: envelopes waiting in one mailbox (operator may lower).
 pub const DEFAULT_MAX_ENVELOPES_PER_MAILBOX: u64 = 100_000;

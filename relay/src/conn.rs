@@ -373,6 +373,8 @@ fn handle(
                     challenge: s.challenge,
                     relay_key: engine.identity().public(),
                     now: engine.now(),
+                    rotations: engine.rotations().to_vec(),
+                    retiring_at: engine.retiring_at(),
                 })));
                 Ok(())
             }

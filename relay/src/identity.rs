@@ -9,6 +9,9 @@
 //! <data>/            0700, owned by the user the relay runs as
 //!   relay.lock       the pid of the relay using the folder, locked (flock) while it runs
 //!   identity.key     the 32-byte Ed25519 seed, 0600
+//!   identity.key.new the next seed while `nook-relay rotate-key` runs (see [`rotate`])
+//!   rotations        the relay's key rotation history (protocol-spec.md §11.12)
+//!   retire           the announced retirement, if any (crate::retire)
 //!   address          the address the last start printed, for `nook-relay address`
 //!   store/           the vault and the envelope log (nook-vault)
 //!     owner          the fingerprint of the identity the store belongs to
@@ -24,7 +27,9 @@ use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nook_crypto::auth::RelayIdentity;
+use nook_crypto::auth::{RelayIdentity, parse_rotation_value, rotation_value};
+use nook_crypto::rotation::check_history;
+use nook_proto::{RelayKey, RotationStatement};
 use nook_crypto::{Fingerprint, RelayAddr};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use zeroize::Zeroizing;
@@ -39,6 +44,14 @@ pub const ADDRESS_FILE: &str = "address";
 pub const STORE_DIR: &str = "store";
 /// The store's record of the identity it belongs to, inside [`STORE_DIR`].
 pub const OWNER_FILE: &str = "owner";
+/// The next identity while a rotation is under way (see [`rotate`]).
+pub const NEXT_KEY_FILE: &str = "identity.key.new";
+/// The relay's rotation history, one statement a line, oldest first.
+pub const ROTATIONS_FILE: &str = "rotations";
+
+/// The first line of [`ROTATIONS_FILE`]; the format number is its last word.
+const ROTATIONS_HEADER: &str = "nook-relay key rotations, format";
+const ROTATIONS_FORMAT: u32 = 1;
 
 /// The first line of [`OWNER_FILE`]; the format number is its last word.
 const OWNER_HEADER: &str = "nook-relay store owner, format";
@@ -106,6 +119,20 @@ pub enum IdentityError {
     NoAddress { path: PathBuf },
     #[error("cannot build the TLS certificate: {0}")]
     Certificate(String),
+    /// The rotation history is damaged or does not end at `identity.key`.
+    #[error(
+        "{path} is not a rotation history of this relay ({reason}): restore it and identity.key \
+         from the same backup"
+    )]
+    BadRotations { path: PathBuf, reason: String },
+    /// `rotate-key` on a folder without an identity.
+    #[error("{path} holds no relay identity to rotate: start nook-relay once with it first")]
+    NothingToRotate { path: PathBuf },
+    /// The relay rotated as often as clients follow.
+    #[error(
+        "this relay rotated its key {max} times already, as many as clients follow; give members a new address instead"
+    )]
+    TooManyRotations { max: usize },
 }
 
 /// A `--public-host` (or a host in `--listen`) that clients could not use.
@@ -216,6 +243,7 @@ pub fn store_exists(dir: &Path) -> bool {
 /// may read is set to 0600 with a warning.
 pub fn load_or_create(dir: &Path) -> Result<RelayIdentity, IdentityError> {
     ensure_private_dir(dir)?;
+    finish_rotation(dir)?;
     let path = dir.join(KEY_FILE);
     let io = |source| IdentityError::Io {
         path: path.clone(),
@@ -255,6 +283,105 @@ pub fn load_or_create(dir: &Path) -> Result<RelayIdentity, IdentityError> {
         }
         Err(e) => Err(io(e)),
     }
+}
+
+/// What [`rotate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    pub old: Fingerprint,
+    pub new: Fingerprint,
+    /// The recorded address with the new fingerprint, if an address was recorded.
+    pub address: Option<String>,
+}
+
+/// Rotates the relay identity of `dir` (protocol-spec.md §11.12): makes a new key, has
+/// the old one sign the statement naming it, and switches. The caller holds the data
+/// folder's lock, so no relay runs on it meanwhile.
+///
+/// Crash-safe, in this order, each step durable before the next: the new seed goes to
+/// `identity.key.new`; the history with the new statement replaces `rotations` (the
+/// commit point); the store's owner record names the new key; `identity.key.new`
+/// replaces `identity.key`. A crash before the commit point leaves the old identity
+/// (the next start removes `identity.key.new`); after it, the next start (or
+/// `rotate-key`) finishes the last two steps ([`finish_rotation`]).
+pub fn rotate(dir: &Path, now: u64) -> Result<Rotated, IdentityError> {
+    finish_rotation(dir)?;
+    let old = match read_seed(&dir.join(KEY_FILE))? {
+        Some(seed) => RelayIdentity::from_seed(&seed),
+        None => {
+            return Err(IdentityError::NothingToRotate {
+                path: dir.to_path_buf(),
+            });
+        }
+    };
+    let mut history = load_rotations(dir, &old.public())?;
+    if history.len() >= nook_proto::limits::MAX_ROTATIONS {
+        return Err(IdentityError::TooManyRotations {
+            max: nook_proto::limits::MAX_ROTATIONS,
+        });
+    }
+    let new = RelayIdentity::generate(&mut rand::rng());
+    write_atomically(&dir.join(NEXT_KEY_FILE), new.seed().as_ref())?;
+    history.push(old.sign_rotation(&new.public(), now));
+    write_atomically(&dir.join(ROTATIONS_FILE), rotations_text(&history).as_bytes())?;
+    finish_rotation(dir)?;
+    let address = recorded_address(dir).ok().and_then(|a| {
+        let mut addr: RelayAddr = a.parse().ok()?;
+        addr.fingerprint = fingerprint(&new);
+        Some(addr.to_string())
+    });
+    if let Some(a) = &address {
+        record_address(dir, a)?;
+    }
+    Ok(Rotated {
+        old: fingerprint(&old),
+        new: fingerprint(&new),
+        address,
+    })
+}
+
+/// Completes or undoes a rotation a crash interrupted (see [`rotate`]); nothing to do
+/// when there is no `identity.key.new`.
+pub fn finish_rotation(dir: &Path) -> Result<(), IdentityError> {
+    let next_path = dir.join(NEXT_KEY_FILE);
+    let Some(seed) = read_seed(&next_path)? else {
+        return Ok(());
+    };
+    let next = RelayIdentity::from_seed(&seed);
+    let history = read_rotations(dir)?;
+    let committed = history.last().is_some_and(|s| s.new == next.public());
+    let io = |source| IdentityError::Io {
+        path: next_path.clone(),
+        source,
+    };
+    if !committed {
+        fs::remove_file(&next_path).map_err(io)?;
+        tracing::info!("an interrupted key rotation was undone: the identity is unchanged");
+        return Ok(());
+    }
+    let store = dir.join(STORE_DIR);
+    if store_exists(dir) {
+        write_atomically(
+            &store.join(OWNER_FILE),
+            owner_record(&fingerprint(&next)).as_bytes(),
+        )?;
+    }
+    fs::rename(&next_path, dir.join(KEY_FILE)).map_err(io)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(())
+}
+
+/// The rotation history of `dir`, checked to end at `current` (empty: never rotated).
+pub fn load_rotations(
+    dir: &Path,
+    current: &RelayKey,
+) -> Result<Vec<RotationStatement>, IdentityError> {
+    let history = read_rotations(dir)?;
+    check_history(&history, current).map_err(|e| IdentityError::BadRotations {
+        path: dir.join(ROTATIONS_FILE),
+        reason: e.to_string(),
+    })?;
+    Ok(history)
 }
 
 /// The fingerprint of `identity.key` in `dir`, read without changing anything
@@ -438,6 +565,68 @@ pub fn address(identity: &RelayIdentity, host: &str, port: u16) -> String {
 
 // ---- private helpers ----
 
+/// A 32-byte seed file (`None`: there is none).
+fn read_seed(path: &Path) -> Result<Option<Zeroizing<[u8; 32]>>, IdentityError> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let bytes = Zeroizing::new(bytes);
+            let seed: [u8; 32] =
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| IdentityError::Corrupt {
+                        path: path.to_path_buf(),
+                        len: bytes.len(),
+                    })?;
+            Ok(Some(Zeroizing::new(seed)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(IdentityError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn read_rotations(dir: &Path) -> Result<Vec<RotationStatement>, IdentityError> {
+    let path = dir.join(ROTATIONS_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(IdentityError::Io { path, source }),
+    };
+    parse_rotations(&text).map_err(|reason| IdentityError::BadRotations { path, reason })
+}
+
+fn rotations_text(history: &[RotationStatement]) -> String {
+    let mut out = format!(
+        "{ROTATIONS_HEADER} {ROTATIONS_FORMAT}\n\
+         # Each line: old key, new key, time, the old key's signature (protocol-spec.md §11.12).\n\
+         # Clients pinning an older key follow these to the current one: keep this file.\n"
+    );
+    for s in history {
+        out.push_str(&format!("rotation {}\n", rotation_value(s)));
+    }
+    out
+}
+
+fn parse_rotations(text: &str) -> Result<Vec<RotationStatement>, String> {
+    let mut lines = text.lines().filter(|l| !l.starts_with('#'));
+    match lines.next().unwrap_or_default().strip_prefix(ROTATIONS_HEADER).map(str::trim) {
+        Some(v) if v == ROTATIONS_FORMAT.to_string() => {}
+        Some(v) => return Err(format!("format {v}; this version reads format {ROTATIONS_FORMAT}")),
+        None => return Err("no header".into()),
+    }
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            l.strip_prefix("rotation ")
+                .and_then(parse_rotation_value)
+                .ok_or_else(|| "a damaged line".to_string())
+        })
+        .collect()
+}
+
 fn permission_hint(e: &std::io::Error) -> &'static str {
     if e.kind() == std::io::ErrorKind::PermissionDenied {
         " (this user may not use it: run nook-relay as the user the folder belongs to, or pass --data DIR)"
@@ -541,7 +730,7 @@ fn check_dns_name(host: &str) -> Result<String, &'static str> {
 }
 
 /// Writes `bytes` to `path` (0600) through a temporary file and a rename, durably.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     let io = |source| IdentityError::Io {
         path: path.to_path_buf(),
         source,
@@ -665,6 +854,64 @@ mod tests {
         assert!(text.contains(&fingerprint(&id).to_string()), "{text}");
         assert!(!dir.path().join(KEY_FILE).exists());
         assert!(!dir.path().join(format!("{KEY_FILE}.tmp")).exists());
+    }
+
+    #[test]
+    fn a_rotation_switches_the_key_the_store_and_the_address_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = load_or_create(dir.path()).unwrap();
+        let store = dir.path().join(STORE_DIR);
+        claim_store(&store, &old).unwrap();
+        fs::write(store.join("keys.slots"), b"").unwrap();
+        record_address(dir.path(), &address(&old, "127.0.0.1", 4433)).unwrap();
+        let done = rotate(dir.path(), 1000).unwrap();
+        assert_eq!(done.old, fingerprint(&old));
+        let new = load_or_create(dir.path()).unwrap();
+        assert_eq!(done.new, fingerprint(&new));
+        assert_ne!(done.old, done.new);
+        assert_eq!(claim_store(&store, &new).unwrap(), Claim::Owned);
+        assert_eq!(
+            recorded_address(dir.path()).unwrap(),
+            address(&new, "127.0.0.1", 4433)
+        );
+        let history = load_rotations(dir.path(), &new.public()).unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].old, old.public());
+        // A second rotation extends the history; it is followed from the first key.
+        rotate(dir.path(), 2000).unwrap();
+        let third = load_or_create(dir.path()).unwrap();
+        let history = load_rotations(dir.path(), &third.public()).unwrap();
+        assert_eq!(history.len(), 2);
+        assert!(load_rotations(dir.path(), &new.public()).is_err());
+    }
+
+    #[test]
+    fn an_interrupted_rotation_is_undone_before_its_commit_and_finished_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = load_or_create(dir.path()).unwrap();
+        claim_store(&dir.path().join(STORE_DIR), &old).unwrap();
+        // Crashed after writing the next key, before the history named it.
+        let next = RelayIdentity::from_seed(&[9; 32]);
+        fs::write(dir.path().join(NEXT_KEY_FILE), next.seed().as_ref()).unwrap();
+        assert_eq!(
+            fingerprint(&load_or_create(dir.path()).unwrap()),
+            fingerprint(&old)
+        );
+        assert!(!dir.path().join(NEXT_KEY_FILE).exists());
+        // Crashed after the history named it: the rotation is finished at start.
+        fs::write(dir.path().join(NEXT_KEY_FILE), next.seed().as_ref()).unwrap();
+        let history = vec![old.sign_rotation(&next.public(), 5)];
+        write_atomically(
+            &dir.path().join(ROTATIONS_FILE),
+            rotations_text(&history).as_bytes(),
+        )
+        .unwrap();
+        let now = load_or_create(dir.path()).unwrap();
+        assert_eq!(fingerprint(&now), fingerprint(&next));
+        assert_eq!(
+            claim_store(&dir.path().join(STORE_DIR), &now).unwrap(),
+            Claim::Owned
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //!   and `conn` share.
 //! - [`identity`]: the relay key, its certificate and its address, and the data folder
 //!   around them: its lock, the store's owner record, the recorded address.
+//! - [`retire`]: the announced retirement in the data folder.
 //! - [`clock`]: injectable time.
 
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod conn;
 pub mod engine;
 pub mod identity;
 pub mod outbox;
+pub mod retire;
 pub mod server;
 
 pub use server::{Config, Relay, Shutdown};

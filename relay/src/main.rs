@@ -155,6 +155,18 @@ enum Command {
     /// Show what the data folder holds (formats, talks, envelopes, bytes) while the
     /// relay is stopped, and exit. Reads the store without changing it.
     Status,
+    /// Move the relay to a new identity key (stop the relay first). The old key signs
+    /// a statement naming the new one; members who hold the old address follow it.
+    /// Prints the new address.
+    RotateKey,
+    /// Retire the relay at TIME: new talks are refused from now on, members are told,
+    /// and at TIME every talk is closed with a signed receipt. Works on a running relay
+    /// (it picks the record up within a second) or a stopped one.
+    Retire {
+        /// When: a UTC time like 2026-12-24T18:00:00Z, or a duration from now (7d, 1h30m).
+        #[arg(long, value_name = "TIME")]
+        at: String,
+    },
 }
 
 /// A `--listen` value: the socket address, and the host name it was given as.
@@ -241,6 +253,8 @@ fn run() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Address) => return print_address(&cli, &data),
         Some(Command::Status) => return status(&data),
+        Some(Command::RotateKey) => return rotate_key(&data),
+        Some(Command::Retire { ref at }) => return retire(&data, at),
         None => {}
     }
     let listen = match cli.listen.clone() {
@@ -364,6 +378,67 @@ fn print_address(cli: &Cli, data: &Path) -> anyhow::Result<()> {
     };
     println!("{address}");
     Ok(())
+}
+
+/// `nook-relay rotate-key`: the data folder's lock is taken for the rotation, so a
+/// running relay is refused ("stop it first"), and none starts meanwhile.
+fn rotate_key(data: &Path) -> anyhow::Result<()> {
+    identity::check_folder_owner(data)?;
+    if !data.join(identity::KEY_FILE).exists() {
+        anyhow::bail!(
+            "{} holds no relay identity to rotate: start nook-relay once with this data folder first",
+            data.display()
+        );
+    }
+    let _lock = identity::DataLock::acquire(data).map_err(|e| match e {
+        IdentityError::InUse { .. } => anyhow::anyhow!(
+            "{e}\nstop the relay first: rotate-key works on a stopped relay (start it again afterwards)"
+        ),
+        e => e.into(),
+    })?;
+    let rotated = identity::rotate(data, unix_now())?;
+    eprintln!(
+        "rotated the relay key: {} -> {}; members holding the old address follow the signed statement (keep {} with the key in your backups)",
+        rotated.old,
+        rotated.new,
+        identity::ROTATIONS_FILE
+    );
+    match rotated.address {
+        Some(address) => println!("{address}"),
+        None => eprintln!("note: no address recorded yet; the relay prints it when it starts"),
+    }
+    Ok(())
+}
+
+/// `nook-relay retire --at TIME`: writes the retirement record the relay reads.
+fn retire(data: &Path, at: &str) -> anyhow::Result<()> {
+    identity::check_folder_owner(data)?;
+    if !data.join(identity::KEY_FILE).exists() {
+        anyhow::bail!(
+            "{} holds no relay: give the --data DIR of the relay to retire",
+            data.display()
+        );
+    }
+    let now = unix_now();
+    let at = nook_relay::retire::parse_at(at, now).map_err(anyhow::Error::msg)?;
+    nook_relay::retire::record(data, at)?;
+    let running = identity::DataLock::check_free(data).is_err();
+    println!(
+        "retiring at {}: new talks are refused{}; members are told, and every talk is closed with a receipt then",
+        nook_crypto::auth::rfc3339_utc(at),
+        if running {
+            " from now on (the running relay picks this up within a second)"
+        } else {
+            " once the relay starts"
+        }
+    );
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `nook-relay status`: the store's formats and size, read while the relay is stopped.

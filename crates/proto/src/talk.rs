@@ -316,6 +316,16 @@ impl Talk {
         Ok(())
     }
 
+    /// Closes the talk on the relay's own behalf (its retirement, protocol-spec.md
+    /// §6.14); returns whether it was live (pending or open) and is closed now.
+    pub fn close_by_relay(&mut self, now: u64) -> bool {
+        if matches!(self.lifecycle, Lifecycle::Pending | Lifecycle::Open) {
+            self.lifecycle = Lifecycle::Closed { at: now };
+            return true;
+        }
+        false
+    }
+
     /// Marks the talk expired if its TTL has passed; returns whether it is now expired.
     pub fn expire(&mut self, now: u64) -> bool {
         if now >= self.expires_at && matches!(self.lifecycle, Lifecycle::Pending | Lifecycle::Open)

@@ -33,6 +33,7 @@ impl Engine {
         challenge: &[u8; 32],
         req: Create,
     ) -> Result<MailboxId, ErrorFrame> {
+        self.refuse_if_retiring()?;
         let digest = params_digest(&req.params)
             .map_err(|_| err(ErrorCode::BadRequest, "parameters cannot be encoded"))?;
         verify_relay_auth(

@@ -43,11 +43,13 @@
 //! - `envelopes`: put, fetch, ack.
 //! - `recovery`: loading every mailbox and the envelope log at start-up.
 //! - `sweep`: expiry, log compaction, tombstones, and destroying a mailbox.
+//! - `retire`: the key rotation history and the relay's retirement.
 
 mod envelopes;
 mod mailbox;
 mod membership;
 mod recovery;
+mod retire;
 mod sweep;
 
 use std::collections::{BTreeSet, HashMap};
@@ -168,6 +170,8 @@ pub struct Engine {
     /// Bytes queued for clients, shared by every connection's outbox.
     queues: Arc<QueueBudget>,
     pub stats: Arc<Stats>,
+    /// Key rotation history and retirement (`retire`).
+    life: retire::RelayLife,
 }
 
 impl std::fmt::Debug for Engine {
@@ -186,6 +190,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         limits: Limits,
     ) -> Result<Engine, EngineError> {
+        let life = retire::RelayLife::load(dir, &identity)?;
         let vault = Arc::new(Vault::open(dir)?);
         let tombstones = match vault.namespace(TOMBSTONES)? {
             Some(ns) => ns,
@@ -223,6 +228,7 @@ impl Engine {
             commit,
             queues,
             stats: Arc::default(),
+            life,
         })
     }
 

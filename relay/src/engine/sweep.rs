@@ -26,6 +26,7 @@ impl Engine {
     /// Ends expired talks and forgets expired tombstones. Returns the number of
     /// mailboxes deleted. Called by the sweeper task, and directly by tests.
     pub fn sweep(&self) -> usize {
+        let retired = self.retire_tick();
         let now = self.now();
         let due: Vec<MailboxId> = {
             let mut expiries = lock(&self.expiries);
@@ -78,7 +79,7 @@ impl Engine {
         {
             self.purge_tombstones();
         }
-        n
+        n + retired
     }
 
     /// Copies the live envelopes out of sparse log segments, so that a few

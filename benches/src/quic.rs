@@ -75,6 +75,8 @@ impl RawConn {
                 challenge: [0; 32],
                 relay_key: nook_proto::RelayKey([0; 32]),
                 now: 0,
+                rotations: Vec::new(),
+                retiring_at: None,
             },
             decoder: FrameDecoder::new(),
             buf: vec![0; 16 * 1024],

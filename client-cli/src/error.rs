@@ -45,6 +45,8 @@ pub enum Kind {
     MailboxFull,
     /// 5: too many requests; slow down.
     RateLimited,
+    /// 5: the relay is retiring and takes no new talk.
+    RelayRetiring,
     /// 5: any other refusal by the relay.
     RelayRefused,
     /// 5: input given with the command cannot be used (empty message, alias, size,
@@ -66,7 +68,7 @@ pub enum Kind {
 impl Kind {
     /// Every kind, in exit-code order.
     #[cfg(test)]
-    pub const ALL: [Kind; 23] = [
+    pub const ALL: [Kind; 24] = [
         Kind::Internal,
         Kind::Usage,
         Kind::TalkUnknown,
@@ -83,6 +85,7 @@ impl Kind {
         Kind::NotAllowed,
         Kind::MailboxFull,
         Kind::RateLimited,
+        Kind::RelayRetiring,
         Kind::RelayRefused,
         Kind::BadInput,
         Kind::TalkClosed,
@@ -108,6 +111,7 @@ impl Kind {
             | Kind::NotAllowed
             | Kind::MailboxFull
             | Kind::RateLimited
+            | Kind::RelayRetiring
             | Kind::RelayRefused
             | Kind::BadInput => 5,
             Kind::TalkClosed | Kind::TalkGone => 6,
@@ -135,6 +139,7 @@ impl Kind {
             Kind::NotAllowed => "not_allowed",
             Kind::MailboxFull => "mailbox_full",
             Kind::RateLimited => "rate_limited",
+            Kind::RelayRetiring => "relay_retiring",
             Kind::RelayRefused => "relay_refused",
             Kind::BadInput => "bad_input",
             Kind::TalkClosed => "talk_closed",
@@ -157,7 +162,7 @@ pub const EXIT_CODES: &str = "EXIT CODES (and the \"kind\" of a --json error):
      connection_lost, relay_version
   5  refused: talk_not_open, invite_used, invite_malformed, own_invite,
      address_malformed, not_owner, not_allowed, mailbox_full, rate_limited,
-     relay_refused, bad_input
+     relay_retiring, relay_refused, bad_input
   6  the talk was closed, expired or left (local data deleted): talk_closed, talk_gone
   7  security: relay_key_mismatch, receipt_invalid
   8  `nook wait` timed out: timeout";
@@ -228,6 +233,10 @@ impl CliError {
             }
             ClientError::Pending { .. } => Some("`nook read TALK --wait-open` waits for it"),
             ClientError::Lost { .. } => Some("run the command again"),
+            ClientError::Refused {
+                code: nook_proto::ErrorCode::Retiring,
+                ..
+            } => Some("create the talk on another relay (nook new --relay ADDRESS)"),
             _ => None,
         }
     }
@@ -310,6 +319,10 @@ pub fn client_kind(e: &ClientError) -> Kind {
             code: ErrorCode::RateLimited,
             ..
         } => Kind::RateLimited,
+        ClientError::Refused {
+            code: ErrorCode::Retiring,
+            ..
+        } => Kind::RelayRetiring,
         ClientError::Refused { .. } => Kind::RelayRefused,
         ClientError::Member(_) => Kind::BadInput,
         ClientError::Closed { .. } => Kind::TalkClosed,

@@ -325,6 +325,12 @@ pub(crate) fn entry_json(e: &HistoryEntry) -> serde_json::Value {
         }
         Event::Expired => json!({"type": "expired", "local_data_deleted": true}),
         Event::Warning(w) => json!({"type": "warning", "message": w}),
+        Event::RelayRotated {
+            fingerprint,
+            rotations,
+        } => json!({"type": "relay_rotated", "fingerprint": fingerprint, "rotations": rotations}),
+        Event::RelayRetiring { at } => json!({"type": "relay_retiring",
+            "retiring_at": nook_crypto::auth::rfc3339_utc(*at)}),
     };
     v["at_ms"] = json!(e.at_ms);
     v
@@ -405,6 +411,13 @@ pub(crate) fn entry_text(e: &HistoryEntry) -> String {
         Event::Expired => "* the talk expired; all local data for it was deleted".to_string(),
         // Warnings name members by their alias: one line, escaped like one.
         Event::Warning(w) => format!("! {}", safe::inline(w)),
+        Event::RelayRotated { fingerprint, .. } => format!(
+            "* the relay moved to a new key ({fingerprint}), proved by the key of the address you were given; followed"
+        ),
+        Event::RelayRetiring { at } => format!(
+            "* the relay retires at {}: it then closes this talk (and every other) with a signed receipt",
+            nook_crypto::auth::rfc3339_utc(*at)
+        ),
     }
 }
 

@@ -524,7 +524,8 @@ impl Client {
         };
         // The key the connection proved is the one the address pins; `verify` checks
         // that again, so the receipt stands on its own wherever it is shown.
-        let receipt = PortableReceipt::new(relay, authed.conn.hello().relay_key, &receipt);
+        let receipt = PortableReceipt::new(relay, authed.conn.hello().relay_key, &receipt)
+            .with_rotations(authed.conn.followed().to_vec());
         if receipt.mailbox != mailbox || receipt.verify().is_err() {
             return Err(ClientError::BadReceipt);
         }

@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use nook_crypto::auth::PortableReceipt;
-use nook_proto::{Push, RelayKey, Request, Response, TalkStatus};
+use nook_proto::{Push, Request, Response, TalkStatus};
+
+use crate::transport::RelayConnection;
 
 use crate::dial::Dialer;
 use crate::error::ClientError;
@@ -100,10 +102,12 @@ fn backoff(attempt: u32) -> Duration {
 /// closed it cannot be checked any more, but the relay's receipt still can, against
 /// the key this connection pinned; and our own seat leaving (another process of this
 /// member left).
-fn ending(push: &Push, target: &Target, relay_key: RelayKey) -> Option<Event> {
+fn ending(push: &Push, target: &Target, conn: &RelayConnection) -> Option<Event> {
     match push {
         Push::Closed { receipt, .. } => {
-            let portable = PortableReceipt::new(target.addr().clone(), relay_key, receipt);
+            let portable =
+                PortableReceipt::new(target.addr().clone(), conn.hello().relay_key, receipt)
+                    .with_rotations(conn.followed().to_vec());
             let valid = portable.mailbox == target.mailbox() && portable.verify().is_ok();
             Some(Event::Closed {
                 by: None,
@@ -209,14 +213,13 @@ impl Follower {
                     // or leave). The push that says how is in this batch or right
                     // behind it (the relay sends it with its answer to that process):
                     // wait a moment for it, so this follower ends like every other.
-                    let key = conn.hello().relay_key;
-                    let mut event = batch.iter().find_map(|p| ending(p, &target, key));
+                    let mut event = batch.iter().find_map(|p| ending(p, &target, &conn));
                     for _ in 0..BATCH {
                         if event.is_some() {
                             break;
                         }
                         match tokio::time::timeout(ENDING_GRACE, pushes.recv()).await {
-                            Ok(Some(p)) => event = ending(&p, &target, key),
+                            Ok(Some(p)) => event = ending(&p, &target, &conn),
                             _ => break,
                         }
                     }
@@ -282,7 +285,10 @@ impl Follower {
                 } => {
                     // What arrived before the close is shown before the store goes.
                     self.deliver(&session, sink)?;
-                    let event = session.state().check_close(&receipt, &farewell);
+                    let event =
+                        session
+                            .state()
+                            .check_close(&receipt, &farewell, &relay.rotations());
                     sink(Update::Entry(session.end(event)?));
                     return Ok(None);
                 }
@@ -290,6 +296,11 @@ impl Follower {
                     self.deliver(&session, sink)?;
                     sink(Update::Entry(session.end(Event::Expired)?));
                     return Ok(None);
+                }
+                Push::Retiring { at } => {
+                    if let Some(event) = session.note_retiring(at)? {
+                        session.note(vec![event])?;
+                    }
                 }
             }
         }

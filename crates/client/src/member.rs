@@ -73,6 +73,19 @@ pub enum Event {
     Expired,
     /// Something was wrong with what arrived; it was not shown as a message.
     Warning(String),
+    /// The relay moved to a new identity key, proved by statements signed by the key
+    /// the talk's address pins (protocol-spec.md §11.12); this device now knows the
+    /// talk's relay by the new key. (Appended: older history records keep their
+    /// variant numbers.)
+    RelayRotated {
+        /// The new key's fingerprint, as an address writes it.
+        fingerprint: String,
+        /// Rotation statements followed from the pinned key.
+        rotations: u32,
+    },
+    /// The relay announced that it retires at `at` (unix seconds): it then closes
+    /// every talk with a receipt (protocol-spec.md §6.14).
+    RelayRetiring { at: u64 },
 }
 
 /// Another member as this member knows it.
@@ -511,12 +524,18 @@ impl TalkState {
 
     /// Checks a `Closed` push: the receipt against the pinned relay key, the farewell
     /// against the members' pseudonyms and the close policy.
-    pub fn check_close(&self, receipt: &Receipt, farewell: &[u8]) -> Event {
+    pub fn check_close(
+        &self,
+        receipt: &Receipt,
+        farewell: &[u8],
+        rotations: &[nook_proto::RotationStatement],
+    ) -> Event {
         // The relay key was checked against the address's fingerprint when it was
         // stored; the portable receipt's own check repeats that.
         let kept = match (self.relay_key, self.relay_addr()) {
             (Some(key), Some(relay)) if receipt.mailbox == self.mailbox => {
-                let kept = PortableReceipt::new(relay, RelayKey(key), receipt);
+                let kept = PortableReceipt::new(relay, RelayKey(key), receipt)
+                    .with_rotations(rotations.to_vec());
                 kept.verify().is_ok().then(|| Box::new(kept))
             }
             _ => None,
@@ -1032,7 +1051,7 @@ mod tests {
             relay_id.public(),
             &receipt,
         ));
-        let ev = b.check_close(&receipt, &a.farewell().unwrap());
+        let ev = b.check_close(&receipt, &a.farewell().unwrap(), &[]);
         assert_eq!(
             ev,
             Event::Closed {
@@ -1043,7 +1062,7 @@ mod tests {
         );
         // A farewell signed by a non-owner under the owner policy is not verified; the
         // relay's receipt is good all the same.
-        let ev = b.check_close(&receipt, &c.farewell().unwrap());
+        let ev = b.check_close(&receipt, &c.farewell().unwrap(), &[]);
         assert_eq!(
             ev,
             Event::Closed {
@@ -1054,7 +1073,7 @@ mod tests {
         );
         a.relay_key = Some([0; 32]);
         assert!(matches!(
-            a.check_close(&receipt, &b.farewell().unwrap()),
+            a.check_close(&receipt, &b.farewell().unwrap(), &[]),
             Event::Closed {
                 verified: false,
                 receipt: None,
@@ -1080,7 +1099,7 @@ mod tests {
         b.relay_key = Some(relay_id.public().0);
         b.relay = pinning(&relay_id).to_string();
         let farewell = a.farewell().unwrap();
-        let kept = |receipt: &Receipt, b: &TalkState| match b.check_close(receipt, &farewell) {
+        let kept = |receipt: &Receipt, b: &TalkState| match b.check_close(receipt, &farewell, &[]) {
             Event::Closed { receipt, .. } => receipt.map(|r| *r),
             e => panic!("{e:?}"),
         };

@@ -35,6 +35,11 @@ pub(crate) trait Relay {
         &self,
         request: Request,
     ) -> impl Future<Output = Result<Response, RequestError>> + Send;
+
+    /// The rotation statements followed from the pinned key to the relay's key now.
+    fn rotations(&self) -> Vec<nook_proto::RotationStatement> {
+        Vec::new()
+    }
 }
 
 impl Relay for RelayConnection {
@@ -43,6 +48,10 @@ impl Relay for RelayConnection {
         request: Request,
     ) -> impl Future<Output = Result<Response, RequestError>> + Send {
         RelayConnection::request(self, request)
+    }
+
+    fn rotations(&self) -> Vec<nook_proto::RotationStatement> {
+        self.followed().to_vec()
     }
 }
 
@@ -104,7 +113,8 @@ pub(crate) async fn authenticate(dialer: &Dialer, target: &Target) -> Result<Aut
             ..
         }) => {
             let portable =
-                PortableReceipt::new(target.addr.clone(), conn.hello().relay_key, &receipt);
+                PortableReceipt::new(target.addr.clone(), conn.hello().relay_key, &receipt)
+                    .with_rotations(conn.followed().to_vec());
             let valid = portable.mailbox == target.mailbox && portable.verify().is_ok();
             Err(ClientError::Closed {
                 receipt: valid.then(|| Box::new(portable)),
@@ -240,6 +250,7 @@ impl TalkSession {
     ) -> Result<Authed, ClientError> {
         match answer {
             Ok(authed) => {
+                self.note_relay(&authed.conn)?;
                 self.apply_status(&authed.conn, authed.status).await?;
                 if self.has_left(&authed.status) {
                     // Left from another process: the relay no longer counts this seat.
@@ -254,6 +265,38 @@ impl TalkSession {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Records what the relay's greeting says of the relay itself: a key rotation
+    /// followed for the first time (the new key is remembered for the talk) and a
+    /// retirement not noted before; each becomes one history entry.
+    pub(crate) fn note_relay(&mut self, conn: &RelayConnection) -> Result<(), ClientError> {
+        let hello = conn.hello();
+        let mut events = Vec::new();
+        if !conn.followed().is_empty() && self.state.relay_key != Some(hello.relay_key.0) {
+            self.state.relay_key = Some(hello.relay_key.0);
+            self.lease.save(&self.state)?;
+            events.push(Event::RelayRotated {
+                fingerprint: nook_crypto::Fingerprint::of_key(&hello.relay_key.0).to_text(),
+                rotations: u32::try_from(conn.followed().len()).unwrap_or(u32::MAX),
+            });
+        }
+        if let Some(at) = hello.retiring_at {
+            events.extend(self.note_retiring(at)?);
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.note(events)
+    }
+
+    /// The entry for a retirement at `at`, unless this talk noted that one already.
+    pub(crate) fn note_retiring(&self, at: u64) -> Result<Option<Event>, ClientError> {
+        if self.lease.retiring_at(&self.state.talk_id)? == Some(at) {
+            return Ok(None);
+        }
+        self.lease.set_retiring_at(&self.state.talk_id, at)?;
+        Ok(Some(Event::RelayRetiring { at }))
     }
 
     /// True when `status` says this member's own seat has left (another process of

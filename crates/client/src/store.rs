@@ -13,6 +13,7 @@
 //! | `s`          | the [`TalkState`] |
 //! | `n`          | next history index (u64 LE) |
 //! | `r`          | history index shown so far by `read --new` (u64 LE) |
+//! | `t`          | when the talk's relay retires, as last noted (u64 LE; absent: not retiring) |
 //! | `h` ‖ index  | one [`HistoryEntry`] (index u64 BE) |
 
 use std::fs::File;
@@ -28,6 +29,7 @@ use crate::member::{Event, TalkState};
 const K_STATE: &[u8] = b"s";
 const K_NEXT: &[u8] = b"n";
 const K_SHOWN: &[u8] = b"r";
+const K_RETIRING: &[u8] = b"t";
 const TALK_PREFIX: &[u8] = b"talk/";
 const PENDING_JOINS: &[u8] = b"pending-joins";
 
@@ -287,6 +289,16 @@ impl Store {
             out.push(decode_entry(&Zeroizing::new(v))?);
         }
         Ok(out)
+    }
+
+    /// When the talk's relay retires, as this device last heard.
+    pub fn retiring_at(&self, talk_id: &[u8; 8]) -> Result<Option<u64>, StoreError> {
+        Ok(self.ns(talk_id)?.get(K_RETIRING)?.map(|v| u64_of(Some(v))))
+    }
+
+    pub fn set_retiring_at(&self, talk_id: &[u8; 8], at: u64) -> Result<(), StoreError> {
+        self.ns(talk_id)?.put(K_RETIRING, &at.to_le_bytes())?;
+        Ok(())
     }
 
     /// The first history index `read --new` has not shown yet.

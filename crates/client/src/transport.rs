@@ -14,12 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nook_crypto::rotation::follow;
 use nook_crypto::{Fingerprint, RelayAddr};
 use nook_proto::codec::encode_frame;
 use nook_proto::limits::{ALPN, PROTOCOL_VERSION};
 use nook_proto::{
     ClientFrame, ErrorCode, ErrorDetail, ErrorFrame, FrameDecoder, HelloOk, Outcome, Push, Request,
-    Response, ServerFrame,
+    Response, RotationStatement, ServerFrame,
 };
 use nook_quic::PinnedVerifier;
 use tokio::sync::{mpsc, oneshot};
@@ -109,6 +110,9 @@ pub struct RelayConnection {
     pushes: Option<mpsc::Receiver<Push>>,
     next_id: AtomicU64,
     hello: HelloOk,
+    /// The rotation statements followed from the pinned key to the relay's key
+    /// (empty: the relay presented the pinned key).
+    followed: Vec<RotationStatement>,
     reader: JoinHandle<()>,
 }
 
@@ -141,7 +145,7 @@ impl RelayConnection {
         limit: Duration,
     ) -> Result<RelayConnection, ConnectError> {
         let target = resolve(addr).await?;
-        let verifier = Arc::new(PinnedVerifier::new(addr.fingerprint));
+        let verifier = Arc::new(PinnedVerifier::following(addr.fingerprint));
         let config = nook_quic::client_config_with(verifier.clone(), alpn)
             .map_err(|e| ConnectError::Local(e.to_string()))?;
         let bind: SocketAddr = if target.is_ipv6() {
@@ -166,7 +170,7 @@ impl RelayConnection {
         let conn = match tokio::time::timeout(limit, connecting).await {
             Err(_) => return Err(unreachable("timed out".into())),
             Ok(Err(e)) => {
-                if let Some(got) = verifier.mismatch() {
+                if let Some(got) = verifier.mismatch().filter(|_| verifier.deferred().is_none()) {
                     return Err(ConnectError::WrongFingerprint {
                         addr: addr.host_port(),
                         expected: addr.fingerprint,
@@ -204,7 +208,10 @@ impl RelayConnection {
                 challenge: [0; 32],
                 relay_key: nook_proto::RelayKey([0; 32]),
                 now: 0,
+                rotations: Vec::new(),
+                retiring_at: None,
             },
+            followed: Vec::new(),
             reader,
         };
         match this
@@ -215,14 +222,22 @@ impl RelayConnection {
         {
             Ok(Response::Hello(h)) => {
                 // The TLS handshake proved the certificate key; the relay must name the
-                // same key here, since receipts are checked against it.
-                if Fingerprint::of_key(&h.relay_key.0) != addr.fingerprint {
-                    return Err(ConnectError::WrongFingerprint {
-                        addr: addr.host_port(),
-                        expected: addr.fingerprint,
-                        got: Fingerprint::of_key(&h.relay_key.0),
-                    });
+                // same key here, since receipts are checked against it. A key other
+                // than the pinned one is taken only at the end of a chain of rotation
+                // statements from the pinned key (protocol-spec.md §11.12).
+                let wrong = || ConnectError::WrongFingerprint {
+                    addr: addr.host_port(),
+                    expected: addr.fingerprint,
+                    got: Fingerprint::of_key(&h.relay_key.0),
+                };
+                let certified = verifier.deferred().map_or(addr.fingerprint, |k| Fingerprint::of_key(&k));
+                if Fingerprint::of_key(&h.relay_key.0) != certified {
+                    return Err(wrong());
                 }
+                let followed = follow(&addr.fingerprint, &h.rotations, &h.relay_key)
+                    .map_err(|_| wrong())?
+                    .to_vec();
+                this.followed = followed;
                 this.hello = h;
                 Ok(this)
             }
@@ -238,6 +253,12 @@ impl RelayConnection {
     /// The relay's greeting: its key, the connection's auth challenge and its clock.
     pub fn hello(&self) -> &HelloOk {
         &self.hello
+    }
+
+    /// The rotation statements followed from the key the address pins to the relay's
+    /// key now (empty when the relay presented the pinned key), for receipts.
+    pub fn followed(&self) -> &[RotationStatement] {
+        &self.followed
     }
 
     /// Sends one request and waits for its response. Many may be in flight at once.

@@ -151,14 +151,32 @@ fn request() -> impl Strategy<Value = Request> {
 
 fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
-        (any::<u16>(), arr32(), arr32(), any::<u64>()).prop_map(|(version, challenge, k, now)| {
-            Response::Hello(HelloOk {
-                version,
-                challenge,
-                relay_key: RelayKey(k),
-                now,
-            })
-        }),
+        (
+            any::<u16>(),
+            arr32(),
+            arr32(),
+            any::<u64>(),
+            proptest::collection::vec((arr32(), arr32(), any::<u64>()), 0..3),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(version, challenge, k, now, rotations, retiring_at)| {
+                Response::Hello(HelloOk {
+                    version,
+                    challenge,
+                    relay_key: RelayKey(k),
+                    now,
+                    rotations: rotations
+                        .into_iter()
+                        .map(|(old, new, rotated_at)| nook_proto::RotationStatement {
+                            old: RelayKey(old),
+                            new: RelayKey(new),
+                            rotated_at,
+                            signature: nook_proto::Signature([7; 64]),
+                        })
+                        .collect(),
+                    retiring_at,
+                })
+            }),
         (mailbox(), status()).prop_map(|(mailbox, status)| Response::Created { mailbox, status }),
         (any::<u8>(), body(), status()).prop_map(|(seat, welcome, status)| Response::Joined {
             seat,
@@ -197,6 +215,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::TooManyMailboxes),
         Just(ErrorCode::BadRequest),
         Just(ErrorCode::Internal),
+        Just(ErrorCode::Retiring),
     ]
 }
 
@@ -213,6 +232,7 @@ fn push() -> impl Strategy<Value = Push> {
             farewell
         }),
         mailbox().prop_map(|mailbox| Push::Expired { mailbox }),
+        any::<u64>().prop_map(|at| Push::Retiring { at }),
     ]
 }
 

@@ -10,7 +10,10 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 /// Accepts exactly the relay whose Ed25519 certificate key hashes to the pinned
-/// fingerprint. No CA, no name check, no trust on first use: the fingerprint in the
+/// fingerprint — or, made with [`PinnedVerifier::following`], any Ed25519 key, which it
+/// records as [`PinnedVerifier::deferred`] for the caller to accept only once the
+/// relay's rotation statements lead there from the pinned key (protocol-spec.md §2.2,
+/// §11.12); a caller that defers sends nothing but `Hello` until it has checked. No CA, no name check, no trust on first use: the fingerprint in the
 /// address is the whole trust decision. The TLS 1.3 handshake signature is still
 /// verified against the certificate key, so a copied certificate without its private
 /// key does not pass.
@@ -20,6 +23,11 @@ pub struct PinnedVerifier {
     provider: Arc<CryptoProvider>,
     /// Written by rustls during a handshake, read by the caller after it failed.
     seen_mismatch: Mutex<Option<Fingerprint>>,
+    /// Whether a key other than the pinned one passes the handshake, to be checked
+    /// against the relay's rotation history afterwards.
+    follow: bool,
+    /// The key that passed that way, if one did.
+    deferred: Mutex<Option<[u8; 32]>>,
 }
 
 impl PinnedVerifier {
@@ -28,7 +36,26 @@ impl PinnedVerifier {
             fingerprint,
             provider: crate::provider(),
             seen_mismatch: Mutex::new(None),
+            follow: false,
+            deferred: Mutex::new(None),
         }
+    }
+
+    /// A verifier that lets a key other than the pinned one through the handshake and
+    /// records it ([`PinnedVerifier::deferred`]): the caller MUST then accept the
+    /// connection only if the relay's rotation statements lead from the pinned key to
+    /// that one (`nook_crypto::rotation::follow`), and send nothing but `Hello` first.
+    pub fn following(fingerprint: Fingerprint) -> PinnedVerifier {
+        PinnedVerifier {
+            follow: true,
+            ..PinnedVerifier::new(fingerprint)
+        }
+    }
+
+    /// The key a [`PinnedVerifier::following`] let through although it is not the
+    /// pinned one; `None` when the pinned key itself was presented.
+    pub fn deferred(&self) -> Option<[u8; 32]> {
+        self.deferred.lock().ok().and_then(|d| *d)
     }
 
     /// The fingerprint a refused relay presented, if any.
@@ -53,6 +80,12 @@ impl ServerCertVerifier for PinnedVerifier {
         if got != self.fingerprint {
             if let Ok(mut m) = self.seen_mismatch.lock() {
                 *m = Some(got);
+            }
+            if self.follow
+                && let Ok(mut d) = self.deferred.lock()
+            {
+                *d = Some(key);
+                return Ok(ServerCertVerified::assertion());
             }
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,

@@ -118,6 +118,7 @@ impl Output {
                         "relay": t.relay,
                         "expires_at": t.expires_at,
                         "cached": t.cached,
+                        "relay_retiring_at": t.retiring_at.map(nook_crypto::auth::rfc3339_utc),
                     })
                 );
             }
@@ -154,6 +155,15 @@ impl Output {
                 // From an invite someone else handed over: parsed, but shown safely too.
                 safe::inline(&t.relay)
             );
+        }
+        for t in talks {
+            if let Some(at) = t.retiring_at {
+                println!(
+                    "note: the relay of {} retires at {}; it then closes the talk with a signed receipt",
+                    t.talk,
+                    nook_crypto::auth::rfc3339_utc(at)
+                );
+            }
         }
         if talks.iter().any(|t| t.cached) {
             // (Under --json each talk's "cached" field says it.)

@@ -8,7 +8,9 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use nook_crypto::auth::{PortableReceipt, RECEIPT_HEADER};
+use nook_crypto::auth::{
+    PortableReceipt, RECEIPT_HEADER, parse_rotation_value, rotation_value,
+};
 use serde_json::{Value, json};
 
 use crate::error::{CliError, Kind};
@@ -35,6 +37,7 @@ pub fn json(r: &PortableReceipt, verified: bool) -> Value {
         "closed_at": closed_at,
         "envelopes_deleted": r.envelopes_deleted,
         "signature": signature,
+        "rotations": r.rotations.iter().map(rotation_value).collect::<Vec<_>>(),
         "verified": verified,
     })
 }
@@ -134,7 +137,18 @@ fn from_json(r: &Value) -> Result<PortableReceipt, String> {
         text("envelopes_deleted")?,
         text("signature")?,
     ];
+    // Each as the text form's `rotation` line writes it; absent: none.
+    let rotations = match r.get("rotations") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) if items.len() <= nook_proto::limits::MAX_ROTATIONS => items
+            .iter()
+            .map(|v| v.as_str().and_then(parse_rotation_value))
+            .collect::<Option<Vec<_>>>()
+            .ok_or("its field \"rotations\" is malformed")?,
+        Some(_) => return Err("its field \"rotations\" is malformed".into()),
+    };
     PortableReceipt::from_field_values(values.each_ref().map(String::as_str))
+        .map(|p| p.with_rotations(rotations))
         .map_err(|e| e.to_string())
 }
 

@@ -98,6 +98,22 @@ impl Relay {
         self.child = child;
     }
 
+    /// Stops the relay, runs `nook-relay COMMAND… --data DIR` on its data folder (e.g.
+    /// `rotate-key`), and starts it again on the same port; its address may change.
+    /// Returns the command's run.
+    pub fn restart_after(&mut self, command: &[&str]) -> Run {
+        self.stop();
+        let data = self.data_dir();
+        let mut args = command.to_vec();
+        let data_arg = data.to_string_lossy().into_owned();
+        args.extend(["--data", data_arg.as_str()]);
+        let run = relay_run(&args);
+        let (child, address) = Relay::spawn(&self.data, self.port, &self.args);
+        self.address = address;
+        self.child = child;
+        run
+    }
+
     fn spawn(data: &tempfile::TempDir, port: u16, args: &[String]) -> (Child, String) {
         let mut child = Command::new(bin("nook-relay"))
             .args(args)

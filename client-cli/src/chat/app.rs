@@ -900,6 +900,7 @@ pub(super) mod tests {
             invites: vec!["nook-invite-one".into(), "nook-invite-two".into()],
             seats: 3,
             cached: false,
+            retiring_at: None,
         }
     }
 

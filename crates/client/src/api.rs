@@ -98,6 +98,8 @@ pub struct TalkSummary {
     pub seats: u8,
     /// Shown from what this device knew: the relay was not asked, or not reached.
     pub cached: bool,
+    /// When the talk's relay retires (it then closes the talk), as last heard.
+    pub retiring_at: Option<u64>,
 }
 
 /// A nook member's client, rooted at one home folder.
@@ -338,7 +340,9 @@ impl Client {
     pub async fn info(&self, talk: &str) -> Result<TalkSummary, ClientError> {
         let session = self.session(talk).await?;
         let unread = session.store().unread(&session.talk_id())?;
-        Ok(summary(session.state(), unread))
+        let mut summary = summary(session.state(), unread);
+        summary.retiring_at = session.store().retiring_at(&session.talk_id())?;
+        Ok(summary)
     }
 
     /// Sends a text message; returns once the relay stored it durably.
@@ -582,5 +586,6 @@ fn summary(t: &TalkState, unread: u64) -> TalkSummary {
         invites: t.invites.iter().map(|(_, i)| i.clone()).collect(),
         seats: t.params.seats,
         cached: true,
+        retiring_at: None,
     }
 }

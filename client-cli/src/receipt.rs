@@ -8,9 +8,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use nook_crypto::auth::{
-    PortableReceipt, RECEIPT_HEADER, parse_rotation_value, rotation_value,
-};
+use nook_crypto::auth::{PortableReceipt, RECEIPT_HEADER, parse_rotation_value, rotation_value};
 use serde_json::{Value, json};
 
 use crate::error::{CliError, Kind};

@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 
 use nook_crypto::auth::{RelayIdentity, parse_rotation_value, rotation_value};
 use nook_crypto::rotation::check_history;
-use nook_proto::{RelayKey, RotationStatement};
 use nook_crypto::{Fingerprint, RelayAddr};
+use nook_proto::{RelayKey, RotationStatement};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use zeroize::Zeroizing;
 
@@ -323,7 +323,10 @@ pub fn rotate(dir: &Path, now: u64) -> Result<Rotated, IdentityError> {
     let new = RelayIdentity::generate(&mut rand::rng());
     write_atomically(&dir.join(NEXT_KEY_FILE), new.seed().as_ref())?;
     history.push(old.sign_rotation(&new.public(), now));
-    write_atomically(&dir.join(ROTATIONS_FILE), rotations_text(&history).as_bytes())?;
+    write_atomically(
+        &dir.join(ROTATIONS_FILE),
+        rotations_text(&history).as_bytes(),
+    )?;
     finish_rotation(dir)?;
     let address = recorded_address(dir).ok().and_then(|a| {
         let mut addr: RelayAddr = a.parse().ok()?;
@@ -612,9 +615,18 @@ fn rotations_text(history: &[RotationStatement]) -> String {
 
 fn parse_rotations(text: &str) -> Result<Vec<RotationStatement>, String> {
     let mut lines = text.lines().filter(|l| !l.starts_with('#'));
-    match lines.next().unwrap_or_default().strip_prefix(ROTATIONS_HEADER).map(str::trim) {
+    match lines
+        .next()
+        .unwrap_or_default()
+        .strip_prefix(ROTATIONS_HEADER)
+        .map(str::trim)
+    {
         Some(v) if v == ROTATIONS_FORMAT.to_string() => {}
-        Some(v) => return Err(format!("format {v}; this version reads format {ROTATIONS_FORMAT}")),
+        Some(v) => {
+            return Err(format!(
+                "format {v}; this version reads format {ROTATIONS_FORMAT}"
+            ));
+        }
         None => return Err("no header".into()),
     }
     lines

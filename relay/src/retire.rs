@@ -63,7 +63,12 @@ pub fn read(dir: &Path) -> Result<Option<u64>, String> {
 
 fn parse(text: &str) -> Result<u64, String> {
     let mut lines = text.lines().filter(|l| !l.starts_with('#'));
-    match lines.next().unwrap_or_default().strip_prefix(HEADER).map(str::trim) {
+    match lines
+        .next()
+        .unwrap_or_default()
+        .strip_prefix(HEADER)
+        .map(str::trim)
+    {
         Some(v) if v == FORMAT.to_string() => {}
         Some(v) => return Err(format!("format {v}; this version reads format {FORMAT}")),
         None => return Err("no header".into()),

@@ -85,7 +85,9 @@ pub enum Event {
     },
     /// The relay announced that it retires at `at` (unix seconds): it then closes
     /// every talk with a receipt (protocol-spec.md §6.14).
-    RelayRetiring { at: u64 },
+    RelayRetiring {
+        at: u64,
+    },
 }
 
 /// Another member as this member knows it.

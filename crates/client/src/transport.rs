@@ -170,7 +170,10 @@ impl RelayConnection {
         let conn = match tokio::time::timeout(limit, connecting).await {
             Err(_) => return Err(unreachable("timed out".into())),
             Ok(Err(e)) => {
-                if let Some(got) = verifier.mismatch().filter(|_| verifier.deferred().is_none()) {
+                if let Some(got) = verifier
+                    .mismatch()
+                    .filter(|_| verifier.deferred().is_none())
+                {
                     return Err(ConnectError::WrongFingerprint {
                         addr: addr.host_port(),
                         expected: addr.fingerprint,
@@ -230,7 +233,9 @@ impl RelayConnection {
                     expected: addr.fingerprint,
                     got: Fingerprint::of_key(&h.relay_key.0),
                 };
-                let certified = verifier.deferred().map_or(addr.fingerprint, |k| Fingerprint::of_key(&k));
+                let certified = verifier
+                    .deferred()
+                    .map_or(addr.fingerprint, |k| Fingerprint::of_key(&k));
                 if Fingerprint::of_key(&h.relay_key.0) != certified {
                     return Err(wrong());
                 }

@@ -41,13 +41,7 @@ pub enum FollowError {
 
 /// The bytes a rotation statement's signature covers.
 pub fn rotation_transcript(old: &RelayKey, new: &RelayKey, rotated_at: u64) -> Vec<u8> {
-    [
-        labels::ROTATION,
-        &old.0,
-        &new.0,
-        &rotated_at.to_le_bytes(),
-    ]
-    .concat()
+    [labels::ROTATION, &old.0, &new.0, &rotated_at.to_le_bytes()].concat()
 }
 
 impl RelayIdentity {
@@ -111,10 +105,7 @@ pub fn follow<'a>(
 
 /// Checks a relay's own whole history: it starts anywhere, chains, and ends at
 /// `current` (what a relay checks before it serves, and after it rotates).
-pub fn check_history(
-    history: &[RotationStatement],
-    current: &RelayKey,
-) -> Result<(), FollowError> {
+pub fn check_history(history: &[RotationStatement], current: &RelayKey) -> Result<(), FollowError> {
     match history.first() {
         None => Ok(()),
         Some(first) => {
@@ -162,10 +153,7 @@ mod tests {
         let [a, b, c] = ids();
         let fp_a = Fingerprint::of_key(&a.public().0);
         // No statement at all.
-        assert_eq!(
-            follow(&fp_a, &[], &b.public()),
-            Err(FollowError::NotPinned)
-        );
+        assert_eq!(follow(&fp_a, &[], &b.public()), Err(FollowError::NotPinned));
         // A statement "by a" that b signed itself.
         let mut forged = b.sign_rotation(&b.public(), 10);
         forged.old = a.public();
@@ -183,10 +171,7 @@ mod tests {
         let gap = [to_b, c.sign_rotation(&a.public(), 20)];
         assert_eq!(follow(&fp_a, &gap, &a.public()), Ok(&[][..]));
         let gap2 = [to_b, c.sign_rotation(&b.public(), 20)];
-        assert_eq!(
-            follow(&fp_a, &gap2, &b.public()),
-            Err(FollowError::Broken)
-        );
+        assert_eq!(follow(&fp_a, &gap2, &b.public()), Err(FollowError::Broken));
         // The time is signed.
         let mut moved = a.sign_rotation(&b.public(), 10);
         moved.rotated_at = 11;
@@ -195,9 +180,6 @@ mod tests {
             Err(FollowError::BadSignature)
         );
         let long = vec![to_b; MAX_ROTATIONS + 1];
-        assert_eq!(
-            follow(&fp_a, &long, &b.public()),
-            Err(FollowError::TooLong)
-        );
+        assert_eq!(follow(&fp_a, &long, &b.public()), Err(FollowError::TooLong));
     }
 }

@@ -842,7 +842,6 @@ impl FrameInputs<'_> {
                     retiring_at: None,
                 }),
             ),
-
             (
                 "created",
                 Response::Created {

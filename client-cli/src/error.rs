@@ -379,7 +379,11 @@ mod tests {
             message: "whatever the relay wrote".into(),
         });
         assert_eq!(
-            (refused.kind(), refused.kind().exit_code(), refused.kind().name()),
+            (
+                refused.kind(),
+                refused.kind().exit_code(),
+                refused.kind().name()
+            ),
             (Kind::CreateRefused, 5, "create_refused")
         );
         assert!(

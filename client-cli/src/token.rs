@@ -17,7 +17,10 @@ pub const ENV: &str = "NOOK_CREATE_TOKEN";
 /// The token to present, if one was given: the file wins over the environment.
 pub fn given(file: Option<&Path>) -> Result<Option<CreateToken>, CliError> {
     let (text, from) = match file {
-        Some(path) => (read(path)?, format!("the creation token file {}", path.display())),
+        Some(path) => (
+            read(path)?,
+            format!("the creation token file {}", path.display()),
+        ),
         None => match std::env::var(ENV) {
             Ok(v) => (Zeroizing::new(v), ENV.to_string()),
             Err(std::env::VarError::NotPresent) => return Ok(None),

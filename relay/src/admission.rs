@@ -189,7 +189,9 @@ impl Admission {
         };
         let message = match presented {
             Some(p) if token.matches(p) => return Ok(()),
-            Some(_) => "wrong creation token: this relay creates talks only for holders of its token",
+            Some(_) => {
+                "wrong creation token: this relay creates talks only for holders of its token"
+            }
             None => {
                 "this relay creates talks only for holders of its creation token (ask its \
                  operator); joining with an invite needs none"
@@ -349,7 +351,10 @@ mod tests {
         let gate = Admission::new(None, rate(10, 60), rate(3, 60));
         let t0 = Instant::now();
         let ok = (0u8..40)
-            .filter(|i| gate.take_create(IpAddr::from([198, 51, 100, *i]), t0).is_ok())
+            .filter(|i| {
+                gate.take_create(IpAddr::from([198, 51, 100, *i]), t0)
+                    .is_ok()
+            })
             .count();
         assert_eq!(ok, 10);
         // A refused create charged no address: only those that created are tracked.
@@ -361,11 +366,23 @@ mod tests {
         let gate = Admission::new(None, rate(100, 60), rate(2, 60));
         let t0 = Instant::now();
         assert!(gate.take_create("2001:db8::1".parse().unwrap(), t0).is_ok());
-        assert!(gate.take_create("2001:db8::ffff:2".parse().unwrap(), t0).is_ok());
-        assert!(gate.take_create("2001:db8::3".parse().unwrap(), t0).is_err());
-        assert!(gate.take_create("2001:db8:0:1::1".parse().unwrap(), t0).is_ok());
+        assert!(
+            gate.take_create("2001:db8::ffff:2".parse().unwrap(), t0)
+                .is_ok()
+        );
+        assert!(
+            gate.take_create("2001:db8::3".parse().unwrap(), t0)
+                .is_err()
+        );
+        assert!(
+            gate.take_create("2001:db8:0:1::1".parse().unwrap(), t0)
+                .is_ok()
+        );
         assert!(gate.take_create("192.0.2.9".parse().unwrap(), t0).is_ok());
-        assert!(gate.take_create("::ffff:192.0.2.9".parse().unwrap(), t0).is_ok());
+        assert!(
+            gate.take_create("::ffff:192.0.2.9".parse().unwrap(), t0)
+                .is_ok()
+        );
         assert!(gate.take_create("192.0.2.9".parse().unwrap(), t0).is_err());
     }
 
@@ -381,7 +398,10 @@ mod tests {
         assert!(gate.take_create(newcomer, t0).is_err());
         assert_eq!(gate.tracked_addresses(), MAX_TRACKED_ADDRESSES);
         // A period later they are full again, so forgotten, and room is made.
-        assert!(gate.take_create(newcomer, t0 + Duration::from_secs(61)).is_ok());
+        assert!(
+            gate.take_create(newcomer, t0 + Duration::from_secs(61))
+                .is_ok()
+        );
         assert_eq!(gate.tracked_addresses(), 1);
     }
 }

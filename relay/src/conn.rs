@@ -436,7 +436,16 @@ fn handle(
         }
         Request::Create(c) => create(engine, admission, outbox, s, id, c, None, &now_reply),
         Request::CreateWithToken { create: c, token } => {
-            create(engine, admission, outbox, s, id, c, Some(&token), &now_reply);
+            create(
+                engine,
+                admission,
+                outbox,
+                s,
+                id,
+                c,
+                Some(&token),
+                &now_reply,
+            );
         }
         Request::Join(j) => {
             let (mailbox, member) = (j.mailbox, j.member);

@@ -58,7 +58,12 @@ struct Cli {
     /// at least 16 bytes; surrounding whitespace is not part of it). Joining, sending,
     /// reading and closing need no token. Give a copy to `nook new --create-token-file`.
     /// A file, never the token itself, so it does not show in `ps`.
-    #[arg(long, env = "NOOK_RELAY_CREATE_TOKEN_FILE", global = true, value_name = "PATH")]
+    #[arg(
+        long,
+        env = "NOOK_RELAY_CREATE_TOKEN_FILE",
+        global = true,
+        value_name = "PATH"
+    )]
     create_token_file: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
@@ -797,7 +802,11 @@ mod tests {
             ("--max-handshakes", "0", "at least 1"),
             ("--retry-from-handshakes", "some", "whole number"),
             ("--max-partial-frame-bytes", "1000", "at least 1048580"),
-            ("--max-queued-bytes-per-connection", "65536", "at least 1048580"),
+            (
+                "--max-queued-bytes-per-connection",
+                "65536",
+                "at least 1048580",
+            ),
             ("--max-queued-bytes", "lots", "at least 1048580"),
             ("--create-rate", "60", "N/DURATION"),
             ("--create-rate", "0/1m", "at least 1"),
@@ -805,7 +814,11 @@ mod tests {
             ("--create-rate-per-address", "5/soon", "N/DURATION"),
         ] {
             let err = Cli::try_parse_from(["nook-relay", flag, bad]).unwrap_err();
-            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{flag} {bad}");
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag} {bad}"
+            );
             assert!(err.to_string().contains(says), "{flag} {bad}: {err}");
         }
         // Flags that parse alone but not together.
@@ -819,7 +832,10 @@ mod tests {
         .unwrap();
         let mut config = Config::new(DEFAULT_LISTEN.parse().unwrap(), PathBuf::from("/unused"));
         let err = cli.limits.apply(&mut config).unwrap_err();
-        assert!(err.contains("--max-queued-bytes (2000000) must be at least"), "{err}");
+        assert!(
+            err.contains("--max-queued-bytes (2000000) must be at least"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -835,16 +851,21 @@ mod tests {
         let good = dir.path().join("token");
         std::fs::write(&good, "0123456789abcdef0123\n").unwrap();
         let hash = read_create_token(&good).unwrap();
-        let presented = nook_proto::CreateToken(
-            nook_crypto::kdf::sha256(&[b"0123456789abcdef0123"]),
-        );
+        let presented =
+            nook_proto::CreateToken(nook_crypto::kdf::sha256(&[b"0123456789abcdef0123"]));
         assert!(hash.matches(&presented));
         let short = dir.path().join("short");
         std::fs::write(&short, "hunter2\n").unwrap();
         let err = format!("{:#}", read_create_token(&short).unwrap_err());
         assert!(err.contains("at least 16"), "{err}");
-        let missing = format!("{:#}", read_create_token(&dir.path().join("nope")).unwrap_err());
-        assert!(missing.contains("cannot read the creation token file"), "{missing}");
+        let missing = format!(
+            "{:#}",
+            read_create_token(&dir.path().join("nope")).unwrap_err()
+        );
+        assert!(
+            missing.contains("cannot read the creation token file"),
+            "{missing}"
+        );
     }
 
     #[test]

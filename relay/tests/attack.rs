@@ -464,9 +464,8 @@ async fn try_create(
 #[tokio::test]
 async fn strangers_without_the_token_never_use_up_the_owners_creates() {
     let relay = TestRelay::start_config(tempfile::tempdir().unwrap(), |c| {
-        c.create_token = Some(
-            nook_relay::admission::CreateTokenHash::from_text(CREATE_TOKEN).unwrap(),
-        );
+        c.create_token =
+            Some(nook_relay::admission::CreateTokenHash::from_text(CREATE_TOKEN).unwrap());
         c.create_rate_per_address = nook_relay::admission::Rate {
             count: 2,
             per: Duration::from_secs(86_400),
@@ -483,7 +482,11 @@ async fn strangers_without_the_token_never_use_up_the_owners_creates() {
     // The owner, from the same address, still gets the whole share, and no more.
     let first = try_create(&conn, Some(presented(CREATE_TOKEN))).await;
     assert!(first.is_ok(), "{first:?}");
-    assert!(try_create(&conn, Some(presented(CREATE_TOKEN))).await.is_ok());
+    assert!(
+        try_create(&conn, Some(presented(CREATE_TOKEN)))
+            .await
+            .is_ok()
+    );
     let (code, message) = try_create(&conn, Some(presented(CREATE_TOKEN)))
         .await
         .unwrap_err();
@@ -501,9 +504,8 @@ async fn strangers_without_the_token_never_use_up_the_owners_creates() {
 #[tokio::test]
 async fn invitees_of_a_relay_with_a_creation_token_join_and_talk_without_it() {
     let relay = TestRelay::start_config(tempfile::tempdir().unwrap(), |c| {
-        c.create_token = Some(
-            nook_relay::admission::CreateTokenHash::from_text(CREATE_TOKEN).unwrap(),
-        );
+        c.create_token =
+            Some(nook_relay::admission::CreateTokenHash::from_text(CREATE_TOKEN).unwrap());
     });
     let owner_conn = relay.connect().await;
     let mut rng = rand::rng();

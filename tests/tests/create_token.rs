@@ -59,7 +59,10 @@ fn a_relay_with_a_creation_token_creates_talks_only_for_its_holders() {
         (vec!["--create-token-file", wrong.to_str().unwrap()], None),
         (vec![], Some("kT4v-personal-relay-0000")),
         // The file wins over the environment.
-        (vec!["--create-token-file", wrong.to_str().unwrap()], Some(TOKEN)),
+        (
+            vec!["--create-token-file", wrong.to_str().unwrap()],
+            Some(TOKEN),
+        ),
     ] {
         let run = new_talk(&ann, &relay, &args, env);
         assert_eq!(run.code, 5, "{args:?} {env:?}: {}", run.stderr);
@@ -72,7 +75,10 @@ fn a_relay_with_a_creation_token_creates_talks_only_for_its_holders() {
         );
     }
     let none = ann.ok(&["--json", "list"]);
-    assert!(none.stdout.trim().is_empty(), "a refused create left a talk");
+    assert!(
+        none.stdout.trim().is_empty(),
+        "a refused create left a talk"
+    );
 
     // The token from the environment, and from a file.
     let by_env = new_talk(&ann, &relay, &[], Some(TOKEN));
@@ -136,7 +142,11 @@ fn the_relay_tells_its_operator_how_to_give_the_token_and_refuses_a_weak_one() {
     ]);
     assert_eq!(address.code, 0, "{}", address.stderr);
     assert_eq!(address.stdout.trim(), relay.address);
-    assert!(address.stderr.contains("--create-token-file"), "{}", address.stderr);
+    assert!(
+        address.stderr.contains("--create-token-file"),
+        "{}",
+        address.stderr
+    );
     assert!(!address.stdout.contains(TOKEN) && !address.stderr.contains(TOKEN));
 
     // A short token, a missing file: the relay does not start, and says why.
@@ -145,7 +155,10 @@ fn the_relay_tells_its_operator_how_to_give_the_token_and_refuses_a_weak_one() {
     let d = scratch.path().join("relay");
     for (file, says) in [
         (short, "at least 16"),
-        (files.path().join("missing"), "cannot read the creation token file"),
+        (
+            files.path().join("missing"),
+            "cannot read the creation token file",
+        ),
     ] {
         let run = relay_run(&[
             "--listen",
@@ -203,8 +216,9 @@ fn defence_flags_that_do_not_fit_together_stop_the_relay_at_start() {
     ]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
-        run.stderr
-            .contains("--max-queued-bytes (2000000) must be at least --max-queued-bytes-per-connection"),
+        run.stderr.contains(
+            "--max-queued-bytes (2000000) must be at least --max-queued-bytes-per-connection"
+        ),
         "{}",
         run.stderr
     );

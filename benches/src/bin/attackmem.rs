@@ -54,7 +54,11 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Attacks to run, of idle, slowloris, half-open, fetch.
-    #[arg(long, value_delimiter = ',', default_value = "idle,slowloris,half-open,fetch")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "idle,slowloris,half-open,fetch"
+    )]
     attacks: Vec<String>,
     /// Seconds to let the relay settle before and during an attack.
     #[arg(long, default_value_t = 2)]

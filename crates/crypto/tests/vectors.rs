@@ -37,9 +37,9 @@ use nook_crypto::seal::{
 use nook_crypto::{EnvelopeKey, Fingerprint, Invite, Purpose, RelayAddr, SeatSecret, TalkIdentity};
 use nook_proto::codec::{HEADER_LEN, decode_body, encode_frame, encode_value};
 use nook_proto::{
-    Auth, ClientFrame, Close, ClosePolicy, Create, CreateToken, Envelope, EnvelopeKind, ErrorCode, ErrorDetail,
-    ErrorFrame, HelloOk, Join, MailboxId, Outcome, Push, Put, Receipt, Request, Response,
-    SeatOffer, Seq, ServerFrame, TalkParams, TalkPhase, TalkStatus,
+    Auth, ClientFrame, Close, ClosePolicy, Create, CreateToken, Envelope, EnvelopeKind, ErrorCode,
+    ErrorDetail, ErrorFrame, HelloOk, Join, MailboxId, Outcome, Push, Put, Receipt, Request,
+    Response, SeatOffer, Seq, ServerFrame, TalkParams, TalkPhase, TalkStatus,
 };
 use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 

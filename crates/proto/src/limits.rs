@@ -129,7 +129,10 @@ mod duration_tests {
         assert_eq!(create_token_text("s3cret\n"), Some("s3cret"));
         assert_eq!(create_token_text(" \t s3 cret\r\n"), Some("s3 cret"));
         assert_eq!(create_token_text(" \n"), None);
-        assert_eq!(create_token_text(&"x".repeat(MAX_CREATE_TOKEN_TEXT + 1)), None);
+        assert_eq!(
+            create_token_text(&"x".repeat(MAX_CREATE_TOKEN_TEXT + 1)),
+            None
+        );
         assert!(create_token_text(&"x".repeat(MAX_CREATE_TOKEN_TEXT)).is_some());
     }
 

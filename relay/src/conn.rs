@@ -554,7 +554,7 @@ fn create(
     };
     let r = admission
         .check_token(token)
-        .and_then(|()| room)
+        .and(room)
         .and_then(|()| admission.take_create(s.source, Instant::now()))
         .and_then(|()| engine.create(outbox, id, &s.challenge, c));
     match r {

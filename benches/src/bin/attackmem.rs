@@ -98,19 +98,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             held.iter().flatten().map(|v| v.round()).collect::<Vec<_>>(),
             peak.iter().flatten().map(|v| v.round()).collect::<Vec<_>>(),
         );
-        if let Some(path) = &args.jsonl {
-            nook_bench::append_jsonl(
-                path,
-                &json!({
-                    "bench": "attackmem",
-                    "attack": attack,
-                    "conns": args.conns,
-                    "runs": args.runs,
-                    "held_kib_per_conn": h,
-                    "peak_kib_per_conn": p,
-                }),
-            )?;
-        }
+        nook_bench::append_jsonl(
+            args.jsonl.as_deref(),
+            &json!({
+                "bench": "attackmem",
+                "attack": attack,
+                "conns": args.conns,
+                "runs": args.runs,
+                "held_kib_per_conn": h,
+                "peak_kib_per_conn": p,
+            }),
+        )?;
     }
     Ok(())
 }
@@ -290,9 +288,8 @@ impl LargeTalk {
     }
 }
 
-/// `n` connections of bob, each with a 64 KiB receive window, sending `Fetch` until
-/// the relay drops it (or 64 of them) and never reading. Returns once every one has
-/// been dropped or has sent them all, holding the connections.
+/// `n` connections of bob, each with a 64 KiB receive window, authenticated, then
+/// each sending 64 `Fetch` at once and never reading. Returns holding the connections.
 async fn fetch_never_read(
     addr: &RelayAddr,
     talk: &LargeTalk,
@@ -315,28 +312,35 @@ async fn fetch_never_read(
             &talk.mailbox,
             &[],
         );
-        let mut frames = vec![ClientFrame {
+        conn.write(&[ClientFrame {
             id: 1,
             request: Request::Auth(Auth {
                 mailbox: talk.mailbox,
                 member: talk.bob.member_key(),
                 signature,
             }),
-        }];
-        frames.extend((2..66).map(|id| ClientFrame {
+        }])
+        .await?;
+        held.push((endpoint, conn));
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("the attack took over 5 minutes to mount");
+        }
+    }
+    // Every connection authenticated first, then all of them ask at once: the relay
+    // holds the answers of all of them together, which is the worst case.
+    let fetches: Vec<ClientFrame> = (2..66)
+        .map(|id| ClientFrame {
             id,
             request: Request::Fetch {
                 mailbox: talk.mailbox,
                 after: Seq(0),
                 limit: 256,
             },
-        }));
+        })
+        .collect();
+    for (_, conn) in &mut held {
         // A write the relay stops taking (it dropped the connection) is the end.
-        let _ = conn.write(&frames).await;
-        held.push((endpoint, conn));
-        if started.elapsed() > Duration::from_secs(300) {
-            bail!("the attack took over 5 minutes to mount");
-        }
+        let _ = conn.write(&fetches).await;
     }
     Ok(held)
 }

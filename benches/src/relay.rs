@@ -18,6 +18,16 @@ pub fn default_relay_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target/release/nook-relay"))
 }
 
+/// Relay flags every benchmark passes: a benchmark creates talks from one address far
+/// faster than the default create rates (60 a minute per address, 1200 relay-wide)
+/// allow, and measures the relay, not its refusals.
+pub const BENCH_RELAY_ARGS: [&str; 4] = [
+    "--create-rate",
+    "4000000000/1s",
+    "--create-rate-per-address",
+    "4000000000/1s",
+];
+
 /// A running `nook-relay` process and its scratch folder (deleted on drop).
 #[derive(Debug)]
 pub struct RelayProcess {
@@ -60,6 +70,7 @@ impl RelayProcess {
             .open(scratch.path().join("relay.log"))?;
         let started = Instant::now();
         let mut child = crate::proc::server_command(bin)
+            .args(BENCH_RELAY_ARGS)
             .args(extra)
             .arg("--listen")
             .arg("127.0.0.1:0")

@@ -45,6 +45,9 @@ pub enum Kind {
     MailboxFull,
     /// 5: too many requests; slow down.
     RateLimited,
+    /// 5: the relay creates talks only for holders of its creation token, and none or
+    /// a wrong one was given.
+    CreateRefused,
     /// 5: the relay is retiring and takes no new talk.
     RelayRetiring,
     /// 5: any other refusal by the relay.
@@ -68,7 +71,7 @@ pub enum Kind {
 impl Kind {
     /// Every kind, in exit-code order.
     #[cfg(test)]
-    pub const ALL: [Kind; 24] = [
+    pub const ALL: [Kind; 25] = [
         Kind::Internal,
         Kind::Usage,
         Kind::TalkUnknown,
@@ -85,6 +88,7 @@ impl Kind {
         Kind::NotAllowed,
         Kind::MailboxFull,
         Kind::RateLimited,
+        Kind::CreateRefused,
         Kind::RelayRetiring,
         Kind::RelayRefused,
         Kind::BadInput,
@@ -111,6 +115,7 @@ impl Kind {
             | Kind::NotAllowed
             | Kind::MailboxFull
             | Kind::RateLimited
+            | Kind::CreateRefused
             | Kind::RelayRetiring
             | Kind::RelayRefused
             | Kind::BadInput => 5,
@@ -139,6 +144,7 @@ impl Kind {
             Kind::NotAllowed => "not_allowed",
             Kind::MailboxFull => "mailbox_full",
             Kind::RateLimited => "rate_limited",
+            Kind::CreateRefused => "create_refused",
             Kind::RelayRetiring => "relay_retiring",
             Kind::RelayRefused => "relay_refused",
             Kind::BadInput => "bad_input",
@@ -162,7 +168,7 @@ pub const EXIT_CODES: &str = "EXIT CODES (and the \"kind\" of a --json error):
      connection_lost, relay_version
   5  refused: talk_not_open, invite_used, invite_malformed, own_invite,
      address_malformed, not_owner, not_allowed, mailbox_full, rate_limited,
-     relay_retiring, relay_refused, bad_input
+     create_refused, relay_retiring, relay_refused, bad_input
   6  the talk was closed, expired or left (local data deleted): talk_closed, talk_gone
   7  security: relay_key_mismatch, receipt_invalid
   8  `nook wait` timed out: timeout";
@@ -233,6 +239,13 @@ impl CliError {
             }
             ClientError::Pending { .. } => Some("`nook read TALK --wait-open` waits for it"),
             ClientError::Lost { .. } => Some("run the command again"),
+            ClientError::Refused {
+                code: nook_proto::ErrorCode::CreateRefused,
+                ..
+            } => Some(
+                "ask the relay's operator for its creation token and give it with \
+                 `nook new --create-token-file FILE` or NOOK_CREATE_TOKEN",
+            ),
             ClientError::Refused {
                 code: nook_proto::ErrorCode::Retiring,
                 ..
@@ -320,6 +333,10 @@ pub fn client_kind(e: &ClientError) -> Kind {
             ..
         } => Kind::RateLimited,
         ClientError::Refused {
+            code: ErrorCode::CreateRefused,
+            ..
+        } => Kind::CreateRefused,
+        ClientError::Refused {
             code: ErrorCode::Retiring,
             ..
         } => Kind::RelayRetiring,
@@ -370,6 +387,25 @@ mod tests {
         );
         assert_eq!(CliError::Input("empty".into()).kind().exit_code(), 5);
         assert_eq!(CliError::Input("empty".into()).hint(), None);
+        let refused = CliError::from(ClientError::Refused {
+            code: nook_proto::ErrorCode::CreateRefused,
+            message: "whatever the relay wrote".into(),
+        });
+        assert_eq!(
+            (
+                refused.kind(),
+                refused.kind().exit_code(),
+                refused.kind().name()
+            ),
+            (Kind::CreateRefused, 5, "create_refused")
+        );
+        assert!(
+            refused.to_string().ends_with(
+                "; ask the relay's operator for its creation token and give it with \
+                 `nook new --create-token-file FILE` or NOOK_CREATE_TOKEN"
+            ),
+            "{refused}"
+        );
         let not_owner = CliError::NotOwner { talk: "abc".into() };
         assert_eq!(
             (not_owner.kind().exit_code(), not_owner.kind()),

@@ -21,6 +21,7 @@ mod notice;
 mod output;
 mod receipt;
 mod safe;
+mod token;
 mod wait;
 
 use error::{CliError, EXIT_CODES, Kind};
@@ -83,6 +84,11 @@ enum Command {
         /// Who may close the talk.
         #[arg(long, value_enum, default_value = "owner")]
         close: CloseArg,
+        /// A file holding the relay's creation token, for a relay whose operator lets
+        /// only holders of it create talks (default: the token's text in
+        /// $NOOK_CREATE_TOKEN, if set). Invitees need none.
+        #[arg(long, value_name = "PATH")]
+        create_token_file: Option<PathBuf>,
     },
     /// Take a seat with an invite.
     #[command(after_help = examples::JOIN)]
@@ -374,7 +380,9 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             ttl,
             alias,
             close,
+            create_token_file,
         } => {
+            let token = token::given(create_token_file.as_deref())?;
             let alias = match alias {
                 Some(a) => a,
                 None => client.fresh_alias().await?,
@@ -389,7 +397,9 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
                 },
                 alias,
             };
-            let created = client.create(&relay, opts).await?;
+            let created = client
+                .create_with_token(&relay, opts, token.as_ref())
+                .await?;
             out.created(&created);
         }
         Command::Join { invite, alias } => {

@@ -15,6 +15,7 @@
 //! timeout.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,10 +23,12 @@ use std::time::{Duration, Instant};
 
 use nook_proto::limits::PROTOCOL_VERSION;
 use nook_proto::{
-    ClientFrame, ErrorCode, ErrorFrame, FrameDecoder, HelloOk, MailboxId, MemberKey, Outcome,
-    Request, Response, ServerFrame,
+    ClientFrame, Create, CreateToken, ErrorCode, ErrorFrame, FrameDecoder, HelloOk, MailboxId,
+    MemberKey, Outcome, Request, Response, ServerFrame,
 };
 use tokio::sync::mpsc;
+
+use crate::admission::Admission;
 
 use crate::engine::Engine;
 use crate::outbox::{Outbox, Queued};
@@ -163,9 +166,11 @@ impl Drop for PartialCharge<'_> {
 }
 
 /// What one connection has established: its challenge, greeting, the mailboxes it
-/// proved membership of, its subscriptions and its request budget.
+/// proved membership of, its subscriptions and its request budget; and where it comes
+/// from, which only the create rate per address uses (never logged).
 struct ConnState {
     challenge: [u8; 32],
+    source: IpAddr,
     greeted: bool,
     authed: HashMap<MailboxId, MemberKey>,
     subscribed: Vec<MailboxId>,
@@ -210,6 +215,7 @@ pub async fn serve(
     conn_id: u64,
     frames: FrameLimits,
     stats: Arc<ConnStats>,
+    admission: Arc<Admission>,
 ) {
     let (send, mut recv) = match conn.accept_bi().await {
         Ok(s) => s,
@@ -222,6 +228,7 @@ pub async fn serve(
     rand::Rng::fill_bytes(&mut rand::rng(), &mut challenge);
     let mut session = ConnState {
         challenge,
+        source: conn.remote_address().ip(),
         greeted: false,
         authed: HashMap::new(),
         subscribed: Vec::new(),
@@ -278,7 +285,7 @@ pub async fn serve(
         let mut completed = false;
         let fed = decoder.feed(&chunk, |frame: ClientFrame| {
             completed = true;
-            match handle(&engine, &outbox, &mut session, frame) {
+            match handle(&engine, &admission, &outbox, &mut session, frame) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(fatal) => ControlFlow::Break(fatal),
             }
@@ -345,6 +352,7 @@ fn far_future() -> tokio::time::Instant {
 /// Handles one request. `Err` means the connection must end (protocol violation).
 fn handle(
     engine: &Engine,
+    admission: &Admission,
     outbox: &Outbox,
     s: &mut ConnState,
     frame: ClientFrame,
@@ -417,10 +425,7 @@ fn handle(
         {
             Ok(())
         } else {
-            Err(ErrorFrame::new(
-                ErrorCode::TooManyMailboxes,
-                "too many talks on one connection; open another",
-            ))
+            Err(too_many_mailboxes())
         }
     };
     match frame.request {
@@ -431,16 +436,18 @@ fn handle(
             )));
             return Err((close_code::PROTOCOL, "repeated hello"));
         }
-        Request::Create(c) => {
-            let owner = c.owner;
-            let r = room(s, &MailboxId([0; 16]))
-                .and_then(|()| engine.create(outbox, id, &s.challenge, c));
-            match r {
-                Ok(mailbox) => {
-                    s.authed.insert(mailbox, owner);
-                }
-                Err(e) => now_reply(Err(e)),
-            }
+        Request::Create(c) => create(engine, admission, outbox, s, id, c, None, &now_reply),
+        Request::CreateWithToken { create: c, token } => {
+            create(
+                engine,
+                admission,
+                outbox,
+                s,
+                id,
+                c,
+                Some(&token),
+                &now_reply,
+            );
         }
         Request::Join(j) => {
             let (mailbox, member) = (j.mailbox, j.member);
@@ -523,7 +530,48 @@ fn kind_of(request: &Request) -> &'static str {
         Request::Leave { .. } => "leave",
         Request::Close(_) => "close",
         Request::Ping { .. } => "ping",
+        Request::CreateWithToken { .. } => "create",
     }
+}
+
+/// `Create`, with or without a creation token (spec §6.3): the token first, so a
+/// stranger's creates never use up the create rates; then room on the connection,
+/// the create rates, and the engine's checks.
+#[allow(clippy::too_many_arguments)]
+fn create(
+    engine: &Engine,
+    admission: &Admission,
+    outbox: &Outbox,
+    s: &mut ConnState,
+    id: u64,
+    c: Create,
+    token: Option<&CreateToken>,
+    now_reply: &impl Fn(Result<Response, ErrorFrame>),
+) {
+    let owner = c.owner;
+    let room = if s.authed.len() < engine.limits().max_mailboxes_per_connection {
+        Ok(())
+    } else {
+        Err(too_many_mailboxes())
+    };
+    let r = admission
+        .check_token(token)
+        .and(room)
+        .and_then(|()| admission.take_create(s.source, Instant::now()))
+        .and_then(|()| engine.create(outbox, id, &s.challenge, c));
+    match r {
+        Ok(mailbox) => {
+            s.authed.insert(mailbox, owner);
+        }
+        Err(e) => now_reply(Err(e)),
+    }
+}
+
+fn too_many_mailboxes() -> ErrorFrame {
+    ErrorFrame::new(
+        ErrorCode::TooManyMailboxes,
+        "too many talks on one connection; open another",
+    )
 }
 
 /// One refusal at debug, and the operator limits among them once more as a limit hit.
@@ -533,6 +581,7 @@ fn log_refusal(kind: &'static str, code: ErrorCode) {
         ErrorCode::MailboxFull => "mailbox full",
         ErrorCode::RateLimited => "rate limited",
         ErrorCode::TooManyMailboxes => "too many mailboxes on one connection",
+        ErrorCode::CreateRefused => "creation token",
         _ => return,
     };
     tracing::debug!(kind, limit, "limit hit");

@@ -10,6 +10,7 @@
 //!
 //! - [`server`]: endpoint, TLS, accept loop, sweeper, graceful shutdown. Start here.
 //! - [`conn`]: one connection: hello, auth table, rate limit, dispatch.
+//! - [`admission`]: who may create talks (the creation token, the create rates).
 //! - [`engine`]: every protocol operation against the store.
 //! - [`commit`]: group commit, so "stored" means fdatasync'd without one fsync each.
 //! - [`outbox`]: the way back to one connection, which the engine, the commit thread
@@ -21,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod clock;
 pub mod commit;
 pub mod conn;

@@ -16,13 +16,20 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nook_proto::limits::{
     DEFAULT_MAX_BYTES_PER_MAILBOX, DEFAULT_MAX_ENVELOPES_PER_MAILBOX,
-    DEFAULT_MAX_MAILBOXES_PER_CONNECTION, DEFAULT_REQUESTS_PER_SECOND, MAX_ENVELOPE, MAX_TTL_SECS,
-    MIN_TTL_SECS,
+    DEFAULT_MAX_MAILBOXES_PER_CONNECTION, DEFAULT_REQUESTS_PER_SECOND, MAX_ENVELOPE, MAX_FRAME,
+    MAX_TTL_SECS, MIN_TTL_SECS,
 };
-use nook_relay::engine::EngineError;
+use nook_relay::admission::{CreateTokenHash, Rate};
+use nook_relay::conn::{DEFAULT_FRAME_DEADLINE, DEFAULT_MAX_PARTIAL_FRAME_BYTES, FrameLimits};
+use nook_relay::engine::{
+    DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_BYTES_PER_CONNECTION, EngineError,
+};
 use nook_relay::identity::IdentityError;
 use nook_relay::server::StartError;
-use nook_relay::server::{DEFAULT_MAX_CONNECTIONS, UDP_RECV_BUFFER};
+use nook_relay::server::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES,
+    DEFAULT_RETRY_FROM_HANDSHAKES, UDP_RECV_BUFFER,
+};
 use nook_relay::{Config, Relay, Shutdown, identity};
 use nook_vault::{Log, Vault, VaultError};
 
@@ -47,6 +54,17 @@ struct Cli {
     /// (default: the listen IP).
     #[arg(long, global = true, value_name = "HOST", value_parser = public_host)]
     public_host: Option<String>,
+    /// Create talks only for clients that present the token in this file (its text,
+    /// at least 16 bytes; surrounding whitespace is not part of it). Joining, sending,
+    /// reading and closing need no token. Give a copy to `nook new --create-token-file`.
+    /// A file, never the token itself, so it does not show in `ps`.
+    #[arg(
+        long,
+        env = "NOOK_RELAY_CREATE_TOKEN_FILE",
+        global = true,
+        value_name = "PATH"
+    )]
+    create_token_file: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(subcommand)]
@@ -86,6 +104,130 @@ struct LimitArgs {
     /// How often the status line (counts only) is logged, e.g. 60s or 5m; 0 turns it off.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = status_every)]
     status_every: u64,
+    /// Talks created at most, relay-wide: N per DURATION, at most N at once (a token
+    /// bucket), e.g. 1200/1m; past it a create gets "rate limited".
+    #[arg(long, value_name = "N/DURATION", default_value_t = Rate::RELAY.into(),
+          value_parser = create_rate)]
+    create_rate: CreateRate,
+    /// Talks created at most from one client address (an IPv6 address counts by its
+    /// /64), as --create-rate.
+    #[arg(long, value_name = "N/DURATION", default_value_t = Rate::PER_ADDRESS.into(),
+          value_parser = create_rate)]
+    create_rate_per_address: CreateRate,
+    /// Time a client may take to send one frame, from its first byte to its last (1s
+    /// to 1h); past it the connection is closed.
+    #[arg(long, value_name = "DURATION", default_value_t = DEFAULT_FRAME_DEADLINE.as_secs(),
+          value_parser = frame_deadline)]
+    frame_deadline: u64,
+    /// Bytes of frames still being received, all connections together; the connection
+    /// whose frame would pass it is closed. At least one largest frame.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_PARTIAL_FRAME_BYTES,
+          value_parser = at_least_a_frame)]
+    max_partial_frame_bytes: usize,
+    /// Handshakes in progress from which a new client must first pass a QUIC Retry
+    /// (proving its address; one more round trip). 0: always.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RETRY_FROM_HANDSHAKES,
+          value_parser = whole_number)]
+    retry_from_handshakes: usize,
+    /// Handshakes in progress at once; further connection attempts are refused.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_HANDSHAKES,
+          value_parser = at_least_one::<usize>)]
+    max_handshakes: usize,
+    /// Time a handshake may take before it is abandoned (1s to 60s).
+    #[arg(long, value_name = "DURATION", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.as_secs(),
+          value_parser = handshake_timeout)]
+    handshake_timeout: u64,
+    /// Bytes of answers and pushes queued for one connection that does not read them;
+    /// past it the connection is dropped as too slow. At least one largest frame.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_QUEUED_BYTES_PER_CONNECTION,
+          value_parser = at_least_a_frame)]
+    max_queued_bytes_per_connection: usize,
+    /// Bytes queued for all connections together (at least
+    /// --max-queued-bytes-per-connection); past it the connections holding the most
+    /// are dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_QUEUED_BYTES,
+          value_parser = at_least_a_frame)]
+    max_queued_bytes: usize,
+}
+
+/// A `--create-rate`: `N/DURATION`, as the operator wrote it and as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CreateRate(Rate);
+
+impl From<Rate> for CreateRate {
+    fn from(r: Rate) -> CreateRate {
+        CreateRate(r)
+    }
+}
+
+impl std::fmt::Display for CreateRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.per.as_secs();
+        match secs {
+            s if s % 86_400 == 0 => write!(f, "{}/{}d", self.0.count, s / 86_400),
+            s if s % 3600 == 0 => write!(f, "{}/{}h", self.0.count, s / 3600),
+            s if s % 60 == 0 => write!(f, "{}/{}m", self.0.count, s / 60),
+            s => write!(f, "{}/{s}s", self.0.count),
+        }
+    }
+}
+
+/// `N/DURATION`: N at least 1, DURATION from 1s to 30d.
+fn create_rate(v: &str) -> Result<CreateRate, String> {
+    let shape = || format!("give N/DURATION, e.g. 60/1m or 500/1d, not \"{v}\"");
+    let (n, per) = v.split_once('/').ok_or_else(shape)?;
+    let count: u32 = match n.trim().parse() {
+        Ok(c) if c >= 1 => c,
+        Ok(_) => return Err("N must be at least 1 (0 would refuse every create)".into()),
+        Err(_) => return Err(shape()),
+    };
+    let secs = nook_proto::limits::duration_secs(per).ok_or_else(shape)?;
+    if !(1..=30 * 86_400).contains(&secs) {
+        return Err(format!("the DURATION must be from 1s to 30d, got {per}"));
+    }
+    Ok(CreateRate(Rate {
+        count,
+        per: std::time::Duration::from_secs(secs),
+    }))
+}
+
+/// A duration in seconds within `min..=max`, named in the error as written.
+fn duration_within(v: &str, min: u64, max: u64, range: &str) -> Result<u64, String> {
+    let secs = duration_secs(v)?;
+    if (min..=max).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(format!("must be from {range}, got {v}"))
+    }
+}
+
+/// A `--frame-deadline`.
+fn frame_deadline(v: &str) -> Result<u64, String> {
+    duration_within(v, 1, 3600, "1s to 1h")
+}
+
+/// A `--handshake-timeout`: past the idle timeout (60 s) quinn gives up anyway.
+fn handshake_timeout(v: &str) -> Result<u64, String> {
+    duration_within(v, 1, 60, "1s to 60s")
+}
+
+/// Bytes that hold at least one frame of the largest size (header included): a
+/// smaller bound would refuse every large frame.
+fn at_least_a_frame(v: &str) -> Result<usize, String> {
+    let min = MAX_FRAME + nook_proto::codec::HEADER_LEN;
+    match v.parse::<usize>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(format!(
+            "must be a number of bytes, at least {min} (one frame of the largest size, \
+             1 MiB and its 4-byte header)"
+        )),
+    }
+}
+
+/// A count that may be 0.
+fn whole_number(v: &str) -> Result<usize, String> {
+    v.parse()
+        .map_err(|_| "must be a whole number (0 or more)".to_string())
 }
 
 /// A `--status-every`: any duration up to a day, or 0 for never.
@@ -135,16 +277,74 @@ fn mailbox_bytes(v: &str) -> Result<u64, String> {
 }
 
 impl LimitArgs {
-    fn apply(&self, config: &mut Config) {
+    /// Sets `config` from the flags; an error names flags that do not fit together.
+    fn apply(&self, config: &mut Config) -> Result<(), String> {
+        if self.max_queued_bytes < self.max_queued_bytes_per_connection {
+            return Err(format!(
+                "--max-queued-bytes ({}) must be at least --max-queued-bytes-per-connection ({})",
+                self.max_queued_bytes, self.max_queued_bytes_per_connection
+            ));
+        }
         let limits = &mut config.limits;
         limits.max_envelopes_per_mailbox = self.max_envelopes_per_mailbox;
         limits.max_bytes_per_mailbox = self.max_bytes_per_mailbox;
         limits.max_mailboxes_per_connection = self.max_mailboxes_per_connection as usize;
         limits.requests_per_second = self.requests_per_second;
         limits.max_ttl_secs = self.max_ttl;
+        limits.max_queued_bytes_per_connection = self.max_queued_bytes_per_connection;
+        limits.max_queued_bytes = self.max_queued_bytes;
         config.max_connections = self.max_connections as usize;
         config.status_every = std::time::Duration::from_secs(self.status_every);
+        config.create_rate = self.create_rate.0;
+        config.create_rate_per_address = self.create_rate_per_address.0;
+        config.frames = FrameLimits {
+            deadline: std::time::Duration::from_secs(self.frame_deadline),
+            max_partial_bytes: self.max_partial_frame_bytes,
+        };
+        config.retry_from_handshakes = self.retry_from_handshakes;
+        config.max_handshakes = self.max_handshakes;
+        config.handshake_timeout = std::time::Duration::from_secs(self.handshake_timeout);
+        Ok(())
     }
+}
+
+/// The relay's creation token from `path`, kept only as a hash. The file is read once,
+/// at start; a token readable by other users of the machine is warned about.
+fn read_create_token(path: &Path) -> anyhow::Result<CreateTokenHash> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read the creation token file {}", path.display()))?;
+    let mode = file.metadata().map(|m| m.permissions().mode()).unwrap_or(0);
+    if mode & 0o077 != 0 {
+        eprintln!(
+            "warning: the creation token file {} can be read by other users of this machine \
+             (chmod 600 it)",
+            path.display()
+        );
+    }
+    // Bounded: a token is short, and the path may name anything.
+    let mut text = zeroize::Zeroizing::new(String::new());
+    file.take(nook_proto::limits::MAX_CREATE_TOKEN_TEXT as u64 + 4096)
+        .read_to_string(&mut text)
+        .with_context(|| {
+            format!(
+                "cannot read the creation token file {} (it must be UTF-8 text)",
+                path.display()
+            )
+        })?;
+    CreateTokenHash::from_text(&text)
+        .with_context(|| format!("cannot use the creation token in {}", path.display()))
+}
+
+/// What the operator needs to create talks on a relay with a creation token.
+fn create_token_note(path: &Path) {
+    eprintln!(
+        "note: creating talks here needs the creation token in {}: give a copy of the file \
+         to `nook new --create-token-file FILE` (or its text in NOOK_CREATE_TOKEN); \
+         invitees need no token, and invites never carry it",
+        path.display()
+    );
 }
 
 #[derive(Subcommand, Debug)]
@@ -251,7 +451,13 @@ fn run() -> anyhow::Result<()> {
         None => default_data_dir()?,
     };
     match cli.command {
-        Some(Command::Address) => return print_address(&cli, &data),
+        Some(Command::Address) => {
+            print_address(&cli, &data)?;
+            if let Some(path) = &cli.create_token_file {
+                create_token_note(path);
+            }
+            return Ok(());
+        }
         Some(Command::Status) => return status(&data),
         Some(Command::RotateKey) => return rotate_key(&data),
         Some(Command::Retire { ref at }) => return retire(&data, at),
@@ -264,6 +470,11 @@ fn run() -> anyhow::Result<()> {
     if let Some(name) = &listen.name {
         tracing::info!(listen = %listen.addr, "{name} resolved");
     }
+    let create_token = cli
+        .create_token_file
+        .as_deref()
+        .map(read_create_token)
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -271,9 +482,13 @@ fn run() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let mut config = Config::new(listen.addr, data.clone());
         config.public_host = cli.public_host.clone().or(listen.name);
-        cli.limits.apply(&mut config);
+        cli.limits.apply(&mut config).map_err(anyhow::Error::msg)?;
+        config.create_token = create_token;
         let relay = Relay::start(config).map_err(|e| start_error(e, &data))?;
         println!("{}", relay.address());
+        if let Some(path) = &cli.create_token_file {
+            create_token_note(path);
+        }
         if relay.local_addr().is_some_and(|a| a.ip().is_unspecified()) {
             eprintln!("note: replace the host in the address with this machine's public name or IP (or pass --public-host)");
         }
@@ -589,7 +804,7 @@ mod tests {
             .listen
             .map_or_else(|| DEFAULT_LISTEN.parse().unwrap(), |l| l.addr);
         let mut config = Config::new(listen, PathBuf::from("/unused"));
-        cli.limits.apply(&mut config);
+        cli.limits.apply(&mut config).unwrap();
         config
     }
 
@@ -602,6 +817,130 @@ mod tests {
             format!("{:?}", defaults.limits)
         );
         assert_eq!(config.max_connections, defaults.max_connections);
+        assert_eq!(config.frames, defaults.frames);
+        assert_eq!(config.retry_from_handshakes, defaults.retry_from_handshakes);
+        assert_eq!(config.max_handshakes, defaults.max_handshakes);
+        assert_eq!(config.handshake_timeout, defaults.handshake_timeout);
+        assert_eq!(config.create_rate, defaults.create_rate);
+        assert_eq!(
+            config.create_rate_per_address,
+            defaults.create_rate_per_address
+        );
+        assert!(config.create_token.is_none());
+    }
+
+    #[test]
+    fn defence_flags_reach_the_relay_config() {
+        let config = config_of(&[
+            "nook-relay",
+            "--frame-deadline",
+            "3s",
+            "--max-partial-frame-bytes",
+            "2000000",
+            "--retry-from-handshakes",
+            "0",
+            "--max-handshakes",
+            "12",
+            "--handshake-timeout",
+            "5s",
+            "--max-queued-bytes-per-connection",
+            "3000000",
+            "--max-queued-bytes",
+            "9000000",
+            "--create-rate",
+            "500/1d",
+            "--create-rate-per-address",
+            "3/90s",
+        ]);
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(config.frames.deadline, secs(3));
+        assert_eq!(config.frames.max_partial_bytes, 2_000_000);
+        assert_eq!(config.retry_from_handshakes, 0);
+        assert_eq!(config.max_handshakes, 12);
+        assert_eq!(config.handshake_timeout, secs(5));
+        assert_eq!(config.limits.max_queued_bytes_per_connection, 3_000_000);
+        assert_eq!(config.limits.max_queued_bytes, 9_000_000);
+        let rate = |count, s| Rate {
+            count,
+            per: secs(s),
+        };
+        assert_eq!(config.create_rate, rate(500, 86_400));
+        assert_eq!(config.create_rate_per_address, rate(3, 90));
+    }
+
+    #[test]
+    fn defence_flags_out_of_range_are_refused_naming_what_is_taken() {
+        for (flag, bad, says) in [
+            ("--frame-deadline", "0", "1s to 1h"),
+            ("--frame-deadline", "2h", "1s to 1h"),
+            ("--handshake-timeout", "90s", "1s to 60s"),
+            ("--max-handshakes", "0", "at least 1"),
+            ("--retry-from-handshakes", "some", "whole number"),
+            ("--max-partial-frame-bytes", "1000", "at least 1048580"),
+            (
+                "--max-queued-bytes-per-connection",
+                "65536",
+                "at least 1048580",
+            ),
+            ("--max-queued-bytes", "lots", "at least 1048580"),
+            ("--create-rate", "60", "N/DURATION"),
+            ("--create-rate", "0/1m", "at least 1"),
+            ("--create-rate-per-address", "5/0s", "1s to 30d"),
+            ("--create-rate-per-address", "5/soon", "N/DURATION"),
+        ] {
+            let err = Cli::try_parse_from(["nook-relay", flag, bad]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag} {bad}"
+            );
+            assert!(err.to_string().contains(says), "{flag} {bad}: {err}");
+        }
+        // Flags that parse alone but not together.
+        let cli = Cli::try_parse_from([
+            "nook-relay",
+            "--max-queued-bytes-per-connection",
+            "4000000",
+            "--max-queued-bytes",
+            "2000000",
+        ])
+        .unwrap();
+        let mut config = Config::new(DEFAULT_LISTEN.parse().unwrap(), PathBuf::from("/unused"));
+        let err = cli.limits.apply(&mut config).unwrap_err();
+        assert!(
+            err.contains("--max-queued-bytes (2000000) must be at least"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_create_rate_defaults_read_back_as_written() {
+        assert_eq!(CreateRate(Rate::RELAY).to_string(), "1200/1m");
+        assert_eq!(CreateRate(Rate::PER_ADDRESS).to_string(), "60/1m");
+        assert_eq!(create_rate("60/1m").unwrap(), CreateRate(Rate::PER_ADDRESS));
+    }
+
+    #[test]
+    fn a_create_token_file_is_read_as_its_text_and_a_short_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("token");
+        std::fs::write(&good, "0123456789abcdef0123\n").unwrap();
+        let hash = read_create_token(&good).unwrap();
+        let presented =
+            nook_proto::CreateToken(nook_crypto::kdf::sha256(&[b"0123456789abcdef0123"]));
+        assert!(hash.matches(&presented));
+        let short = dir.path().join("short");
+        std::fs::write(&short, "hunter2\n").unwrap();
+        let err = format!("{:#}", read_create_token(&short).unwrap_err());
+        assert!(err.contains("at least 16"), "{err}");
+        let missing = format!(
+            "{:#}",
+            read_create_token(&dir.path().join("nope")).unwrap_err()
+        );
+        assert!(
+            missing.contains("cannot read the creation token file"),
+            "{missing}"
+        );
     }
 
     #[test]

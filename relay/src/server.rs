@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::admission::{Admission, CreateTokenHash, Rate};
 use crate::clock::{Clock, SystemClock};
 use crate::conn::{ConnStats, FrameLimits, close_code, serve};
 use crate::engine::{Engine, Limits};
@@ -70,6 +71,12 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How often the status line is logged; zero: never.
     pub status_every: Duration,
+    /// The creation token clients must present to create a talk; `None`: anyone may.
+    pub create_token: Option<CreateTokenHash>,
+    /// Talks the whole relay creates at most.
+    pub create_rate: Rate,
+    /// Talks one client address (an IPv6 address by its /64) creates at most.
+    pub create_rate_per_address: Rate,
 }
 
 impl Config {
@@ -87,6 +94,9 @@ impl Config {
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             status_every: Duration::from_secs(300),
+            create_token: None,
+            create_rate: Rate::RELAY,
+            create_rate_per_address: Rate::PER_ADDRESS,
         }
     }
 }
@@ -120,6 +130,7 @@ pub struct Relay {
     endpoint: quinn::Endpoint,
     engine: Arc<Engine>,
     stats: Arc<ConnStats>,
+    admission: Arc<Admission>,
     address: String,
     config: Config,
     recv_buffer: usize,
@@ -264,6 +275,11 @@ impl Relay {
             endpoint,
             engine,
             stats: Arc::new(ConnStats::default()),
+            admission: Arc::new(Admission::new(
+                config.create_token.clone(),
+                config.create_rate,
+                config.create_rate_per_address,
+            )),
             address,
             config,
             recv_buffer: bound.recv_buffer,
@@ -284,6 +300,10 @@ impl Relay {
     /// Counts of partial frames, handshakes, retries and refusals.
     pub fn conn_stats(&self) -> &Arc<ConnStats> {
         &self.stats
+    }
+    /// The creation token and the create rates, with their refusal counts.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
     /// The UDP receive buffer the OS granted (bytes as reported by the OS).
     pub fn recv_buffer(&self) -> usize {
@@ -346,6 +366,7 @@ impl Relay {
                     }
                     let engine = self.engine.clone();
                     let stats = self.stats.clone();
+                    let admission = self.admission.clone();
                     let frames = self.config.frames;
                     let handshake_timeout = self.config.handshake_timeout;
                     let id = next_conn.fetch_add(1, Ordering::Relaxed);
@@ -355,7 +376,9 @@ impl Relay {
                         let done = tokio::time::timeout(handshake_timeout, incoming).await;
                         drop(pending);
                         match done {
-                            Ok(Ok(conn)) => serve(engine, conn, id, frames, stats).await,
+                            Ok(Ok(conn)) => {
+                                serve(engine, conn, id, frames, stats, admission).await;
+                            }
                             Ok(Err(e)) => tracing::debug!("handshake failed: {e}"),
                             Err(_) => {
                                 stats.handshakes_timed_out.fetch_add(1, Ordering::Relaxed);
@@ -378,6 +401,8 @@ impl Relay {
                         handshakes_refused = c.handshakes_refused.load(Ordering::Relaxed),
                         frames_timed_out = c.frames_timed_out(),
                         partial_budget_closed = c.partial_budget_closed(),
+                        creates_refused_token = self.admission.refused_token(),
+                        creates_refused_rate = self.admission.refused_rate(),
                         "status"
                     );
                 }

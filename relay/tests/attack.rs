@@ -418,3 +418,219 @@ async fn past_the_bound_on_handshakes_in_progress_attempts_are_refused_and_count
         .unwrap();
     relay.stop().await;
 }
+
+// ---- who may create talks (issue 25: the creation token and the create rates) ----
+
+const CREATE_TOKEN: &str = "a personal relay's creation token";
+
+/// What a client presents for `text` (as `nook_client::create_token` makes it).
+fn presented(text: &str) -> CreateToken {
+    nook_client::create_token(text).unwrap()
+}
+
+/// One `Create` of a two-seat talk on `conn`, with `token` if given.
+async fn try_create(
+    conn: &nook_client::RelayConnection,
+    token: Option<CreateToken>,
+) -> Result<MailboxId, (ErrorCode, String)> {
+    let mut rng = rand::rng();
+    let seat = nook_crypto::SeatSecret::random(&mut rng);
+    let id = nook_crypto::TalkIdentity::generate(&mut rng);
+    let p = params(2, 2, ClosePolicy::Owner, std::slice::from_ref(&seat));
+    let signature = sign_relay_auth(
+        &id,
+        AuthOp::Create,
+        &conn.hello().challenge,
+        &MailboxId([0; 16]),
+        &nook_crypto::auth::params_digest(&p).unwrap(),
+    );
+    let create = Create {
+        params: p,
+        owner: id.member_key(),
+        signature,
+    };
+    let request = match token {
+        Some(token) => Request::CreateWithToken { create, token },
+        None => Request::Create(create),
+    };
+    match conn.request(request).await {
+        Ok(Response::Created { mailbox, .. }) => Ok(mailbox),
+        Ok(other) => panic!("unexpected {other:?}"),
+        Err(nook_client::RequestError::Refused { code, message, .. }) => Err((code, message)),
+        Err(e) => panic!("not an answer: {e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn strangers_without_the_token_never_use_up_the_owners_creates() {
+    let relay = TestRelay::start_config(tempfile::tempdir().unwrap(), |c| {
+        c.create_token =
+            Some(nook_relay::admission::CreateTokenHash::from_text(CREATE_TOKEN).unwrap());
+        c.create_rate_per_address = nook_relay::admission::Rate {
+            count: 2,
+            per: Duration::from_secs(86_400),
+        };
+    });
+    let conn = relay.connect().await;
+    // Twenty creates from the same address: none has the token, none is charged.
+    for k in 0..20 {
+        let token = (k % 2 == 1).then(|| presented("a guess at the token"));
+        let (code, message) = try_create(&conn, token).await.unwrap_err();
+        assert_eq!(code, ErrorCode::CreateRefused, "{message}");
+        assert!(!message.contains(CREATE_TOKEN));
+    }
+    // The owner, from the same address, still gets the whole share, and no more.
+    let first = try_create(&conn, Some(presented(CREATE_TOKEN))).await;
+    assert!(first.is_ok(), "{first:?}");
+    assert!(
+        try_create(&conn, Some(presented(CREATE_TOKEN)))
+            .await
+            .is_ok()
+    );
+    let (code, message) = try_create(&conn, Some(presented(CREATE_TOKEN)))
+        .await
+        .unwrap_err();
+    assert_eq!(code, ErrorCode::RateLimited, "{message}");
+    assert!(message.contains("your address"), "{message}");
+    // A plain Create on the same connection is still told about the token, not the
+    // rate: the connection stayed usable through every refusal.
+    assert_eq!(
+        try_create(&conn, None).await.unwrap_err().0,
+        ErrorCode::CreateRefused
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn invitees_of_a_relay_with_a_creation_token_join_and_talk_without_it() {
+    let relay = TestRelay::start_config(tempfile::tempdir().unwrap(), |c| {
+        c.create_token =
+            Some(nook_relay::admission::CreateTokenHash::from_text(CREATE_TOKEN).unwrap());
+    });
+    let owner_conn = relay.connect().await;
+    let mut rng = rand::rng();
+    let seat = nook_crypto::SeatSecret::random(&mut rng);
+    let id = nook_crypto::TalkIdentity::generate(&mut rng);
+    let p = params(2, 2, ClosePolicy::Owner, std::slice::from_ref(&seat));
+    let signature = sign_relay_auth(
+        &id,
+        AuthOp::Create,
+        &owner_conn.hello().challenge,
+        &MailboxId([0; 16]),
+        &nook_crypto::auth::params_digest(&p).unwrap(),
+    );
+    let r = owner_conn
+        .request(Request::CreateWithToken {
+            create: Create {
+                params: p,
+                owner: id.member_key(),
+                signature,
+            },
+            token: presented(CREATE_TOKEN),
+        })
+        .await
+        .unwrap();
+    let Response::Created { mailbox, .. } = r else {
+        panic!("unexpected {r:?}")
+    };
+    // The invitee's connection never presents a token.
+    let (bob, _, status) = join_with(relay.connect().await, mailbox, &seat)
+        .await
+        .unwrap();
+    assert_eq!(status.state, TalkPhase::Open);
+    bob.put(EnvelopeKind::Chat, b"no token needed")
+        .await
+        .unwrap();
+    relay.stop().await;
+}
+
+/// The `nook-relay` binary of this package, started with `args` on a fresh data
+/// folder: its child process (killed on drop) and address.
+struct RelayBinary {
+    child: std::process::Child,
+    addr: RelayAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl RelayBinary {
+    fn start(args: &[&str]) -> RelayBinary {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nook-relay"))
+            .args(args)
+            .args(["--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path().join("relay"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        RelayBinary {
+            child,
+            addr: line.trim().parse().expect("the relay printed its address"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for RelayBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_binarys_partial_frame_and_handshake_flags_reach_its_connections() {
+    let relay = RelayBinary::start(&[
+        "--max-partial-frame-bytes",
+        "1048580",
+        "--frame-deadline",
+        "1h",
+        "--max-handshakes",
+        "1",
+        "--retry-from-handshakes",
+        "1000",
+        "--handshake-timeout",
+        "60s",
+    ]);
+    // Two partial frames of 600,004 bytes pass the smallest budget the flag takes
+    // (the default is 256 MiB, and the deadline of an hour closes neither).
+    let held = SlowSender::begin(&relay.addr, 600_000).await;
+    let over = SlowSender::begin(&relay.addr, 600_000).await;
+    let first_closed = tokio::select! {
+        code = close_code_of(&held.conn) => code,
+        code = close_code_of(&over.conn) => code,
+    };
+    assert_eq!(first_closed, u64::from(close_code::BUSY));
+    drop((held, over));
+    // One handshake held open: with --max-handshakes 1 the next attempt is refused
+    // once the relay has seen it (attempts until then complete, and are dropped).
+    let (_stalled, _connecting, forward) = half_open(&relay.addr, 1).await;
+    let endpoint = raw_endpoint(&relay.addr);
+    let target: SocketAddr = relay.addr.host_port().parse().unwrap();
+    let mut refused = false;
+    for _ in 0..100 {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(10),
+            endpoint.connect(target, relay.addr.host_name()).unwrap(),
+        )
+        .await
+        .expect("neither refused nor accepted");
+        match attempt {
+            Err(_) => {
+                refused = true;
+                break;
+            }
+            Ok(conn) => {
+                conn.close(0u32.into(), b"");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert!(refused, "--max-handshakes 1 never refused an attempt");
+    forward.abort();
+}

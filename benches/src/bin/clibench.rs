@@ -69,6 +69,7 @@ fn start_relay() -> Result<RelayProc> {
         .local_addr()?
         .port();
     let mut child = Command::new(bin("nook-relay")?)
+        .args(nook_bench::relay::BENCH_RELAY_ARGS)
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(dir.path().join("relay"))
         .stdout(Stdio::piped())

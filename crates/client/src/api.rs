@@ -8,9 +8,10 @@
 use nook_crypto::auth::{AuthOp, PortableReceipt, params_digest, sign_relay_auth};
 use nook_crypto::kdf::sha256;
 use nook_crypto::{Invite, RelayAddr, TalkIdentity};
+use nook_proto::limits::create_token_text;
 use nook_proto::{
-    Close, Create, EnvelopeKind, ErrorCode, Join, MailboxId, Request, Response, Seq, TalkPhase,
-    TalkStatus,
+    Close, Create, CreateToken, EnvelopeKind, ErrorCode, Join, MailboxId, Request, Response, Seq,
+    TalkPhase, TalkStatus,
 };
 
 use crate::dial::Dialer;
@@ -29,6 +30,15 @@ pub struct CreatedTalk {
     pub status: TalkStatus,
     pub alias: String,
     pub relay: String,
+}
+
+/// A relay's creation token as its operator wrote it (a file's text or an
+/// environment variable), as a client presents it: `SHA-256` of the text without
+/// surrounding whitespace (spec §6.3). `None` if no text is left or it is longer than
+/// `nook_proto::limits::MAX_CREATE_TOKEN_TEXT`.
+pub fn create_token(text: &str) -> Option<CreateToken> {
+    let text = create_token_text(text)?;
+    Some(CreateToken(sha256(&[text.as_bytes()])))
 }
 
 /// What `join` returns.
@@ -160,6 +170,17 @@ impl Client {
 
     /// Creates a talk on `relay` and returns its invites.
     pub async fn create(&self, relay: &str, opts: TalkOptions) -> Result<CreatedTalk, ClientError> {
+        self.create_with_token(relay, opts, None).await
+    }
+
+    /// [`Client::create`], presenting the relay's creation token when one is given
+    /// (a relay whose operator asks for none ignores it). Made with [`create_token`].
+    pub async fn create_with_token(
+        &self,
+        relay: &str,
+        opts: TalkOptions,
+        token: Option<&CreateToken>,
+    ) -> Result<CreatedTalk, ClientError> {
         let addr: RelayAddr = relay.parse().map_err(ClientError::Address)?;
         let mut new = TalkState::create(&addr, &opts, now_ms() / 1000)?;
         let conn = self.dialer.connect(&addr).await?;
@@ -172,13 +193,19 @@ impl Client {
             &MailboxId([0; 16]),
             &digest,
         );
-        let response = conn
-            .request(Request::Create(Create {
-                params: new.params.clone(),
-                owner: identity.member_key(),
-                signature,
-            }))
-            .await?;
+        let create = Create {
+            params: new.params.clone(),
+            owner: identity.member_key(),
+            signature,
+        };
+        let request = match token {
+            Some(token) => Request::CreateWithToken {
+                create,
+                token: token.clone(),
+            },
+            None => Request::Create(create),
+        };
+        let response = conn.request(request).await?;
         let Response::Created { mailbox, status } = response else {
             return Err(ClientError::Protocol);
         };

@@ -36,7 +36,7 @@ pub mod transport;
 #[cfg(test)]
 mod testkit;
 
-pub use api::{Client, CreatedTalk, History, JoinedTalk, Member, Sent, TalkSummary};
+pub use api::{Client, CreatedTalk, History, JoinedTalk, Member, Sent, TalkSummary, create_token};
 pub use error::ClientError;
 pub use follow::{Link, Until, Update};
 pub use member::{Event, TalkOptions};

@@ -38,9 +38,9 @@ use nook_crypto::seal::{
 use nook_crypto::{EnvelopeKey, Fingerprint, Invite, Purpose, RelayAddr, SeatSecret, TalkIdentity};
 use nook_proto::codec::{HEADER_LEN, decode_body, encode_frame, encode_value};
 use nook_proto::{
-    Auth, ClientFrame, Close, ClosePolicy, Create, Envelope, EnvelopeKind, ErrorCode, ErrorDetail,
-    ErrorFrame, HelloOk, Join, MailboxId, Outcome, Push, Put, Receipt, Request, Response,
-    RotationStatement, SeatOffer, Seq, ServerFrame, TalkParams, TalkPhase, TalkStatus,
+    Auth, ClientFrame, Close, ClosePolicy, Create, CreateToken, Envelope, EnvelopeKind, ErrorCode,
+    ErrorDetail, ErrorFrame, HelloOk, Join, MailboxId, Outcome, Push, Put, Receipt, Request,
+    Response, RotationStatement, SeatOffer, Seq, ServerFrame, TalkParams, TalkPhase, TalkStatus,
 };
 use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 
@@ -721,6 +721,9 @@ fn compute() -> Vectors {
     v
 }
 
+/// The creation token of the vectors (spec §6.3), as its operator wrote it.
+const CREATE_TOKEN_TEXT: &str = "correct horse battery staple";
+
 struct FrameInputs<'a> {
     alice: &'a TalkIdentity,
     bob: &'a TalkIdentity,
@@ -823,7 +826,23 @@ impl FrameInputs<'_> {
                 }),
             ),
             ("ping", Request::Ping { nonce: PING_NONCE }),
+            (
+                "create_with_token",
+                Request::CreateWithToken {
+                    create: Create {
+                        params: self.params.clone(),
+                        owner: self.alice.member_key(),
+                        signature: self.create_sig,
+                    },
+                    token: CreateToken(sha256(&[CREATE_TOKEN_TEXT.as_bytes()])),
+                },
+            ),
         ];
+        // What a client presents of a relay's creation token, and what the relay keeps.
+        v.group("creation token");
+        let presented = sha256(&[CREATE_TOKEN_TEXT.as_bytes()]);
+        v.hex("create_token.presented", presented);
+        v.hex("create_token.relay_hash", sha256(&[&presented]));
         v.group("frames: requests");
         for (id, (name, request)) in (1u64..).zip(requests) {
             let frame = ClientFrame { id, request };

@@ -10,7 +10,7 @@
 
 use bincode::{Decode, Encode};
 
-use crate::ids::{MailboxId, MemberKey, RelayKey, Seq, Signature, TokenHash};
+use crate::ids::{CreateToken, MailboxId, MemberKey, RelayKey, Seq, Signature, TokenHash};
 
 /// A request from client to relay. `id` is chosen by the client and echoed in the
 /// response; the relay does not interpret it.
@@ -56,6 +56,10 @@ pub enum Request {
     Close(Close),
     /// Liveness check; answered by [`Response::Pong`] with the same nonce.
     Ping { nonce: u64 },
+    /// [`Request::Create`] presenting the relay's creation token, for a relay whose
+    /// operator lets only holders of it create talks (spec §6.3). A relay that asks
+    /// for no token handles it exactly as `Create`.
+    CreateWithToken { create: Create, token: CreateToken },
 }
 
 /// Who may close a talk.
@@ -360,6 +364,9 @@ pub enum ErrorCode {
     BadRequest,
     /// The relay failed internally (storage); the request may be retried.
     Internal,
+    /// This relay creates talks only for holders of its creation token, and none or
+    /// a wrong one was given. Joining and everything after needs no token.
+    CreateRefused,
     /// The relay is retiring: it takes no new talk.
     Retiring,
 }

@@ -25,6 +25,18 @@ pub struct TokenHash(pub [u8; 32]);
 #[derive(Clone, Copy, PartialEq, Eq, Encode, Decode)]
 pub struct Signature(pub [u8; 64]);
 
+/// What a client presents of a relay's creation token: `SHA-256` of the token's text
+/// (see [`crate::limits::create_token_text`]), so the text itself never travels. The
+/// relay keeps only the hash of this value. Its `Debug` prints nothing of it.
+#[derive(Clone, PartialEq, Eq, Encode, Decode)]
+pub struct CreateToken(pub [u8; 32]);
+
+impl fmt::Debug for CreateToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CreateToken(…)")
+    }
+}
+
 /// The relay's identity public key (Ed25519), whose SHA-256 is the pinned fingerprint.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
 pub struct RelayKey(pub [u8; 32]);

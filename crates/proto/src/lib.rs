@@ -26,5 +26,5 @@ pub mod talk;
 
 pub use codec::{DecodeError, EncodeError, FrameDecoder, decode_body, encode_frame};
 pub use frame::*;
-pub use ids::{MailboxId, MemberKey, RelayKey, Seq, Signature, TokenHash};
+pub use ids::{CreateToken, MailboxId, MemberKey, RelayKey, Seq, Signature, TokenHash};
 pub use talk::{Lifecycle, Talk, TalkError};

@@ -67,6 +67,28 @@ pub const DEFAULT_MAX_MAILBOXES_PER_CONNECTION: usize = 64;
 /// Default: requests per second one connection may sustain (token bucket, burst = 4×).
 pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 20_000;
 
+/// Default: talks one client address may create, as a token bucket holding this many
+/// and refilled at this many per [`DEFAULT_CREATE_RATE_PERIOD_SECS`] (operator may
+/// change; IPv6 addresses count by their /64).
+pub const DEFAULT_CREATES_PER_ADDRESS: u32 = 60;
+/// Default: talks the whole relay creates, a token bucket like the one per address.
+pub const DEFAULT_CREATES: u32 = 1200;
+/// The period both default create rates refill over: one minute.
+pub const DEFAULT_CREATE_RATE_PERIOD_SECS: u64 = 60;
+
+/// Longest creation-token text, in bytes, after surrounding whitespace is removed.
+pub const MAX_CREATE_TOKEN_TEXT: usize = 1024;
+
+/// A relay's creation token as written in a file or an environment variable: the text
+/// without surrounding ASCII whitespace (a file's final newline is not part of it).
+/// `None` if nothing is left or it is longer than [`MAX_CREATE_TOKEN_TEXT`]. The relay
+/// and the client both read a token this way; what travels is `SHA-256` of the
+/// returned bytes ([`crate::CreateToken`], spec §6.3).
+pub fn create_token_text(raw: &str) -> Option<&str> {
+    let t = raw.trim_matches(|c: char| c.is_ascii_whitespace());
+    (!t.is_empty() && t.len() <= MAX_CREATE_TOKEN_TEXT).then_some(t)
+}
+
 /// Seconds in a duration as people write it to the `nook` and `nook-relay` command lines
 /// (`--ttl`, `--max-ttl`, `--connect-timeout`, waits): `<number><unit>` parts, units `d`,
 /// `h`, `m`, `s` each at most once and largest first (`90s`, `45m`, `1h30m`, `2d12h`), or
@@ -103,7 +125,19 @@ pub fn duration_secs(text: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod duration_tests {
-    use super::duration_secs;
+    use super::{MAX_CREATE_TOKEN_TEXT, create_token_text, duration_secs};
+
+    #[test]
+    fn a_create_token_is_its_text_without_surrounding_whitespace() {
+        assert_eq!(create_token_text("s3cret\n"), Some("s3cret"));
+        assert_eq!(create_token_text(" \t s3 cret\r\n"), Some("s3 cret"));
+        assert_eq!(create_token_text(" \n"), None);
+        assert_eq!(
+            create_token_text(&"x".repeat(MAX_CREATE_TOKEN_TEXT + 1)),
+            None
+        );
+        assert!(create_token_text(&"x".repeat(MAX_CREATE_TOKEN_TEXT)).is_some());
+    }
 
     #[test]
     fn durations_read_one_way_only() {

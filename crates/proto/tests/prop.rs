@@ -146,6 +146,25 @@ fn request() -> impl Strategy<Value = Request> {
             }
         )),
         any::<u64>().prop_map(|nonce| Request::Ping { nonce }),
+        (close(), arr32(), arr32(), arr32(), sig()).prop_map(
+            |(close, token_hash, owner, token, signature)| Request::CreateWithToken {
+                create: Create {
+                    params: TalkParams {
+                        seats: 2,
+                        quorum: 2,
+                        ttl_secs: 3600,
+                        close,
+                        offers: vec![SeatOffer {
+                            token_hash: TokenHash(token_hash),
+                            welcome: Vec::new(),
+                        }],
+                    },
+                    owner: MemberKey(owner),
+                    signature,
+                },
+                token: CreateToken(token),
+            }
+        ),
     ]
 }
 
@@ -215,6 +234,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::TooManyMailboxes),
         Just(ErrorCode::BadRequest),
         Just(ErrorCode::Internal),
+        Just(ErrorCode::CreateRefused),
         Just(ErrorCode::Retiring),
     ]
 }

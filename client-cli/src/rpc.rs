@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use clap::ValueEnum;
-use nook_client::{Client, ClientError, Event, TalkOptions, TalkSender, Until, Update};
+use nook_client::{Client, ClientError, TalkOptions, TalkSender, Until, Update};
 use nook_proto::ClosePolicy;
 use nook_proto::limits::MAX_SEATS;
 use serde_json::{Map, Value, json};
@@ -868,11 +868,9 @@ async fn subscribe(client: &Client, peer: &Arc<Peer>, talk: &str) -> Result<Valu
     let task = tokio::spawn(async move {
         let notes = task_peer.notes.clone();
         let mut lagged = false;
-        let mut ended = false;
         let following = client.follow(&talk, from, Until::Closed, |u| {
             let note = match u {
                 Update::Entry(e) => {
-                    ended |= matches!(e.event, Event::Closed { .. } | Event::Expired);
                     notification("event", json!({"talk": talk, "event": entry_json(&e)}))
                 }
                 Update::Link(link) => notification(
@@ -889,8 +887,9 @@ async fn subscribe(client: &Client, peer: &Arc<Peer>, talk: &str) -> Result<Valu
         let result = following.await;
         let (reason, error) = match result {
             _ if lagged => ("lagged", Value::Null),
-            Err(ClientError::TalkGone) | Ok(()) if ended => ("ended", Value::Null),
-            Ok(()) => ("ended", Value::Null),
+            // The talk closed, expired, or this member left it (here or elsewhere);
+            // its last event was the final one.
+            Ok(()) | Err(ClientError::TalkGone) => ("ended", Value::Null),
             Err(e) => ("error", output::error_json(&e.into())),
         };
         locked(&task_peer.subscriptions).remove(&talk);

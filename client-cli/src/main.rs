@@ -164,10 +164,12 @@ enum Command {
         #[arg(help = TALK_HELP)]
         talk: String,
     },
-    /// Serve every command as JSON-RPC 2.0, one object per line, on stdin/stdout (or
-    /// on a Unix socket), with events of subscribed talks as notifications. One
-    /// process keeps its relay connections: the way to send many messages.
-    /// See docs/json.md, "nook rpc".
+    /// Serve every command as JSON-RPC 2.0 on stdin/stdout or a Unix socket, for bots.
+    ///
+    /// One JSON object per line both ways; events of subscribed talks come as
+    /// notifications. One process keeps its relay connections and commits sends in
+    /// batches: the way to send many messages. Ends when stdin ends (after answering
+    /// what is in progress). The protocol: docs/json.md, "nook rpc".
     #[command(after_help = examples::RPC)]
     Rpc {
         /// Listen on this Unix socket (created 0600, removed on exit) instead of

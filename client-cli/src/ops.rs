@@ -59,7 +59,9 @@ pub async fn invites(
         Ok(_) => {}
         Err(e) if e.is_transient() || matches!(e, ClientError::Connect(_)) => warn(
             error::client_kind(&e),
-            format!("the relay could not be reached ({e}); some of these invites may have been used since this device last heard from it"),
+            format!(
+                "the relay could not be reached ({e}); some of these invites may have been used since this device last heard from it"
+            ),
         ),
         Err(e) => return Err(e.into()),
     }

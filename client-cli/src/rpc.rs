@@ -208,7 +208,10 @@ impl Params {
     /// Refuses fields the method does not take, as the command line refuses options.
     fn done(self) -> Result<(), Failure> {
         match self.map.keys().next() {
-            Some(field) => Err(Failure::params(field, "unknown field for this method".into())),
+            Some(field) => Err(Failure::params(
+                field,
+                "unknown field for this method".into(),
+            )),
             None => Ok(()),
         }
     }
@@ -393,8 +396,7 @@ async fn write_lines(
                 None => { notes_open = false; continue; }
             },
         };
-        if out.write_all(line.as_bytes()).await.is_err() || out.write_all(b"\n").await.is_err()
-        {
+        if out.write_all(line.as_bytes()).await.is_err() || out.write_all(b"\n").await.is_err() {
             return;
         }
         if answers.is_empty() && notes.is_empty() && out.flush().await.is_err() {
@@ -476,9 +478,9 @@ async fn serve(
             let (outcome, warnings) = match call {
                 Call::Done(outcome) => (outcome, Vec::new()),
                 Call::Queued(reply) => (
-                    reply.await.unwrap_or_else(|_| {
-                        Err(Failure::command(&ClientError::Protocol.into()))
-                    }),
+                    reply
+                        .await
+                        .unwrap_or_else(|_| Err(Failure::command(&ClientError::Protocol.into()))),
                     Vec::new(),
                 ),
                 Call::Run(method, params) => {
@@ -589,7 +591,7 @@ async fn queue_send(
                 .entry(talk.clone())
                 .or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(MAX_BATCH);
-                    tokio::spawn(send_batches(rpc.clone(), talk.clone(), tx.clone(), rx));
+                    tokio::spawn(send_batches(rpc.clone(), talk.clone(), tx.downgrade(), rx));
                     tx
                 })
                 .clone()
@@ -608,11 +610,10 @@ async fn queue_send(
 async fn send_batches(
     rpc: Arc<Rpc>,
     talk: String,
-    me: mpsc::Sender<SendJob>,
+    me: mpsc::WeakSender<SendJob>,
     mut jobs: mpsc::Receiver<SendJob>,
 ) {
     let mut sender = TalkSender::new(&rpc.client, &talk);
-    drop(me.clone());
     loop {
         let idle = if sender.is_connected() {
             nook_client::sender::LINK_IDLE
@@ -626,7 +627,12 @@ async fn send_batches(
                 // Idle: leave the map, refuse new jobs, and send what got in meanwhile.
                 {
                     let mut queues = locked(&rpc.queues);
-                    if queues.get(&talk).is_some_and(|q| q.same_channel(&me)) {
+                    let mine = me.upgrade();
+                    if queues
+                        .get(&talk)
+                        .zip(mine.as_ref())
+                        .is_some_and(|(q, me)| q.same_channel(me))
+                    {
                         queues.remove(&talk);
                     }
                 }
@@ -635,8 +641,10 @@ async fn send_batches(
                 while let Ok(job) = jobs.try_recv() {
                     rest.push(job);
                 }
-                for batch in rest.chunks_mut(MAX_BATCH) {
-                    send_batch(&mut sender, batch).await;
+                while !rest.is_empty() {
+                    let later = rest.split_off(rest.len().min(MAX_BATCH));
+                    send_batch(&mut sender, rest).await;
+                    rest = later;
                 }
                 return;
             }
@@ -648,38 +656,24 @@ async fn send_batches(
                 Err(_) => break,
             }
         }
-        send_batch(&mut sender, &mut batch).await;
+        send_batch(&mut sender, batch).await;
     }
 }
 
-async fn send_batch(sender: &mut TalkSender, batch: &mut [SendJob]) {
-    let texts: Vec<String> = batch.iter_mut().map(|j| std::mem::take(&mut j.text)).collect();
-    let (replies, outcomes): (Vec<_>, Vec<_>) = match sender.send(&texts).await {
-        Ok(results) => (
-            batch.iter_mut().map(|j| take_reply(j)).collect(),
-            results
-                .into_iter()
-                .map(|r| r.map(|s| output::sent_json(&s)).map_err(Failure::from))
-                .collect(),
-        ),
-        Err(e) => {
-            let f = Failure::from(e);
-            (
-                batch.iter_mut().map(|j| take_reply(j)).collect(),
-                batch.iter().map(|_| Err(f.clone())).collect(),
-            )
-        }
+async fn send_batch(sender: &mut TalkSender, batch: Vec<SendJob>) {
+    let (texts, replies): (Vec<String>, Vec<_>) =
+        batch.into_iter().map(|j| (j.text, j.reply)).unzip();
+    let outcomes: Vec<Result<Value, Failure>> = match sender.send(&texts).await {
+        Ok(results) => results
+            .into_iter()
+            .map(|r| r.map(|s| output::sent_json(&s)).map_err(Failure::from))
+            .collect(),
+        Err(e) => vec![Err(Failure::from(e)); replies.len()],
     };
     for (reply, outcome) in replies.into_iter().zip(outcomes) {
-        if let Some(reply) = reply {
-            let _ = reply.send(outcome);
-        }
+        // A client that went away no longer waits for its answer.
+        let _ = reply.send(outcome);
     }
-}
-
-fn take_reply(job: &mut SendJob) -> Option<oneshot::Sender<Result<Value, Failure>>> {
-    let (dead, _) = oneshot::channel();
-    Some(std::mem::replace(&mut job.reply, dead))
 }
 
 /// Runs one method other than `send`.
@@ -767,8 +761,7 @@ async fn dispatch(
                 if p.map.contains_key(option) {
                     return Err(Failure::params(
                         option,
-                        "not in nook rpc: `subscribe` streams a talk's events, `wait` waits"
-                            .into(),
+                        "not in nook rpc: `subscribe` streams a talk's events, `wait` waits".into(),
                     ));
                 }
             }

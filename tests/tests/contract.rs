@@ -192,18 +192,30 @@ fn every_rpc_answer_and_notification_is_documented() {
     let new = c.answer(&new, "new");
     let talk = s(&new["talk"]);
     c.answer(&rpc.call("invites", json!({"talk": talk})), "invites");
-    c.answer(&rpc.call("subscribe", json!({"talk": talk})), "rpc.subscription");
+    c.answer(
+        &rpc.call("subscribe", json!({"talk": talk})),
+        "rpc.subscription",
+    );
     bob.ok(&["join", &s(&new["invites"][0])]);
-    let open = rpc.call("wait", json!({"talk": talk, "for": "open", "timeout": "30s"}));
+    let open = rpc.call(
+        "wait",
+        json!({"talk": talk, "for": "open", "timeout": "30s"}),
+    );
     c.answer(&open, "event");
-    c.answer(&rpc.call("send", json!({"talk": talk, "text": "hello"})), "send");
+    c.answer(
+        &rpc.call("send", json!({"talk": talk, "text": "hello"})),
+        "send",
+    );
     bob.ok(&["send", &talk, "hi ann"]);
     let heard = rpc.notification(LIMIT, |n| n["params"]["event"]["text"] == "hi ann");
     c.notification(&heard);
     c.answer(&rpc.call("read", json!({"talk": talk})), "event");
     c.answer(&rpc.call("members", json!({"talk": talk})), "members");
     c.answer(&rpc.call("list", json!({})), "list");
-    c.answer(&rpc.call("send", json!({"talk": "zzzz-zzzz", "text": "x"})), "error");
+    c.answer(
+        &rpc.call("send", json!({"talk": "zzzz-zzzz", "text": "x"})),
+        "error",
+    );
     let bad = rpc.call("list", json!({"bogus": 1}));
     assert_eq!(bad["error"]["data"]["field"], "bogus", "{bad}");
     c.answer(&bad, "error");
@@ -223,7 +235,10 @@ fn every_rpc_answer_and_notification_is_documented() {
     let ended = rpc.notification(LIMIT, |n| n["method"] == "unsubscribed");
     assert_eq!(ended["params"]["reason"], "ended", "{ended}");
     c.notification(&ended);
-    c.answer(&rpc.call("unsubscribe", json!({"talk": talk})), "rpc.subscription");
+    c.answer(
+        &rpc.call("unsubscribe", json!({"talk": talk})),
+        "rpc.subscription",
+    );
     let (code, mut rpc) = rpc.finish();
     assert_eq!(code, 0);
     for n in rpc.take_notifications() {

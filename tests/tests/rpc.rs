@@ -47,12 +47,19 @@ fn a_script_pipelines_a_thousand_sends_and_hears_replies_as_notifications() {
     for id in &ids {
         let a = rpc.answer(&json!(id));
         let r = &a["result"];
-        assert_eq!((&r["talk"], &r["stored"]), (&json!(talk), &json!(true)), "{a}");
+        assert_eq!(
+            (&r["talk"], &r["stored"]),
+            (&json!(talk), &json!(true)),
+            "{a}"
+        );
         assert!(is_hex_id(&r["id"]), "{a}");
         sent.push((text(&r["id"]), r["seq"].as_u64().unwrap()));
     }
     // The relay stored them in the order they were sent.
-    assert!(sent.windows(2).all(|w| w[0].1 < w[1].1), "seqs out of order");
+    assert!(
+        sent.windows(2).all(|w| w[0].1 < w[1].1),
+        "seqs out of order"
+    );
 
     let read = bob.ok(&["--json", "read", &talk]).json_lines();
     let got: Vec<(String, String)> = read
@@ -66,7 +73,10 @@ fn a_script_pipelines_a_thousand_sends_and_hears_replies_as_notifications() {
         .map(|(i, (id, _))| (format!("m{i}"), id.clone()))
         .collect();
     assert_eq!(got.len(), MESSAGES);
-    assert_eq!(got, want, "bob reads all of them, in order, with the same ids");
+    assert_eq!(
+        got, want,
+        "bob reads all of them, in order, with the same ids"
+    );
     assert!(
         read.iter()
             .filter(|e| e["type"] == "message")
@@ -80,7 +90,10 @@ fn a_script_pipelines_a_thousand_sends_and_hears_replies_as_notifications() {
     });
     let event = &note["params"]["event"];
     assert_eq!(note["params"]["talk"], json!(talk));
-    assert_eq!((&event["own"], &event["alias"]), (&json!(false), &json!("bob")));
+    assert_eq!(
+        (&event["own"], &event["alias"]),
+        (&json!(false), &json!("bob"))
+    );
     assert!(is_hex_id(&event["id"]));
 
     // Sends still in flight when stdin ends are answered before the process exits 0.
@@ -100,7 +113,10 @@ fn a_script_pipelines_a_thousand_sends_and_hears_replies_as_notifications() {
         .filter(|e| e["type"] == "message" && e["own"] == false)
         .map(|e| text(&e["text"]))
         .collect();
-    assert_eq!(texts, (0..10).map(|i| format!("late {i}")).collect::<Vec<_>>());
+    assert_eq!(
+        texts,
+        (0..10).map(|i| format!("late {i}")).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -109,7 +125,11 @@ fn bad_requests_get_json_rpc_errors_and_command_errors_carry_their_kind() {
     let mut rpc = RpcSession::start(&nook);
     let usage = |e: &Value, code: i64| {
         assert_eq!(e["code"], code, "{e}");
-        assert_eq!((&e["data"]["kind"], &e["data"]["exit_code"]), (&json!("usage"), &json!(2)), "{e}");
+        assert_eq!(
+            (&e["data"]["kind"], &e["data"]["exit_code"]),
+            (&json!("usage"), &json!(2)),
+            "{e}"
+        );
         assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
     };
 
@@ -118,7 +138,10 @@ fn bad_requests_get_json_rpc_errors_and_command_errors_carry_their_kind() {
     rpc.write_line(r#"[{"jsonrpc":"2.0","id":1,"method":"list"}]"#);
     let batch = rpc.answer(&Value::Null)["error"].clone();
     usage(&batch, -32600);
-    assert!(batch["message"].as_str().unwrap().contains("batch"), "{batch}");
+    assert!(
+        batch["message"].as_str().unwrap().contains("batch"),
+        "{batch}"
+    );
     rpc.write_line(r#"{"id":"x","method":"list"}"#);
     usage(&rpc.answer(&json!("x"))["error"], -32600);
     rpc.write_line(r#"{"jsonrpc":"2.0","id":{"no":1},"method":"list"}"#);
@@ -126,14 +149,21 @@ fn bad_requests_get_json_rpc_errors_and_command_errors_carry_their_kind() {
 
     let unknown = rpc.err("frobnicate", json!({}));
     usage(&unknown, -32601);
-    assert!(unknown["message"].as_str().unwrap().contains("subscribe"), "{unknown}");
+    assert!(
+        unknown["message"].as_str().unwrap().contains("subscribe"),
+        "{unknown}"
+    );
 
     // Invalid params name the field.
     for (method, params, field) in [
         ("send", json!({"talk": "abcd"}), "text"),
         ("send", json!({"talk": "abcd", "text": 7}), "text"),
         ("new", json!({"relay": "x", "seats": 99}), "seats"),
-        ("new", json!({"relay": "x", "seats": 3, "quorum": 4}), "quorum"),
+        (
+            "new",
+            json!({"relay": "x", "seats": 3, "quorum": 4}),
+            "quorum",
+        ),
         ("new", json!({"relay": "x", "ttl": "forever"}), "ttl"),
         ("wait", json!({"talk": "abcd", "for": "godot"}), "for"),
         ("list", json!({"bogus": true}), "bogus"),
@@ -165,7 +195,11 @@ fn bad_requests_get_json_rpc_errors_and_command_errors_carry_their_kind() {
     assert_eq!(rpc.ok("list", json!({})), json!([]));
     let (code, rpc) = rpc.finish();
     assert_eq!(code, 0);
-    assert_eq!(rpc.pending_answers(), 0, "nothing answered the notification");
+    assert_eq!(
+        rpc.pending_answers(),
+        0,
+        "nothing answered the notification"
+    );
     assert!(rpc.raw.iter().all(|l| l.len() < 4096), "answers stay small");
 }
 
@@ -181,7 +215,11 @@ impl SocketClient {
         let out = UnixStream::connect(path).unwrap();
         out.set_read_timeout(Some(LIMIT)).unwrap();
         let lines = BufReader::new(out.try_clone().unwrap()).lines();
-        SocketClient { out, lines, next: 1 }
+        SocketClient {
+            out,
+            lines,
+            next: 1,
+        }
     }
 
     fn call(&mut self, method: &str, params: Value) -> Value {
@@ -258,11 +296,17 @@ fn the_socket_is_private_serves_several_clients_and_the_cli_shares_the_home() {
 
     // A socket left behind by a process that died (nobody listens on it) is taken over.
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-    assert!(path.exists(), "a listener that ends without cleanup leaves its socket");
+    assert!(
+        path.exists(),
+        "a listener that ends without cleanup leaves its socket"
+    );
     let mut next = ann.spawn(&["rpc", "--socket", sock]);
     next.wait_for(Stream::Stderr, LIMIT, |l| l.contains("listening"));
     let mut client = SocketClient::connect(&path);
-    assert_eq!(client.call("list", json!({}))["result"][0]["talk"], json!(talk));
+    assert_eq!(
+        client.call("list", json!({}))["result"][0]["talk"],
+        json!(talk)
+    );
     next.terminate();
     assert_eq!(next.finish(LIMIT).code, 0);
 }
@@ -298,7 +342,9 @@ fn the_example_bot_answers_a_message_by_its_id() {
     };
     bob.ok(&["join", &invite, "--alias", "bob"]);
     let talk = bob.only_talk();
-    let sent = bob.ok(&["--json", "send", &talk, "!standup shipped the rpc"]).json();
+    let sent = bob
+        .ok(&["--json", "send", &talk, "!standup shipped the rpc"])
+        .json();
     let asked = text(&sent["id"]);
     let mut follow = bob.spawn(&["--json", "read", &talk, "--follow"]);
     let reply = follow.wait_for(Stream::Stdout, LIMIT, |l| l.contains("\"own\":false"));

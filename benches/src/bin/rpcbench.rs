@@ -149,7 +149,9 @@ fn over_rpc(home: &Path, talk: &str, text: &str, count: usize) -> Result<f64> {
         stored += 1;
     }
     let rate = count as f64 / t.elapsed().as_secs_f64();
-    writer.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
     let status = child.wait()?;
     if !status.success() {
         bail!("nook rpc exited with {status}");

@@ -137,8 +137,7 @@ impl TalkSender {
         }
         let (link, mut session) = match self.link.take() {
             Some(mut link) => {
-                let session =
-                    TalkSession::load(self.client.leases().take().await?, &link.talk_id)?;
+                let session = TalkSession::load(self.client.leases().take().await?, &link.talk_id)?;
                 let session = catch_up(&mut link, session).await?;
                 (link, session)
             }
@@ -146,9 +145,7 @@ impl TalkSender {
         };
         let link = self.link.insert(link);
         link.used = Instant::now();
-        let sent = session
-            .send_texts(&link.conn, link.status, texts)
-            .await?;
+        let sent = session.send_texts(&link.conn, link.status, texts).await?;
         let talk = session.state().name();
         Ok(sent
             .into_iter()
@@ -231,4 +228,130 @@ async fn drain(mut pushes: mpsc::Receiver<Push>, news: Arc<Mutex<News>>) {
         }
     }
     lock(&news).gone = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use nook_proto::{EnvelopeKind, Request};
+
+    use crate::member::Event;
+    use crate::session::TalkSession;
+    use crate::testkit::{FakeRelay, home, status, three};
+
+    fn texts(t: &[&str]) -> Vec<String> {
+        t.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_group_send_puts_in_order_and_a_text_too_long_fails_alone() {
+        let (_dir, leases) = home();
+        let (mut net, a, mut b, _) = three();
+        let talk_id = a.talk_id;
+        let mut session = TalkSession::new(leases.take().await.unwrap(), a);
+        let relay = FakeRelay::new(false);
+        let long = "x".repeat(nook_proto::limits::MAX_ENVELOPE + 1);
+        let results = session
+            .send_texts(
+                &relay,
+                status(3, true),
+                &texts(&["one", &long, "two", "three"]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(results.len(), 4);
+        assert!(results[1].is_err(), "the long one fails");
+        let seqs: Vec<u64> = [0, 2, 3]
+            .iter()
+            .map(|&i| results[i].as_ref().unwrap().0.0)
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        // The relay saw the three puts in the texts' order; a member reads them so.
+        let puts: Vec<Vec<u8>> = relay
+            .requests()
+            .into_iter()
+            .filter_map(|r| match r {
+                Request::Put(p) => Some(p.body),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(puts.len(), 3);
+        let sender = session.state().seat;
+        for body in puts {
+            net.put(sender, EnvelopeKind::Chat, body);
+        }
+        let read: Vec<String> = net
+            .deliver(&mut b)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Message {
+                    text,
+                    late: false,
+                    missed: 0,
+                    ..
+                } => Some(text),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(read, ["one", "two", "three"]);
+        // This device's history has its own three, with the ids the results gave.
+        let own: Vec<[u8; 8]> = session
+            .store()
+            .history(&talk_id, 0)
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.event {
+                Event::Message { own: true, id, .. } => id,
+                _ => None,
+            })
+            .collect();
+        let ids: Vec<[u8; 8]> = [0, 2, 3]
+            .iter()
+            .map(|&i| results[i].as_ref().unwrap().1)
+            .collect();
+        assert_eq!(own, ids);
+    }
+
+    #[tokio::test]
+    async fn a_group_send_whose_puts_are_lost_has_moved_the_chain_on_disk_first() {
+        let (_dir, leases) = home();
+        let (_, a, _, _) = three();
+        let talk_id = a.talk_id;
+        let before = a.sending_index();
+        let mut session = TalkSession::new(leases.take().await.unwrap(), a);
+        let relay = FakeRelay::new(true);
+        let results = session
+            .send_texts(&relay, status(3, true), &texts(&["a", "b", "c"]))
+            .await
+            .unwrap();
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().is_err_and(|e| e.is_transient()))
+        );
+        drop(session);
+        leases.close_idle();
+        // Whatever the relay did with the puts, the next messages use new keys.
+        let stored = leases
+            .take()
+            .await
+            .unwrap()
+            .load(&talk_id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.sending_index(), before + 3);
+    }
+
+    #[tokio::test]
+    async fn a_group_send_to_a_pending_talk_sends_nothing() {
+        let (_dir, leases) = home();
+        let (_, a, _, _) = three();
+        let mut session = TalkSession::new(leases.take().await.unwrap(), a);
+        let relay = FakeRelay::new(false);
+        let err = session
+            .send_texts(&relay, status(1, false), &texts(&["early"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, crate::ClientError::Pending { .. }), "{err:?}");
+        assert!(relay.requests().is_empty());
+    }
 }

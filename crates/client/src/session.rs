@@ -380,6 +380,10 @@ impl TalkSession {
 /// why it was not sent.
 pub(crate) type SentText = Result<(Seq, [u8; 8]), ClientError>;
 
+/// A text sealed for a group send: its envelope body, the event to record once it is
+/// stored, and its message id.
+type Sealed = (Vec<u8>, Event, [u8; 8]);
+
 impl TalkSession {
     /// [`TalkSession::send_text`] for many texts at once (group commit): every text is
     /// sealed in order, the moved chain is made durable with one fdatasync, then the
@@ -399,13 +403,33 @@ impl TalkSession {
             });
         }
         let now = now_ms();
-        let mut sealed = Vec::with_capacity(texts.len());
+        let seal = |state: &mut TalkState, text: &str| match state.seal_text(text, now) {
+            Ok((body, event @ Event::Message { id: Some(id), .. })) => Ok((body, event, id)),
+            Ok(_) => Err(ClientError::Protocol),
+            Err(e) => Err(ClientError::from(e)),
+        };
+        // A text that cannot be sealed (too long) has moved the chain all the same; a
+        // one-shot send drops that state, and so does a batch: back to this copy, and
+        // the texts before it sealed again, so no key is spent on nothing (the others
+        // would count it as a missed message).
+        let before = zeroize::Zeroizing::new(
+            nook_proto::codec::encode_value(&self.state).map_err(|_| ClientError::Protocol)?,
+        );
+        let mut sealed: Vec<Result<Sealed, ClientError>> = Vec::with_capacity(texts.len());
         for text in texts {
-            sealed.push(match self.state.seal_text(text, now) {
-                Ok((body, event @ Event::Message { id: Some(id), .. })) => Ok((body, event, id)),
-                Ok(_) => Err(ClientError::Protocol),
-                Err(e) => Err(ClientError::from(e)),
-            });
+            let s = seal(&mut self.state, text);
+            if let Err(e) = s {
+                self.state = nook_proto::codec::decode_body(&before)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                for (slot, earlier) in sealed.iter_mut().zip(texts) {
+                    if slot.is_ok() {
+                        *slot = seal(&mut self.state, earlier);
+                    }
+                }
+                sealed.push(Err(e));
+                continue;
+            }
+            sealed.push(s);
         }
         self.commit(relay, Handled::default(), false).await?;
         let mailbox = self.mailbox();
@@ -427,8 +451,7 @@ impl TalkSession {
                 }
             }
         }
-        let stored: Vec<Result<Seq, ClientError>> =
-            futures::StreamExt::collect(puts).await;
+        let stored: Vec<Result<Seq, ClientError>> = futures::StreamExt::collect(puts).await;
         let mut stored = stored.into_iter();
         let mut own = Vec::new();
         for (result, event) in results.iter_mut().zip(events) {

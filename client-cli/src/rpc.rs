@@ -12,7 +12,8 @@
 //! error object as their `data`. Nothing but JSON-RPC goes to stdout.
 //!
 //! Bounds: a line is at most [`MAX_LINE`] bytes (a longer one is skipped and answered
-//! with a parse error); at most [`IN_FLIGHT`] requests of one client are in progress
+//! with a parse error); at most [`IN_FLIGHT`] requests, and [`IN_FLIGHT_BYTES`] of
+//! request lines, of one client are in progress
 //! (reading waits meanwhile); notifications wait in a queue of [`NOTE_QUEUE`], and a
 //! subscription whose client does not read them is ended, not buffered; at most
 //! [`MAX_CLIENTS`] socket clients at once.
@@ -40,6 +41,9 @@ use crate::{duration, ops, wait};
 pub const MAX_LINE: usize = 1 << 20;
 /// Requests of one client in progress at once; the next line is read when one ends.
 pub const IN_FLIGHT: usize = 4096;
+/// Bytes of request lines of one client in progress at once (a line holds its share
+/// until answered): with [`IN_FLIGHT`], what bounds the memory one client can take.
+pub const IN_FLIGHT_BYTES: usize = 16 << 20;
 /// Notifications waiting for one client.
 pub const NOTE_QUEUE: usize = 4096;
 /// Socket clients served at once; more are disconnected at once.
@@ -419,6 +423,7 @@ async fn serve(
         notes,
         subscriptions: Mutex::new(HashMap::new()),
     });
+    let budget = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_BYTES));
     let mut tasks = JoinSet::new();
     let mut reader = BufReader::new(input);
     let mut line = Vec::new();
@@ -447,6 +452,12 @@ async fn serve(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        // A line is at most MAX_LINE bytes, far below the budget, so this never waits
+        // for more than the budget holds.
+        let share = u32::try_from(line.len()).unwrap_or(u32::MAX);
+        let Ok(held) = budget.clone().acquire_many_owned(share).await else {
+            break;
+        };
         let request = match parse(&line) {
             Ok(r) => r,
             Err((id, f)) => {
@@ -475,6 +486,7 @@ async fn serve(
         };
         let (rpc, peer) = (rpc.clone(), peer.clone());
         tasks.spawn(async move {
+            let _held = held;
             let (outcome, warnings) = match call {
                 Call::Done(outcome) => (outcome, Vec::new()),
                 Call::Queued(reply) => (

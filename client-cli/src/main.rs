@@ -9,17 +9,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use nook_client::{Client, ClientError, Event, HistoryEntry, TalkOptions, Until, Update};
+use nook_client::{Client, ClientError, Event, TalkOptions, Until, Update};
 use nook_proto::ClosePolicy;
 use nook_proto::limits::MAX_SEATS;
-use serde_json::json;
 
 mod chat;
 mod duration;
 mod error;
 mod notice;
+mod ops;
 mod output;
 mod receipt;
+mod rpc;
 mod safe;
 mod token;
 mod wait;
@@ -169,6 +170,19 @@ enum Command {
         #[arg(help = TALK_HELP)]
         talk: String,
     },
+    /// Serve every command as JSON-RPC 2.0 on stdin/stdout or a Unix socket, for bots.
+    ///
+    /// One JSON object per line both ways; events of subscribed talks come as
+    /// notifications. One process keeps its relay connections and commits sends in
+    /// batches: the way to send many messages. Ends when stdin ends (after answering
+    /// what is in progress). The protocol: docs/json.md, "nook rpc".
+    #[command(after_help = examples::RPC)]
+    Rpc {
+        /// Listen on this Unix socket (created 0600, removed on exit) instead of
+        /// stdin/stdout; several clients may connect.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Check a deletion receipt that `nook close` or `nook read` printed.
     Receipt {
         #[command(subcommand)]
@@ -219,6 +233,9 @@ mod examples {
   nook close nev2-xem6";
     pub const CHAT: &str = "EXAMPLES:
   nook chat nev2-xem6";
+    pub const RPC: &str = r#"EXAMPLES:
+  echo '{"jsonrpc":"2.0","id":1,"method":"list"}' | nook rpc
+  nook rpc --socket "$XDG_RUNTIME_DIR/nook.sock""#;
 }
 
 /// `--alias`: checked here, so a bad alias is a command-line error like any other
@@ -333,10 +350,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
 fn report(e: &CliError, json: bool) -> ExitCode {
     let kind = e.kind();
     if json {
-        eprintln!(
-            "{}",
-            json!({"error": e.to_string(), "exit_code": kind.exit_code(), "kind": kind.name()})
-        );
+        eprintln!("{}", output::error_json(e));
     } else {
         eprintln!("error: {e}");
     }
@@ -358,7 +372,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let mut client = Client::new(&home)?;
     client.set_connect_timeout(cli.connect_timeout);
     // The chat screen shows its own link state; a line on stderr would tear it.
-    let quiet = cli.json || matches!(cli.command, Command::Chat { .. });
+    let quiet = cli.json || matches!(cli.command, Command::Chat { .. } | Command::Rpc { .. });
     let notice = notice::connecting(client.dialer(), quiet);
     let result = dispatch(&client, cli.command, Output { json: cli.json }).await;
     if let Some(task) = notice {
@@ -416,19 +430,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             } else {
                 invite
             };
-            // Parsed here (the library parses again) to tell a typo, and the owner's own
-            // invite, before anything is stored or sent: joining it would spend the seat
-            // on a second copy of her own talk.
-            let parsed: nook_crypto::Invite = invite.parse().map_err(ClientError::Invite)?;
-            let own = client.list(false).await?.into_iter().find(|t| {
-                t.invites
-                    .iter()
-                    .any(|i| i.parse::<nook_crypto::Invite>().is_ok_and(|i| i == parsed))
-            });
-            if let Some(t) = own {
-                return Err(CliError::OwnInvite { talk: t.talk });
-            }
-            let joined = client.join(&invite, alias.as_deref()).await?;
+            let joined = ops::join(client, &invite, alias.as_deref()).await?;
             out.joined(&joined);
         }
         Command::List => {
@@ -445,16 +447,9 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             } else {
                 text
             };
-            if text.is_empty() {
-                return Err(CliError::Input("the message is empty".into()));
-            }
-            let sent = client.send(&talk, &text).await?;
+            let sent = client.send(&talk, &ops::message(text)?).await?;
             if out.json {
-                println!(
-                    "{}",
-                    json!({"talk": sent.talk, "id": output::hex(&sent.id), "seq": sent.seq.0,
-                           "stored": true})
-                );
+                println!("{}", output::sent_json(&sent));
             }
         }
         Command::Read {
@@ -464,30 +459,12 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             wait_open,
         } => return read(client, &out, &talk, new, follow, wait_open).await,
         Command::Invites { talk } => {
-            // A member's device never had the invites: an empty list would say "all
-            // used" when the truth is "ask the owner".
-            let info = client.info(&talk).await?;
-            if !info.owner {
-                return Err(CliError::NotOwner { talk: info.talk });
-            }
-            // Asking the relay first drops invites whose seats were taken meanwhile.
-            match client.fetch(&talk).await {
-                Ok(_) => {}
-                Err(e) if e.is_transient() || matches!(e, ClientError::Connect(_)) => {
-                    out.warning(
-                        error::client_kind(&e),
-                        &format!("the relay could not be reached ({e}); some of these invites may have been used since this device last heard from it"),
-                    );
-                }
-                Err(e) => return Err(e.into()),
-            }
-            let info = client.info(&talk).await?;
-            let issued = usize::from(info.seats.saturating_sub(1));
-            let used = issued.saturating_sub(info.invites.len());
+            let info = ops::invites(client, &talk, &mut |k, m| out.warning(k, &m)).await?;
+            let (used, issued) = (info.used, info.issued);
             if out.json {
                 println!(
                     "{}",
-                    json!({"talk": info.talk, "invites": info.invites, "used": used, "issued": issued})
+                    output::invites_json(&info.talk, &info.invites, used, issued)
                 );
             } else {
                 // The used ones are dead: only their count is worth showing.
@@ -504,10 +481,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
         Command::Leave { talk } => {
             let id = client.leave(&talk).await?;
             if out.json {
-                println!(
-                    "{}",
-                    json!({"talk": id, "left": true, "local_data_deleted": true})
-                );
+                println!("{}", output::left_json(&id));
             } else {
                 println!("left talk {id}; its local data was deleted");
             }
@@ -515,15 +489,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
         Command::Close { talk } => {
             let (id, receipt) = client.close(&talk).await?;
             if out.json {
-                println!(
-                    "{}",
-                    json!({
-                        "talk": id,
-                        "closed": true,
-                        "receipt": receipt::json(&receipt, true),
-                        "local_data_deleted": true,
-                    })
-                );
+                println!("{}", output::closed_json(&id, &receipt));
             } else {
                 // The receipt comes last, after an empty line, so the whole output
                 // saved to a file is what `nook receipt verify` reads.
@@ -533,18 +499,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             }
         }
         Command::Members { talk } => {
-            // Announcements that wait on the relay name members too.
-            match client.fetch(&talk).await {
-                Ok(_) => {}
-                Err(e) if e.is_transient() || matches!(e, ClientError::Connect(_)) => {
-                    out.warning(
-                        error::client_kind(&e),
-                        &format!("{e}; showing the members this device knew of"),
-                    );
-                }
-                Err(e) => return Err(e.into()),
-            }
-            out.members(&client.members(&talk).await?);
+            out.members(&ops::members(client, &talk, &mut |k, m| out.warning(k, &m)).await?);
         }
         Command::Wait {
             talk,
@@ -554,6 +509,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
         Command::Receipt {
             command: ReceiptCommand::Verify { file },
         } => return receipt::verify(&file, &out),
+        Command::Rpc { socket } => return rpc::run(client.clone(), socket).await,
         Command::Chat { talk } => {
             if !std::io::stdout().is_terminal() {
                 return Err(CliError::Input(
@@ -575,34 +531,24 @@ async fn read(
     wait_open: bool,
 ) -> Result<ExitCode, CliError> {
     let mut exit = ExitCode::SUCCESS;
-    match client.fetch(talk).await {
-        Ok(_) => {}
-        Err(e @ (ClientError::TalkGone | ClientError::Closed { .. })) => {
-            // Ended while this device was away: the relay says so, with its receipt
-            // when the talk was closed (not expired).
-            let receipt = match &e {
-                ClientError::Closed { receipt } => receipt.clone(),
-                _ => None,
-            };
-            out.entry(&HistoryEntry {
-                index: u64::MAX,
-                at_ms: nook_client::now_ms(),
-                event: Event::Closed {
-                    by: None,
-                    verified: false,
-                    receipt,
-                },
-            });
-            return Err(e.into());
-        }
-        Err(e @ (ClientError::Connect(_) | ClientError::Lost { .. })) if !follow && !wait_open => {
+    match ops::fetch_for_read(client, talk).await {
+        Ok(None) => {}
+        Ok(Some(e)) if !follow && !wait_open => {
             out.warning(
                 error::client_kind(&e),
                 &format!("{e}; showing what this device already has"),
             );
             exit = ExitCode::from(error::client_exit_code(&e));
         }
-        Err(e) => return Err(e.into()),
+        Ok(Some(e)) => return Err(e.into()),
+        Err((e, ended)) => {
+            // Ended while this device was away: the relay says so, with its receipt
+            // when the talk was closed (not expired).
+            if let Some(ended) = ended {
+                out.entry(&ended);
+            }
+            return Err(e);
+        }
     }
     let history = client.history(talk, new).await?;
     // Follow on from the first entry not printed, so nothing shows twice.

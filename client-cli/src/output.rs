@@ -7,10 +7,14 @@
 //! every line that does not start with a space is a real header (`[…`) or event
 //! (`* …`, `! …`) line.
 
-use nook_client::{CreatedTalk, Event, HistoryEntry, JoinedTalk, Link, Member, TalkSummary, Until};
+use nook_client::{
+    CreatedTalk, Event, HistoryEntry, JoinedTalk, Link, Member, Sent, TalkSummary, Until,
+};
+use nook_crypto::auth::PortableReceipt;
 use nook_proto::{TalkPhase, TalkStatus};
-use serde_json::json;
+use serde_json::{Value, json};
 
+use crate::error::{CliError, Kind};
 use crate::safe;
 
 /// What starts each line of a message after its first: as wide as the time stamp
@@ -33,20 +37,7 @@ pub fn state_word(s: &TalkStatus) -> &'static str {
 impl Output {
     pub fn created(&self, c: &CreatedTalk) {
         if self.json {
-            println!(
-                "{}",
-                json!({
-                    "talk": c.talk,
-                    "relay": c.relay,
-                    "alias": c.alias,
-                    "state": state_word(&c.status),
-                    "members": c.status.members,
-                    "seats": c.status.seats,
-                    "quorum": c.status.quorum,
-                    "expires_at": c.status.expires_at,
-                    "invites": c.invites,
-                })
-            );
+            println!("{}", created_json(c));
             return;
         }
         println!(
@@ -70,19 +61,7 @@ impl Output {
 
     pub fn joined(&self, j: &JoinedTalk) {
         if self.json {
-            println!(
-                "{}",
-                json!({
-                    "talk": j.talk,
-                    "alias": j.alias,
-                    "seat": j.seat,
-                    "state": state_word(&j.status),
-                    "members": j.status.members,
-                    "seats": j.status.seats,
-                    "quorum": j.status.quorum,
-                    "expires_at": j.status.expires_at,
-                })
-            );
+            println!("{}", joined_json(j));
             return;
         }
         println!(
@@ -100,27 +79,7 @@ impl Output {
     pub fn list(&self, talks: &[TalkSummary]) {
         if self.json {
             for t in talks {
-                println!(
-                    "{}",
-                    json!({
-                        "talk": t.talk,
-                        "state": if t.expires_at <= nook_client::now_ms() / 1000 {
-                            "expired"
-                        } else {
-                            t.status.map(|s| state_word(&s)).unwrap_or("unknown")
-                        },
-                        "members": t.status.map(|s| s.members),
-                        "seats": t.status.map(|s| s.seats),
-                        "quorum": t.status.map(|s| s.quorum),
-                        "alias": t.alias,
-                        "owner": t.owner,
-                        "unread": t.unread,
-                        "relay": t.relay,
-                        "expires_at": t.expires_at,
-                        "cached": t.cached,
-                        "relay_retiring_at": t.retiring_at.map(nook_crypto::auth::rfc3339_utc),
-                    })
-                );
+                println!("{}", talk_json(t));
             }
             return;
         }
@@ -176,28 +135,8 @@ impl Output {
     /// The connection state of a follower, on stderr: a line for people, or a JSON
     /// object (`{"type":"link","state":"connected"|"reconnecting",…}`) under `--json`.
     pub fn link(&self, link: &Link, until: Until) {
-        let following = match until {
-            Until::Closed => "until_closed",
-            Until::Open => "until_open",
-        };
         match (self.json, link) {
-            (true, Link::Connected) => eprintln!(
-                "{}",
-                json!({"type": "link", "state": "connected", "following": following})
-            ),
-            (
-                true,
-                Link::Reconnecting {
-                    attempt,
-                    reason,
-                    delay,
-                },
-            ) => eprintln!(
-                "{}",
-                json!({"type": "link", "state": "reconnecting", "attempt": attempt,
-                       "delay_ms": u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                       "reason": reason})
-            ),
+            (true, _) => eprintln!("{}", link_json(link, until)),
             (false, Link::Connected) => {
                 let what = match until {
                     Until::Closed => "until the talk closes",
@@ -221,12 +160,9 @@ impl Output {
 
     /// Something the person should know that is not an error, on stderr (a JSON object
     /// with the `kind` of what happened under `--json`).
-    pub fn warning(&self, kind: crate::error::Kind, message: &str) {
+    pub fn warning(&self, kind: Kind, message: &str) {
         if self.json {
-            eprintln!(
-                "{}",
-                json!({"type": "warning", "kind": kind.name(), "message": message})
-            );
+            eprintln!("{}", warning_json(kind, message));
         } else {
             eprintln!("warning: {message}");
         }
@@ -236,11 +172,7 @@ impl Output {
     pub fn members(&self, members: &[Member]) {
         for m in members {
             if self.json {
-                println!(
-                    "{}",
-                    json!({"seat": m.seat, "alias": m.alias, "own": m.own, "owner": m.owner,
-                           "left": m.left, "joined_at_ms": m.joined_at_ms})
-                );
+                println!("{}", member_json(m));
                 continue;
             }
             let mut notes = Vec::new();
@@ -274,6 +206,119 @@ impl Output {
     }
 }
 
+/// `new`'s `--json` object.
+pub fn created_json(c: &CreatedTalk) -> Value {
+    json!({
+        "talk": c.talk,
+        "relay": c.relay,
+        "alias": c.alias,
+        "state": state_word(&c.status),
+        "members": c.status.members,
+        "seats": c.status.seats,
+        "quorum": c.status.quorum,
+        "expires_at": c.status.expires_at,
+        "invites": c.invites,
+    })
+}
+
+/// `join`'s `--json` object.
+pub fn joined_json(j: &JoinedTalk) -> Value {
+    json!({
+        "talk": j.talk,
+        "alias": j.alias,
+        "seat": j.seat,
+        "state": state_word(&j.status),
+        "members": j.status.members,
+        "seats": j.status.seats,
+        "quorum": j.status.quorum,
+        "expires_at": j.status.expires_at,
+    })
+}
+
+/// One talk of `list --json`.
+pub fn talk_json(t: &TalkSummary) -> Value {
+    json!({
+        "talk": t.talk,
+        "state": if t.expires_at <= nook_client::now_ms() / 1000 {
+            "expired"
+        } else {
+            t.status.map(|s| state_word(&s)).unwrap_or("unknown")
+        },
+        "members": t.status.map(|s| s.members),
+        "seats": t.status.map(|s| s.seats),
+        "quorum": t.status.map(|s| s.quorum),
+        "alias": t.alias,
+        "owner": t.owner,
+        "unread": t.unread,
+        "relay": t.relay,
+        "expires_at": t.expires_at,
+        "cached": t.cached,
+        "relay_retiring_at": t.retiring_at.map(nook_crypto::auth::rfc3339_utc),
+    })
+}
+
+/// `send --json`'s object.
+pub fn sent_json(s: &Sent) -> Value {
+    json!({"talk": s.talk, "id": hex(&s.id), "seq": s.seq.0, "stored": true})
+}
+
+/// One seat of `members --json`.
+pub fn member_json(m: &Member) -> Value {
+    json!({"seat": m.seat, "alias": m.alias, "own": m.own, "owner": m.owner,
+           "left": m.left, "joined_at_ms": m.joined_at_ms})
+}
+
+/// `invites --json`'s object.
+pub fn invites_json(talk: &str, invites: &[String], used: usize, issued: usize) -> Value {
+    json!({"talk": talk, "invites": invites, "used": used, "issued": issued})
+}
+
+/// `leave --json`'s object.
+pub fn left_json(talk: &str) -> Value {
+    json!({"talk": talk, "left": true, "local_data_deleted": true})
+}
+
+/// `close --json`'s object.
+pub fn closed_json(talk: &str, receipt: &PortableReceipt) -> Value {
+    json!({
+        "talk": talk,
+        "closed": true,
+        "receipt": crate::receipt::json(receipt, true),
+        "local_data_deleted": true,
+    })
+}
+
+/// A follower's connection state (`{"type":"link",…}`).
+pub fn link_json(link: &Link, until: Until) -> Value {
+    match link {
+        Link::Connected => {
+            let following = match until {
+                Until::Closed => "until_closed",
+                Until::Open => "until_open",
+            };
+            json!({"type": "link", "state": "connected", "following": following})
+        }
+        Link::Reconnecting {
+            attempt,
+            reason,
+            delay,
+        } => json!({"type": "link", "state": "reconnecting", "attempt": attempt,
+                    "delay_ms": u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "reason": reason}),
+    }
+}
+
+/// A warning (`{"type":"warning",…}`).
+pub fn warning_json(kind: Kind, message: &str) -> Value {
+    json!({"type": "warning", "kind": kind.name(), "message": message})
+}
+
+/// A failure as `--json` prints it on stderr: message, exit code, kind.
+pub fn error_json(e: &CliError) -> Value {
+    let kind = e.kind();
+    json!({"error": e.to_string(), "exit_code": kind.exit_code(), "kind": kind.name()})
+}
+
 /// When a talk ends, for people: "in 3h", "in 2d 4h", "in 45m", "expired".
 pub fn closes_in(expires_at: u64, now: u64) -> String {
     let Some(left) = expires_at.checked_sub(now).filter(|l| *l > 0) else {
@@ -296,7 +341,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// One history entry as a `--json` line. Every event has `type` and `at_ms` (when this
 /// device recorded it, unix ms); the rest depends on the type.
-pub(crate) fn entry_json(e: &HistoryEntry) -> serde_json::Value {
+pub(crate) fn entry_json(e: &HistoryEntry) -> Value {
     let mut v = match &e.event {
         Event::Message {
             seat,

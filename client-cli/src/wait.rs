@@ -33,14 +33,40 @@ pub async fn run(
     what: WaitFor,
     timeout: Option<Duration>,
 ) -> Result<ExitCode, CliError> {
+    let (found, result) = wait(client, talk, what, timeout).await;
+    if let Some(e) = &found {
+        out.entry(e);
+    }
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Waits (see [`run`]): what was found, if anything (the event waited for, or the end
+/// of the talk), and whether the wait succeeded.
+pub async fn wait(
+    client: &Client,
+    talk: &str,
+    what: WaitFor,
+    timeout: Option<Duration>,
+) -> (Option<HistoryEntry>, Result<(), CliError>) {
+    let mut found: Option<HistoryEntry> = None;
+    let result = waiting(client, talk, what, timeout, &mut found).await;
+    (found, result)
+}
+
+async fn waiting(
+    client: &Client,
+    talk: &str,
+    what: WaitFor,
+    timeout: Option<Duration>,
+    found: &mut Option<HistoryEntry>,
+) -> Result<(), CliError> {
     if what == WaitFor::Open && client.info(talk).await?.open {
-        out.entry(&entry(Event::Opened));
-        return Ok(ExitCode::SUCCESS);
+        *found = Some(entry(Event::Opened));
+        return Ok(());
     }
     // Only what happens from now on counts (and what waits on the relay, which the
     // follow fetches first).
     let from = client.history_end(talk).await?;
-    let mut found: Option<HistoryEntry> = None;
     let mut ended = false;
     let following = client.follow(talk, from, Until::Closed, |u| {
         let hit = match u {
@@ -54,12 +80,12 @@ pub async fn run(
                 };
                 if hit || end {
                     ended = end;
-                    found = Some(e);
+                    *found = Some(e);
                 }
                 hit || end
             }
             Update::Status(s) if what == WaitFor::Open && s.state == TalkPhase::Open => {
-                found = Some(entry(Event::Opened));
+                *found = Some(entry(Event::Opened));
                 true
             }
             _ => false,
@@ -73,15 +99,12 @@ pub async fn run(
         },
         None => following.await,
     };
-    if let Some(e) = &found {
-        out.entry(e);
-    }
     match result {
-        Err(ClientError::TalkGone) if what == WaitFor::Closed => Ok(ExitCode::SUCCESS),
+        Err(ClientError::TalkGone) if what == WaitFor::Closed => Ok(()),
         Err(e) => Err(e.into()),
         // The talk ended while we waited for something else.
         Ok(()) if ended && what != WaitFor::Closed => Err(ClientError::TalkGone.into()),
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(()) => Ok(()),
     }
 }
 

@@ -7,6 +7,8 @@
 //! --workspace` builds them first; `cargo test -p nook-e2e` alone does not (run
 //! `cargo build --workspace` before it).
 
+pub mod rpc;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -19,8 +19,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use nook_e2e::rpc::RpcSession;
 use nook_e2e::{Background, Nook, Relay, Run, Stream};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -32,6 +33,8 @@ const NOT_EXERCISED: [&str; 4] = [
     "event.relay_rotated",
     "event.relay_retiring",
 ];
+/// The prefix of the schemas only `nook rpc` produces.
+const RPC: &str = "rpc.";
 
 #[test]
 fn every_json_line_the_binaries_print_is_documented() {
@@ -177,6 +180,77 @@ fn every_json_line_the_binaries_print_is_documented() {
     );
 
     c.all_seen();
+}
+
+/// `nook rpc`'s answers are the objects above, its errors and notifications are as
+/// documented in its section.
+#[test]
+fn every_rpc_answer_and_notification_is_documented() {
+    let mut c = Contract::load();
+    let mut relay = Relay::start();
+    let bob = Nook::new();
+    let ann = Nook::new();
+    let mut rpc = RpcSession::start(&ann);
+    let new = rpc.call(
+        "new",
+        json!({"relay": relay.address, "seats": 3, "quorum": 2, "close": "any", "ttl": "1h"}),
+    );
+    let new = c.answer(&new, "new");
+    let talk = s(&new["talk"]);
+    c.answer(&rpc.call("invites", json!({"talk": talk})), "invites");
+    c.answer(
+        &rpc.call("subscribe", json!({"talk": talk})),
+        "rpc.subscription",
+    );
+    bob.ok(&["join", &s(&new["invites"][0])]);
+    let open = rpc.call(
+        "wait",
+        json!({"talk": talk, "for": "open", "timeout": "30s"}),
+    );
+    c.answer(&open, "event");
+    c.answer(
+        &rpc.call("send", json!({"talk": talk, "text": "hello"})),
+        "send",
+    );
+    bob.ok(&["send", &talk, "hi ann"]);
+    let heard = rpc.notification(LIMIT, |n| n["params"]["event"]["text"] == "hi ann");
+    c.notification(&heard);
+    c.answer(&rpc.call("read", json!({"talk": talk})), "event");
+    c.answer(&rpc.call("members", json!({"talk": talk})), "members");
+    c.answer(&rpc.call("list", json!({})), "list");
+    c.answer(
+        &rpc.call("send", json!({"talk": "zzzz-zzzz", "text": "x"})),
+        "error",
+    );
+    let bad = rpc.call("list", json!({"bogus": 1}));
+    assert_eq!(bad["error"]["data"]["field"], "bogus", "{bad}");
+    c.answer(&bad, "error");
+
+    // The relay goes away: the subscription says it reconnects; members come with a
+    // warning first.
+    relay.stop();
+    let lost = rpc.notification(LIMIT, |n| n["params"]["link"]["state"] == "reconnecting");
+    c.notification(&lost);
+    c.answer(&rpc.call("members", json!({"talk": talk})), "members");
+    let warned = rpc.notification(LIMIT, |n| n["method"] == "warning");
+    c.notification(&warned);
+    relay.restart();
+
+    // ann closes: the subscription's last event, then it ends.
+    c.answer(&rpc.call("close", json!({"talk": talk})), "close");
+    let ended = rpc.notification(LIMIT, |n| n["method"] == "unsubscribed");
+    assert_eq!(ended["params"]["reason"], "ended", "{ended}");
+    c.notification(&ended);
+    c.answer(
+        &rpc.call("unsubscribe", json!({"talk": talk})),
+        "rpc.subscription",
+    );
+    let (code, mut rpc) = rpc.finish();
+    assert_eq!(code, 0);
+    for n in rpc.take_notifications() {
+        c.notification(&n);
+    }
+    c.all_rpc_seen();
 }
 
 /// The checker holds the binaries to the contract, so it must itself refuse what the
@@ -442,17 +516,64 @@ impl Contract {
         assert_eq!(last["kind"], kind, "{r:?}");
     }
 
-    /// Every documented schema was produced, except the ones listed as not exercised.
+    /// Every documented schema was produced, except the ones listed as not exercised
+    /// and those of `nook rpc` (its own test sees them: [`Contract::all_rpc_seen`]).
     fn all_seen(&self) {
         let missing: Vec<&String> = self
             .schemas
             .keys()
             .filter(|k| !self.seen.borrow().contains(*k) && !NOT_EXERCISED.contains(&k.as_str()))
+            .filter(|k| !k.starts_with(RPC))
             .collect();
         assert!(missing.is_empty(), "never printed: {missing:?}");
         for n in NOT_EXERCISED {
             assert!(self.schemas.contains_key(n), "{n} is not documented");
         }
+    }
+
+    /// Every schema of `nook rpc` was produced.
+    fn all_rpc_seen(&self) {
+        let missing: Vec<&String> = self
+            .schemas
+            .keys()
+            .filter(|k| k.starts_with(RPC) && !self.seen.borrow().contains(*k))
+            .collect();
+        assert!(missing.is_empty(), "nook rpc never produced: {missing:?}");
+    }
+
+    /// A `nook rpc` answer: its result as `name` (each item, for an array), or its
+    /// error as `rpc.error`. Returns the result (null for an error).
+    fn answer(&mut self, a: &Value, name: &str) -> Value {
+        assert_eq!(a["jsonrpc"], "2.0", "{a}");
+        match (a.get("result"), a.get("error")) {
+            (Some(Value::Array(items)), None) => {
+                for v in items {
+                    self.expect_item(name, v);
+                }
+            }
+            (Some(v), None) => self.expect_item(name, v),
+            (None, Some(e)) => self.expect("rpc.error", e),
+            _ => panic!("neither result nor error: {a}"),
+        }
+        a.get("result").cloned().unwrap_or(Value::Null)
+    }
+
+    /// `name`, or for `"event"` the event schema its `type` names.
+    fn expect_item(&mut self, name: &str, v: &Value) {
+        if name == "event" {
+            let t = v["type"].as_str().unwrap_or_else(|| panic!("no type: {v}"));
+            self.expect(&format!("event.{t}"), v);
+        } else {
+            self.expect(name, v);
+        }
+    }
+
+    /// A notification: its params as `rpc.METHOD`.
+    fn notification(&mut self, n: &Value) {
+        assert_eq!(n["jsonrpc"], "2.0", "{n}");
+        assert!(n.get("id").is_none(), "{n}");
+        let method = n["method"].as_str().unwrap_or_else(|| panic!("{n}"));
+        self.expect(&format!("{RPC}{method}"), &n["params"]);
     }
 }
 

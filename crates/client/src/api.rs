@@ -140,6 +140,11 @@ impl Client {
         self.leases.close_idle();
     }
 
+    /// The turn-taking on this client's store (for [`crate::sender`]).
+    pub(crate) fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
     /// Who is connecting where right now (for a "connecting…" line).
     pub fn dialer(&self) -> &Dialer {
         &self.dialer

@@ -13,6 +13,7 @@
 //! - [`session`]: one talk under one store lease; the one path by which a change is
 //!   made durable, then sent, then acknowledged.
 //! - [`follow`]: staying connected: pushes into history, reconnects.
+//! - [`sender`]: many sends to one talk over a kept connection, group-committed.
 //! - [`lease`]: taking turns on the home's store, inside and across processes.
 //! - [`error`]: why an operation failed ([`ClientError`]).
 //! - [`member`]: one member's talk state and its pure transitions.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod follow;
 pub mod lease;
 pub mod member;
+pub mod sender;
 pub mod session;
 pub mod store;
 pub mod transport;
@@ -40,6 +42,7 @@ pub use api::{Client, CreatedTalk, History, JoinedTalk, Member, Sent, TalkSummar
 pub use error::ClientError;
 pub use follow::{Link, Until, Update};
 pub use member::{Event, TalkOptions};
+pub use sender::TalkSender;
 pub use session::now_ms;
 pub use store::HistoryEntry;
 pub use transport::{ConnectError, RelayConnection, RequestError};

@@ -419,6 +419,101 @@ impl TalkSession {
     }
 }
 
+/// What one text of a group send came to: where the relay stored it and its id, or
+/// why it was not sent.
+pub(crate) type SentText = Result<(Seq, [u8; 8]), ClientError>;
+
+/// A text sealed for a group send: its envelope body, the event to record once it is
+/// stored, and its message id.
+type Sealed = (Vec<u8>, Event, [u8; 8]);
+
+impl TalkSession {
+    /// [`TalkSession::send_text`] for many texts at once (group commit): every text is
+    /// sealed in order, the moved chain is made durable with one fdatasync, then the
+    /// puts go out pipelined in the same order on the one connection, so the relay
+    /// stores them in that order. One result per text, in order; a text that cannot be
+    /// sealed (too long) fails alone. The rule is send_text's: saved before sent.
+    pub(crate) async fn send_texts(
+        &mut self,
+        relay: &impl Relay,
+        status: TalkStatus,
+        texts: &[String],
+    ) -> Result<Vec<SentText>, ClientError> {
+        if status.state == TalkPhase::Pending {
+            return Err(ClientError::Pending {
+                members: status.members,
+                quorum: status.quorum,
+            });
+        }
+        let now = now_ms();
+        let seal = |state: &mut TalkState, text: &str| match state.seal_text(text, now) {
+            Ok((body, event @ Event::Message { id: Some(id), .. })) => Ok((body, event, id)),
+            Ok(_) => Err(ClientError::Protocol),
+            Err(e) => Err(ClientError::from(e)),
+        };
+        // A text that cannot be sealed (too long) has moved the chain all the same; a
+        // one-shot send drops that state, and so does a batch: back to this copy, and
+        // the texts before it sealed again, so no key is spent on nothing (the others
+        // would count it as a missed message).
+        let before = zeroize::Zeroizing::new(
+            nook_proto::codec::encode_value(&self.state).map_err(|_| ClientError::Protocol)?,
+        );
+        let mut sealed: Vec<Result<Sealed, ClientError>> = Vec::with_capacity(texts.len());
+        for text in texts {
+            let s = seal(&mut self.state, text);
+            if let Err(e) = s {
+                self.state = nook_proto::codec::decode_body(&before)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                for (slot, earlier) in sealed.iter_mut().zip(texts) {
+                    if slot.is_ok() {
+                        *slot = seal(&mut self.state, earlier);
+                    }
+                }
+                sealed.push(Err(e));
+                continue;
+            }
+            sealed.push(s);
+        }
+        self.commit(relay, Handled::default(), false).await?;
+        let mailbox = self.mailbox();
+        // Polled in order, each request takes its frame id and its place on the
+        // stream before the next: the relay sees them in this order.
+        let mut puts = futures::stream::FuturesOrdered::new();
+        let mut results = Vec::with_capacity(sealed.len());
+        let mut events = Vec::new();
+        for s in sealed {
+            match s {
+                Ok((body, event, id)) => {
+                    puts.push_back(put(relay, mailbox, EnvelopeKind::Chat, body));
+                    results.push(Ok((Seq(0), id)));
+                    events.push(Some(event));
+                }
+                Err(e) => {
+                    results.push(Err(e));
+                    events.push(None);
+                }
+            }
+        }
+        let stored: Vec<Result<Seq, ClientError>> = futures::StreamExt::collect(puts).await;
+        let mut stored = stored.into_iter();
+        let mut own = Vec::new();
+        for (result, event) in results.iter_mut().zip(events) {
+            let Some(event) = event else { continue };
+            match (stored.next(), result.as_mut()) {
+                (Some(Ok(seq)), Ok((at, _))) => {
+                    *at = seq;
+                    own.push(event);
+                }
+                (Some(Err(e)), _) => *result = Err(e),
+                _ => *result = Err(ClientError::Protocol),
+            }
+        }
+        // Our own lines are not worth a second fdatasync, as in send_text.
+        self.note(own)?;
+        Ok(results)
+    }
+}
+
 /// The entry that tells a reader a talk ended, once it is deleted (so it has no place
 /// in the stored history).
 pub(crate) fn ended(event: Event) -> HistoryEntry {

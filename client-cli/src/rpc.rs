@@ -1,0 +1,915 @@
+//! `nook rpc`: every command as JSON-RPC 2.0, one JSON object per line, on
+//! stdin/stdout or on a Unix socket (docs/json.md, "nook rpc", is the contract).
+//!
+//! One process, many requests: the store is still leased per operation (other `nook`
+//! commands use the home in between), but relay connections are kept. Sends are the
+//! reason to use it: the `send` requests queued for one talk go out as one batch
+//! ([`nook_client::TalkSender`]: sealed in order, one fdatasync, puts pipelined), each
+//! answered once the relay stored it.
+//!
+//! Results are the objects `--json` prints (one object, or an array where `--json`
+//! prints one line per item), built by [`crate::output`]; errors carry the `--json`
+//! error object as their `data`. Nothing but JSON-RPC goes to stdout.
+//!
+//! Bounds: a line is at most [`MAX_LINE`] bytes (a longer one is skipped and answered
+//! with a parse error); at most [`IN_FLIGHT`] requests, and [`IN_FLIGHT_BYTES`] of
+//! request lines, of one client are in progress
+//! (reading waits meanwhile); notifications wait in a queue of [`NOTE_QUEUE`], and a
+//! subscription whose client does not read them is ended, not buffered; at most
+//! [`MAX_CLIENTS`] socket clients at once.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use clap::ValueEnum;
+use nook_client::{Client, ClientError, TalkOptions, TalkSender, Until, Update};
+use nook_proto::ClosePolicy;
+use nook_proto::limits::MAX_SEATS;
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{AbortHandle, JoinSet};
+
+use crate::error::{CliError, Kind};
+use crate::output::{self, entry_json};
+use crate::{duration, ops, wait};
+
+/// The longest request line, newline included.
+pub const MAX_LINE: usize = 1 << 20;
+/// Requests of one client in progress at once; the next line is read when one ends.
+pub const IN_FLIGHT: usize = 4096;
+/// Bytes of request lines of one client in progress at once (a line holds its share
+/// until answered): with [`IN_FLIGHT`], what bounds the memory one client can take.
+pub const IN_FLIGHT_BYTES: usize = 16 << 20;
+/// Notifications waiting for one client.
+pub const NOTE_QUEUE: usize = 4096;
+/// Socket clients served at once; more are disconnected at once.
+pub const MAX_CLIENTS: usize = 64;
+/// Texts sealed and committed together at most.
+const MAX_BATCH: usize = 1024;
+
+/// JSON-RPC 2.0's error codes.
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const METHOD_NOT_FOUND: i64 = -32601;
+const INVALID_PARAMS: i64 = -32602;
+/// A command's failure: -32000 minus the exit code the command line would give.
+const COMMAND_ERROR: i64 = -32000;
+
+/// The methods, for the answer to an unknown one.
+const METHODS: &str = "new, join, list, send, read, wait, members, invites, leave, close, \
+     subscribe, unsubscribe";
+
+/// A JSON-RPC error: code, message, and `data`, which always holds the `--json` error
+/// object's `error`, `exit_code` and `kind` (and `field` for invalid params).
+#[derive(Debug, Clone)]
+struct Failure {
+    code: i64,
+    message: String,
+    data: Value,
+}
+
+impl Failure {
+    fn usage(code: i64, message: String) -> Failure {
+        Failure {
+            code,
+            data: json!({"error": message, "exit_code": Kind::Usage.exit_code(),
+                         "kind": Kind::Usage.name()}),
+            message,
+        }
+    }
+
+    fn params(field: &str, message: String) -> Failure {
+        let mut f = Failure::usage(INVALID_PARAMS, format!("{field}: {message}"));
+        f.data["field"] = json!(field);
+        f
+    }
+
+    fn command(e: &CliError) -> Failure {
+        Failure {
+            code: COMMAND_ERROR - i64::from(e.kind().exit_code()),
+            message: e.to_string(),
+            data: output::error_json(e),
+        }
+    }
+
+    /// With the entry that says how the talk ended, when that is why it failed.
+    fn with_event(mut self, entry: Option<&nook_client::HistoryEntry>) -> Failure {
+        if let Some(e) = entry {
+            self.data["event"] = entry_json(e);
+        }
+        self
+    }
+
+    fn to_json(&self) -> Value {
+        json!({"code": self.code, "message": self.message, "data": self.data})
+    }
+}
+
+impl From<CliError> for Failure {
+    fn from(e: CliError) -> Failure {
+        Failure::command(&e)
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        Failure::command(&e.into())
+    }
+}
+
+fn response(id: &Value, outcome: Result<Value, Failure>) -> String {
+    match outcome {
+        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        Err(f) => json!({"jsonrpc": "2.0", "id": id, "error": f.to_json()}),
+    }
+    .to_string()
+}
+
+fn notification(method: &str, params: Value) -> String {
+    json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string()
+}
+
+/// A request's params: an object whose fields are the command's options.
+struct Params {
+    map: Map<String, Value>,
+}
+
+impl Params {
+    fn new(params: Option<Value>) -> Result<Params, Failure> {
+        match params {
+            None | Some(Value::Null) => Ok(Params { map: Map::new() }),
+            Some(Value::Object(map)) => Ok(Params { map }),
+            Some(_) => Err(Failure::params(
+                "params",
+                "must be an object whose fields are the command's options".into(),
+            )),
+        }
+    }
+
+    fn take(&mut self, name: &str) -> Option<Value> {
+        self.map.remove(name).filter(|v| !v.is_null())
+    }
+
+    fn string(&mut self, name: &str) -> Result<Option<String>, Failure> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(Failure::params(name, "must be a string".into())),
+        }
+    }
+
+    fn required(&mut self, name: &str) -> Result<String, Failure> {
+        self.string(name)?
+            .ok_or_else(|| Failure::params(name, "is required".into()))
+    }
+
+    fn flag(&mut self, name: &str) -> Result<bool, Failure> {
+        match self.take(name) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(b),
+            Some(_) => Err(Failure::params(name, "must be true or false".into())),
+        }
+    }
+
+    fn number(&mut self, name: &str, min: u8, max: u8) -> Result<Option<u8>, Failure> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u8::try_from(n).ok())
+                .filter(|n| (min..=max).contains(n))
+                .map(Some)
+                .ok_or_else(|| {
+                    Failure::params(name, format!("must be a whole number from {min} to {max}"))
+                }),
+        }
+    }
+
+    /// A duration as the command line takes it ("90s", "1h30m"), or whole seconds.
+    fn duration<T>(
+        &mut self,
+        name: &str,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, Failure> {
+        let text = match self.take(name) {
+            None => return Ok(None),
+            Some(Value::String(s)) => s,
+            Some(Value::Number(n)) if n.is_u64() => format!("{n}s"),
+            Some(_) => {
+                return Err(Failure::params(
+                    name,
+                    "must be a duration such as \"90s\" or \"1h30m\", or whole seconds".into(),
+                ));
+            }
+        };
+        parse(&text).map(Some).map_err(|e| Failure::params(name, e))
+    }
+
+    /// Refuses fields the method does not take, as the command line refuses options.
+    fn done(self) -> Result<(), Failure> {
+        match self.map.keys().next() {
+            Some(field) => Err(Failure::params(
+                field,
+                "unknown field for this method".into(),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One client's line to the process: where its answers go, and its subscriptions.
+struct Peer {
+    notes: mpsc::Sender<String>,
+    subscriptions: Mutex<HashMap<String, AbortHandle>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        // A map of handles: still whole after a panic elsewhere.
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// What every client shares: the home, and one send queue per talk.
+struct Rpc {
+    client: Client,
+    queues: Mutex<HashMap<String, mpsc::Sender<SendJob>>>,
+}
+
+/// One `send` waiting for its batch.
+struct SendJob {
+    text: String,
+    reply: oneshot::Sender<Result<Value, Failure>>,
+}
+
+/// Runs `nook rpc` until stdin ends (or, with `socket`, until SIGINT or SIGTERM).
+pub async fn run(client: Client, socket: Option<PathBuf>) -> Result<ExitCode, CliError> {
+    let rpc = Arc::new(Rpc {
+        client,
+        queues: Mutex::new(HashMap::new()),
+    });
+    let result = match socket {
+        Some(path) => listen(rpc.clone(), &path).await,
+        None => {
+            tokio::select! {
+                () = serve(rpc.clone(), tokio::io::stdin(), tokio::io::stdout()) => {}
+                () = crate::stop_requested() => {}
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    // Closing the queues ends their senders, which close their relay connections.
+    locked(&rpc.queues).clear();
+    result
+}
+
+/// The socket, removed when `nook rpc` ends.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn listen(rpc: Arc<Rpc>, path: &Path) -> Result<ExitCode, CliError> {
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(CliError::Input(format!("cannot use {shown}: {e}"))),
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(CliError::Input(format!(
+                "{shown} exists and is not a socket; give another --socket path"
+            )));
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(CliError::Input(format!(
+                    "{shown} is in use (another nook rpc?); stop it or give another --socket path"
+                )));
+            }
+            // Left behind by a process that ended without removing it.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)
+                    .map_err(|e| CliError::Input(format!("cannot remove {shown}: {e}")))?;
+            }
+            Err(e) => return Err(CliError::Input(format!("cannot use {shown}: {e}"))),
+        },
+    }
+    // The umask (077, set in main) already keeps others out while it is created.
+    let listener = tokio::net::UnixListener::bind(path)
+        .map_err(|e| CliError::Input(format!("cannot listen on {shown}: {e}")))?;
+    let _file = SocketFile(path.to_path_buf());
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| CliError::Input(format!("cannot make {shown} private: {e}")))?;
+    eprintln!("nook rpc: listening on {shown}");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+    let mut clients = JoinSet::new();
+    loop {
+        while clients.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = crate::stop_requested() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                eprintln!("nook rpc: accept failed: {e}");
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            eprintln!("nook rpc: {MAX_CLIENTS} clients already connected; one more refused");
+            continue;
+        };
+        let (read, write) = stream.into_split();
+        let rpc = rpc.clone();
+        clients.spawn(async move {
+            serve(rpc, read, write).await;
+            drop(slot);
+        });
+    }
+    clients.abort_all();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A line as read: whole, too long (skipped), or the end of input.
+enum Line {
+    Whole,
+    TooLong,
+    End,
+}
+
+/// Reads one line into `buf` (newline included), never holding more than
+/// [`MAX_LINE`] bytes of it.
+async fn read_line(
+    reader: &mut (impl AsyncBufReadExt + Unpin),
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(match (too_long, buf.is_empty()) {
+                (true, _) => Line::TooLong,
+                (false, true) => Line::End,
+                (false, false) => Line::Whole,
+            });
+        }
+        let (take, ends) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        if !too_long {
+            if buf.len() + take > MAX_LINE {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(&chunk[..take]);
+            }
+        }
+        reader.consume(take);
+        if ends {
+            return Ok(if too_long { Line::TooLong } else { Line::Whole });
+        }
+    }
+}
+
+/// Writes answers and notifications as they come, flushing when none waits.
+async fn write_lines(
+    mut answers: mpsc::Receiver<String>,
+    mut notes: mpsc::Receiver<String>,
+    out: impl AsyncWrite + Unpin,
+) {
+    let mut out = tokio::io::BufWriter::new(out);
+    let (mut answers_open, mut notes_open) = (true, true);
+    while answers_open || notes_open {
+        let line = tokio::select! {
+            a = answers.recv(), if answers_open => match a {
+                Some(l) => l,
+                None => { answers_open = false; continue; }
+            },
+            n = notes.recv(), if notes_open => match n {
+                Some(l) => l,
+                None => { notes_open = false; continue; }
+            },
+        };
+        if out.write_all(line.as_bytes()).await.is_err() || out.write_all(b"\n").await.is_err() {
+            return;
+        }
+        if answers.is_empty() && notes.is_empty() && out.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = out.flush().await;
+}
+
+/// Serves one client until its input ends; requests in progress are answered first.
+async fn serve(
+    rpc: Arc<Rpc>,
+    input: impl AsyncRead + Unpin,
+    output: impl AsyncWrite + Unpin + Send + 'static,
+) {
+    let (answers, answers_rx) = mpsc::channel::<String>(IN_FLIGHT);
+    let (notes, notes_rx) = mpsc::channel::<String>(NOTE_QUEUE);
+    let writer = tokio::spawn(write_lines(answers_rx, notes_rx, output));
+    let peer = Arc::new(Peer {
+        notes,
+        subscriptions: Mutex::new(HashMap::new()),
+    });
+    let budget = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_BYTES));
+    let mut tasks = JoinSet::new();
+    let mut reader = BufReader::new(input);
+    let mut line = Vec::new();
+    loop {
+        while tasks.try_join_next().is_some() {}
+        // A slot for the answer before the request is read: at most IN_FLIGHT wait.
+        let Ok(slot) = answers.clone().reserve_owned().await else {
+            break;
+        };
+        match read_line(&mut reader, &mut line).await {
+            Ok(Line::Whole) => {}
+            Ok(Line::TooLong) => {
+                let f = Failure::usage(
+                    PARSE_ERROR,
+                    format!("a request line is at most {MAX_LINE} bytes; it was skipped"),
+                );
+                slot.send(response(&Value::Null, Err(f)));
+                continue;
+            }
+            Ok(Line::End) => break,
+            Err(e) => {
+                eprintln!("nook rpc: cannot read requests: {e}");
+                break;
+            }
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        // A line is at most MAX_LINE bytes, far below the budget, so this never waits
+        // for more than the budget holds.
+        let share = u32::try_from(line.len()).unwrap_or(u32::MAX);
+        let Ok(held) = budget.clone().acquire_many_owned(share).await else {
+            break;
+        };
+        let request = match parse(&line) {
+            Ok(r) => r,
+            Err((id, f)) => {
+                slot.send(response(&id, Err(f)));
+                continue;
+            }
+        };
+        let Request { id, method, params } = request;
+        let params = match Params::new(params) {
+            Ok(p) => p,
+            Err(f) => {
+                if let Some(id) = id {
+                    slot.send(response(&id, Err(f)));
+                }
+                continue;
+            }
+        };
+        // Sends join their talk's queue here, in the order they were read.
+        let call = if method == "send" {
+            match queue_send(&rpc, params).await {
+                Ok(reply) => Call::Queued(reply),
+                Err(f) => Call::Done(Err(f)),
+            }
+        } else {
+            Call::Run(method, params)
+        };
+        let (rpc, peer) = (rpc.clone(), peer.clone());
+        tasks.spawn(async move {
+            let _held = held;
+            let (outcome, warnings) = match call {
+                Call::Done(outcome) => (outcome, Vec::new()),
+                Call::Queued(reply) => (
+                    reply
+                        .await
+                        .unwrap_or_else(|_| Err(Failure::command(&ClientError::Protocol.into()))),
+                    Vec::new(),
+                ),
+                Call::Run(method, params) => {
+                    let mut warnings = Vec::new();
+                    let outcome = dispatch(&rpc, &peer, &method, params, &mut warnings).await;
+                    (outcome, warnings)
+                }
+            };
+            let Some(id) = id else { return };
+            // Warnings go right before the answer they belong to, in one write.
+            let mut text = String::new();
+            for (kind, message) in warnings {
+                text.push_str(&notification(
+                    "warning",
+                    json!({"request": id, "warning": output::warning_json(kind, &message)}),
+                ));
+                text.push('\n');
+            }
+            text.push_str(&response(&id, outcome));
+            slot.send(text);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    for (_, s) in locked(&peer.subscriptions).drain() {
+        s.abort();
+    }
+    drop((answers, peer));
+    let _ = writer.await;
+}
+
+/// What a request line becomes.
+enum Call {
+    Done(Result<Value, Failure>),
+    Queued(oneshot::Receiver<Result<Value, Failure>>),
+    Run(String, Params),
+}
+
+struct Request {
+    /// `None` for a notification (no answer).
+    id: Option<Value>,
+    method: String,
+    params: Option<Value>,
+}
+
+/// One request object; on failure, the id to answer with (null when unknown).
+fn parse(line: &[u8]) -> Result<Request, (Value, Failure)> {
+    let value: Value = serde_json::from_slice(line).map_err(|e| {
+        (
+            Value::Null,
+            Failure::usage(PARSE_ERROR, format!("not JSON: {e}")),
+        )
+    })?;
+    let invalid = |id: Value, m: &str| (id, Failure::usage(INVALID_REQUEST, m.to_string()));
+    let mut object = match value {
+        Value::Object(o) => o,
+        Value::Array(_) => {
+            return Err(invalid(
+                Value::Null,
+                "batch requests are not supported: send one request per line (they are pipelined)",
+            ));
+        }
+        _ => return Err(invalid(Value::Null, "a request is a JSON object")),
+    };
+    let id = object.remove("id");
+    let known_id = match &id {
+        Some(v @ (Value::String(_) | Value::Number(_) | Value::Null)) => v.clone(),
+        Some(_) => {
+            return Err(invalid(
+                Value::Null,
+                "\"id\" must be a string, a number or null",
+            ));
+        }
+        None => Value::Null,
+    };
+    if object.remove("jsonrpc") != Some(json!("2.0")) {
+        return Err(invalid(known_id, "\"jsonrpc\" must be \"2.0\""));
+    }
+    let method = match object.remove("method") {
+        Some(Value::String(m)) => m,
+        _ => return Err(invalid(known_id, "\"method\" must be a string")),
+    };
+    let params = object.remove("params");
+    if let Some(field) = object.keys().next() {
+        return Err(invalid(
+            known_id,
+            &format!("unknown member \"{field}\" in the request"),
+        ));
+    }
+    Ok(Request { id, method, params })
+}
+
+/// Puts a `send` in its talk's queue; the answer comes when its batch is stored.
+async fn queue_send(
+    rpc: &Arc<Rpc>,
+    mut params: Params,
+) -> Result<oneshot::Receiver<Result<Value, Failure>>, Failure> {
+    let talk = params.required("talk")?;
+    let text = params.required("text")?;
+    params.done()?;
+    let text = ops::message(text)?;
+    let (reply, answer) = oneshot::channel();
+    let mut job = SendJob { text, reply };
+    // A queue found closed has just ended (idle): the next try makes a new one.
+    for _ in 0..4 {
+        let queue = {
+            let mut queues = locked(&rpc.queues);
+            queues
+                .entry(talk.clone())
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(MAX_BATCH);
+                    tokio::spawn(send_batches(rpc.clone(), talk.clone(), tx.downgrade(), rx));
+                    tx
+                })
+                .clone()
+        };
+        match queue.send(job).await {
+            Ok(()) => return Ok(answer),
+            Err(mpsc::error::SendError(j)) => job = j,
+        }
+    }
+    Err(Failure::command(&ClientError::Protocol.into()))
+}
+
+/// Sends one talk's queued texts, a batch at a time, over one kept connection. Ends
+/// when the queue is idle: at once when no connection is kept, else after
+/// [`nook_client::sender::LINK_IDLE`].
+async fn send_batches(
+    rpc: Arc<Rpc>,
+    talk: String,
+    me: mpsc::WeakSender<SendJob>,
+    mut jobs: mpsc::Receiver<SendJob>,
+) {
+    let mut sender = TalkSender::new(&rpc.client, &talk);
+    loop {
+        let idle = if sender.is_connected() {
+            nook_client::sender::LINK_IDLE
+        } else {
+            std::time::Duration::ZERO
+        };
+        let first = match tokio::time::timeout(idle, jobs.recv()).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return,
+            Err(_) => {
+                // Idle: leave the map, refuse new jobs, and send what got in meanwhile.
+                {
+                    let mut queues = locked(&rpc.queues);
+                    let mine = me.upgrade();
+                    if queues
+                        .get(&talk)
+                        .zip(mine.as_ref())
+                        .is_some_and(|(q, me)| q.same_channel(me))
+                    {
+                        queues.remove(&talk);
+                    }
+                }
+                jobs.close();
+                let mut rest = Vec::new();
+                while let Ok(job) = jobs.try_recv() {
+                    rest.push(job);
+                }
+                while !rest.is_empty() {
+                    let later = rest.split_off(rest.len().min(MAX_BATCH));
+                    send_batch(&mut sender, rest).await;
+                    rest = later;
+                }
+                return;
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        send_batch(&mut sender, batch).await;
+    }
+}
+
+async fn send_batch(sender: &mut TalkSender, batch: Vec<SendJob>) {
+    let (texts, replies): (Vec<String>, Vec<_>) =
+        batch.into_iter().map(|j| (j.text, j.reply)).unzip();
+    let outcomes: Vec<Result<Value, Failure>> = match sender.send(&texts).await {
+        Ok(results) => results
+            .into_iter()
+            .map(|r| r.map(|s| output::sent_json(&s)).map_err(Failure::from))
+            .collect(),
+        Err(e) => vec![Err(Failure::from(e)); replies.len()],
+    };
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        // A client that went away no longer waits for its answer.
+        let _ = reply.send(outcome);
+    }
+}
+
+/// Runs one method other than `send`.
+async fn dispatch(
+    rpc: &Rpc,
+    peer: &Arc<Peer>,
+    method: &str,
+    mut p: Params,
+    warnings: &mut Vec<(Kind, String)>,
+) -> Result<Value, Failure> {
+    let client = &rpc.client;
+    let mut warn = |kind: Kind, message: String| warnings.push((kind, message));
+    match method {
+        "new" => {
+            let relay = match p.string("relay")? {
+                Some(r) => r,
+                None => std::env::var("NOOK_RELAY").map_err(|_| {
+                    Failure::params("relay", "is required (or set NOOK_RELAY)".into())
+                })?,
+            };
+            let seats = p.number("seats", 2, MAX_SEATS)?.unwrap_or(2);
+            let quorum = p.number("quorum", 1, MAX_SEATS)?.unwrap_or(seats);
+            if quorum > seats {
+                return Err(Failure::params(
+                    "quorum",
+                    format!("can be at most the number of seats ({seats})"),
+                ));
+            }
+            let ttl = p.duration("ttl", duration::parse)?;
+            let ttl = match ttl {
+                Some(t) => t,
+                None => duration::parse("24h").map_err(|e| Failure::params("ttl", e))?,
+            };
+            let alias = p.string("alias")?;
+            if let Some(a) = &alias
+                && let Err(e) = crate::alias(a)
+            {
+                return Err(Failure::params("alias", e));
+            }
+            let close = match p.string("close")?.as_deref() {
+                None | Some("owner") => ClosePolicy::Owner,
+                Some("any") => ClosePolicy::Any,
+                Some(_) => {
+                    return Err(Failure::params(
+                        "close",
+                        "must be \"owner\" or \"any\"".into(),
+                    ));
+                }
+            };
+            let token_file = p.string("create_token_file")?;
+            p.done()?;
+            let token = crate::token::given(token_file.as_deref().map(Path::new))?;
+            let alias = match alias {
+                Some(a) => a,
+                None => client.fresh_alias().await?,
+            };
+            let opts = TalkOptions {
+                seats,
+                quorum,
+                ttl_secs: ttl,
+                close,
+                alias,
+            };
+            let created = client
+                .create_with_token(&relay, opts, token.as_ref())
+                .await?;
+            Ok(output::created_json(&created))
+        }
+        "join" => {
+            let invite = p.required("invite")?;
+            let alias = p.string("alias")?;
+            if let Some(a) = &alias
+                && let Err(e) = crate::alias(a)
+            {
+                return Err(Failure::params("alias", e));
+            }
+            p.done()?;
+            let joined = ops::join(client, &invite, alias.as_deref()).await?;
+            Ok(output::joined_json(&joined))
+        }
+        "list" => {
+            p.done()?;
+            let talks = client.list(true).await?;
+            Ok(Value::Array(talks.iter().map(output::talk_json).collect()))
+        }
+        "read" => {
+            let talk = p.required("talk")?;
+            let new = p.flag("new")?;
+            for option in ["follow", "wait_open"] {
+                if p.map.contains_key(option) {
+                    return Err(Failure::params(
+                        option,
+                        "not in nook rpc: `subscribe` streams a talk's events, `wait` waits".into(),
+                    ));
+                }
+            }
+            p.done()?;
+            match ops::fetch_for_read(client, &talk).await {
+                Ok(None) => {}
+                Ok(Some(e)) => warn(
+                    crate::error::client_kind(&e),
+                    format!("{e}; showing what this device already has"),
+                ),
+                Err((e, ended)) => return Err(Failure::command(&e).with_event(ended.as_ref())),
+            }
+            let history = client.history(&talk, new).await?;
+            Ok(Value::Array(
+                history.entries.iter().map(entry_json).collect(),
+            ))
+        }
+        "wait" => {
+            let talk = p.required("talk")?;
+            let what = p.required("for")?;
+            let what = wait::WaitFor::from_str(&what, false).map_err(|_| {
+                Failure::params(
+                    "for",
+                    "must be \"open\", \"message\", \"member\" or \"closed\"".into(),
+                )
+            })?;
+            let timeout = p.duration("timeout", duration::parse_wait)?;
+            p.done()?;
+            let (found, result) = wait::wait(client, &talk, what, timeout).await;
+            match (result, found) {
+                (Ok(()), Some(e)) => Ok(entry_json(&e)),
+                (Ok(()), None) => Err(Failure::from(ClientError::Protocol)),
+                (Err(e), found) => Err(Failure::command(&e).with_event(found.as_ref())),
+            }
+        }
+        "members" => {
+            let talk = p.required("talk")?;
+            p.done()?;
+            let members = ops::members(client, &talk, &mut warn).await?;
+            Ok(Value::Array(
+                members.iter().map(output::member_json).collect(),
+            ))
+        }
+        "invites" => {
+            let talk = p.required("talk")?;
+            p.done()?;
+            let i = ops::invites(client, &talk, &mut warn).await?;
+            Ok(output::invites_json(&i.talk, &i.invites, i.used, i.issued))
+        }
+        "leave" => {
+            let talk = p.required("talk")?;
+            p.done()?;
+            Ok(output::left_json(&client.leave(&talk).await?))
+        }
+        "close" => {
+            let talk = p.required("talk")?;
+            p.done()?;
+            let (talk, receipt) = client.close(&talk).await?;
+            Ok(output::closed_json(&talk, &receipt))
+        }
+        "subscribe" => {
+            let talk = p.required("talk")?;
+            p.done()?;
+            subscribe(client, peer, &talk).await
+        }
+        "unsubscribe" => {
+            let talk = p.required("talk")?;
+            p.done()?;
+            let name = client.info(&talk).await.map(|i| i.talk).unwrap_or(talk);
+            if let Some(s) = locked(&peer.subscriptions).remove(&name) {
+                s.abort();
+            }
+            Ok(json!({"talk": name, "subscribed": false}))
+        }
+        "chat" => Err(Failure::usage(
+            METHOD_NOT_FOUND,
+            "chat needs a terminal; subscribe to the talk and send instead".into(),
+        )),
+        other => Err(Failure::usage(
+            METHOD_NOT_FOUND,
+            format!("no method \"{other}\"; the methods are {METHODS}"),
+        )),
+    }
+}
+
+/// Starts streaming `talk`'s events from now on to this client: what waits on the
+/// relay, then what happens. A second subscribe to the same talk changes nothing.
+async fn subscribe(client: &Client, peer: &Arc<Peer>, talk: &str) -> Result<Value, Failure> {
+    let name = client.info(talk).await?.talk;
+    let from = client.history_end(&name).await?;
+    let answer = json!({"talk": name, "subscribed": true});
+    let mut subscriptions = locked(&peer.subscriptions);
+    if subscriptions.contains_key(&name) {
+        return Ok(answer);
+    }
+    let (client, task_peer, talk) = (client.clone(), peer.clone(), name.clone());
+    let task = tokio::spawn(async move {
+        let notes = task_peer.notes.clone();
+        let mut lagged = false;
+        let following = client.follow(&talk, from, Until::Closed, |u| {
+            let note = match u {
+                Update::Entry(e) => {
+                    notification("event", json!({"talk": talk, "event": entry_json(&e)}))
+                }
+                Update::Link(link) => notification(
+                    "link",
+                    json!({"talk": talk, "link": output::link_json(&link, Until::Closed)}),
+                ),
+                Update::Status(_) => return true,
+            };
+            // A client that does not read its notifications loses the subscription
+            // rather than this process buffering them without bound.
+            lagged = notes.try_send(note).is_err();
+            !lagged
+        });
+        let result = following.await;
+        let (reason, error) = match result {
+            _ if lagged => ("lagged", Value::Null),
+            // The talk closed, expired, or this member left it (here or elsewhere);
+            // its last event was the final one.
+            Ok(()) | Err(ClientError::TalkGone) => ("ended", Value::Null),
+            Err(e) => ("error", output::error_json(&e.into())),
+        };
+        locked(&task_peer.subscriptions).remove(&talk);
+        let _ = notes
+            .send(notification(
+                "unsubscribed",
+                json!({"talk": talk, "reason": reason, "error": error}),
+            ))
+            .await;
+    });
+    subscriptions.insert(name, task.abort_handle());
+    Ok(answer)
+}

@@ -479,7 +479,7 @@ fn link_down_for_20s_then_back() {
         }
     }
     let after = after.expect("no send got through after the link came back");
-    let got = wait_texts(&mut f, &[after.clone()]);
+    let got = wait_texts(&mut f, std::slice::from_ref(&after));
     let c = counts(&got);
     assert_eq!(c.get("before"), Some(&1), "{got:?}");
     assert_eq!(c.get(after.as_str()), Some(&1), "{got:?}");

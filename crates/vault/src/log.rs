@@ -35,9 +35,12 @@
 //!
 //! A segment is only ever appended to by the process that created it: every
 //! open starts a fresh segment, so a torn tail left by a crash is never
-//! followed by new records. Reading a segment stops at the first record that
-//! is short, oversized or fails its CRC; only records appended after the last
-//! completed [`Log::sync`] can be there, and none of those was acknowledged.
+//! followed by new records. A record that is short, oversized or fails its CRC
+//! with nothing intact after it is that torn tail: only records appended after
+//! the last completed [`Log::sync`] can be there, and none of those was
+//! acknowledged. One that intact records follow is damage (a flipped byte on
+//! disk), not a crash: it is skipped to the next intact record and counted in
+//! [`Recovery::damaged_records`], so it costs that record and no other.
 //!
 //! # What is never dropped
 //!
@@ -118,6 +121,9 @@ pub struct Recovery {
     /// Segments that ended in an incomplete or damaged record (an append a
     /// crash interrupted; never acknowledged, since it followed the last sync).
     pub torn_segments: usize,
+    /// Damaged records that intact ones followed, skipped: acknowledged data lost
+    /// to damage on disk (a crash cannot cause it), which callers must report.
+    pub damaged_records: u64,
 }
 
 /// Figures for logs and benchmarks.
@@ -308,42 +314,77 @@ fn check_head(path: &Path, bytes: &[u8]) -> Result<Head, VaultError> {
     }
 }
 
-/// Every intact record of one segment file, in order; stops at the first
-/// damaged or torn one. Call it only for [`Head::Ours`] and [`Head::Unborn`].
-fn read_segment(id: u64, bytes: &[u8]) -> (Vec<Record>, Option<u64>) {
-    let mut out = Vec::new();
+/// What [`read_segment`] found in one segment file.
+struct Scan {
+    /// Every intact record, in order.
+    records: Vec<Record>,
+    /// Where the segment ends in an incomplete or damaged tail: nothing intact
+    /// follows it (an append a crash interrupted).
+    torn: Option<u64>,
+    /// Damaged stretches that intact records follow: not a crash's torn tail (an
+    /// append only ever follows synced records) but damage to acknowledged data,
+    /// each skipped to the next intact record.
+    damaged: u64,
+}
+
+/// The intact record at `at`, if one is there: a whole header and body, a length
+/// within bounds, a matching CRC and a body that parses.
+fn record_at(id: u64, bytes: &[u8], at: usize) -> Option<Record> {
+    let header = bytes.get(at..at.checked_add(HEADER)?)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_BODY {
+        return None;
+    }
+    let body = bytes.get(at + HEADER..at + HEADER + len)?;
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    let loc = Loc {
+        segment: id,
+        offset: at as u64,
+        len: (HEADER + len) as u32,
+    };
+    parse_body(body, loc)
+}
+
+/// Every intact record of one segment file, in order. A damaged record followed
+/// by intact ones is skipped (and counted) rather than taken for the end, so a
+/// flipped byte costs one record, not the rest of the segment; a damaged stretch
+/// that nothing intact follows is a torn tail. Call it only for [`Head::Ours`] and
+/// [`Head::Unborn`].
+fn read_segment(id: u64, bytes: &[u8]) -> Scan {
+    let mut scan = Scan {
+        records: Vec::new(),
+        torn: None,
+        damaged: 0,
+    };
     if bytes.get(..MAGIC.len()) != Some(MAGIC) {
-        return (out, Some(0));
+        scan.torn = Some(0);
+        return scan;
     }
     let mut at = MAGIC.len();
     while at < bytes.len() {
-        let torn = Some(at as u64);
-        let Some(header) = bytes.get(at..at + HEADER) else {
-            return (out, torn);
-        };
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if len > MAX_BODY {
-            return (out, torn);
+        if let Some(record) = record_at(id, bytes, at) {
+            at += record.loc.len as usize;
+            scan.records.push(record);
+            continue;
         }
-        let Some(body) = bytes.get(at + HEADER..at + HEADER + len) else {
-            return (out, torn);
-        };
-        if crc32fast::hash(body) != crc {
-            return (out, torn);
+        // The smallest body is a namespace and a key length.
+        match (at + 1..bytes.len().saturating_sub(HEADER + 9))
+            .find(|&next| record_at(id, bytes, next).is_some())
+        {
+            Some(next) => {
+                scan.damaged += 1;
+                at = next;
+            }
+            None => {
+                scan.torn = Some(at as u64);
+                break;
+            }
         }
-        let loc = Loc {
-            segment: id,
-            offset: at as u64,
-            len: (HEADER + len) as u32,
-        };
-        let Some(record) = parse_body(body, loc) else {
-            return (out, torn);
-        };
-        out.push(record);
-        at += HEADER + len;
     }
-    (out, None)
+    scan
 }
 
 fn create_segment(dir: &Path, id: u64) -> Result<File, VaultError> {
@@ -435,7 +476,7 @@ impl Log {
             match head_of(&bytes) {
                 Head::Ours => {
                     *summary.formats.entry(FORMAT).or_default() += 1;
-                    for record in read_segment(id, &bytes).0 {
+                    for record in read_segment(id, &bytes).records {
                         *summary.records.entry(record.namespace).or_default() += 1;
                     }
                 }
@@ -484,10 +525,15 @@ impl Log {
             let bytes = fs::read(&path)?;
             // Checked above; checked again in case the file changed since.
             check_head(&path, &bytes)?;
-            let (found, torn) = read_segment(id, &bytes);
+            let Scan {
+                records: found,
+                torn,
+                damaged,
+            } = read_segment(id, &bytes);
             if torn.is_some() {
                 recovery.torn_segments += 1;
             }
+            recovery.damaged_records += damaged;
             let (mut live_bytes, mut live_records) = (0, 0);
             for record in found {
                 let len = u64::from(record.loc.len);

@@ -166,6 +166,14 @@ fn recover_log(
             "log segments end in an interrupted append (never acknowledged); ignored"
         );
     }
+    if recovery.damaged_records > 0 {
+        tracing::error!(
+            records = recovery.damaged_records,
+            "envelope log records damaged on disk were skipped: their envelopes are lost \
+             (every intact one was recovered); check the disk, and restore the data folder \
+             from a backup if the lost envelopes matter"
+        );
+    }
     if unreadable > 0 {
         tracing::error!(
             records = unreadable,

@@ -89,6 +89,8 @@ pub struct ConnStats {
     pub(crate) retries_sent: AtomicU64,
     pub(crate) handshakes_refused: AtomicU64,
     pub(crate) handshakes_timed_out: AtomicU64,
+    pub(crate) connections: AtomicUsize,
+    pub(crate) refused_at_limit: AtomicU64,
 }
 
 impl ConnStats {
@@ -123,6 +125,15 @@ impl ConnStats {
     /// Handshakes abandoned because they did not finish in time.
     pub fn handshakes_timed_out(&self) -> u64 {
         self.handshakes_timed_out.load(Ordering::Relaxed)
+    }
+    /// Connections the relay holds now, handshakes in progress included: what
+    /// `--max-connections` bounds.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+    /// Connection attempts refused because `--max-connections` were held.
+    pub fn refused_at_limit(&self) -> u64 {
+        self.refused_at_limit.load(Ordering::Relaxed)
     }
 }
 

@@ -327,7 +327,6 @@ impl Relay {
         status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is immediate: the start-up lines say all there is then.
         status.tick().await;
-        let mut limit_refusals: u64 = 0;
         loop {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
@@ -335,10 +334,11 @@ impl Relay {
                     if conns.len() >= self.config.max_connections {
                         // Refusing costs one packet; accepting would cost memory.
                         incoming.refuse();
-                        limit_refusals += 1;
+                        let refused =
+                            self.stats.refused_at_limit.fetch_add(1, Ordering::Relaxed) + 1;
                         tracing::debug!(
                             connections = conns.len(),
-                            refused = limit_refusals,
+                            refused,
                             "connection limit reached: refused a new connection"
                         );
                         continue;
@@ -371,7 +371,9 @@ impl Relay {
                     let handshake_timeout = self.config.handshake_timeout;
                     let id = next_conn.fetch_add(1, Ordering::Relaxed);
                     let pending = Handshaking::new(stats.clone());
+                    let held = Held::new(stats.clone());
                     conns.spawn(async move {
+                        let _held = held;
                         // Dropping the unfinished handshake closes it.
                         let done = tokio::time::timeout(handshake_timeout, incoming).await;
                         drop(pending);
@@ -396,7 +398,7 @@ impl Relay {
                         envelopes_stored = s.envelopes_stored.load(Ordering::Relaxed),
                         envelopes_deleted = s.envelopes_deleted.load(Ordering::Relaxed),
                         flushes = self.engine.flushes(),
-                        refused_at_limit = limit_refusals,
+                        refused_at_limit = c.refused_at_limit(),
                         retries_sent = c.retries_sent.load(Ordering::Relaxed),
                         handshakes_refused = c.handshakes_refused.load(Ordering::Relaxed),
                         frames_timed_out = c.frames_timed_out(),
@@ -436,6 +438,23 @@ impl Relay {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         tracing::info!("stopped");
+    }
+}
+
+/// One connection (from its first packet to its end) counted in
+/// [`ConnStats::connections`] until dropped.
+struct Held(Arc<ConnStats>);
+
+impl Held {
+    fn new(stats: Arc<ConnStats>) -> Held {
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        Held(stats)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

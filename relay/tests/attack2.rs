@@ -988,6 +988,11 @@ async fn a_member_putting_as_fast_as_it_can_fills_its_quota_only_and_loses_nothi
     assert_eq!(relay.engine.queues().queued(), 0);
     // Nothing that was answered Stored is lost.
     all_stored_are_fetchable(&bob, &tally).await;
+    eprintln!(
+        "put flood, quota {QUOTA}: {PUTS} Puts, {} stored and fetched, refused {:?}",
+        tally.stored.len(),
+        tally.refused
+    );
     // Acknowledging frees the quota: the flooder may put again.
     bob.ack(QUOTA).await.unwrap();
     let again = flood_puts(&mut raw, c.owner.mailbox, 1).await;
@@ -1023,6 +1028,11 @@ async fn a_member_putting_past_its_request_rate_is_refused_rate_limited_and_keep
     let held = relay.engine.held(&c.owner.mailbox).unwrap();
     assert_eq!(held.envelopes, tally.stored.len() as u64);
     all_stored_are_fetchable(&bob, &tally).await;
+    eprintln!(
+        "put flood, {RATE} requests/s: {PUTS} Puts, {} stored and fetched, refused {:?}",
+        tally.stored.len(),
+        tally.refused
+    );
     // The connection stayed open, and other connections have their own budget.
     assert!(raw.conn.close_reason().is_none());
     others.still_talk().await;

@@ -217,6 +217,16 @@ async fn requests_before_hello_and_other_versions_get_unsupported_version_and_co
     let baseline = stats.connections();
     let mailbox = others.owner.mailbox;
     let forged = Signature([9; 64]);
+    let create_request = Create {
+        params: params(
+            2,
+            2,
+            ClosePolicy::Owner,
+            &[nook_crypto::SeatSecret::random(&mut rand::rng())],
+        ),
+        owner: MemberKey([3; 32]),
+        signature: forged,
+    };
     // Every kind of request as a connection's first frame, and Hello of other versions.
     let first_frames = [
         Request::Ping { nonce: 1 },
@@ -250,6 +260,16 @@ async fn requests_before_hello_and_other_versions_get_unsupported_version_and_co
             member: MemberKey([2; 32]),
             signature: forged,
         }),
+        Request::Close(Close {
+            mailbox,
+            farewell: vec![0; 512],
+            signature: forged,
+        }),
+        Request::Create(create_request.clone()),
+        Request::CreateWithToken {
+            create: create_request,
+            token: CreateToken([4; 32]),
+        },
         Request::Hello { version: 0 },
         Request::Hello { version: 2 },
         Request::Hello { version: u16::MAX },
@@ -284,7 +304,7 @@ async fn requests_before_hello_and_other_versions_get_unsupported_version_and_co
     assert_eq!(relay.engine.held(&mailbox).unwrap().envelopes, 0);
     assert_eq!(relay.engine.queues().queued(), 0);
     others.still_talk().await;
-    assert!(tried >= 11);
+    assert_eq!(tried, 14);
     relay.stop().await;
 }
 

@@ -338,6 +338,9 @@ pub enum ErrorCode {
     BadRequest,
     /// The relay failed internally (storage); the request may be retried.
     Internal,
+    /// The relay's storage is full or at its reserve: new talks and envelopes are
+    /// refused; acks, leaves and closes still work; try later.
+    StorageFull,
 }
 
 impl ErrorFrame {

@@ -26,6 +26,9 @@ impl Engine {
     /// Ends expired talks and forgets expired tombstones. Returns the number of
     /// mailboxes deleted. Called by the sweeper task, and directly by tests.
     pub fn sweep(&self) -> usize {
+        // Before anything else writes: on a disk that just filled up, this gives the
+        // reserve up so that the writes below (and acks) can be made.
+        self.space.tend();
         let now = self.now();
         let due: Vec<MailboxId> = {
             let mut expiries = lock(&self.expiries);
@@ -179,6 +182,11 @@ impl Engine {
             self.log.release(meta.loc);
         }
         mb.bytes = 0;
+        for seat in 0..64 {
+            if mb.welcomes & (1u64 << seat) != 0 {
+                self.space.sub_welcomes(mb.forget_welcome(seat));
+            }
+        }
         lock(&self.mailboxes).remove(&mb.id);
         self.stats
             .envelopes_deleted

@@ -69,6 +69,13 @@ impl Engine {
         if let Err(e) = self.marks.write() {
             tracing::error!("writing ack marks failed: {e}");
         }
+        // Segments whose every record was acked or deleted go now rather than with the
+        // next write: on a full disk, there may be no next write until they do.
+        if self.log.has_dead()
+            && let Err(e) = self.flush()
+        {
+            tracing::error!("removing dead log segments failed: {e}");
+        }
         if n > 0 {
             tracing::info!(count = n, "expired talks deleted");
         }

@@ -45,6 +45,9 @@ pub enum Kind {
     MailboxFull,
     /// 5: too many requests; slow down.
     RateLimited,
+    /// 5: the relay's storage is full (its quota or its disk): new talks and messages
+    /// are refused for now; reading, leaving and closing still work.
+    RelayStorageFull,
     /// 5: any other refusal by the relay.
     RelayRefused,
     /// 5: input given with the command cannot be used (empty message, alias, size,
@@ -83,6 +86,7 @@ impl Kind {
         Kind::NotAllowed,
         Kind::MailboxFull,
         Kind::RateLimited,
+        Kind::RelayStorageFull,
         Kind::RelayRefused,
         Kind::BadInput,
         Kind::TalkClosed,
@@ -108,6 +112,7 @@ impl Kind {
             | Kind::NotAllowed
             | Kind::MailboxFull
             | Kind::RateLimited
+            | Kind::RelayStorageFull
             | Kind::RelayRefused
             | Kind::BadInput => 5,
             Kind::TalkClosed | Kind::TalkGone => 6,
@@ -135,6 +140,7 @@ impl Kind {
             Kind::NotAllowed => "not_allowed",
             Kind::MailboxFull => "mailbox_full",
             Kind::RateLimited => "rate_limited",
+            Kind::RelayStorageFull => "relay_storage_full",
             Kind::RelayRefused => "relay_refused",
             Kind::BadInput => "bad_input",
             Kind::TalkClosed => "talk_closed",
@@ -157,7 +163,7 @@ pub const EXIT_CODES: &str = "EXIT CODES (and the \"kind\" of a --json error):
      connection_lost, relay_version
   5  refused: talk_not_open, invite_used, invite_malformed, own_invite,
      address_malformed, not_owner, not_allowed, mailbox_full, rate_limited,
-     relay_refused, bad_input
+     relay_storage_full, relay_refused, bad_input
   6  the talk was closed, expired or left (local data deleted): talk_closed, talk_gone
   7  security: relay_key_mismatch, receipt_invalid
   8  `nook wait` timed out: timeout";
@@ -228,6 +234,13 @@ impl CliError {
             }
             ClientError::Pending { .. } => Some("`nook read TALK --wait-open` waits for it"),
             ClientError::Lost { .. } => Some("run the command again"),
+            ClientError::Refused {
+                code: nook_proto::ErrorCode::StorageFull,
+                ..
+            } => Some(
+                "try again later (or ask the relay's operator); `nook read` and `nook leave` \
+                 still work, and free space as members read",
+            ),
             _ => None,
         }
     }
@@ -310,6 +323,10 @@ pub fn client_kind(e: &ClientError) -> Kind {
             code: ErrorCode::RateLimited,
             ..
         } => Kind::RateLimited,
+        ClientError::Refused {
+            code: ErrorCode::StorageFull,
+            ..
+        } => Kind::RelayStorageFull,
         ClientError::Refused { .. } => Kind::RelayRefused,
         ClientError::Member(_) => Kind::BadInput,
         ClientError::Closed { .. } => Kind::TalkClosed,

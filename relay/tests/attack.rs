@@ -449,8 +449,8 @@ async fn create_idle_heavy_talks(addr: &RelayAddr, talks: usize) {
 /// that a per-talk cost would show: a bound on memory held, not a timing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_created_talks_are_held_on_disk_not_in_memory() {
-    const WARM: usize = 128;
-    const MEASURED: usize = 384;
+    const WARM: usize = 96;
+    const MEASURED: usize = 256;
     let dir = tempfile::tempdir().unwrap();
     let relay = RelayProcess::spawn(dir.path(), &[]).unwrap();
     create_idle_heavy_talks(&relay.addr, WARM).await;

@@ -197,6 +197,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::TooManyMailboxes),
         Just(ErrorCode::BadRequest),
         Just(ErrorCode::Internal),
+        Just(ErrorCode::StorageFull),
     ]
 }
 

@@ -69,7 +69,7 @@ pub enum Kind {
 impl Kind {
     /// Every kind, in exit-code order.
     #[cfg(test)]
-    pub const ALL: [Kind; 23] = [
+    pub const ALL: [Kind; 24] = [
         Kind::Internal,
         Kind::Usage,
         Kind::TalkUnknown,

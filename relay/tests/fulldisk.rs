@@ -184,7 +184,10 @@ async fn a_full_disk_refuses_only_new_writes_and_the_relay_restarts_and_frees_it
     let closed = at.create(2, 1).await;
     let mut fill = at.create(2, 2).await;
     let reader = at.join(fill.owner.mailbox, &fill.seats[0]).await;
-    leaver.put(EnvelopeKind::Chat, b"before the disk filled").await.unwrap();
+    leaver
+        .put(EnvelopeKind::Chat, b"before the disk filled")
+        .await
+        .unwrap();
 
     // (a) Puts until the disk is at its reserve: refused with StorageFull.
     let mut stored = Vec::new();
@@ -198,7 +201,12 @@ async fn a_full_disk_refuses_only_new_writes_and_the_relay_restarts_and_frees_it
             }
         }
     }
-    assert_eq!(refusal, Some(Some(ErrorCode::StorageFull)), "{} stored", stored.len());
+    assert_eq!(
+        refusal,
+        Some(Some(ErrorCode::StorageFull)),
+        "{} stored",
+        stored.len()
+    );
     assert!(stored.len() > 20, "only {} puts fit", stored.len());
     let last = stored.last().unwrap().0;
     // A refused put leaves no trace: not served, head not advanced; new talks and
@@ -217,7 +225,11 @@ async fn a_full_disk_refuses_only_new_writes_and_the_relay_restarts_and_frees_it
     // The relay stops; something else takes every byte left.
     relay.stop();
     let filler = disk.fill("filler");
-    assert!(disk.free() < RESERVE / 2, "the disk is not full: {}", disk.free());
+    assert!(
+        disk.free() < RESERVE / 2,
+        "the disk is not full: {}",
+        disk.free()
+    );
 
     // (b) It starts on the full disk: it gives its reserve up, serves reads and
     // refuses new writes.
@@ -246,7 +258,11 @@ async fn a_full_disk_refuses_only_new_writes_and_the_relay_restarts_and_frees_it
     });
     // Then new envelopes are taken again (the filler stays: the space came from the
     // acks).
-    let again = fill.owner.put_raw(EnvelopeKind::Chat, big(200)).await.unwrap();
+    let again = fill
+        .owner
+        .put_raw(EnvelopeKind::Chat, big(200))
+        .await
+        .unwrap();
     assert_eq!(again.0, last + 1);
     assert_eq!(served(&reader).await, vec![(last + 1, 200)]);
 
@@ -289,7 +305,10 @@ async fn past_the_storage_quota_new_talks_and_envelopes_are_refused_until_acks_f
     assert!(relay.engine.stored_bytes() <= relay.engine.max_stored_bytes());
     // Refused: not held, not served.
     let held = relay.engine.held(&c.owner.mailbox).unwrap();
-    assert_eq!((held.head, held.envelopes), (*seqs.last().unwrap(), seqs.len() as u64));
+    assert_eq!(
+        (held.head, held.envelopes),
+        (*seqs.last().unwrap(), seqs.len() as u64)
+    );
     // A new talk is refused as well (its welcomes would not fit).
     let conn = relay.connect().await;
     let (req, _) = heavy_create(&conn.hello().challenge, 64, 8192);

@@ -58,7 +58,12 @@ impl Engine {
         }
         let now = self.now();
         let talk = Talk::create(&req.params, req.owner, now).map_err(talk_err)?;
-        let welcome_bytes: u64 = req.params.offers.iter().map(|o| o.welcome.len() as u64).sum();
+        let welcome_bytes: u64 = req
+            .params
+            .offers
+            .iter()
+            .map(|o| o.welcome.len() as u64)
+            .sum();
         self.space.admit(self.stored_bytes(), welcome_bytes)?;
         let mut mailbox_id = MailboxId([0; 16]);
         let ns = loop {

@@ -145,8 +145,7 @@ impl Space {
         let _one = lock(&self.file);
         let path = self.dir.join(RESERVE_FILE);
         let held = fs::metadata(&path).map_or(0, |m| m.len());
-        if held < self.reserve
-            && free_bytes(&self.dir).is_some_and(|free| free >= 2 * self.reserve)
+        if held < self.reserve && free_bytes(&self.dir).is_some_and(|free| free >= 2 * self.reserve)
         {
             match make_reserve(&path, self.reserve) {
                 Ok(()) => tracing::info!(bytes = self.reserve, "disk reserve held again"),
@@ -175,7 +174,10 @@ impl Space {
                         "disk at its reserve: new talks, joins and envelopes are refused until space is freed"
                     );
                 } else {
-                    tracing::info!(free, "disk has room again: new talks and envelopes are accepted");
+                    tracing::info!(
+                        free,
+                        "disk has room again: new talks and envelopes are accepted"
+                    );
                 }
             }
         }
@@ -197,7 +199,9 @@ impl Space {
                 "disk nearly full: gave up the disk reserve so that acks, leaves and closes \
                  can still be written; free space on the data folder's disk"
             ),
-            Err(e) => tracing::error!("disk nearly full, and the reserve file cannot be removed: {e}"),
+            Err(e) => {
+                tracing::error!("disk nearly full, and the reserve file cannot be removed: {e}")
+            }
         }
     }
 }

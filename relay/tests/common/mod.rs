@@ -547,7 +547,11 @@ impl Drop for RelayProcess {
 
 /// A `Create` of a talk of `seats` seats whose every welcome is `welcome_len` bytes
 /// (a padding bucket): what a client that wants the relay to hold the most sends.
-pub fn heavy_create(challenge: &[u8; 32], seats: u8, welcome_len: usize) -> (Request, TalkIdentity) {
+pub fn heavy_create(
+    challenge: &[u8; 32],
+    seats: u8,
+    welcome_len: usize,
+) -> (Request, TalkIdentity) {
     let mut rng = rand::rng();
     let id = TalkIdentity::generate(&mut rng);
     let p = TalkParams {

@@ -420,22 +420,18 @@ async fn past_the_bound_on_handshakes_in_progress_attempts_are_refused_and_count
 }
 
 /// Creates `talks` talks of 64 seats with 8 KiB welcomes on the relay at `addr`, 64
-/// per connection (the per-connection bound), the creates of one connection
-/// pipelined; every connection is dropped afterwards, so the talks sit idle.
+/// per connection (the per-connection bound), one at a time (so that what the relay
+/// holds for requests in flight stays one frame, whatever the timing); every
+/// connection is dropped afterwards, so the talks sit idle.
 async fn create_idle_heavy_talks(addr: &RelayAddr, talks: usize) {
     let mut left = talks;
     while left > 0 {
         let batch = left.min(64);
         left -= batch;
-        let conn = Arc::new(nook_client::RelayConnection::connect(addr).await.unwrap());
-        let mut creates = tokio::task::JoinSet::new();
+        let conn = nook_client::RelayConnection::connect(addr).await.unwrap();
         for _ in 0..batch {
             let (req, _) = heavy_create(&conn.hello().challenge, 64, 8192);
-            let conn = conn.clone();
-            creates.spawn(async move { conn.request(req).await });
-        }
-        while let Some(done) = creates.join_next().await {
-            let answer = done.unwrap().unwrap();
+            let answer = conn.request(req).await.unwrap();
             assert!(matches!(answer, Response::Created { .. }), "{answer:?}");
         }
     }
@@ -449,8 +445,8 @@ async fn create_idle_heavy_talks(addr: &RelayAddr, talks: usize) {
 /// that a per-talk cost would show: a bound on memory held, not a timing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_created_talks_are_held_on_disk_not_in_memory() {
-    const WARM: usize = 96;
-    const MEASURED: usize = 256;
+    const WARM: usize = 128;
+    const MEASURED: usize = 384;
     let dir = tempfile::tempdir().unwrap();
     let relay = RelayProcess::spawn(dir.path(), &[]).unwrap();
     create_idle_heavy_talks(&relay.addr, WARM).await;
@@ -464,12 +460,15 @@ async fn idle_created_talks_are_held_on_disk_not_in_memory() {
         after / 1024,
         MEASURED
     );
-    // Each talk sent 504 KiB of welcomes. What stays in memory: the talk's state (63
-    // free seats' token hashes, 2 KiB), sled's record of where each of its 65 values
-    // is (about 100 bytes each), its key slot, and allocator slack: 6.9 KiB measured,
-    // against 715 KiB before sled's cache was bounded.
+    // Each talk sent 504 KiB of welcomes, and before sled's cache was bounded the
+    // relay kept them: 715 KiB of RSS per talk. What an idle talk holds now is its
+    // state (63 free seats' token hashes, 2 KiB), its namespace handle and sled's
+    // bookkeeping of where its values are on disk; RSS moves in steps of the
+    // allocator's and sled's buffers, so this measures 7 to 36 KiB per talk from run
+    // to run. The bound leaves room for that noise and is still a fifth of what the
+    // welcomes in memory cost.
     assert!(
-        per_talk < 12 * 1024,
+        per_talk < 128 * 1024,
         "the relay grew by {per_talk} bytes per idle talk"
     );
     relay.stop();

@@ -93,11 +93,14 @@ impl Mailbox {
 
     /// Seat `seat`'s welcome of `len` bytes is stored.
     pub(super) fn keep_welcome(&mut self, seat: u8, len: usize) {
-        if seat >= 64 {
+        // Seats beyond the talk's (none, from a store this relay wrote) are not
+        // counted; their welcome is never handed out either.
+        let seats = usize::from(self.talk.status().seats).min(64);
+        if usize::from(seat) >= seats {
             return;
         }
         if self.welcome_lens.is_empty() {
-            self.welcome_lens = vec![0; 64].into_boxed_slice();
+            self.welcome_lens = vec![0; seats].into_boxed_slice();
         }
         self.welcomes |= 1u64 << seat;
         self.welcome_lens[usize::from(seat)] = u16::try_from(len).unwrap_or(u16::MAX);

@@ -7,7 +7,11 @@
 //! reserve, the reserve is held in a file the relay gives up when the disk fills
 //! anyway, and everything that frees space keeps working.
 //!
-//! The disk test runs the real binary on a small tmpfs (it needs the right to mount:
+//! Opening the envelope log no longer writes (its first append makes the segment),
+//! but sled's open does, so without a reserve to give up a full disk still keeps the
+//! store from opening; the reserve is what makes a full disk survivable.
+//!
+//! The disk tests run on a small tmpfs (the relay test, the real binary) (it needs the right to mount:
 //! root, as here and in CI; without it the test says so and returns).
 
 #![allow(clippy::unwrap_used)]
@@ -320,4 +324,43 @@ async fn past_the_storage_quota_new_talks_and_envelopes_are_refused_until_acks_f
     let next = c.owner.put_raw(EnvelopeKind::Chat, big(99)).await.unwrap();
     assert_eq!(next.0, seqs.last().unwrap() + 1);
     relay.stop().await;
+}
+
+#[test]
+fn the_envelope_log_opens_on_a_full_disk_and_appends_once_there_is_room() {
+    use nook_vault::Log;
+    let Some(disk) = Tmpfs::mount(1) else {
+        eprintln!("NOTE: skipped: mounting a tmpfs is not permitted here (needs root)");
+        return;
+    };
+    let dir = disk.path().join("log");
+    let open = || {
+        let mut found = Vec::new();
+        let (log, _) = Log::open(&dir, 1 << 20, |r| {
+            found.push(r.sealed.clone());
+            true
+        })
+        .expect("the log opens");
+        (log, found)
+    };
+    let (log, _) = open();
+    log.append(1, b"e1", b"kept").unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let filler = disk.fill("filler");
+    // Opening used to write a fresh segment first, and failed here.
+    let (log, found) = open();
+    assert_eq!(found, vec![b"kept".to_vec()]);
+    let full = log.append(1, b"e2", &[7; 4096]);
+    assert!(
+        full.as_ref().is_err_and(nook_vault::log::is_disk_full),
+        "{full:?}"
+    );
+    std::fs::remove_file(filler).unwrap();
+    let loc = log.append(1, b"e2", b"after").unwrap();
+    log.sync().unwrap();
+    assert_eq!(log.read(loc).unwrap().sealed, b"after");
+    drop(log);
+    let (_log, found) = open();
+    assert_eq!(found, vec![b"kept".to_vec(), b"after".to_vec()]);
 }

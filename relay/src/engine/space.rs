@@ -15,8 +15,9 @@
 //!   when there is room for it. Once the disk is nearly full anyway (something else
 //!   filled it, or the relay stopped on a full disk) that file is removed, first
 //!   thing at start-up and by the sweeper, which gives sled room to write: sled stops
-//!   for good at its first failed write, and a relay whose sled cannot write can
-//!   neither ack nor close. The file comes back when the disk has room for it again.
+//!   for good at its first failed write (and its open writes too: it fills the rest
+//!   of its last 512 KiB segment), and a relay whose sled cannot write can neither
+//!   start, ack nor close. The file comes back when the disk has room for it again.
 //!
 //! Free space is measured (`statvfs`) by the sweeper, every `CHECK_EVERY` bytes
 //! admitted, and at every request while the disk is low, so a write admitted between

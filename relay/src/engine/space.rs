@@ -35,8 +35,10 @@ use super::{err, lock};
 
 /// Default bound on envelope and welcome bytes held for all talks together.
 pub const DEFAULT_MAX_STORED_BYTES: u64 = 8 << 30;
-/// Default free disk kept for the writes that free space, and held in `reserve`.
-pub const DEFAULT_DISK_RESERVE_BYTES: u64 = 64 << 20;
+/// Default free disk kept for the writes that free space, and held in `reserve`:
+/// room for sled to open (it fills out its last 512 KiB segment) and to write ack
+/// marks, tombstones and its own cleaning many times over, and little on any disk.
+pub const DEFAULT_DISK_RESERVE_BYTES: u64 = 16 << 20;
 /// The file that holds the reserve, in the store's folder.
 pub const RESERVE_FILE: &str = "reserve";
 /// Bytes admitted between two measurements of free space, at most.
@@ -140,6 +142,8 @@ impl Space {
     /// makes it again once there is room for it, and measures free space.
     pub(super) fn tend(&self) {
         if self.reserve == 0 {
+            // Turned off: a reserve file an earlier run made is not kept either.
+            let _ = fs::remove_file(self.dir.join(RESERVE_FILE));
             return;
         }
         self.give_up_reserve_if_short();

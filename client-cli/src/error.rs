@@ -50,6 +50,9 @@ pub enum Kind {
     CreateRefused,
     /// 5: the relay is retiring and takes no new talk.
     RelayRetiring,
+    /// 5: the relay's storage is full (its quota or its disk): new talks and messages
+    /// are refused for now; reading, leaving and closing still work.
+    RelayStorageFull,
     /// 5: any other refusal by the relay.
     RelayRefused,
     /// 5: input given with the command cannot be used (empty message, alias, size,
@@ -71,7 +74,7 @@ pub enum Kind {
 impl Kind {
     /// Every kind, in exit-code order.
     #[cfg(test)]
-    pub const ALL: [Kind; 25] = [
+    pub const ALL: [Kind; 26] = [
         Kind::Internal,
         Kind::Usage,
         Kind::TalkUnknown,
@@ -90,6 +93,7 @@ impl Kind {
         Kind::RateLimited,
         Kind::CreateRefused,
         Kind::RelayRetiring,
+        Kind::RelayStorageFull,
         Kind::RelayRefused,
         Kind::BadInput,
         Kind::TalkClosed,
@@ -117,6 +121,7 @@ impl Kind {
             | Kind::RateLimited
             | Kind::CreateRefused
             | Kind::RelayRetiring
+            | Kind::RelayStorageFull
             | Kind::RelayRefused
             | Kind::BadInput => 5,
             Kind::TalkClosed | Kind::TalkGone => 6,
@@ -146,6 +151,7 @@ impl Kind {
             Kind::RateLimited => "rate_limited",
             Kind::CreateRefused => "create_refused",
             Kind::RelayRetiring => "relay_retiring",
+            Kind::RelayStorageFull => "relay_storage_full",
             Kind::RelayRefused => "relay_refused",
             Kind::BadInput => "bad_input",
             Kind::TalkClosed => "talk_closed",
@@ -168,7 +174,7 @@ pub const EXIT_CODES: &str = "EXIT CODES (and the \"kind\" of a --json error):
      connection_lost, relay_version
   5  refused: talk_not_open, invite_used, invite_malformed, own_invite,
      address_malformed, not_owner, not_allowed, mailbox_full, rate_limited,
-     create_refused, relay_retiring, relay_refused, bad_input
+     create_refused, relay_retiring, relay_storage_full, relay_refused, bad_input
   6  the talk was closed, expired or left (local data deleted): talk_closed, talk_gone
   7  security: relay_key_mismatch, receipt_invalid
   8  `nook wait` timed out: timeout";
@@ -250,6 +256,13 @@ impl CliError {
                 code: nook_proto::ErrorCode::Retiring,
                 ..
             } => Some("create the talk on another relay (nook new --relay ADDRESS)"),
+            ClientError::Refused {
+                code: nook_proto::ErrorCode::StorageFull,
+                ..
+            } => Some(
+                "try again later (or ask the relay's operator); `nook read` and `nook leave` \
+                 still work, and free space as members read",
+            ),
             _ => None,
         }
     }
@@ -340,6 +353,10 @@ pub fn client_kind(e: &ClientError) -> Kind {
             code: ErrorCode::Retiring,
             ..
         } => Kind::RelayRetiring,
+        ClientError::Refused {
+            code: ErrorCode::StorageFull,
+            ..
+        } => Kind::RelayStorageFull,
         ClientError::Refused { .. } => Kind::RelayRefused,
         ClientError::Member(_) => Kind::BadInput,
         ClientError::Closed { .. } => Kind::TalkClosed,

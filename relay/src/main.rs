@@ -101,6 +101,16 @@ struct LimitArgs {
     /// default 30d); creating a longer one is refused, naming this maximum.
     #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = max_ttl)]
     max_ttl: u32,
+    /// Envelope and welcome bytes the relay holds for all talks together; past it new
+    /// talks and envelopes get "storage full" (acks, leaves and closes still work).
+    #[arg(long, value_name = "BYTES", default_value_t = nook_relay::engine::DEFAULT_MAX_STORED_BYTES,
+          value_parser = mailbox_bytes)]
+    max_stored_bytes: u64,
+    /// Free disk kept for acks, leaves, closes and expiry: below it new talks, joins and
+    /// envelopes get "storage full". Also held in the store's `reserve` file, given up
+    /// when the disk fills anyway. 0 turns it off.
+    #[arg(long, value_name = "BYTES", default_value_t = nook_relay::engine::DEFAULT_DISK_RESERVE_BYTES)]
+    disk_reserve: u64,
     /// How often the status line (counts only) is logged, e.g. 60s or 5m; 0 turns it off.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = status_every)]
     status_every: u64,
@@ -293,6 +303,8 @@ impl LimitArgs {
         limits.max_ttl_secs = self.max_ttl;
         limits.max_queued_bytes_per_connection = self.max_queued_bytes_per_connection;
         limits.max_queued_bytes = self.max_queued_bytes;
+        limits.max_stored_bytes = self.max_stored_bytes;
+        limits.disk_reserve_bytes = self.disk_reserve;
         config.max_connections = self.max_connections as usize;
         config.status_every = std::time::Duration::from_secs(self.status_every);
         config.create_rate = self.create_rate.0;

@@ -270,7 +270,16 @@ impl Relay {
         let address = identity::address(engine.identity(), &host, local.port());
         // What `nook-relay address` prints: this relay's, never one rebuilt from
         // defaults.
-        identity::record_address(&config.data_dir, &address)?;
+        // On a full disk the relay still starts, to serve reads and free space (the
+        // address is printed all the same; `nook-relay address` shows the last one).
+        match identity::record_address(&config.data_dir, &address) {
+            Err(identity::IdentityError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                tracing::warn!("disk full: the address was not recorded in the data folder");
+            }
+            other => other?,
+        }
         Ok(Relay {
             endpoint,
             engine,

@@ -369,6 +369,9 @@ pub enum ErrorCode {
     CreateRefused,
     /// The relay is retiring: it takes no new talk.
     Retiring,
+    /// The relay's storage is full or at its reserve: new talks and envelopes are
+    /// refused; acks, leaves and closes still work; try later.
+    StorageFull,
 }
 
 impl ErrorFrame {

@@ -236,6 +236,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(ErrorCode::Internal),
         Just(ErrorCode::CreateRefused),
         Just(ErrorCode::Retiring),
+        Just(ErrorCode::StorageFull),
     ]
 }
 

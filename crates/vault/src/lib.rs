@@ -12,7 +12,9 @@
 //! all of them share one sled tree, each under its own never-reused 8-byte
 //! namespace number, and a [`Namespace`] handle is an `Arc` of about a
 //! hundred bytes (measured with sled 0.34.7: about 0.9 KB of memory and 1.2 KB
-//! of disk per idle namespace holding one 200-byte value, at a million). [`Vault::destroy_namespace`] is O(1) in the namespace's size: it
+//! of disk per idle namespace holding one 200-byte value, at a million), and sled's
+//! page cache is bounded to 8 MiB, so what namespaces hold stays on disk (sled's
+//! default of 1 GiB kept everything written). [`Vault::destroy_namespace`] is O(1) in the namespace's size: it
 //! effaces the key (which is what makes the data unreadable) and leaves the
 //! sealed entries to [`Vault::collect_garbage`], which callers run in the
 //! background with a bound on each call: the relay from its sweeper, the

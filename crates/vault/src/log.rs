@@ -34,7 +34,8 @@
 //! ```
 //!
 //! A segment is only ever appended to by the process that created it: every
-//! open starts a fresh segment, so a torn tail left by a crash is never
+//! open starts a fresh segment (on a full disk, the first append does), so a torn
+//! tail left by a crash is never
 //! followed by new records. A record that is short, oversized or fails its CRC
 //! with nothing intact after it is that torn tail: only records appended after
 //! the last completed [`Log::sync`] can be there, and none of those was
@@ -144,7 +145,8 @@ struct Segment {
 
 struct State {
     segments: BTreeMap<u64, Segment>,
-    /// The segment appended to; always in `segments`.
+    /// The segment appended to; in `segments` unless the log was opened on a
+    /// full disk and has not been appended to since (then `undo.abandoned`).
     active: u64,
     /// Rotated segments whose tail has not been synced yet.
     unsynced: Vec<Arc<File>>,
@@ -387,15 +389,35 @@ fn read_segment(id: u64, bytes: &[u8]) -> Scan {
     scan
 }
 
+/// Creates segment `id` with its header and makes its name durable. A failure
+/// (most often a full disk) removes what it made, so that the same id can be
+/// created again once there is room.
 fn create_segment(dir: &Path, id: u64) -> Result<File, VaultError> {
+    let path = segment_path(dir, id);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(segment_path(dir, id))?;
-    file.write_all_at(MAGIC, 0)?;
+        .open(&path)?;
+    let started = file
+        .write_all_at(MAGIC, 0)
+        // The new name must survive a crash before any record in it is
+        // acknowledged; segments are large, so this is rare.
+        .and_then(|()| File::open(dir)?.sync_all());
+    if let Err(e) = started {
+        let _ = fs::remove_file(&path);
+        return Err(e.into());
+    }
     Ok(file)
+}
+
+/// Whether `e` says the disk (or the user's quota on it) is full.
+pub fn is_disk_full(e: &VaultError) -> bool {
+    matches!(e, VaultError::Io(io) if matches!(
+        io.kind(),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded
+    ))
 }
 
 /// Refuses the log in `dir` if a segment in it is of another format version
@@ -557,19 +579,32 @@ impl Log {
             );
         }
         let active = ids.last().map_or(1, |last| last + 1);
-        let file = create_segment(dir, active)?;
-        file.sync_all()?;
-        File::open(dir)?.sync_all()?;
-        sync_parent_dir(dir)?;
-        segments.insert(
-            active,
-            Segment {
-                file: Arc::new(file),
-                bytes: MAGIC.len() as u64,
-                live_bytes: 0,
-                live_records: 0,
-            },
-        );
+        // On a full disk the log still opens, to be read and released from: the
+        // segment for appends is then made by the first append (as after a failed
+        // sync, `abandoned`), which fails until there is room again.
+        let deferred = match create_segment(dir, active).and_then(|file| {
+            file.sync_all()?;
+            sync_parent_dir(dir)?;
+            Ok(file)
+        }) {
+            Ok(file) => {
+                segments.insert(
+                    active,
+                    Segment {
+                        file: Arc::new(file),
+                        bytes: MAGIC.len() as u64,
+                        live_bytes: 0,
+                        live_records: 0,
+                    },
+                );
+                false
+            }
+            Err(e) if is_disk_full(&e) => {
+                let _ = fs::remove_file(segment_path(dir, active));
+                true
+            }
+            Err(e) => return Err(e),
+        };
         let log = Log {
             dir: dir.to_path_buf(),
             segment_bytes: segment_bytes.max(4096),
@@ -583,6 +618,7 @@ impl Log {
                 dead: Vec::new(),
                 undo: Undo {
                     synced_to: (active, MAGIC.len() as u64),
+                    abandoned: deferred,
                     ..Undo::default()
                 },
             }),
@@ -655,9 +691,6 @@ impl Log {
         write_pending(st)?;
         let next = st.active + 1;
         let file = create_segment(&self.dir, next)?;
-        // The new name must survive a crash before any record in it is
-        // acknowledged; segments are large, so this is rare.
-        File::open(&self.dir)?.sync_all()?;
         if let Some(old) = st.segments.get(&st.active) {
             st.unsynced.push(old.file.clone());
             if old.live_records == 0 {

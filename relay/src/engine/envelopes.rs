@@ -59,6 +59,7 @@ impl Engine {
                 "this talk's mailbox is full until members acknowledge what they received",
             ));
         }
+        self.space.admit(self.stored_bytes(), len as u64)?;
         // Taken before anything is written: once the relay is stopping, a record
         // appended now would have nobody to answer it or undo it.
         let reservation = self.commit.reserve().ok_or_else(|| {
@@ -132,11 +133,16 @@ impl Engine {
             let arc = arc.clone();
             let log = self.log.clone();
             let stats = self.stats.clone();
+            let space = self.space.clone();
             move |ok: bool| {
                 let mut mb = lock(&arc);
                 if !ok || log.is_lost(loc) {
                     mb.undo_put(&log, seq, loc);
-                    let refused = err(ErrorCode::Internal, "the relay could not store this; retry");
+                    let refused = if space.disk_full_now() {
+                        super::space::disk_full()
+                    } else {
+                        err(ErrorCode::Internal, "the relay could not store this; retry")
+                    };
                     return (Outcome::Err(refused), Vec::new());
                 }
                 mb.durable = mb.durable.max(seq);
@@ -147,7 +153,9 @@ impl Engine {
                     // again. Not removed before: a refused or failed put leaves the
                     // join retryable.
                     match mb.ns.remove(&welcome_key(sender)) {
-                        Ok(_) | Err(VaultError::NamespaceDestroyed) => mb.welcomes &= !seat,
+                        Ok(_) | Err(VaultError::NamespaceDestroyed) => {
+                            space.sub_welcomes(mb.forget_welcome(sender))
+                        }
                         Err(e) => tracing::error!("storage error removing a used welcome: {e}"),
                     }
                 }

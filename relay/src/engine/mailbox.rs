@@ -66,18 +66,15 @@ pub(super) struct Mailbox {
     /// Seats whose welcome is still stored: kept after the join until that member's
     /// first `Put`, so a join whose answer was lost can be retried.
     pub(super) welcomes: u64,
+    /// The length of each stored welcome, by seat (what the storage quota counts);
+    /// empty once none is kept.
+    welcome_lens: Box<[u16]>,
 }
 
 impl Mailbox {
-    /// A mailbox whose `h` in sled is `head`, with no envelope, ack or subscriber in
-    /// memory yet.
-    pub(super) fn new(
-        id: MailboxId,
-        ns: Namespace,
-        talk: Talk,
-        head: u64,
-        welcomes: u64,
-    ) -> Mailbox {
+    /// A mailbox whose `h` in sled is `head`, with no envelope, ack, welcome or
+    /// subscriber in memory yet.
+    pub(super) fn new(id: MailboxId, ns: Namespace, talk: Talk, head: u64) -> Mailbox {
         Mailbox {
             id,
             ns,
@@ -89,8 +86,42 @@ impl Mailbox {
             acked: HashMap::new(),
             bytes: 0,
             subscribers: Vec::new(),
-            welcomes,
+            welcomes: 0,
+            welcome_lens: Box::default(),
         }
+    }
+
+    /// Seat `seat`'s welcome of `len` bytes is stored.
+    pub(super) fn keep_welcome(&mut self, seat: u8, len: usize) {
+        // Seats beyond the talk's (none, from a store this relay wrote) are not
+        // counted; their welcome is never handed out either.
+        let seats = usize::from(self.talk.status().seats).min(64);
+        if usize::from(seat) >= seats {
+            return;
+        }
+        if self.welcome_lens.is_empty() {
+            self.welcome_lens = vec![0; seats].into_boxed_slice();
+        }
+        self.welcomes |= 1u64 << seat;
+        self.welcome_lens[usize::from(seat)] = u16::try_from(len).unwrap_or(u16::MAX);
+    }
+
+    /// Seat `seat`'s welcome is no longer stored; returns its length.
+    pub(super) fn forget_welcome(&mut self, seat: u8) -> u64 {
+        self.welcomes &= !(1u64.checked_shl(u32::from(seat)).unwrap_or(0));
+        let len = self
+            .welcome_lens
+            .get_mut(usize::from(seat))
+            .map_or(0, std::mem::take);
+        if self.welcomes == 0 {
+            self.welcome_lens = Box::default();
+        }
+        u64::from(len)
+    }
+
+    /// Bytes of the welcomes still stored.
+    pub(super) fn welcome_bytes(&self) -> u64 {
+        self.welcome_lens.iter().map(|l| u64::from(*l)).sum()
     }
 
     pub(super) fn status(&self) -> TalkStatus {

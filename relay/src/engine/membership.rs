@@ -59,6 +59,13 @@ impl Engine {
         }
         let now = self.now();
         let talk = Talk::create(&req.params, req.owner, now).map_err(talk_err)?;
+        let welcome_bytes: u64 = req
+            .params
+            .offers
+            .iter()
+            .map(|o| o.welcome.len() as u64)
+            .sum();
+        self.space.admit(self.stored_bytes(), welcome_bytes)?;
         let mut mailbox_id = MailboxId([0; 16]);
         let ns = loop {
             rand::Rng::fill_bytes(&mut rand::rng(), &mut mailbox_id.0);
@@ -79,8 +86,11 @@ impl Engine {
             items.push((k, &offer.welcome));
         }
         ns.put_batch(&items).map_err(storage_err)?;
-        let welcomes = (1..req.params.seats).fold(0u64, |w, s| w | (1u64 << s));
-        let mb = Mailbox::new(mailbox_id, ns, talk, 0, welcomes);
+        let mut mb = Mailbox::new(mailbox_id, ns, talk, 0);
+        for (seat, offer) in (1..req.params.seats).zip(&req.params.offers) {
+            mb.keep_welcome(seat, offer.welcome.len());
+        }
+        self.space.add_welcomes(mb.welcome_bytes());
         let status = mb.status();
         lock(&self.expiries).insert((mb.talk.expires_at(), mailbox_id));
         lock(&self.mailboxes).insert(mailbox_id, Arc::new(Mutex::new(mb)));
@@ -116,6 +126,9 @@ impl Engine {
         )
         .map_err(|_| err(ErrorCode::BadSignature, "join signature does not verify"))?;
         let mb = self.mailbox(&req.mailbox)?;
+        // A seat taken is a small write, but a write: refused at the disk reserve,
+        // which is kept for what frees space.
+        self.space.admit_disk(0)?;
         let mut mb = lock(&mb);
         let token_hash = TokenHash(sha256(&[&req.token]));
         let now = self.now();

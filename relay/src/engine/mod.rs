@@ -44,13 +44,18 @@
 //! - `recovery`: loading every mailbox and the envelope log at start-up.
 //! - `sweep`: expiry, log compaction, tombstones, and destroying a mailbox.
 //! - `retire`: the key rotation history and the relay's retirement.
+//! - `space`: the storage quota and the disk reserve (what is refused when the relay
+//!   holds too much or its disk fills, and why acks and closes never are).
 
 mod envelopes;
 mod mailbox;
 mod membership;
 mod recovery;
 mod retire;
+mod space;
 mod sweep;
+
+pub use space::{DEFAULT_DISK_RESERVE_BYTES, DEFAULT_MAX_STORED_BYTES, RESERVE_FILE};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -100,6 +105,13 @@ pub struct Limits {
     pub max_queued_bytes: usize,
     /// Size at which the envelope log starts a new segment file.
     pub log_segment_bytes: u64,
+    /// Envelope and welcome bytes held for all talks together; past it `Create` and
+    /// `Put` are refused with `StorageFull`.
+    pub max_stored_bytes: u64,
+    /// Free disk kept for the writes that free space (acks, leaves, closes, expiry):
+    /// below it `Create`, `Join` and `Put` are refused with `StorageFull`; also held
+    /// in the store's `reserve` file while there is room. `0` turns it off.
+    pub disk_reserve_bytes: u64,
 }
 
 impl Default for Limits {
@@ -114,6 +126,8 @@ impl Default for Limits {
             max_queued_bytes_per_connection: DEFAULT_MAX_QUEUED_BYTES_PER_CONNECTION,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             log_segment_bytes: DEFAULT_SEGMENT_BYTES,
+            max_stored_bytes: DEFAULT_MAX_STORED_BYTES,
+            disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
         }
     }
 }
@@ -169,6 +183,8 @@ pub struct Engine {
     commit: CommitQueue,
     /// Bytes queued for clients, shared by every connection's outbox.
     queues: Arc<QueueBudget>,
+    /// The storage quota and the disk reserve.
+    space: Arc<space::Space>,
     pub stats: Arc<Stats>,
     /// Key rotation history and retirement (`retire`).
     life: retire::RelayLife,
@@ -191,6 +207,13 @@ impl Engine {
         limits: Limits,
     ) -> Result<Engine, EngineError> {
         let life = retire::RelayLife::load(dir, &identity)?;
+        // First: on a nearly full disk it gives the reserve up, so that what follows
+        // (and every ack after it) can write.
+        let space = Arc::new(space::Space::open(
+            dir,
+            limits.disk_reserve_bytes,
+            limits.max_stored_bytes,
+        ));
         let vault = Arc::new(Vault::open(dir)?);
         let tombstones = match vault.namespace(TOMBSTONES)? {
             Some(ns) => ns,
@@ -204,6 +227,7 @@ impl Engine {
             .map(|(id, mb)| (id, Arc::new(Mutex::new(mb))))
             .collect();
         tracing::info!(mailboxes = mailboxes.len(), "store recovered");
+        space.set_welcomes(mailboxes.values().map(|mb| lock(mb).welcome_bytes()).sum());
         let expiries = mailboxes
             .iter()
             .map(|(id, mb)| (lock(mb).talk.expires_at(), *id))
@@ -227,6 +251,7 @@ impl Engine {
             marks,
             commit,
             queues,
+            space,
             stats: Arc::default(),
             life,
         })
@@ -254,6 +279,17 @@ impl Engine {
     /// too slow.
     pub fn queues(&self) -> &Arc<QueueBudget> {
         &self.queues
+    }
+
+    /// Envelope and welcome bytes held for all talks together (what the storage
+    /// quota counts).
+    pub fn stored_bytes(&self) -> u64 {
+        self.log.stats().live_bytes + self.space.welcomes()
+    }
+
+    /// The storage quota, in bytes.
+    pub fn max_stored_bytes(&self) -> u64 {
+        self.space.quota()
     }
 
     /// Ack marks not yet written to sled.
@@ -331,6 +367,10 @@ fn talk_err(e: TalkError) -> ErrorFrame {
 }
 
 fn storage_err(e: VaultError) -> ErrorFrame {
+    if nook_vault::log::is_disk_full(&e) {
+        tracing::warn!("storage error: {e}");
+        return space::disk_full();
+    }
     tracing::error!("storage error: {e}");
     err(
         ErrorCode::Internal,

@@ -91,11 +91,11 @@ fn load_mailbox(ns: &Namespace) -> Result<Option<Mailbox>, EngineError> {
     };
     let meta: MailboxMeta = decode_body(&meta).map_err(|e| EngineError::Corrupt(e.to_string()))?;
     let head = ns.get(K_HEAD)?.as_deref().and_then(u64_of).unwrap_or(0);
-    let mut mb = Mailbox::new(meta.mailbox, ns.clone(), meta.talk, head, 0);
+    let mut mb = Mailbox::new(meta.mailbox, ns.clone(), meta.talk, head);
     for item in ns.scan_prefix(b"w") {
-        let (k, _) = item?;
-        if let Some(seat) = k.get(1).filter(|s| **s < 64) {
-            mb.welcomes |= 1u64 << seat;
+        let (k, v) = item?;
+        if let Some(seat) = k.get(1) {
+            mb.keep_welcome(*seat, v.len());
         }
     }
     for item in ns.scan_prefix(b"a") {

@@ -26,6 +26,9 @@ impl Engine {
     /// Ends expired talks and forgets expired tombstones. Returns the number of
     /// mailboxes deleted. Called by the sweeper task, and directly by tests.
     pub fn sweep(&self) -> usize {
+        // Before anything else writes: on a disk that just filled up, this gives the
+        // reserve up so that the writes below (and acks) can be made.
+        self.space.tend();
         let retired = self.retire_tick();
         let now = self.now();
         let due: Vec<MailboxId> = {
@@ -66,6 +69,13 @@ impl Engine {
         // So that a quiet relay's marks reach sled (and sled's own flusher) too.
         if let Err(e) = self.marks.write() {
             tracing::error!("writing ack marks failed: {e}");
+        }
+        // Segments whose every record was acked or deleted go now rather than with the
+        // next write: on a full disk, there may be no next write until they do.
+        if self.log.has_dead()
+            && let Err(e) = self.flush()
+        {
+            tracing::error!("removing dead log segments failed: {e}");
         }
         if n > 0 {
             tracing::info!(count = n, "expired talks deleted");
@@ -180,6 +190,11 @@ impl Engine {
             self.log.release(meta.loc);
         }
         mb.bytes = 0;
+        for seat in 0..64 {
+            if mb.welcomes & (1u64 << seat) != 0 {
+                self.space.sub_welcomes(mb.forget_welcome(seat));
+            }
+        }
         lock(&self.mailboxes).remove(&mb.id);
         self.stats
             .envelopes_deleted

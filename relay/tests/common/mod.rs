@@ -453,3 +453,137 @@ pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// The real `nook-relay` binary in another process, killed when dropped.
+pub struct RelayProcess {
+    pub child: std::process::Child,
+    pub addr: RelayAddr,
+}
+
+impl RelayProcess {
+    /// Starts the binary on a free loopback port with `args` besides `--listen` and
+    /// `--data`, and reads its address from its first stdout line. `None` if it
+    /// exits before printing one (its stderr is returned then).
+    pub fn spawn(dir: &std::path::Path, args: &[&str]) -> Result<RelayProcess, String> {
+        use std::io::{BufRead, BufReader};
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // Its log goes to a file outside `dir` (which may be a full disk), read back
+        // only if it fails to start.
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nook-relay"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(dir)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("nook-relay binary runs");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        match line.trim().parse() {
+            Ok(addr) => {
+                // Whatever else it prints is read and dropped, so that it never
+                // writes to a closed pipe.
+                std::thread::spawn(move || {
+                    let mut sink = String::new();
+                    while stdout.read_line(&mut sink).is_ok_and(|n| n > 0) {
+                        sink.clear();
+                    }
+                });
+                Ok(RelayProcess { child, addr })
+            }
+            Err(_) => {
+                let _ = child.wait();
+                Err(std::fs::read_to_string(log.path()).unwrap_or_default())
+            }
+        }
+    }
+
+    /// The process's resident set size, from /proc (Linux), in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .expect("VmRSS in /proc/PID/status");
+        let kib: u64 = line
+            .trim_start_matches("VmRSS:")
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kib * 1024
+    }
+
+    /// SIGTERM, and waits for the process to end (bounded).
+    pub fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A `Create` of a talk of `seats` seats whose every welcome is `welcome_len` bytes
+/// (a padding bucket): what a client that wants the relay to hold the most sends.
+pub fn heavy_create(
+    challenge: &[u8; 32],
+    seats: u8,
+    welcome_len: usize,
+) -> (Request, TalkIdentity) {
+    let mut rng = rand::rng();
+    let id = TalkIdentity::generate(&mut rng);
+    let p = TalkParams {
+        seats,
+        quorum: seats,
+        ttl_secs: 3600,
+        close: ClosePolicy::Owner,
+        offers: (1..seats)
+            .map(|_| {
+                let mut welcome = vec![0u8; welcome_len];
+                rand::Rng::fill_bytes(&mut rng, &mut welcome);
+                SeatOffer {
+                    token_hash: SeatSecret::random(&mut rng).token_hash(),
+                    welcome,
+                }
+            })
+            .collect(),
+    };
+    let signature = sign_relay_auth(
+        &id,
+        AuthOp::Create,
+        challenge,
+        &MailboxId([0; 16]),
+        &params_digest(&p).unwrap(),
+    );
+    let owner = id.member_key();
+    (
+        Request::Create(Create {
+            params: p,
+            owner,
+            signature,
+        }),
+        id,
+    )
+}

@@ -1201,3 +1201,59 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tool_tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_is_a_key_of_the_config_file() {
+        let cmd = Cli::command();
+        let path = Path::new("relay.toml");
+        let never = |_: &str| false;
+        let mut keys = 0;
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["config", "help", "version"].contains(&long) {
+                continue;
+            }
+            keys += 1;
+            // The value may not fit the flag; the key must be known.
+            if let Err(e) = config_file::args_of(&cmd, &format!("{long} = \"1\"\n"), path, &never)
+            {
+                assert!(!e.to_string().contains("unknown key"), "{long}: {e}");
+            }
+        }
+        assert!(keys >= 20, "{keys}");
+        let e = config_file::args_of(&cmd, "config = \"x\"\n", path, &never).unwrap_err();
+        assert!(e.to_string().contains("unknown key `config`"), "{e}");
+    }
+
+    #[test]
+    fn the_file_comes_before_the_command_line() {
+        let cmd = Cli::command();
+        let set = config_file::args_of(
+            &cmd,
+            "max-ttl = \"1h\"\nmax-connections = 7\n",
+            Path::new("f"),
+            &|_| false,
+        )
+        .unwrap();
+        let mut args: Vec<std::ffi::OsString> = vec!["nook-relay".into()];
+        args.extend(set);
+        args.extend(["--max-ttl".into(), "2h".into()]);
+        let cli = Cli::try_parse_from(args).unwrap();
+        assert_eq!(cli.limits.max_ttl, 7200);
+        assert_eq!(cli.limits.max_connections, 7);
+    }
+
+    #[test]
+    fn no_color_turns_log_colour_off() {
+        use std::ffi::OsStr;
+        assert!(colour_wanted(true, None));
+        assert!(colour_wanted(true, Some(OsStr::new(""))));
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        assert!(!colour_wanted(false, None));
+    }
+}

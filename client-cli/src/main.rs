@@ -429,7 +429,24 @@ fn report(e: &CliError, json: bool) -> ExitCode {
     ExitCode::from(kind.exit_code())
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+/// `nook new` with no relay from the command line, NOOK_RELAY or config.toml.
+fn no_relay() -> CliError {
+    CliError::Usage(Cli::usage(
+        "new",
+        clap::error::ErrorKind::MissingRequiredArgument,
+        "no relay given: pass --relay nook://…, set NOOK_RELAY, or put \
+         relay = \"nook://…\" in $XDG_CONFIG_HOME/nook/config.toml"
+            .into(),
+    ))
+}
+
+async fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
+    // A missing relay is the command line's fault: said before a home is needed.
+    if let Command::New { relay, .. } = &mut cli.command
+        && relay.is_none()
+    {
+        *relay = Some(config::default_relay()?.ok_or_else(no_relay)?);
+    }
     // Checking a receipt, completions and man pages need no home: nothing is created
     // for them.
     match &cli.command {
@@ -483,18 +500,8 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             create_token_file,
             qr,
         } => {
-            let relay = match relay {
-                Some(r) => r,
-                None => config::default_relay()?.ok_or_else(|| {
-                    CliError::Usage(Cli::usage(
-                        "new",
-                        clap::error::ErrorKind::MissingRequiredArgument,
-                        "no relay given: pass --relay nook://…, set NOOK_RELAY, or put \
-                         relay = \"nook://…\" in $XDG_CONFIG_HOME/nook/config.toml"
-                            .into(),
-                    ))
-                })?,
-            };
+            // Resolved in `run`, before the home was opened.
+            let relay = relay.ok_or_else(no_relay)?;
             let token = token::given(create_token_file.as_deref())?;
             let alias = match alias {
                 Some(a) => a,

@@ -78,7 +78,7 @@ pub fn args_of(
         if arg
             .get_env()
             .and_then(|e| e.to_str())
-            .is_some_and(|e| env_set(e))
+            .is_some_and(env_set)
         {
             continue;
         }
@@ -102,17 +102,17 @@ pub fn args_of(
             ),
         };
         // Checked alone, so its error says where it came from.
-        if let Err(e) = cmd.clone().try_get_matches_from([cmd.get_name(), given.as_str()]) {
+        if let Err(e) = cmd
+            .clone()
+            .try_get_matches_from([cmd.get_name(), given.as_str()])
+        {
             let rendered = e.render().to_string();
             let why = rendered
                 .lines()
                 .next()
                 .unwrap_or_default()
                 .trim_start_matches("error: ");
-            anyhow::bail!(
-                "`{key}` in the config file {}: {why}",
-                path.display()
-            );
+            anyhow::bail!("`{key}` in the config file {}: {why}", path.display());
         }
         out.push(OsString::from(given));
     }

@@ -1220,8 +1220,7 @@ mod tool_tests {
             }
             keys += 1;
             // The value may not fit the flag; the key must be known.
-            if let Err(e) = config_file::args_of(&cmd, &format!("{long} = \"1\"\n"), path, &never)
-            {
+            if let Err(e) = config_file::args_of(&cmd, &format!("{long} = \"1\"\n"), path, &never) {
                 assert!(!e.to_string().contains("unknown key"), "{long}: {e}");
             }
         }

@@ -287,7 +287,12 @@ async fn answer(mut stream: tokio::net::TcpStream, source: &Source) -> std::io::
             respond(&mut stream, "200 OK", &body).await
         }
         (Some(b"GET"), _) => {
-            respond(&mut stream, "404 Not Found", "the metrics are at /metrics\n").await
+            respond(
+                &mut stream,
+                "404 Not Found",
+                "the metrics are at /metrics\n",
+            )
+            .await
         }
         _ => respond(&mut stream, "405 Method Not Allowed", "").await,
     }

@@ -102,7 +102,10 @@ fn unknown_keys_and_bad_values_are_refused_naming_key_and_file() {
         ("max_ttl = \"1h\"\n", "unknown key `max_ttl`"),
         ("max-ttl = \"30s\"\n", "`max-ttl` in the config file"),
         ("max-connections = 0\n", "must be at least 1"),
-        ("max-connections = 1.5\n", "must be a string or a whole number"),
+        (
+            "max-connections = 1.5\n",
+            "must be a string or a whole number",
+        ),
         ("metrics-allow-remote = \"yes\"\n", "must be true or false"),
         ("[limits]\nmax-ttl = \"1h\"\n", "unknown key `limits`"),
         ("listen = \n", "not valid TOML"),

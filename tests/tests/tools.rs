@@ -84,7 +84,10 @@ fn new_takes_its_relay_from_config_toml_unless_given() {
     // No relay anywhere: a usage error that says where one can come from.
     let out = nook_with_config(&nook, config.path(), None, &["new"]);
     assert!(out.ends_with("exit 2"), "{out}");
-    assert!(out.contains("NOOK_RELAY") && out.contains("config.toml"), "{out}");
+    assert!(
+        out.contains("NOOK_RELAY") && out.contains("config.toml"),
+        "{out}"
+    );
 
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     std::fs::write(&file, format!("relay = \"{}\"\n", relay.address)).unwrap();
@@ -100,7 +103,10 @@ fn new_takes_its_relay_from_config_toml_unless_given() {
     );
     for (env, args) in [
         (Some(dead.as_str()), vec!["--connect-timeout", "1s", "new"]),
-        (None, vec!["--connect-timeout", "1s", "new", "--relay", &dead]),
+        (
+            None,
+            vec!["--connect-timeout", "1s", "new", "--relay", &dead],
+        ),
     ] {
         let out = nook_with_config(&nook, config.path(), env, &args);
         assert!(out.ends_with("exit 4"), "{env:?} {args:?}: {out}");
@@ -131,7 +137,11 @@ fn new_takes_its_relay_from_config_toml_unless_given() {
         .unwrap();
     rpc.wait().unwrap();
     let answer: serde_json::Value = serde_json::from_str(answer.lines().next().unwrap()).unwrap();
-    assert_eq!(answer["result"]["relay"], relay.address.as_str(), "{answer}");
+    assert_eq!(
+        answer["result"]["relay"],
+        relay.address.as_str(),
+        "{answer}"
+    );
 
     // An unknown key is refused, naming it and the file.
     std::fs::write(&file, "relay = \"nook://x@h:1\"\nrealy = 1\n").unwrap();
@@ -277,8 +287,7 @@ fn http_get(port: u16, path: &str) -> (String, String) {
 }
 
 /// Family name → (type, help, samples as (labels, value)).
-type Families =
-    std::collections::BTreeMap<String, (String, String, Vec<(String, u64)>)>;
+type Families = std::collections::BTreeMap<String, (String, String, Vec<(String, u64)>)>;
 
 /// Parses the text exposition format; fails the test on any line out of place.
 fn parse_exposition(body: &str) -> Families {
@@ -301,7 +310,11 @@ fn parse_exposition(body: &str) -> Families {
                 Some((n, l)) => (n, l.strip_suffix('}').unwrap().to_string()),
                 None => (series, String::new()),
             };
-            assert_eq!(Some(name), current.as_deref(), "sample outside its family: {line}");
+            assert_eq!(
+                Some(name),
+                current.as_deref(),
+                "sample outside its family: {line}"
+            );
             let value: u64 = value.parse().unwrap();
             let family = families.get_mut(name).unwrap();
             assert!(!family.0.is_empty(), "sample before TYPE: {line}");
@@ -310,7 +323,11 @@ fn parse_exposition(body: &str) -> Families {
     }
     for (name, (kind, _, samples)) in &families {
         assert!(!samples.is_empty(), "{name} has no sample");
-        assert_eq!(kind == "counter", name.ends_with("_total"), "{name} is a {kind}");
+        assert_eq!(
+            kind == "counter",
+            name.ends_with("_total"),
+            "{name} is a {kind}"
+        );
     }
     families
 }
@@ -358,7 +375,10 @@ fn the_metrics_endpoint_serves_counts_and_nothing_that_identifies() {
         "create_token",
         "create_rate",
     ] {
-        assert!(kinds.contains(&format!("kind=\"{kind}\"").as_str()), "{kinds:?}");
+        assert!(
+            kinds.contains(&format!("kind=\"{kind}\"").as_str()),
+            "{kinds:?}"
+        );
     }
     // Counts only: no talk, no relay key, no address.
     let fingerprint = relay.address["nook://".len()..].split('@').next().unwrap();

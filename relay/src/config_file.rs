@@ -75,11 +75,7 @@ pub fn args_of(
             );
         };
         // The environment beats the file, as the command line beats both.
-        if arg
-            .get_env()
-            .and_then(|e| e.to_str())
-            .is_some_and(env_set)
-        {
+        if arg.get_env().and_then(|e| e.to_str()).is_some_and(env_set) {
             continue;
         }
         let is_switch = matches!(arg.get_action(), ArgAction::SetTrue);

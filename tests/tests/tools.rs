@@ -454,3 +454,102 @@ fn the_systemd_unit_verifies() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
 }
+
+/// The SGR parameters of `bytes` that set a colour (30–49 and 90–107: foreground,
+/// background, 256-colour and RGB), one string per escape sequence holding one.
+fn colour_escapes(bytes: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut found = Vec::new();
+    for seq in text.split("\x1b[").skip(1) {
+        let params: String = seq
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == ';')
+            .collect();
+        if !seq[params.len()..].starts_with('m') {
+            continue;
+        }
+        let colour = params
+            .split(';')
+            .filter_map(|p| p.parse::<u32>().ok())
+            .any(|p| (30..=49).contains(&p) && p != 39 && p != 49 || (90..=107).contains(&p));
+        if colour {
+            found.push(params);
+        }
+    }
+    found
+}
+
+/// What `nook chat` wrote to its terminal (`script` gives it one) until it showed
+/// "connected", with NO_COLOR set or not.
+fn chat_screen_bytes(nook: &Nook, talk: &str, no_color: bool) -> Vec<u8> {
+    use std::sync::{Arc, Mutex};
+    let command = format!(
+        // script's terminal has no size until told: the chat draws nothing in 0x0.
+        "stty rows 30 cols 100; exec {} --home '{}' chat {talk}",
+        bin("nook").display(),
+        nook.home_dir().display()
+    );
+    let mut c = Command::new("script");
+    c.args(["-q", "-f", "-c", &command, "/dev/null"])
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if no_color {
+        c.env("NO_COLOR", "1");
+    }
+    let mut child = c.spawn().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut out = child.stdout.take().unwrap();
+    let sink = seen.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let shown = loop {
+        let bytes = seen.lock().unwrap().clone();
+        if nook_e2e::contains(&bytes, "connected".as_bytes()) {
+            break bytes;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the chat never showed \"connected\": {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(child.stdin.take());
+    let _ = reader.join();
+    shown
+}
+
+#[test]
+fn no_color_keeps_the_chat_screen_free_of_colour() {
+    let has_script = Command::new("script")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_script {
+        eprintln!(
+            "note: `script` (util-linux) is not installed: the NO_COLOR chat test is skipped"
+        );
+        return;
+    }
+    let relay = Relay::start();
+    let (ann, _bob, talk, _) = two_seat_talk(&relay, &[], &[]);
+    // Without NO_COLOR the screen is coloured, so the check below can fail.
+    let coloured = chat_screen_bytes(&ann, &talk, false);
+    assert!(!colour_escapes(&coloured).is_empty());
+    let plain = chat_screen_bytes(&ann, &talk, true);
+    assert_eq!(colour_escapes(&plain), Vec::<String>::new());
+}

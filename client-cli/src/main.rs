@@ -14,11 +14,14 @@ use nook_proto::ClosePolicy;
 use nook_proto::limits::MAX_SEATS;
 
 mod chat;
+mod config;
 mod duration;
 mod error;
+mod manual;
 mod notice;
 mod ops;
 mod output;
+mod qr;
 mod receipt;
 mod rpc;
 mod safe;
@@ -38,10 +41,20 @@ const INVITE_HELP: &str = "An invite, nook://…/…#…: one of the lines `nook
 /// What `<TEXT>` is.
 const TEXT_HELP: &str = "The message, or `-` to read it from stdin";
 
+/// `--version`: the program's version and the protocol version it speaks, which is
+/// what decides whether it works with a given relay.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (protocol {})",
+        env!("CARGO_PKG_VERSION"),
+        nook_proto::limits::PROTOCOL_VERSION
+    )
+});
+
 /// nook: private, ephemeral talks. Each talk gets a fresh pseudonym; when it is
 /// closed, the relay and every member delete everything.
 #[derive(Parser, Debug)]
-#[command(name = "nook", version, about, after_help = EXIT_CODES)]
+#[command(name = "nook", version = VERSION.as_str(), about, after_help = EXIT_CODES)]
 struct Cli {
     /// Home folder for keys and history (default: $XDG_DATA_HOME/nook or ~/.local/share/nook).
     #[arg(long, env = "NOOK_HOME", global = true)]
@@ -68,8 +81,10 @@ enum Command {
     #[command(after_help = examples::NEW)]
     New {
         /// The relay's address, nook://<fingerprint>@host:port (printed by nook-relay).
-        #[arg(long, env = "NOOK_RELAY")]
-        relay: String,
+        /// Default: NOOK_RELAY, else `relay` in $XDG_CONFIG_HOME/nook/config.toml
+        /// (~/.config/nook/config.toml).
+        #[arg(long)]
+        relay: Option<String>,
         /// Members including you (2-64).
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..=i64::from(MAX_SEATS)))]
         seats: u8,
@@ -90,6 +105,9 @@ enum Command {
         /// $NOOK_CREATE_TOKEN, if set). Invitees need none.
         #[arg(long, value_name = "PATH")]
         create_token_file: Option<PathBuf>,
+        /// Also draw each invite as a QR code, to scan from this screen.
+        #[arg(long)]
+        qr: bool,
     },
     /// Take a seat with an invite.
     #[command(after_help = examples::JOIN)]
@@ -151,6 +169,9 @@ enum Command {
     Invites {
         #[arg(help = TALK_HELP)]
         talk: String,
+        /// Also draw each unused invite as a QR code, to scan from this screen.
+        #[arg(long)]
+        qr: bool,
     },
     /// Give up your seat and delete the talk from this device.
     #[command(after_help = examples::LEAVE)]
@@ -188,6 +209,20 @@ enum Command {
         #[command(subcommand)]
         command: ReceiptCommand,
     },
+    /// Print a shell completion script on stdout.
+    #[command(after_help = examples::COMPLETIONS)]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (nook.1 and one per command) into a folder.
+    #[command(after_help = examples::MAN)]
+    Man {
+        /// The folder to write into (created if missing), e.g. /usr/local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -206,9 +241,11 @@ enum ReceiptCommand {
 mod examples {
     pub const NEW: &str = "EXAMPLES:
   nook new --relay 'nook://3q2…@relay.example.org:4433' --seats 3 --ttl 1h30m
-  nook new --seats 5 --quorum 3 --alias ann --close any    # relay from NOOK_RELAY";
+  nook new --seats 5 --quorum 3 --alias ann --close any    # relay from NOOK_RELAY or config.toml
+  nook new --qr    # invites as QR codes, to scan with a phone";
     pub const JOIN: &str = "EXAMPLES:
-  nook join 'nook://3q2…@relay.example.org:4433/…#…' --alias bob";
+  nook join 'nook://3q2…@relay.example.org:4433/…#…' --alias bob
+  nook join - < invite.txt    # the invite from a file or a pipe, not the command line";
     pub const LIST: &str = "EXAMPLES:
   nook list
   nook --json list";
@@ -226,13 +263,20 @@ mod examples {
   nook members nev2-xem6
   nook --json members nev2-xem6";
     pub const INVITES: &str = "EXAMPLES:
-  nook invites nev2-xem6    # on the device that created the talk";
+  nook invites nev2-xem6    # on the device that created the talk
+  nook invites nev2-xem6 --qr";
     pub const LEAVE: &str = "EXAMPLES:
   nook leave nev2-xem6";
     pub const CLOSE: &str = "EXAMPLES:
   nook close nev2-xem6";
     pub const CHAT: &str = "EXAMPLES:
   nook chat nev2-xem6";
+    pub const COMPLETIONS: &str = "EXAMPLES:
+  nook completions bash > ~/.local/share/bash-completion/completions/nook
+  nook completions zsh > \"${fpath[1]}/_nook\"
+  nook completions fish > ~/.config/fish/completions/nook.fish";
+    pub const MAN: &str = "EXAMPLES:
+  nook man --out ~/.local/share/man/man1 && man nook-new";
     pub const RPC: &str = r#"EXAMPLES:
   echo '{"jsonrpc":"2.0","id":1,"method":"list"}' | nook rpc
   nook rpc --socket "$XDG_RUNTIME_DIR/nook.sock""#;
@@ -252,6 +296,18 @@ impl Cli {
     /// The rules between arguments that clap's parsers cannot see one at a time; the
     /// relay enforces the same (nook_proto's `Talk::create`: quorum 1..=seats).
     fn check(&self) -> Result<(), clap::Error> {
+        if self.json
+            && let (name, Command::New { qr: true, .. } | Command::Invites { qr: true, .. }) =
+                (self.command_name(), &self.command)
+        {
+            return Err(Cli::usage(
+                name,
+                clap::error::ErrorKind::ArgumentConflict,
+                "--qr draws for a person and cannot be used with --json; the invites are in \
+                 the JSON output as text"
+                    .into(),
+            ));
+        }
         if let Command::New {
             seats,
             quorum: Some(quorum),
@@ -259,19 +315,35 @@ impl Cli {
         } = self.command
             && quorum > seats
         {
-            let mut cmd = Cli::command();
-            cmd.build();
             let message = format!(
                 "invalid value '{quorum}' for '--quorum <QUORUM>': the quorum can be at most \
                  the number of seats ({seats}); raise --seats or lower --quorum"
             );
-            let new = cmd.find_subcommand_mut("new");
-            return Err(match new {
-                Some(new) => new.error(clap::error::ErrorKind::ValueValidation, message),
-                None => cmd.error(clap::error::ErrorKind::ValueValidation, message),
-            });
+            return Err(Cli::usage(
+                "new",
+                clap::error::ErrorKind::ValueValidation,
+                message,
+            ));
         }
         Ok(())
+    }
+
+    fn command_name(&self) -> &'static str {
+        match self.command {
+            Command::New { .. } => "new",
+            Command::Invites { .. } => "invites",
+            _ => "",
+        }
+    }
+
+    /// A usage error of subcommand `name`, shown as clap shows its own.
+    fn usage(name: &str, kind: clap::error::ErrorKind, message: String) -> clap::Error {
+        let mut cmd = Cli::command();
+        cmd.build();
+        match cmd.find_subcommand_mut(name) {
+            Some(sub) => sub.error(kind, message),
+            None => cmd.error(kind, message),
+        }
     }
 }
 
@@ -357,13 +429,44 @@ fn report(e: &CliError, json: bool) -> ExitCode {
     ExitCode::from(kind.exit_code())
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, CliError> {
-    // Checking a receipt needs no home: nothing is created for it.
-    if let Command::Receipt {
-        command: ReceiptCommand::Verify { file },
-    } = &cli.command
+/// `nook new` with no relay from the command line, NOOK_RELAY or config.toml.
+fn no_relay() -> CliError {
+    CliError::Usage(Cli::usage(
+        "new",
+        clap::error::ErrorKind::MissingRequiredArgument,
+        "no relay given: pass --relay nook://…, set NOOK_RELAY, or put \
+         relay = \"nook://…\" in $XDG_CONFIG_HOME/nook/config.toml"
+            .into(),
+    ))
+}
+
+async fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
+    // A missing relay is the command line's fault: said before a home is needed.
+    if let Command::New { relay, .. } = &mut cli.command
+        && relay.is_none()
     {
-        return receipt::verify(file, &Output { json: cli.json });
+        *relay = Some(config::default_relay()?.ok_or_else(no_relay)?);
+    }
+    // Checking a receipt, completions and man pages need no home: nothing is created
+    // for them.
+    match &cli.command {
+        Command::Receipt {
+            command: ReceiptCommand::Verify { file },
+        } => return receipt::verify(file, &Output { json: cli.json }),
+        Command::Completions { shell } => {
+            manual::completions(Cli::command(), *shell);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man { out } => {
+            let written = manual::man_pages(Cli::command(), out).map_err(|e| {
+                CliError::Input(format!("cannot write man pages to {}: {e}", out.display()))
+            })?;
+            for path in written {
+                println!("{}", path.display());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     let home = match cli.home {
         Some(h) => h,
@@ -395,7 +498,10 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             alias,
             close,
             create_token_file,
+            qr,
         } => {
+            // Resolved in `run`, before the home was opened.
+            let relay = relay.ok_or_else(no_relay)?;
             let token = token::given(create_token_file.as_deref())?;
             let alias = match alias {
                 Some(a) => a,
@@ -415,6 +521,9 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
                 .create_with_token(&relay, opts, token.as_ref())
                 .await?;
             out.created(&created);
+            if qr {
+                show_qr(&created.invites);
+            }
         }
         Command::Join { invite, alias } => {
             // `-`: from a pipe or a file, so the invite need not be on the command line.
@@ -458,7 +567,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             follow,
             wait_open,
         } => return read(client, &out, &talk, new, follow, wait_open).await,
-        Command::Invites { talk } => {
+        Command::Invites { talk, qr } => {
             let info = ops::invites(client, &talk, &mut |k, m| out.warning(k, &m)).await?;
             let (used, issued) = (info.used, info.issued);
             if out.json {
@@ -475,6 +584,9 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
                 );
                 for i in &info.invites {
                     println!("{i}");
+                }
+                if qr {
+                    show_qr(&info.invites);
                 }
             }
         }
@@ -510,6 +622,8 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             command: ReceiptCommand::Verify { file },
         } => return receipt::verify(&file, &out),
         Command::Rpc { socket } => return rpc::run(client.clone(), socket).await,
+        // Answered in `run`, before a home is opened.
+        Command::Completions { .. } | Command::Man { .. } => {}
         Command::Chat { talk } => {
             if !std::io::stdout().is_terminal() {
                 return Err(CliError::Input(
@@ -520,6 +634,17 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each invite as a QR code, under the line it is the code of.
+fn show_qr(invites: &[String]) {
+    for (n, invite) in invites.iter().enumerate() {
+        println!("\ninvite {} of {}:", n + 1, invites.len());
+        match qr::render(invite) {
+            Some(code) => println!("{code}"),
+            None => println!("(too long for a QR code: give the line above)"),
+        }
+    }
 }
 
 async fn read(

@@ -702,8 +702,12 @@ async fn dispatch(
         "new" => {
             let relay = match p.string("relay")? {
                 Some(r) => r,
-                None => std::env::var("NOOK_RELAY").map_err(|_| {
-                    Failure::params("relay", "is required (or set NOOK_RELAY)".into())
+                // The same default as `nook new`: NOOK_RELAY, then config.toml.
+                None => crate::config::default_relay()?.ok_or_else(|| {
+                    Failure::params(
+                        "relay",
+                        "is required (or set NOOK_RELAY, or relay in config.toml)".into(),
+                    )
                 })?,
             };
             let seats = p.number("seats", 2, MAX_SEATS)?.unwrap_or(2);

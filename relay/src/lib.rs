@@ -17,6 +17,7 @@
 //!   and `conn` share.
 //! - [`identity`]: the relay key, its certificate and its address, and the data folder
 //!   around them: its lock, the store's owner record, the recorded address.
+//! - [`metrics`]: the counts, for the status line and the `--metrics` endpoint.
 //! - [`retire`]: the announced retirement in the data folder.
 //! - [`clock`]: injectable time.
 
@@ -28,6 +29,7 @@ pub mod commit;
 pub mod conn;
 pub mod engine;
 pub mod identity;
+pub mod metrics;
 pub mod outbox;
 pub mod retire;
 pub mod server;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use nook_proto::limits::{
     DEFAULT_MAX_BYTES_PER_MAILBOX, DEFAULT_MAX_ENVELOPES_PER_MAILBOX,
     DEFAULT_MAX_MAILBOXES_PER_CONNECTION, DEFAULT_REQUESTS_PER_SECOND, MAX_ENVELOPE, MAX_FRAME,
@@ -33,14 +33,41 @@ use nook_relay::server::{
 use nook_relay::{Config, Relay, Shutdown, identity};
 use nook_vault::{Log, Vault, VaultError};
 
+mod config_file;
+// The same generator as `nook`'s: one file, so both binaries' pages look alike.
+#[path = "../../client-cli/src/manual.rs"]
+mod manual;
+
 /// Where a relay listens unless told otherwise.
 const DEFAULT_LISTEN: &str = "127.0.0.1:4433";
+
+/// `--version`: the program's version and the protocol version it speaks.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (protocol {})",
+        env!("CARGO_PKG_VERSION"),
+        nook_proto::limits::PROTOCOL_VERSION
+    )
+});
+
+const EXAMPLES: &str = "EXAMPLES:
+  nook-relay --listen 0.0.0.0:4433 --public-host relay.example.org
+  nook-relay --config /etc/nook-relay.toml --max-ttl 1d    # the flag beats the file
+  nook-relay --metrics 127.0.0.1:9090    # Prometheus counts at http://127.0.0.1:9090/metrics
+  nook-relay address --data /var/lib/nook-relay";
 
 /// A nook relay: stores sealed envelopes of private, ephemeral talks and forgets them
 /// when a talk closes. Prints its address (to give to clients) as the first line.
 #[derive(Parser, Debug)]
-#[command(name = "nook-relay", version, about)]
+#[command(name = "nook-relay", version = VERSION.as_str(), about, after_help = EXAMPLES)]
+// A flag given twice counts once, the last time: settings from --config come first.
+#[command(args_override_self = true)]
 struct Cli {
+    /// Read settings from this TOML file: each key is a flag's long name without its
+    /// dashes (max-ttl = "7d"). The command line and the flags' environment variables
+    /// beat the file; an unknown key is refused.
+    #[arg(long, env = "NOOK_RELAY_CONFIG", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// UDP address to listen on: IP:PORT, or HOST:PORT (the name is resolved and the
     /// relay listens on its first address; the name is then the address's host unless
     /// --public-host is given). Default 127.0.0.1:4433; 0.0.0.0:4433 for a public relay.
@@ -65,6 +92,15 @@ struct Cli {
         value_name = "PATH"
     )]
     create_token_file: Option<PathBuf>,
+    /// Serve the counts (connections, mailboxes, envelopes, bytes, refusals; never an
+    /// id, key or address) as Prometheus metrics at http://ADDR:PORT/metrics. A
+    /// loopback address unless --metrics-allow-remote.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
+    /// Let --metrics listen on an address other machines can reach (put a firewall
+    /// or an authenticating proxy in front of it).
+    #[arg(long, requires = "metrics")]
+    metrics_allow_remote: bool,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(subcommand)]
@@ -379,6 +415,52 @@ enum Command {
         #[arg(long, value_name = "TIME")]
         at: String,
     },
+    /// Print a shell completion script on stdout, e.g. `nook-relay completions bash`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (nook-relay.1 and one per command) into DIR.
+    Man {
+        /// The folder to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+/// The command line, with the settings of its --config file (if any) before it.
+fn parse_cli() -> Cli {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = Cli::parse_from(&args);
+    let Some(path) = cli.config.clone() else {
+        return cli;
+    };
+    let mut cmd = Cli::command();
+    let settings = match config_file::args(&cmd, &path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let mut full = args;
+    let rest = full.split_off(1.min(full.len()));
+    full.extend(settings);
+    full.extend(rest);
+    match cmd
+        .try_get_matches_from_mut(full)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.format(&mut cmd).exit(),
+    }
+}
+
+/// Whether log lines may be coloured: for a person at a terminal that did not ask
+/// for none (https://no-color.org: NO_COLOR set and not empty).
+fn colour_wanted(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// A `--listen` value: the socket address, and the host name it was given as.
@@ -451,12 +533,15 @@ fn run() -> anyhow::Result<()> {
     // The identity and the store are private to this user (files 0600, folders 0700),
     // also for the files sled creates itself.
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
-    let cli = Cli::parse();
+    let cli = parse_cli();
     tracing_subscriber::fmt()
         .with_env_filter(log_filter(std::env::var("RUST_LOG").ok().as_deref()))
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal, not in a log file or a journal.
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colour_wanted(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .init();
     let data = match cli.data.clone() {
         Some(d) => d,
@@ -473,7 +558,29 @@ fn run() -> anyhow::Result<()> {
         Some(Command::Status) => return status(&data),
         Some(Command::RotateKey) => return rotate_key(&data),
         Some(Command::Retire { ref at }) => return retire(&data, at),
+        Some(Command::Completions { shell }) => {
+            manual::completions(Cli::command(), shell);
+            return Ok(());
+        }
+        Some(Command::Man { ref out }) => {
+            let written = manual::man_pages(Cli::command(), out)
+                .with_context(|| format!("cannot write man pages to {}", out.display()))?;
+            for path in written {
+                println!("{}", path.display());
+            }
+            return Ok(());
+        }
         None => {}
+    }
+    if let Some(addr) = cli.metrics
+        && !addr.ip().is_loopback()
+        && !cli.metrics_allow_remote
+    {
+        anyhow::bail!(
+            "--metrics {addr} is not a loopback address: the metrics would be open to other \
+             machines. Use 127.0.0.1:PORT (a scraper on this machine), or add \
+             --metrics-allow-remote if a firewall or proxy guards the port"
+        );
     }
     let listen = match cli.listen.clone() {
         Some(l) => l,
@@ -496,8 +603,12 @@ fn run() -> anyhow::Result<()> {
         config.public_host = cli.public_host.clone().or(listen.name);
         cli.limits.apply(&mut config).map_err(anyhow::Error::msg)?;
         config.create_token = create_token;
+        config.metrics = cli.metrics;
         let relay = Relay::start(config).map_err(|e| start_error(e, &data))?;
         println!("{}", relay.address());
+        if let Some(addr) = relay.metrics_addr() {
+            tracing::info!("metrics at http://{addr}/metrics");
+        }
         if let Some(path) = &cli.create_token_file {
             create_token_note(path);
         }
@@ -560,6 +671,7 @@ fn start_error(e: StartError, data: &Path) -> anyhow::Error {
             anyhow::anyhow!("{e}; pick another with --listen ADDR:PORT")
         }
         StartError::Listen { .. } => anyhow::anyhow!("{e}; check --listen ADDR:PORT"),
+        StartError::Metrics { .. } => anyhow::anyhow!("{e}; pick another with --metrics ADDR:PORT"),
         StartError::PrivilegedPort { .. } => {
             anyhow::anyhow!("{e}, or pick a port of 1024 or more with --listen ADDR:PORT")
         }
@@ -1099,5 +1211,60 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tool_tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_is_a_key_of_the_config_file() {
+        let cmd = Cli::command();
+        let path = Path::new("relay.toml");
+        let never = |_: &str| false;
+        let mut keys = 0;
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["config", "help", "version"].contains(&long) {
+                continue;
+            }
+            keys += 1;
+            // The value may not fit the flag; the key must be known.
+            if let Err(e) = config_file::args_of(&cmd, &format!("{long} = \"1\"\n"), path, &never) {
+                assert!(!e.to_string().contains("unknown key"), "{long}: {e}");
+            }
+        }
+        assert!(keys >= 20, "{keys}");
+        let e = config_file::args_of(&cmd, "config = \"x\"\n", path, &never).unwrap_err();
+        assert!(e.to_string().contains("unknown key `config`"), "{e}");
+    }
+
+    #[test]
+    fn the_file_comes_before_the_command_line() {
+        let cmd = Cli::command();
+        let set = config_file::args_of(
+            &cmd,
+            "max-ttl = \"1h\"\nmax-connections = 7\n",
+            Path::new("f"),
+            &|_| false,
+        )
+        .unwrap();
+        let mut args: Vec<std::ffi::OsString> = vec!["nook-relay".into()];
+        args.extend(set);
+        args.extend(["--max-ttl".into(), "2h".into()]);
+        let cli = Cli::try_parse_from(args).unwrap();
+        assert_eq!(cli.limits.max_ttl, 7200);
+        assert_eq!(cli.limits.max_connections, 7);
+    }
+
+    #[test]
+    fn no_color_turns_log_colour_off() {
+        use std::ffi::OsStr;
+        assert!(colour_wanted(true, None));
+        assert!(colour_wanted(true, Some(OsStr::new(""))));
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        assert!(!colour_wanted(false, None));
     }
 }

@@ -18,6 +18,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::conn::{ConnStats, FrameLimits, close_code, serve};
 use crate::engine::{Engine, Limits};
 use crate::identity;
+use crate::metrics::{self, Counts};
 
 /// UDP receive buffer the relay asks for (the rule lives in nook-quic, shared with the
 /// benchmarks).
@@ -77,6 +78,9 @@ pub struct Config {
     pub create_rate: Rate,
     /// Talks one client address (an IPv6 address by its /64) creates at most.
     pub create_rate_per_address: Rate,
+    /// Where to serve the counts as Prometheus metrics over HTTP; `None`: nowhere.
+    /// Any address is taken here: the binary refuses non-loopback ones unless told.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -97,6 +101,7 @@ impl Config {
             create_token: None,
             create_rate: Rate::RELAY,
             create_rate_per_address: Rate::PER_ADDRESS,
+            metrics: None,
         }
     }
 }
@@ -123,6 +128,9 @@ pub enum StartError {
     PrivilegedPort { addr: SocketAddr },
     #[error("QUIC/TLS setup failed: {0}")]
     Quic(#[from] nook_quic::ProfileError),
+    /// The metrics endpoint's TCP address cannot be listened on.
+    #[error("cannot serve metrics on {addr}: {reason}")]
+    Metrics { addr: SocketAddr, reason: String },
 }
 
 /// A started relay: bound, not yet serving until [`Relay::run`].
@@ -134,6 +142,8 @@ pub struct Relay {
     address: String,
     config: Config,
     recv_buffer: usize,
+    /// The metrics endpoint's socket, bound at start, served by `run`.
+    metrics: Option<std::net::TcpListener>,
     /// Keeps other relays off the data folder until [`Relay::run`] returns.
     _lock: identity::DataLock,
 }
@@ -235,6 +245,17 @@ impl Relay {
             }
             other => other?,
         };
+        let metrics = config
+            .metrics
+            .map(|addr| {
+                std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|e| StartError::Metrics {
+                        addr,
+                        reason: e.to_string(),
+                    })
+            })
+            .transpose()?;
         identity::ensure_private_dir(data)?;
         let lock = identity::DataLock::acquire(data)?;
         let store = data.join(identity::STORE_DIR);
@@ -292,6 +313,7 @@ impl Relay {
             address,
             config,
             recv_buffer: bound.recv_buffer,
+            metrics,
             _lock: lock,
         })
     }
@@ -315,14 +337,41 @@ impl Relay {
         &self.admission
     }
     /// The UDP receive buffer the OS granted (bytes as reported by the OS).
+    /// Where the metrics endpoint listens, if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+    /// Everything counted, now: what the status line logs and `--metrics` serves.
+    pub fn counts(&self) -> Counts {
+        self.metrics_source().counts()
+    }
+    fn metrics_source(&self) -> metrics::Source {
+        metrics::Source {
+            engine: self.engine.clone(),
+            conns: self.stats.clone(),
+            admission: self.admission.clone(),
+        }
+    }
     pub fn recv_buffer(&self) -> usize {
         self.recv_buffer
     }
 
     /// Serves until `stop` turns true, then stops accepting, lets connections finish
     /// their in-flight writes, makes the store durable and returns.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut conns = JoinSet::new();
+        let metrics = match self.metrics.take().map(tokio::net::TcpListener::from_std) {
+            Some(Ok(listener)) => Some(tokio::spawn(metrics::serve(
+                listener,
+                self.metrics_source(),
+                stop.clone(),
+            ))),
+            Some(Err(e)) => {
+                tracing::error!("cannot serve metrics: {e}");
+                None
+            }
+            None => None,
+        };
         let next_conn = AtomicU64::new(1);
         let mut sweep = tokio::time::interval(self.config.sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -399,21 +448,22 @@ impl Relay {
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 _ = status.tick(), if status_on => {
-                    let s = &self.engine.stats;
-                    let c = &self.stats;
+                    // The same counts as --metrics serves (metrics::Counts).
+                    let c = self.counts();
+                    let r = &c.refused;
                     tracing::info!(
-                        connections = conns.len(),
-                        mailboxes = self.engine.mailbox_count(),
-                        envelopes_stored = s.envelopes_stored.load(Ordering::Relaxed),
-                        envelopes_deleted = s.envelopes_deleted.load(Ordering::Relaxed),
-                        flushes = self.engine.flushes(),
-                        refused_at_limit = c.refused_at_limit(),
-                        retries_sent = c.retries_sent.load(Ordering::Relaxed),
-                        handshakes_refused = c.handshakes_refused.load(Ordering::Relaxed),
-                        frames_timed_out = c.frames_timed_out(),
-                        partial_budget_closed = c.partial_budget_closed(),
-                        creates_refused_token = self.admission.refused_token(),
-                        creates_refused_rate = self.admission.refused_rate(),
+                        connections = c.connections,
+                        mailboxes = c.mailboxes,
+                        envelopes_stored = c.envelopes_stored,
+                        envelopes_deleted = c.envelopes_deleted,
+                        flushes = c.flushes,
+                        refused_at_limit = r.connection_limit,
+                        retries_sent = c.retries_sent,
+                        handshakes_refused = r.handshake_limit,
+                        frames_timed_out = r.frame_deadline,
+                        partial_budget_closed = r.partial_frame_budget,
+                        creates_refused_token = r.create_token,
+                        creates_refused_rate = r.create_rate,
                         "status"
                     );
                 }
@@ -430,6 +480,9 @@ impl Relay {
             }
         }
         tracing::info!("shutting down: no new connections");
+        if let Some(task) = metrics {
+            task.abort();
+        }
         self.endpoint.set_server_config(None);
         self.endpoint
             .close(close_code::SHUTDOWN.into(), b"relay shutting down");

@@ -44,7 +44,10 @@
 //! - `recovery`: loading every mailbox and the envelope log at start-up.
 //! - `sweep`: expiry, log compaction, tombstones, and destroying a mailbox.
 //! - `retire`: the key rotation history and the relay's retirement.
+//! - `boards`: listings, seat requests and answers (spec §17), in the listed mailbox's
+//!   namespace.
 
+mod boards;
 mod envelopes;
 mod mailbox;
 mod membership;
@@ -69,6 +72,8 @@ use crate::clock::Clock;
 use crate::commit::{CommitQueue, Durability, PendingMarks};
 use crate::outbox::{Outbox, QueueBudget, Wire};
 use mailbox::Mailbox;
+
+pub use boards::AskBudget;
 
 /// How long past a talk's end the relay still answers "closed" for it.
 pub const TOMBSTONE_GRACE_SECS: u64 = 24 * 3600;
@@ -100,6 +105,13 @@ pub struct Limits {
     pub max_queued_bytes: usize,
     /// Size at which the envelope log starts a new segment file.
     pub log_segment_bytes: u64,
+    /// Live listings one board may hold, and the whole relay (spec §17.3).
+    pub max_listings_per_board: usize,
+    pub max_listings: usize,
+    /// Requests (waiting or answered) one listing may hold.
+    pub max_requests_per_listing: usize,
+    /// `Ask`s one connection may send per minute (token bucket).
+    pub asks_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -114,6 +126,10 @@ impl Default for Limits {
             max_queued_bytes_per_connection: DEFAULT_MAX_QUEUED_BYTES_PER_CONNECTION,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             log_segment_bytes: DEFAULT_SEGMENT_BYTES,
+            max_listings_per_board: nook_proto::limits::DEFAULT_MAX_LISTINGS_PER_BOARD,
+            max_listings: nook_proto::limits::DEFAULT_MAX_LISTINGS,
+            max_requests_per_listing: nook_proto::limits::DEFAULT_MAX_REQUESTS_PER_LISTING,
+            asks_per_minute: nook_proto::limits::DEFAULT_ASKS_PER_MINUTE,
         }
     }
 }
@@ -172,6 +188,8 @@ pub struct Engine {
     pub stats: Arc<Stats>,
     /// Key rotation history and retirement (`retire`).
     life: retire::RelayLife,
+    /// Listings and seat requests (`boards`); locked after a mailbox, never before.
+    boards: Mutex<boards::Boards>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -203,6 +221,7 @@ impl Engine {
             .into_iter()
             .map(|(id, mb)| (id, Arc::new(Mutex::new(mb))))
             .collect();
+        let boards = boards::Boards::load(&mailboxes)?;
         tracing::info!(mailboxes = mailboxes.len(), "store recovered");
         let expiries = mailboxes
             .iter()
@@ -229,6 +248,7 @@ impl Engine {
             queues,
             stats: Arc::default(),
             life,
+            boards: Mutex::new(boards),
         })
     }
 

@@ -13,6 +13,7 @@ use nook_client::{Client, ClientError, Event, TalkOptions, Until, Update};
 use nook_proto::ClosePolicy;
 use nook_proto::limits::MAX_SEATS;
 
+mod boards;
 mod chat;
 mod duration;
 mod error;
@@ -188,6 +189,9 @@ enum Command {
         #[command(subcommand)]
         command: ReceiptCommand,
     },
+    /// Boards: post, unpost, browse, ask, asks, requests, admit, decline.
+    #[command(flatten)]
+    Board(boards::BoardCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -518,6 +522,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             }
             return chat::run(client.clone(), &talk).await;
         }
+        Command::Board(cmd) => return boards::run(client, cmd, &out).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -576,6 +581,7 @@ async fn read(
             }
             Update::Link(link) => out.link(&link, until),
             Update::Status(_) => {}
+            Update::SeatRequested => out.seat_requested(talk),
         }
         true
     });

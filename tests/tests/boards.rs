@@ -206,3 +206,188 @@ fn a_wrong_phrase_finds_nothing_and_a_gone_listing_cannot_be_asked() {
     assert_eq!(bad.code, 5, "{bad:?}");
     assert!(bad.stderr.contains("bad_input"), "{}", bad.stderr);
 }
+
+/// Requests made by hand on the wire: a replayed frame is refused by the relay; a
+/// forged body, a body moved to another id, and a reply key used twice are dropped by
+/// the owner's client and counted, never shown.
+#[test]
+fn replayed_and_forged_requests_are_refused_or_dropped() {
+    use nook_crypto::RelayAddr;
+    use nook_crypto::board::{Board, BoxKey, SeatRequest, seal_request};
+    use nook_proto::{Ask, ErrorCode, ListingId, Request, RequestId, Response};
+
+    let relay = Relay::start();
+    let owner = Nook::new();
+    let talk = text(
+        &owner
+            .ok(&["--json", "new", "--relay", &relay.address, "--seats", "3"])
+            .json()["talk"],
+    );
+    owner.ok(&["post", &talk, "--board", PHRASE, "--title", TITLE]);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let addr: RelayAddr = relay.address.parse().unwrap();
+        let board = Board::derive(PHRASE, &addr.fingerprint).unwrap();
+        let conn = nook_client::RelayConnection::connect(&addr).await.unwrap();
+        let Response::Listings { items, .. } = conn
+            .request(Request::Browse {
+                board: board.id,
+                after: None,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("not a listing page")
+        };
+        let item = &items[0];
+        let listing = board.open_listing(&item.listing, &item.body).unwrap();
+        let reply = BoxKey::generate(&mut rand::rng());
+        let req = SeatRequest {
+            reply_key: reply.public(),
+            alias: "by-hand".into(),
+            note: "genuine".into(),
+        };
+        let ask = |id: [u8; 16], body: Vec<u8>| {
+            Request::Ask(Ask {
+                listing: item.listing,
+                request: RequestId(id),
+                body,
+            })
+        };
+        let body = seal_request(
+            &mut rand::rng(),
+            &listing.owner_key,
+            &item.listing,
+            &RequestId([1; 16]),
+            &req,
+        )
+        .unwrap();
+        assert_eq!(
+            conn.request(ask([1; 16], body.clone())).await.unwrap(),
+            Response::Asked
+        );
+        // The same frame again: refused.
+        let replay = conn.request(ask([1; 16], body.clone())).await.unwrap_err();
+        assert_eq!(replay.code(), Some(ErrorCode::RequestExists));
+        // The same body under another id: stored (the relay cannot tell), dropped by
+        // the owner because its AAD names the first id.
+        assert_eq!(
+            conn.request(ask([2; 16], body)).await.unwrap(),
+            Response::Asked
+        );
+        // Random bytes of a bucket's size: dropped as forged.
+        let mut junk = vec![0u8; 512];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut junk);
+        assert_eq!(
+            conn.request(ask([3; 16], junk)).await.unwrap(),
+            Response::Asked
+        );
+        // A fresh seal of the same reply key under a new id: a replay, dropped.
+        let again = seal_request(
+            &mut rand::rng(),
+            &listing.owner_key,
+            &item.listing,
+            &RequestId([4; 16]),
+            &req,
+        )
+        .unwrap();
+        assert_eq!(
+            conn.request(ask([4; 16], again)).await.unwrap(),
+            Response::Asked
+        );
+        // Not a padding bucket: refused before it is stored.
+        let odd = conn.request(ask([5; 16], vec![0; 100])).await.unwrap_err();
+        assert_eq!(odd.code(), Some(ErrorCode::TooLarge));
+        // An unknown listing: refused.
+        let none = conn
+            .request(Request::Ask(Ask {
+                listing: ListingId([9; 16]),
+                request: RequestId([6; 16]),
+                body: vec![0; 512],
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(none.code(), Some(ErrorCode::UnknownListing));
+        conn.close().await;
+    });
+
+    let r = owner.ok(&["--json", "requests", &talk]);
+    let shown = r.json_lines();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0]["note"], "genuine");
+    assert_eq!(shown[0]["request"], "01".repeat(16));
+    let warning: Value = serde_json::from_str(r.stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(warning["type"], "warning");
+    assert!(
+        text(&warning["message"]).starts_with("2 request(s) did not open") && text(&warning["message"]).contains("1 repeated"),
+        "{warning}"
+    );
+}
+
+/// A connection that asks too fast is slowed down with its own error; the relay and
+/// the owner go on.
+#[test]
+fn a_flood_of_asks_is_rate_limited_and_capped_per_listing() {
+    use nook_crypto::RelayAddr;
+    use nook_crypto::board::Board;
+    use nook_proto::{Ask, ErrorCode, Request, RequestId, Response};
+
+    let relay = Relay::start();
+    let owner = Nook::new();
+    let talk = text(
+        &owner
+            .ok(&["--json", "new", "--relay", &relay.address, "--seats", "2"])
+            .json()["talk"],
+    );
+    owner.ok(&["post", &talk, "--board", PHRASE, "--title", TITLE]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut asked, mut limited, mut full) = (0u32, 0u32, 0u32);
+    rt.block_on(async {
+        let addr: RelayAddr = relay.address.parse().unwrap();
+        let board = Board::derive(PHRASE, &addr.fingerprint).unwrap();
+        // Several connections, each beyond its ask budget (30 a minute).
+        for c in 0..4u8 {
+            let conn = nook_client::RelayConnection::connect(&addr).await.unwrap();
+            let Response::Listings { items, .. } = conn
+                .request(Request::Browse {
+                    board: board.id,
+                    after: None,
+                })
+                .await
+                .unwrap()
+            else {
+                panic!("not a listing page")
+            };
+            for i in 0..40u8 {
+                let r = conn
+                    .request(Request::Ask(Ask {
+                        listing: items[0].listing,
+                        request: RequestId([c, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+                        body: vec![0; 512],
+                    }))
+                    .await;
+                match r {
+                    Ok(Response::Asked) => asked += 1,
+                    Err(e) if e.code() == Some(ErrorCode::RateLimited) => limited += 1,
+                    Err(e) if e.code() == Some(ErrorCode::TooManyRequests) => full += 1,
+                    other => panic!("{other:?}"),
+                }
+            }
+            conn.close().await;
+        }
+    });
+    assert_eq!(asked, 64, "the listing holds 64 requests");
+    assert!(limited >= 4 * 10, "each connection is cut after 30: {limited}");
+    assert!(full > 0);
+    // The owner's client still works: all 64 are junk and dropped, none shown.
+    let r = owner.ok(&["--json", "requests", &talk]);
+    assert!(r.json_lines().is_empty());
+    assert!(r.stderr.contains("64 request(s) did not open"), "{}", r.stderr);
+}

@@ -109,17 +109,14 @@ pub async fn run(client: &Client, cmd: BoardCommand, out: &Output) -> Result<Exi
             until,
             keep_open,
         } => {
-            let posted = client
-                .post(
-                    &talk,
-                    &boards,
-                    &title,
-                    &about,
-                    &tags,
-                    until.map(u64::from),
-                    keep_open,
-                )
-                .await?;
+            let opts = nook_client::board::PostOptions {
+                title,
+                about,
+                tags,
+                until: until.map(u64::from),
+                keep_open,
+            };
+            let posted = client.post(&talk, &boards, &opts).await?;
             if out.json {
                 println!(
                     "{}",
@@ -238,7 +235,11 @@ fn print_listing(l: &FoundListing, now: u64) {
         }
     }
     if !l.tags.is_empty() {
-        let tags: Vec<String> = l.tags.iter().map(|t| safe::inline(t).into_owned()).collect();
+        let tags: Vec<String> = l
+            .tags
+            .iter()
+            .map(|t| safe::inline(t).into_owned())
+            .collect();
         println!("  tags: {}", tags.join(", "));
     }
     println!("  nook ask {}", l.handle);

@@ -18,7 +18,12 @@ const ABOUT: &str = "Two people who read public tenders weekly";
 
 fn browse(n: &Nook, relay: &Relay, phrase: &str) -> Vec<Value> {
     n.ok(&[
-        "--json", "browse", "--relay", &relay.address, "--board", phrase,
+        "--json",
+        "browse",
+        "--relay",
+        &relay.address,
+        "--board",
+        phrase,
     ])
     .json_lines()
 }
@@ -38,15 +43,34 @@ fn three_seekers_find_a_talk_two_are_admitted_one_declined_and_close_erases_it_a
     let owner = Nook::new();
     let created = owner
         .ok(&[
-            "--json", "new", "--relay", &relay.address, "--seats", "3", "--quorum", "3",
-            "--alias", "owner-ann",
+            "--json",
+            "new",
+            "--relay",
+            &relay.address,
+            "--seats",
+            "3",
+            "--quorum",
+            "3",
+            "--alias",
+            "owner-ann",
         ])
         .json();
     let talk = text(&created["talk"]);
     let posted = owner
         .ok(&[
-            "--json", "post", &talk, "--board", PHRASE, "--title", TITLE, "--about", ABOUT,
-            "--tags", "berlin,tenders", "--until", "1h",
+            "--json",
+            "post",
+            &talk,
+            "--board",
+            PHRASE,
+            "--title",
+            TITLE,
+            "--about",
+            ABOUT,
+            "--tags",
+            "berlin,tenders",
+            "--until",
+            "1h",
         ])
         .json();
     assert_eq!(posted["listings"].as_array().unwrap().len(), 1);
@@ -59,18 +83,32 @@ fn three_seekers_find_a_talk_two_are_admitted_one_declined_and_close_erases_it_a
     assert_eq!(l["title"], TITLE);
     assert_eq!(l["about"], ABOUT);
     assert_eq!(l["tags"], serde_json::json!(["berlin", "tenders"]));
-    assert_eq!((l["members"].as_u64(), l["seats"].as_u64()), (Some(1), Some(3)));
+    assert_eq!(
+        (l["members"].as_u64(), l["seats"].as_u64()),
+        (Some(1), Some(3))
+    );
     assert_eq!(l["quorum"], 3);
     assert!(!l.to_string().contains("owner-ann"));
     let listing = text(&l["listing"]);
     // A tag filter that matches nothing shows nothing.
     let none = kim.ok(&[
-        "--json", "browse", "--relay", &relay.address, "--board", PHRASE, "--tag", "munich",
+        "--json",
+        "browse",
+        "--relay",
+        &relay.address,
+        "--board",
+        PHRASE,
+        "--tag",
+        "munich",
     ]);
     assert!(none.json_lines().is_empty());
 
     // Three asks, each under its own alias and note.
-    let seekers = [(&kim, "kim-seeker", "note from kim"), (&lou, "lou-seeker", "note from lou"), (&max, "max-seeker", "note from max")];
+    let seekers = [
+        (&kim, "kim-seeker", "note from kim"),
+        (&lou, "lou-seeker", "note from lou"),
+        (&max, "max-seeker", "note from max"),
+    ];
     let mut ids = Vec::new();
     for (n, alias, note) in seekers {
         let a = n
@@ -98,12 +136,19 @@ fn three_seekers_find_a_talk_two_are_admitted_one_declined_and_close_erases_it_a
     // An admit for an unknown request is an error with its own kind.
     let unknown = owner.run(&["--json", "admit", &talk, "ffffffffffff"]);
     assert_eq!(unknown.code, 5, "{unknown:?}");
-    assert!(unknown.stderr.contains("request_unknown"), "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("request_unknown"),
+        "{}",
+        unknown.stderr
+    );
 
     owner.ok(&["admit", &talk, &id_of("kim-seeker")]);
     owner.ok(&["admit", &talk, &id_of("lou-seeker")]);
     owner.ok(&["decline", &talk, &id_of("max-seeker")]);
-    assert!(requests(&owner, &talk).is_empty(), "answered ones are no longer waiting");
+    assert!(
+        requests(&owner, &talk).is_empty(),
+        "answered ones are no longer waiting"
+    );
 
     // At next contact: admitted ones take their seat, the declined one is told.
     let k = asks(&kim);
@@ -117,7 +162,10 @@ fn three_seekers_find_a_talk_two_are_admitted_one_declined_and_close_erases_it_a
 
     // Quorum: the talk opens, and the listing is gone from the board.
     kim.ok(&["read", &talk, "--wait-open"]);
-    assert!(browse(&max, &relay, PHRASE).is_empty(), "a full talk is not listed");
+    assert!(
+        browse(&max, &relay, PHRASE).is_empty(),
+        "a full talk is not listed"
+    );
 
     owner.ok(&["send", &talk, "welcome both"]);
     kim.ok(&["send", &talk, "hi from kim"]);
@@ -188,7 +236,12 @@ fn a_wrong_phrase_finds_nothing_and_a_gone_listing_cannot_be_asked() {
     let seeker = Nook::new();
     // Not an error: exactly what an empty board answers.
     let wrong = seeker.run(&[
-        "--json", "browse", "--relay", &relay.address, "--board", "procurement munich",
+        "--json",
+        "browse",
+        "--relay",
+        &relay.address,
+        "--board",
+        "procurement munich",
     ]);
     assert_eq!(wrong.code, 0, "{wrong:?}");
     assert!(wrong.json_lines().is_empty());
@@ -323,7 +376,8 @@ fn replayed_and_forged_requests_are_refused_or_dropped() {
     let warning: Value = serde_json::from_str(r.stderr.lines().last().unwrap()).unwrap();
     assert_eq!(warning["type"], "warning");
     assert!(
-        text(&warning["message"]).starts_with("2 request(s) did not open") && text(&warning["message"]).contains("1 repeated"),
+        text(&warning["message"]).starts_with("2 request(s) did not open")
+            && text(&warning["message"]).contains("1 repeated"),
         "{warning}"
     );
 }
@@ -384,10 +438,17 @@ fn a_flood_of_asks_is_rate_limited_and_capped_per_listing() {
         }
     });
     assert_eq!(asked, 64, "the listing holds 64 requests");
-    assert!(limited >= 4 * 10, "each connection is cut after 30: {limited}");
+    assert!(
+        limited >= 4 * 10,
+        "each connection is cut after 30: {limited}"
+    );
     assert!(full > 0);
     // The owner's client still works: all 64 are junk and dropped, none shown.
     let r = owner.ok(&["--json", "requests", &talk]);
     assert!(r.json_lines().is_empty());
-    assert!(r.stderr.contains("64 request(s) did not open"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("64 request(s) did not open"),
+        "{}",
+        r.stderr
+    );
 }

@@ -39,7 +39,9 @@ pub enum BoardError {
     Phrase(#[from] PhraseError),
     #[error(transparent)]
     Field(#[from] FieldError),
-    #[error("this is not a listing handle (it starts with {LISTING_PREFIX}; copy it from `nook browse`)")]
+    #[error(
+        "this is not a listing handle (it starts with {LISTING_PREFIX}; copy it from `nook browse`)"
+    )]
     BadListing,
     #[error("no waiting request matches \"{0}\"; see `nook requests TALK`")]
     UnknownRequest(String),
@@ -66,6 +68,18 @@ pub struct FoundListing {
     pub closes_at: u64,
 }
 
+/// What a listing says and how long it stays (`nook post`).
+#[derive(Debug, Clone, Default)]
+pub struct PostOptions {
+    pub title: String,
+    pub about: String,
+    pub tags: Vec<String>,
+    /// Seconds from now until the relay drops the listing (`None`: when the talk ends).
+    pub until: Option<u64>,
+    /// Keep the listing after the talk opens, until it is full.
+    pub keep_open: bool,
+}
+
 /// What `nook post` returns.
 #[derive(Debug, Clone)]
 pub struct Posted {
@@ -81,7 +95,9 @@ pub enum AskPhase {
     /// Sent; no answer yet.
     Waiting,
     /// Admitted: this device took the seat.
-    Joined { talk: String },
+    Joined {
+        talk: String,
+    },
     Declined,
     /// The listing or the talk is gone (withdrawn, full, closed, expired).
     Gone,
@@ -186,7 +202,7 @@ fn corrupt(what: &str) -> ClientError {
 /// Argon2id of each phrase, off the async threads (64 MiB and a fraction of a second
 /// each).
 async fn derive_boards(phrases: Vec<String>, relay: &RelayAddr) -> Result<Vec<Board>, ClientError> {
-    let fingerprint = relay.fingerprint.clone();
+    let fingerprint = relay.fingerprint;
     tokio::task::spawn_blocking(move || {
         phrases
             .iter()
@@ -204,12 +220,16 @@ impl Client {
         &self,
         talk: &str,
         phrases: &[String],
-        title: &str,
-        about: &str,
-        tags: &[String],
-        until: Option<u64>,
-        keep_open: bool,
+        opts: &PostOptions,
     ) -> Result<Posted, ClientError> {
+        let PostOptions {
+            title,
+            about,
+            tags,
+            until,
+            keep_open,
+        } = opts;
+        let (until, keep_open) = (*until, *keep_open);
         for p in phrases {
             nook_crypto::board::normalize_phrase(p).map_err(BoardError::from)?;
         }
@@ -230,9 +250,9 @@ impl Client {
             let mut id = [0u8; 16];
             rand::Rng::fill_bytes(&mut rng, &mut id);
             let listing = Listing {
-                title: title.to_string(),
-                about: about.to_string(),
-                tags: tags.to_vec(),
+                title: title.clone(),
+                about: about.clone(),
+                tags: tags.clone(),
                 owner_key: key.public(),
             };
             listing.check().map_err(BoardError::from)?;
@@ -456,9 +476,7 @@ impl Client {
             Ok(Response::Asked) => Ok(status(AskPhase::Waiting)),
             Ok(_) => Err(ClientError::Protocol),
             // Ours, stored by an earlier run whose answer was lost, or asked before.
-            Err(e) if e.code() == Some(ErrorCode::RequestExists) => {
-                Ok(status(AskPhase::Waiting))
-            }
+            Err(e) if e.code() == Some(ErrorCode::RequestExists) => Ok(status(AskPhase::Waiting)),
             Err(e) => {
                 if fresh && !ClientError::from(e.clone()).is_transient() {
                     let store = self.leases().take().await?;
@@ -652,7 +670,10 @@ impl Client {
                     .invites
                     .iter()
                     .find(|(seat, _)| {
-                        given.map_or_else(|| !own.given.iter().any(|(s, _)| s == seat), |g| g == *seat)
+                        given.map_or_else(
+                            || !own.given.iter().any(|(s, _)| s == seat),
+                            |g| g == *seat,
+                        )
                     })
                     .ok_or(BoardError::NoFreeSeat)?;
                 (
@@ -703,7 +724,10 @@ impl Client {
     }
 }
 
-fn owner_boards(store: &crate::store::Store, talk_id: &[u8; 8]) -> Result<OwnerBoards, ClientError> {
+fn owner_boards(
+    store: &crate::store::Store,
+    talk_id: &[u8; 8],
+) -> Result<OwnerBoards, ClientError> {
     match store.board(talk_id)? {
         Some(bytes) => decode_body(&bytes).map_err(|_| corrupt("board listings")),
         None => Ok(OwnerBoards::default()),
@@ -737,6 +761,9 @@ mod tests {
             ListingRef::parse("nook-listing:!!"),
             Err(BoardError::BadListing)
         ));
-        assert!(matches!(ListingRef::parse("hello"), Err(BoardError::BadListing)));
+        assert!(matches!(
+            ListingRef::parse("hello"),
+            Err(BoardError::BadListing)
+        ));
     }
 }

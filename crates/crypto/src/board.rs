@@ -154,8 +154,7 @@ impl Board {
         let mut plain = Zeroizing::new(ct.to_vec());
         let len = cipher::xopen_in_place(self.key.expose(), nonce, &aad, &mut plain)?.len();
         plain.truncate(len);
-        let listing: Listing =
-            decode_body(unpad(&plain)?).map_err(|_| CryptoError::Malformed)?;
+        let listing: Listing = decode_body(unpad(&plain)?).map_err(|_| CryptoError::Malformed)?;
         listing.check().map_err(|_| CryptoError::Malformed)?;
         Ok(listing)
     }
@@ -232,7 +231,9 @@ impl SeatRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Zeroize, ZeroizeOnDrop)]
 pub enum Answer {
     /// The seat: an invite of the talk (its text form, spec §10).
-    Admit { invite: String },
+    Admit {
+        invite: String,
+    },
     Decline,
 }
 
@@ -440,7 +441,10 @@ pub fn argon2id_with(
         unreachable!("the board's Argon2id parameters are within bounds");
     };
     let hasher = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    if hasher.hash_password_into(password, salt, out.as_mut()).is_err() {
+    if hasher
+        .hash_password_into(password, salt, out.as_mut())
+        .is_err()
+    {
         unreachable!("Argon2id with valid parameters and a 32-byte salt cannot fail");
     }
     out
@@ -466,7 +470,9 @@ mod tests {
     #[test]
     fn phrases_normalise_and_refuse_empty_or_long() {
         assert_eq!(
-            normalize_phrase("  Procurement \t BERLIN ").unwrap().as_str(),
+            normalize_phrase("  Procurement \t BERLIN ")
+                .unwrap()
+                .as_str(),
             "procurement berlin"
         );
         assert_eq!(normalize_phrase(" \n"), Err(PhraseError::Empty));
@@ -501,7 +507,9 @@ mod tests {
         assert_eq!(open_request(&owner, &l, &r, &body).unwrap(), req);
         assert!(open_request(&owner, &l, &RequestId([3; 16]), &body).is_err());
         assert!(open_request(&reply, &l, &r, &body).is_err());
-        let admit = Answer::Admit { invite: "x".repeat(200) };
+        let admit = Answer::Admit {
+            invite: "x".repeat(200),
+        };
         let a = seal_answer(&mut rand::rng(), &reply.public(), &r, &admit).unwrap();
         let d = seal_answer(&mut rand::rng(), &reply.public(), &r, &Answer::Decline).unwrap();
         assert_eq!(a.len(), d.len(), "admit and decline look alike");
@@ -515,7 +523,10 @@ mod tests {
         let b = board();
         let mut l = listing();
         l.title = String::new();
-        assert!(b.seal_listing(&mut rand::rng(), &ListingId([1; 16]), &l).is_err());
+        assert!(
+            b.seal_listing(&mut rand::rng(), &ListingId([1; 16]), &l)
+                .is_err()
+        );
         let mut l = listing();
         l.tags = vec!["a b".into()];
         assert_eq!(l.check(), Err(FieldError::Tags));

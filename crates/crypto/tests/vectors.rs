@@ -41,12 +41,12 @@ use nook_crypto::seal::{
 };
 use nook_crypto::{EnvelopeKey, Fingerprint, Invite, Purpose, RelayAddr, SeatSecret, TalkIdentity};
 use nook_proto::codec::{HEADER_LEN, decode_body, encode_frame, encode_value};
+use nook_proto::{Ask, ListingId, ListingView, PendingRequest, Post, RequestId};
 use nook_proto::{
     Auth, ClientFrame, Close, ClosePolicy, Create, CreateToken, Envelope, EnvelopeKind, ErrorCode,
     ErrorDetail, ErrorFrame, HelloOk, Join, MailboxId, Outcome, Push, Put, Receipt, Request,
     Response, RotationStatement, SeatOffer, Seq, ServerFrame, TalkParams, TalkPhase, TalkStatus,
 };
-use nook_proto::{Ask, ListingId, ListingView, PendingRequest, Post, RequestId};
 use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 
 const SPEC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../protocol-spec.md");
@@ -763,22 +763,36 @@ fn boards(v: &mut Vectors, fingerprint: &Fingerprint) {
     v.hex("board.input.listing_id", LISTING_ID.0);
     v.hex("board.input.listing_secret", LISTING_SECRET);
     v.hex("board.listing.owner_key", listing.owner_key);
-    v.hex("board.listing.plain", encode_value(&listing).expect("encodes"));
+    v.hex(
+        "board.listing.plain",
+        encode_value(&listing).expect("encodes"),
+    );
     let sealed = board
         .seal_listing_with(&ENVELOPE_NONCE, &LISTING_ID, &listing)
         .expect("seals");
     // The prose: XChaCha20-Poly1305 under the board key, AAD label ‖ board ‖ listing.
-    let aad = [b"nook/1 board-listing".as_slice(), &board.id.0, &LISTING_ID.0].concat();
+    let aad = [
+        b"nook/1 board-listing".as_slice(),
+        &board.id.0,
+        &LISTING_ID.0,
+    ]
+    .concat();
     let padded = pad(&encode_value(&listing).expect("encodes"), 24 + 16).expect("pads");
     let reference = XChaCha20Poly1305::new(&Key::from(*board_key))
         .encrypt(
             &XNonce::from(ENVELOPE_NONCE),
-            Payload { msg: &padded, aad: &aad },
+            Payload {
+                msg: &padded,
+                aad: &aad,
+            },
         )
         .expect("seals");
     assert_eq!(&sealed[24..], &reference[..]);
     v.hex("board.listing.sealed", &sealed);
-    assert_eq!(board.open_listing(&LISTING_ID, &sealed).expect("opens"), listing);
+    assert_eq!(
+        board.open_listing(&LISTING_ID, &sealed).expect("opens"),
+        listing
+    );
 
     let reply = BoxKey::from_bytes(REPLY_SECRET);
     let request = SeatRequest {
@@ -805,10 +819,21 @@ fn boards(v: &mut Vectors, fingerprint: &Fingerprint) {
     let info = [e_pub.as_slice(), &listing.owner_key, &LISTING_ID.0].concat();
     let key = hkdf32(Some(b"nook/1 board-request"), dh.as_bytes(), &info);
     v.hex("board.request.key", *key);
-    let aad = [b"nook/1 board-request".as_slice(), &LISTING_ID.0, &REQUEST_ID.0].concat();
+    let aad = [
+        b"nook/1 board-request".as_slice(),
+        &LISTING_ID.0,
+        &REQUEST_ID.0,
+    ]
+    .concat();
     let padded = pad(&encode_value(&request).expect("encodes"), 32 + 16).expect("pads");
     let reference = ChaCha20Poly1305::new(&Key::from(*key))
-                .encrypt(&Nonce::default(), Payload { msg: &padded, aad: &aad })
+        .encrypt(
+            &Nonce::default(),
+            Payload {
+                msg: &padded,
+                aad: &aad,
+            },
+        )
         .expect("seals");
     assert_eq!(&sealed_req[..32], &e_pub);
     assert_eq!(&sealed_req[32..], &reference[..]);
@@ -822,8 +847,8 @@ fn boards(v: &mut Vectors, fingerprint: &Fingerprint) {
         invite: "nook://relay.example:4433/example-invite".into(),
     };
     v.hex("board.input.answer_ephemeral", ANSWER_EPHEMERAL);
-    let sealed_answer = seal_answer_with(&ANSWER_EPHEMERAL, &reply.public(), &REQUEST_ID, &answer)
-        .expect("seals");
+    let sealed_answer =
+        seal_answer_with(&ANSWER_EPHEMERAL, &reply.public(), &REQUEST_ID, &answer).expect("seals");
     let e = StaticSecret::from(ANSWER_EPHEMERAL);
     let e_pub = XPublic::from(&e).to_bytes();
     let dh = e.diffie_hellman(&XPublic::from(reply.public()));
@@ -835,8 +860,13 @@ fn boards(v: &mut Vectors, fingerprint: &Fingerprint) {
         open_answer(&reply, &REQUEST_ID, &sealed_answer).expect("opens"),
         answer
     );
-    let decline = seal_answer_with(&ANSWER_EPHEMERAL, &reply.public(), &REQUEST_ID, &Answer::Decline)
-        .expect("seals");
+    let decline = seal_answer_with(
+        &ANSWER_EPHEMERAL,
+        &reply.public(),
+        &REQUEST_ID,
+        &Answer::Decline,
+    )
+    .expect("seals");
     assert_eq!(decline.len(), sealed_answer.len());
     v.hex("board.decline.sealed", &decline);
 
@@ -884,8 +914,18 @@ fn boards(v: &mut Vectors, fingerprint: &Fingerprint) {
                 body: PLACEHOLDER.to_vec(),
             },
         ),
-        ("ask_state", Request::AskState { request: REQUEST_ID }),
-        ("withdraw", Request::Withdraw { request: REQUEST_ID }),
+        (
+            "ask_state",
+            Request::AskState {
+                request: REQUEST_ID,
+            },
+        ),
+        (
+            "withdraw",
+            Request::Withdraw {
+                request: REQUEST_ID,
+            },
+        ),
     ];
     for (name, request) in requests {
         v.hex(

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use bincode::{Decode, Encode};
 use nook_proto::codec::{decode_body, encode_value};
 use nook_proto::limits::{
-    MAX_ANSWER, MAX_BROWSE_LISTINGS, MAX_LISTING, MAX_LISTINGS_PER_MAILBOX,
-    MAX_REQUESTS_ANSWERED, MAX_SEAT_REQUEST, PADDING_BUCKETS,
+    MAX_ANSWER, MAX_BROWSE_LISTINGS, MAX_LISTING, MAX_LISTINGS_PER_MAILBOX, MAX_REQUESTS_ANSWERED,
+    MAX_SEAT_REQUEST, PADDING_BUCKETS,
 };
 use nook_proto::talk::Lifecycle;
 use nook_proto::{
@@ -86,8 +86,7 @@ impl Boards {
                     .get(1..)
                     .and_then(|k| <[u8; 16]>::try_from(k).ok())
                     .ok_or_else(|| corrupt("listing"))?;
-                let record: ListingRecord =
-                    decode_body(&value).map_err(|_| corrupt("listing"))?;
+                let record: ListingRecord = decode_body(&value).map_err(|_| corrupt("listing"))?;
                 boards.insert_listing(*mailbox, ListingId(id), record);
             }
             for entry in ns.scan_prefix(&[K_REQUEST]) {
@@ -96,8 +95,7 @@ impl Boards {
                     .get(1..)
                     .and_then(|k| <[u8; 16]>::try_from(k).ok())
                     .ok_or_else(|| corrupt("request"))?;
-                let record: RequestRecord =
-                    decode_body(&value).map_err(|_| corrupt("request"))?;
+                let record: RequestRecord = decode_body(&value).map_err(|_| corrupt("request"))?;
                 if let Some(l) = boards.listings.get_mut(&record.listing) {
                     l.requests.insert(RequestId(id));
                     boards.requests.insert(
@@ -264,12 +262,12 @@ impl Engine {
         let now = self.now();
         let arc = self.owner_mailbox(&req.mailbox, member)?;
         let mb = lock(&arc);
-        let until = req
-            .until
-            .unwrap_or(u64::MAX)
-            .min(mb.talk.expires_at());
+        let until = req.until.unwrap_or(u64::MAX).min(mb.talk.expires_at());
         if until <= now {
-            return Err(err(ErrorCode::BadRequest, "the listing's end is already past"));
+            return Err(err(
+                ErrorCode::BadRequest,
+                "the listing's end is already past",
+            ));
         }
         if !live(&mb, until, req.keep_open, now) {
             return Err(err(
@@ -331,8 +329,15 @@ impl Engine {
         let arc = self.owner_mailbox(mailbox, member)?;
         let mb = lock(&arc);
         let mut boards = lock(&self.boards);
-        if boards.listings.get(listing).is_none_or(|l| l.mailbox != *mailbox) {
-            return Err(err(ErrorCode::UnknownListing, "no such listing of this talk"));
+        if boards
+            .listings
+            .get(listing)
+            .is_none_or(|l| l.mailbox != *mailbox)
+        {
+            return Err(err(
+                ErrorCode::UnknownListing,
+                "no such listing of this talk",
+            ));
         }
         for key in boards.remove_listing(listing) {
             mb.ns.remove(&key).map_err(storage_err)?;
@@ -409,7 +414,12 @@ impl Engine {
                 "a seat request must be one padding bucket of at most 1024 bytes",
             ));
         }
-        let unknown = || err(ErrorCode::UnknownListing, "no such listing, or it has no seat to offer");
+        let unknown = || {
+            err(
+                ErrorCode::UnknownListing,
+                "no such listing, or it has no seat to offer",
+            )
+        };
         let mailbox = lock(&self.boards)
             .listings
             .get(&req.listing)
@@ -509,7 +519,11 @@ impl Engine {
         let arc = self.owner_mailbox(mailbox, member)?;
         let mb = lock(&arc);
         let mut boards = lock(&self.boards);
-        let Some(r) = boards.requests.get_mut(request).filter(|r| r.mailbox == *mailbox) else {
+        let Some(r) = boards
+            .requests
+            .get_mut(request)
+            .filter(|r| r.mailbox == *mailbox)
+        else {
             return Err(err(
                 ErrorCode::UnknownRequest,
                 "no such request on this talk's listings",
@@ -518,13 +532,18 @@ impl Engine {
         match &r.record.answer {
             Some(a) if *a == body => {}
             Some(_) => {
-                return Err(err(ErrorCode::NotAllowed, "this request was already answered"));
+                return Err(err(
+                    ErrorCode::NotAllowed,
+                    "this request was already answered",
+                ));
             }
             None => {
                 r.record.answer = Some(body);
                 let bytes = encode_value(&r.record)
                     .map_err(|_| err(ErrorCode::Internal, "cannot encode the request"))?;
-                mb.ns.put(&request_key(request), &bytes).map_err(storage_err)?;
+                mb.ns
+                    .put(&request_key(request), &bytes)
+                    .map_err(storage_err)?;
             }
         }
         drop(boards);
@@ -544,7 +563,12 @@ impl Engine {
     }
 
     /// `Withdraw`: the seeker drops its request.
-    pub fn withdraw(&self, outbox: &Outbox, id: u64, request: &RequestId) -> Result<(), ErrorFrame> {
+    pub fn withdraw(
+        &self,
+        outbox: &Outbox,
+        id: u64,
+        request: &RequestId,
+    ) -> Result<(), ErrorFrame> {
         let mailbox = lock(&self.boards)
             .requests
             .get(request)

@@ -5,7 +5,7 @@
 //! every hint and every exit code is decided here, in one table.
 
 use nook_client::store::StoreError;
-use nook_client::{ClientError, ConnectError};
+use nook_client::{BoardError, ClientError, ConnectError};
 
 /// Why a `nook` command failed, as scripts see it: the `kind` of a `--json` error
 /// (stable: scripts match on it) and the exit code, which groups kinds.
@@ -69,12 +69,18 @@ pub enum Kind {
     ReceiptInvalid,
     /// 8: `nook wait` gave up: what it waited for did not happen in time.
     Timeout,
+    /// 5: the board listing is gone (withdrawn, full, open, closed, expired) or never was.
+    ListingUnknown,
+    /// 5: no such seat request (answered and taken, withdrawn, or its listing ended).
+    RequestUnknown,
+    /// 5: the board, the listing's requests, or the talk's seats are at their limit.
+    BoardFull,
 }
 
 impl Kind {
     /// Every kind, in exit-code order.
     #[cfg(test)]
-    pub const ALL: [Kind; 26] = [
+    pub const ALL: [Kind; 29] = [
         Kind::Internal,
         Kind::Usage,
         Kind::TalkUnknown,
@@ -101,6 +107,9 @@ impl Kind {
         Kind::RelayKeyMismatch,
         Kind::ReceiptInvalid,
         Kind::Timeout,
+        Kind::ListingUnknown,
+        Kind::RequestUnknown,
+        Kind::BoardFull,
     ];
 
     /// The process exit code.
@@ -123,7 +132,10 @@ impl Kind {
             | Kind::RelayRetiring
             | Kind::RelayStorageFull
             | Kind::RelayRefused
-            | Kind::BadInput => 5,
+            | Kind::BadInput
+            | Kind::ListingUnknown
+            | Kind::RequestUnknown
+            | Kind::BoardFull => 5,
             Kind::TalkClosed | Kind::TalkGone => 6,
             Kind::RelayKeyMismatch | Kind::ReceiptInvalid => 7,
             Kind::Timeout => 8,
@@ -159,6 +171,9 @@ impl Kind {
             Kind::RelayKeyMismatch => "relay_key_mismatch",
             Kind::ReceiptInvalid => "receipt_invalid",
             Kind::Timeout => "timeout",
+            Kind::ListingUnknown => "listing_unknown",
+            Kind::RequestUnknown => "request_unknown",
+            Kind::BoardFull => "board_full",
         }
     }
 }
@@ -174,7 +189,8 @@ pub const EXIT_CODES: &str = "EXIT CODES (and the \"kind\" of a --json error):
      connection_lost, relay_version
   5  refused: talk_not_open, invite_used, invite_malformed, own_invite,
      address_malformed, not_owner, not_allowed, mailbox_full, rate_limited,
-     create_refused, relay_retiring, relay_storage_full, relay_refused, bad_input
+     create_refused, relay_retiring, relay_storage_full, relay_refused, bad_input,
+     listing_unknown, request_unknown, board_full
   6  the talk was closed, expired or left (local data deleted): talk_closed, talk_gone
   7  security: relay_key_mismatch, receipt_invalid
   8  `nook wait` timed out: timeout";
@@ -244,6 +260,15 @@ impl CliError {
                 Some("`nook list` shows the full talk ids")
             }
             ClientError::Pending { .. } => Some("`nook read TALK --wait-open` waits for it"),
+            ClientError::Board(BoardError::UnknownRequest(_))
+            | ClientError::Refused {
+                code: nook_proto::ErrorCode::UnknownRequest,
+                ..
+            } => Some("`nook requests TALK` shows the waiting requests"),
+            ClientError::Refused {
+                code: nook_proto::ErrorCode::UnknownListing,
+                ..
+            } => Some("`nook browse --relay ADDR --board PHRASE` shows the live listings"),
             ClientError::Lost { .. } => Some("run the command again"),
             ClientError::Refused {
                 code: nook_proto::ErrorCode::CreateRefused,
@@ -357,8 +382,27 @@ pub fn client_kind(e: &ClientError) -> Kind {
             code: ErrorCode::StorageFull,
             ..
         } => Kind::RelayStorageFull,
+        ClientError::Refused {
+            code: ErrorCode::UnknownListing,
+            ..
+        } => Kind::ListingUnknown,
+        ClientError::Refused {
+            code: ErrorCode::UnknownRequest,
+            ..
+        } => Kind::RequestUnknown,
+        ClientError::Refused {
+            code: ErrorCode::BoardFull | ErrorCode::TooManyRequests,
+            ..
+        } => Kind::BoardFull,
         ClientError::Refused { .. } => Kind::RelayRefused,
         ClientError::Member(_) => Kind::BadInput,
+        ClientError::Board(b) => match b {
+            BoardError::NotOwner => Kind::NotOwner,
+            BoardError::UnknownRequest(_) | BoardError::AmbiguousRequest(_) => Kind::RequestUnknown,
+            BoardError::NoFreeSeat => Kind::BoardFull,
+            BoardError::NotPosted => Kind::ListingUnknown,
+            _ => Kind::BadInput,
+        },
         ClientError::Closed { .. } => Kind::TalkClosed,
         ClientError::TalkGone => Kind::TalkGone,
         // Storage, protocol, and whatever a newer library adds: internal.

@@ -13,6 +13,7 @@ use nook_client::{Client, ClientError, Event, TalkOptions, Until, Update};
 use nook_proto::ClosePolicy;
 use nook_proto::limits::MAX_SEATS;
 
+mod boards;
 mod chat;
 mod config;
 mod duration;
@@ -223,6 +224,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Boards: post, unpost, browse, ask, asks, requests, admit, decline.
+    #[command(flatten)]
+    Board(boards::BoardCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -632,6 +636,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             }
             return chat::run(client.clone(), &talk).await;
         }
+        Command::Board(cmd) => return boards::run(client, cmd, &out).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -701,6 +706,7 @@ async fn read(
             }
             Update::Link(link) => out.link(&link, until),
             Update::Status(_) => {}
+            Update::SeatRequested => out.seat_requested(talk),
         }
         true
     });

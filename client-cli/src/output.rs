@@ -197,6 +197,18 @@ impl Output {
         }
     }
 
+    /// Someone asked for a seat on one of the talk's board listings (owner).
+    pub fn seat_requested(&self, talk: &str) {
+        if self.json {
+            println!(
+                "{}",
+                json!({"type": "seat_request", "talk": talk, "at_ms": nook_client::now_ms()})
+            );
+        } else {
+            println!("* someone asks for a seat: `nook requests {talk}` shows the requests");
+        }
+    }
+
     pub fn entry(&self, e: &HistoryEntry) {
         if self.json {
             println!("{}", entry_json(e));

@@ -891,7 +891,8 @@ async fn subscribe(client: &Client, peer: &Arc<Peer>, talk: &str) -> Result<Valu
                     "link",
                     json!({"talk": talk, "link": output::link_json(&link, Until::Closed)}),
                 ),
-                Update::Status(_) => return true,
+                // Board requests are fetched with `requests`; not a notification yet.
+                Update::Status(_) | Update::SeatRequested => return true,
             };
             // A client that does not read its notifications loses the subscription
             // rather than this process buffering them without bound.

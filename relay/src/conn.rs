@@ -186,6 +186,8 @@ struct ConnState {
     authed: HashMap<MailboxId, MemberKey>,
     subscribed: Vec<MailboxId>,
     bucket: TokenBucket,
+    /// `Ask`s this connection may still send (spec §17.3).
+    asks: crate::engine::AskBudget,
 }
 
 struct TokenBucket {
@@ -244,6 +246,7 @@ pub async fn serve(
         authed: HashMap::new(),
         subscribed: Vec::new(),
         bucket: TokenBucket::new(engine.limits().requests_per_second),
+        asks: crate::engine::AskBudget::new(engine.limits().asks_per_minute),
     };
     let mut decoder = FrameDecoder::new();
     let mut partial = PartialCharge {
@@ -523,6 +526,53 @@ fn handle(
             }
         }
         Request::Ping { nonce } => now_reply(Ok(Response::Pong { nonce })),
+        // Boards (spec §17): answered once durable, or now with the error.
+        Request::Post(p) => {
+            if let Err(e) = member_of(s, &p.mailbox).and_then(|m| engine.post(outbox, id, &m, p)) {
+                now_reply(Err(e));
+            }
+        }
+        Request::Unpost { mailbox, listing } => {
+            if let Err(e) = member_of(s, &mailbox)
+                .and_then(|m| engine.unpost(outbox, id, &m, &mailbox, &listing))
+            {
+                now_reply(Err(e));
+            }
+        }
+        Request::Browse { board, after } => now_reply(Ok(engine.browse(&board, after))),
+        Request::Ask(a) => {
+            let r = if s.asks.take() {
+                engine.ask(outbox, id, a)
+            } else {
+                Err(ErrorFrame::new(
+                    ErrorCode::RateLimited,
+                    "too many seat requests from this connection; wait a minute",
+                ))
+            };
+            if let Err(e) = r {
+                now_reply(Err(e));
+            }
+        }
+        Request::Requests { mailbox } => {
+            now_reply(member_of(s, &mailbox).and_then(|m| engine.requests(&m, &mailbox)));
+        }
+        Request::Answer {
+            mailbox,
+            request,
+            body,
+        } => {
+            if let Err(e) = member_of(s, &mailbox)
+                .and_then(|m| engine.answer(outbox, id, &m, &mailbox, &request, body))
+            {
+                now_reply(Err(e));
+            }
+        }
+        Request::AskState { request } => now_reply(engine.ask_state(&request)),
+        Request::Withdraw { request } => {
+            if let Err(e) = engine.withdraw(outbox, id, &request) {
+                now_reply(Err(e));
+            }
+        }
     }
     Ok(())
 }
@@ -542,6 +592,14 @@ fn kind_of(request: &Request) -> &'static str {
         Request::Close(_) => "close",
         Request::Ping { .. } => "ping",
         Request::CreateWithToken { .. } => "create",
+        Request::Post(_) => "post",
+        Request::Unpost { .. } => "unpost",
+        Request::Browse { .. } => "browse",
+        Request::Ask(_) => "ask",
+        Request::Requests { .. } => "requests",
+        Request::Answer { .. } => "answer",
+        Request::AskState { .. } => "ask_state",
+        Request::Withdraw { .. } => "withdraw",
     }
 }
 

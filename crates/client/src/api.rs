@@ -155,14 +155,14 @@ impl Client {
         self.dialer.set_limit(limit);
     }
 
-    async fn session(&self, talk: &str) -> Result<TalkSession, ClientError> {
+    pub(crate) async fn session(&self, talk: &str) -> Result<TalkSession, ClientError> {
         TalkSession::find(self.leases.take().await?, talk)
     }
 
     /// The talk `talk`, connected and authenticated. The store is not held while
     /// the relay is dialled, so a slow or dead relay never blocks another command
     /// on this home; the state is loaded afresh once the answer is in.
-    async fn connected(&self, talk: &str) -> Result<(TalkSession, Authed), ClientError> {
+    pub(crate) async fn connected(&self, talk: &str) -> Result<(TalkSession, Authed), ClientError> {
         let (talk_id, target) = {
             let session = self.session(talk).await?;
             (session.talk_id(), session.target()?)
@@ -589,7 +589,7 @@ fn arrival(status: TalkStatus) -> Handled {
     }
 }
 
-fn fresh_alias_in(store: &Store) -> Result<String, ClientError> {
+pub(crate) fn fresh_alias_in(store: &Store) -> Result<String, ClientError> {
     let used: Vec<String> = store.talks()?.iter().map(|t| t.alias.clone()).collect();
     let mut alias = crate::alias::random_alias();
     for _ in 0..64 {

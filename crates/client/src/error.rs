@@ -66,6 +66,9 @@ pub enum ClientError {
     /// A member-side check failed (welcome, alias, message size, crypto).
     #[error(transparent)]
     Member(#[from] MemberError),
+    /// A board command's own check failed (spec §17).
+    #[error(transparent)]
+    Board(#[from] crate::board::BoardError),
 }
 
 impl From<RequestError> for ClientError {

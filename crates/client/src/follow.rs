@@ -49,6 +49,9 @@ pub enum Update {
     Entry(HistoryEntry),
     Status(TalkStatus),
     Link(Link),
+    /// A seat request arrived on one of the talk's board listings (owner only; see
+    /// them with [`crate::Client::requests`]).
+    SeatRequested,
 }
 
 /// Pushes handled under one store lease, at most.
@@ -301,6 +304,9 @@ impl Follower {
                     if let Some(event) = session.note_retiring(at)? {
                         session.note(vec![event])?;
                     }
+                }
+                Push::SeatRequested { .. } => {
+                    sink(Update::SeatRequested);
                 }
             }
         }

@@ -25,6 +25,7 @@
 
 pub mod alias;
 pub mod api;
+pub mod board;
 pub mod dial;
 pub mod error;
 pub mod follow;
@@ -39,6 +40,7 @@ pub mod transport;
 mod testkit;
 
 pub use api::{Client, CreatedTalk, History, JoinedTalk, Member, Sent, TalkSummary, create_token};
+pub use board::{AskPhase, AskStatus, BoardError, FoundListing, Posted, Requests};
 pub use error::ClientError;
 pub use follow::{Link, Until, Update};
 pub use member::{Event, TalkOptions};

@@ -227,6 +227,8 @@ async fn drain(mut pushes: mpsc::Receiver<Push>, news: Arc<Mutex<News>>) {
             Push::Closed { .. } | Push::Expired { .. } => n.gone = true,
             // A follower records the retirement in the history; sending goes on.
             Push::Retiring { .. } => {}
+            // For the owner's follower (`nook requests`); nothing to send.
+            Push::SeatRequested { .. } => {}
         }
     }
     lock(&news).gone = true;

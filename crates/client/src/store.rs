@@ -15,6 +15,10 @@
 //! | `r`          | history index shown so far by `read --new` (u64 LE) |
 //! | `t`          | when the talk's relay retires, as last noted (u64 LE; absent: not retiring) |
 //! | `h` ‖ index  | one [`HistoryEntry`] (index u64 BE) |
+//! | `b`          | the owner's board listings and answers (`crate::board`) |
+//!
+//! A seeker's pending asks (`crate::board`) live in the namespace `asks`, keyed by the
+//! vault's keyed hash of the request id; the namespace is destroyed with the last one.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -32,6 +36,8 @@ const K_SHOWN: &[u8] = b"r";
 const K_RETIRING: &[u8] = b"t";
 const TALK_PREFIX: &[u8] = b"talk/";
 const PENDING_JOINS: &[u8] = b"pending-joins";
+const K_BOARD: &[u8] = b"b";
+const ASKS: &[u8] = b"asks";
 
 /// A join prepared but not yet answered by the relay.
 #[derive(Encode, Decode, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
@@ -360,6 +366,54 @@ impl Store {
     pub fn remove_pending_join(&self, token_hash: &[u8; 32]) -> Result<(), StoreError> {
         if let Some(ns) = self.vault.namespace(PENDING_JOINS)? {
             ns.remove(&self.vault.index_hash(token_hash))?;
+        }
+        Ok(())
+    }
+
+    /// The owner's board record of a talk (`crate::board`), if it has one.
+    pub fn board(&self, talk_id: &[u8; 8]) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        match self.vault.namespace(&ns_id(talk_id))? {
+            Some(ns) => Ok(ns.get(K_BOARD)?.map(Zeroizing::new)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn set_board(&self, talk_id: &[u8; 8], bytes: &[u8]) -> Result<(), StoreError> {
+        let ns = self
+            .vault
+            .namespace(&ns_id(talk_id))?
+            .ok_or_else(|| StoreError::NotFound(talk_id_text(talk_id)))?;
+        Ok(ns.put(K_BOARD, bytes)?)
+    }
+
+    /// Every pending ask of this home, encoded (`crate::board`).
+    pub fn asks(&self) -> Result<Vec<Zeroizing<Vec<u8>>>, StoreError> {
+        let Some(ns) = self.vault.namespace(ASKS)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in ns.scan_prefix(&[]) {
+            out.push(Zeroizing::new(entry?.1));
+        }
+        Ok(out)
+    }
+
+    pub fn save_ask(&self, request: &[u8; 16], bytes: &[u8]) -> Result<(), StoreError> {
+        let ns = match self.vault.namespace(ASKS)? {
+            Some(ns) => ns,
+            None => self.vault.create_namespace(ASKS)?,
+        };
+        Ok(ns.put(&self.vault.index_hash(request), bytes)?)
+    }
+
+    /// Forgets an ask; with the last one the namespace's key is effaced, so nothing of
+    /// any ask stays readable on disk.
+    pub fn remove_ask(&self, request: &[u8; 16]) -> Result<(), StoreError> {
+        if let Some(ns) = self.vault.namespace(ASKS)? {
+            ns.remove(&self.vault.index_hash(request))?;
+            if ns.is_empty() {
+                self.vault.destroy_namespace(ASKS)?;
+            }
         }
         Ok(())
     }

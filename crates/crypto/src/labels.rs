@@ -43,3 +43,15 @@ pub const WELCOME_AAD: &[u8] = b"nook/1 aad-welcome";
 /// SHA-256 prefix: the check an invite carries after its seat secret, so that a typo
 /// is caught before the relay is asked.
 pub const INVITE_CHECK: &[u8] = b"nook/1 invite-check";
+/// SHA-256 prefix: the Argon2id salt of a relay's boards, over its fingerprint.
+pub const BOARD_SALT: &[u8] = b"nook/1 board-salt";
+/// HKDF info: the board id from the board seed.
+pub const BOARD_ID: &[u8] = b"nook/1 board-id";
+/// HKDF info: the board key from the board seed.
+pub const BOARD_KEY: &[u8] = b"nook/1 board-key";
+/// AEAD associated-data prefix of listings.
+pub const BOARD_LISTING: &[u8] = b"nook/1 board-listing";
+/// HKDF salt and AEAD associated-data prefix of seat requests.
+pub const BOARD_REQUEST: &[u8] = b"nook/1 board-request";
+/// HKDF salt and AEAD associated-data prefix of answers to seat requests.
+pub const BOARD_ANSWER: &[u8] = b"nook/1 board-answer";

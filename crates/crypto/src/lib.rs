@@ -21,12 +21,14 @@
 //! - [`auth`]: relay-auth transcripts, the relay identity and deletion receipts.
 //! - [`rotation`]: a relay's key rotation statements, and how a client follows them.
 //! - [`name`]: the talk's name, derived from the talk key.
+//! - [`board`]: boards: phrases, listings, seat requests and their answers.
 //! - [`padding`]: size buckets.
 //! - [`labels`]: every domain-separation label.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod board;
 pub mod chain;
 pub mod cipher;
 pub mod identity;

@@ -23,6 +23,10 @@ use nook_crypto::auth::{
     AuthOp, PortableReceipt, RelayIdentity, params_digest, receipt_transcript,
     relay_auth_transcript, sign_relay_auth, verify_receipt, verify_relay_auth,
 };
+use nook_crypto::board::{
+    Answer, Board, BoxKey, Listing, SeatRequest, argon2id, board_salt, normalize_phrase,
+    open_answer, open_request, seal_answer_with, seal_request_with,
+};
 use nook_crypto::chain::{ChainState, ReceivingChain, SendingChain, step};
 use nook_crypto::identity::verify;
 use nook_crypto::kdf::{hkdf32, sha256};
@@ -37,6 +41,7 @@ use nook_crypto::seal::{
 };
 use nook_crypto::{EnvelopeKey, Fingerprint, Invite, Purpose, RelayAddr, SeatSecret, TalkIdentity};
 use nook_proto::codec::{HEADER_LEN, decode_body, encode_frame, encode_value};
+use nook_proto::{Ask, ListingId, ListingView, PendingRequest, Post, RequestId};
 use nook_proto::{
     Auth, ClientFrame, Close, ClosePolicy, Create, CreateToken, Envelope, EnvelopeKind, ErrorCode,
     ErrorDetail, ErrorFrame, HelloOk, Join, MailboxId, Outcome, Push, Put, Receipt, Request,
@@ -717,8 +722,276 @@ fn compute() -> Vectors {
         rotation,
     };
     frames.add(&mut v);
+    boards(&mut v, &fingerprint);
 
     v
+}
+
+// ---- boards (§17) ----------------------------------------------------------------------
+
+const PHRASE: &str = "  Procurement   BERLIN ";
+const LISTING_ID: ListingId = ListingId([0x4c; 16]);
+const REQUEST_ID: RequestId = RequestId([0x51; 16]);
+const LISTING_SECRET: [u8; 32] = [0x6c; 32];
+const REPLY_SECRET: [u8; 32] = [0x72; 32];
+const ANSWER_EPHEMERAL: [u8; 32] = [0x61; 32];
+
+fn boards(v: &mut Vectors, fingerprint: &Fingerprint) {
+    v.group("boards");
+    v.text("board.input.phrase", format!("{PHRASE:?}"));
+    let normalized = normalize_phrase(PHRASE).expect("a phrase");
+    v.text("board.phrase", normalized.as_str());
+    let salt = board_salt(fingerprint);
+    assert_eq!(salt, sha256(&[b"nook/1 board-salt", &fingerprint.0]));
+    v.hex("board.salt", salt);
+    // The real parameters: 64 MiB, 3 passes, 1 lane, Argon2id v1.3, 32 bytes out.
+    let seed = argon2id(normalized.as_bytes(), &salt);
+    v.hex("board.seed", *seed);
+    let board = Board::derive(PHRASE, fingerprint).expect("a phrase");
+    assert_eq!(board.id.0, *hkdf32(None, &*seed, b"nook/1 board-id"));
+    v.hex("board.id", board.id.0);
+    let board_key = hkdf32(None, &*seed, b"nook/1 board-key");
+    v.hex("board.key", *board_key);
+
+    let listing_key = BoxKey::from_bytes(LISTING_SECRET);
+    let listing = Listing {
+        title: "Tender review".into(),
+        about: "Two seats for people who read tenders.".into(),
+        tags: vec!["berlin".into(), "procurement".into()],
+        owner_key: listing_key.public(),
+    };
+    v.hex("board.input.listing_id", LISTING_ID.0);
+    v.hex("board.input.listing_secret", LISTING_SECRET);
+    v.hex("board.listing.owner_key", listing.owner_key);
+    v.hex(
+        "board.listing.plain",
+        encode_value(&listing).expect("encodes"),
+    );
+    let sealed = board
+        .seal_listing_with(&ENVELOPE_NONCE, &LISTING_ID, &listing)
+        .expect("seals");
+    // The prose: XChaCha20-Poly1305 under the board key, AAD label ‖ board ‖ listing.
+    let aad = [
+        b"nook/1 board-listing".as_slice(),
+        &board.id.0,
+        &LISTING_ID.0,
+    ]
+    .concat();
+    let padded = pad(&encode_value(&listing).expect("encodes"), 24 + 16).expect("pads");
+    let reference = XChaCha20Poly1305::new(&Key::from(*board_key))
+        .encrypt(
+            &XNonce::from(ENVELOPE_NONCE),
+            Payload {
+                msg: &padded,
+                aad: &aad,
+            },
+        )
+        .expect("seals");
+    assert_eq!(&sealed[24..], &reference[..]);
+    v.hex("board.listing.sealed", &sealed);
+    assert_eq!(
+        board.open_listing(&LISTING_ID, &sealed).expect("opens"),
+        listing
+    );
+
+    let reply = BoxKey::from_bytes(REPLY_SECRET);
+    let request = SeatRequest {
+        reply_key: reply.public(),
+        alias: "kim".into(),
+        note: "I review tenders weekly".into(),
+    };
+    v.hex("board.input.request_id", REQUEST_ID.0);
+    v.hex("board.input.reply_secret", REPLY_SECRET);
+    v.hex("board.request.reply_key", reply.public());
+    let sealed_req = seal_request_with(
+        &EPHEMERAL,
+        &listing.owner_key,
+        &LISTING_ID,
+        &REQUEST_ID,
+        &request,
+    )
+    .expect("seals");
+    // The prose: HKDF(salt label, DH(e, L), E ‖ L ‖ listing id), ChaCha20-Poly1305,
+    // zero nonce, AAD label ‖ listing id ‖ request id.
+    let e = StaticSecret::from(EPHEMERAL);
+    let e_pub = XPublic::from(&e).to_bytes();
+    let dh = e.diffie_hellman(&XPublic::from(listing.owner_key));
+    let info = [e_pub.as_slice(), &listing.owner_key, &LISTING_ID.0].concat();
+    let key = hkdf32(Some(b"nook/1 board-request"), dh.as_bytes(), &info);
+    v.hex("board.request.key", *key);
+    let aad = [
+        b"nook/1 board-request".as_slice(),
+        &LISTING_ID.0,
+        &REQUEST_ID.0,
+    ]
+    .concat();
+    let padded = pad(&encode_value(&request).expect("encodes"), 32 + 16).expect("pads");
+    let reference = ChaCha20Poly1305::new(&Key::from(*key))
+        .encrypt(
+            &Nonce::default(),
+            Payload {
+                msg: &padded,
+                aad: &aad,
+            },
+        )
+        .expect("seals");
+    assert_eq!(&sealed_req[..32], &e_pub);
+    assert_eq!(&sealed_req[32..], &reference[..]);
+    v.hex("board.request.sealed", &sealed_req);
+    assert_eq!(
+        open_request(&listing_key, &LISTING_ID, &REQUEST_ID, &sealed_req).expect("opens"),
+        request
+    );
+
+    let answer = Answer::Admit {
+        invite: "nook://relay.example:4433/example-invite".into(),
+    };
+    v.hex("board.input.answer_ephemeral", ANSWER_EPHEMERAL);
+    let sealed_answer =
+        seal_answer_with(&ANSWER_EPHEMERAL, &reply.public(), &REQUEST_ID, &answer).expect("seals");
+    let e = StaticSecret::from(ANSWER_EPHEMERAL);
+    let e_pub = XPublic::from(&e).to_bytes();
+    let dh = e.diffie_hellman(&XPublic::from(reply.public()));
+    let info = [e_pub.as_slice(), &reply.public(), &REQUEST_ID.0].concat();
+    let key = hkdf32(Some(b"nook/1 board-answer"), dh.as_bytes(), &info);
+    v.hex("board.answer.key", *key);
+    v.hex("board.answer.sealed", &sealed_answer);
+    assert_eq!(
+        open_answer(&reply, &REQUEST_ID, &sealed_answer).expect("opens"),
+        answer
+    );
+    let decline = seal_answer_with(
+        &ANSWER_EPHEMERAL,
+        &reply.public(),
+        &REQUEST_ID,
+        &Answer::Decline,
+    )
+    .expect("seals");
+    assert_eq!(decline.len(), sealed_answer.len());
+    v.hex("board.decline.sealed", &decline);
+
+    v.group("frames: boards");
+    let requests = [
+        (
+            "post",
+            Request::Post(Post {
+                mailbox: MAILBOX,
+                board: board.id,
+                listing: LISTING_ID,
+                body: PLACEHOLDER.to_vec(),
+                until: Some(EXPIRES_AT),
+                keep_open: false,
+            }),
+        ),
+        (
+            "unpost",
+            Request::Unpost {
+                mailbox: MAILBOX,
+                listing: LISTING_ID,
+            },
+        ),
+        (
+            "browse",
+            Request::Browse {
+                board: board.id,
+                after: Some(LISTING_ID),
+            },
+        ),
+        (
+            "ask",
+            Request::Ask(Ask {
+                listing: LISTING_ID,
+                request: REQUEST_ID,
+                body: PLACEHOLDER.to_vec(),
+            }),
+        ),
+        ("requests", Request::Requests { mailbox: MAILBOX }),
+        (
+            "answer",
+            Request::Answer {
+                mailbox: MAILBOX,
+                request: REQUEST_ID,
+                body: PLACEHOLDER.to_vec(),
+            },
+        ),
+        (
+            "ask_state",
+            Request::AskState {
+                request: REQUEST_ID,
+            },
+        ),
+        (
+            "withdraw",
+            Request::Withdraw {
+                request: REQUEST_ID,
+            },
+        ),
+    ];
+    for (name, request) in requests {
+        v.hex(
+            &format!("frame.request.{name}"),
+            client_frame(&ClientFrame { id: 7, request }),
+        );
+    }
+    let responses = [
+        ("posted", Response::Posted),
+        ("unposted", Response::Unposted),
+        (
+            "listings",
+            Response::Listings {
+                items: vec![ListingView {
+                    listing: LISTING_ID,
+                    body: PLACEHOLDER.to_vec(),
+                    members: 1,
+                    seats: 3,
+                    quorum: 2,
+                    open: false,
+                    closes_at: EXPIRES_AT,
+                }],
+                more: false,
+            },
+        ),
+        ("asked", Response::Asked),
+        (
+            "requests",
+            Response::Requests {
+                items: vec![PendingRequest {
+                    listing: LISTING_ID,
+                    request: REQUEST_ID,
+                    body: PLACEHOLDER.to_vec(),
+                    asked_at: NOW,
+                }],
+            },
+        ),
+        ("answered", Response::Answered),
+        (
+            "ask_state",
+            Response::AskState {
+                answer: Some(PLACEHOLDER.to_vec()),
+            },
+        ),
+        ("withdrawn", Response::Withdrawn),
+    ];
+    for (name, response) in responses {
+        v.hex(
+            &format!("frame.response.{name}"),
+            server_frame(&ServerFrame::Response {
+                id: 7,
+                result: Outcome::Ok(response),
+            }),
+        );
+    }
+    v.hex(
+        "frame.push.seat_requested",
+        server_frame(&ServerFrame::Push(Push::SeatRequested { mailbox: MAILBOX })),
+    );
+    v.hex(
+        "frame.error.board_full",
+        server_frame(&ServerFrame::Response {
+            id: 7,
+            result: Outcome::Err(ErrorFrame::new(ErrorCode::BoardFull, "")),
+        }),
+    );
 }
 
 /// The creation token of the vectors (spec §6.3), as its operator wrote it.

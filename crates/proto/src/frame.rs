@@ -10,7 +10,10 @@
 
 use bincode::{Decode, Encode};
 
-use crate::ids::{CreateToken, MailboxId, MemberKey, RelayKey, Seq, Signature, TokenHash};
+use crate::ids::{
+    BoardId, CreateToken, ListingId, MailboxId, MemberKey, RelayKey, RequestId, Seq, Signature,
+    TokenHash,
+};
 
 /// A request from client to relay. `id` is chosen by the client and echoed in the
 /// response; the relay does not interpret it.
@@ -60,6 +63,60 @@ pub enum Request {
     /// operator lets only holders of it create talks (spec §6.3). A relay that asks
     /// for no token handles it exactly as `Create`.
     CreateWithToken { create: Create, token: CreateToken },
+    /// Publish a listing of an authenticated mailbox on a board (owner only, spec
+    /// §17.3). Posting the same listing id again replaces its body.
+    Post(Post),
+    /// Withdraw a listing (owner only); its requests go with it.
+    Unpost {
+        mailbox: MailboxId,
+        listing: ListingId,
+    },
+    /// The live listings of a board, by listing id, from after `after`. A board nobody
+    /// posted on answers an empty page, exactly like a wrong phrase. No auth.
+    Browse {
+        board: BoardId,
+        after: Option<ListingId>,
+    },
+    /// Ask for a seat on a listing. No auth: the request is sealed to the owner.
+    Ask(Ask),
+    /// The requests waiting on the mailbox's listings (owner only).
+    Requests { mailbox: MailboxId },
+    /// The owner's sealed answer to a request (owner only); the request is kept, its
+    /// answer waiting for the seeker, until the seeker withdraws it or the listing ends.
+    Answer {
+        mailbox: MailboxId,
+        request: RequestId,
+        body: Vec<u8>,
+    },
+    /// Whether a request was answered, and the sealed answer if so. No auth: the id
+    /// is the seeker's capability.
+    AskState { request: RequestId },
+    /// The seeker drops its request (after reading the answer, or to give up).
+    Withdraw { request: RequestId },
+}
+
+/// A listing as posted (spec §17.3).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Post {
+    pub mailbox: MailboxId,
+    pub board: BoardId,
+    pub listing: ListingId,
+    /// The sealed listing: a padding bucket ≤ MAX_LISTING.
+    pub body: Vec<u8>,
+    /// Unix seconds after which the relay drops the listing (`None`: when the talk
+    /// ends); never later than the talk's expiry.
+    pub until: Option<u64>,
+    /// Keep the listing after the talk opens (until it is full).
+    pub keep_open: bool,
+}
+
+/// A seat request (spec §17.4).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Ask {
+    pub listing: ListingId,
+    pub request: RequestId,
+    /// Sealed to the listing's owner key: a padding bucket ≤ MAX_SEAT_REQUEST.
+    pub body: Vec<u8>,
 }
 
 /// Who may close a talk.
@@ -197,6 +254,48 @@ pub enum Response {
     Pong {
         nonce: u64,
     },
+    Posted,
+    Unposted,
+    Listings {
+        items: Vec<ListingView>,
+        /// True when more listings follow the last one returned.
+        more: bool,
+    },
+    Asked,
+    Requests {
+        items: Vec<PendingRequest>,
+    },
+    Answered,
+    AskState {
+        /// The sealed answer, once the owner gave one.
+        answer: Option<Vec<u8>>,
+    },
+    Withdrawn,
+}
+
+/// A live listing as a seeker sees it: the sealed body, and the seats as the relay
+/// counts them (nothing about who holds them).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct ListingView {
+    pub listing: ListingId,
+    pub body: Vec<u8>,
+    /// Seats taken (the owner's included), seats, and the quorum that opens the talk.
+    pub members: u8,
+    pub seats: u8,
+    pub quorum: u8,
+    pub open: bool,
+    /// Unix seconds when the listing goes: its `until` or the talk's expiry.
+    pub closes_at: u64,
+}
+
+/// A request waiting for the owner's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct PendingRequest {
+    pub listing: ListingId,
+    pub request: RequestId,
+    pub body: Vec<u8>,
+    /// Unix seconds when the relay took it.
+    pub asked_at: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
@@ -306,6 +405,9 @@ pub enum Push {
     /// The relay announced that it retires at `at` (unix seconds): it then closes every
     /// talk with a receipt. Sent once to every subscribed connection when announced.
     Retiring { at: u64 },
+    /// A seat request arrived on one of the mailbox's listings (sent to subscribed
+    /// connections of the owner's seat; fetch it with `Requests`).
+    SeatRequested { mailbox: MailboxId },
 }
 
 /// An error answer. `code` and `detail` are for programs; `message` (≤
@@ -372,6 +474,18 @@ pub enum ErrorCode {
     /// The relay's storage is full or at its reserve: new talks and envelopes are
     /// refused; acks, leaves and closes still work; try later.
     StorageFull,
+    /// No live listing with this id (never posted, withdrawn, full, or ended).
+    UnknownListing,
+    /// No request with this id (never asked, withdrawn, or its listing ended).
+    UnknownRequest,
+    /// The board holds as many listings as the relay allows, or the relay as many
+    /// boards' listings.
+    BoardFull,
+    /// The listing holds as many waiting requests as the relay allows.
+    TooManyRequests,
+    /// A request with this id exists already (a replay, or a retry of one that was
+    /// stored: its asker treats this as done).
+    RequestExists,
 }
 
 impl ErrorFrame {

@@ -41,6 +41,32 @@ impl fmt::Debug for CreateToken {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
 pub struct RelayKey(pub [u8; 32]);
 
+/// A board: `HKDF(Argon2id(phrase), "nook/1 board-id")` (spec §17.1). The relay
+/// indexes listings by it and never learns the phrase.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
+pub struct BoardId(pub [u8; 32]);
+
+/// A listing on a board: 16 random bytes chosen by the owner's client.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
+pub struct ListingId(pub [u8; 16]);
+
+/// A seat request: 16 random bytes chosen by the seeker's client; who knows it can
+/// read the (sealed) answer and withdraw the request.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
+pub struct RequestId(pub [u8; 16]);
+
+impl ListingId {
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+}
+
+impl RequestId {
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+}
+
 impl MailboxId {
     /// Lower-case hex, as used in invites' path segment diagnostics and JSON output.
     pub fn to_hex(&self) -> String {
@@ -64,7 +90,9 @@ macro_rules! short_debug {
         }
     )*};
 }
-short_debug!(MailboxId, MemberKey, TokenHash, Signature, RelayKey);
+short_debug!(
+    MailboxId, MemberKey, TokenHash, Signature, RelayKey, BoardId, ListingId, RequestId
+);
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -26,5 +26,8 @@ pub mod talk;
 
 pub use codec::{DecodeError, EncodeError, FrameDecoder, decode_body, encode_frame};
 pub use frame::*;
-pub use ids::{CreateToken, MailboxId, MemberKey, RelayKey, Seq, Signature, TokenHash};
+pub use ids::{
+    BoardId, CreateToken, ListingId, MailboxId, MemberKey, RelayKey, RequestId, Seq, Signature,
+    TokenHash,
+};
 pub use talk::{Lifecycle, Talk, TalkError};

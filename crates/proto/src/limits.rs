@@ -58,6 +58,27 @@ pub const MAX_ERROR_MESSAGE: usize = 256;
 /// that rotated more often than this cannot be followed from its first key.
 pub const MAX_ROTATIONS: usize = 32;
 
+/// Largest sealed listing body (a padding bucket).
+pub const MAX_LISTING: usize = 2048;
+/// Largest sealed seat request and answer bodies (padding buckets).
+pub const MAX_SEAT_REQUEST: usize = 1024;
+pub const MAX_ANSWER: usize = 1024;
+/// Most listings one `Listings` answer carries (≤ 2 KiB each: fits [`MAX_FRAME`]).
+pub const MAX_BROWSE_LISTINGS: usize = 256;
+/// Most requests one `Requests` answer carries.
+pub const MAX_REQUESTS_ANSWERED: usize = 256;
+/// Default: live listings on one board (operator may lower).
+pub const DEFAULT_MAX_LISTINGS_PER_BOARD: usize = 4096;
+/// Default: live listings on the whole relay (operator may lower).
+pub const DEFAULT_MAX_LISTINGS: usize = 100_000;
+/// Default: requests (waiting or answered) one listing holds (operator may lower).
+pub const DEFAULT_MAX_REQUESTS_PER_LISTING: usize = 64;
+/// Default: listings one mailbox may post (one per board).
+pub const MAX_LISTINGS_PER_MAILBOX: usize = 8;
+/// Default: `Ask`s one connection may send, as a token bucket holding this many and
+/// refilled at this many per minute (operator may lower).
+pub const DEFAULT_ASKS_PER_MINUTE: u32 = 30;
+
 /// Default quota: envelopes waiting in one mailbox (operator may lower).
 pub const DEFAULT_MAX_ENVELOPES_PER_MAILBOX: u64 = 100_000;
 /// Default quota: body bytes waiting in one mailbox (operator may lower).

@@ -46,7 +46,10 @@
 //! - `retire`: the key rotation history and the relay's retirement.
 //! - `space`: the storage quota and the disk reserve (what is refused when the relay
 //!   holds too much or its disk fills, and why acks and closes never are).
+//! - `boards`: listings, seat requests and answers (spec §17), in the listed mailbox's
+//!   namespace.
 
+mod boards;
 mod envelopes;
 mod mailbox;
 mod membership;
@@ -74,6 +77,8 @@ use crate::clock::Clock;
 use crate::commit::{CommitQueue, Durability, PendingMarks};
 use crate::outbox::{Outbox, QueueBudget, Wire};
 use mailbox::Mailbox;
+
+pub use boards::AskBudget;
 
 /// How long past a talk's end the relay still answers "closed" for it.
 pub const TOMBSTONE_GRACE_SECS: u64 = 24 * 3600;
@@ -112,6 +117,13 @@ pub struct Limits {
     /// below it `Create`, `Join` and `Put` are refused with `StorageFull`; also held
     /// in the store's `reserve` file while there is room. `0` turns it off.
     pub disk_reserve_bytes: u64,
+    /// Live listings one board may hold, and the whole relay (spec §17.3).
+    pub max_listings_per_board: usize,
+    pub max_listings: usize,
+    /// Requests (waiting or answered) one listing may hold.
+    pub max_requests_per_listing: usize,
+    /// `Ask`s one connection may send per minute (token bucket).
+    pub asks_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -128,6 +140,10 @@ impl Default for Limits {
             log_segment_bytes: DEFAULT_SEGMENT_BYTES,
             max_stored_bytes: DEFAULT_MAX_STORED_BYTES,
             disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
+            max_listings_per_board: nook_proto::limits::DEFAULT_MAX_LISTINGS_PER_BOARD,
+            max_listings: nook_proto::limits::DEFAULT_MAX_LISTINGS,
+            max_requests_per_listing: nook_proto::limits::DEFAULT_MAX_REQUESTS_PER_LISTING,
+            asks_per_minute: nook_proto::limits::DEFAULT_ASKS_PER_MINUTE,
         }
     }
 }
@@ -188,6 +204,8 @@ pub struct Engine {
     pub stats: Arc<Stats>,
     /// Key rotation history and retirement (`retire`).
     life: retire::RelayLife,
+    /// Listings and seat requests (`boards`); locked after a mailbox, never before.
+    boards: Mutex<boards::Boards>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -226,6 +244,7 @@ impl Engine {
             .into_iter()
             .map(|(id, mb)| (id, Arc::new(Mutex::new(mb))))
             .collect();
+        let boards = boards::Boards::load(&mailboxes)?;
         tracing::info!(mailboxes = mailboxes.len(), "store recovered");
         space.set_welcomes(mailboxes.values().map(|mb| lock(mb).welcome_bytes()).sum());
         let expiries = mailboxes
@@ -254,6 +273,7 @@ impl Engine {
             space,
             stats: Arc::default(),
             life,
+            boards: Mutex::new(boards),
         })
     }
 

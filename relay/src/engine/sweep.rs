@@ -31,6 +31,7 @@ impl Engine {
         self.space.tend();
         let retired = self.retire_tick();
         let now = self.now();
+        self.sweep_boards(now);
         let due: Vec<MailboxId> = {
             let mut expiries = lock(&self.expiries);
             let mut due = Vec::new();
@@ -181,6 +182,7 @@ impl Engine {
         receipt: Option<&Receipt>,
     ) -> Result<(), VaultError> {
         self.vault.destroy_namespace(&ns_id(&mb.id))?;
+        lock(&self.boards).forget_mailbox(&mb.id);
         let hashed = self.vault.index_hash(&mb.id.0);
         let until = talk_end.max(self.now()) + TOMBSTONE_GRACE_SECS;
         self.tombstones

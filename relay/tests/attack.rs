@@ -664,7 +664,18 @@ async fn idle_created_talks_are_held_on_disk_not_in_memory() {
     const WARM: usize = 128;
     const MEASURED: usize = 384;
     let dir = tempfile::tempdir().unwrap();
-    let relay = RelayProcess::spawn(dir.path(), &[]).unwrap();
+    // One client creates them all, far faster than the default create rates allow.
+    let unlimited = "4000000000/1s";
+    let relay = RelayProcess::spawn(
+        dir.path(),
+        &[
+            "--create-rate",
+            unlimited,
+            "--create-rate-per-address",
+            unlimited,
+        ],
+    )
+    .unwrap();
     create_idle_heavy_talks(&relay.addr, WARM).await;
     let before = relay.rss();
     create_idle_heavy_talks(&relay.addr, MEASURED).await;

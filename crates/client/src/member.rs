@@ -784,6 +784,10 @@ impl TalkState {
                         id: Some(g.header.message_id()),
                     }),
                     Content::Leaving { .. } => {
+                        // Its goodbye is the last thing it sends: its chains are of
+                        // no more use.
+                        p.chain = None;
+                        p.prev_chain = None;
                         let seat = p.seat;
                         self.mark_left(seat, out);
                     }
@@ -797,15 +801,15 @@ impl TalkState {
     }
 
     /// Records that the member of `seat` left (from its goodbye or from the relay's
-    /// status, whichever comes first) and rotates our chain once.
+    /// status, whichever comes first) and rotates our chain once. Its receiving chains
+    /// stay until its goodbye arrives: a member that was away learns of the leave from
+    /// the relay's status before it fetches the backlog that holds the goodbye
+    /// (protocol-spec §13.4).
     fn mark_left(&mut self, seat: u8, out: &mut Handled) {
         let Some(p) = self.roster.iter_mut().find(|p| p.seat == seat && !p.left) else {
             return;
         };
         p.left = true;
-        // Its chains are of no more use: erase them.
-        p.chain = None;
-        p.prev_chain = None;
         out.events.push(Event::MemberLeaving {
             seat,
             alias: p.alias.clone(),
@@ -1038,6 +1042,37 @@ mod tests {
         net.put(0, EnvelopeKind::Chat, body);
         assert_eq!(texts(&net.deliver(&mut b)), ["owner-owl: without c"]);
         assert!(texts(&net.deliver(&mut c)).is_empty());
+    }
+
+    #[test]
+    fn a_goodbye_fetched_after_the_status_that_reported_the_leave_still_opens() {
+        let (mut net, mut a, mut b, mut c) = three();
+        let (body, _) = c.seal_text("last words", 1).unwrap();
+        net.put(2, EnvelopeKind::Chat, body);
+        let body = c.seal_leaving(2).unwrap();
+        net.put(2, EnvelopeKind::Chat, body);
+        // b was away: its Authed status already has c's bit before it fetches.
+        let mut st = status(3, true);
+        st.left = 1 << 2;
+        let h = b.on_status(st);
+        assert!(
+            h.events
+                .iter()
+                .any(|e| matches!(e, Event::MemberLeaving { seat: 2, .. }))
+        );
+        for (k, body) in h.outgoing {
+            net.put(1, k, body);
+        }
+        let ev = net.deliver(&mut b);
+        assert_eq!(texts(&ev), ["member-2: last words"]);
+        assert!(
+            !ev.iter().any(|e| matches!(e, Event::Warning(_))),
+            "{ev:?}"
+        );
+        // The goodbye erased c's chains: nothing more from c opens.
+        let p = b.roster.iter().find(|p| p.seat == 2).unwrap();
+        assert!(p.chain.is_none() && p.prev_chain.is_none());
+        let _ = net.deliver(&mut a);
     }
 
     #[test]

@@ -951,7 +951,8 @@ impl FrameInputs<'_> {
                 "seat_taken",
                 Push::SeatTaken {
                     mailbox: MAILBOX,
-                    status: status(TalkPhase::Pending, 2),
+                    // The status after bob's join, which reached quorum.
+                    status: open,
                 },
             ),
             (

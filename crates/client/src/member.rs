@@ -14,7 +14,8 @@ use nook_crypto::message::{
     Announce, Content, Direct, DirectBody, Farewell, Inner, Welcome, WelcomeParams, open_group,
     seal_group,
 };
-use nook_crypto::seal::{open_pairwise, open_welcome, seal_pairwise, seal_welcome};
+use nook_crypto::identity::{IDENTITY_LEN, KEM_PUBLIC_LEN};
+use nook_crypto::seal::{KEY_ID_LEN, open_pairwise, open_welcome, seal_pairwise, seal_welcome};
 use nook_crypto::{
     CryptoError, EnvelopeKey, Invite, Purpose, ReceivingChain, RelayAddr, SeatSecret, SendingChain,
     TalkIdentity,
@@ -90,17 +91,27 @@ pub enum Event {
     },
 }
 
+/// How many envelopes sealed under keys not yet known a member holds for later
+/// (protocol-spec §13.3), and how many bytes; past either the oldest is dropped.
+pub const MAX_HELD: usize = 64;
+pub const MAX_HELD_BYTES: usize = 1 << 20;
+
 /// Another member as this member knows it.
 #[derive(Clone, Debug, Encode, Decode)]
 pub struct Peer {
     pub seat: u8,
     pub pseudonym: [u8; 32],
     pub agreement: [u8; 32],
+    kem: [u8; KEM_PUBLIC_LEN],
     pub relay_auth: [u8; 32],
+    /// `seat-N` until the member's alias arrives (in its `Reply` or `Intro`).
     pub alias: String,
     chain: Option<ReceivingChain>,
     prev_chain: Option<ReceivingChain>,
     pub left: bool,
+    /// We gave this member our chain in an `Intro` (it announced after us), so its
+    /// `Intro` to us, if it sends one (we joined at the same time), needs no `Reply`.
+    introduced: bool,
 }
 
 /// Everything one member holds for one talk.
@@ -111,7 +122,7 @@ pub struct TalkState {
     pub relay_key: Option<[u8; 32]>,
     pub mailbox: MailboxId,
     pub seat: u8,
-    identity: [u8; 96],
+    identity: [u8; IDENTITY_LEN],
     talk_key: [u8; 32],
     /// Seed of this member's seat key (zeros for the creator). Secret.
     seat_seed: [u8; 32],
@@ -120,6 +131,13 @@ pub struct TalkState {
     pub commitments: Vec<[u8; 32]>,
     pub roster: Vec<Peer>,
     sending: SendingChain,
+    /// A newcomer's sending chain as it stood at its announcement: its `Reply` gives
+    /// each member the chain from there, so messages it sent before that member's
+    /// `Intro` arrived still open. Erased once every member has it, or at a rotation.
+    intro_chain: Option<ChainState>,
+    /// Envelopes sealed under a key this member does not hold yet (a newcomer's
+    /// messages that came before its `Reply`), opened when the key arrives.
+    held: Vec<Envelope>,
     /// Highest relay seq fully processed and stored.
     pub cursor: u64,
     /// Highest seq acknowledged to the relay.
@@ -178,15 +196,22 @@ pub enum MemberError {
 impl Peer {
     /// A member as its (verified) announcement describes it.
     fn from_announce(b: &nook_crypto::message::AnnounceBody, chain: Option<ChainState>) -> Peer {
+        let alias = if chain.is_some() || b.seat == 0 {
+            b.alias.clone()
+        } else {
+            format!("seat-{}", b.seat)
+        };
         Peer {
             seat: b.seat,
             pseudonym: b.pseudonym,
             agreement: b.agreement,
+            kem: b.kem,
             relay_auth: b.relay_auth,
-            alias: b.alias.clone(),
+            alias,
             chain: chain.map(ReceivingChain::new),
             prev_chain: None,
             left: false,
+            introduced: false,
         }
     }
 }
@@ -277,6 +302,8 @@ impl TalkState {
             commitments,
             roster: Vec::new(),
             sending: SendingChain::new(&mut rng, 0),
+            intro_chain: None,
+            held: Vec::new(),
             cursor: 0,
             acked: 0,
             status: None,
@@ -370,6 +397,8 @@ impl TalkState {
             commitments: w.commitments.clone(),
             roster: vec![Peer::from_announce(&w.creator.body, None)],
             sending: SendingChain::new(&mut rng, 0),
+            intro_chain: None,
+            held: Vec::new(),
             cursor: 0,
             acked: 0,
             status: Some(status),
@@ -378,8 +407,20 @@ impl TalkState {
             closed: false,
             opened: status.state == TalkPhase::Open,
         };
-        let announce = state.announce(true)?;
-        let body = state.seal(EnvelopeKind::Handshake, &Inner::Announce(announce))?;
+        let mut state = state;
+        state.intro_chain = Some(state.sending.state().clone());
+        // The public announcement: keys and seat only. The alias and the chain go to
+        // each member pairwise, in the Reply to its Intro, so that a member who left
+        // and kept the talk key learns neither (protocol-spec §13.2).
+        let announce = Announce::new(
+            &state.identity(),
+            &state.mailbox,
+            state.seat,
+            Some(&state.seat_seed),
+            "",
+            None,
+        )?;
+        let body = state.seal_base(&Inner::Announce(announce))?;
         Ok((state, body))
     }
 
@@ -427,12 +468,39 @@ impl TalkState {
         self.params.close == ClosePolicy::Any || self.is_owner()
     }
 
-    fn envelope_key(&self) -> EnvelopeKey {
+    /// The talk's base envelope key, from the welcome's talk key: it seals only what
+    /// a newcomer must send or receive before it holds anyone's chain (protocol-spec
+    /// §11.6): public announcements and `Direct`s, whose content is sealed pairwise.
+    fn base_key(&self) -> EnvelopeKey {
         EnvelopeKey::from_talk_key(&self.talk_key)
     }
 
-    fn announce(&self, with_chain: bool) -> Result<Announce, CryptoError> {
-        let chain = with_chain.then(|| self.sending.state());
+    /// The key of this member's own envelopes (chat, farewell): its current chain's.
+    fn own_key(&self) -> EnvelopeKey {
+        EnvelopeKey::from_bytes(&self.sending.state().envelope_key)
+    }
+
+    /// The key whose id starts `body`, among those this member holds, and whether it
+    /// is the base key.
+    fn key_for(&self, body: &[u8]) -> Option<(EnvelopeKey, bool)> {
+        let id: [u8; KEY_ID_LEN] = EnvelopeKey::id_of(body)?;
+        let base = self.base_key();
+        if base.id() == id {
+            return Some((base, true));
+        }
+        std::iter::once(&self.sending.state().envelope_key)
+            .chain(
+                self.roster
+                    .iter()
+                    .flat_map(|p| p.chain.iter().chain(p.prev_chain.iter()))
+                    .map(|c| c.envelope_key()),
+            )
+            .map(EnvelopeKey::from_bytes)
+            .find(|k| k.id() == id)
+            .map(|k| (k, false))
+    }
+
+    fn announce(&self, chain: Option<&ChainState>) -> Result<Announce, CryptoError> {
         Announce::new(
             &self.identity(),
             &self.mailbox,
@@ -443,11 +511,11 @@ impl TalkState {
         )
     }
 
-    fn seal(&self, kind: EnvelopeKind, inner: &Inner) -> Result<Vec<u8>, CryptoError> {
-        self.envelope_key().seal(
+    fn seal_base(&self, inner: &Inner) -> Result<Vec<u8>, CryptoError> {
+        self.base_key().seal(
             &mut rand::rng(),
             &self.mailbox,
-            Purpose::from(kind),
+            Purpose::Handshake,
             &inner.encode()?,
         )
     }
@@ -458,17 +526,15 @@ impl TalkState {
             &mut rand::rng(),
             &identity,
             &to.agreement,
+            &to.kem,
             &self.mailbox,
             &body.encode()?,
         )?;
-        self.seal(
-            EnvelopeKind::Handshake,
-            &Inner::Direct(Direct {
-                from: identity.public().agreement,
-                to: to.agreement,
-                sealed,
-            }),
-        )
+        self.seal_base(&Inner::Direct(Direct {
+            from: identity.public().agreement,
+            to: to.agreement,
+            sealed,
+        }))
     }
 
     /// Encrypts a chat message under this member's chain. Returns the envelope body
@@ -505,7 +571,13 @@ impl TalkState {
         let msg = seal_group(&self.identity(), &mut self.sending, &self.mailbox, content)?;
         let id = msg.header.message_id();
         let body = self
-            .seal(EnvelopeKind::Chat, &Inner::Group(msg))
+            .own_key()
+            .seal(
+                &mut rand::rng(),
+                &self.mailbox,
+                Purpose::Chat,
+                &Inner::Group(msg).encode()?,
+            )
             .map_err(|e| match e {
                 CryptoError::Padding(p) => MemberError::TooLong(p.to_string()),
                 e => MemberError::Crypto(e),
@@ -516,7 +588,8 @@ impl TalkState {
     /// The end-to-end close signal, sealed for the relay to pass on.
     pub fn farewell(&self) -> Result<Vec<u8>, CryptoError> {
         let f = Farewell::new(&self.identity(), &self.mailbox);
-        self.envelope_key().seal(
+        // Under this member's own key: a member who left cannot tell who closed.
+        self.own_key().seal(
             &mut rand::rng(),
             &self.mailbox,
             Purpose::Farewell,
@@ -543,9 +616,9 @@ impl TalkState {
             _ => None,
         };
         let closer = self
-            .envelope_key()
-            .open(&self.mailbox, Purpose::Farewell, farewell)
-            .ok()
+            .key_for(farewell)
+            .filter(|(_, base)| !base)
+            .and_then(|(key, _)| key.open(&self.mailbox, Purpose::Farewell, farewell).ok())
             .and_then(|p| Inner::decode(&p).ok())
             .and_then(|inner| match inner {
                 Inner::Farewell(f) if f.verify(&self.mailbox).is_ok() => Some(f.sender),
@@ -568,20 +641,59 @@ impl TalkState {
             return out;
         }
         self.cursor = env.seq.0;
-        let plain =
-            match self
-                .envelope_key()
-                .open(&self.mailbox, Purpose::from(env.kind), &env.body)
-            {
-                Ok(p) => p,
-                Err(_) => {
-                    out.events.push(Event::Warning(format!(
-                        "envelope {} could not be opened: altered in transit or not from a member",
-                        env.seq.0
-                    )));
-                    return out;
-                }
+        if self.key_for(&env.body).is_none() {
+            self.hold(env.clone(), &mut out);
+            return out;
+        }
+        self.open_envelope(env, &mut out);
+        self.release_held(&mut out);
+        out
+    }
+
+    /// Keeps an envelope whose key has not arrived yet, within bounds.
+    fn hold(&mut self, env: Envelope, out: &mut Handled) {
+        self.held.push(env);
+        while self.held.len() > MAX_HELD
+            || self.held.iter().map(|e| e.body.len()).sum::<usize>() > MAX_HELD_BYTES
+        {
+            let dropped = self.held.remove(0);
+            out.events.push(Event::Warning(format!(
+                "envelope {} could not be opened: altered in transit, not from a member, or its key never came",
+                dropped.seq.0
+            )));
+        }
+    }
+
+    /// Opens the held envelopes whose keys have arrived, in seq order, until none more
+    /// opens (each pass opens one or stops, so at most `MAX_HELD` passes).
+    fn release_held(&mut self, out: &mut Handled) {
+        for _ in 0..=MAX_HELD {
+            let Some(i) = self
+                .held
+                .iter()
+                .position(|e| self.key_for(&e.body).is_some())
+            else {
+                return;
             };
+            let env = self.held.remove(i);
+            self.open_envelope(&env, out);
+        }
+    }
+
+    fn open_envelope(&mut self, env: &Envelope, out: &mut Handled) {
+        let Some((key, base)) = self.key_for(&env.body) else {
+            return;
+        };
+        let plain = match key.open(&self.mailbox, Purpose::from(env.kind), &env.body) {
+            Ok(p) => p,
+            Err(_) => {
+                out.events.push(Event::Warning(format!(
+                    "envelope {} could not be opened: altered in transit or not from a member",
+                    env.seq.0
+                )));
+                return;
+            }
+        };
         let inner = match Inner::decode(&plain) {
             Ok(i) => i,
             Err(_) => {
@@ -589,19 +701,19 @@ impl TalkState {
                     "envelope {} is malformed",
                     env.seq.0
                 )));
-                return out;
+                return;
             }
         };
-        match (env.kind, inner) {
-            (EnvelopeKind::Handshake, Inner::Announce(a)) => self.on_announce(a, &mut out),
-            (EnvelopeKind::Handshake, Inner::Direct(d)) => self.on_direct(d, &mut out),
-            (EnvelopeKind::Chat, Inner::Group(g)) => self.on_group(&g, &mut out),
+        // Handshakes travel under the base key, chat only under a member's own key.
+        match (env.kind, base, inner) {
+            (EnvelopeKind::Handshake, true, Inner::Announce(a)) => self.on_announce(a, out),
+            (EnvelopeKind::Handshake, true, Inner::Direct(d)) => self.on_direct(d, out),
+            (EnvelopeKind::Chat, false, Inner::Group(g)) => self.on_group(&g, out),
             _ => out.events.push(Event::Warning(format!(
                 "envelope {} has an unexpected kind",
                 env.seq.0
             ))),
         }
-        out
     }
 
     fn on_announce(&mut self, a: Announce, out: &mut Handled) {
@@ -619,15 +731,13 @@ impl TalkState {
             )));
             return;
         }
-        let Some(chain) = b.chain.clone() else {
-            out.events.push(Event::Warning(
-                "an announcement without a chain was ignored".into(),
-            ));
-            return;
-        };
-        let peer = Peer::from_announce(b, Some(chain));
+        // Only the keys are taken from a public announcement: a chain or alias in it
+        // would be readable by whoever kept the talk key, so a conforming newcomer
+        // sends them in its Reply, and none here is used.
+        let mut peer = Peer::from_announce(b, None);
+        peer.introduced = true;
         // Introduce ourselves to the newcomer, with our chain as it stands now.
-        match self.announce(true).and_then(|mine| {
+        match self.announce(Some(self.sending.state())).and_then(|mine| {
             self.direct(
                 &peer,
                 &DirectBody::Intro {
@@ -641,11 +751,36 @@ impl TalkState {
             ))),
         }
         self.invites.retain(|(seat, _)| *seat != b.seat);
-        out.events.push(Event::MemberJoined {
-            seat: b.seat,
-            alias: b.alias.clone(),
-        });
         self.roster.push(peer);
+    }
+
+    /// Checks an announcement that came pairwise from `from` (an `Intro` or a `Reply`):
+    /// it verifies, names its sender's agreement key, is not for our seat, carries a
+    /// chain and a valid alias, and matches the keys we already hold for that seat.
+    /// Returns the roster index of a seat we know.
+    fn check_pairwise_announce(&self, a: &Announce, from: &[u8; 32]) -> Result<Option<usize>, ()> {
+        let b = &a.body;
+        let valid = a.verify(&self.mailbox, &self.commitments).is_ok()
+            && b.agreement == *from
+            && b.seat != self.seat
+            && b.chain.is_some()
+            && valid_alias(&b.alias);
+        if !valid {
+            return Err(());
+        }
+        let known = self.roster.iter().position(|p| p.seat == b.seat);
+        match known {
+            Some(i) => {
+                let p = &self.roster[i];
+                let same = p.pseudonym == b.pseudonym
+                    && p.agreement == b.agreement
+                    && p.kem == b.kem
+                    && p.relay_auth == b.relay_auth
+                    && !p.left;
+                if same { Ok(Some(i)) } else { Err(()) }
+            }
+            None => Ok(None),
+        }
     }
 
     fn on_direct(&mut self, d: Direct, out: &mut Handled) {
@@ -668,46 +803,8 @@ impl TalkState {
             return;
         };
         match body {
-            DirectBody::Intro { announce } => {
-                let b = &announce.body;
-                let valid = announce.verify(&self.mailbox, &self.commitments).is_ok()
-                    && b.agreement == d.from
-                    && b.seat != self.seat;
-                // The creator's keys came with the welcome: an intro claiming seat 0
-                // must carry exactly those keys.
-                let known = self.roster.iter().position(|p| p.seat == b.seat);
-                let consistent = match known {
-                    Some(i) => {
-                        let p = &self.roster[i];
-                        p.pseudonym == b.pseudonym
-                            && p.agreement == b.agreement
-                            && p.relay_auth == b.relay_auth
-                    }
-                    None => b.seat != 0,
-                };
-                let Some(chain) = b.chain.clone().filter(|_| valid && consistent) else {
-                    out.events.push(Event::Warning(format!(
-                        "an introduction claiming seat {} was rejected",
-                        b.seat
-                    )));
-                    return;
-                };
-                match known {
-                    Some(i) => {
-                        let p = &mut self.roster[i];
-                        if p.chain.is_none() {
-                            p.chain = Some(ReceivingChain::new(chain));
-                        }
-                    }
-                    None => {
-                        self.roster.push(Peer::from_announce(b, Some(chain)));
-                        out.events.push(Event::MemberJoined {
-                            seat: b.seat,
-                            alias: b.alias.clone(),
-                        });
-                    }
-                }
-            }
+            DirectBody::Intro { announce } => self.on_intro(&announce, &d.from, out),
+            DirectBody::Reply { announce } => self.on_reply(&announce, &d.from, out),
             DirectBody::SenderKey { chain } => {
                 let Some(p) = self
                     .roster
@@ -729,6 +826,109 @@ impl TalkState {
                 p.chain = Some(ReceivingChain::new(chain));
             }
         }
+    }
+
+    /// An existing member introduces itself to us, the newcomer: take its chain and
+    /// answer with ours (from where it stood when we announced).
+    fn on_intro(&mut self, announce: &Announce, from: &[u8; 32], out: &mut Handled) {
+        let b = &announce.body;
+        let known = match self.check_pairwise_announce(announce, from) {
+            // The creator's keys came with the welcome: an intro claiming seat 0 must
+            // carry exactly those keys; any other seat is new to us.
+            Ok(None) if b.seat != 0 => None,
+            Ok(Some(i)) => Some(i),
+            _ => {
+                out.events.push(Event::Warning(format!(
+                    "an introduction claiming seat {} was rejected",
+                    b.seat
+                )));
+                return;
+            }
+        };
+        let Some(chain) = b.chain.clone() else {
+            return;
+        };
+        let peer = match known {
+            Some(i) => {
+                let p = &mut self.roster[i];
+                if p.chain.is_some() {
+                    return; // A replayed intro changes nothing.
+                }
+                p.chain = Some(ReceivingChain::new(chain));
+                if p.seat != 0 {
+                    // It announced itself while we did: it is new to us too.
+                    p.alias = b.alias.clone();
+                    out.events.push(Event::MemberJoined {
+                        seat: b.seat,
+                        alias: b.alias.clone(),
+                    });
+                }
+                if p.introduced {
+                    return; // Our Intro gave it our chain already.
+                }
+                p.clone()
+            }
+            None => {
+                let p = Peer::from_announce(b, Some(chain));
+                out.events.push(Event::MemberJoined {
+                    seat: b.seat,
+                    alias: b.alias.clone(),
+                });
+                self.roster.push(p.clone());
+                p
+            }
+        };
+        let chain = self
+            .intro_chain
+            .clone()
+            .unwrap_or_else(|| self.sending.state().clone());
+        match self.announce(Some(&chain)).and_then(|mine| {
+            self.direct(
+                &peer,
+                &DirectBody::Reply {
+                    announce: Box::new(mine),
+                },
+            )
+        }) {
+            Ok(body) => out.outgoing.push((EnvelopeKind::Handshake, body)),
+            Err(e) => out.events.push(Event::Warning(format!(
+                "could not answer {}'s introduction: {e}",
+                peer.alias
+            ))),
+        }
+        // Once every member has our chain from the start, its start is erased
+        // (forward secrecy for what we sent before).
+        let members = self.status.map_or(0, |s| usize::from(s.members));
+        if self.others().all(|p| p.chain.is_some()) && self.others().count() + 1 >= members {
+            self.intro_chain = None;
+        }
+    }
+
+    /// A newcomer answers our introduction with its alias and chain.
+    fn on_reply(&mut self, announce: &Announce, from: &[u8; 32], out: &mut Handled) {
+        let b = &announce.body;
+        let i = match self.check_pairwise_announce(announce, from) {
+            Ok(Some(i)) if self.roster[i].chain.is_none() && b.seat != 0 => i,
+            // Its Intro (we joined at the same time) or an earlier Reply came first.
+            Ok(Some(_)) => return,
+            _ => {
+                out.events.push(Event::Warning(format!(
+                    "a reply claiming seat {} was rejected",
+                    b.seat
+                )));
+                return;
+            }
+        };
+        let Some(chain) = b.chain.clone() else {
+            return;
+        };
+        let p = &mut self.roster[i];
+        p.chain = Some(ReceivingChain::new(chain));
+        p.alias = b.alias.clone();
+        out.events.push(Event::MemberJoined {
+            seat: b.seat,
+            alias: b.alias.clone(),
+        });
     }
 
     fn on_group(&mut self, g: &nook_crypto::message::GroupMessage, out: &mut Handled) {
@@ -822,6 +1022,8 @@ impl TalkState {
     fn rotate(&mut self, out: &mut Handled) {
         let epoch = self.sending.state().epoch.saturating_add(1);
         self.sending = SendingChain::new(&mut rand::rng(), epoch);
+        // Members that have not had our Reply yet get the new chain from the rotation.
+        self.intro_chain = None;
         let chain: ChainState = self.sending.state().clone();
         let body = DirectBody::SenderKey { chain };
         let peers: Vec<Peer> = self.others().cloned().collect();
@@ -983,12 +1185,11 @@ mod tests {
                 epoch: 0,
                 index: 0,
                 chain_key: [0; 32],
+                envelope_key: [0; 32],
             }),
         )
         .unwrap();
-        let body = a
-            .seal(EnvelopeKind::Handshake, &Inner::Announce(fake))
-            .unwrap();
+        let body = a.seal_base(&Inner::Announce(fake)).unwrap();
         net.put(1, EnvelopeKind::Handshake, body);
         let ev = net.deliver(&mut a);
         assert!(
@@ -1073,6 +1274,137 @@ mod tests {
         let p = b.roster.iter().find(|p| p.seat == 2).unwrap();
         assert!(p.chain.is_none() && p.prev_chain.is_none());
         let _ = net.deliver(&mut a);
+    }
+
+    /// Every envelope key `m` holds: the base key, its own, and every chain's.
+    fn keys_held(m: &TalkState) -> Vec<EnvelopeKey> {
+        let mut keys = vec![m.base_key(), m.own_key()];
+        for p in &m.roster {
+            for c in p.chain.iter().chain(p.prev_chain.iter()) {
+                keys.push(EnvelopeKey::from_bytes(c.envelope_key()));
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn a_member_who_left_and_kept_every_key_opens_nothing_sent_after() {
+        use crate::testkit::{Net, join, talk};
+        let (mut net, mut m, free) = talk(4, 2);
+        let sync = |net: &mut Net, m: &mut Vec<TalkState>| {
+            for _ in 0..3 {
+                for x in m.iter_mut() {
+                    net.deliver(x);
+                }
+            }
+        };
+        let (body, _) = m[2].seal_text("before leaving", 1).unwrap();
+        net.put(2, EnvelopeKind::Chat, body);
+        sync(&mut net, &mut m);
+        // The leaver keeps everything it ever held: a copy of its whole state at each
+        // step, and so every key.
+        let mut leaver = m.pop().unwrap();
+        let mut kept: Vec<EnvelopeKey> = keys_held(&leaver);
+        let body = leaver.seal_leaving(2).unwrap();
+        net.put(2, EnvelopeKind::Chat, body);
+        kept.extend(keys_held(&leaver));
+        let left_at = net.seq;
+        let mut st = status(2, true);
+        st.left = 1 << 2;
+        for x in m.iter_mut() {
+            for (k, b) in x.on_status(st).outgoing {
+                net.put(x.seat, k, b);
+            }
+        }
+        sync(&mut net, &mut m);
+        for (i, x) in m.iter_mut().enumerate() {
+            let (body, _) = x.seal_text(&format!("after, from {i}"), 3).unwrap();
+            net.put(x.seat, EnvelopeKind::Chat, body);
+        }
+        // A newcomer takes the free seat after the leave, and talks.
+        let (inv, welcome) = &free[0];
+        let newcomer = join(&mut net, inv, 3, welcome, "newcomer-dee");
+        m.push(newcomer);
+        sync(&mut net, &mut m);
+        let (body, _) = m[2].seal_text("hello from the newcomer", 4).unwrap();
+        net.put(3, EnvelopeKind::Chat, body);
+        assert_eq!(
+            texts(&net.deliver(&mut m[0])),
+            ["newcomer-dee: hello from the newcomer"],
+            "the remaining members and the newcomer met"
+        );
+        sync(&mut net, &mut m);
+        let farewell = m[0].farewell().unwrap();
+
+        // Every envelope stored after the leave, and the farewell, against every key.
+        let later: Vec<(Purpose, Vec<u8>)> = net
+            .log
+            .iter()
+            .filter(|(_, e)| e.seq.0 > left_at)
+            .map(|(_, e)| (Purpose::from(e.kind), e.body.clone()))
+            .chain(std::iter::once((Purpose::Farewell, farewell)))
+            .collect();
+        assert!(later.len() > 10, "{}", later.len());
+        let me = leaver.identity();
+        let mut opened = 0;
+        for (purpose, body) in &later {
+            for key in &kept {
+                let Ok(plain) = key.open(&leaver.mailbox, *purpose, body) else {
+                    continue;
+                };
+                opened += 1;
+                // Only the base key opens anything: a newcomer's public announcement
+                // (keys, no alias, no chain) and Directs it cannot open.
+                match Inner::decode(&plain).unwrap() {
+                    Inner::Announce(a) => {
+                        assert!(a.body.chain.is_none() && a.body.alias.is_empty(), "{a:?}");
+                    }
+                    Inner::Direct(d) => {
+                        assert!(open_pairwise(&me, &d.from, &leaver.mailbox, &d.sealed).is_err());
+                    }
+                    other => panic!("the leaver opened {other:?}"),
+                }
+                let plain: &[u8] = &plain;
+                assert!(!plain.windows(12).any(|w| w == b"newcomer-dee"));
+            }
+        }
+        assert!(opened > 0, "the newcomer's announcement is under the base key");
+        // And through the client itself: no message, no alias.
+        for (_, e) in net.log.iter().filter(|(_, e)| e.seq.0 > left_at) {
+            let h = leaver.handle_envelope(e);
+            assert!(texts(&h.events).is_empty(), "{:?}", h.events);
+            assert!(
+                !h.events
+                    .iter()
+                    .any(|e| matches!(e, Event::MemberJoined { alias, .. } if alias == "newcomer-dee")),
+                "{:?}",
+                h.events
+            );
+        }
+    }
+
+    #[test]
+    fn a_newcomers_message_sent_before_its_reply_is_held_then_read() {
+        use crate::testkit::{join, talk};
+        let (mut net, mut m, free) = talk(3, 1);
+        let (inv, welcome) = &free[0];
+        let mut c = join(&mut net, inv, 2, welcome, "early-bird");
+        let (body, _) = c.seal_text("said at once", 1).unwrap();
+        net.put(2, EnvelopeKind::Chat, body);
+        // a reads the announcement (and introduces itself) and the message it cannot
+        // open yet: nothing is shown, nothing is lost.
+        let ev = net.deliver(&mut m[0]);
+        assert!(texts(&ev).is_empty(), "{ev:?}");
+        assert!(!ev.iter().any(|e| matches!(e, Event::Warning(_))), "{ev:?}");
+        assert_eq!(m[0].held.len(), 1);
+        net.deliver(&mut c);
+        let ev = net.deliver(&mut m[0]);
+        assert_eq!(texts(&ev), ["early-bird: said at once"]);
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, Event::MemberJoined { alias, .. } if alias == "early-bird"))
+        );
+        assert!(m[0].held.is_empty());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::chain::{ChainState, Delivery, ReceivingChain, SendingChain};
 use crate::cipher;
-use crate::identity::{TalkIdentity, verify};
+use crate::identity::{KEM_PUBLIC_LEN, TalkIdentity, verify};
 use crate::invite::commitment_of;
 use crate::{CryptoError, labels};
 
@@ -34,16 +34,17 @@ pub struct AnnounceBody {
     pub seat: u8,
     pub pseudonym: [u8; 32],
     pub agreement: [u8; 32],
+    /// The member's X-Wing encapsulation key: pairwise blobs to it are sealed to this.
+    pub kem: [u8; KEM_PUBLIC_LEN],
     pub relay_auth: [u8; 32],
     /// The seat's public key (its hash is the creator's commitment for the seat); all
     /// zeros for the creator (seat 0), whose keys the welcome carries directly.
     pub seat_key: [u8; 32],
     /// The member's alias in this talk (≤ 64 bytes of UTF-8).
     pub alias: String,
-    /// The member's sending chain as of this announcement: present when the member
-    /// announces itself to everyone (so every current member can read its messages
-    /// at once) and in an `Intro` (so the newcomer can); absent in the creator's
-    /// announcement inside a welcome, which many seats share.
+    /// The member's sending chain: present only in an announcement sealed pairwise
+    /// (an `Intro` or a `Reply`), never in one every holder of the talk key can read
+    /// (a newcomer's public announcement, or the creator's inside a welcome).
     pub chain: Option<ChainState>,
 }
 
@@ -76,6 +77,9 @@ pub enum DirectBody {
     Intro { announce: Box<Announce> },
     /// A member's new sending chain, sent to each remaining member after a member left.
     SenderKey { chain: ChainState },
+    /// A newcomer's answer to an `Intro`: its announcement with its alias and its
+    /// sending chain, which its public announcement leaves out.
+    Reply { announce: Box<Announce> },
 }
 
 /// What the sender signs and the AEAD authenticates besides the ciphertext.
@@ -228,6 +232,7 @@ impl Announce {
             seat,
             pseudonym: public.pseudonym,
             agreement: public.agreement,
+            kem: identity.kem_public(),
             relay_auth: public.relay_auth,
             seat_key: seat_key
                 .as_ref()

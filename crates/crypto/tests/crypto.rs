@@ -502,7 +502,16 @@ fn pairwise_authenticates_both_ends() {
         TalkIdentity::generate(&mut r),
         TalkIdentity::generate(&mut r),
     );
-    let sealed = seal_pairwise(&mut r, &alice, &bob.public().agreement, &MB, b"chain").unwrap();
+    let sealed = seal_pairwise(
+        &mut r,
+        &alice,
+        &bob.public().agreement,
+        &bob.kem_public(),
+        &MB,
+        b"chain",
+    )
+    .unwrap();
+    assert_eq!(sealed.len(), 1120 + 5 + 16, "X-Wing ciphertext, then the AEAD");
     let opened = open_pairwise(&bob, &alice.public().agreement, &MB, &sealed).unwrap();
     assert_eq!(opened.as_slice(), b"chain");
     // Not for eve; not from eve; not for another mailbox.
@@ -518,11 +527,31 @@ fn pairwise_authenticates_both_ends() {
         .is_err()
     );
     assert!(open_pairwise(&bob, &alice.public().agreement, &MB, &sealed[..20]).is_err());
-    // A small-order key is refused rather than yielding a predictable key.
+    // A small-order key is refused rather than yielding a predictable key: as the
+    // agreement key, or as the X25519 half of the X-Wing key.
     assert_eq!(
-        seal_pairwise(&mut r, &alice, &[0u8; 32], &MB, b"x").err(),
+        seal_pairwise(&mut r, &alice, &[0u8; 32], &bob.kem_public(), &MB, b"x").err(),
         Some(CryptoError::BadKey)
     );
+    let mut weak = bob.kem_public();
+    weak[1184..].fill(0);
+    assert_eq!(
+        seal_pairwise(&mut r, &alice, &bob.public().agreement, &weak, &MB, b"x").err(),
+        Some(CryptoError::BadKey)
+    );
+    // Sealed to eve's X-Wing key under bob's agreement key: bob cannot open it (the
+    // key needs both halves), nor can eve (the static DH is bob's).
+    let crossed = seal_pairwise(
+        &mut r,
+        &alice,
+        &bob.public().agreement,
+        &eve.kem_public(),
+        &MB,
+        b"x",
+    )
+    .unwrap();
+    assert!(open_pairwise(&bob, &alice.public().agreement, &MB, &crossed).is_err());
+    assert!(open_pairwise(&eve, &alice.public().agreement, &MB, &crossed).is_err());
 }
 
 #[test]
@@ -650,6 +679,7 @@ fn too_far_ahead_and_wrong_epoch_are_refused() {
         epoch: 0,
         index: MAX_SKIP + 1,
         chain_key: [0; 32],
+        envelope_key: [0; 32],
     });
     let m = seal_group(&id, &mut far, &MB, &text("far")).unwrap();
     assert!(matches!(

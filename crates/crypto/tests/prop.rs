@@ -36,7 +36,7 @@ proptest! {
         let mut r = rand::rng();
         let a = TalkIdentity::generate(&mut r);
         let b = TalkIdentity::generate(&mut r);
-        let mut sealed = seal_pairwise(&mut r, &a, &b.public().agreement, &MB, &msg).unwrap();
+        let mut sealed = seal_pairwise(&mut r, &a, &b.public().agreement, &b.kem_public(), &MB, &msg).unwrap();
         let opened = open_pairwise(&b, &a.public().agreement, &MB, &sealed).unwrap();
         prop_assert_eq!(opened.as_slice(), &msg[..]);
         let i = pos % sealed.len();

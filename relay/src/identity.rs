@@ -780,7 +780,11 @@ mod tests {
         let (cert, _) = certificate(&identity).unwrap();
         let der = cert.as_ref();
         // commonName (2.5.4.3) as a UTF8String "nook-relay", and no placeholder name.
-        let cn = [&[0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x0a][..], b"nook-relay"].concat();
+        let cn = [
+            &[0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x0a][..],
+            b"nook-relay",
+        ]
+        .concat();
         assert!(der.windows(cn.len()).any(|w| w == cn.as_slice()));
         let placeholder = b"rcgen self signed cert";
         assert!(!der.windows(placeholder.len()).any(|w| w == placeholder));

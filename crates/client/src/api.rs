@@ -9,8 +9,7 @@ use nook_crypto::auth::{AuthOp, PortableReceipt, params_digest, sign_relay_auth}
 use nook_crypto::kdf::sha256;
 use nook_crypto::{Invite, RelayAddr, TalkIdentity};
 use nook_proto::{
-    Close, Create, EnvelopeKind, ErrorCode, Join, MailboxId, Request, Response, Seq, TalkPhase,
-    TalkStatus,
+    Close, Create, ErrorCode, Join, MailboxId, Request, Response, Seq, TalkPhase, TalkStatus,
 };
 
 use crate::dial::Dialer;
@@ -270,14 +269,14 @@ impl Client {
         else {
             return Err(ClientError::Protocol);
         };
-        let (mut state, announce) =
+        let (mut state, outgoing) =
             TalkState::joined(&invite, identity, &alias, seat, &welcome, status)?;
         state.relay_key = Some(conn.hello().relay_key.0);
         let talk = state.name();
         let mut session = TalkSession::new(self.leases.take().await?, state);
         session.store().remove_pending_join(&token_hash)?;
         let mut change = arrival(status);
-        change.outgoing.push((EnvelopeKind::Handshake, announce));
+        change.outgoing.extend(outgoing);
         session.commit(&conn, change, false).await?;
         drop(session);
         conn.close().await;

@@ -10,11 +10,11 @@
 use bincode::{Decode, Encode};
 use nook_crypto::auth::PortableReceipt;
 use nook_crypto::chain::{ChainState, Delivery};
+use nook_crypto::identity::{IDENTITY_LEN, KEM_PUBLIC_LEN};
 use nook_crypto::message::{
     Announce, Content, Direct, DirectBody, Farewell, Inner, Welcome, WelcomeParams, open_group,
     seal_group,
 };
-use nook_crypto::identity::{IDENTITY_LEN, KEM_PUBLIC_LEN};
 use nook_crypto::seal::{KEY_ID_LEN, open_pairwise, open_welcome, seal_pairwise, seal_welcome};
 use nook_crypto::{
     CryptoError, EnvelopeKey, Invite, Purpose, ReceivingChain, RelayAddr, SeatSecret, SendingChain,
@@ -353,7 +353,9 @@ impl TalkState {
     }
 
     /// Builds the state of a member who just took `seat` with `invite`, from the
-    /// welcome the relay handed over; returns it with the announcement to put.
+    /// welcome the relay handed over; returns it with what to put: the public
+    /// announcement, then (unless the relay says the creator left) a `Reply` to the
+    /// creator, whose keys the welcome gave, so the creator can read us at once.
     pub fn joined(
         invite: &Invite,
         identity: TalkIdentity,
@@ -361,7 +363,7 @@ impl TalkState {
         seat: u8,
         welcome: &[u8],
         status: TalkStatus,
-    ) -> Result<(TalkState, Vec<u8>), MemberError> {
+    ) -> Result<(TalkState, Vec<(EnvelopeKind, Vec<u8>)>), MemberError> {
         if !valid_alias(alias) {
             return Err(MemberError::BadAlias);
         }
@@ -420,8 +422,23 @@ impl TalkState {
             "",
             None,
         )?;
-        let body = state.seal_base(&Inner::Announce(announce))?;
-        Ok((state, body))
+        let mut outgoing = vec![(
+            EnvelopeKind::Handshake,
+            state.seal_base(&Inner::Announce(announce))?,
+        )];
+        if status.left & 1 == 0 {
+            let chain = state.sending.state().clone();
+            let reply = DirectBody::Reply {
+                announce: Box::new(state.announce(Some(&chain))?),
+            };
+            outgoing.push((
+                EnvelopeKind::Handshake,
+                state.direct(&state.roster[0], &reply)?,
+            ));
+            // Its Intro then needs no Reply.
+            state.roster[0].introduced = true;
+        }
+        Ok((state, outgoing))
     }
 
     /// The index the next message will be sent under (tests check it moved).
@@ -588,8 +605,10 @@ impl TalkState {
     /// The end-to-end close signal, sealed for the relay to pass on.
     pub fn farewell(&self) -> Result<Vec<u8>, CryptoError> {
         let f = Farewell::new(&self.identity(), &self.mailbox);
-        // Under this member's own key: a member who left cannot tell who closed.
-        self.own_key().seal(
+        // Under the base key: every member must be able to check it, including one
+        // that has none of the closer's chains yet (the closer may never have been
+        // online to introduce itself). It says only who closed.
+        self.base_key().seal(
             &mut rand::rng(),
             &self.mailbox,
             Purpose::Farewell,
@@ -616,9 +635,9 @@ impl TalkState {
             _ => None,
         };
         let closer = self
-            .key_for(farewell)
-            .filter(|(_, base)| !base)
-            .and_then(|(key, _)| key.open(&self.mailbox, Purpose::Farewell, farewell).ok())
+            .base_key()
+            .open(&self.mailbox, Purpose::Farewell, farewell)
+            .ok()
             .and_then(|p| Inner::decode(&p).ok())
             .and_then(|inner| match inner {
                 Inner::Farewell(f) if f.verify(&self.mailbox).is_ok() => Some(f.sender),
@@ -775,8 +794,7 @@ impl TalkState {
                 let same = p.pseudonym == b.pseudonym
                     && p.agreement == b.agreement
                     && p.kem == b.kem
-                    && p.relay_auth == b.relay_auth
-                    && !p.left;
+                    && p.relay_auth == b.relay_auth;
                 if same { Ok(Some(i)) } else { Err(()) }
             }
             None => Ok(None),
@@ -1266,10 +1284,7 @@ mod tests {
         }
         let ev = net.deliver(&mut b);
         assert_eq!(texts(&ev), ["member-2: last words"]);
-        assert!(
-            !ev.iter().any(|e| matches!(e, Event::Warning(_))),
-            "{ev:?}"
-        );
+        assert!(!ev.iter().any(|e| matches!(e, Event::Warning(_))), "{ev:?}");
         // The goodbye erased c's chains: nothing more from c opens.
         let p = b.roster.iter().find(|p| p.seat == 2).unwrap();
         assert!(p.chain.is_none() && p.prev_chain.is_none());
@@ -1368,15 +1383,18 @@ mod tests {
                 assert!(!plain.windows(12).any(|w| w == b"newcomer-dee"));
             }
         }
-        assert!(opened > 0, "the newcomer's announcement is under the base key");
+        assert!(
+            opened > 0,
+            "the newcomer's announcement is under the base key"
+        );
         // And through the client itself: no message, no alias.
         for (_, e) in net.log.iter().filter(|(_, e)| e.seq.0 > left_at) {
             let h = leaver.handle_envelope(e);
             assert!(texts(&h.events).is_empty(), "{:?}", h.events);
             assert!(
-                !h.events
-                    .iter()
-                    .any(|e| matches!(e, Event::MemberJoined { alias, .. } if alias == "newcomer-dee")),
+                !h.events.iter().any(
+                    |e| matches!(e, Event::MemberJoined { alias, .. } if alias == "newcomer-dee")
+                ),
                 "{:?}",
                 h.events
             );
@@ -1391,20 +1409,47 @@ mod tests {
         let mut c = join(&mut net, inv, 2, welcome, "early-bird");
         let (body, _) = c.seal_text("said at once", 1).unwrap();
         net.put(2, EnvelopeKind::Chat, body);
-        // a reads the announcement (and introduces itself) and the message it cannot
-        // open yet: nothing is shown, nothing is lost.
+        // The creator, whose keys the welcome gave, got the newcomer's Reply with its
+        // announcement: it reads at once.
         let ev = net.deliver(&mut m[0]);
+        assert_eq!(texts(&ev), ["early-bird: said at once"]);
+        // b reads the announcement (and introduces itself) and the message it cannot
+        // open yet: nothing is shown, nothing is lost.
+        let ev = net.deliver(&mut m[1]);
         assert!(texts(&ev).is_empty(), "{ev:?}");
         assert!(!ev.iter().any(|e| matches!(e, Event::Warning(_))), "{ev:?}");
-        assert_eq!(m[0].held.len(), 1);
+        assert_eq!(m[1].held.len(), 1);
         net.deliver(&mut c);
-        let ev = net.deliver(&mut m[0]);
+        let ev = net.deliver(&mut m[1]);
         assert_eq!(texts(&ev), ["early-bird: said at once"]);
         assert!(
             ev.iter()
                 .any(|e| matches!(e, Event::MemberJoined { alias, .. } if alias == "early-bird"))
         );
-        assert!(m[0].held.is_empty());
+        assert!(m[1].held.is_empty());
+    }
+
+    #[test]
+    fn a_newcomer_sends_nothing_to_a_creator_the_relay_says_left() {
+        use crate::testkit::talk;
+        let (_, _, free) = talk(3, 1);
+        let (inv, welcome) = &free[0];
+        let mut st = status(2, true);
+        st.left = 1;
+        let joined = |st| {
+            TalkState::joined(
+                inv,
+                TalkIdentity::generate(&mut rand::rng()),
+                "late",
+                2,
+                welcome,
+                st,
+            )
+            .unwrap()
+            .1
+        };
+        assert_eq!(joined(st).len(), 1, "the public announcement only");
+        assert_eq!(joined(status(2, true)).len(), 2);
     }
 
     #[test]

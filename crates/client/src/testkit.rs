@@ -113,7 +113,13 @@ pub(crate) fn talk(seats: u8, joiners: u8) -> (Net, Vec<TalkState>, Vec<(Invite,
             free.push((inv, offer.welcome.clone()));
             continue;
         }
-        let m = join(&mut net, &inv, seat, &offer.welcome, &format!("member-{seat}"));
+        let m = join(
+            &mut net,
+            &inv,
+            seat,
+            &offer.welcome,
+            &format!("member-{seat}"),
+        );
         members.push(m);
         // Announcement, introductions, replies.
         for _ in 0..3 {
@@ -126,10 +132,16 @@ pub(crate) fn talk(seats: u8, joiners: u8) -> (Net, Vec<TalkState>, Vec<(Invite,
 }
 
 /// Takes `seat` with `invite` and puts the announcement.
-pub(crate) fn join(net: &mut Net, invite: &Invite, seat: u8, welcome: &[u8], alias: &str) -> TalkState {
+pub(crate) fn join(
+    net: &mut Net,
+    invite: &Invite,
+    seat: u8,
+    welcome: &[u8],
+    alias: &str,
+) -> TalkState {
     let mut st = status(seat + 1, true);
     st.seats = 4;
-    let (m, announce) = TalkState::joined(
+    let (m, outgoing) = TalkState::joined(
         invite,
         TalkIdentity::generate(&mut rand::rng()),
         alias,
@@ -141,7 +153,9 @@ pub(crate) fn join(net: &mut Net, invite: &Invite, seat: u8, welcome: &[u8], ali
     let mut m = m;
     // The relay gives a newcomer nothing stored before it joined (protocol-spec §8.1).
     m.cursor = net.seq;
-    net.put(m.seat, EnvelopeKind::Handshake, announce);
+    for (kind, body) in outgoing {
+        net.put(m.seat, kind, body);
+    }
     m
 }
 
@@ -161,7 +175,7 @@ pub(crate) fn three() -> (Net, TalkState, TalkState, TalkState) {
     let mut joiners = Vec::new();
     for (i, (inv, offer)) in invites.iter().zip(&params.offers).enumerate() {
         let inv: Invite = inv.parse().unwrap();
-        let (m, announce) = TalkState::joined(
+        let (m, outgoing) = TalkState::joined(
             &inv,
             TalkIdentity::generate(&mut rand::rng()),
             &format!("member-{}", i + 1),
@@ -170,7 +184,9 @@ pub(crate) fn three() -> (Net, TalkState, TalkState, TalkState) {
             status(2 + i as u8, i == 1),
         )
         .unwrap();
-        net.put(m.seat, EnvelopeKind::Handshake, announce);
+        for (kind, body) in outgoing {
+            net.put(m.seat, kind, body);
+        }
         joiners.push(m);
     }
     let mut c = joiners.pop().unwrap();

@@ -5,8 +5,8 @@ use std::fmt;
 
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use nook_proto::{MemberKey, Signature};
+use x_wing::{DecapsulationKeyRejectNonContrib, Decapsulator, KeyExport};
 use x25519_dalek::{PublicKey as XPublic, StaticSecret};
-use x_wing::{Decapsulator, DecapsulationKeyRejectNonContrib, KeyExport};
 use zeroize::Zeroizing;
 
 use crate::CryptoError;

@@ -83,7 +83,14 @@ pub fn seal_pairwise<R: rand::CryptoRng + ?Sized>(
 ) -> Result<Vec<u8>, CryptoError> {
     let mut randomness = Zeroizing::new([0u8; KEM_RANDOMNESS_LEN]);
     rng.fill_bytes(randomness.as_mut());
-    seal_pairwise_with(&randomness, sender, recipient, recipient_kem, mailbox, plaintext)
+    seal_pairwise_with(
+        &randomness,
+        sender,
+        recipient,
+        recipient_kem,
+        mailbox,
+        plaintext,
+    )
 }
 
 /// [`seal_pairwise`] with the encapsulation randomness given (test vectors).
@@ -105,7 +112,8 @@ pub fn seal_pairwise_with(
     {
         return Err(CryptoError::BadKey);
     }
-    let (ct, ss) = ek.encapsulate_deterministic(&x_wing::kem::common::array::Array::from(*randomness));
+    let (ct, ss) =
+        ek.encapsulate_deterministic(&x_wing::kem::common::array::Array::from(*randomness));
     let ss = Zeroizing::new(<[u8; 32]>::from(ss));
     let dh = sender
         .agreement_secret()

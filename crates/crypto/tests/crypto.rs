@@ -511,7 +511,11 @@ fn pairwise_authenticates_both_ends() {
         b"chain",
     )
     .unwrap();
-    assert_eq!(sealed.len(), 1120 + 5 + 16, "X-Wing ciphertext, then the AEAD");
+    assert_eq!(
+        sealed.len(),
+        1120 + 5 + 16,
+        "X-Wing ciphertext, then the AEAD"
+    );
     let opened = open_pairwise(&bob, &alice.public().agreement, &MB, &sealed).unwrap();
     assert_eq!(opened.as_slice(), b"chain");
     // Not for eve; not from eve; not for another mailbox.

@@ -123,6 +123,10 @@ pub struct TalkState {
     pub mailbox: MailboxId,
     pub seat: u8,
     identity: [u8; IDENTITY_LEN],
+    /// This member's pseudonym and agreement public keys, kept so that telling our own
+    /// echoes and others' `Direct`s apart needs no key expansion.
+    own_pseudonym: [u8; 32],
+    own_agreement: [u8; 32],
     talk_key: [u8; 32],
     /// Seed of this member's seat key (zeros for the creator). Secret.
     seat_seed: [u8; 32],
@@ -295,6 +299,8 @@ impl TalkState {
             mailbox: MailboxId([0; 16]),
             seat: 0,
             identity: *identity.to_bytes(),
+            own_pseudonym: identity.public().pseudonym,
+            own_agreement: identity.public().agreement,
             talk_key,
             seat_seed: [0; 32],
             params,
@@ -392,6 +398,8 @@ impl TalkState {
             mailbox: invite.mailbox,
             seat,
             identity: *identity.to_bytes(),
+            own_pseudonym: identity.public().pseudonym,
+            own_agreement: identity.public().agreement,
             talk_key: w.talk_key,
             seat_seed: *invite.seat_secret.seat_seed(),
             params: w.params,
@@ -802,10 +810,10 @@ impl TalkState {
     }
 
     fn on_direct(&mut self, d: Direct, out: &mut Handled) {
-        let identity = self.identity();
-        if d.to != identity.public().agreement {
+        if d.to != self.own_agreement {
             return; // Addressed to another member.
         }
+        let identity = self.identity();
         let plain = match open_pairwise(&identity, &d.from, &self.mailbox, &d.sealed) {
             Ok(p) => p,
             Err(_) => {
@@ -950,7 +958,7 @@ impl TalkState {
     }
 
     fn on_group(&mut self, g: &nook_crypto::message::GroupMessage, out: &mut Handled) {
-        if g.header.sender == self.identity().public().pseudonym {
+        if g.header.sender == self.own_pseudonym {
             // Our own message, echoed to this process by the relay: the process that
             // sent it recorded it in the history already.
             return;

@@ -29,7 +29,9 @@ pub struct TalkIdentity {
     pseudonym: SigningKey,
     agreement: StaticSecret,
     relay_auth: SigningKey,
-    kem: DecapsulationKeyRejectNonContrib,
+    /// The X-Wing seed; expanded only when a pairwise blob is opened or the public key
+    /// is needed (the expansion is an ML-KEM key generation, ~10 × an X25519 one).
+    kem: Zeroizing<[u8; 32]>,
 }
 
 /// The public halves a member shows to other members.
@@ -59,7 +61,7 @@ impl TalkIdentity {
             pseudonym: SigningKey::from_bytes(&part(0)),
             agreement: StaticSecret::from(*part(1)),
             relay_auth: SigningKey::from_bytes(&part(2)),
-            kem: DecapsulationKeyRejectNonContrib::from(*part(3)),
+            kem: part(3),
         }
     }
 
@@ -69,20 +71,24 @@ impl TalkIdentity {
         out[..32].copy_from_slice(self.pseudonym.as_bytes());
         out[32..64].copy_from_slice(self.agreement.as_bytes());
         out[64..96].copy_from_slice(self.relay_auth.as_bytes());
-        let kem = Zeroizing::new(self.kem.to_bytes());
-        out[96..].copy_from_slice(kem.as_slice());
+        out[96..].copy_from_slice(self.kem.as_ref());
         out
     }
 
     /// The X-Wing encapsulation key other members seal pairwise blobs to.
     pub fn kem_public(&self) -> [u8; KEM_PUBLIC_LEN] {
         let mut out = [0u8; KEM_PUBLIC_LEN];
-        out.copy_from_slice(self.kem.encapsulation_key().to_bytes().as_slice());
+        out.copy_from_slice(
+            self.kem_secret()
+                .encapsulation_key()
+                .to_bytes()
+                .as_slice(),
+        );
         out
     }
 
-    pub(crate) fn kem_secret(&self) -> &DecapsulationKeyRejectNonContrib {
-        &self.kem
+    pub(crate) fn kem_secret(&self) -> DecapsulationKeyRejectNonContrib {
+        DecapsulationKeyRejectNonContrib::from(*self.kem)
     }
 
     pub fn public(&self) -> PublicIdentity {

@@ -12,8 +12,8 @@ use nook_crypto::auth::PortableReceipt;
 use nook_crypto::chain::{ChainState, Delivery};
 use nook_crypto::identity::{IDENTITY_LEN, KEM_PUBLIC_LEN};
 use nook_crypto::message::{
-    Announce, Content, Direct, DirectBody, Farewell, Inner, Welcome, WelcomeParams, open_group,
-    seal_group,
+    Announce, Content, Direct, DirectBody, Farewell, Inner, Seen, Welcome, WelcomeParams,
+    open_group, seal_group,
 };
 use nook_crypto::seal::{KEY_ID_LEN, open_pairwise, open_welcome, seal_pairwise, seal_welcome};
 use nook_crypto::{
@@ -89,7 +89,19 @@ pub enum Event {
     RelayRetiring {
         at: u64,
     },
+    /// Messages of the member of `seat` that this device never received, known from
+    /// the positions other members' messages, goodbyes and the farewell report
+    /// (protocol-spec §13.3); for our own seat, messages of ours the closer never got.
+    /// (Appended.)
+    Missing {
+        seat: u8,
+        alias: String,
+        count: u32,
+    },
 }
+
+/// How many messages a member holds back for causal order within a batch.
+pub const MAX_WAITING: usize = 64;
 
 /// How many envelopes sealed under keys not yet known a member holds for later
 /// (protocol-spec §13.3), and how many bytes; past either the oldest is dropped.
@@ -109,6 +121,9 @@ pub struct Peer {
     chain: Option<ReceivingChain>,
     prev_chain: Option<ReceivingChain>,
     pub left: bool,
+    /// `(epoch, index)`: every message of this member's chain `epoch` below `index`
+    /// was received or reported missing, so none is reported twice.
+    accounted: (u32, u32),
     /// We gave this member our chain in an `Intro` (it announced after us), so its
     /// `Intro` to us, if it sends one (we joined at the same time), needs no `Reply`.
     introduced: bool,
@@ -142,6 +157,10 @@ pub struct TalkState {
     /// Envelopes sealed under a key this member does not hold yet (a newcomer's
     /// messages that came before its `Reply`), opened when the key arrives.
     held: Vec<Envelope>,
+    /// Messages that came before messages their author had already seen (its `seen`
+    /// summary names them): shown after those, in causal order, or at the end of the
+    /// batch with what never came reported lost (protocol-spec §13.3).
+    waiting: Vec<(Vec<Event>, Vec<Seen>)>,
     /// Highest relay seq fully processed and stored.
     pub cursor: u64,
     /// Highest seq acknowledged to the relay.
@@ -198,6 +217,17 @@ pub enum MemberError {
 }
 
 impl Peer {
+    /// Notes that the messages `[from, upto)` of chain `epoch` are known to exist;
+    /// returns how many of them were not accounted for yet.
+    fn account(&mut self, epoch: u32, from: u32, upto: u32) -> u32 {
+        if self.accounted.0 != epoch {
+            self.accounted = (epoch, 0);
+        }
+        let n = upto.saturating_sub(from.max(self.accounted.1));
+        self.accounted.1 = self.accounted.1.max(upto);
+        n
+    }
+
     /// A member as its (verified) announcement describes it.
     fn from_announce(b: &nook_crypto::message::AnnounceBody, chain: Option<ChainState>) -> Peer {
         let alias = if chain.is_some() || b.seat == 0 {
@@ -215,6 +245,7 @@ impl Peer {
             chain: chain.map(ReceivingChain::new),
             prev_chain: None,
             left: false,
+            accounted: (0, 0),
             introduced: false,
         }
     }
@@ -310,6 +341,7 @@ impl TalkState {
             sending: SendingChain::new(&mut rng, 0),
             intro_chain: None,
             held: Vec::new(),
+            waiting: Vec::new(),
             cursor: 0,
             acked: 0,
             status: None,
@@ -409,6 +441,7 @@ impl TalkState {
             sending: SendingChain::new(&mut rng, 0),
             intro_chain: None,
             held: Vec::new(),
+            waiting: Vec::new(),
             cursor: 0,
             acked: 0,
             status: Some(status),
@@ -568,6 +601,7 @@ impl TalkState {
         let content = Content::Text {
             sent_at_ms: now_ms,
             text: text.to_string(),
+            seen: self.seen(),
         };
         let (body, id) = self.seal_content(&content)?;
         Ok((
@@ -587,8 +621,11 @@ impl TalkState {
 
     /// The "I am leaving" message, sent before `Leave` so the others know who left.
     pub fn seal_leaving(&mut self, now_ms: u64) -> Result<Vec<u8>, MemberError> {
-        self.seal_content(&Content::Leaving { sent_at_ms: now_ms })
-            .map(|(body, _)| body)
+        self.seal_content(&Content::Leaving {
+            sent_at_ms: now_ms,
+            seen: self.seen(),
+        })
+        .map(|(body, _)| body)
     }
 
     /// Seals `content` as this member's next group message; with its message id.
@@ -612,7 +649,13 @@ impl TalkState {
 
     /// The end-to-end close signal, sealed for the relay to pass on.
     pub fn farewell(&self) -> Result<Vec<u8>, CryptoError> {
-        let f = Farewell::new(&self.identity(), &self.mailbox);
+        let mut seen = self.seen();
+        seen.push(Seen {
+            seat: self.seat,
+            epoch: self.sending.state().epoch,
+            next: self.sending.state().index,
+        });
+        let f = Farewell::new(&self.identity(), &self.mailbox, seen)?;
         // Under the base key: every member must be able to check it, including one
         // that has none of the closer's chains yet (the closer may never have been
         // online to introduce itself). It says only who closed.
@@ -622,6 +665,130 @@ impl TalkState {
             Purpose::Farewell,
             &Inner::Farewell(f).encode()?,
         )
+    }
+
+    /// Whether this member holds every message that `seen` shows its author had (of the
+    /// chains it holds; others cannot be compared).
+    fn met(&self, seen: &[Seen]) -> bool {
+        seen.iter().all(|s| {
+            s.seat == self.seat
+                || self
+                    .roster
+                    .iter()
+                    .find(|p| p.seat == s.seat)
+                    .and_then(|p| {
+                        p.chain
+                            .iter()
+                            .chain(p.prev_chain.iter())
+                            .find(|c| c.epoch() == s.epoch)
+                    })
+                    .is_none_or(|c| c.next_index() >= s.next)
+        })
+    }
+
+    /// Shows the waiting messages whose dependencies arrived (all of them, with what
+    /// never came reported lost, when `all`), oldest first; until none changes.
+    fn release_waiting(&mut self, all: bool, out: &mut Handled) {
+        for _ in 0..=MAX_WAITING {
+            let Some(i) = self
+                .waiting
+                .iter()
+                .position(|(_, seen)| all || self.met(seen))
+            else {
+                return;
+            };
+            let (events, seen) = self.waiting.remove(i);
+            self.claims(&seen, false, out);
+            out.events.extend(events);
+        }
+    }
+
+    /// The end of a batch of envelopes (one fetch, one run of pushes): what still waits
+    /// for messages that did not come is shown now, and those reported lost.
+    pub fn end_of_batch(&mut self) -> Handled {
+        let mut out = Handled::default();
+        self.release_waiting(true, &mut out);
+        out
+    }
+
+    /// What this member has received of every other member's current chain.
+    fn seen(&self) -> Vec<Seen> {
+        self.roster
+            .iter()
+            .filter_map(|p| {
+                let c = p.chain.as_ref()?;
+                Some(Seen {
+                    seat: p.seat,
+                    epoch: c.epoch(),
+                    next: c.next_index(),
+                })
+            })
+            .collect()
+    }
+
+    /// Reports the messages that `seen` (someone else's summary) shows exist and this
+    /// member never received. With `own`, also ours that the summary's author lacks.
+    fn claims(&mut self, seen: &[Seen], own: bool, out: &mut Handled) {
+        let mut roster = std::mem::take(&mut self.roster);
+        self.claims_on(&mut roster, seen, own, out);
+        self.roster = roster;
+    }
+
+    fn claims_on(&self, roster: &mut [Peer], seen: &[Seen], own: bool, out: &mut Handled) {
+        for s in seen {
+            if own && s.seat == self.seat {
+                let mine = self.sending.state();
+                if s.epoch == mine.epoch && s.next < mine.index {
+                    out.events.push(Event::Missing {
+                        seat: self.seat,
+                        alias: self.alias.clone(),
+                        count: mine.index - s.next,
+                    });
+                }
+                continue;
+            }
+            let Some(p) = roster.iter_mut().find(|p| p.seat == s.seat) else {
+                continue;
+            };
+            let Some(from) = p
+                .chain
+                .iter()
+                .chain(p.prev_chain.iter())
+                .find(|c| c.epoch() == s.epoch)
+                .map(|c| c.next_index())
+            else {
+                continue; // A chain we do not hold (yet): nothing to compare.
+            };
+            let count = p.account(s.epoch, from, s.next);
+            if count > 0 {
+                out.events.push(Event::Missing {
+                    seat: p.seat,
+                    alias: p.alias.clone(),
+                    count,
+                });
+            }
+        }
+    }
+
+    /// What the closer's summary says this member never received (or, for our own
+    /// seat, never reached the closer); shown before the talk's end.
+    pub fn close_summary(&self, farewell: &[u8]) -> Vec<Event> {
+        let mut out = Handled::default();
+        let summary = self
+            .base_key()
+            .open(&self.mailbox, Purpose::Farewell, farewell)
+            .ok()
+            .and_then(|p| Inner::decode(&p).ok())
+            .and_then(|inner| match inner {
+                Inner::Farewell(f) if f.verify(&self.mailbox).is_ok() => Some(f),
+                _ => None,
+            })
+            .filter(|f| self.roster.iter().any(|p| p.pseudonym == f.sender));
+        if let Some(f) = summary {
+            let mut roster = self.roster.clone();
+            self.claims_on(&mut roster, &f.seen, true, &mut out);
+        }
+        out.events
     }
 
     /// Checks a `Closed` push: the receipt against the pinned relay key, the farewell
@@ -988,18 +1155,31 @@ impl TalkState {
         };
         match open_group(&p.pseudonym, chain, &mailbox, g) {
             Ok((content, delivery)) => {
-                let Delivery { late, missed, .. } = delivery;
-                if missed > 0 {
-                    out.events.push(Event::Warning(format!(
-                        "{missed} message(s) from {} never arrived",
-                        p.alias
-                    )));
+                let Delivery {
+                    late,
+                    missed,
+                    index,
+                } = delivery;
+                if !late {
+                    let epoch = g.header.epoch;
+                    let count = p.account(epoch, index - missed, index);
+                    p.account(epoch, index, index.saturating_add(1));
+                    if count > 0 {
+                        out.events.push(Event::Missing {
+                            seat: p.seat,
+                            alias: p.alias.clone(),
+                            count,
+                        });
+                    }
                 }
+                let seen = content.seen().to_vec();
+                let mut events = Vec::new();
                 match content {
                     Content::Text {
                         sent_at_ms,
                         ref text,
-                    } => out.events.push(Event::Message {
+                        ..
+                    } => events.push(Event::Message {
                         seat: p.seat,
                         alias: p.alias.clone(),
                         sent_at_ms,
@@ -1018,6 +1198,13 @@ impl TalkState {
                         self.mark_left(seat, out);
                     }
                 }
+                if !events.is_empty() && !self.met(&seen) && self.waiting.len() < MAX_WAITING {
+                    self.waiting.push((events, seen));
+                } else {
+                    self.claims(&seen, false, out);
+                    out.events.extend(events);
+                }
+                self.release_waiting(false, out);
             }
             Err(e) => out.events.push(Event::Warning(format!(
                 "a message claiming to be from {} was rejected: {e}",
@@ -1097,7 +1284,7 @@ impl TalkState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::{status, three};
+    use crate::testkit::{Net, status, three};
     use nook_proto::Seq;
 
     fn texts(events: &[Event]) -> Vec<String> {
@@ -1184,9 +1371,16 @@ mod tests {
         let base = b.cursor;
         let h = b.handle_envelope(&env(base + 1, &m[2]));
         assert!(
+            h.events.iter().any(|e| matches!(
+                e,
+                Event::Missing {
+                    seat: 0,
+                    count: 2,
+                    ..
+                }
+            )),
+            "{:?}",
             h.events
-                .iter()
-                .any(|e| matches!(e, Event::Warning(w) if w.contains("2 message(s)")))
         );
         let h = b.handle_envelope(&env(base + 2, &m[0]));
         assert!(
@@ -1194,6 +1388,165 @@ mod tests {
             "{:?}",
             h.events
         );
+    }
+
+    /// Delivers to `m` everything pending except the envelopes of `skip` (the seqs a
+    /// relay drops for it).
+    fn deliver_dropping(net: &mut Net, m: &mut TalkState, skip: &[u64]) -> Vec<Event> {
+        let pending: Vec<Envelope> = net
+            .log
+            .iter()
+            .filter(|(from, e)| *from != m.seat && e.seq.0 > m.cursor && !skip.contains(&e.seq.0))
+            .map(|(_, e)| e.clone())
+            .collect();
+        let mut events = Vec::new();
+        for e in pending {
+            let h = m.handle_envelope(&e);
+            events.extend(h.events);
+            for (k, b) in h.outgoing {
+                net.put(m.seat, k, b);
+            }
+        }
+        events.extend(m.end_of_batch().events);
+        // Never delivered later either: `m` has moved past them.
+        m.cursor = skip.iter().copied().fold(m.cursor, u64::max);
+        events
+    }
+
+    fn missing(events: &[Event]) -> Vec<(u8, u32)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Missing { seat, count, .. } => Some((*seat, *count)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_senders_last_messages_dropped_for_one_member_are_reported_by_the_next_message() {
+        let (mut net, mut a, mut b, mut c) = three();
+        let mut dropped = Vec::new();
+        for i in 0..3 {
+            let (body, _) = b.seal_text(&format!("b{i}"), 1).unwrap();
+            net.put(1, EnvelopeKind::Chat, body);
+            if i > 0 {
+                dropped.push(net.seq);
+            }
+        }
+        // The relay hands c only b's first message; b then falls silent.
+        let ev = deliver_dropping(&mut net, &mut c, &dropped);
+        assert_eq!(texts(&ev), ["member-1: b0"]);
+        assert!(missing(&ev).is_empty());
+        // a got all three; its next message says so, and c learns of the two.
+        net.deliver(&mut a);
+        let (body, _) = a.seal_text("anyone?", 2).unwrap();
+        net.put(0, EnvelopeKind::Chat, body);
+        let ev = net.deliver(&mut c);
+        assert_eq!(texts(&ev), ["owner-owl: anyone?"]);
+        assert_eq!(missing(&ev), [(1, 2)]);
+        // Reported once: b's next message, after the gap, adds nothing.
+        let (body, _) = b.seal_text("b3", 3).unwrap();
+        net.put(1, EnvelopeKind::Chat, body);
+        let ev = net.deliver(&mut c);
+        assert_eq!(texts(&ev), ["member-1: b3"]);
+        assert!(missing(&ev).is_empty(), "{ev:?}");
+    }
+
+    #[test]
+    fn the_close_summary_tells_a_sender_its_last_messages_never_reached_the_closer() {
+        let (mut net, mut a, mut b, mut c) = three();
+        let (body, _) = b.seal_text("seen by all", 1).unwrap();
+        net.put(1, EnvelopeKind::Chat, body);
+        let (body, _) = b.seal_text("dropped for everyone", 2).unwrap();
+        net.put(1, EnvelopeKind::Chat, body);
+        let last = net.seq;
+        deliver_dropping(&mut net, &mut a, &[last]);
+        let ev = deliver_dropping(&mut net, &mut c, &[last]);
+        assert!(missing(&ev).is_empty());
+        let farewell = a.farewell().unwrap();
+        // b learns its message never reached a; c learns nothing new (it has what a has).
+        assert_eq!(missing(&b.close_summary(&farewell)), [(1, 1)]);
+        assert!(c.close_summary(&farewell).is_empty());
+        // A summary not signed by a member says nothing.
+        let stranger = TalkIdentity::generate(&mut rand::rng());
+        let f = Farewell::new(
+            &stranger,
+            &a.mailbox,
+            vec![Seen {
+                seat: 1,
+                epoch: 0,
+                next: 9,
+            }],
+        )
+        .unwrap();
+        let forged = a
+            .base_key()
+            .seal(
+                &mut rand::rng(),
+                &a.mailbox,
+                Purpose::Farewell,
+                &Inner::Farewell(f).encode().unwrap(),
+            )
+            .unwrap();
+        assert!(c.close_summary(&forged).is_empty());
+    }
+
+    /// b asks, a answers having seen the question; the relay hands c the answer first
+    /// and the question after, under new seqs: with `batch_between`, in two batches.
+    fn reordered(batch_between: bool) -> Vec<Event> {
+        let (mut net, mut a, mut b, mut c) = three();
+        let (body, _) = b.seal_text("question", 1).unwrap();
+        net.put(1, EnvelopeKind::Chat, body);
+        let question = net.log.last().unwrap().1.clone();
+        net.deliver(&mut a);
+        let (body, _) = a.seal_text("answer", 2).unwrap();
+        net.put(0, EnvelopeKind::Chat, body);
+        let answer = net.log.last().unwrap().1.clone();
+        let base = c.cursor;
+        let env = |seq: u64, e: &Envelope| Envelope {
+            seq: Seq(seq),
+            ..e.clone()
+        };
+        let mut events = c.handle_envelope(&env(base + 1, &answer)).events;
+        if batch_between {
+            events.extend(c.end_of_batch().events);
+        }
+        events.extend(c.handle_envelope(&env(base + 2, &question)).events);
+        events.extend(c.end_of_batch().events);
+        events
+    }
+
+    #[test]
+    fn a_reordered_delivery_is_shown_in_causal_order() {
+        let ev = reordered(false);
+        assert_eq!(texts(&ev), ["member-1: question", "owner-owl: answer"]);
+        assert!(missing(&ev).is_empty(), "{ev:?}");
+    }
+
+    #[test]
+    fn a_reorder_across_batches_is_reported() {
+        let ev = reordered(true);
+        assert_eq!(texts(&ev), ["owner-owl: answer", "member-1: question"]);
+        assert_eq!(
+            missing(&ev),
+            [(1, 1)],
+            "the answer says b's question exists"
+        );
+    }
+
+    #[test]
+    fn a_goodbye_carries_the_leavers_summary() {
+        let (mut net, mut a, mut b, mut c) = three();
+        let (body, _) = a.seal_text("to b only", 1).unwrap();
+        net.put(0, EnvelopeKind::Chat, body);
+        let dropped = net.seq;
+        net.deliver(&mut c);
+        deliver_dropping(&mut net, &mut b, &[dropped]);
+        let body = c.seal_leaving(2).unwrap();
+        net.put(2, EnvelopeKind::Chat, body);
+        let ev = net.deliver(&mut b);
+        assert_eq!(missing(&ev), [(0, 1)]);
     }
 
     #[test]
@@ -1312,7 +1665,7 @@ mod tests {
 
     #[test]
     fn a_member_who_left_and_kept_every_key_opens_nothing_sent_after() {
-        use crate::testkit::{Net, join, talk};
+        use crate::testkit::{join, talk};
         let (mut net, mut m, free) = talk(4, 2);
         let sync = |net: &mut Net, m: &mut Vec<TalkState>| {
             for _ in 0..3 {
@@ -1382,6 +1735,9 @@ mod tests {
                     Inner::Announce(a) => {
                         assert!(a.body.chain.is_none() && a.body.alias.is_empty(), "{a:?}");
                     }
+                    // The farewell, which every member must be able to check: who
+                    // closed, and how many messages of each chain it had received.
+                    Inner::Farewell(f) => assert_eq!(f.sender, m[0].own_pseudonym),
                     Inner::Direct(d) => {
                         assert!(open_pairwise(&me, &d.from, &leaver.mailbox, &d.sealed).is_err());
                     }

@@ -380,6 +380,7 @@ impl TalkSession {
             change.events.extend(h.events);
             change.outgoing.extend(h.outgoing);
         }
+        change.events.extend(self.state.end_of_batch().events);
         self.commit(relay, change, true).await
     }
 

@@ -67,6 +67,7 @@ impl Net {
                 self.put(m.seat, k, b);
             }
         }
+        events.extend(m.end_of_batch().events);
         events
     }
 }

@@ -78,12 +78,7 @@ impl TalkIdentity {
     /// The X-Wing encapsulation key other members seal pairwise blobs to.
     pub fn kem_public(&self) -> [u8; KEM_PUBLIC_LEN] {
         let mut out = [0u8; KEM_PUBLIC_LEN];
-        out.copy_from_slice(
-            self.kem_secret()
-                .encapsulation_key()
-                .to_bytes()
-                .as_slice(),
-        );
+        out.copy_from_slice(self.kem_secret().encapsulation_key().to_bytes().as_slice());
         out
     }
 

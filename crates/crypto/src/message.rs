@@ -118,24 +118,39 @@ pub struct GroupMessage {
     pub signature: [u8; 64],
 }
 
-/// The application content of a group message.
+/// How far the sender had received one member's current chain: `next` is the index
+/// of the next message it expected from chain `epoch` of the member in `seat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Zeroize)]
+pub struct Seen {
+    pub seat: u8,
+    pub epoch: u32,
+    pub next: u32,
+}
+
+/// Most entries a `seen` list may have: one per seat.
+pub const MAX_SEEN: usize = 64;
+
+/// The application content of a group message. `seen` is what the sender had
+/// received of each other member when it sent this (protocol-spec §12.4): a member
+/// that lacks messages someone else saw knows they were dropped for it.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Zeroize, ZeroizeOnDrop)]
 pub enum Content {
     Text {
         sent_at_ms: u64,
         text: String,
+        seen: Vec<Seen>,
     },
-    /// The sender is about to leave the talk.
-    Leaving {
-        sent_at_ms: u64,
-    },
+    /// The sender is about to leave the talk; `seen` is its last summary.
+    Leaving { sent_at_ms: u64, seen: Vec<Seen> },
 }
 
 /// The end-to-end close, signed with the closer's pseudonym key over
-/// `"nook/1 farewell" ‖ mailbox`.
+/// `"nook/1 farewell" ‖ mailbox ‖ encode(seen)`; `seen` is the closer's summary,
+/// its own chain included.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Farewell {
     pub sender: [u8; 32],
+    pub seen: Vec<Seen>,
     pub signature: [u8; 64],
 }
 
@@ -208,7 +223,18 @@ impl Content {
             .map_err(|_| CryptoError::Malformed)
     }
     pub fn decode(bytes: &[u8]) -> Result<Content, CryptoError> {
-        decode_body(bytes).map_err(|_| CryptoError::Malformed)
+        let content: Content = decode_body(bytes).map_err(|_| CryptoError::Malformed)?;
+        if content.seen().len() > MAX_SEEN {
+            return Err(CryptoError::Malformed);
+        }
+        Ok(content)
+    }
+
+    /// The sender's summary of what it had received.
+    pub fn seen(&self) -> &[Seen] {
+        match self {
+            Content::Text { seen, .. } | Content::Leaving { seen, .. } => seen,
+        }
     }
 }
 
@@ -346,19 +372,33 @@ pub fn open_group(
 }
 
 impl Farewell {
-    pub fn new(identity: &TalkIdentity, mailbox: &MailboxId) -> Farewell {
-        Farewell {
+    pub fn new(
+        identity: &TalkIdentity,
+        mailbox: &MailboxId,
+        seen: Vec<Seen>,
+    ) -> Result<Farewell, CryptoError> {
+        let signature = identity.sign_pseudonym(&farewell_transcript(mailbox, &seen)?);
+        Ok(Farewell {
             sender: identity.public().pseudonym,
-            signature: identity.sign_pseudonym(&farewell_transcript(mailbox)),
-        }
+            seen,
+            signature,
+        })
     }
     pub fn verify(&self, mailbox: &MailboxId) -> Result<(), CryptoError> {
-        verify(&self.sender, &farewell_transcript(mailbox), &self.signature)
+        verify(
+            &self.sender,
+            &farewell_transcript(mailbox, &self.seen)?,
+            &self.signature,
+        )
     }
 }
 
-fn farewell_transcript(mailbox: &MailboxId) -> Vec<u8> {
-    [labels::FAREWELL, &mailbox.0].concat()
+fn farewell_transcript(mailbox: &MailboxId, seen: &[Seen]) -> Result<Vec<u8>, CryptoError> {
+    if seen.len() > MAX_SEEN {
+        return Err(CryptoError::Malformed);
+    }
+    let seen = encode_value(&seen.to_vec()).map_err(|_| CryptoError::Malformed)?;
+    Ok([labels::FAREWELL, &mailbox.0, &seen].concat())
 }
 
 fn group_aad(mailbox: &MailboxId, header: &[u8]) -> Vec<u8> {

@@ -5,7 +5,9 @@ use nook_crypto::auth::{
     parse_rfc3339_utc, rfc3339_utc, sign_relay_auth, verify_receipt, verify_relay_auth,
 };
 use nook_crypto::chain::{ChainState, Delivery, MAX_SKIP, MAX_SKIPPED_KEYS};
-use nook_crypto::message::{Announce, Content, Farewell, GroupMessage, open_group, seal_group};
+use nook_crypto::message::{
+    Announce, Content, Farewell, GroupMessage, Seen, open_group, seal_group,
+};
 use nook_crypto::padding::{bucket_for, pad, unpad};
 use nook_crypto::seal::{
     ENVELOPE_OVERHEAD, open_pairwise, open_welcome, seal_pairwise, seal_welcome,
@@ -23,6 +25,7 @@ fn text(t: &str) -> Content {
     Content::Text {
         sent_at_ms: 1,
         text: t.into(),
+        seen: Vec::new(),
     }
 }
 
@@ -823,10 +826,22 @@ fn receipts_verify_only_with_the_relay_key() {
 #[test]
 fn farewell_is_signed_by_the_closer() {
     let id = TalkIdentity::generate(&mut rng());
-    let f = Farewell::new(&id, &MB);
+    let seen = vec![Seen {
+        seat: 1,
+        epoch: 0,
+        next: 7,
+    }];
+    let f = Farewell::new(&id, &MB, seen).unwrap();
     assert_eq!(f.sender, id.public().pseudonym);
     assert!(f.verify(&MB).is_ok());
     assert!(f.verify(&MailboxId([0; 16])).is_err());
+    // The summary is signed: a relay cannot change what the closer saw.
+    let mut altered = f.clone();
+    altered.seen[0].next = 5;
+    assert!(altered.verify(&MB).is_err());
+    // And bounded.
+    let long = vec![f.seen[0]; 65];
+    assert!(Farewell::new(&id, &MB, long).is_err());
 }
 
 #[test]

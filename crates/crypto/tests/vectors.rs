@@ -27,8 +27,8 @@ use nook_crypto::chain::{ChainState, ReceivingChain, SendingChain, step};
 use nook_crypto::identity::verify;
 use nook_crypto::kdf::{hkdf32, sha256};
 use nook_crypto::message::{
-    Announce, Content, Direct, DirectBody, Farewell, Inner, Welcome, WelcomeParams, open_group,
-    seal_group,
+    Announce, Content, Direct, DirectBody, Farewell, Inner, Seen, Welcome, WelcomeParams,
+    open_group, seal_group,
 };
 use nook_crypto::padding::pad;
 use nook_crypto::rotation::{follow, rotation_transcript};
@@ -436,9 +436,15 @@ fn compute() -> Vectors {
     v.hex("chain.ck1", ck1);
 
     v.group("group message (bob, epoch 0, index 0)");
+    // Bob had received alice's chain 0 up to message 3 (so expects index 3 next).
     let content = Content::Text {
         sent_at_ms: SENT_AT_MS,
         text: "hello, nook".to_owned(),
+        seen: vec![Seen {
+            seat: 0,
+            epoch: 0,
+            next: 3,
+        }],
     };
     let state = ChainState {
         epoch: 0,
@@ -593,13 +599,28 @@ fn compute() -> Vectors {
     );
 
     v.group("farewell (alice closes)");
-    let farewell = Farewell::new(&alice, &MAILBOX);
+    // Alice's summary: bob's chain 0 received up to 1, her own chain 0 at 4.
+    let seen = vec![
+        Seen {
+            seat: 1,
+            epoch: 0,
+            next: 1,
+        },
+        Seen {
+            seat: 0,
+            epoch: 0,
+            next: 4,
+        },
+    ];
+    let seen_bytes = encode_value(&seen).expect("encodes");
+    let farewell = Farewell::new(&alice, &MAILBOX, seen).expect("signs");
     verify(
         &alice_pub.pseudonym,
-        &[b"nook/1 farewell".as_slice(), &MAILBOX.0].concat(),
+        &[b"nook/1 farewell".as_slice(), &MAILBOX.0, &seen_bytes].concat(),
         &farewell.signature,
     )
     .expect("the signature covers what the spec says");
+    v.hex("farewell.seen", &seen_bytes);
     v.hex("farewell.signature", farewell.signature);
     v.hex(
         "farewell.inner",

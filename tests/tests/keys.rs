@@ -42,7 +42,10 @@ fn a_newcomers_first_words_reach_every_member_once_it_has_met_them() {
     cat.ok(&["join", &s(&invites[1]), "--alias", "cat"]);
     cat.ok(&["send", &talk, "hello from cat"]);
     // ann, the creator, got cat's Reply with the join: she reads it now.
-    assert_eq!(said(&ann.ok(&["--json", "read", &talk])), ["cat: hello from cat"]);
+    assert_eq!(
+        said(&ann.ok(&["--json", "read", &talk])),
+        ["cat: hello from cat"]
+    );
     // bob introduces himself to cat and holds her message: he has no key for it yet.
     let early = bob.ok(&["--json", "read", &talk]);
     assert!(said(&early).is_empty(), "{}", early.stdout);

@@ -124,8 +124,11 @@ impl Net {
     }
 }
 
+/// A free seat: its invite and its sealed welcome.
+type FreeSeat = (Invite, Vec<u8>);
+
 /// A talk of `n` members who all met, with the invites of `spare` more seats.
-fn talk(n: u8, spare: u8) -> anyhow::Result<(Net, Vec<TalkState>, Vec<(Invite, Vec<u8>)>)> {
+fn talk(n: u8, spare: u8) -> anyhow::Result<(Net, Vec<TalkState>, Vec<FreeSeat>)> {
     let relay = RelayAddr {
         fingerprint: Fingerprint([1; 32]),
         host: "127.0.0.1".into(),
@@ -145,7 +148,7 @@ fn talk(n: u8, spare: u8) -> anyhow::Result<(Net, Vec<TalkState>, Vec<(Invite, V
     )?;
     let mut creator = new.state;
     let invites = creator.created(&relay, MailboxId([5; 16]), status(1, seats, 0), &new.seats);
-    let mut offers: Vec<(Invite, Vec<u8>)> = invites
+    let mut offers: Vec<FreeSeat> = invites
         .iter()
         .zip(&new.params.offers)
         .map(|(i, o)| Ok((i.parse::<Invite>()?, o.welcome.clone())))

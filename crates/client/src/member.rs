@@ -182,12 +182,15 @@ pub struct NewTalk {
     pub seats: Vec<SeatSecret>,
 }
 
+/// Envelopes to put: (kind, padded sealed body), in order.
+pub type Outgoing = Vec<(EnvelopeKind, Vec<u8>)>;
+
 /// What handling one envelope produced.
 #[derive(Debug, Default)]
 pub struct Handled {
     pub events: Vec<Event>,
-    /// Envelopes to put in answer: (kind, padded sealed body).
-    pub outgoing: Vec<(EnvelopeKind, Vec<u8>)>,
+    /// Envelopes to put in answer.
+    pub outgoing: Outgoing,
 }
 
 /// Options of a new talk.
@@ -239,7 +242,7 @@ impl Peer {
             seat: b.seat,
             pseudonym: b.pseudonym,
             agreement: b.agreement,
-            kem: b.kem,
+            kem: *b.kem,
             relay_auth: b.relay_auth,
             alias,
             chain: chain.map(ReceivingChain::new),
@@ -401,7 +404,7 @@ impl TalkState {
         seat: u8,
         welcome: &[u8],
         status: TalkStatus,
-    ) -> Result<(TalkState, Vec<(EnvelopeKind, Vec<u8>)>), MemberError> {
+    ) -> Result<(TalkState, Outgoing), MemberError> {
         if !valid_alias(alias) {
             return Err(MemberError::BadAlias);
         }
@@ -465,7 +468,7 @@ impl TalkState {
         )?;
         let mut outgoing = vec![(
             EnvelopeKind::Handshake,
-            state.seal_base(&Inner::Announce(announce))?,
+            state.seal_base(&Inner::Announce(Box::new(announce)))?,
         )];
         if status.left & 1 == 0 {
             let chain = state.sending.state().clone();
@@ -900,7 +903,7 @@ impl TalkState {
         };
         // Handshakes travel under the base key, chat only under a member's own key.
         match (env.kind, base, inner) {
-            (EnvelopeKind::Handshake, true, Inner::Announce(a)) => self.on_announce(a, out),
+            (EnvelopeKind::Handshake, true, Inner::Announce(a)) => self.on_announce(*a, out),
             (EnvelopeKind::Handshake, true, Inner::Direct(d)) => self.on_direct(d, out),
             (EnvelopeKind::Chat, false, Inner::Group(g)) => self.on_group(&g, out),
             _ => out.events.push(Event::Warning(format!(
@@ -968,7 +971,7 @@ impl TalkState {
                 let p = &self.roster[i];
                 let same = p.pseudonym == b.pseudonym
                     && p.agreement == b.agreement
-                    && p.kem == b.kem
+                    && p.kem == *b.kem
                     && p.relay_auth == b.relay_auth;
                 if same { Ok(Some(i)) } else { Err(()) }
             }
@@ -1568,7 +1571,7 @@ mod tests {
             }),
         )
         .unwrap();
-        let body = a.seal_base(&Inner::Announce(fake)).unwrap();
+        let body = a.seal_base(&Inner::Announce(Box::new(fake))).unwrap();
         net.put(1, EnvelopeKind::Handshake, body);
         let ev = net.deliver(&mut a);
         assert!(

@@ -82,9 +82,12 @@ pub(crate) fn opts() -> TalkOptions {
     }
 }
 
+/// A free seat: its invite and its sealed welcome.
+pub(crate) type FreeSeat = (Invite, Vec<u8>);
+
 /// A talk of `seats` seats where the creator and the members of seats
 /// `1..=joiners` have met; with the invites of the seats still free.
-pub(crate) fn talk(seats: u8, joiners: u8) -> (Net, Vec<TalkState>, Vec<(Invite, Vec<u8>)>) {
+pub(crate) fn talk(seats: u8, joiners: u8) -> (Net, Vec<TalkState>, Vec<FreeSeat>) {
     let r = relay();
     let NewTalk {
         mut state,

@@ -19,7 +19,7 @@ use crate::{CryptoError, labels};
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum Inner {
     /// "I took seat N": read by every member (handshake).
-    Announce(Announce),
+    Announce(Box<Announce>),
     /// A pairwise-sealed blob for one member (handshake).
     Direct(Direct),
     /// A chat message under the sender's chain (chat).
@@ -35,7 +35,8 @@ pub struct AnnounceBody {
     pub pseudonym: [u8; 32],
     pub agreement: [u8; 32],
     /// The member's X-Wing encapsulation key: pairwise blobs to it are sealed to this.
-    pub kem: [u8; KEM_PUBLIC_LEN],
+    /// (Boxed: it is 1216 bytes, and announcements are moved around.)
+    pub kem: Box<[u8; KEM_PUBLIC_LEN]>,
     pub relay_auth: [u8; 32],
     /// The seat's public key (its hash is the creator's commitment for the seat); all
     /// zeros for the creator (seat 0), whose keys the welcome carries directly.
@@ -258,7 +259,7 @@ impl Announce {
             seat,
             pseudonym: public.pseudonym,
             agreement: public.agreement,
-            kem: identity.kem_public(),
+            kem: Box::new(identity.kem_public()),
             relay_auth: public.relay_auth,
             seat_key: seat_key
                 .as_ref()

@@ -566,7 +566,9 @@ fn compute() -> Vectors {
     v.hex("announce.seat_signature", announce.seat_signature);
     v.hex(
         "announce.inner",
-        Inner::Announce(announce).encode().expect("encodes"),
+        Inner::Announce(Box::new(announce))
+            .encode()
+            .expect("encodes"),
     );
     // His Reply to alice's Intro, sealed pairwise: alias and first chain.
     let bob_chain = ChainState {

@@ -398,6 +398,9 @@ pub(crate) fn entry_json(e: &HistoryEntry) -> Value {
         } => json!({"type": "relay_rotated", "fingerprint": fingerprint, "rotations": rotations}),
         Event::RelayRetiring { at } => json!({"type": "relay_retiring",
             "retiring_at": nook_crypto::auth::rfc3339_utc(*at)}),
+        Event::Missing { seat, alias, count } => {
+            json!({"type": "missing", "seat": seat, "alias": alias, "count": count})
+        }
     };
     v["at_ms"] = json!(e.at_ms);
     v
@@ -484,6 +487,11 @@ pub(crate) fn entry_text(e: &HistoryEntry) -> String {
         Event::RelayRetiring { at } => format!(
             "* the relay retires at {}: it then closes this talk (and every other) with a signed receipt",
             nook_crypto::auth::rfc3339_utc(*at)
+        ),
+        Event::Missing { alias, count, .. } => format!(
+            "! {count} message{} from {} never arrived",
+            if *count == 1 { "" } else { "s" },
+            safe::inline(alias)
         ),
     }
 }

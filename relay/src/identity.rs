@@ -543,8 +543,13 @@ pub fn certificate(
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec()));
     let key_pair = rcgen::KeyPair::try_from(&key_der)
         .map_err(|e| IdentityError::Certificate(e.to_string()))?;
-    let params = rcgen::CertificateParams::new(vec!["nook-relay".to_string()])
+    let mut params = rcgen::CertificateParams::new(vec!["nook-relay".to_string()])
         .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+    // The subject names the relay too (protocol-spec §2.2), not rcgen's placeholder.
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "nook-relay");
     let cert = params
         .self_signed(&key_pair)
         .map_err(|e| IdentityError::Certificate(e.to_string()))?;
@@ -768,6 +773,22 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Identity
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_certificate_subject_names_the_relay() {
+        let identity = RelayIdentity::generate(&mut rand::rng());
+        let (cert, _) = certificate(&identity).unwrap();
+        let der = cert.as_ref();
+        // commonName (2.5.4.3) as a UTF8String "nook-relay", and no placeholder name.
+        let cn = [
+            &[0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x0a][..],
+            b"nook-relay",
+        ]
+        .concat();
+        assert!(der.windows(cn.len()).any(|w| w == cn.as_slice()));
+        let placeholder = b"rcgen self signed cert";
+        assert!(!der.windows(placeholder.len()).any(|w| w == placeholder));
+    }
 
     #[test]
     fn hosts_clients_can_use_are_taken_in_the_form_an_address_writes() {

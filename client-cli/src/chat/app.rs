@@ -573,6 +573,11 @@ impl App {
             }
             // Warnings name members by their alias.
             Event::Warning(w) => self.push(Item::Error(safe::inline(&w).into_owned())),
+            // Lost messages are shown as prominently as a warning.
+            event @ Event::Missing { .. } => {
+                let text = crate::output::entry_text(&entry_of(event));
+                self.push(Item::Error(text.trim_start_matches("! ").to_string()));
+            }
             event => self.push(Item::Notice(crate::output::entry_text(&entry_of(event)))),
         }
     }

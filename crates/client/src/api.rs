@@ -10,8 +10,8 @@ use nook_crypto::kdf::sha256;
 use nook_crypto::{Invite, RelayAddr, TalkIdentity};
 use nook_proto::limits::create_token_text;
 use nook_proto::{
-    Close, Create, CreateToken, EnvelopeKind, ErrorCode, Join, MailboxId, Request, Response, Seq,
-    TalkPhase, TalkStatus,
+    Close, Create, CreateToken, ErrorCode, Join, MailboxId, Request, Response, Seq, TalkPhase,
+    TalkStatus,
 };
 
 use crate::dial::Dialer;
@@ -302,14 +302,14 @@ impl Client {
         else {
             return Err(ClientError::Protocol);
         };
-        let (mut state, announce) =
+        let (mut state, outgoing) =
             TalkState::joined(&invite, identity, &alias, seat, &welcome, status)?;
         state.relay_key = Some(conn.hello().relay_key.0);
         let talk = state.name();
         let mut session = TalkSession::new(self.leases.take().await?, state);
         session.store().remove_pending_join(&token_hash)?;
         let mut change = arrival(status);
-        change.outgoing.push((EnvelopeKind::Handshake, announce));
+        change.outgoing.extend(outgoing);
         session.commit(&conn, change, false).await?;
         drop(session);
         conn.close().await;

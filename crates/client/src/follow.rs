@@ -286,7 +286,9 @@ impl Follower {
                 Push::Closed {
                     receipt, farewell, ..
                 } => {
-                    // What arrived before the close is shown before the store goes.
+                    // What arrived before the close is shown before the store goes,
+                    // with what the closer's summary says never arrived.
+                    session.note(session.state().close_summary(&farewell))?;
                     self.deliver(&session, sink)?;
                     let event =
                         session

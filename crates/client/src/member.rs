@@ -10,11 +10,12 @@
 use bincode::{Decode, Encode};
 use nook_crypto::auth::PortableReceipt;
 use nook_crypto::chain::{ChainState, Delivery};
+use nook_crypto::identity::{IDENTITY_LEN, KEM_PUBLIC_LEN};
 use nook_crypto::message::{
-    Announce, Content, Direct, DirectBody, Farewell, Inner, Welcome, WelcomeParams, open_group,
-    seal_group,
+    Announce, Content, Direct, DirectBody, Farewell, Inner, Seen, Welcome, WelcomeParams,
+    open_group, seal_group,
 };
-use nook_crypto::seal::{open_pairwise, open_welcome, seal_pairwise, seal_welcome};
+use nook_crypto::seal::{KEY_ID_LEN, open_pairwise, open_welcome, seal_pairwise, seal_welcome};
 use nook_crypto::{
     CryptoError, EnvelopeKey, Invite, Purpose, ReceivingChain, RelayAddr, SeatSecret, SendingChain,
     TalkIdentity,
@@ -88,7 +89,24 @@ pub enum Event {
     RelayRetiring {
         at: u64,
     },
+    /// Messages of the member of `seat` that this device never received, known from
+    /// the positions other members' messages, goodbyes and the farewell report
+    /// (protocol-spec §13.3); for our own seat, messages of ours the closer never got.
+    /// (Appended.)
+    Missing {
+        seat: u8,
+        alias: String,
+        count: u32,
+    },
 }
+
+/// How many messages a member holds back for causal order within a batch.
+pub const MAX_WAITING: usize = 64;
+
+/// How many envelopes sealed under keys not yet known a member holds for later
+/// (protocol-spec §13.3), and how many bytes; past either the oldest is dropped.
+pub const MAX_HELD: usize = 64;
+pub const MAX_HELD_BYTES: usize = 1 << 20;
 
 /// Another member as this member knows it.
 #[derive(Clone, Debug, Encode, Decode)]
@@ -96,11 +114,19 @@ pub struct Peer {
     pub seat: u8,
     pub pseudonym: [u8; 32],
     pub agreement: [u8; 32],
+    kem: [u8; KEM_PUBLIC_LEN],
     pub relay_auth: [u8; 32],
+    /// `seat-N` until the member's alias arrives (in its `Reply` or `Intro`).
     pub alias: String,
     chain: Option<ReceivingChain>,
     prev_chain: Option<ReceivingChain>,
     pub left: bool,
+    /// `(epoch, index)`: every message of this member's chain `epoch` below `index`
+    /// was received or reported missing, so none is reported twice.
+    accounted: (u32, u32),
+    /// We gave this member our chain in an `Intro` (it announced after us), so its
+    /// `Intro` to us, if it sends one (we joined at the same time), needs no `Reply`.
+    introduced: bool,
 }
 
 /// Everything one member holds for one talk.
@@ -111,7 +137,11 @@ pub struct TalkState {
     pub relay_key: Option<[u8; 32]>,
     pub mailbox: MailboxId,
     pub seat: u8,
-    identity: [u8; 96],
+    identity: [u8; IDENTITY_LEN],
+    /// This member's pseudonym and agreement public keys, kept so that telling our own
+    /// echoes and others' `Direct`s apart needs no key expansion.
+    own_pseudonym: [u8; 32],
+    own_agreement: [u8; 32],
     talk_key: [u8; 32],
     /// Seed of this member's seat key (zeros for the creator). Secret.
     seat_seed: [u8; 32],
@@ -120,6 +150,17 @@ pub struct TalkState {
     pub commitments: Vec<[u8; 32]>,
     pub roster: Vec<Peer>,
     sending: SendingChain,
+    /// A newcomer's sending chain as it stood at its announcement: its `Reply` gives
+    /// each member the chain from there, so messages it sent before that member's
+    /// `Intro` arrived still open. Erased once every member has it, or at a rotation.
+    intro_chain: Option<ChainState>,
+    /// Envelopes sealed under a key this member does not hold yet (a newcomer's
+    /// messages that came before its `Reply`), opened when the key arrives.
+    held: Vec<Envelope>,
+    /// Messages that came before messages their author had already seen (its `seen`
+    /// summary names them): shown after those, in causal order, or at the end of the
+    /// batch with what never came reported lost (protocol-spec §13.3).
+    waiting: Vec<(Vec<Event>, Vec<Seen>)>,
     /// Highest relay seq fully processed and stored.
     pub cursor: u64,
     /// Highest seq acknowledged to the relay.
@@ -141,12 +182,15 @@ pub struct NewTalk {
     pub seats: Vec<SeatSecret>,
 }
 
+/// Envelopes to put: (kind, padded sealed body), in order.
+pub type Outgoing = Vec<(EnvelopeKind, Vec<u8>)>;
+
 /// What handling one envelope produced.
 #[derive(Debug, Default)]
 pub struct Handled {
     pub events: Vec<Event>,
-    /// Envelopes to put in answer: (kind, padded sealed body).
-    pub outgoing: Vec<(EnvelopeKind, Vec<u8>)>,
+    /// Envelopes to put in answer.
+    pub outgoing: Outgoing,
 }
 
 /// Options of a new talk.
@@ -176,17 +220,36 @@ pub enum MemberError {
 }
 
 impl Peer {
+    /// Notes that the messages `[from, upto)` of chain `epoch` are known to exist;
+    /// returns how many of them were not accounted for yet.
+    fn account(&mut self, epoch: u32, from: u32, upto: u32) -> u32 {
+        if self.accounted.0 != epoch {
+            self.accounted = (epoch, 0);
+        }
+        let n = upto.saturating_sub(from.max(self.accounted.1));
+        self.accounted.1 = self.accounted.1.max(upto);
+        n
+    }
+
     /// A member as its (verified) announcement describes it.
     fn from_announce(b: &nook_crypto::message::AnnounceBody, chain: Option<ChainState>) -> Peer {
+        let alias = if chain.is_some() || b.seat == 0 {
+            b.alias.clone()
+        } else {
+            format!("seat-{}", b.seat)
+        };
         Peer {
             seat: b.seat,
             pseudonym: b.pseudonym,
             agreement: b.agreement,
+            kem: *b.kem,
             relay_auth: b.relay_auth,
-            alias: b.alias.clone(),
+            alias,
             chain: chain.map(ReceivingChain::new),
             prev_chain: None,
             left: false,
+            accounted: (0, 0),
+            introduced: false,
         }
     }
 }
@@ -270,6 +333,8 @@ impl TalkState {
             mailbox: MailboxId([0; 16]),
             seat: 0,
             identity: *identity.to_bytes(),
+            own_pseudonym: identity.public().pseudonym,
+            own_agreement: identity.public().agreement,
             talk_key,
             seat_seed: [0; 32],
             params,
@@ -277,6 +342,9 @@ impl TalkState {
             commitments,
             roster: Vec::new(),
             sending: SendingChain::new(&mut rng, 0),
+            intro_chain: None,
+            held: Vec::new(),
+            waiting: Vec::new(),
             cursor: 0,
             acked: 0,
             status: None,
@@ -326,7 +394,9 @@ impl TalkState {
     }
 
     /// Builds the state of a member who just took `seat` with `invite`, from the
-    /// welcome the relay handed over; returns it with the announcement to put.
+    /// welcome the relay handed over; returns it with what to put: the public
+    /// announcement, then (unless the relay says the creator left) a `Reply` to the
+    /// creator, whose keys the welcome gave, so the creator can read us at once.
     pub fn joined(
         invite: &Invite,
         identity: TalkIdentity,
@@ -334,7 +404,7 @@ impl TalkState {
         seat: u8,
         welcome: &[u8],
         status: TalkStatus,
-    ) -> Result<(TalkState, Vec<u8>), MemberError> {
+    ) -> Result<(TalkState, Outgoing), MemberError> {
         if !valid_alias(alias) {
             return Err(MemberError::BadAlias);
         }
@@ -363,6 +433,8 @@ impl TalkState {
             mailbox: invite.mailbox,
             seat,
             identity: *identity.to_bytes(),
+            own_pseudonym: identity.public().pseudonym,
+            own_agreement: identity.public().agreement,
             talk_key: w.talk_key,
             seat_seed: *invite.seat_secret.seat_seed(),
             params: w.params,
@@ -370,6 +442,9 @@ impl TalkState {
             commitments: w.commitments.clone(),
             roster: vec![Peer::from_announce(&w.creator.body, None)],
             sending: SendingChain::new(&mut rng, 0),
+            intro_chain: None,
+            held: Vec::new(),
+            waiting: Vec::new(),
             cursor: 0,
             acked: 0,
             status: Some(status),
@@ -378,9 +453,36 @@ impl TalkState {
             closed: false,
             opened: status.state == TalkPhase::Open,
         };
-        let announce = state.announce(true)?;
-        let body = state.seal(EnvelopeKind::Handshake, &Inner::Announce(announce))?;
-        Ok((state, body))
+        let mut state = state;
+        state.intro_chain = Some(state.sending.state().clone());
+        // The public announcement: keys and seat only. The alias and the chain go to
+        // each member pairwise, in the Reply to its Intro, so that a member who left
+        // and kept the talk key learns neither (protocol-spec §13.2).
+        let announce = Announce::new(
+            &state.identity(),
+            &state.mailbox,
+            state.seat,
+            Some(&state.seat_seed),
+            "",
+            None,
+        )?;
+        let mut outgoing = vec![(
+            EnvelopeKind::Handshake,
+            state.seal_base(&Inner::Announce(Box::new(announce)))?,
+        )];
+        if status.left & 1 == 0 {
+            let chain = state.sending.state().clone();
+            let reply = DirectBody::Reply {
+                announce: Box::new(state.announce(Some(&chain))?),
+            };
+            outgoing.push((
+                EnvelopeKind::Handshake,
+                state.direct(&state.roster[0], &reply)?,
+            ));
+            // Its Intro then needs no Reply.
+            state.roster[0].introduced = true;
+        }
+        Ok((state, outgoing))
     }
 
     /// The index the next message will be sent under (tests check it moved).
@@ -427,12 +529,39 @@ impl TalkState {
         self.params.close == ClosePolicy::Any || self.is_owner()
     }
 
-    fn envelope_key(&self) -> EnvelopeKey {
+    /// The talk's base envelope key, from the welcome's talk key: it seals only what
+    /// a newcomer must send or receive before it holds anyone's chain (protocol-spec
+    /// §11.6): public announcements and `Direct`s, whose content is sealed pairwise.
+    fn base_key(&self) -> EnvelopeKey {
         EnvelopeKey::from_talk_key(&self.talk_key)
     }
 
-    fn announce(&self, with_chain: bool) -> Result<Announce, CryptoError> {
-        let chain = with_chain.then(|| self.sending.state());
+    /// The key of this member's own envelopes (chat, farewell): its current chain's.
+    fn own_key(&self) -> EnvelopeKey {
+        EnvelopeKey::from_bytes(&self.sending.state().envelope_key)
+    }
+
+    /// The key whose id starts `body`, among those this member holds, and whether it
+    /// is the base key.
+    fn key_for(&self, body: &[u8]) -> Option<(EnvelopeKey, bool)> {
+        let id: [u8; KEY_ID_LEN] = EnvelopeKey::id_of(body)?;
+        let base = self.base_key();
+        if base.id() == id {
+            return Some((base, true));
+        }
+        std::iter::once(&self.sending.state().envelope_key)
+            .chain(
+                self.roster
+                    .iter()
+                    .flat_map(|p| p.chain.iter().chain(p.prev_chain.iter()))
+                    .map(|c| c.envelope_key()),
+            )
+            .map(EnvelopeKey::from_bytes)
+            .find(|k| k.id() == id)
+            .map(|k| (k, false))
+    }
+
+    fn announce(&self, chain: Option<&ChainState>) -> Result<Announce, CryptoError> {
         Announce::new(
             &self.identity(),
             &self.mailbox,
@@ -443,11 +572,11 @@ impl TalkState {
         )
     }
 
-    fn seal(&self, kind: EnvelopeKind, inner: &Inner) -> Result<Vec<u8>, CryptoError> {
-        self.envelope_key().seal(
+    fn seal_base(&self, inner: &Inner) -> Result<Vec<u8>, CryptoError> {
+        self.base_key().seal(
             &mut rand::rng(),
             &self.mailbox,
-            Purpose::from(kind),
+            Purpose::Handshake,
             &inner.encode()?,
         )
     }
@@ -458,17 +587,15 @@ impl TalkState {
             &mut rand::rng(),
             &identity,
             &to.agreement,
+            &to.kem,
             &self.mailbox,
             &body.encode()?,
         )?;
-        self.seal(
-            EnvelopeKind::Handshake,
-            &Inner::Direct(Direct {
-                from: identity.public().agreement,
-                to: to.agreement,
-                sealed,
-            }),
-        )
+        self.seal_base(&Inner::Direct(Direct {
+            from: identity.public().agreement,
+            to: to.agreement,
+            sealed,
+        }))
     }
 
     /// Encrypts a chat message under this member's chain. Returns the envelope body
@@ -477,6 +604,7 @@ impl TalkState {
         let content = Content::Text {
             sent_at_ms: now_ms,
             text: text.to_string(),
+            seen: self.seen(),
         };
         let (body, id) = self.seal_content(&content)?;
         Ok((
@@ -496,8 +624,11 @@ impl TalkState {
 
     /// The "I am leaving" message, sent before `Leave` so the others know who left.
     pub fn seal_leaving(&mut self, now_ms: u64) -> Result<Vec<u8>, MemberError> {
-        self.seal_content(&Content::Leaving { sent_at_ms: now_ms })
-            .map(|(body, _)| body)
+        self.seal_content(&Content::Leaving {
+            sent_at_ms: now_ms,
+            seen: self.seen(),
+        })
+        .map(|(body, _)| body)
     }
 
     /// Seals `content` as this member's next group message; with its message id.
@@ -505,7 +636,13 @@ impl TalkState {
         let msg = seal_group(&self.identity(), &mut self.sending, &self.mailbox, content)?;
         let id = msg.header.message_id();
         let body = self
-            .seal(EnvelopeKind::Chat, &Inner::Group(msg))
+            .own_key()
+            .seal(
+                &mut rand::rng(),
+                &self.mailbox,
+                Purpose::Chat,
+                &Inner::Group(msg).encode()?,
+            )
             .map_err(|e| match e {
                 CryptoError::Padding(p) => MemberError::TooLong(p.to_string()),
                 e => MemberError::Crypto(e),
@@ -515,13 +652,146 @@ impl TalkState {
 
     /// The end-to-end close signal, sealed for the relay to pass on.
     pub fn farewell(&self) -> Result<Vec<u8>, CryptoError> {
-        let f = Farewell::new(&self.identity(), &self.mailbox);
-        self.envelope_key().seal(
+        let mut seen = self.seen();
+        seen.push(Seen {
+            seat: self.seat,
+            epoch: self.sending.state().epoch,
+            next: self.sending.state().index,
+        });
+        let f = Farewell::new(&self.identity(), &self.mailbox, seen)?;
+        // Under the base key: every member must be able to check it, including one
+        // that has none of the closer's chains yet (the closer may never have been
+        // online to introduce itself). It says only who closed.
+        self.base_key().seal(
             &mut rand::rng(),
             &self.mailbox,
             Purpose::Farewell,
             &Inner::Farewell(f).encode()?,
         )
+    }
+
+    /// Whether this member holds every message that `seen` shows its author had (of the
+    /// chains it holds; others cannot be compared).
+    fn met(&self, seen: &[Seen]) -> bool {
+        seen.iter().all(|s| {
+            s.seat == self.seat
+                || self
+                    .roster
+                    .iter()
+                    .find(|p| p.seat == s.seat)
+                    .and_then(|p| {
+                        p.chain
+                            .iter()
+                            .chain(p.prev_chain.iter())
+                            .find(|c| c.epoch() == s.epoch)
+                    })
+                    .is_none_or(|c| c.next_index() >= s.next)
+        })
+    }
+
+    /// Shows the waiting messages whose dependencies arrived (all of them, with what
+    /// never came reported lost, when `all`), oldest first; until none changes.
+    fn release_waiting(&mut self, all: bool, out: &mut Handled) {
+        for _ in 0..=MAX_WAITING {
+            let Some(i) = self
+                .waiting
+                .iter()
+                .position(|(_, seen)| all || self.met(seen))
+            else {
+                return;
+            };
+            let (events, seen) = self.waiting.remove(i);
+            self.claims(&seen, false, out);
+            out.events.extend(events);
+        }
+    }
+
+    /// The end of a batch of envelopes (one fetch, one run of pushes): what still waits
+    /// for messages that did not come is shown now, and those reported lost.
+    pub fn end_of_batch(&mut self) -> Handled {
+        let mut out = Handled::default();
+        self.release_waiting(true, &mut out);
+        out
+    }
+
+    /// What this member has received of every other member's current chain.
+    fn seen(&self) -> Vec<Seen> {
+        self.roster
+            .iter()
+            .filter_map(|p| {
+                let c = p.chain.as_ref()?;
+                Some(Seen {
+                    seat: p.seat,
+                    epoch: c.epoch(),
+                    next: c.next_index(),
+                })
+            })
+            .collect()
+    }
+
+    /// Reports the messages that `seen` (someone else's summary) shows exist and this
+    /// member never received. With `own`, also ours that the summary's author lacks.
+    fn claims(&mut self, seen: &[Seen], own: bool, out: &mut Handled) {
+        let mut roster = std::mem::take(&mut self.roster);
+        self.claims_on(&mut roster, seen, own, out);
+        self.roster = roster;
+    }
+
+    fn claims_on(&self, roster: &mut [Peer], seen: &[Seen], own: bool, out: &mut Handled) {
+        for s in seen {
+            if own && s.seat == self.seat {
+                let mine = self.sending.state();
+                if s.epoch == mine.epoch && s.next < mine.index {
+                    out.events.push(Event::Missing {
+                        seat: self.seat,
+                        alias: self.alias.clone(),
+                        count: mine.index - s.next,
+                    });
+                }
+                continue;
+            }
+            let Some(p) = roster.iter_mut().find(|p| p.seat == s.seat) else {
+                continue;
+            };
+            let Some(from) = p
+                .chain
+                .iter()
+                .chain(p.prev_chain.iter())
+                .find(|c| c.epoch() == s.epoch)
+                .map(|c| c.next_index())
+            else {
+                continue; // A chain we do not hold (yet): nothing to compare.
+            };
+            let count = p.account(s.epoch, from, s.next);
+            if count > 0 {
+                out.events.push(Event::Missing {
+                    seat: p.seat,
+                    alias: p.alias.clone(),
+                    count,
+                });
+            }
+        }
+    }
+
+    /// What the closer's summary says this member never received (or, for our own
+    /// seat, never reached the closer); shown before the talk's end.
+    pub fn close_summary(&self, farewell: &[u8]) -> Vec<Event> {
+        let mut out = Handled::default();
+        let summary = self
+            .base_key()
+            .open(&self.mailbox, Purpose::Farewell, farewell)
+            .ok()
+            .and_then(|p| Inner::decode(&p).ok())
+            .and_then(|inner| match inner {
+                Inner::Farewell(f) if f.verify(&self.mailbox).is_ok() => Some(f),
+                _ => None,
+            })
+            .filter(|f| self.roster.iter().any(|p| p.pseudonym == f.sender));
+        if let Some(f) = summary {
+            let mut roster = self.roster.clone();
+            self.claims_on(&mut roster, &f.seen, true, &mut out);
+        }
+        out.events
     }
 
     /// Checks a `Closed` push: the receipt against the pinned relay key, the farewell
@@ -543,7 +813,7 @@ impl TalkState {
             _ => None,
         };
         let closer = self
-            .envelope_key()
+            .base_key()
             .open(&self.mailbox, Purpose::Farewell, farewell)
             .ok()
             .and_then(|p| Inner::decode(&p).ok())
@@ -568,20 +838,59 @@ impl TalkState {
             return out;
         }
         self.cursor = env.seq.0;
-        let plain =
-            match self
-                .envelope_key()
-                .open(&self.mailbox, Purpose::from(env.kind), &env.body)
-            {
-                Ok(p) => p,
-                Err(_) => {
-                    out.events.push(Event::Warning(format!(
-                        "envelope {} could not be opened: altered in transit or not from a member",
-                        env.seq.0
-                    )));
-                    return out;
-                }
+        if self.key_for(&env.body).is_none() {
+            self.hold(env.clone(), &mut out);
+            return out;
+        }
+        self.open_envelope(env, &mut out);
+        self.release_held(&mut out);
+        out
+    }
+
+    /// Keeps an envelope whose key has not arrived yet, within bounds.
+    fn hold(&mut self, env: Envelope, out: &mut Handled) {
+        self.held.push(env);
+        while self.held.len() > MAX_HELD
+            || self.held.iter().map(|e| e.body.len()).sum::<usize>() > MAX_HELD_BYTES
+        {
+            let dropped = self.held.remove(0);
+            out.events.push(Event::Warning(format!(
+                "envelope {} could not be opened: altered in transit, not from a member, or its key never came",
+                dropped.seq.0
+            )));
+        }
+    }
+
+    /// Opens the held envelopes whose keys have arrived, in seq order, until none more
+    /// opens (each pass opens one or stops, so at most `MAX_HELD` passes).
+    fn release_held(&mut self, out: &mut Handled) {
+        for _ in 0..=MAX_HELD {
+            let Some(i) = self
+                .held
+                .iter()
+                .position(|e| self.key_for(&e.body).is_some())
+            else {
+                return;
             };
+            let env = self.held.remove(i);
+            self.open_envelope(&env, out);
+        }
+    }
+
+    fn open_envelope(&mut self, env: &Envelope, out: &mut Handled) {
+        let Some((key, base)) = self.key_for(&env.body) else {
+            return;
+        };
+        let plain = match key.open(&self.mailbox, Purpose::from(env.kind), &env.body) {
+            Ok(p) => p,
+            Err(_) => {
+                out.events.push(Event::Warning(format!(
+                    "envelope {} could not be opened: altered in transit or not from a member",
+                    env.seq.0
+                )));
+                return;
+            }
+        };
         let inner = match Inner::decode(&plain) {
             Ok(i) => i,
             Err(_) => {
@@ -589,19 +898,19 @@ impl TalkState {
                     "envelope {} is malformed",
                     env.seq.0
                 )));
-                return out;
+                return;
             }
         };
-        match (env.kind, inner) {
-            (EnvelopeKind::Handshake, Inner::Announce(a)) => self.on_announce(a, &mut out),
-            (EnvelopeKind::Handshake, Inner::Direct(d)) => self.on_direct(d, &mut out),
-            (EnvelopeKind::Chat, Inner::Group(g)) => self.on_group(&g, &mut out),
+        // Handshakes travel under the base key, chat only under a member's own key.
+        match (env.kind, base, inner) {
+            (EnvelopeKind::Handshake, true, Inner::Announce(a)) => self.on_announce(*a, out),
+            (EnvelopeKind::Handshake, true, Inner::Direct(d)) => self.on_direct(d, out),
+            (EnvelopeKind::Chat, false, Inner::Group(g)) => self.on_group(&g, out),
             _ => out.events.push(Event::Warning(format!(
                 "envelope {} has an unexpected kind",
                 env.seq.0
             ))),
         }
-        out
     }
 
     fn on_announce(&mut self, a: Announce, out: &mut Handled) {
@@ -619,15 +928,13 @@ impl TalkState {
             )));
             return;
         }
-        let Some(chain) = b.chain.clone() else {
-            out.events.push(Event::Warning(
-                "an announcement without a chain was ignored".into(),
-            ));
-            return;
-        };
-        let peer = Peer::from_announce(b, Some(chain));
+        // Only the keys are taken from a public announcement: a chain or alias in it
+        // would be readable by whoever kept the talk key, so a conforming newcomer
+        // sends them in its Reply, and none here is used.
+        let mut peer = Peer::from_announce(b, None);
+        peer.introduced = true;
         // Introduce ourselves to the newcomer, with our chain as it stands now.
-        match self.announce(true).and_then(|mine| {
+        match self.announce(Some(self.sending.state())).and_then(|mine| {
             self.direct(
                 &peer,
                 &DirectBody::Intro {
@@ -641,18 +948,42 @@ impl TalkState {
             ))),
         }
         self.invites.retain(|(seat, _)| *seat != b.seat);
-        out.events.push(Event::MemberJoined {
-            seat: b.seat,
-            alias: b.alias.clone(),
-        });
         self.roster.push(peer);
     }
 
+    /// Checks an announcement that came pairwise from `from` (an `Intro` or a `Reply`):
+    /// it verifies, names its sender's agreement key, is not for our seat, carries a
+    /// chain and a valid alias, and matches the keys we already hold for that seat.
+    /// Returns the roster index of a seat we know.
+    fn check_pairwise_announce(&self, a: &Announce, from: &[u8; 32]) -> Result<Option<usize>, ()> {
+        let b = &a.body;
+        let valid = a.verify(&self.mailbox, &self.commitments).is_ok()
+            && b.agreement == *from
+            && b.seat != self.seat
+            && b.chain.is_some()
+            && valid_alias(&b.alias);
+        if !valid {
+            return Err(());
+        }
+        let known = self.roster.iter().position(|p| p.seat == b.seat);
+        match known {
+            Some(i) => {
+                let p = &self.roster[i];
+                let same = p.pseudonym == b.pseudonym
+                    && p.agreement == b.agreement
+                    && p.kem == *b.kem
+                    && p.relay_auth == b.relay_auth;
+                if same { Ok(Some(i)) } else { Err(()) }
+            }
+            None => Ok(None),
+        }
+    }
+
     fn on_direct(&mut self, d: Direct, out: &mut Handled) {
-        let identity = self.identity();
-        if d.to != identity.public().agreement {
+        if d.to != self.own_agreement {
             return; // Addressed to another member.
         }
+        let identity = self.identity();
         let plain = match open_pairwise(&identity, &d.from, &self.mailbox, &d.sealed) {
             Ok(p) => p,
             Err(_) => {
@@ -668,46 +999,8 @@ impl TalkState {
             return;
         };
         match body {
-            DirectBody::Intro { announce } => {
-                let b = &announce.body;
-                let valid = announce.verify(&self.mailbox, &self.commitments).is_ok()
-                    && b.agreement == d.from
-                    && b.seat != self.seat;
-                // The creator's keys came with the welcome: an intro claiming seat 0
-                // must carry exactly those keys.
-                let known = self.roster.iter().position(|p| p.seat == b.seat);
-                let consistent = match known {
-                    Some(i) => {
-                        let p = &self.roster[i];
-                        p.pseudonym == b.pseudonym
-                            && p.agreement == b.agreement
-                            && p.relay_auth == b.relay_auth
-                    }
-                    None => b.seat != 0,
-                };
-                let Some(chain) = b.chain.clone().filter(|_| valid && consistent) else {
-                    out.events.push(Event::Warning(format!(
-                        "an introduction claiming seat {} was rejected",
-                        b.seat
-                    )));
-                    return;
-                };
-                match known {
-                    Some(i) => {
-                        let p = &mut self.roster[i];
-                        if p.chain.is_none() {
-                            p.chain = Some(ReceivingChain::new(chain));
-                        }
-                    }
-                    None => {
-                        self.roster.push(Peer::from_announce(b, Some(chain)));
-                        out.events.push(Event::MemberJoined {
-                            seat: b.seat,
-                            alias: b.alias.clone(),
-                        });
-                    }
-                }
-            }
+            DirectBody::Intro { announce } => self.on_intro(&announce, &d.from, out),
+            DirectBody::Reply { announce } => self.on_reply(&announce, &d.from, out),
             DirectBody::SenderKey { chain } => {
                 let Some(p) = self
                     .roster
@@ -731,8 +1024,111 @@ impl TalkState {
         }
     }
 
+    /// An existing member introduces itself to us, the newcomer: take its chain and
+    /// answer with ours (from where it stood when we announced).
+    fn on_intro(&mut self, announce: &Announce, from: &[u8; 32], out: &mut Handled) {
+        let b = &announce.body;
+        let known = match self.check_pairwise_announce(announce, from) {
+            // The creator's keys came with the welcome: an intro claiming seat 0 must
+            // carry exactly those keys; any other seat is new to us.
+            Ok(None) if b.seat != 0 => None,
+            Ok(Some(i)) => Some(i),
+            _ => {
+                out.events.push(Event::Warning(format!(
+                    "an introduction claiming seat {} was rejected",
+                    b.seat
+                )));
+                return;
+            }
+        };
+        let Some(chain) = b.chain.clone() else {
+            return;
+        };
+        let peer = match known {
+            Some(i) => {
+                let p = &mut self.roster[i];
+                if p.chain.is_some() {
+                    return; // A replayed intro changes nothing.
+                }
+                p.chain = Some(ReceivingChain::new(chain));
+                if p.seat != 0 {
+                    // It announced itself while we did: it is new to us too.
+                    p.alias = b.alias.clone();
+                    out.events.push(Event::MemberJoined {
+                        seat: b.seat,
+                        alias: b.alias.clone(),
+                    });
+                }
+                if p.introduced {
+                    return; // Our Intro gave it our chain already.
+                }
+                p.clone()
+            }
+            None => {
+                let p = Peer::from_announce(b, Some(chain));
+                out.events.push(Event::MemberJoined {
+                    seat: b.seat,
+                    alias: b.alias.clone(),
+                });
+                self.roster.push(p.clone());
+                p
+            }
+        };
+        let chain = self
+            .intro_chain
+            .clone()
+            .unwrap_or_else(|| self.sending.state().clone());
+        match self.announce(Some(&chain)).and_then(|mine| {
+            self.direct(
+                &peer,
+                &DirectBody::Reply {
+                    announce: Box::new(mine),
+                },
+            )
+        }) {
+            Ok(body) => out.outgoing.push((EnvelopeKind::Handshake, body)),
+            Err(e) => out.events.push(Event::Warning(format!(
+                "could not answer {}'s introduction: {e}",
+                peer.alias
+            ))),
+        }
+        // Once every member has our chain from the start, its start is erased
+        // (forward secrecy for what we sent before).
+        let members = self.status.map_or(0, |s| usize::from(s.members));
+        if self.others().all(|p| p.chain.is_some()) && self.others().count() + 1 >= members {
+            self.intro_chain = None;
+        }
+    }
+
+    /// A newcomer answers our introduction with its alias and chain.
+    fn on_reply(&mut self, announce: &Announce, from: &[u8; 32], out: &mut Handled) {
+        let b = &announce.body;
+        let i = match self.check_pairwise_announce(announce, from) {
+            Ok(Some(i)) if self.roster[i].chain.is_none() && b.seat != 0 => i,
+            // Its Intro (we joined at the same time) or an earlier Reply came first.
+            Ok(Some(_)) => return,
+            _ => {
+                out.events.push(Event::Warning(format!(
+                    "a reply claiming seat {} was rejected",
+                    b.seat
+                )));
+                return;
+            }
+        };
+        let Some(chain) = b.chain.clone() else {
+            return;
+        };
+        let p = &mut self.roster[i];
+        p.chain = Some(ReceivingChain::new(chain));
+        p.alias = b.alias.clone();
+        out.events.push(Event::MemberJoined {
+            seat: b.seat,
+            alias: b.alias.clone(),
+        });
+    }
+
     fn on_group(&mut self, g: &nook_crypto::message::GroupMessage, out: &mut Handled) {
-        if g.header.sender == self.identity().public().pseudonym {
+        if g.header.sender == self.own_pseudonym {
             // Our own message, echoed to this process by the relay: the process that
             // sent it recorded it in the history already.
             return;
@@ -762,18 +1158,31 @@ impl TalkState {
         };
         match open_group(&p.pseudonym, chain, &mailbox, g) {
             Ok((content, delivery)) => {
-                let Delivery { late, missed, .. } = delivery;
-                if missed > 0 {
-                    out.events.push(Event::Warning(format!(
-                        "{missed} message(s) from {} never arrived",
-                        p.alias
-                    )));
+                let Delivery {
+                    late,
+                    missed,
+                    index,
+                } = delivery;
+                if !late {
+                    let epoch = g.header.epoch;
+                    let count = p.account(epoch, index - missed, index);
+                    p.account(epoch, index, index.saturating_add(1));
+                    if count > 0 {
+                        out.events.push(Event::Missing {
+                            seat: p.seat,
+                            alias: p.alias.clone(),
+                            count,
+                        });
+                    }
                 }
+                let seen = content.seen().to_vec();
+                let mut events = Vec::new();
                 match content {
                     Content::Text {
                         sent_at_ms,
                         ref text,
-                    } => out.events.push(Event::Message {
+                        ..
+                    } => events.push(Event::Message {
                         seat: p.seat,
                         alias: p.alias.clone(),
                         sent_at_ms,
@@ -784,10 +1193,21 @@ impl TalkState {
                         id: Some(g.header.message_id()),
                     }),
                     Content::Leaving { .. } => {
+                        // Its goodbye is the last thing it sends: its chains are of
+                        // no more use.
+                        p.chain = None;
+                        p.prev_chain = None;
                         let seat = p.seat;
                         self.mark_left(seat, out);
                     }
                 }
+                if !events.is_empty() && !self.met(&seen) && self.waiting.len() < MAX_WAITING {
+                    self.waiting.push((events, seen));
+                } else {
+                    self.claims(&seen, false, out);
+                    out.events.extend(events);
+                }
+                self.release_waiting(false, out);
             }
             Err(e) => out.events.push(Event::Warning(format!(
                 "a message claiming to be from {} was rejected: {e}",
@@ -797,15 +1217,15 @@ impl TalkState {
     }
 
     /// Records that the member of `seat` left (from its goodbye or from the relay's
-    /// status, whichever comes first) and rotates our chain once.
+    /// status, whichever comes first) and rotates our chain once. Its receiving chains
+    /// stay until its goodbye arrives: a member that was away learns of the leave from
+    /// the relay's status before it fetches the backlog that holds the goodbye
+    /// (protocol-spec §13.4).
     fn mark_left(&mut self, seat: u8, out: &mut Handled) {
         let Some(p) = self.roster.iter_mut().find(|p| p.seat == seat && !p.left) else {
             return;
         };
         p.left = true;
-        // Its chains are of no more use: erase them.
-        p.chain = None;
-        p.prev_chain = None;
         out.events.push(Event::MemberLeaving {
             seat,
             alias: p.alias.clone(),
@@ -818,6 +1238,8 @@ impl TalkState {
     fn rotate(&mut self, out: &mut Handled) {
         let epoch = self.sending.state().epoch.saturating_add(1);
         self.sending = SendingChain::new(&mut rand::rng(), epoch);
+        // Members that have not had our Reply yet get the new chain from the rotation.
+        self.intro_chain = None;
         let chain: ChainState = self.sending.state().clone();
         let body = DirectBody::SenderKey { chain };
         let peers: Vec<Peer> = self.others().cloned().collect();
@@ -865,7 +1287,7 @@ impl TalkState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::{status, three};
+    use crate::testkit::{Net, status, three};
     use nook_proto::Seq;
 
     fn texts(events: &[Event]) -> Vec<String> {
@@ -952,9 +1374,16 @@ mod tests {
         let base = b.cursor;
         let h = b.handle_envelope(&env(base + 1, &m[2]));
         assert!(
+            h.events.iter().any(|e| matches!(
+                e,
+                Event::Missing {
+                    seat: 0,
+                    count: 2,
+                    ..
+                }
+            )),
+            "{:?}",
             h.events
-                .iter()
-                .any(|e| matches!(e, Event::Warning(w) if w.contains("2 message(s)")))
         );
         let h = b.handle_envelope(&env(base + 2, &m[0]));
         assert!(
@@ -962,6 +1391,165 @@ mod tests {
             "{:?}",
             h.events
         );
+    }
+
+    /// Delivers to `m` everything pending except the envelopes of `skip` (the seqs a
+    /// relay drops for it).
+    fn deliver_dropping(net: &mut Net, m: &mut TalkState, skip: &[u64]) -> Vec<Event> {
+        let pending: Vec<Envelope> = net
+            .log
+            .iter()
+            .filter(|(from, e)| *from != m.seat && e.seq.0 > m.cursor && !skip.contains(&e.seq.0))
+            .map(|(_, e)| e.clone())
+            .collect();
+        let mut events = Vec::new();
+        for e in pending {
+            let h = m.handle_envelope(&e);
+            events.extend(h.events);
+            for (k, b) in h.outgoing {
+                net.put(m.seat, k, b);
+            }
+        }
+        events.extend(m.end_of_batch().events);
+        // Never delivered later either: `m` has moved past them.
+        m.cursor = skip.iter().copied().fold(m.cursor, u64::max);
+        events
+    }
+
+    fn missing(events: &[Event]) -> Vec<(u8, u32)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Missing { seat, count, .. } => Some((*seat, *count)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_senders_last_messages_dropped_for_one_member_are_reported_by_the_next_message() {
+        let (mut net, mut a, mut b, mut c) = three();
+        let mut dropped = Vec::new();
+        for i in 0..3 {
+            let (body, _) = b.seal_text(&format!("b{i}"), 1).unwrap();
+            net.put(1, EnvelopeKind::Chat, body);
+            if i > 0 {
+                dropped.push(net.seq);
+            }
+        }
+        // The relay hands c only b's first message; b then falls silent.
+        let ev = deliver_dropping(&mut net, &mut c, &dropped);
+        assert_eq!(texts(&ev), ["member-1: b0"]);
+        assert!(missing(&ev).is_empty());
+        // a got all three; its next message says so, and c learns of the two.
+        net.deliver(&mut a);
+        let (body, _) = a.seal_text("anyone?", 2).unwrap();
+        net.put(0, EnvelopeKind::Chat, body);
+        let ev = net.deliver(&mut c);
+        assert_eq!(texts(&ev), ["owner-owl: anyone?"]);
+        assert_eq!(missing(&ev), [(1, 2)]);
+        // Reported once: b's next message, after the gap, adds nothing.
+        let (body, _) = b.seal_text("b3", 3).unwrap();
+        net.put(1, EnvelopeKind::Chat, body);
+        let ev = net.deliver(&mut c);
+        assert_eq!(texts(&ev), ["member-1: b3"]);
+        assert!(missing(&ev).is_empty(), "{ev:?}");
+    }
+
+    #[test]
+    fn the_close_summary_tells_a_sender_its_last_messages_never_reached_the_closer() {
+        let (mut net, mut a, mut b, mut c) = three();
+        let (body, _) = b.seal_text("seen by all", 1).unwrap();
+        net.put(1, EnvelopeKind::Chat, body);
+        let (body, _) = b.seal_text("dropped for everyone", 2).unwrap();
+        net.put(1, EnvelopeKind::Chat, body);
+        let last = net.seq;
+        deliver_dropping(&mut net, &mut a, &[last]);
+        let ev = deliver_dropping(&mut net, &mut c, &[last]);
+        assert!(missing(&ev).is_empty());
+        let farewell = a.farewell().unwrap();
+        // b learns its message never reached a; c learns nothing new (it has what a has).
+        assert_eq!(missing(&b.close_summary(&farewell)), [(1, 1)]);
+        assert!(c.close_summary(&farewell).is_empty());
+        // A summary not signed by a member says nothing.
+        let stranger = TalkIdentity::generate(&mut rand::rng());
+        let f = Farewell::new(
+            &stranger,
+            &a.mailbox,
+            vec![Seen {
+                seat: 1,
+                epoch: 0,
+                next: 9,
+            }],
+        )
+        .unwrap();
+        let forged = a
+            .base_key()
+            .seal(
+                &mut rand::rng(),
+                &a.mailbox,
+                Purpose::Farewell,
+                &Inner::Farewell(f).encode().unwrap(),
+            )
+            .unwrap();
+        assert!(c.close_summary(&forged).is_empty());
+    }
+
+    /// b asks, a answers having seen the question; the relay hands c the answer first
+    /// and the question after, under new seqs: with `batch_between`, in two batches.
+    fn reordered(batch_between: bool) -> Vec<Event> {
+        let (mut net, mut a, mut b, mut c) = three();
+        let (body, _) = b.seal_text("question", 1).unwrap();
+        net.put(1, EnvelopeKind::Chat, body);
+        let question = net.log.last().unwrap().1.clone();
+        net.deliver(&mut a);
+        let (body, _) = a.seal_text("answer", 2).unwrap();
+        net.put(0, EnvelopeKind::Chat, body);
+        let answer = net.log.last().unwrap().1.clone();
+        let base = c.cursor;
+        let env = |seq: u64, e: &Envelope| Envelope {
+            seq: Seq(seq),
+            ..e.clone()
+        };
+        let mut events = c.handle_envelope(&env(base + 1, &answer)).events;
+        if batch_between {
+            events.extend(c.end_of_batch().events);
+        }
+        events.extend(c.handle_envelope(&env(base + 2, &question)).events);
+        events.extend(c.end_of_batch().events);
+        events
+    }
+
+    #[test]
+    fn a_reordered_delivery_is_shown_in_causal_order() {
+        let ev = reordered(false);
+        assert_eq!(texts(&ev), ["member-1: question", "owner-owl: answer"]);
+        assert!(missing(&ev).is_empty(), "{ev:?}");
+    }
+
+    #[test]
+    fn a_reorder_across_batches_is_reported() {
+        let ev = reordered(true);
+        assert_eq!(texts(&ev), ["owner-owl: answer", "member-1: question"]);
+        assert_eq!(
+            missing(&ev),
+            [(1, 1)],
+            "the answer says b's question exists"
+        );
+    }
+
+    #[test]
+    fn a_goodbye_carries_the_leavers_summary() {
+        let (mut net, mut a, mut b, mut c) = three();
+        let (body, _) = a.seal_text("to b only", 1).unwrap();
+        net.put(0, EnvelopeKind::Chat, body);
+        let dropped = net.seq;
+        net.deliver(&mut c);
+        deliver_dropping(&mut net, &mut b, &[dropped]);
+        let body = c.seal_leaving(2).unwrap();
+        net.put(2, EnvelopeKind::Chat, body);
+        let ev = net.deliver(&mut b);
+        assert_eq!(missing(&ev), [(0, 1)]);
     }
 
     #[test]
@@ -979,12 +1567,11 @@ mod tests {
                 epoch: 0,
                 index: 0,
                 chain_key: [0; 32],
+                envelope_key: [0; 32],
             }),
         )
         .unwrap();
-        let body = a
-            .seal(EnvelopeKind::Handshake, &Inner::Announce(fake))
-            .unwrap();
+        let body = a.seal_base(&Inner::Announce(Box::new(fake))).unwrap();
         net.put(1, EnvelopeKind::Handshake, body);
         let ev = net.deliver(&mut a);
         assert!(
@@ -1038,6 +1625,198 @@ mod tests {
         net.put(0, EnvelopeKind::Chat, body);
         assert_eq!(texts(&net.deliver(&mut b)), ["owner-owl: without c"]);
         assert!(texts(&net.deliver(&mut c)).is_empty());
+    }
+
+    #[test]
+    fn a_goodbye_fetched_after_the_status_that_reported_the_leave_still_opens() {
+        let (mut net, mut a, mut b, mut c) = three();
+        let (body, _) = c.seal_text("last words", 1).unwrap();
+        net.put(2, EnvelopeKind::Chat, body);
+        let body = c.seal_leaving(2).unwrap();
+        net.put(2, EnvelopeKind::Chat, body);
+        // b was away: its Authed status already has c's bit before it fetches.
+        let mut st = status(3, true);
+        st.left = 1 << 2;
+        let h = b.on_status(st);
+        assert!(
+            h.events
+                .iter()
+                .any(|e| matches!(e, Event::MemberLeaving { seat: 2, .. }))
+        );
+        for (k, body) in h.outgoing {
+            net.put(1, k, body);
+        }
+        let ev = net.deliver(&mut b);
+        assert_eq!(texts(&ev), ["member-2: last words"]);
+        assert!(!ev.iter().any(|e| matches!(e, Event::Warning(_))), "{ev:?}");
+        // The goodbye erased c's chains: nothing more from c opens.
+        let p = b.roster.iter().find(|p| p.seat == 2).unwrap();
+        assert!(p.chain.is_none() && p.prev_chain.is_none());
+        let _ = net.deliver(&mut a);
+    }
+
+    /// Every envelope key `m` holds: the base key, its own, and every chain's.
+    fn keys_held(m: &TalkState) -> Vec<EnvelopeKey> {
+        let mut keys = vec![m.base_key(), m.own_key()];
+        for p in &m.roster {
+            for c in p.chain.iter().chain(p.prev_chain.iter()) {
+                keys.push(EnvelopeKey::from_bytes(c.envelope_key()));
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn a_member_who_left_and_kept_every_key_opens_nothing_sent_after() {
+        use crate::testkit::{join, talk};
+        let (mut net, mut m, free) = talk(4, 2);
+        let sync = |net: &mut Net, m: &mut Vec<TalkState>| {
+            for _ in 0..3 {
+                for x in m.iter_mut() {
+                    net.deliver(x);
+                }
+            }
+        };
+        let (body, _) = m[2].seal_text("before leaving", 1).unwrap();
+        net.put(2, EnvelopeKind::Chat, body);
+        sync(&mut net, &mut m);
+        // The leaver keeps everything it ever held: a copy of its whole state at each
+        // step, and so every key.
+        let mut leaver = m.pop().unwrap();
+        let mut kept: Vec<EnvelopeKey> = keys_held(&leaver);
+        let body = leaver.seal_leaving(2).unwrap();
+        net.put(2, EnvelopeKind::Chat, body);
+        kept.extend(keys_held(&leaver));
+        let left_at = net.seq;
+        let mut st = status(2, true);
+        st.left = 1 << 2;
+        for x in m.iter_mut() {
+            for (k, b) in x.on_status(st).outgoing {
+                net.put(x.seat, k, b);
+            }
+        }
+        sync(&mut net, &mut m);
+        for (i, x) in m.iter_mut().enumerate() {
+            let (body, _) = x.seal_text(&format!("after, from {i}"), 3).unwrap();
+            net.put(x.seat, EnvelopeKind::Chat, body);
+        }
+        // A newcomer takes the free seat after the leave, and talks.
+        let (inv, welcome) = &free[0];
+        let newcomer = join(&mut net, inv, 3, welcome, "newcomer-dee");
+        m.push(newcomer);
+        sync(&mut net, &mut m);
+        let (body, _) = m[2].seal_text("hello from the newcomer", 4).unwrap();
+        net.put(3, EnvelopeKind::Chat, body);
+        assert_eq!(
+            texts(&net.deliver(&mut m[0])),
+            ["newcomer-dee: hello from the newcomer"],
+            "the remaining members and the newcomer met"
+        );
+        sync(&mut net, &mut m);
+        let farewell = m[0].farewell().unwrap();
+
+        // Every envelope stored after the leave, and the farewell, against every key.
+        let later: Vec<(Purpose, Vec<u8>)> = net
+            .log
+            .iter()
+            .filter(|(_, e)| e.seq.0 > left_at)
+            .map(|(_, e)| (Purpose::from(e.kind), e.body.clone()))
+            .chain(std::iter::once((Purpose::Farewell, farewell)))
+            .collect();
+        assert!(later.len() > 10, "{}", later.len());
+        let me = leaver.identity();
+        let mut opened = 0;
+        for (purpose, body) in &later {
+            for key in &kept {
+                let Ok(plain) = key.open(&leaver.mailbox, *purpose, body) else {
+                    continue;
+                };
+                opened += 1;
+                // Only the base key opens anything: a newcomer's public announcement
+                // (keys, no alias, no chain) and Directs it cannot open.
+                match Inner::decode(&plain).unwrap() {
+                    Inner::Announce(a) => {
+                        assert!(a.body.chain.is_none() && a.body.alias.is_empty(), "{a:?}");
+                    }
+                    // The farewell, which every member must be able to check: who
+                    // closed, and how many messages of each chain it had received.
+                    Inner::Farewell(f) => assert_eq!(f.sender, m[0].own_pseudonym),
+                    Inner::Direct(d) => {
+                        assert!(open_pairwise(&me, &d.from, &leaver.mailbox, &d.sealed).is_err());
+                    }
+                    other => panic!("the leaver opened {other:?}"),
+                }
+                let plain: &[u8] = &plain;
+                assert!(!plain.windows(12).any(|w| w == b"newcomer-dee"));
+            }
+        }
+        assert!(
+            opened > 0,
+            "the newcomer's announcement is under the base key"
+        );
+        // And through the client itself: no message, no alias.
+        for (_, e) in net.log.iter().filter(|(_, e)| e.seq.0 > left_at) {
+            let h = leaver.handle_envelope(e);
+            assert!(texts(&h.events).is_empty(), "{:?}", h.events);
+            assert!(
+                !h.events.iter().any(
+                    |e| matches!(e, Event::MemberJoined { alias, .. } if alias == "newcomer-dee")
+                ),
+                "{:?}",
+                h.events
+            );
+        }
+    }
+
+    #[test]
+    fn a_newcomers_message_sent_before_its_reply_is_held_then_read() {
+        use crate::testkit::{join, talk};
+        let (mut net, mut m, free) = talk(3, 1);
+        let (inv, welcome) = &free[0];
+        let mut c = join(&mut net, inv, 2, welcome, "early-bird");
+        let (body, _) = c.seal_text("said at once", 1).unwrap();
+        net.put(2, EnvelopeKind::Chat, body);
+        // The creator, whose keys the welcome gave, got the newcomer's Reply with its
+        // announcement: it reads at once.
+        let ev = net.deliver(&mut m[0]);
+        assert_eq!(texts(&ev), ["early-bird: said at once"]);
+        // b reads the announcement (and introduces itself) and the message it cannot
+        // open yet: nothing is shown, nothing is lost.
+        let ev = net.deliver(&mut m[1]);
+        assert!(texts(&ev).is_empty(), "{ev:?}");
+        assert!(!ev.iter().any(|e| matches!(e, Event::Warning(_))), "{ev:?}");
+        assert_eq!(m[1].held.len(), 1);
+        net.deliver(&mut c);
+        let ev = net.deliver(&mut m[1]);
+        assert_eq!(texts(&ev), ["early-bird: said at once"]);
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, Event::MemberJoined { alias, .. } if alias == "early-bird"))
+        );
+        assert!(m[1].held.is_empty());
+    }
+
+    #[test]
+    fn a_newcomer_sends_nothing_to_a_creator_the_relay_says_left() {
+        use crate::testkit::talk;
+        let (_, _, free) = talk(3, 1);
+        let (inv, welcome) = &free[0];
+        let mut st = status(2, true);
+        st.left = 1;
+        let joined = |st| {
+            TalkState::joined(
+                inv,
+                TalkIdentity::generate(&mut rand::rng()),
+                "late",
+                2,
+                welcome,
+                st,
+            )
+            .unwrap()
+            .1
+        };
+        assert_eq!(joined(st).len(), 1, "the public announcement only");
+        assert_eq!(joined(status(2, true)).len(), 2);
     }
 
     #[test]

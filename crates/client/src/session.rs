@@ -199,7 +199,22 @@ impl TalkSession {
             .lease
             .append(&self.state.talk_id, change.events, now_ms())?;
         self.lease.flush()?;
-        for (kind, body) in change.outgoing {
+        match self.send_and_ack(relay, change.outgoing, ack).await {
+            // The talk ended between what we processed and our answer to it (a close
+            // racing our ack): what we stored stands, and the end itself arrives as a
+            // push or as the answer to the next request, which report it fully.
+            Ok(()) | Err(ClientError::TalkGone) => Ok(entries),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn send_and_ack(
+        &self,
+        relay: &impl Relay,
+        outgoing: Vec<(EnvelopeKind, Vec<u8>)>,
+        ack: bool,
+    ) -> Result<(), ClientError> {
+        for (kind, body) in outgoing {
             put(relay, self.mailbox(), kind, body).await?;
         }
         if ack {
@@ -215,7 +230,7 @@ impl TalkSession {
                 _ => return Err(ClientError::Protocol),
             }
         }
-        Ok(entries)
+        Ok(())
     }
 
     /// Records events that need no fdatasync of their own: the next durable write, or
@@ -365,6 +380,7 @@ impl TalkSession {
             change.events.extend(h.events);
             change.outgoing.extend(h.outgoing);
         }
+        change.events.extend(self.state.end_of_batch().events);
         self.commit(relay, change, true).await
     }
 

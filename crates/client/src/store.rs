@@ -30,19 +30,25 @@ use zeroize::Zeroizing;
 
 use crate::member::{Event, TalkState};
 
-const K_STATE: &[u8] = b"s";
+/// A talk's state since end-to-end keys follow the members (per-talk X-Wing keys,
+/// per-sender envelope keys); `K_STATE_BEFORE_KEYS` held the earlier form, which
+/// this version cannot use (see [`StoreError::Outdated`]).
+const K_STATE: &[u8] = b"s1";
+const K_STATE_BEFORE_KEYS: &[u8] = b"s";
 const K_NEXT: &[u8] = b"n";
 const K_SHOWN: &[u8] = b"r";
 const K_RETIRING: &[u8] = b"t";
 const TALK_PREFIX: &[u8] = b"talk/";
-const PENDING_JOINS: &[u8] = b"pending-joins";
+/// Joins prepared with an identity of today's form (the earlier ones, under
+/// `pending-joins`, are of a form this version does not read, and are not used).
+const PENDING_JOINS: &[u8] = b"pending-joins-1";
 const K_BOARD: &[u8] = b"b";
 const ASKS: &[u8] = b"asks";
 
 /// A join prepared but not yet answered by the relay.
 #[derive(Encode, Decode, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct PendingJoin {
-    pub identity: [u8; 96],
+    pub identity: [u8; nook_crypto::identity::IDENTITY_LEN],
     pub alias: String,
 }
 
@@ -112,6 +118,10 @@ pub enum StoreError {
     Ambiguous(String),
     #[error("stored talk data is damaged: {0}")]
     Corrupt(String),
+    #[error(
+        "this nook home holds a talk stored by an earlier nook, whose end-to-end keys this version cannot use; leave or close it with that version, or use another home (--home)"
+    )]
+    Outdated,
 }
 
 /// A nook home folder.
@@ -192,6 +202,8 @@ impl Store {
         for ns in self.vault.namespaces()? {
             if let Some(bytes) = ns.get(K_STATE)? {
                 out.push(decode_state(&Zeroizing::new(bytes))?);
+            } else if ns.get(K_STATE_BEFORE_KEYS)?.is_some() {
+                return Err(StoreError::Outdated);
             }
         }
         out.sort_by_key(|t| std::cmp::Reverse(t.params.created_at));
@@ -228,6 +240,7 @@ impl Store {
         };
         match ns.get(K_STATE)? {
             Some(bytes) => Ok(Some(decode_state(&Zeroizing::new(bytes))?)),
+            None if ns.get(K_STATE_BEFORE_KEYS)?.is_some() => Err(StoreError::Outdated),
             None => Ok(None),
         }
     }

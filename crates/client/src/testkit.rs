@@ -67,6 +67,7 @@ impl Net {
                 self.put(m.seat, k, b);
             }
         }
+        events.extend(m.end_of_batch().events);
         events
     }
 }
@@ -79,6 +80,87 @@ pub(crate) fn opts() -> TalkOptions {
         close: ClosePolicy::Owner,
         alias: "owner-owl".into(),
     }
+}
+
+/// A free seat: its invite and its sealed welcome.
+pub(crate) type FreeSeat = (Invite, Vec<u8>);
+
+/// A talk of `seats` seats where the creator and the members of seats
+/// `1..=joiners` have met; with the invites of the seats still free.
+pub(crate) fn talk(seats: u8, joiners: u8) -> (Net, Vec<TalkState>, Vec<FreeSeat>) {
+    let r = relay();
+    let NewTalk {
+        mut state,
+        params,
+        seats: secrets,
+    } = TalkState::create(
+        &r,
+        &TalkOptions {
+            seats,
+            quorum: 2,
+            ..opts()
+        },
+        0,
+    )
+    .unwrap();
+    let invites = state.created(&r, MailboxId([5; 16]), status(1, false), &secrets);
+    let mut net = Net {
+        seq: 0,
+        log: vec![],
+    };
+    let mut members = vec![state];
+    let mut free = Vec::new();
+    for (i, (inv, offer)) in invites.iter().zip(&params.offers).enumerate() {
+        let inv: Invite = inv.parse().unwrap();
+        let seat = (i + 1) as u8;
+        if seat > joiners {
+            free.push((inv, offer.welcome.clone()));
+            continue;
+        }
+        let m = join(
+            &mut net,
+            &inv,
+            seat,
+            &offer.welcome,
+            &format!("member-{seat}"),
+        );
+        members.push(m);
+        // Announcement, introductions, replies.
+        for _ in 0..3 {
+            for m in members.iter_mut() {
+                net.deliver(m);
+            }
+        }
+    }
+    (net, members, free)
+}
+
+/// Takes `seat` with `invite` and puts the announcement.
+pub(crate) fn join(
+    net: &mut Net,
+    invite: &Invite,
+    seat: u8,
+    welcome: &[u8],
+    alias: &str,
+) -> TalkState {
+    let mut st = status(seat + 1, true);
+    st.seats = 4;
+    let (m, outgoing) = TalkState::joined(
+        invite,
+        TalkIdentity::generate(&mut rand::rng()),
+        alias,
+        seat,
+        welcome,
+        st,
+    )
+    .unwrap();
+    let mut m = m;
+    // The relay gives a newcomer nothing stored before it joined (protocol-spec §8.1).
+    m.cursor = net.seq;
+    for (kind, body) in outgoing {
+        net.put(m.seat, kind, body);
+    }
+    m
 }
 
 pub(crate) fn three() -> (Net, TalkState, TalkState, TalkState) {
@@ -97,7 +179,7 @@ pub(crate) fn three() -> (Net, TalkState, TalkState, TalkState) {
     let mut joiners = Vec::new();
     for (i, (inv, offer)) in invites.iter().zip(&params.offers).enumerate() {
         let inv: Invite = inv.parse().unwrap();
-        let (m, announce) = TalkState::joined(
+        let (m, outgoing) = TalkState::joined(
             &inv,
             TalkIdentity::generate(&mut rand::rng()),
             &format!("member-{}", i + 1),
@@ -106,13 +188,15 @@ pub(crate) fn three() -> (Net, TalkState, TalkState, TalkState) {
             status(2 + i as u8, i == 1),
         )
         .unwrap();
-        net.put(m.seat, EnvelopeKind::Handshake, announce);
+        for (kind, body) in outgoing {
+            net.put(m.seat, kind, body);
+        }
         joiners.push(m);
     }
     let mut c = joiners.pop().unwrap();
     let mut b = joiners.pop().unwrap();
-    // Everyone syncs twice: announcements, then introductions.
-    for _ in 0..2 {
+    // Everyone syncs three times: announcements, introductions, replies.
+    for _ in 0..3 {
         net.deliver(&mut state);
         net.deliver(&mut b);
         net.deliver(&mut c);

@@ -34,6 +34,9 @@ pub struct ChainState {
     /// The index of the next message this chain will send.
     pub index: u32,
     pub chain_key: [u8; 32],
+    /// The key that seals the envelopes of the chain's sender while this chain is its
+    /// current one (protocol-spec §11.6): a member that left never learns the next.
+    pub envelope_key: [u8; 32],
 }
 
 /// The sending side: produces one message key per message, in order.
@@ -103,10 +106,13 @@ impl SendingChain {
     pub fn new<R: rand::CryptoRng + ?Sized>(rng: &mut R, epoch: u32) -> SendingChain {
         let mut chain_key = [0u8; 32];
         rng.fill_bytes(&mut chain_key);
+        let mut envelope_key = [0u8; 32];
+        rng.fill_bytes(&mut envelope_key);
         SendingChain::from_state(ChainState {
             epoch,
             index: 0,
             chain_key,
+            envelope_key,
         })
     }
     pub fn from_state(state: ChainState) -> SendingChain {
@@ -137,6 +143,11 @@ impl ReceivingChain {
 
     pub fn epoch(&self) -> u32 {
         self.state.epoch
+    }
+
+    /// The key of the sender's envelopes while this chain is current.
+    pub fn envelope_key(&self) -> &[u8; 32] {
+        &self.state.envelope_key
     }
 
     /// The index this chain expects next.

@@ -14,7 +14,9 @@ pub const SEAT_COMMIT: &[u8] = b"nook/1 seat-commit";
 /// HKDF info: the envelope key from the talk key; also the prefix of the envelope AAD
 /// (a different primitive, so the two uses cannot be confused).
 pub const ENVELOPE: &[u8] = b"nook/1 envelope";
-/// HKDF salt: the pairwise key from two X25519 outputs.
+/// SHA-256 prefix: the id of an envelope key, at the head of every envelope body.
+pub const ENVELOPE_ID: &[u8] = b"nook/1 envelope-id";
+/// HKDF salt: the pairwise key from the X-Wing shared secret and an X25519 output.
 pub const PAIRWISE: &[u8] = b"nook/1 pairwise";
 /// SHA-256 prefix: a message's id from its group header.
 pub const MESSAGE_ID: &[u8] = b"nook/1 message-id";

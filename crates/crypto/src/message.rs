@@ -11,7 +11,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::chain::{ChainState, Delivery, ReceivingChain, SendingChain};
 use crate::cipher;
-use crate::identity::{TalkIdentity, verify};
+use crate::identity::{KEM_PUBLIC_LEN, TalkIdentity, verify};
 use crate::invite::commitment_of;
 use crate::{CryptoError, labels};
 
@@ -19,7 +19,7 @@ use crate::{CryptoError, labels};
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum Inner {
     /// "I took seat N": read by every member (handshake).
-    Announce(Announce),
+    Announce(Box<Announce>),
     /// A pairwise-sealed blob for one member (handshake).
     Direct(Direct),
     /// A chat message under the sender's chain (chat).
@@ -34,16 +34,18 @@ pub struct AnnounceBody {
     pub seat: u8,
     pub pseudonym: [u8; 32],
     pub agreement: [u8; 32],
+    /// The member's X-Wing encapsulation key: pairwise blobs to it are sealed to this.
+    /// (Boxed: it is 1216 bytes, and announcements are moved around.)
+    pub kem: Box<[u8; KEM_PUBLIC_LEN]>,
     pub relay_auth: [u8; 32],
     /// The seat's public key (its hash is the creator's commitment for the seat); all
     /// zeros for the creator (seat 0), whose keys the welcome carries directly.
     pub seat_key: [u8; 32],
     /// The member's alias in this talk (≤ 64 bytes of UTF-8).
     pub alias: String,
-    /// The member's sending chain as of this announcement: present when the member
-    /// announces itself to everyone (so every current member can read its messages
-    /// at once) and in an `Intro` (so the newcomer can); absent in the creator's
-    /// announcement inside a welcome, which many seats share.
+    /// The member's sending chain: present only in an announcement sealed pairwise
+    /// (an `Intro` or a `Reply`), never in one every holder of the talk key can read
+    /// (a newcomer's public announcement, or the creator's inside a welcome).
     pub chain: Option<ChainState>,
 }
 
@@ -76,6 +78,9 @@ pub enum DirectBody {
     Intro { announce: Box<Announce> },
     /// A member's new sending chain, sent to each remaining member after a member left.
     SenderKey { chain: ChainState },
+    /// A newcomer's answer to an `Intro`: its announcement with its alias and its
+    /// sending chain, which its public announcement leaves out.
+    Reply { announce: Box<Announce> },
 }
 
 /// What the sender signs and the AEAD authenticates besides the ciphertext.
@@ -114,24 +119,39 @@ pub struct GroupMessage {
     pub signature: [u8; 64],
 }
 
-/// The application content of a group message.
+/// How far the sender had received one member's current chain: `next` is the index
+/// of the next message it expected from chain `epoch` of the member in `seat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Zeroize)]
+pub struct Seen {
+    pub seat: u8,
+    pub epoch: u32,
+    pub next: u32,
+}
+
+/// Most entries a `seen` list may have: one per seat.
+pub const MAX_SEEN: usize = 64;
+
+/// The application content of a group message. `seen` is what the sender had
+/// received of each other member when it sent this (protocol-spec §12.4): a member
+/// that lacks messages someone else saw knows they were dropped for it.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Zeroize, ZeroizeOnDrop)]
 pub enum Content {
     Text {
         sent_at_ms: u64,
         text: String,
+        seen: Vec<Seen>,
     },
-    /// The sender is about to leave the talk.
-    Leaving {
-        sent_at_ms: u64,
-    },
+    /// The sender is about to leave the talk; `seen` is its last summary.
+    Leaving { sent_at_ms: u64, seen: Vec<Seen> },
 }
 
 /// The end-to-end close, signed with the closer's pseudonym key over
-/// `"nook/1 farewell" ‖ mailbox`.
+/// `"nook/1 farewell" ‖ mailbox ‖ encode(seen)`; `seen` is the closer's summary,
+/// its own chain included.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Farewell {
     pub sender: [u8; 32],
+    pub seen: Vec<Seen>,
     pub signature: [u8; 64],
 }
 
@@ -204,7 +224,18 @@ impl Content {
             .map_err(|_| CryptoError::Malformed)
     }
     pub fn decode(bytes: &[u8]) -> Result<Content, CryptoError> {
-        decode_body(bytes).map_err(|_| CryptoError::Malformed)
+        let content: Content = decode_body(bytes).map_err(|_| CryptoError::Malformed)?;
+        if content.seen().len() > MAX_SEEN {
+            return Err(CryptoError::Malformed);
+        }
+        Ok(content)
+    }
+
+    /// The sender's summary of what it had received.
+    pub fn seen(&self) -> &[Seen] {
+        match self {
+            Content::Text { seen, .. } | Content::Leaving { seen, .. } => seen,
+        }
     }
 }
 
@@ -228,6 +259,7 @@ impl Announce {
             seat,
             pseudonym: public.pseudonym,
             agreement: public.agreement,
+            kem: Box::new(identity.kem_public()),
             relay_auth: public.relay_auth,
             seat_key: seat_key
                 .as_ref()
@@ -341,19 +373,33 @@ pub fn open_group(
 }
 
 impl Farewell {
-    pub fn new(identity: &TalkIdentity, mailbox: &MailboxId) -> Farewell {
-        Farewell {
+    pub fn new(
+        identity: &TalkIdentity,
+        mailbox: &MailboxId,
+        seen: Vec<Seen>,
+    ) -> Result<Farewell, CryptoError> {
+        let signature = identity.sign_pseudonym(&farewell_transcript(mailbox, &seen)?);
+        Ok(Farewell {
             sender: identity.public().pseudonym,
-            signature: identity.sign_pseudonym(&farewell_transcript(mailbox)),
-        }
+            seen,
+            signature,
+        })
     }
     pub fn verify(&self, mailbox: &MailboxId) -> Result<(), CryptoError> {
-        verify(&self.sender, &farewell_transcript(mailbox), &self.signature)
+        verify(
+            &self.sender,
+            &farewell_transcript(mailbox, &self.seen)?,
+            &self.signature,
+        )
     }
 }
 
-fn farewell_transcript(mailbox: &MailboxId) -> Vec<u8> {
-    [labels::FAREWELL, &mailbox.0].concat()
+fn farewell_transcript(mailbox: &MailboxId, seen: &[Seen]) -> Result<Vec<u8>, CryptoError> {
+    if seen.len() > MAX_SEEN {
+        return Err(CryptoError::Malformed);
+    }
+    let seen = encode_value(&seen.to_vec()).map_err(|_| CryptoError::Malformed)?;
+    Ok([labels::FAREWELL, &mailbox.0, &seen].concat())
 }
 
 fn group_aad(mailbox: &MailboxId, header: &[u8]) -> Vec<u8> {

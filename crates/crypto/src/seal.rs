@@ -3,19 +3,20 @@
 //! | format   | key                                        | nonce        | AAD |
 //! |----------|--------------------------------------------|--------------|-----|
 //! | welcome  | `HKDF(S, "nook/1 welcome")`                | 12 zero bytes| `"nook/1 aad-welcome"` |
-//! | pairwise | `HKDF(salt "nook/1 pairwise", DH(e,B)‖DH(a,B), E‖A‖B)` | 12 zero bytes | mailbox |
-//! | envelope | `HKDF(T, "nook/1 envelope")`, XChaCha20-Poly1305 | 24 random bytes | `"nook/1 envelope"‖mailbox‖purpose` |
+//! | pairwise | `HKDF(salt "nook/1 pairwise", ss‖DH(a,B), SHA-256(ct)‖A‖B)`, `(ct, ss)` = X-Wing to B | 12 zero bytes | mailbox |
+//! | envelope | the talk's base key `HKDF(T, "nook/1 envelope")` or a sender's envelope key, XChaCha20-Poly1305 | 24 random bytes | `"nook/1 envelope"‖mailbox‖purpose` |
 //!
 //! A zero nonce is safe for the first two because every key seals exactly one
 //! plaintext: the seat secret is fresh per seat, and the pairwise key mixes a fresh
-//! ephemeral key. Envelope keys are long-lived, so they take a random 192-bit nonce.
+//! encapsulation. Envelope keys are long-lived, so they take a random 192-bit nonce.
 
 use nook_proto::MailboxId;
-use x25519_dalek::{PublicKey as XPublic, StaticSecret};
+use x_wing::TryDecapsulate;
+use x25519_dalek::PublicKey as XPublic;
 use zeroize::Zeroizing;
 
 use crate::cipher;
-use crate::identity::TalkIdentity;
+use crate::identity::{KEM_PUBLIC_LEN, TalkIdentity};
 use crate::invite::SeatSecret;
 use crate::kdf::hkdf32;
 use crate::padding::{bucket_for, pad, pad_in_place, unpad};
@@ -26,8 +27,8 @@ pub use crate::cipher::{TAG_LEN, XNONCE_LEN};
 
 /// The zero nonce of keys that seal exactly one plaintext.
 const ZERO_NONCE: [u8; cipher::NONCE_LEN] = [0; cipher::NONCE_LEN];
-/// Bytes an envelope body adds around its padded plaintext.
-pub const ENVELOPE_OVERHEAD: usize = XNONCE_LEN + TAG_LEN;
+/// Bytes an envelope body adds around its padded plaintext: key id, nonce, tag.
+pub const ENVELOPE_OVERHEAD: usize = KEY_ID_LEN + XNONCE_LEN + TAG_LEN;
 
 /// What an envelope-sealed blob is for; bound into the AAD so the relay cannot move a
 /// blob from one role to another (for example relabel a handshake as chat).
@@ -64,41 +65,68 @@ pub fn open_welcome(seat: &SeatSecret, sealed: &[u8]) -> Result<Zeroizing<Vec<u8
     Ok(padded)
 }
 
-/// Seals `plaintext` from `sender` to the member whose agreement key is `recipient`.
-/// Output: `E (32) ‖ ciphertext ‖ tag`.
+/// Bytes of an X-Wing ciphertext at the head of every pairwise blob.
+pub const KEM_CIPHERTEXT_LEN: usize = x_wing::CIPHERTEXT_SIZE;
+/// Random bytes one X-Wing encapsulation takes (ML-KEM's 32, then X25519's 32).
+pub const KEM_RANDOMNESS_LEN: usize = x_wing::ENCAPSULATION_RANDOMNESS_SIZE;
+
+/// Seals `plaintext` from `sender` to the member whose agreement key is `recipient`
+/// and whose X-Wing encapsulation key is `recipient_kem`.
+/// Output: `X-Wing ciphertext (1120) ‖ ciphertext ‖ tag`.
 pub fn seal_pairwise<R: rand::CryptoRng + ?Sized>(
     rng: &mut R,
     sender: &TalkIdentity,
     recipient: &[u8; 32],
+    recipient_kem: &[u8; KEM_PUBLIC_LEN],
     mailbox: &MailboxId,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    let ephemeral = Secret32::random(rng);
-    seal_pairwise_with(ephemeral.expose(), sender, recipient, mailbox, plaintext)
+    let mut randomness = Zeroizing::new([0u8; KEM_RANDOMNESS_LEN]);
+    rng.fill_bytes(randomness.as_mut());
+    seal_pairwise_with(
+        &randomness,
+        sender,
+        recipient,
+        recipient_kem,
+        mailbox,
+        plaintext,
+    )
 }
 
-/// [`seal_pairwise`] with the ephemeral secret given (test vectors).
+/// [`seal_pairwise`] with the encapsulation randomness given (test vectors).
 pub fn seal_pairwise_with(
-    ephemeral: &[u8; 32],
+    randomness: &[u8; KEM_RANDOMNESS_LEN],
     sender: &TalkIdentity,
     recipient: &[u8; 32],
+    recipient_kem: &[u8; KEM_PUBLIC_LEN],
     mailbox: &MailboxId,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    let e = StaticSecret::from(*ephemeral);
-    let e_pub = XPublic::from(&e).to_bytes();
-    let b = XPublic::from(*recipient);
-    let dh1 = e.diffie_hellman(&b);
-    let dh2 = sender.agreement_secret().diffie_hellman(&b);
-    if !dh1.was_contributory() || !dh2.was_contributory() {
+    let ek = x_wing::EncapsulationKey::try_from(recipient_kem.as_slice())
+        .map_err(|_| CryptoError::BadKey)?;
+    // The X25519 half of the recipient's X-Wing key must not be of small order either.
+    if !sender
+        .agreement_secret()
+        .diffie_hellman(&XPublic::from(x25519_half(recipient_kem)))
+        .was_contributory()
+    {
+        return Err(CryptoError::BadKey);
+    }
+    let (ct, ss) =
+        ek.encapsulate_deterministic(&x_wing::kem::common::array::Array::from(*randomness));
+    let ss = Zeroizing::new(<[u8; 32]>::from(ss));
+    let dh = sender
+        .agreement_secret()
+        .diffie_hellman(&XPublic::from(*recipient));
+    if !dh.was_contributory() {
         return Err(CryptoError::BadKey);
     }
     let a_pub = sender.public().agreement;
-    let key = pairwise_key(dh1.as_bytes(), dh2.as_bytes(), &e_pub, &a_pub, recipient);
-    let mut out = Vec::with_capacity(32 + plaintext.len() + TAG_LEN);
-    out.extend_from_slice(&e_pub);
+    let key = pairwise_key(&ss, dh.as_bytes(), ct.as_slice(), &a_pub, recipient);
+    let mut out = Vec::with_capacity(KEM_CIPHERTEXT_LEN + plaintext.len() + TAG_LEN);
+    out.extend_from_slice(ct.as_slice());
     out.extend_from_slice(plaintext);
-    cipher::seal_in_place(&key, &ZERO_NONCE, &mailbox.0, &mut out, 32)?;
+    cipher::seal_in_place(&key, &ZERO_NONCE, &mailbox.0, &mut out, KEM_CIPHERTEXT_LEN)?;
     Ok(out)
 }
 
@@ -110,33 +138,69 @@ pub fn open_pairwise(
     mailbox: &MailboxId,
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    let Some((e_pub, ct)) = sealed.split_first_chunk::<32>() else {
+    if sealed.len() < KEM_CIPHERTEXT_LEN {
         return Err(CryptoError::Open);
-    };
-    let e = XPublic::from(*e_pub);
-    let dh1 = recipient.agreement_secret().diffie_hellman(&e);
-    let dh2 = recipient
+    }
+    let (ct, body) = sealed.split_at(KEM_CIPHERTEXT_LEN);
+    let ct_array = x_wing::Ciphertext::try_from(ct).map_err(|_| CryptoError::Open)?;
+    let ss = recipient
+        .kem_secret()
+        .try_decapsulate(&ct_array)
+        .map_err(|_| CryptoError::BadKey)?;
+    let ss = Zeroizing::new(<[u8; 32]>::from(ss));
+    let dh = recipient
         .agreement_secret()
         .diffie_hellman(&XPublic::from(*sender));
-    if !dh1.was_contributory() || !dh2.was_contributory() {
+    if !dh.was_contributory() {
         return Err(CryptoError::BadKey);
     }
     let b_pub = recipient.public().agreement;
-    let key = pairwise_key(dh1.as_bytes(), dh2.as_bytes(), e_pub, sender, &b_pub);
-    cipher::open(&key, &ZERO_NONCE, &mailbox.0, ct)
+    let key = pairwise_key(&ss, dh.as_bytes(), ct, sender, &b_pub);
+    cipher::open(&key, &ZERO_NONCE, &mailbox.0, body)
 }
 
-/// The talk's envelope key: `HKDF(ikm = T, info = "nook/1 envelope")`.
+/// The X25519 public key inside an X-Wing encapsulation key (its last 32 bytes).
+fn x25519_half(kem: &[u8; KEM_PUBLIC_LEN]) -> [u8; 32] {
+    let mut x = [0u8; 32];
+    x.copy_from_slice(&kem[KEM_PUBLIC_LEN - 32..]);
+    x
+}
+
+/// Bytes of the key id at the head of every envelope body.
+pub const KEY_ID_LEN: usize = 8;
+
+/// A key that seals envelope bodies: the talk's base key, `HKDF(ikm = T, info =
+/// "nook/1 envelope")`, or a member's sending envelope key (carried with its chain).
+/// A body starts with the key's id, so a receiver finds the key without trying each.
 #[derive(Clone, Debug)]
 pub struct EnvelopeKey(Secret32);
 
 impl EnvelopeKey {
+    /// The talk's base envelope key, from the talk key of the welcome.
     pub fn from_talk_key(talk_key: &[u8; 32]) -> EnvelopeKey {
         EnvelopeKey(Secret32::from_bytes(*hkdf32(
             None,
             talk_key,
             labels::ENVELOPE,
         )))
+    }
+
+    /// A member's sending envelope key, as its chain carries it.
+    pub fn from_bytes(key: &[u8; 32]) -> EnvelopeKey {
+        EnvelopeKey(Secret32::from_bytes(*key))
+    }
+
+    /// `SHA-256("nook/1 envelope-id" ‖ key)`, first 8 bytes: names the key in a body.
+    pub fn id(&self) -> [u8; KEY_ID_LEN] {
+        let digest = crate::kdf::sha256(&[labels::ENVELOPE_ID, self.0.expose()]);
+        let mut id = [0u8; KEY_ID_LEN];
+        id.copy_from_slice(&digest[..KEY_ID_LEN]);
+        id
+    }
+
+    /// The id of the key that sealed `body`, if it is long enough to have one.
+    pub fn id_of(body: &[u8]) -> Option<[u8; KEY_ID_LEN]> {
+        body.first_chunk::<KEY_ID_LEN>().copied()
     }
 
     /// Pads and seals an inner payload; the result's length is a padding bucket.
@@ -163,22 +227,35 @@ impl EnvelopeKey {
         // Padded in place in the output buffer and sealed there: one allocation, and
         // no copy of the plaintext left behind (a failed seal wipes the buffer).
         let mut out = Vec::with_capacity(bucket_for(inner.len(), ENVELOPE_OVERHEAD)?);
+        out.extend_from_slice(&self.id());
         out.extend_from_slice(nonce);
         out.extend_from_slice(inner);
-        pad_in_place(&mut out, XNONCE_LEN, ENVELOPE_OVERHEAD)?;
+        pad_in_place(&mut out, KEY_ID_LEN + XNONCE_LEN, ENVELOPE_OVERHEAD)?;
         let aad = envelope_aad(mailbox, purpose);
-        cipher::xseal_in_place(self.0.expose(), nonce, &aad, &mut out, XNONCE_LEN)?;
+        cipher::xseal_in_place(
+            self.0.expose(),
+            nonce,
+            &aad,
+            &mut out,
+            KEY_ID_LEN + XNONCE_LEN,
+        )?;
         Ok(out)
     }
 
-    /// Opens an envelope body and removes its padding.
+    /// Opens an envelope body sealed under this key and removes its padding.
     pub fn open(
         &self,
         mailbox: &MailboxId,
         purpose: Purpose,
         body: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let Some((nonce, ct)) = body.split_first_chunk::<XNONCE_LEN>() else {
+        let Some((id, rest)) = body.split_first_chunk::<KEY_ID_LEN>() else {
+            return Err(CryptoError::Open);
+        };
+        if *id != self.id() {
+            return Err(CryptoError::Open);
+        }
+        let Some((nonce, ct)) = rest.split_first_chunk::<XNONCE_LEN>() else {
             return Err(CryptoError::Open);
         };
         let aad = envelope_aad(mailbox, purpose);
@@ -199,18 +276,19 @@ fn envelope_aad(mailbox: &MailboxId, purpose: Purpose) -> Vec<u8> {
     aad
 }
 
+/// `HKDF(salt = "nook/1 pairwise", ikm = ss ‖ dh, info = SHA-256(ct) ‖ A ‖ B)`.
 fn pairwise_key(
-    dh1: &[u8; 32],
-    dh2: &[u8; 32],
-    e: &[u8; 32],
+    ss: &[u8; 32],
+    dh: &[u8; 32],
+    ct: &[u8],
     a: &[u8; 32],
     b: &[u8; 32],
 ) -> Zeroizing<[u8; 32]> {
     let mut ikm = Zeroizing::new([0u8; 64]);
-    ikm[..32].copy_from_slice(dh1);
-    ikm[32..].copy_from_slice(dh2);
+    ikm[..32].copy_from_slice(ss);
+    ikm[32..].copy_from_slice(dh);
     let mut info = [0u8; 96];
-    info[..32].copy_from_slice(e);
+    info[..32].copy_from_slice(&crate::kdf::sha256(&[ct]));
     info[32..64].copy_from_slice(a);
     info[64..].copy_from_slice(b);
     hkdf32(Some(labels::PAIRWISE), ikm.as_ref(), &info)

@@ -5,7 +5,9 @@ use nook_crypto::auth::{
     parse_rfc3339_utc, rfc3339_utc, sign_relay_auth, verify_receipt, verify_relay_auth,
 };
 use nook_crypto::chain::{ChainState, Delivery, MAX_SKIP, MAX_SKIPPED_KEYS};
-use nook_crypto::message::{Announce, Content, Farewell, GroupMessage, open_group, seal_group};
+use nook_crypto::message::{
+    Announce, Content, Farewell, GroupMessage, Seen, open_group, seal_group,
+};
 use nook_crypto::padding::{bucket_for, pad, unpad};
 use nook_crypto::seal::{
     ENVELOPE_OVERHEAD, open_pairwise, open_welcome, seal_pairwise, seal_welcome,
@@ -23,6 +25,7 @@ fn text(t: &str) -> Content {
     Content::Text {
         sent_at_ms: 1,
         text: t.into(),
+        seen: Vec::new(),
     }
 }
 
@@ -502,7 +505,20 @@ fn pairwise_authenticates_both_ends() {
         TalkIdentity::generate(&mut r),
         TalkIdentity::generate(&mut r),
     );
-    let sealed = seal_pairwise(&mut r, &alice, &bob.public().agreement, &MB, b"chain").unwrap();
+    let sealed = seal_pairwise(
+        &mut r,
+        &alice,
+        &bob.public().agreement,
+        &bob.kem_public(),
+        &MB,
+        b"chain",
+    )
+    .unwrap();
+    assert_eq!(
+        sealed.len(),
+        1120 + 5 + 16,
+        "X-Wing ciphertext, then the AEAD"
+    );
     let opened = open_pairwise(&bob, &alice.public().agreement, &MB, &sealed).unwrap();
     assert_eq!(opened.as_slice(), b"chain");
     // Not for eve; not from eve; not for another mailbox.
@@ -518,11 +534,31 @@ fn pairwise_authenticates_both_ends() {
         .is_err()
     );
     assert!(open_pairwise(&bob, &alice.public().agreement, &MB, &sealed[..20]).is_err());
-    // A small-order key is refused rather than yielding a predictable key.
+    // A small-order key is refused rather than yielding a predictable key: as the
+    // agreement key, or as the X25519 half of the X-Wing key.
     assert_eq!(
-        seal_pairwise(&mut r, &alice, &[0u8; 32], &MB, b"x").err(),
+        seal_pairwise(&mut r, &alice, &[0u8; 32], &bob.kem_public(), &MB, b"x").err(),
         Some(CryptoError::BadKey)
     );
+    let mut weak = bob.kem_public();
+    weak[1184..].fill(0);
+    assert_eq!(
+        seal_pairwise(&mut r, &alice, &bob.public().agreement, &weak, &MB, b"x").err(),
+        Some(CryptoError::BadKey)
+    );
+    // Sealed to eve's X-Wing key under bob's agreement key: bob cannot open it (the
+    // key needs both halves), nor can eve (the static DH is bob's).
+    let crossed = seal_pairwise(
+        &mut r,
+        &alice,
+        &bob.public().agreement,
+        &eve.kem_public(),
+        &MB,
+        b"x",
+    )
+    .unwrap();
+    assert!(open_pairwise(&bob, &alice.public().agreement, &MB, &crossed).is_err());
+    assert!(open_pairwise(&eve, &alice.public().agreement, &MB, &crossed).is_err());
 }
 
 #[test]
@@ -650,6 +686,7 @@ fn too_far_ahead_and_wrong_epoch_are_refused() {
         epoch: 0,
         index: MAX_SKIP + 1,
         chain_key: [0; 32],
+        envelope_key: [0; 32],
     });
     let m = seal_group(&id, &mut far, &MB, &text("far")).unwrap();
     assert!(matches!(
@@ -789,10 +826,22 @@ fn receipts_verify_only_with_the_relay_key() {
 #[test]
 fn farewell_is_signed_by_the_closer() {
     let id = TalkIdentity::generate(&mut rng());
-    let f = Farewell::new(&id, &MB);
+    let seen = vec![Seen {
+        seat: 1,
+        epoch: 0,
+        next: 7,
+    }];
+    let f = Farewell::new(&id, &MB, seen).unwrap();
     assert_eq!(f.sender, id.public().pseudonym);
     assert!(f.verify(&MB).is_ok());
     assert!(f.verify(&MailboxId([0; 16])).is_err());
+    // The summary is signed: a relay cannot change what the closer saw.
+    let mut altered = f.clone();
+    altered.seen[0].next = 5;
+    assert!(altered.verify(&MB).is_err());
+    // And bounded.
+    let long = vec![f.seen[0]; 65];
+    assert!(Farewell::new(&id, &MB, long).is_err());
 }
 
 #[test]

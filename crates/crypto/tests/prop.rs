@@ -36,7 +36,7 @@ proptest! {
         let mut r = rand::rng();
         let a = TalkIdentity::generate(&mut r);
         let b = TalkIdentity::generate(&mut r);
-        let mut sealed = seal_pairwise(&mut r, &a, &b.public().agreement, &MB, &msg).unwrap();
+        let mut sealed = seal_pairwise(&mut r, &a, &b.public().agreement, &b.kem_public(), &MB, &msg).unwrap();
         let opened = open_pairwise(&b, &a.public().agreement, &MB, &sealed).unwrap();
         prop_assert_eq!(opened.as_slice(), &msg[..]);
         let i = pos % sealed.len();
@@ -50,7 +50,7 @@ proptest! {
         let id = TalkIdentity::generate(&mut r);
         let mut send = SendingChain::new(&mut r, 0);
         let mut recv = ReceivingChain::new(send.state().clone());
-        let m = seal_group(&id, &mut send, &MB, &Content::Text { sent_at_ms: 5, text }).unwrap();
+        let m = seal_group(&id, &mut send, &MB, &Content::Text { sent_at_ms: 5, text, seen: Vec::new() }).unwrap();
         let inner = message::Inner::Group(m).encode().unwrap();
         let mut bytes = inner.clone();
         let i = pos % bytes.len();
@@ -69,10 +69,10 @@ proptest! {
         let pk = id.public().pseudonym;
         let mut send = SendingChain::new(&mut r, 0);
         let mut recv = ReceivingChain::new(send.state().clone());
-        let msgs: Vec<_> = (0..12).map(|i| seal_group(&id, &mut send, &MB, &Content::Leaving { sent_at_ms: i }).unwrap()).collect();
+        let msgs: Vec<_> = (0..12).map(|i| seal_group(&id, &mut send, &MB, &Content::Leaving { sent_at_ms: i, seen: Vec::new() }).unwrap()).collect();
         for i in &order {
             let (c, d) = open_group(&pk, &mut recv, &MB, &msgs[*i as usize]).unwrap();
-            prop_assert_eq!(c, Content::Leaving { sent_at_ms: u64::from(*i) });
+            prop_assert_eq!(c, Content::Leaving { sent_at_ms: u64::from(*i), seen: Vec::new() });
             prop_assert_eq!(d.index, *i);
         }
         prop_assert!(open_group(&pk, &mut recv, &MB, &msgs[replay]).is_err());

@@ -31,8 +31,8 @@ use nook_crypto::chain::{ChainState, ReceivingChain, SendingChain, step};
 use nook_crypto::identity::verify;
 use nook_crypto::kdf::{hkdf32, sha256};
 use nook_crypto::message::{
-    Announce, Content, Direct, DirectBody, Farewell, Inner, Welcome, WelcomeParams, open_group,
-    seal_group,
+    Announce, Content, Direct, DirectBody, Farewell, Inner, Seen, Welcome, WelcomeParams,
+    open_group, seal_group,
 };
 use nook_crypto::padding::pad;
 use nook_crypto::rotation::{follow, rotation_transcript};
@@ -60,7 +60,7 @@ const WRAP: usize = 64;
 fn counting<const N: usize>(start: u8) -> [u8; N] {
     let mut out = [0u8; N];
     for (i, b) in out.iter_mut().enumerate() {
-        // N ≤ 96 here, so the index fits a byte.
+        // N ≤ 128 here, so the index fits a byte.
         *b = start.wrapping_add(u8::try_from(i).expect("vector inputs are short"));
     }
     out
@@ -68,7 +68,12 @@ fn counting<const N: usize>(start: u8) -> [u8; N] {
 
 const MAILBOX: MailboxId = MailboxId([0x6d; 16]);
 const TALK_KEY: [u8; 32] = [0x54; 32];
-const EPHEMERAL: [u8; 32] = [0x45; 32];
+/// The randomness of the X-Wing encapsulation of the pairwise vector (ML-KEM's 32
+/// bytes, then X25519's 32).
+const KEM_RANDOMNESS: [u8; 64] = [0x45; 64];
+/// Bob's sending envelope keys: with his first chain, and after the rotation.
+const SENDER_ENVELOPE_KEY: [u8; 32] = [0x53; 32];
+const ROTATED_ENVELOPE_KEY: [u8; 32] = [0x73; 32];
 const ENVELOPE_NONCE: [u8; 24] = [0x4e; 24];
 const CHAIN_KEY: [u8; 32] = [0x43; 32];
 const ROTATED_CHAIN_KEY: [u8; 32] = [0x4b; 32];
@@ -91,10 +96,10 @@ const RETIRING_AT: u64 = NOW + 86_400;
 fn seat_secret_bytes() -> [u8; 32] {
     counting(0x00)
 }
-fn alice_bytes() -> [u8; 96] {
+fn alice_bytes() -> [u8; 128] {
     counting(0x20)
 }
-fn bob_bytes() -> [u8; 96] {
+fn bob_bytes() -> [u8; 128] {
     counting(0x80)
 }
 
@@ -239,7 +244,9 @@ fn compute() -> Vectors {
     v.hex("input.alice", alice_bytes());
     v.hex("input.bob", bob_bytes());
     v.hex("input.talk_key", TALK_KEY);
-    v.hex("input.ephemeral", EPHEMERAL);
+    v.hex("input.kem_randomness", KEM_RANDOMNESS);
+    v.hex("input.sender_envelope_key", SENDER_ENVELOPE_KEY);
+    v.hex("input.rotated_envelope_key", ROTATED_ENVELOPE_KEY);
     v.hex("input.envelope_nonce", ENVELOPE_NONCE);
     v.hex("input.chain_key", CHAIN_KEY);
     v.hex("input.rotated_chain_key", ROTATED_CHAIN_KEY);
@@ -254,6 +261,9 @@ fn compute() -> Vectors {
     v.hex("bob.pseudonym", bob_pub.pseudonym);
     v.hex("bob.agreement", bob_pub.agreement);
     v.hex("bob.relay_auth", bob_pub.relay_auth);
+    // X-Wing (draft-connolly-cfrg-xwing-kem-06) from the last 32 bytes of the identity.
+    v.hex("alice.kem", alice.kem_public());
+    v.hex("bob.kem", bob.kem_public());
     v.hex("relay.public_key", relay.public().0);
     let fingerprint = Fingerprint::of_key(&relay.public().0);
     assert_eq!(fingerprint.0, sha256(&[&relay.public().0]));
@@ -359,45 +369,60 @@ fn compute() -> Vectors {
             epoch: 1,
             index: 0,
             chain_key: ROTATED_CHAIN_KEY,
+            envelope_key: ROTATED_ENVELOPE_KEY,
         },
     };
     let pairwise_plain = sender_key.encode().expect("encodes");
+    let alice_kem = alice.kem_public();
     let sealed = seal_pairwise_with(
-        &EPHEMERAL,
+        &KEM_RANDOMNESS,
         &bob,
         &alice_pub.agreement,
+        &alice_kem,
         &MAILBOX,
         &pairwise_plain,
     )
     .expect("pairwise seals");
-    let e = StaticSecret::from(EPHEMERAL);
-    let e_pub = XPublic::from(&e).to_bytes();
+    // The X-Wing encapsulation as the draft defines it, by the x-wing crate alone.
+    let ek = x_wing::EncapsulationKey::try_from(alice_kem.as_slice()).expect("a key");
+    let (kem_ct, kem_ss) =
+        ek.encapsulate_deterministic(&x_wing::kem::common::array::Array::from(KEM_RANDOMNESS));
+    let alice_kem_seed: [u8; 32] = alice_bytes()[96..].try_into().expect("32 bytes");
+    let decapsulated = x_wing::kem::Decapsulate::decapsulate(
+        &x_wing::DecapsulationKey::from(alice_kem_seed),
+        &kem_ct,
+    );
+    assert_eq!(decapsulated, kem_ss);
     let alice_x = XPublic::from(alice_pub.agreement);
     let bob_agreement: [u8; 32] = bob_bytes()[32..64].try_into().expect("32 bytes");
     let bob_x = StaticSecret::from(bob_agreement);
-    let dh1 = e.diffie_hellman(&alice_x);
-    let dh2 = bob_x.diffie_hellman(&alice_x);
-    let ikm = [dh1.as_bytes().as_slice(), dh2.as_bytes()].concat();
-    let info = [e_pub, bob_pub.agreement, alice_pub.agreement].concat();
+    let dh = bob_x.diffie_hellman(&alice_x);
+    let ikm = [kem_ss.as_slice(), dh.as_bytes()].concat();
+    let info = [
+        sha256(&[kem_ct.as_slice()]),
+        bob_pub.agreement,
+        alice_pub.agreement,
+    ]
+    .concat();
     let pairwise_key = hkdf32(Some(b"nook/1 pairwise"), &ikm, &info);
     let by_hand = ChaCha20Poly1305::new(&Key::from(*pairwise_key))
         .decrypt(
             &Nonce::default(),
             Payload {
-                msg: &sealed[32..],
+                msg: &sealed[1120..],
                 aad: &MAILBOX.0,
             },
         )
         .expect("the pairwise blob opens as the spec describes");
     assert_eq!(by_hand, pairwise_plain.as_slice());
-    assert_eq!(&sealed[..32], &e_pub);
+    assert_eq!(&sealed[..1120], kem_ct.as_slice());
     let opened = open_pairwise(&alice, &bob_pub.agreement, &MAILBOX, &sealed).expect("opens");
     assert_eq!(opened.as_slice(), pairwise_plain.as_slice());
     v.hex("pairwise.sender_agreement", bob_pub.agreement);
     v.hex("pairwise.recipient_agreement", alice_pub.agreement);
-    v.hex("pairwise.ephemeral_public", e_pub);
-    v.hex("pairwise.dh1", dh1.as_bytes());
-    v.hex("pairwise.dh2", dh2.as_bytes());
+    v.hex("pairwise.kem_ciphertext", kem_ct.as_slice());
+    v.hex("pairwise.kem_shared", kem_ss.as_slice());
+    v.hex("pairwise.dh", dh.as_bytes());
     v.hex("pairwise.key", *pairwise_key);
     v.hex("pairwise.plaintext", pairwise_plain.as_slice());
     v.hex("pairwise.sealed", &sealed);
@@ -416,14 +441,21 @@ fn compute() -> Vectors {
     v.hex("chain.ck1", ck1);
 
     v.group("group message (bob, epoch 0, index 0)");
+    // Bob had received alice's chain 0 up to message 3 (so expects index 3 next).
     let content = Content::Text {
         sent_at_ms: SENT_AT_MS,
         text: "hello, nook".to_owned(),
+        seen: vec![Seen {
+            seat: 0,
+            epoch: 0,
+            next: 3,
+        }],
     };
     let state = ChainState {
         epoch: 0,
         index: 0,
         chain_key: CHAIN_KEY,
+        envelope_key: SENDER_ENVELOPE_KEY,
     };
     let mut sending = SendingChain::from_state(state.clone());
     let message = seal_group(&bob, &mut sending, &MAILBOX, &content).expect("seals");
@@ -471,26 +503,34 @@ fn compute() -> Vectors {
     let group_inner = Inner::Group(message).encode().expect("encodes");
     v.hex("group.inner", &group_inner);
 
-    v.group("envelope (purpose chat, carrying group.inner)");
-    let envelope_key = hkdf32(None, &TALK_KEY, b"nook/1 envelope");
-    let key = EnvelopeKey::from_talk_key(&TALK_KEY);
+    v.group("envelope (bob's chat, carrying group.inner)");
+    let base_key = hkdf32(None, &TALK_KEY, b"nook/1 envelope");
+    let base = EnvelopeKey::from_talk_key(&TALK_KEY);
+    assert_eq!(
+        base.id(),
+        sha256(&[b"nook/1 envelope-id", base_key.as_slice()])[..8]
+    );
+    let key = EnvelopeKey::from_bytes(&SENDER_ENVELOPE_KEY);
+    let key_id = sha256(&[b"nook/1 envelope-id", &SENDER_ENVELOPE_KEY]);
+    assert_eq!(key.id(), key_id[..8]);
     let body = key
         .seal_with(&ENVELOPE_NONCE, &MAILBOX, Purpose::Chat, &group_inner)
         .expect("seals");
     let mut envelope_aad = b"nook/1 envelope".to_vec();
     envelope_aad.extend_from_slice(&MAILBOX.0);
     envelope_aad.push(1);
-    let by_hand = XChaCha20Poly1305::new(&Key::from(*envelope_key))
+    let by_hand = XChaCha20Poly1305::new(&Key::from(SENDER_ENVELOPE_KEY))
         .decrypt(
             &XNonce::from(ENVELOPE_NONCE),
             Payload {
-                msg: &body[24..],
+                msg: &body[32..],
                 aad: &envelope_aad,
             },
         )
         .expect("the envelope opens as the spec describes");
     assert_eq!(by_hand, pad(&group_inner, ENVELOPE_OVERHEAD).expect("pads"));
-    assert_eq!(&body[..24], &ENVELOPE_NONCE);
+    assert_eq!(&body[..8], &key_id[..8]);
+    assert_eq!(&body[8..32], &ENVELOPE_NONCE);
     assert_eq!(body.len(), 512);
     assert_eq!(
         key.open(&MAILBOX, Purpose::Chat, &body)
@@ -498,25 +538,17 @@ fn compute() -> Vectors {
             .as_slice(),
         group_inner.as_slice()
     );
-    v.hex("envelope.key", *envelope_key);
+    assert!(base.open(&MAILBOX, Purpose::Chat, &body).is_err());
+    v.hex("envelope.base_key", *base_key);
+    v.hex("envelope.base_key_id", base.id());
+    v.hex("envelope.key_id", key.id());
     v.hex("envelope.aad", &envelope_aad);
     v.hex("envelope.body", &body);
 
     v.group("announce (bob takes seat 1)");
-    let bob_chain = ChainState {
-        epoch: 0,
-        index: 0,
-        chain_key: CHAIN_KEY,
-    };
-    let announce = Announce::new(
-        &bob,
-        &MAILBOX,
-        1,
-        Some(&seat.seat_seed()),
-        "quiet-otter",
-        Some(&bob_chain),
-    )
-    .expect("signs");
+    // Bob's public announcement: keys and seat, no alias, no chain.
+    let announce =
+        Announce::new(&bob, &MAILBOX, 1, Some(&seat.seat_seed()), "", None).expect("signs");
     announce
         .verify(&MAILBOX, &[seat.commitment()])
         .expect("the announce verifies");
@@ -528,21 +560,74 @@ fn compute() -> Vectors {
         &announce.signature,
     )
     .expect("the signature covers what the spec says");
+    verify(
+        &seat.seat_public(),
+        &announce_transcript,
+        &announce.seat_signature,
+    )
+    .expect("the seat key co-signs the same bytes");
     v.hex("announce.body", &announce_body);
     v.hex("announce.signature", announce.signature);
+    v.hex("announce.seat_signature", announce.seat_signature);
     v.hex(
         "announce.inner",
-        Inner::Announce(announce).encode().expect("encodes"),
+        Inner::Announce(Box::new(announce))
+            .encode()
+            .expect("encodes"),
+    );
+    // His Reply to alice's Intro, sealed pairwise: alias and first chain.
+    let bob_chain = ChainState {
+        epoch: 0,
+        index: 0,
+        chain_key: CHAIN_KEY,
+        envelope_key: SENDER_ENVELOPE_KEY,
+    };
+    let reply = Announce::new(
+        &bob,
+        &MAILBOX,
+        1,
+        Some(&seat.seat_seed()),
+        "quiet-otter",
+        Some(&bob_chain),
+    )
+    .expect("signs");
+    reply
+        .verify(&MAILBOX, &[seat.commitment()])
+        .expect("the reply's announce verifies");
+    v.hex("reply.signature", reply.signature);
+    v.hex(
+        "reply.plaintext",
+        DirectBody::Reply {
+            announce: Box::new(reply),
+        }
+        .encode()
+        .expect("encodes")
+        .as_slice(),
     );
 
     v.group("farewell (alice closes)");
-    let farewell = Farewell::new(&alice, &MAILBOX);
+    // Alice's summary: bob's chain 0 received up to 1, her own chain 0 at 4.
+    let seen = vec![
+        Seen {
+            seat: 1,
+            epoch: 0,
+            next: 1,
+        },
+        Seen {
+            seat: 0,
+            epoch: 0,
+            next: 4,
+        },
+    ];
+    let seen_bytes = encode_value(&seen).expect("encodes");
+    let farewell = Farewell::new(&alice, &MAILBOX, seen).expect("signs");
     verify(
         &alice_pub.pseudonym,
-        &[b"nook/1 farewell".as_slice(), &MAILBOX.0].concat(),
+        &[b"nook/1 farewell".as_slice(), &MAILBOX.0, &seen_bytes].concat(),
         &farewell.signature,
     )
     .expect("the signature covers what the spec says");
+    v.hex("farewell.seen", &seen_bytes);
     v.hex("farewell.signature", farewell.signature);
     v.hex(
         "farewell.inner",
@@ -735,6 +820,8 @@ const REQUEST_ID: RequestId = RequestId([0x51; 16]);
 const LISTING_SECRET: [u8; 32] = [0x6c; 32];
 const REPLY_SECRET: [u8; 32] = [0x72; 32];
 const ANSWER_EPHEMERAL: [u8; 32] = [0x61; 32];
+/// The ephemeral secret of the seat request vector.
+const REQUEST_EPHEMERAL: [u8; 32] = [0x45; 32];
 
 fn boards(v: &mut Vectors, fingerprint: &Fingerprint) {
     v.group("boards");
@@ -804,7 +891,7 @@ fn boards(v: &mut Vectors, fingerprint: &Fingerprint) {
     v.hex("board.input.reply_secret", REPLY_SECRET);
     v.hex("board.request.reply_key", reply.public());
     let sealed_req = seal_request_with(
-        &EPHEMERAL,
+        &REQUEST_EPHEMERAL,
         &listing.owner_key,
         &LISTING_ID,
         &REQUEST_ID,
@@ -813,7 +900,7 @@ fn boards(v: &mut Vectors, fingerprint: &Fingerprint) {
     .expect("seals");
     // The prose: HKDF(salt label, DH(e, L), E ‖ L ‖ listing id), ChaCha20-Poly1305,
     // zero nonce, AAD label ‖ listing id ‖ request id.
-    let e = StaticSecret::from(EPHEMERAL);
+    let e = StaticSecret::from(REQUEST_EPHEMERAL);
     let e_pub = XPublic::from(&e).to_bytes();
     let dh = e.diffie_hellman(&XPublic::from(listing.owner_key));
     let info = [e_pub.as_slice(), &listing.owner_key, &LISTING_ID.0].concat();
@@ -1243,7 +1330,8 @@ impl FrameInputs<'_> {
                 "seat_taken",
                 Push::SeatTaken {
                     mailbox: MAILBOX,
-                    status: status(TalkPhase::Pending, 2),
+                    // The status after bob's join, which reached quorum.
+                    status: open,
                 },
             ),
             (

@@ -664,7 +664,15 @@ async fn idle_created_talks_are_held_on_disk_not_in_memory() {
     const WARM: usize = 128;
     const MEASURED: usize = 384;
     let dir = tempfile::tempdir().unwrap();
-    let relay = RelayProcess::spawn(dir.path(), &[]).unwrap();
+    // All 512 talks come from one address, past the default create rates.
+    let relay = RelayProcess::spawn(
+        dir.path(),
+        &[
+            "--create-rate=100000/1s",
+            "--create-rate-per-address=100000/1s",
+        ],
+    )
+    .unwrap();
     create_idle_heavy_talks(&relay.addr, WARM).await;
     let before = relay.rss();
     create_idle_heavy_talks(&relay.addr, MEASURED).await;

@@ -17,6 +17,9 @@ use nook_vault::{Log, Namespace, Vault};
 use super::EngineError;
 use super::mailbox::{EnvMeta, EnvRecord, K_HEAD, K_META, Mailbox, MailboxMeta, ns_id, u64_of};
 
+/// Namespaces read per page at start-up.
+const PAGE: usize = 4096;
+
 /// What start-up finds in the store.
 pub(super) struct Recovered {
     /// The mailboxes holding envelopes, loaded.
@@ -44,51 +47,59 @@ pub(super) fn recover(
     tombstones: &Namespace,
     segment_bytes: u64,
 ) -> Result<Recovered, EngineError> {
-    let namespaces: Vec<Namespace> = vault
-        .namespaces()?
-        .into_iter()
-        .filter(|ns| ns.hashed_id() != tombstones.hashed_id())
-        .collect();
     // Reading is sled reads, one namespace at a time: spread over the cores, a
-    // restart of a million mailboxes takes a fraction of the time.
+    // restart of a million mailboxes takes a fraction of the time. A page of
+    // namespaces at a time, so that only one page of handles is ever held.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    let per_thread = namespaces.len().div_ceil(threads).max(1);
-    let found: Vec<Result<Vec<Found>, EngineError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = namespaces
-            .chunks(per_thread)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .filter_map(|ns| find_mailbox(ns).transpose())
-                        .collect::<Result<Vec<Found>, EngineError>>()
-                })
-            })
+    let mut found: Vec<Found> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = vault.namespaces_after(after, PAGE)?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = Some(last.hashed_id());
+        let namespaces: Vec<&Namespace> = page
+            .iter()
+            .filter(|ns| ns.hashed_id() != tombstones.hashed_id())
             .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join().unwrap_or_else(|_| {
-                    Err(EngineError::Corrupt(
-                        "a thread loading the mailboxes panicked (the store was only \
-                         read, nothing changed); start the relay again, and report it \
-                         if it repeats"
-                            .into(),
-                    ))
+        let per_thread = namespaces.len().div_ceil(threads).max(1);
+        let parts: Vec<Result<Vec<Found>, EngineError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = namespaces
+                .chunks(per_thread)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .filter_map(|ns| find_mailbox(ns).transpose())
+                            .collect::<Result<Vec<Found>, EngineError>>()
+                    })
                 })
-            })
-            .collect()
-    });
-    // Every handle goes: a mailbox loaded below, or later, opens its own.
-    drop(namespaces);
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(EngineError::Corrupt(
+                            "a thread loading the mailboxes panicked (the store was only \
+                             read, nothing changed); start the relay again, and report it \
+                             if it repeats"
+                                .into(),
+                        ))
+                    })
+                })
+                .collect()
+        });
+        for part in parts {
+            found.extend(part?);
+        }
+    }
     let mut expiries = BTreeSet::new();
     let mut welcome_bytes = 0u64;
     let mut by_number: HashMap<u64, MailboxId> = HashMap::new();
-    for part in found {
-        for f in part? {
-            expiries.insert((f.expires_at, f.id));
-            welcome_bytes += f.welcome_bytes;
-            by_number.insert(f.number, f.id);
-        }
+    for f in found {
+        expiries.insert((f.expires_at, f.id));
+        welcome_bytes += f.welcome_bytes;
+        by_number.insert(f.number, f.id);
     }
     let mut loaded: HashMap<MailboxId, Mailbox> = HashMap::new();
     let log = recover_log(dir, segment_bytes, vault, &by_number, &mut loaded)?;

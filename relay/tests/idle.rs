@@ -45,7 +45,10 @@ async fn idle_talks_are_held_in_the_store_not_in_memory() {
     relay.engine.evict_idle();
     assert_eq!(relay.engine.resident_count(), 0);
     // Reading one's state loads it, and lets it go again.
-    assert_eq!(relay.engine.held(&talks[7].owner.mailbox).unwrap().welcomes, 1);
+    assert_eq!(
+        relay.engine.held(&talks[7].owner.mailbox).unwrap().welcomes,
+        1
+    );
     assert_eq!(relay.engine.resident_count(), 0);
     let stored = relay.engine.stored_bytes();
     assert!(stored > 0, "the welcomes count against the quota");
@@ -80,7 +83,9 @@ async fn idle_talks_are_held_in_the_store_not_in_memory() {
     assert_eq!(relay.engine.stored_bytes(), stored - stored / TALKS as u64);
     let m = join(&relay, owners[9], &seats[9]).await;
     assert_eq!(m.seat, 1);
-    m.put(EnvelopeKind::Handshake, b"after a restart").await.unwrap();
+    m.put(EnvelopeKind::Handshake, b"after a restart")
+        .await
+        .unwrap();
     relay.engine.evict_idle();
     assert_eq!(relay.engine.resident_count(), 1, "it holds an envelope");
 

@@ -7,7 +7,6 @@
 
 use std::sync::atomic::Ordering;
 
-
 use nook_crypto::auth::{AuthOp, params_digest, verify_relay_auth};
 use nook_crypto::kdf::sha256;
 use nook_proto::codec::encode_value;

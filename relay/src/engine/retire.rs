@@ -126,8 +126,15 @@ impl Engine {
         let all: Vec<MailboxId> = lock(&self.expiries).iter().map(|(_, id)| *id).collect();
         let mut closed = Vec::new();
         for id in all {
-            let Ok(Some(arc)) = self.resident(&id) else {
-                continue;
+            let arc = match self.resident(&id) {
+                Ok(Some(arc)) => arc,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(
+                        "could not load a talk to close at retirement, will retry: {e}"
+                    );
+                    continue;
+                }
             };
             let arc = super::MailboxRef {
                 engine: self,

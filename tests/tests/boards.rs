@@ -452,3 +452,43 @@ fn a_flood_of_asks_is_rate_limited_and_capped_per_listing() {
         r.stderr
     );
 }
+
+/// The relay keeps idle talks out of memory and reads only their records at start:
+/// a listing and a waiting request must both come back after a restart, and the
+/// admitted seeker still takes its seat.
+#[test]
+fn listings_and_requests_survive_a_relay_restart() {
+    let mut relay = Relay::start();
+    let owner = Nook::new();
+    let created = owner
+        .ok(&["--json", "new", "--relay", &relay.address, "--alias", "ann"])
+        .json();
+    let talk = text(&created["talk"]);
+    owner.ok(&[
+        "--json", "post", &talk, "--board", PHRASE, "--title", TITLE, "--about", ABOUT,
+    ]);
+    let kim = Nook::new();
+    let listing = text(&browse(&kim, &relay, PHRASE)[0]["listing"]);
+    let asked = kim
+        .ok(&["--json", "ask", &listing, "--alias", "kim"])
+        .json();
+    assert_eq!(asked["state"], "waiting");
+
+    relay.restart();
+
+    let found = browse(&kim, &relay, PHRASE);
+    assert_eq!(
+        found.len(),
+        1,
+        "the listing is back after the restart: {found:?}"
+    );
+    assert_eq!(found[0]["title"], TITLE);
+    let waiting = requests(&owner, &talk);
+    assert_eq!(waiting.len(), 1, "the request is back too: {waiting:?}");
+    owner.ok(&["--json", "admit", &talk, &text(&waiting[0]["request"])]);
+    let settled = asks(&kim);
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    assert_eq!(settled[0]["state"], "joined", "{settled:?}");
+    let members = kim.ok(&["--json", "list"]).json_lines();
+    assert_eq!(members.len(), 1, "kim holds the talk now: {members:?}");
+}

@@ -487,6 +487,30 @@ impl Vault {
             .collect()
     }
 
+    /// Up to `max` live namespaces whose hashed id comes after `after` (from the
+    /// first, with `None`), ordered by hashed id: [`Vault::namespaces`] a page at
+    /// a time, so that walking a million namespaces holds one page of handles.
+    pub fn namespaces_after(
+        &self,
+        after: Option<[u8; 32]>,
+        max: usize,
+    ) -> Result<Vec<Namespace>, VaultError> {
+        let mut book = self.lock();
+        let entries = match after {
+            Some(hashed) => self
+                .catalog
+                .range::<&[u8], _>((Bound::Excluded(&hashed[..]), Bound::Unbounded)),
+            None => self.catalog.iter(),
+        };
+        entries
+            .take(max)
+            .map(|item| {
+                let (hashed, value) = item.map_err(from_sled)?;
+                self.load(&mut book, parse_hashed(&hashed)?, &value)
+            })
+            .collect()
+    }
+
     /// Removes up to `max_entries` entries of destroyed namespaces from sled,
     /// in batches, and forgets a destroyed namespace once none of its entries
     /// is left. Returns how many entries it removed; `0` means there is
@@ -1648,6 +1672,32 @@ mod tests {
         assert!(new.is_empty());
         new.put(b"k", b"new").unwrap();
         assert_eq!(new.get(b"k").unwrap().unwrap(), b"new");
+    }
+
+    #[test]
+    fn namespaces_come_a_page_at_a_time_in_the_same_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::open(dir.path()).unwrap();
+        for i in 0..7u8 {
+            vault.create_namespace(&[b'n', i]).unwrap();
+        }
+        let all: Vec<[u8; 32]> = vault
+            .namespaces()
+            .unwrap()
+            .iter()
+            .map(Namespace::hashed_id)
+            .collect();
+        let mut paged = Vec::new();
+        let mut after = None;
+        for _ in 0..10 {
+            let page = vault.namespaces_after(after, 3).unwrap();
+            assert!(page.len() <= 3);
+            let Some(last) = page.last() else { break };
+            after = Some(last.hashed_id());
+            paged.extend(page.iter().map(Namespace::hashed_id));
+        }
+        assert_eq!(all.len(), 7);
+        assert_eq!(paged, all);
     }
 
     #[test]

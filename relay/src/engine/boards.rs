@@ -13,7 +13,6 @@
 //! with none held), never the other way round.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
 
 use bincode::{Decode, Encode};
 use nook_proto::codec::{decode_body, encode_value};
@@ -29,7 +28,7 @@ use nook_proto::{
 use nook_vault::Namespace;
 
 use super::mailbox::Mailbox;
-use super::{Engine, err, lock, storage_err};
+use super::{Engine, MailboxRef, err, lock, storage_err};
 use crate::outbox::{Outbox, pushes_of};
 
 const K_LISTING: u8 = b'L';
@@ -62,6 +61,41 @@ struct Request {
     record: RequestRecord,
 }
 
+/// One mailbox's board records as start-up finds them in its namespace.
+pub(super) struct StoredBoards {
+    mailbox: MailboxId,
+    listings: Vec<Record>,
+    requests: Vec<Record>,
+}
+
+/// A stored key and its value.
+type Record = (Vec<u8>, Vec<u8>);
+
+/// Reads `mailbox`'s listing and request records (`None`: it has none, the usual case).
+pub(super) fn read_stored(
+    mailbox: MailboxId,
+    ns: &Namespace,
+) -> Result<Option<StoredBoards>, super::EngineError> {
+    let read = |prefix: u8| -> Result<Vec<Record>, super::EngineError> {
+        let mut out = Vec::new();
+        for entry in ns.scan_prefix(&[prefix]) {
+            let (key, value) = entry?;
+            out.push((key, value));
+        }
+        Ok(out)
+    };
+    let listings = read(K_LISTING)?;
+    let requests = read(K_REQUEST)?;
+    if listings.is_empty() && requests.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(StoredBoards {
+        mailbox,
+        listings,
+        requests,
+    }))
+}
+
 /// Every listing and request the relay holds, in memory.
 #[derive(Default)]
 pub(super) struct Boards {
@@ -71,37 +105,31 @@ pub(super) struct Boards {
 }
 
 impl Boards {
-    /// Reads back the boards' records of every recovered mailbox.
-    pub(super) fn load(
-        mailboxes: &HashMap<MailboxId, Arc<Mutex<Mailbox>>>,
-    ) -> Result<Boards, super::EngineError> {
+    /// Rebuilds the boards from the records start-up read out of every live mailbox
+    /// (idle mailboxes are not loaded, so their records come from the scan).
+    pub(super) fn load(stored: Vec<StoredBoards>) -> Result<Boards, super::EngineError> {
         let mut boards = Boards::default();
         let corrupt = |what: &str| super::EngineError::Corrupt(format!("board {what} record"));
-        for (mailbox, mb) in mailboxes {
-            let mb = lock(mb);
-            let ns: &Namespace = &mb.ns;
-            for entry in ns.scan_prefix(&[K_LISTING]) {
-                let (key, value) = entry?;
-                let id = key
-                    .get(1..)
-                    .and_then(|k| <[u8; 16]>::try_from(k).ok())
-                    .ok_or_else(|| corrupt("listing"))?;
-                let record: ListingRecord = decode_body(&value).map_err(|_| corrupt("listing"))?;
-                boards.insert_listing(*mailbox, ListingId(id), record);
+        let id_of = |key: &[u8]| key.get(1..).and_then(|k| <[u8; 16]>::try_from(k).ok());
+        for mailbox in &stored {
+            for (key, value) in &mailbox.listings {
+                let id = id_of(key).ok_or_else(|| corrupt("listing"))?;
+                let record: ListingRecord = decode_body(value).map_err(|_| corrupt("listing"))?;
+                boards.insert_listing(mailbox.mailbox, ListingId(id), record);
             }
-            for entry in ns.scan_prefix(&[K_REQUEST]) {
-                let (key, value) = entry?;
-                let id = key
-                    .get(1..)
-                    .and_then(|k| <[u8; 16]>::try_from(k).ok())
-                    .ok_or_else(|| corrupt("request"))?;
-                let record: RequestRecord = decode_body(&value).map_err(|_| corrupt("request"))?;
+        }
+        // Requests after every listing: a request names its listing, kept in
+        // another mailbox's records only if the scan met that one first.
+        for mailbox in &stored {
+            for (key, value) in &mailbox.requests {
+                let id = id_of(key).ok_or_else(|| corrupt("request"))?;
+                let record: RequestRecord = decode_body(value).map_err(|_| corrupt("request"))?;
                 if let Some(l) = boards.listings.get_mut(&record.listing) {
                     l.requests.insert(RequestId(id));
                     boards.requests.insert(
                         RequestId(id),
                         Request {
-                            mailbox: *mailbox,
+                            mailbox: mailbox.mailbox,
                             record,
                         },
                     );
@@ -229,7 +257,7 @@ impl Engine {
         &self,
         mailbox: &MailboxId,
         member: &MemberKey,
-    ) -> Result<Arc<Mutex<Mailbox>>, ErrorFrame> {
+    ) -> Result<MailboxRef<'_>, ErrorFrame> {
         let arc = self.mailbox(mailbox)?;
         let is_owner = lock(&arc)
             .talk
@@ -372,7 +400,8 @@ impl Engine {
         let mut items = Vec::new();
         let mut more = false;
         for (listing, mailbox, until, keep_open) in candidates {
-            let Some(arc) = lock(&self.mailboxes).get(&mailbox).cloned() else {
+            // Loaded from the store if idle (and let go again when done).
+            let Ok(arc) = self.mailbox(&mailbox) else {
                 continue;
             };
             let (status, is_live) = {
@@ -599,7 +628,7 @@ impl Engine {
             .collect();
         let n = due.len();
         for (listing, mailbox) in due {
-            let Some(arc) = lock(&self.mailboxes).get(&mailbox).cloned() else {
+            let Ok(arc) = self.mailbox(&mailbox) else {
                 lock(&self.boards).remove_listing(&listing);
                 continue;
             };

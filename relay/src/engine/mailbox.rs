@@ -91,6 +91,20 @@ impl Mailbox {
         }
     }
 
+    /// Whether memory holds nothing of this mailbox that a load from its namespace
+    /// would not give back (`recovery::load_mailbox`), and nobody waits on it: then
+    /// it may be evicted. The talk and welcomes are written at every change; an
+    /// envelope's place in the log is memory's alone, so a mailbox holding one stays;
+    /// with none held, an ack mark not yet in sled (`PendingMarks`) is at most the
+    /// head and covers nothing a later put gets, so the older mark that a load finds
+    /// means the same.
+    pub(super) fn is_idle(&self) -> bool {
+        self.subscribers.is_empty()
+            && self.envelopes.is_empty()
+            && self.durable == self.head
+            && self.head_stored == self.head
+    }
+
     /// Seat `seat`'s welcome of `len` bytes is stored.
     pub(super) fn keep_welcome(&mut self, seat: u8, len: usize) {
         // Seats beyond the talk's (none, from a store this relay wrote) are not

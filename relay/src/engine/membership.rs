@@ -6,7 +6,6 @@
 //! members send each other (put, fetch, ack) is in `envelopes`.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 
 use nook_crypto::auth::{AuthOp, params_digest, verify_relay_auth};
 use nook_crypto::kdf::sha256;
@@ -93,7 +92,8 @@ impl Engine {
         self.space.add_welcomes(mb.welcome_bytes());
         let status = mb.status();
         lock(&self.expiries).insert((mb.talk.expires_at(), mailbox_id));
-        lock(&self.mailboxes).insert(mailbox_id, Arc::new(Mutex::new(mb)));
+        self.live.fetch_add(1, Ordering::Relaxed);
+        // Never in memory: everything of a new talk is in its namespace already.
         self.stats.mailboxes_created.fetch_add(1, Ordering::Relaxed);
         self.later(
             outbox,
@@ -230,6 +230,8 @@ impl Engine {
                 continue;
             };
             lock(&mb).subscribers.retain(|s| s.outbox.id != outbox_id);
+            drop(mb);
+            self.evict_if_idle(id, None);
         }
     }
 

@@ -1,11 +1,22 @@
 //! The relay's mailbox engine: every operation of the protocol against the store,
 //! with the talk state machine from `nook-proto` deciding what is allowed.
 //!
-//! Concurrency: a map of mailboxes behind one short-held lock, and one lock per
-//! mailbox. The map lock is never held while a mailbox lock is taken, so the two
-//! cannot deadlock. Writes happen under the mailbox lock and queue their answer on the
-//! [`CommitQueue`] while still holding it, which keeps answers and pushes of one
-//! mailbox in seq order.
+//! Concurrency: a map of the mailboxes held in memory behind one short-held lock,
+//! and one lock per mailbox. The map lock is never held while waiting for a mailbox
+//! lock (eviction only tries one, see below), so the two cannot deadlock. Writes
+//! happen under the mailbox lock and queue their answer on the [`CommitQueue`] while
+//! still holding it, which keeps answers and pushes of one mailbox in seq order.
+//!
+//! Memory holds only the mailboxes in use: an idle talk lives in the store. A
+//! mailbox is loaded from its namespace by the first operation that needs it
+//! ([`Engine::mailbox`], under the map lock, so it is never loaded twice) and
+//! evicted when that operation lets go of it, if it is idle: nobody else holds it
+//! (no other operation, no put completion waiting for the disk: the map's `Arc` is
+//! the only one), nobody is subscribed to it, and it holds no envelope (so its
+//! seqs, acks and quota live in sled as memory had them: see `Mailbox::is_idle`).
+//! What stays in memory for an idle talk is one entry of `expiries` for the
+//! sweeper, its namespace's key slot in the vault, and its welcome bytes in the
+//! storage quota's total.
 //!
 //! Storage (one vault namespace per mailbox, id `"mailbox/" ‖ mailbox id`; every value
 //! sealed under that mailbox's key):
@@ -41,7 +52,8 @@
 //! - `membership`: who holds a seat, and a mailbox's life: create, join, auth,
 //!   subscribe, leave, close.
 //! - `envelopes`: put, fetch, ack.
-//! - `recovery`: loading every mailbox and the envelope log at start-up.
+//! - `recovery`: finding every mailbox's expiry and the envelope log at start-up
+//!   (only the mailboxes holding envelopes are loaded).
 //! - `sweep`: expiry, log compaction, tombstones, and destroying a mailbox.
 //! - `retire`: the key rotation history and the relay's retirement.
 //! - `space`: the storage quota and the disk reserve (what is refused when the relay
@@ -62,7 +74,7 @@ pub use space::{DEFAULT_DISK_RESERVE_BYTES, DEFAULT_MAX_STORED_BYTES, RESERVE_FI
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nook_crypto::auth::RelayIdentity;
@@ -187,10 +199,14 @@ pub struct Engine {
     identity: RelayIdentity,
     clock: Arc<dyn Clock>,
     limits: Limits,
+    /// The mailboxes in memory (in use, or holding envelopes); the others are
+    /// loaded from the store on demand (module docs).
     mailboxes: Mutex<HashMap<MailboxId, Arc<Mutex<Mailbox>>>>,
-    /// (expiry, mailbox) of every live mailbox, so a sweep touches only what is due.
-    /// Entries of mailboxes closed early are skipped when they come up.
+    /// (expiry, mailbox) of every live mailbox, so a sweep touches only what is due,
+    /// and retirement finds every talk. A destroyed mailbox's entry goes with it.
     expiries: Mutex<BTreeSet<(u64, MailboxId)>>,
+    /// Live mailboxes, in memory or not.
+    live: AtomicUsize,
     /// Sweeps since tombstones were last purged.
     sweeps: AtomicU64,
     tombstones: Namespace,
@@ -237,20 +253,22 @@ impl Engine {
             Some(ns) => ns,
             None => vault.create_namespace(TOMBSTONES)?,
         };
-        let (mailboxes, log) =
-            recovery::recover(dir, &vault, &tombstones, limits.log_segment_bytes)?;
-        let log = Arc::new(log);
-        let mailboxes: HashMap<MailboxId, Arc<Mutex<Mailbox>>> = mailboxes
+        let recovered = recovery::recover(dir, &vault, &tombstones, limits.log_segment_bytes)?;
+        let log = Arc::new(recovered.log);
+        let mailboxes: HashMap<MailboxId, Arc<Mutex<Mailbox>>> = recovered
+            .resident
             .into_iter()
             .map(|(id, mb)| (id, Arc::new(Mutex::new(mb))))
             .collect();
-        let boards = boards::Boards::load(&mailboxes)?;
-        tracing::info!(mailboxes = mailboxes.len(), "store recovered");
-        space.set_welcomes(mailboxes.values().map(|mb| lock(mb).welcome_bytes()).sum());
-        let expiries = mailboxes
-            .iter()
-            .map(|(id, mb)| (lock(mb).talk.expires_at(), *id))
-            .collect();
+        let boards = boards::Boards::load(recovered.boards)?;
+        let live = recovered.expiries.len();
+        tracing::info!(
+            mailboxes = live,
+            in_memory = mailboxes.len(),
+            "store recovered"
+        );
+        space.set_welcomes(recovered.welcome_bytes);
+        let expiries = recovered.expiries;
         let marks = Arc::new(PendingMarks::default());
         let commit = CommitQueue::start(vault.clone(), log.clone(), marks.clone());
         let queues = Arc::new(QueueBudget::new(
@@ -265,6 +283,7 @@ impl Engine {
             limits,
             mailboxes: Mutex::new(mailboxes),
             expiries: Mutex::new(expiries),
+            live: AtomicUsize::new(live),
             sweeps: AtomicU64::new(0),
             tombstones,
             marks,
@@ -286,7 +305,13 @@ impl Engine {
     pub fn now(&self) -> u64 {
         self.clock.now()
     }
+    /// Live mailboxes, in memory or not.
     pub fn mailbox_count(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+    /// Mailboxes held in memory now (in use, subscribed to, or holding envelopes);
+    /// the others are in the store only.
+    pub fn resident_count(&self) -> usize {
         lock(&self.mailboxes).len()
     }
     pub fn flushes(&self) -> u64 {
@@ -317,9 +342,10 @@ impl Engine {
         self.marks.len()
     }
 
-    /// What the relay holds for `mailbox`, if it holds the mailbox.
+    /// What the relay holds for `mailbox`, if it holds the mailbox (loading it from
+    /// the store if it is not in memory).
     pub fn held(&self, mailbox: &MailboxId) -> Option<Held> {
-        let arc = lock(&self.mailboxes).get(mailbox).cloned()?;
+        let arc = self.mailbox(mailbox).ok()?;
         let mb = lock(&arc);
         Some(Held {
             head: mb.head,
@@ -353,9 +379,20 @@ impl Engine {
         self.commit.shutdown();
     }
 
-    fn mailbox(&self, id: &MailboxId) -> Result<Arc<Mutex<Mailbox>>, ErrorFrame> {
-        if let Some(m) = lock(&self.mailboxes).get(id) {
-            return Ok(m.clone());
+    /// Mailbox `id`, loaded from the store if it is not in memory; evicted again
+    /// when the handle is dropped, if it is idle then. A closed or unknown
+    /// mailbox's error is what the client is answered.
+    fn mailbox(&self, id: &MailboxId) -> Result<MailboxRef<'_>, ErrorFrame> {
+        match self.resident(id) {
+            Ok(Some(arc)) => {
+                return Ok(MailboxRef {
+                    engine: self,
+                    id: *id,
+                    arc,
+                });
+            }
+            Ok(None) => {}
+            Err(e) => return Err(storage_err(e)),
         }
         let hashed = self.vault.index_hash(&id.0);
         match self.tombstones.get(&hashed) {
@@ -371,10 +408,92 @@ impl Engine {
         }
     }
 
+    /// Mailbox `id` in memory, loaded from its namespace first if need be; `None`
+    /// if the store has no such live mailbox.
+    fn resident(&self, id: &MailboxId) -> Result<Option<Arc<Mutex<Mailbox>>>, VaultError> {
+        // Loaded under the map lock, so that two operations never load two copies.
+        let mut map = lock(&self.mailboxes);
+        if let Some(m) = map.get(id) {
+            return Ok(Some(m.clone()));
+        }
+        let Some(ns) = self.vault.namespace(&mailbox::ns_id(id))? else {
+            return Ok(None);
+        };
+        let mb = match recovery::load_mailbox(&ns) {
+            Ok(Some(mb)) if mb.id == *id => mb,
+            Ok(_) => return Ok(None),
+            Err(e) => {
+                return Err(VaultError::Corrupt {
+                    what: e.to_string(),
+                });
+            }
+        };
+        let arc = Arc::new(Mutex::new(mb));
+        map.insert(*id, arc.clone());
+        Ok(Some(arc))
+    }
+
+    /// Drops mailbox `id` from memory if it is idle (module docs) and nobody but
+    /// the map and `mine` (the caller's own handle, if any) holds it. Never waits
+    /// for its lock: under the map lock nobody else can get the `Arc`, so nobody
+    /// else can hold its lock, and the `try_lock` only guards against a bug.
+    fn evict_if_idle(&self, id: &MailboxId, mine: Option<&Arc<Mutex<Mailbox>>>) {
+        let mut map = lock(&self.mailboxes);
+        let Some(arc) = map.get(id) else {
+            return;
+        };
+        let holders = match mine {
+            Some(m) if Arc::ptr_eq(m, arc) => 2,
+            _ => 1,
+        };
+        if Arc::strong_count(arc) != holders {
+            return;
+        }
+        let idle = match arc.try_lock() {
+            Ok(mb) => mb.is_idle(),
+            Err(_) => false,
+        };
+        if idle {
+            map.remove(id);
+        }
+    }
+
+    /// Drops every idle mailbox from memory (the sweeper's turn: a put completion
+    /// lets go of its mailbox without evicting it).
+    pub fn evict_idle(&self) -> usize {
+        let ids: Vec<MailboxId> = lock(&self.mailboxes).keys().copied().collect();
+        let before = self.resident_count();
+        for id in ids {
+            self.evict_if_idle(&id, None);
+        }
+        before.saturating_sub(self.resident_count())
+    }
+
     /// Answers `response` (and sends `pushes`) once the store's writes so far are durable.
     fn later(&self, outbox: &Outbox, id: u64, response: Response, pushes: Vec<(Outbox, Wire)>) {
         self.commit
             .answer(Durability::Store, outbox, id, response, pushes);
+    }
+}
+
+/// A mailbox in use by one operation: evicted from memory when dropped, if idle.
+struct MailboxRef<'a> {
+    engine: &'a Engine,
+    id: MailboxId,
+    arc: Arc<Mutex<Mailbox>>,
+}
+
+impl std::ops::Deref for MailboxRef<'_> {
+    type Target = Arc<Mutex<Mailbox>>;
+    fn deref(&self) -> &Arc<Mutex<Mailbox>> {
+        &self.arc
+    }
+}
+
+impl Drop for MailboxRef<'_> {
+    fn drop(&mut self) {
+        // Every guard of this handle's lock is gone by now (they borrow it).
+        self.engine.evict_if_idle(&self.id, Some(&self.arc));
     }
 }
 

@@ -1,12 +1,13 @@
-//! Start-up: every mailbox read back from its namespace, then the envelope log read
-//! back into them.
+//! Start-up: every mailbox's expiry and welcome bytes read from its namespace, then
+//! the envelope log read back into the mailboxes it holds envelopes of. Only those
+//! stay in memory; the others are loaded when first used (module docs of `engine`).
 //!
 //! Its one write to sled: an `h` that the log proves too low (its write was lost in
 //! a crash) is raised before the commit thread starts, because once the segments
 //! recovery found dead are unlinked, `h` is all that remembers those seqs, and a seq
 //! must never be handed out twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use nook_proto::MailboxId;
@@ -14,77 +15,147 @@ use nook_proto::codec::decode_body;
 use nook_vault::{Log, Namespace, Vault};
 
 use super::EngineError;
-use super::mailbox::{EnvMeta, EnvRecord, K_HEAD, K_META, Mailbox, MailboxMeta, u64_of};
+use super::mailbox::{EnvMeta, EnvRecord, K_HEAD, K_META, Mailbox, MailboxMeta, ns_id, u64_of};
 
-/// Loads every mailbox in `vault` (all namespaces but `tombstones`) and the envelope
-/// log in `dir` that holds their envelopes.
+/// Namespaces read per page at start-up.
+const PAGE: usize = 4096;
+
+/// What start-up finds in the store.
+pub(super) struct Recovered {
+    /// The mailboxes holding envelopes, loaded.
+    pub(super) resident: HashMap<MailboxId, Mailbox>,
+    /// (expiry, mailbox) of every live mailbox.
+    pub(super) expiries: BTreeSet<(u64, MailboxId)>,
+    /// Bytes of every welcome still kept.
+    pub(super) welcome_bytes: u64,
+    /// The board records of every live mailbox.
+    pub(super) boards: Vec<super::boards::StoredBoards>,
+    pub(super) log: Log,
+}
+
+/// What start-up keeps of one mailbox it does not load.
+struct Found {
+    id: MailboxId,
+    expires_at: u64,
+    number: u64,
+    welcome_bytes: u64,
+    /// Its board listings and requests, if any (the boards index is in memory).
+    boards: Option<super::boards::StoredBoards>,
+}
+
+/// Reads every mailbox's expiry in `vault` (all namespaces but `tombstones`), and
+/// the envelope log in `dir` that holds their envelopes.
 pub(super) fn recover(
     dir: &Path,
     vault: &Vault,
     tombstones: &Namespace,
     segment_bytes: u64,
-) -> Result<(HashMap<MailboxId, Mailbox>, Log), EngineError> {
-    let namespaces: Vec<Namespace> = vault
-        .namespaces()?
-        .into_iter()
-        .filter(|ns| ns.hashed_id() != tombstones.hashed_id())
-        .collect();
-    // Loading is sled reads, one namespace at a time: spread over the cores, a
-    // restart of a million mailboxes takes a fraction of the time.
+) -> Result<Recovered, EngineError> {
+    // Reading is sled reads, one namespace at a time: spread over the cores, a
+    // restart of a million mailboxes takes a fraction of the time. A page of
+    // namespaces at a time, so that only one page of handles is ever held.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    let per_thread = namespaces.len().div_ceil(threads).max(1);
-    let loaded: Vec<Result<Vec<Mailbox>, EngineError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = namespaces
-            .chunks(per_thread)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .filter_map(|ns| load_mailbox(ns).transpose())
-                        .collect::<Result<Vec<Mailbox>, EngineError>>()
-                })
-            })
+    let mut found: Vec<Found> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = vault.namespaces_after(after, PAGE)?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = Some(last.hashed_id());
+        let namespaces: Vec<&Namespace> = page
+            .iter()
+            .filter(|ns| ns.hashed_id() != tombstones.hashed_id())
             .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join().unwrap_or_else(|_| {
-                    Err(EngineError::Corrupt(
-                        "a thread loading the mailboxes panicked (the store was only \
-                         read, nothing changed); start the relay again, and report it \
-                         if it repeats"
-                            .into(),
-                    ))
+        let per_thread = namespaces.len().div_ceil(threads).max(1);
+        let parts: Vec<Result<Vec<Found>, EngineError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = namespaces
+                .chunks(per_thread)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .filter_map(|ns| find_mailbox(ns).transpose())
+                            .collect::<Result<Vec<Found>, EngineError>>()
+                    })
                 })
-            })
-            .collect()
-    });
-    let mut mailboxes: HashMap<MailboxId, Mailbox> = HashMap::with_capacity(namespaces.len());
-    let mut stored_heads: HashMap<MailboxId, u64> = HashMap::new();
-    for part in loaded {
-        for mb in part? {
-            mailboxes.insert(mb.id, mb);
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(EngineError::Corrupt(
+                            "a thread loading the mailboxes panicked (the store was only \
+                             read, nothing changed); start the relay again, and report it \
+                             if it repeats"
+                                .into(),
+                        ))
+                    })
+                })
+                .collect()
+        });
+        for part in parts {
+            found.extend(part?);
         }
     }
-    for mb in mailboxes.values() {
-        stored_heads.insert(mb.id, mb.head);
+    let mut expiries = BTreeSet::new();
+    let mut welcome_bytes = 0u64;
+    let mut by_number: HashMap<u64, MailboxId> = HashMap::new();
+    let mut boards = Vec::new();
+    for f in found {
+        expiries.insert((f.expires_at, f.id));
+        welcome_bytes += f.welcome_bytes;
+        by_number.insert(f.number, f.id);
+        boards.extend(f.boards);
     }
-    let log = recover_log(dir, segment_bytes, &mut mailboxes)?;
+    let mut loaded: HashMap<MailboxId, Mailbox> = HashMap::new();
+    let log = recover_log(dir, segment_bytes, vault, &by_number, &mut loaded)?;
+    drop(by_number);
     // The log can know a higher seq than `h` (an `h` write lost in a crash). Store it
     // before the first flush: that flush precedes the unlinking of the segments that
     // recovery found dead, after which only `h` remembers those seqs.
-    for mb in mailboxes.values_mut() {
-        if stored_heads.get(&mb.id).is_some_and(|h| mb.head > *h) {
+    for mb in loaded.values_mut() {
+        if mb.head > mb.head_stored {
             mb.ns.put(K_HEAD, &mb.head.to_le_bytes())?;
             mb.head_stored = mb.head;
         }
         // Everything a restart finds is durable.
         mb.durable = mb.head;
     }
-    Ok((mailboxes, log))
+    // A mailbox whose every record was acked is loaded no longer than this.
+    loaded.retain(|_, mb| !mb.is_idle());
+    Ok(Recovered {
+        resident: loaded,
+        expiries,
+        welcome_bytes,
+        boards,
+        log,
+    })
+}
+
+/// A mailbox's expiry and welcome bytes (`None`: no metadata, an interrupted create).
+fn find_mailbox(ns: &Namespace) -> Result<Option<Found>, EngineError> {
+    let Some(meta) = ns.get(K_META)? else {
+        tracing::warn!("skipping a mailbox namespace without metadata (interrupted create)");
+        return Ok(None);
+    };
+    let meta: MailboxMeta = decode_body(&meta).map_err(|e| EngineError::Corrupt(e.to_string()))?;
+    let mut welcome_bytes = 0u64;
+    for item in ns.scan_prefix(b"w") {
+        let (_, v) = item?;
+        // As `Mailbox::keep_welcome` counts it.
+        welcome_bytes += v.len().min(usize::from(u16::MAX)) as u64;
+    }
+    Ok(Some(Found {
+        id: meta.mailbox,
+        expires_at: meta.talk.expires_at(),
+        number: ns.number(),
+        welcome_bytes,
+        boards: super::boards::read_stored(meta.mailbox, ns)?,
+    }))
 }
 
 /// A mailbox's state from its namespace (`None`: no metadata, an interrupted create).
-fn load_mailbox(ns: &Namespace) -> Result<Option<Mailbox>, EngineError> {
+pub(super) fn load_mailbox(ns: &Namespace) -> Result<Option<Mailbox>, EngineError> {
     let Some(meta) = ns.get(K_META)? else {
         tracing::warn!("skipping a mailbox namespace without metadata (interrupted create)");
         return Ok(None);
@@ -107,24 +178,43 @@ fn load_mailbox(ns: &Namespace) -> Result<Option<Mailbox>, EngineError> {
     Ok(Some(mb))
 }
 
-/// Reads the envelope log back into the recovered mailboxes: every record of a live
-/// mailbox that some current recipient has not acked is kept; everything else (acked,
-/// of a destroyed mailbox, a duplicate left by compaction) is released.
+/// Reads the envelope log back into the mailboxes it has records of, loading each
+/// into `loaded` at its first record: every record of a live mailbox that some
+/// current recipient has not acked is kept; everything else (acked, of a destroyed
+/// mailbox, a duplicate left by compaction) is released.
 fn recover_log(
     dir: &Path,
     segment_bytes: u64,
-    mailboxes: &mut HashMap<MailboxId, Mailbox>,
+    vault: &Vault,
+    by_number: &HashMap<u64, MailboxId>,
+    loaded: &mut HashMap<MailboxId, Mailbox>,
 ) -> Result<Log, EngineError> {
-    let by_number: HashMap<u64, MailboxId> = mailboxes
-        .iter()
-        .map(|(id, mb)| (mb.ns.number(), *id))
-        .collect();
     let mut unreadable = 0usize;
+    let mut failed: Option<EngineError> = None;
     let (log, recovery) = Log::open(&dir.join("log"), segment_bytes, |record| {
-        let Some(mb) = by_number
-            .get(&record.namespace)
-            .and_then(|id| mailboxes.get_mut(id))
-        else {
+        let Some(id) = by_number.get(&record.namespace) else {
+            return false;
+        };
+        if !loaded.contains_key(id) {
+            let mb = vault
+                .namespace(&ns_id(id))
+                .map_err(EngineError::from)
+                .and_then(|ns| match ns {
+                    Some(ns) => load_mailbox(&ns),
+                    None => Ok(None),
+                });
+            match mb {
+                Ok(Some(mb)) => {
+                    loaded.insert(*id, mb);
+                }
+                Ok(None) => return false,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    return false;
+                }
+            }
+        }
+        let Some(mb) = loaded.get_mut(id) else {
             return false;
         };
         let seq = match record.key.as_slice() {
@@ -160,6 +250,11 @@ fn recover_log(
         );
         true
     })?;
+    // A mailbox that could not be read must not have its records released by the
+    // first flush: stop before anything is written, as a full load did.
+    if let Some(e) = failed {
+        return Err(e);
+    }
     if recovery.torn_segments > 0 {
         tracing::warn!(
             segments = recovery.torn_segments,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use nook_crypto::auth::RelayIdentity;
-use nook_proto::{ErrorCode, ErrorFrame, Push, RotationStatement};
+use nook_proto::{ErrorCode, ErrorFrame, MailboxId, Push, RotationStatement};
 
 use super::mailbox::Mailbox;
 use super::{Engine, EngineError, err, lock};
@@ -122,9 +122,25 @@ impl Engine {
     /// Closes every live talk with a receipt, as a close by a member does.
     fn close_all(&self) -> usize {
         let now = self.now();
-        let all: Vec<Arc<Mutex<Mailbox>>> = lock(&self.mailboxes).values().cloned().collect();
+        // Every live talk, in memory or not; each loaded in turn.
+        let all: Vec<MailboxId> = lock(&self.expiries).iter().map(|(_, id)| *id).collect();
         let mut closed = Vec::new();
-        for arc in all {
+        for id in all {
+            let arc = match self.resident(&id) {
+                Ok(Some(arc)) => arc,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(
+                        "could not load a talk to close at retirement, will retry: {e}"
+                    );
+                    continue;
+                }
+            };
+            let arc = super::MailboxRef {
+                engine: self,
+                id,
+                arc,
+            };
             let mut mb = lock(&arc);
             if !mb.talk.close_by_relay(now) {
                 continue;

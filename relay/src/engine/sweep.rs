@@ -44,12 +44,22 @@ impl Engine {
             }
             due
         };
-        let all: Vec<Arc<Mutex<Mailbox>>> = {
-            let map = lock(&self.mailboxes);
-            due.iter().filter_map(|id| map.get(id).cloned()).collect()
-        };
         let mut n = 0;
-        for arc in all {
+        for id in due {
+            // Loaded one at a time, and evicted again if it lives on.
+            let arc = match self.resident(&id) {
+                Ok(Some(arc)) => super::MailboxRef {
+                    engine: self,
+                    id,
+                    arc,
+                },
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!("could not load an expired mailbox, will retry: {e}");
+                    lock(&self.expiries).insert((now + 60, id));
+                    continue;
+                }
+            };
             let mut mb = lock(&arc);
             if !mb.talk.expire(now) || matches!(mb.talk.lifecycle(), Lifecycle::Closed { .. }) {
                 continue;
@@ -67,6 +77,7 @@ impl Engine {
         }
         let _ = self.vault.collect_garbage(10_000);
         self.compact();
+        self.evict_idle();
         // So that a quiet relay's marks reach sled (and sled's own flusher) too.
         if let Err(e) = self.marks.write() {
             tracing::error!("writing ack marks failed: {e}");
@@ -198,6 +209,8 @@ impl Engine {
             }
         }
         lock(&self.mailboxes).remove(&mb.id);
+        lock(&self.expiries).remove(&(mb.talk.expires_at(), mb.id));
+        self.live.fetch_sub(1, Ordering::Relaxed);
         self.stats
             .envelopes_deleted
             .fetch_add(deleted, Ordering::Relaxed);

@@ -946,7 +946,9 @@ async fn dispatch(
             let tag = p.string("tag")?;
             p.done()?;
             let found = client.browse(&relay, &board, tag.as_deref()).await?;
-            Ok(Value::Array(found.iter().map(boards::listing_json).collect()))
+            Ok(Value::Array(
+                found.iter().map(boards::listing_json).collect(),
+            ))
         }
         "ask" => {
             let listing = p.required("listing")?;

@@ -1306,10 +1306,7 @@ mod tool_tests {
         let mut config = Config::new(DEFAULT_LISTEN.parse().unwrap(), PathBuf::from("/unused"));
         cli.limits.apply(&mut config).unwrap();
         let l = &config.limits;
-        assert_eq!(
-            (l.max_listings_per_board, l.max_listings),
-            (5000, 9)
-        );
+        assert_eq!((l.max_listings_per_board, l.max_listings), (5000, 9));
         assert_eq!((l.max_requests_per_listing, l.asks_per_minute), (2, 3));
         let zero = Cli::try_parse_from(["nook-relay", "--max-listings-per-board", "0"]);
         assert!(zero.is_err(), "0 would refuse every post");

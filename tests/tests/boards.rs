@@ -457,7 +457,14 @@ fn a_flood_of_asks_is_rate_limited_and_capped_per_listing() {
 fn posted_talk(relay: &Relay, owner: &Nook, seats: &str) -> (String, String) {
     let created = owner
         .ok(&[
-            "--json", "new", "--relay", &relay.address, "--seats", seats, "--quorum", "3",
+            "--json",
+            "new",
+            "--relay",
+            &relay.address,
+            "--seats",
+            seats,
+            "--quorum",
+            "3",
         ])
         .json();
     let talk = text(&created["talk"]);
@@ -506,13 +513,22 @@ fn an_admitted_seeker_takes_its_seat_with_list_or_read_alone() {
     // reported once on stderr.
     let listed = kim.ok(&["--json", "list"]);
     assert!(
-        listed.json_lines().iter().any(|t| t["talk"] == talk.as_str()),
+        listed
+            .json_lines()
+            .iter()
+            .any(|t| t["talk"] == talk.as_str()),
         "{listed:?}"
     );
     let told = ask_answers(&listed);
     assert_eq!(told.len(), 1, "{listed:?}");
-    assert_eq!((&told[0]["state"], &told[0]["talk"]), (&"joined".into(), &talk.clone().into()));
-    assert!(ask_answers(&kim.ok(&["--json", "list"])).is_empty(), "reported once");
+    assert_eq!(
+        (&told[0]["state"], &told[0]["talk"]),
+        (&"joined".into(), &talk.clone().into())
+    );
+    assert!(
+        ask_answers(&kim.ok(&["--json", "list"])).is_empty(),
+        "reported once"
+    );
 
     // lou's next command is `read LISTING --wait-open`: it takes the seat, which
     // makes the quorum of 3, and returns once the talk is open.
@@ -550,10 +566,16 @@ fn rpc_serves_the_board_methods_and_streams_seat_requests() {
 
     let kim = Nook::new();
     let mut k = RpcSession::start(&kim);
-    let found = k.ok("browse", json!({"relay": relay.address, "board": "procurement berlin"}));
+    let found = k.ok(
+        "browse",
+        json!({"relay": relay.address, "board": "procurement berlin"}),
+    );
     assert_eq!(found[0]["tags"], json!(["a", "b"]), "{found}");
     let listing = text(&found[0]["listing"]);
-    let asked = k.ok("ask", json!({"listing": listing, "alias": "kim-rpc", "note": "me"}));
+    let asked = k.ok(
+        "ask",
+        json!({"listing": listing, "alias": "kim-rpc", "note": "me"}),
+    );
     assert_eq!(asked["state"], "waiting");
 
     // The owner's subscription hears of the request.
@@ -563,12 +585,22 @@ fn rpc_serves_the_board_methods_and_streams_seat_requests() {
     assert_eq!(note["params"]["talk"], talk.as_str());
     let reqs = o.ok("requests", json!({"talk": talk}));
     assert_eq!(reqs[0]["alias"], "kim-rpc", "{reqs}");
-    let answered = o.ok("admit", json!({"talk": talk, "request": reqs[0]["request"]}));
+    let answered = o.ok(
+        "admit",
+        json!({"talk": talk, "request": reqs[0]["request"]}),
+    );
     assert_eq!(answered["answer"], "admitted");
 
     // kim's `list` takes the seat; the settled ask comes as an `ask` notification.
     let talks = k.ok("list", json!({}));
-    assert!(talks.as_array().unwrap().iter().any(|t| t["talk"] == talk.as_str()), "{talks}");
+    assert!(
+        talks
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["talk"] == talk.as_str()),
+        "{talks}"
+    );
     let settled = k.notification(Duration::from_secs(5), |n| n["method"] == "ask");
     assert_eq!(settled["params"]["ask"]["state"], "joined", "{settled}");
     assert!(k.ok("asks", json!({})).as_array().unwrap().is_empty());
@@ -578,7 +610,10 @@ fn rpc_serves_the_board_methods_and_streams_seat_requests() {
     // The talk is full (3 seats: owner, kim, and one left): lou asks, is declined.
     l.ok("ask", json!({"listing": listing}));
     let reqs = o.ok("requests", json!({"talk": talk}));
-    let d = o.ok("decline", json!({"talk": talk, "request": reqs[0]["request"]}));
+    let d = o.ok(
+        "decline",
+        json!({"talk": talk, "request": reqs[0]["request"]}),
+    );
     assert_eq!(d["answer"], "declined");
     assert_eq!(l.ok("asks", json!({}))[0]["state"], "declined");
     let gone = o.ok("unpost", json!({"talk": talk}));

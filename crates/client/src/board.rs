@@ -212,8 +212,10 @@ fn corrupt(what: &str) -> ClientError {
 
 /// Argon2id of each phrase, off the async threads (64 MiB and a fraction of a second
 /// each).
-async fn derive_boards(phrases: Vec<String>, relay: &RelayAddr) -> Result<Vec<Board>, ClientError> {
-    let fingerprint = relay.fingerprint;
+async fn derive_boards(
+    phrases: Vec<String>,
+    fingerprint: nook_crypto::Fingerprint,
+) -> Result<Vec<Board>, ClientError> {
     tokio::task::spawn_blocking(move || {
         phrases
             .iter()
@@ -244,37 +246,44 @@ impl Client {
         for p in phrases {
             nook_crypto::board::normalize_phrase(p).map_err(BoardError::from)?;
         }
-        let (target, name) = {
+        let (target, name, fingerprint) = {
             let session = self.session(talk).await?;
             if session.state().seat != 0 {
                 return Err(BoardError::NotOwner.into());
             }
-            (session.target()?, session.state().name())
+            let target = session.target()?;
+            // The key the relay holds now: after a rotation this device followed, the
+            // new address's board (spec §16), so re-posting reaches seekers given it.
+            let fingerprint = match session.state().relay_key {
+                Some(key) => nook_crypto::Fingerprint::of_key(&key),
+                None => target.addr().fingerprint,
+            };
+            (target, session.state().name(), fingerprint)
         };
-        let boards = derive_boards(phrases.to_vec(), target.addr()).await?;
+        let boards = derive_boards(phrases.to_vec(), fingerprint).await?;
         let (session, authed) = self.connected(talk).await?;
         drop(session);
         // The thread's rng is not Send: its scope ends before the next await.
         let made = {
-        let mut made = Vec::new();
-        let mut rng = rand::rng();
-        for board in &boards {
-            let key = BoxKey::generate(&mut rng);
-            let mut id = [0u8; 16];
-            rand::Rng::fill_bytes(&mut rng, &mut id);
-            let listing = Listing {
-                title: title.clone(),
-                about: about.clone(),
-                tags: tags.clone(),
-                owner_key: key.public(),
-            };
-            listing.check().map_err(BoardError::from)?;
-            let body = board
-                .seal_listing(&mut rng, &ListingId(id), &listing)
-                .map_err(|e| ClientError::Member(e.into()))?;
-            made.push((id, board.id, key, body));
-        }
-        made
+            let mut made = Vec::new();
+            let mut rng = rand::rng();
+            for board in &boards {
+                let key = BoxKey::generate(&mut rng);
+                let mut id = [0u8; 16];
+                rand::Rng::fill_bytes(&mut rng, &mut id);
+                let listing = Listing {
+                    title: title.clone(),
+                    about: about.clone(),
+                    tags: tags.clone(),
+                    owner_key: key.public(),
+                };
+                listing.check().map_err(BoardError::from)?;
+                let body = board
+                    .seal_listing(&mut rng, &ListingId(id), &listing)
+                    .map_err(|e| ClientError::Member(e.into()))?;
+                made.push((id, board.id, key, body));
+            }
+            made
         };
         // Kept before the relay has them: a listing the relay holds always has its key.
         {
@@ -361,7 +370,7 @@ impl Client {
         tag: Option<&str>,
     ) -> Result<Vec<FoundListing>, ClientError> {
         let addr: RelayAddr = relay.parse().map_err(ClientError::Address)?;
-        let board = derive_boards(vec![phrase.to_string()], &addr)
+        let board = derive_boards(vec![phrase.to_string()], addr.fingerprint)
             .await?
             .pop()
             .ok_or(ClientError::Protocol)?;

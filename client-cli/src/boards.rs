@@ -118,11 +118,7 @@ pub async fn run(client: &Client, cmd: BoardCommand, out: &Output) -> Result<Exi
             };
             let posted = client.post(&talk, &boards, &opts).await?;
             if out.json {
-                println!(
-                    "{}",
-                    json!({"talk": posted.talk, "listings": posted.listings,
-                           "until": posted.closes_at})
-                );
+                println!("{}", post_json(&posted));
             } else {
                 println!(
                     "{}: posted on {} board(s); `nook requests {}` shows who asks",
@@ -135,7 +131,7 @@ pub async fn run(client: &Client, cmd: BoardCommand, out: &Output) -> Result<Exi
         BoardCommand::Unpost { talk } => {
             let n = client.unpost(&talk).await?;
             if out.json {
-                println!("{}", json!({"talk": talk, "withdrawn": n}));
+                println!("{}", unpost_json(&talk, n));
             } else {
                 println!("withdrew {n} listing(s)");
             }
@@ -181,14 +177,8 @@ pub async fn run(client: &Client, cmd: BoardCommand, out: &Output) -> Result<Exi
                     );
                 }
             }
-            if r.forged + r.replayed > 0 {
-                out.warning(
-                    crate::error::Kind::BadInput,
-                    &format!(
-                        "{} request(s) did not open (forged or altered) and {} repeated an earlier one; they are not shown",
-                        r.forged, r.replayed
-                    ),
-                );
+            if let Some(w) = unopened_warning(&r) {
+                out.warning(crate::error::Kind::BadInput, &w);
             }
         }
         BoardCommand::Admit { talk, request } => answer(client, out, &talk, &request, true).await?,
@@ -207,16 +197,39 @@ async fn answer(
     admit: bool,
 ) -> Result<(), CliError> {
     let a = client.answer(talk, request, admit).await?;
-    let word = if a.admitted { "admitted" } else { "declined" };
     if out.json {
-        println!(
-            "{}",
-            json!({"talk": a.talk, "request": a.request, "answer": word})
-        );
+        println!("{}", answer_json(&a));
     } else {
+        let word = if a.admitted { "admitted" } else { "declined" };
         println!("{word} request {}", a.request);
     }
     Ok(())
+}
+
+/// `post --json`.
+pub fn post_json(p: &nook_client::Posted) -> Value {
+    json!({"talk": p.talk, "listings": p.listings, "until": p.closes_at})
+}
+
+/// `unpost --json`.
+pub fn unpost_json(talk: &str, withdrawn: usize) -> Value {
+    json!({"talk": talk, "withdrawn": withdrawn})
+}
+
+/// `admit --json` and `decline --json`.
+pub fn answer_json(a: &nook_client::board::Answered) -> Value {
+    let word = if a.admitted { "admitted" } else { "declined" };
+    json!({"talk": a.talk, "request": a.request, "answer": word})
+}
+
+/// `requests`: the warning that counts the requests not shown, if any.
+pub fn unopened_warning(r: &nook_client::Requests) -> Option<String> {
+    (r.forged + r.replayed > 0).then(|| {
+        format!(
+            "{} request(s) did not open (forged or altered) and {} repeated an earlier one; they are not shown",
+            r.forged, r.replayed
+        )
+    })
 }
 
 fn print_listing(l: &FoundListing, now: u64) {
@@ -285,19 +298,36 @@ pub fn ask_json(a: &AskStatus) -> Value {
 fn print_ask(out: &Output, a: &AskStatus) {
     if out.json {
         println!("{}", ask_json(a));
-        return;
+    } else {
+        println!("{}", ask_text(a));
     }
+}
+
+/// An ask that another command (`list`, `read`, `wait`) took the answer of: a notice on
+/// stderr, so that command's own output stays what its contract says.
+pub fn report_settled(out: &Output, a: &AskStatus) {
+    if out.json {
+        let mut v = ask_json(a);
+        v["type"] = json!("ask_answer");
+        eprintln!("{v}");
+    } else {
+        eprintln!("{}", ask_text(a));
+    }
+}
+
+fn ask_text(a: &AskStatus) -> String {
     let short = a.request.get(..8).unwrap_or(&a.request);
+    // The alias is this device's own choice, but it came back through the store: shown
+    // safe all the same.
+    let alias = safe::inline(&a.alias);
     match &a.phase {
-        AskPhase::Waiting => println!(
-            "ask {short} as {}: waiting for the owner (`nook asks` checks again)",
-            a.alias
+        AskPhase::Waiting => {
+            format!("ask {short} as {alias}: waiting for the owner (`nook asks` checks again)")
+        }
+        AskPhase::Joined { talk } => format!(
+            "ask {short}: admitted; you took a seat in {talk} as {alias} (`nook read {talk} --wait-open`)"
         ),
-        AskPhase::Joined { talk } => println!(
-            "ask {short}: admitted; you took a seat in {talk} as {} (`nook read {talk} --wait-open`)",
-            a.alias
-        ),
-        AskPhase::Declined => println!("ask {short}: declined by the owner"),
-        AskPhase::Gone => println!("ask {short}: the listing or its talk is gone"),
+        AskPhase::Declined => format!("ask {short}: declined by the owner"),
+        AskPhase::Gone => format!("ask {short}: the listing or its talk is gone"),
     }
 }

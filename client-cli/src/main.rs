@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use nook_client::{Client, ClientError, Event, TalkOptions, Until, Update};
+use nook_client::{AskPhase, Client, ClientError, Event, TalkOptions, Until, Update};
 use nook_proto::ClosePolicy;
 use nook_proto::limits::MAX_SEATS;
 
@@ -547,6 +547,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             out.joined(&joined);
         }
         Command::List => {
+            settle_asks(client, &out).await;
             let talks = client.list(true).await?;
             out.list(&talks);
         }
@@ -621,7 +622,10 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             talk,
             what,
             timeout,
-        } => return wait::run(client, &out, &talk, what, timeout).await,
+        } => {
+            settle_asks(client, &out).await;
+            return wait::run(client, &out, &talk, what, timeout).await;
+        }
         Command::Receipt {
             command: ReceiptCommand::Verify { file },
         } => return receipt::verify(&file, &out),
@@ -652,6 +656,56 @@ fn show_qr(invites: &[String]) {
     }
 }
 
+/// The pending asks' answers, taken before a command a seeker runs next (ops.rs).
+async fn settle_asks(client: &Client, out: &Output) {
+    ops::settle_asks(
+        client,
+        &mut |a| boards::report_settled(out, a),
+        &mut |k, m| out.warning(k, &m),
+    )
+    .await;
+}
+
+/// How often `read LISTING --wait-open` asks the relay whether its ask was answered.
+const ASK_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `read LISTING`: the talk this device's ask on the listing took a seat in. With
+/// `wait` (`--wait-open`, `--follow`) it waits for the owner's answer; without, a
+/// waiting ask is reported and `None` returned.
+async fn seat_from_listing(
+    client: &Client,
+    out: &Output,
+    listing: &str,
+    wait: bool,
+) -> Result<Option<String>, CliError> {
+    loop {
+        let Some(ask) = client.ask_state(listing).await? else {
+            return Err(ClientError::Board(nook_client::BoardError::NoAsk).into());
+        };
+        match &ask.phase {
+            AskPhase::Joined { talk } => {
+                boards::report_settled(out, &ask);
+                return Ok(Some(talk.clone()));
+            }
+            AskPhase::Declined => {
+                return Err(ClientError::Board(nook_client::BoardError::Declined).into());
+            }
+            AskPhase::Gone => {
+                return Err(ClientError::Board(nook_client::BoardError::ListingGone).into());
+            }
+            AskPhase::Waiting if !wait => {
+                boards::report_settled(out, &ask);
+                return Ok(None);
+            }
+            AskPhase::Waiting => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(ASK_POLL) => {}
+            () = stop_requested() => return Ok(None),
+        }
+    }
+}
+
 async fn read(
     client: &Client,
     out: &Output,
@@ -660,6 +714,19 @@ async fn read(
     follow: bool,
     wait_open: bool,
 ) -> Result<ExitCode, CliError> {
+    let seated;
+    let talk = if talk.starts_with(nook_client::board::LISTING_PREFIX) {
+        match seat_from_listing(client, out, talk, follow || wait_open).await? {
+            Some(t) => {
+                seated = t;
+                seated.as_str()
+            }
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    } else {
+        settle_asks(client, out).await;
+        talk
+    };
     let mut exit = ExitCode::SUCCESS;
     match ops::fetch_for_read(client, talk).await {
         Ok(None) => {}

@@ -2,7 +2,7 @@
 //! `nook rpc`, so both follow one rule. Warnings (the relay could not be asked, what
 //! is shown is this device's knowledge) go to `warn`; each front end shows them its way.
 
-use nook_client::{Client, ClientError, Event, HistoryEntry, JoinedTalk, Member};
+use nook_client::{AskStatus, Client, ClientError, Event, HistoryEntry, JoinedTalk, Member};
 
 use crate::error::{self, CliError, Kind};
 
@@ -120,5 +120,24 @@ pub async fn fetch_for_read(
         }
         Err(e @ (ClientError::Connect(_) | ClientError::Lost { .. })) => Ok(Some(e)),
         Err(e) => Err((e.into(), None)),
+    }
+}
+
+/// Before the commands a seeker runs next (`list`, `read`, `wait`, and `nook rpc`'s
+/// `list`, `read` and `wait`): each pending ask that has an answer now is taken (an
+/// admit joins its seat) and `report`ed once. Without a pending ask nothing is sent. A
+/// failure here never fails the command it precedes: it is a warning, and the ask stays
+/// pending for the next contact.
+pub async fn settle_asks(
+    client: &Client,
+    report: &mut (dyn FnMut(&AskStatus) + Send),
+    warn: &mut (dyn FnMut(Kind, String) + Send),
+) {
+    match client.settle_asks().await {
+        Ok(settled) => settled.iter().for_each(report),
+        Err(e) => warn(
+            error::client_kind(&e),
+            format!("{e}; your pending asks were not checked (`nook asks` checks them)"),
+        ),
     }
 }

@@ -200,10 +200,7 @@ impl Output {
     /// Someone asked for a seat on one of the talk's board listings (owner).
     pub fn seat_requested(&self, talk: &str) {
         if self.json {
-            println!(
-                "{}",
-                json!({"type": "seat_request", "talk": talk, "at_ms": nook_client::now_ms()})
-            );
+            println!("{}", seat_request_json(talk));
         } else {
             println!("* someone asks for a seat: `nook requests {talk}` shows the requests");
         }
@@ -216,6 +213,11 @@ impl Output {
             println!("{}", entry_text(e));
         }
     }
+}
+
+/// The `seat_request` event (`read --follow --json`, `nook rpc`'s `event`).
+pub fn seat_request_json(talk: &str) -> Value {
+    json!({"type": "seat_request", "talk": talk, "at_ms": nook_client::now_ms()})
 }
 
 /// `new`'s `--json` object.

@@ -35,7 +35,7 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use crate::error::{CliError, Kind};
 use crate::output::{self, entry_json};
-use crate::{duration, ops, wait};
+use crate::{boards, duration, ops, wait};
 
 /// The longest request line, newline included.
 pub const MAX_LINE: usize = 1 << 20;
@@ -61,7 +61,7 @@ const COMMAND_ERROR: i64 = -32000;
 
 /// The methods, for the answer to an unknown one.
 const METHODS: &str = "new, join, list, send, read, wait, members, invites, leave, close, \
-     subscribe, unsubscribe";
+     subscribe, unsubscribe, post, unpost, browse, ask, asks, requests, admit, decline";
 
 /// A JSON-RPC error: code, message, and `data`, which always holds the `--json` error
 /// object's `error`, `exit_code` and `kind` (and `field` for invalid params).
@@ -207,6 +207,37 @@ impl Params {
             }
         };
         parse(&text).map(Some).map_err(|e| Failure::params(name, e))
+    }
+
+    /// A list of strings: an array, or one string (`split_commas`: split at commas, as
+    /// the command line splits `--tags a,b`).
+    fn strings(&mut self, name: &str, split_commas: bool) -> Result<Vec<String>, Failure> {
+        let items = match self.take(name) {
+            None => return Ok(Vec::new()),
+            Some(Value::String(s)) => vec![s],
+            Some(Value::Array(a)) => a
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err(Failure::params(name, "must be strings".into())),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(Failure::params(
+                    name,
+                    "must be a string or an array of strings".into(),
+                ));
+            }
+        };
+        Ok(if split_commas {
+            items
+                .iter()
+                .flat_map(|s| s.split(','))
+                .map(str::to_string)
+                .collect()
+        } else {
+            items
+        })
     }
 
     /// Refuses fields the method does not take, as the command line refuses options.
@@ -487,24 +518,29 @@ async fn serve(
         let (rpc, peer) = (rpc.clone(), peer.clone());
         tasks.spawn(async move {
             let _held = held;
-            let (outcome, warnings) = match call {
-                Call::Done(outcome) => (outcome, Vec::new()),
+            let (outcome, notes) = match call {
+                Call::Done(outcome) => (outcome, Notes::default()),
                 Call::Queued(reply) => (
                     reply
                         .await
                         .unwrap_or_else(|_| Err(Failure::command(&ClientError::Protocol.into()))),
-                    Vec::new(),
+                    Notes::default(),
                 ),
                 Call::Run(method, params) => {
-                    let mut warnings = Vec::new();
-                    let outcome = dispatch(&rpc, &peer, &method, params, &mut warnings).await;
-                    (outcome, warnings)
+                    let mut notes = Notes::default();
+                    let outcome = dispatch(&rpc, &peer, &method, params, &mut notes).await;
+                    (outcome, notes)
                 }
             };
             let Some(id) = id else { return };
-            // Warnings go right before the answer they belong to, in one write.
+            // Settled asks and warnings go right before the answer they belong to, in
+            // one write.
             let mut text = String::new();
-            for (kind, message) in warnings {
+            for ask in notes.asks {
+                text.push_str(&notification("ask", json!({"request": id, "ask": ask})));
+                text.push('\n');
+            }
+            for (kind, message) in notes.warnings {
                 text.push_str(&notification(
                     "warning",
                     json!({"request": id, "warning": output::warning_json(kind, &message)}),
@@ -521,6 +557,14 @@ async fn serve(
     }
     drop((answers, peer));
     let _ = writer.await;
+}
+
+/// What a request's answer is preceded by: the asks it settled (`list`, `read`,
+/// `wait` take the answers of pending asks first, ops.rs) and its warnings.
+#[derive(Default)]
+struct Notes {
+    asks: Vec<Value>,
+    warnings: Vec<(Kind, String)>,
 }
 
 /// What a request line becomes.
@@ -694,10 +738,19 @@ async fn dispatch(
     peer: &Arc<Peer>,
     method: &str,
     mut p: Params,
-    warnings: &mut Vec<(Kind, String)>,
+    notes: &mut Notes,
 ) -> Result<Value, Failure> {
     let client = &rpc.client;
-    let mut warn = |kind: Kind, message: String| warnings.push((kind, message));
+    if matches!(method, "list" | "read" | "wait") {
+        let Notes { asks, warnings } = notes;
+        ops::settle_asks(
+            client,
+            &mut |a| asks.push(boards::ask_json(a)),
+            &mut |kind, message| warnings.push((kind, message)),
+        )
+        .await;
+    }
+    let mut warn = |kind: Kind, message: String| notes.warnings.push((kind, message));
     match method {
         "new" => {
             let relay = match p.string("relay")? {
@@ -857,6 +910,85 @@ async fn dispatch(
             }
             Ok(json!({"talk": name, "subscribed": false}))
         }
+        "post" => {
+            let talk = p.required("talk")?;
+            let board = p.strings("board", false)?;
+            if board.is_empty() {
+                return Err(Failure::params("board", "is required".into()));
+            }
+            let opts = nook_client::board::PostOptions {
+                title: p.required("title")?,
+                about: p.string("about")?.unwrap_or_default(),
+                tags: p.strings("tags", true)?,
+                until: p.duration("until", duration::parse)?.map(u64::from),
+                keep_open: p.flag("keep_open")?,
+            };
+            p.done()?;
+            Ok(boards::post_json(&client.post(&talk, &board, &opts).await?))
+        }
+        "unpost" => {
+            let talk = p.required("talk")?;
+            p.done()?;
+            let n = client.unpost(&talk).await?;
+            Ok(boards::unpost_json(&talk, n))
+        }
+        "browse" => {
+            let relay = match p.string("relay")? {
+                Some(r) => r,
+                None => std::env::var("NOOK_RELAY")
+                    .ok()
+                    .filter(|r| !r.is_empty())
+                    .ok_or_else(|| {
+                        Failure::params("relay", "is required (or set NOOK_RELAY)".into())
+                    })?,
+            };
+            let board = p.required("board")?;
+            let tag = p.string("tag")?;
+            p.done()?;
+            let found = client.browse(&relay, &board, tag.as_deref()).await?;
+            Ok(Value::Array(
+                found.iter().map(boards::listing_json).collect(),
+            ))
+        }
+        "ask" => {
+            let listing = p.required("listing")?;
+            let note = p.string("note")?.unwrap_or_default();
+            let alias = p.string("alias")?;
+            if let Some(a) = &alias
+                && let Err(e) = crate::alias(a)
+            {
+                return Err(Failure::params("alias", e));
+            }
+            p.done()?;
+            let ask = client.ask(&listing, &note, alias.as_deref()).await?;
+            Ok(boards::ask_json(&ask))
+        }
+        "asks" => {
+            p.done()?;
+            let asks = client.asks().await?;
+            Ok(Value::Array(asks.iter().map(boards::ask_json).collect()))
+        }
+        "requests" => {
+            let talk = p.required("talk")?;
+            p.done()?;
+            let r = client.requests(&talk).await?;
+            if let Some(w) = boards::unopened_warning(&r) {
+                warn(Kind::BadInput, w);
+            }
+            Ok(Value::Array(
+                r.items
+                    .iter()
+                    .map(|i| boards::request_json(&r.talk, i))
+                    .collect(),
+            ))
+        }
+        "admit" | "decline" => {
+            let talk = p.required("talk")?;
+            let request = p.required("request")?;
+            p.done()?;
+            let a = client.answer(&talk, &request, method == "admit").await?;
+            Ok(boards::answer_json(&a))
+        }
         "chat" => Err(Failure::usage(
             METHOD_NOT_FOUND,
             "chat needs a terminal; subscribe to the talk and send instead".into(),
@@ -891,8 +1023,12 @@ async fn subscribe(client: &Client, peer: &Arc<Peer>, talk: &str) -> Result<Valu
                     "link",
                     json!({"talk": talk, "link": output::link_json(&link, Until::Closed)}),
                 ),
-                // Board requests are fetched with `requests`; not a notification yet.
-                Update::Status(_) | Update::SeatRequested => return true,
+                // The requests themselves are fetched with `requests`.
+                Update::SeatRequested => notification(
+                    "event",
+                    json!({"talk": talk, "event": output::seat_request_json(&talk)}),
+                ),
+                Update::Status(_) => return true,
             };
             // A client that does not read its notifications loses the subscription
             // rather than this process buffering them without bound.

@@ -194,6 +194,27 @@ struct LimitArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_QUEUED_BYTES,
           value_parser = at_least_a_frame)]
     max_queued_bytes: usize,
+    /// Live listings one board may hold; past it a post gets "board full" (spec §17.3).
+    #[arg(long, value_name = "N",
+          default_value_t = nook_proto::limits::DEFAULT_MAX_LISTINGS_PER_BOARD,
+          value_parser = at_least_one::<usize>)]
+    max_listings_per_board: usize,
+    /// Live listings on the whole relay, all boards together; past it a post gets
+    /// "board full".
+    #[arg(long, value_name = "N", default_value_t = nook_proto::limits::DEFAULT_MAX_LISTINGS,
+          value_parser = at_least_one::<usize>)]
+    max_listings: usize,
+    /// Seat requests (waiting or answered) one listing holds; past it an ask gets
+    /// "board full".
+    #[arg(long, value_name = "N",
+          default_value_t = nook_proto::limits::DEFAULT_MAX_REQUESTS_PER_LISTING,
+          value_parser = at_least_one::<usize>)]
+    max_requests_per_listing: usize,
+    /// Asks one connection may send per minute (a token bucket holding as many); past
+    /// it an ask gets "rate limited".
+    #[arg(long, value_name = "N", default_value_t = nook_proto::limits::DEFAULT_ASKS_PER_MINUTE,
+          value_parser = at_least_one::<u32>)]
+    asks_per_minute: u32,
 }
 
 /// A `--create-rate`: `N/DURATION`, as the operator wrote it and as read.
@@ -341,6 +362,10 @@ impl LimitArgs {
         limits.max_queued_bytes = self.max_queued_bytes;
         limits.max_stored_bytes = self.max_stored_bytes;
         limits.disk_reserve_bytes = self.disk_reserve;
+        limits.max_listings_per_board = self.max_listings_per_board;
+        limits.max_listings = self.max_listings;
+        limits.max_requests_per_listing = self.max_requests_per_listing;
+        limits.asks_per_minute = self.asks_per_minute;
         config.max_connections = self.max_connections as usize;
         config.status_every = std::time::Duration::from_secs(self.status_every);
         config.create_rate = self.create_rate.0;
@@ -1257,6 +1282,34 @@ mod tool_tests {
         let cli = Cli::try_parse_from(args).unwrap();
         assert_eq!(cli.limits.max_ttl, 7200);
         assert_eq!(cli.limits.max_connections, 7);
+    }
+
+    #[test]
+    fn board_limits_come_from_flags_and_the_file() {
+        let cmd = Cli::command();
+        let set = config_file::args_of(
+            &cmd,
+            "max-listings-per-board = 5000\nasks-per-minute = 3\n",
+            Path::new("f"),
+            &|_| false,
+        )
+        .unwrap();
+        let mut args: Vec<std::ffi::OsString> = vec!["nook-relay".into()];
+        args.extend(set);
+        args.extend([
+            "--max-listings".into(),
+            "9".into(),
+            "--max-requests-per-listing".into(),
+            "2".into(),
+        ]);
+        let cli = Cli::try_parse_from(args).unwrap();
+        let mut config = Config::new(DEFAULT_LISTEN.parse().unwrap(), PathBuf::from("/unused"));
+        cli.limits.apply(&mut config).unwrap();
+        let l = &config.limits;
+        assert_eq!((l.max_listings_per_board, l.max_listings), (5000, 9));
+        assert_eq!((l.max_requests_per_listing, l.asks_per_minute), (2, 3));
+        let zero = Cli::try_parse_from(["nook-relay", "--max-listings-per-board", "0"]);
+        assert!(zero.is_err(), "0 would refuse every post");
     }
 
     #[test]

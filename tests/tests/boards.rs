@@ -492,3 +492,170 @@ fn listings_and_requests_survive_a_relay_restart() {
     let members = kim.ok(&["--json", "list"]).json_lines();
     assert_eq!(members.len(), 1, "kim holds the talk now: {members:?}");
 }
+
+/// A talk of `seats` (quorum 3) posted on [`PHRASE`], and its listing's handle.
+fn posted_talk(relay: &Relay, owner: &Nook, seats: &str) -> (String, String) {
+    let created = owner
+        .ok(&[
+            "--json",
+            "new",
+            "--relay",
+            &relay.address,
+            "--seats",
+            seats,
+            "--quorum",
+            "3",
+        ])
+        .json();
+    let talk = text(&created["talk"]);
+    owner.ok(&["post", &talk, "--board", PHRASE, "--title", TITLE]);
+    let found = browse(owner, relay, PHRASE);
+    assert_eq!(found.len(), 1, "{found:?}");
+    (talk, text(&found[0]["listing"]))
+}
+
+/// The stderr notices of settled asks (`ask_answer`) in a `--json` run.
+fn ask_answers(r: &nook_e2e::Run) -> Vec<Value> {
+    r.stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "ask_answer")
+        .collect()
+}
+
+#[test]
+fn an_admitted_seeker_takes_its_seat_with_list_or_read_alone() {
+    let relay = Relay::start();
+    let owner = Nook::new();
+    let (talk, listing) = posted_talk(&relay, &owner, "4");
+    let (kim, lou, max) = (Nook::new(), Nook::new(), Nook::new());
+    for (n, alias) in [(&kim, "kim-x"), (&lou, "lou-x"), (&max, "max-x")] {
+        n.ok(&["ask", &listing, "--alias", alias]);
+    }
+
+    // Before an answer: `read LISTING` says the ask waits, and nothing else.
+    let waiting = lou.ok(&["--json", "read", &listing]);
+    assert!(waiting.stdout.trim().is_empty(), "{waiting:?}");
+    assert_eq!(ask_answers(&waiting)[0]["state"], "waiting", "{waiting:?}");
+    // A listing this device never asked on.
+    let never = Nook::new().run(&["--json", "read", &listing, "--wait-open"]);
+    assert_eq!(never.code, 5, "{never:?}");
+    assert!(never.stderr.contains("request_unknown"), "{never:?}");
+
+    // The owner answers while the seekers are offline.
+    let reqs = requests(&owner, &talk);
+    let id_of = |alias: &str| text(&reqs.iter().find(|r| r["alias"] == alias).unwrap()["request"]);
+    owner.ok(&["admit", &talk, &id_of("kim-x")]);
+    owner.ok(&["admit", &talk, &id_of("lou-x")]);
+    owner.ok(&["decline", &talk, &id_of("max-x")]);
+
+    // kim's next command is `list`: the seat is taken, the talk listed, the answer
+    // reported once on stderr.
+    let listed = kim.ok(&["--json", "list"]);
+    assert!(
+        listed
+            .json_lines()
+            .iter()
+            .any(|t| t["talk"] == talk.as_str()),
+        "{listed:?}"
+    );
+    let told = ask_answers(&listed);
+    assert_eq!(told.len(), 1, "{listed:?}");
+    assert_eq!(
+        (&told[0]["state"], &told[0]["talk"]),
+        (&"joined".into(), &talk.clone().into())
+    );
+    assert!(
+        ask_answers(&kim.ok(&["--json", "list"])).is_empty(),
+        "reported once"
+    );
+
+    // lou's next command is `read LISTING --wait-open`: it takes the seat, which
+    // makes the quorum of 3, and returns once the talk is open.
+    let read = lou.ok(&["--json", "read", &listing, "--wait-open"]);
+    assert_eq!(ask_answers(&read)[0]["state"], "joined", "{read:?}");
+    assert!(
+        read.json_lines().iter().any(|e| e["type"] == "opened"),
+        "{read:?}"
+    );
+    assert!(asks(&lou).is_empty(), "the ask is forgotten once taken");
+
+    // max's next `read` of anything tells it the decline, once.
+    let first = max.ok(&["--json", "list"]);
+    assert_eq!(ask_answers(&first)[0]["state"], "declined", "{first:?}");
+    assert!(ask_answers(&max.ok(&["--json", "list"])).is_empty());
+}
+
+#[test]
+fn rpc_serves_the_board_methods_and_streams_seat_requests() {
+    use nook_e2e::rpc::RpcSession;
+    use serde_json::json;
+    let relay = Relay::start();
+    let owner = Nook::new();
+    let created = owner
+        .ok(&["--json", "new", "--relay", &relay.address, "--seats", "3"])
+        .json();
+    let talk = text(&created["talk"]);
+    let mut o = RpcSession::start(&owner);
+    let posted = o.ok(
+        "post",
+        json!({"talk": talk, "board": [PHRASE], "title": TITLE, "tags": "a,b", "until": "1h"}),
+    );
+    assert_eq!(posted["listings"].as_array().unwrap().len(), 1, "{posted}");
+    o.ok("subscribe", json!({"talk": talk}));
+
+    let kim = Nook::new();
+    let mut k = RpcSession::start(&kim);
+    let found = k.ok(
+        "browse",
+        json!({"relay": relay.address, "board": "procurement berlin"}),
+    );
+    assert_eq!(found[0]["tags"], json!(["a", "b"]), "{found}");
+    let listing = text(&found[0]["listing"]);
+    let asked = k.ok(
+        "ask",
+        json!({"listing": listing, "alias": "kim-rpc", "note": "me"}),
+    );
+    assert_eq!(asked["state"], "waiting");
+
+    // The owner's subscription hears of the request.
+    let note = o.notification(Duration::from_secs(20), |n| {
+        n["method"] == "event" && n["params"]["event"]["type"] == "seat_request"
+    });
+    assert_eq!(note["params"]["talk"], talk.as_str());
+    let reqs = o.ok("requests", json!({"talk": talk}));
+    assert_eq!(reqs[0]["alias"], "kim-rpc", "{reqs}");
+    let answered = o.ok(
+        "admit",
+        json!({"talk": talk, "request": reqs[0]["request"]}),
+    );
+    assert_eq!(answered["answer"], "admitted");
+
+    // kim's `list` takes the seat; the settled ask comes as an `ask` notification.
+    let talks = k.ok("list", json!({}));
+    assert!(
+        talks
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["talk"] == talk.as_str()),
+        "{talks}"
+    );
+    let settled = k.notification(Duration::from_secs(5), |n| n["method"] == "ask");
+    assert_eq!(settled["params"]["ask"]["state"], "joined", "{settled}");
+    assert!(k.ok("asks", json!({})).as_array().unwrap().is_empty());
+
+    let lou = Nook::new();
+    let mut l = RpcSession::start(&lou);
+    // The talk is full (3 seats: owner, kim, and one left): lou asks, is declined.
+    l.ok("ask", json!({"listing": listing}));
+    let reqs = o.ok("requests", json!({"talk": talk}));
+    let d = o.ok(
+        "decline",
+        json!({"talk": talk, "request": reqs[0]["request"]}),
+    );
+    assert_eq!(d["answer"], "declined");
+    assert_eq!(l.ok("asks", json!({}))[0]["state"], "declined");
+    let gone = o.ok("unpost", json!({"talk": talk}));
+    assert_eq!(gone["withdrawn"], 1, "{gone}");
+}

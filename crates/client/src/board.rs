@@ -51,6 +51,17 @@ pub enum BoardError {
     NoFreeSeat,
     #[error("the talk has no listing to withdraw")]
     NotPosted,
+    /// `read LISTING`: this device holds no pending ask on that listing.
+    #[error(
+        "this device has no pending ask on that listing: `nook ask LISTING` asks (an ask admitted earlier took its seat: `nook list` shows the talk)"
+    )]
+    NoAsk,
+    /// `read LISTING`: the owner declined the ask (reported once; the ask is forgotten).
+    #[error("the owner declined your ask for a seat")]
+    Declined,
+    /// `read LISTING`: the listing or its talk ended before the ask was answered.
+    #[error("the listing or its talk is gone; the ask was not answered")]
+    ListingGone,
 }
 
 /// What a listing says as a seeker sees it (`nook browse`).
@@ -201,8 +212,10 @@ fn corrupt(what: &str) -> ClientError {
 
 /// Argon2id of each phrase, off the async threads (64 MiB and a fraction of a second
 /// each).
-async fn derive_boards(phrases: Vec<String>, relay: &RelayAddr) -> Result<Vec<Board>, ClientError> {
-    let fingerprint = relay.fingerprint;
+async fn derive_boards(
+    phrases: Vec<String>,
+    fingerprint: nook_crypto::Fingerprint,
+) -> Result<Vec<Board>, ClientError> {
     tokio::task::spawn_blocking(move || {
         phrases
             .iter()
@@ -233,34 +246,45 @@ impl Client {
         for p in phrases {
             nook_crypto::board::normalize_phrase(p).map_err(BoardError::from)?;
         }
-        let (target, name) = {
+        let (target, name, fingerprint) = {
             let session = self.session(talk).await?;
             if session.state().seat != 0 {
                 return Err(BoardError::NotOwner.into());
             }
-            (session.target()?, session.state().name())
+            let target = session.target()?;
+            // The key the relay holds now: after a rotation this device followed, the
+            // new address's board (spec §16), so re-posting reaches seekers given it.
+            let fingerprint = match session.state().relay_key {
+                Some(key) => nook_crypto::Fingerprint::of_key(&key),
+                None => target.addr().fingerprint,
+            };
+            (target, session.state().name(), fingerprint)
         };
-        let boards = derive_boards(phrases.to_vec(), target.addr()).await?;
+        let boards = derive_boards(phrases.to_vec(), fingerprint).await?;
         let (session, authed) = self.connected(talk).await?;
         drop(session);
-        let mut rng = rand::rng();
-        let mut made = Vec::new();
-        for board in &boards {
-            let key = BoxKey::generate(&mut rng);
-            let mut id = [0u8; 16];
-            rand::Rng::fill_bytes(&mut rng, &mut id);
-            let listing = Listing {
-                title: title.clone(),
-                about: about.clone(),
-                tags: tags.clone(),
-                owner_key: key.public(),
-            };
-            listing.check().map_err(BoardError::from)?;
-            let body = board
-                .seal_listing(&mut rng, &ListingId(id), &listing)
-                .map_err(|e| ClientError::Member(e.into()))?;
-            made.push((id, board.id, key, body));
-        }
+        // The thread's rng is not Send: its scope ends before the next await.
+        let made = {
+            let mut made = Vec::new();
+            let mut rng = rand::rng();
+            for board in &boards {
+                let key = BoxKey::generate(&mut rng);
+                let mut id = [0u8; 16];
+                rand::Rng::fill_bytes(&mut rng, &mut id);
+                let listing = Listing {
+                    title: title.clone(),
+                    about: about.clone(),
+                    tags: tags.clone(),
+                    owner_key: key.public(),
+                };
+                listing.check().map_err(BoardError::from)?;
+                let body = board
+                    .seal_listing(&mut rng, &ListingId(id), &listing)
+                    .map_err(|e| ClientError::Member(e.into()))?;
+                made.push((id, board.id, key, body));
+            }
+            made
+        };
         // Kept before the relay has them: a listing the relay holds always has its key.
         {
             let store = self.leases().take().await?;
@@ -346,7 +370,7 @@ impl Client {
         tag: Option<&str>,
     ) -> Result<Vec<FoundListing>, ClientError> {
         let addr: RelayAddr = relay.parse().map_err(ClientError::Address)?;
-        let board = derive_boards(vec![phrase.to_string()], &addr)
+        let board = derive_boards(vec![phrase.to_string()], addr.fingerprint)
             .await?
             .pop()
             .ok_or(ClientError::Protocol)?;
@@ -492,19 +516,52 @@ impl Client {
     /// admit is taken (the seat joined), a decline or a vanished request is reported
     /// once and forgotten.
     pub async fn asks(&self) -> Result<Vec<AskStatus>, ClientError> {
-        let pending: Vec<PendingAsk> = {
-            let store = self.leases().take().await?;
-            store
-                .asks()?
-                .into_iter()
-                .map(|b| decode_body::<PendingAsk>(&b).map_err(|_| corrupt("ask")))
-                .collect::<Result<_, _>>()?
-        };
+        let pending = self.pending_asks().await?;
         let mut out = Vec::new();
         for p in pending {
             out.push(self.settle_ask(&p).await?);
         }
         Ok(out)
+    }
+
+    /// The pending asks that have an answer now, taken as [`Client::asks`] takes them;
+    /// the ones still waiting are left out. Without a pending ask it is one read of the
+    /// local store and no connection, so every command a seeker runs next may call it.
+    pub async fn settle_asks(&self) -> Result<Vec<AskStatus>, ClientError> {
+        let pending = self.pending_asks().await?;
+        let mut out = Vec::new();
+        for p in pending {
+            let s = self.settle_ask(&p).await?;
+            if s.phase != AskPhase::Waiting {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where this device's ask on `listing` (a handle from `browse`) stands, its answer
+    /// taken if there is one. `None`: no ask on that listing is pending (never asked,
+    /// or answered and forgotten).
+    pub async fn ask_state(&self, listing: &str) -> Result<Option<AskStatus>, ClientError> {
+        let (r, _) = ListingRef::parse(listing)?;
+        let found = self
+            .pending_asks()
+            .await?
+            .into_iter()
+            .find(|p| p.listing == r.listing && p.relay == r.relay);
+        match found {
+            Some(p) => Ok(Some(self.settle_ask(&p).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn pending_asks(&self) -> Result<Vec<PendingAsk>, ClientError> {
+        let store = self.leases().take().await?;
+        store
+            .asks()?
+            .into_iter()
+            .map(|b| decode_body::<PendingAsk>(&b).map_err(|_| corrupt("ask")))
+            .collect()
     }
 
     async fn settle_ask(&self, p: &PendingAsk) -> Result<AskStatus, ClientError> {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use nook_proto::codec::{decode_body, encode_frame};
-use nook_proto::{Outcome, Push, Response, ServerFrame};
+use nook_proto::{Envelope, Outcome, Push, Response, ServerFrame};
 use nook_relay::outbox::{Tap, Wire};
 use nook_relay::{Config, Shutdown};
 
@@ -28,8 +28,8 @@ struct Seen {
     held_back: usize,
     /// Every seq the relay answered `Stored` for.
     stored: BTreeSet<u64>,
-    /// Every envelope body the relay sent to anyone (or withheld), by seq.
-    envelopes: BTreeMap<u64, Vec<u8>>,
+    /// Every envelope the relay sent to anyone (or withheld), by seq.
+    envelopes: BTreeMap<u64, Envelope>,
     /// Every farewell the relay pushed with a close.
     farewells: Vec<Vec<u8>>,
 }
@@ -58,8 +58,8 @@ impl Wiretap {
         self.seen().stored.clone()
     }
 
-    /// Every envelope body the relay handed out (or withheld) so far, by seq.
-    pub fn envelopes(&self) -> BTreeMap<u64, Vec<u8>> {
+    /// Every envelope the relay handed out (or withheld) so far, by seq.
+    pub fn envelopes(&self) -> BTreeMap<u64, Envelope> {
         self.seen().envelopes.clone()
     }
 
@@ -81,7 +81,7 @@ impl Tap for Wiretap {
                 result: Outcome::Ok(Response::Envelopes { items, more }),
             } => {
                 for e in &items {
-                    seen.envelopes.insert(e.seq.0, e.body.clone());
+                    seen.envelopes.insert(e.seq.0, e.clone());
                 }
                 let before = items.len();
                 let items: Vec<_> = items
@@ -99,8 +99,9 @@ impl Tap for Wiretap {
                 encode_frame(&answer).ok().map(Wire::from)
             }
             ServerFrame::Push(Push::Envelope { envelope, .. }) => {
-                seen.envelopes.insert(envelope.seq.0, envelope.body);
-                if seen.withhold.contains(&envelope.seq.0) {
+                let seq = envelope.seq.0;
+                seen.envelopes.insert(seq, envelope);
+                if seen.withhold.contains(&seq) {
                     seen.held_back += 1;
                     return None;
                 }

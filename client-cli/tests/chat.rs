@@ -560,7 +560,7 @@ fn chat_says_how_many_messages_a_relay_withheld_from_a_sender_and_at_the_close()
         "the withheld messages reported",
         &["ann: still there?", "2 messages from ann never arrived"],
     );
-    assert!(!screen.contains("lost"), "{screen}");
+    assert!(!screen.contains("ann: lost"), "{screen}");
 
     // Two more withheld, then ann closes: her summary shows them missing.
     let last = send_seq(&ann, &talk_a, "last words");
@@ -580,7 +580,7 @@ fn chat_says_how_many_messages_a_relay_withheld_from_a_sender_and_at_the_close()
             Err(screen)
         }
     });
-    assert!(!screen.contains("lost"), "{screen}");
+    assert!(!screen.contains("ann: lost"), "{screen}");
     assert_eq!(relay.tap.held_back(), 4);
     drop(tmux);
 }

@@ -2,7 +2,8 @@
 //! in this process, with a [`Wiretap`] on every frame it sends. The tap can withhold
 //! chosen envelopes from every member they would go to (the sender still gets
 //! `Stored`, and the relay keeps them), and it keeps a copy of every envelope and
-//! farewell the relay hands out, as a relay that hoards its store would.
+//! farewell the relay hands out, as a relay that hoards its store would. It can also
+//! hand out each fetch answer's envelopes in reverse order.
 //!
 //! Envelopes are named by their seq, which `nook --json send` prints; a seq is per
 //! talk, so one relay serves one talk in these tests.
@@ -23,6 +24,10 @@ const HEADER: usize = 4;
 #[derive(Debug, Default)]
 struct Seen {
     withhold: BTreeSet<u64>,
+    /// Whether every `Envelopes` answer goes out in reverse order.
+    reverse: bool,
+    /// Fetch answers handed out reversed.
+    reversed: usize,
     /// Deliveries of withheld envelopes that were dropped (a push or a fetch answer
     /// each time one would have gone out).
     held_back: usize,
@@ -46,6 +51,18 @@ impl Wiretap {
     /// From now on, the envelopes with these seqs are never delivered to anyone.
     pub fn withhold(&self, seqs: impl IntoIterator<Item = u64>) {
         self.seen().withhold.extend(seqs);
+    }
+
+    /// From now on, every fetch answer carries its envelopes newest first: the seqs
+    /// still ascend, the envelopes they number are in reverse order (a relay that
+    /// numbers what it stored out of order).
+    pub fn reverse_answers(&self) {
+        self.seen().reverse = true;
+    }
+
+    /// How many fetch answers went out reversed so far.
+    pub fn reversed(&self) -> usize {
+        self.seen().reversed
     }
 
     /// How many deliveries of withheld envelopes were dropped so far.
@@ -84,14 +101,24 @@ impl Tap for Wiretap {
                     seen.envelopes.insert(e.seq.0, e.clone());
                 }
                 let before = items.len();
-                let items: Vec<_> = items
+                let mut items: Vec<_> = items
                     .into_iter()
                     .filter(|e| !seen.withhold.contains(&e.seq.0))
                     .collect();
-                if items.len() == before {
+                if items.len() == before && !(seen.reverse && before > 1) {
                     return Some(frame);
                 }
                 seen.held_back += before - items.len();
+                if seen.reverse {
+                    // The seqs stay ascending, as a client expects (it drops a seq it
+                    // has passed); what they carry is reversed.
+                    let seqs: Vec<_> = items.iter().map(|e| e.seq).collect();
+                    items.reverse();
+                    seen.reversed += 1;
+                    for (e, seq) in items.iter_mut().zip(seqs) {
+                        e.seq = seq;
+                    }
+                }
                 let answer = ServerFrame::Response {
                     id,
                     result: Outcome::Ok(Response::Envelopes { items, more }),

@@ -3,7 +3,9 @@
 //! envelopes (protocol-spec §16: every message says its sender's chain position, and
 //! `Leaving` and the close carry a signed summary): a member learns how many of a
 //! sender's messages never arrived, from the sender's next message in `read` (JSON
-//! and text) and from the closer's summary when the talk ends.
+//! and text) and from the closer's summary when the talk ends; and messages handed
+//! out of order in one answer are read in causal order (each says what its sender
+//! had seen, §13.3).
 
 use std::time::Duration;
 
@@ -86,7 +88,7 @@ fn read_says_how_many_of_a_senders_messages_the_relay_withheld() {
         read.stdout
     );
     assert!(
-        read.stdout.contains("m9") && !read.stdout.contains("m8"),
+        read.stdout.contains("ann: m9") && !read.stdout.contains("ann: m8"),
         "{}",
         read.stdout
     );
@@ -116,9 +118,52 @@ fn the_close_summary_says_how_many_messages_the_relay_withheld() {
         run.stderr
     );
     assert!(
-        !run.stdout.contains("m2") && !run.stdout.contains("m3"),
+        !run.stdout.contains("ann: m2") && !run.stdout.contains("ann: m3"),
         "{}",
         run.stdout
     );
     assert_eq!(relay.tap.held_back(), 2);
+}
+
+#[test]
+fn an_answer_the_relay_hands_out_of_order_is_read_in_causal_order() {
+    let relay = TappedRelay::start();
+    let (ann, bob, cat) = (Nook::new(), Nook::new(), Nook::new());
+    let new = ann
+        .ok(&[
+            "--json",
+            "new",
+            "--relay",
+            &relay.address,
+            "--seats",
+            "3",
+            "--quorum",
+            "3",
+            "--alias",
+            "ann",
+        ])
+        .json();
+    let talk = s(&new["talk"]);
+    bob.ok(&["join", &s(&new["invites"][0]), "--alias", "bob"]);
+    cat.ok(&["join", &s(&new["invites"][1]), "--alias", "cat"]);
+    for _ in 0..3 {
+        for m in [&ann, &bob, &cat] {
+            m.ok(&["read", &talk]);
+        }
+    }
+    // bob answers ann's question after reading it; cat is offline meanwhile.
+    ann.ok(&["send", &talk, "the question"]);
+    bob.ok(&["read", &talk]);
+    bob.ok(&["send", &talk, "the answer"]);
+    // The relay hands cat both in one answer, the answer first.
+    relay.tap.reverse_answers();
+    let read = cat.ok(&["--json", "read", "--new", &talk]);
+    let (texts, missing) = said(&read);
+    assert_eq!(texts, ["the question", "the answer"], "{}", read.stdout);
+    assert!(missing.is_empty(), "{}", read.stdout);
+    assert_eq!(
+        relay.tap.reversed(),
+        1,
+        "cat got both in one answer, reversed"
+    );
 }

@@ -12,12 +12,12 @@ use std::time::Duration;
 use nook_e2e::wiretap::TappedRelay;
 use nook_e2e::{Nook, Stream, text as s};
 
-/// An open two-seat talk on `relay` between "ann" (who made it) and "bob", who have
-/// met (each holds the other's chain); with ann's and bob's names for it.
-fn met(relay: &TappedRelay) -> (Nook, Nook, String, String) {
+/// An open two-seat talk on `relay` between ann (who made it, with alias `alias`) and
+/// "bob", who have met (each holds the other's chain); with ann's and bob's names for it.
+fn met(relay: &TappedRelay, alias: &str) -> (Nook, Nook, String, String) {
     let (ann, bob) = (Nook::new(), Nook::new());
     let new = ann
-        .ok(&["--json", "new", "--relay", &relay.address, "--alias", "ann"])
+        .ok(&["--json", "new", "--relay", &relay.address, "--alias", alias])
         .json();
     bob.ok(&["join", &s(&new["invites"][0]), "--alias", "bob"]);
     let (talk, bobs) = (s(&new["talk"]), bob.only_talk());
@@ -51,7 +51,7 @@ fn said(read: &nook_e2e::Run) -> (Vec<String>, Vec<String>) {
 #[test]
 fn read_says_how_many_of_a_senders_messages_the_relay_withheld() {
     let relay = TappedRelay::start();
-    let (ann, bob, talk, bobs) = met(&relay);
+    let (ann, bob, talk, bobs) = met(&relay, "ann");
     for n in 1..=3 {
         send(&ann, &talk, &format!("m{n}"));
     }
@@ -97,11 +97,13 @@ fn read_says_how_many_of_a_senders_messages_the_relay_withheld() {
 #[test]
 fn the_close_summary_says_how_many_messages_the_relay_withheld() {
     let relay = TappedRelay::start();
-    let (ann, bob, talk, bobs) = met(&relay);
+    // A bidi override in ann's alias, which the text output must show escaped.
+    let (ann, bob, talk, bobs) = met(&relay, "ann\u{202e}");
+    let shown = r"ann\u{202e}";
     let mut follow = bob.spawn(&["read", "--follow", &bobs]);
     let first = send(&ann, &talk, "m1");
     follow.wait_for(Stream::Stdout, Duration::from_secs(20), |l| {
-        l.contains("m1")
+        l.contains(&format!("{shown}: m1"))
     });
     // bob is subscribed: the relay withholds ann's next two pushes as they are stored
     // (seqs are the relay's order, and nobody else writes meanwhile).
@@ -112,13 +114,15 @@ fn the_close_summary_says_how_many_messages_the_relay_withheld() {
     ann.ok(&["close", &talk]);
     let run = follow.finish(Duration::from_secs(30));
     assert!(
-        run.stdout.contains("! 2 messages from ann never arrived"),
+        run.stdout
+            .contains(&format!("! 2 messages from {shown} never arrived")),
         "{}\n{}",
         run.stdout,
         run.stderr
     );
     assert!(
-        !run.stdout.contains("ann: m2") && !run.stdout.contains("ann: m3"),
+        !run.stdout.contains(&format!("{shown}: m2"))
+            && !run.stdout.contains(&format!("{shown}: m3")),
         "{}",
         run.stdout
     );

@@ -510,3 +510,77 @@ fn a_slow_relay_is_announced_on_a_terminal_and_the_wait_is_bounded() {
         "{screen}"
     );
 }
+
+/// ann sends `text` with the plain CLI; the seq the relay stored it at.
+fn send_seq(home: &Path, talk: &str, text: &str) -> u64 {
+    nook_json(home, &["send", talk, text])[0]["seq"]
+        .as_u64()
+        .expect("a seq")
+}
+
+#[test]
+fn chat_says_how_many_messages_a_relay_withheld_from_a_sender_and_at_the_close() {
+    if !terminal_test_runs("the withheld-messages chat test", &[("tmux", "-V")]) {
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let (ann, bob) = (root.path().join("ann"), root.path().join("bob"));
+    // The real engine in this process, with a tap that withholds chosen envelopes.
+    let relay = nook_e2e::wiretap::TappedRelay::start();
+    let created = nook_json(&ann, &["new", "--relay", &relay.address, "--alias", "ann"]);
+    let talk_a = text_of(&created[0], "talk");
+    let invite = created[0]["invites"][0].as_str().expect("an invite");
+    let talk_b = text_of(
+        &nook_json(&bob, &["join", invite, "--alias", "bob"])[0],
+        "talk",
+    );
+    // ann meets bob (his Reply went with his join).
+    nook_json(&ann, &["read", &talk_a]);
+
+    let tmux_dir = root.path().join("tmux");
+    std::fs::create_dir(&tmux_dir).expect("tmux folder");
+    let command = format!(
+        "{} --home {} chat {talk_b}; echo \"nook exited with $?\"; sleep 60",
+        quoted(nook_bin()),
+        quoted(&bob)
+    );
+    let tmux = Tmux::start(&tmux_dir, &command);
+    tmux.wait_for_screen("bob's chat screen", &["open 2/2", "● connected"]);
+    let first = send_seq(&ann, &talk_a, "first words");
+    tmux.wait_for_screen("ann's first message", &["ann: first words"]);
+
+    // The relay stores ann's next two (she is told `Stored`) and never pushes them.
+    // Seqs are the relay's order and nobody else writes meanwhile.
+    relay.tap.withhold([first + 1, first + 2]);
+    assert_eq!(send_seq(&ann, &talk_a, "lost one"), first + 1);
+    assert_eq!(send_seq(&ann, &talk_a, "lost two"), first + 2);
+    // Her next says where her chain is: bob's screen says two never arrived.
+    send_seq(&ann, &talk_a, "still there?");
+    let screen = tmux.wait_for_screen(
+        "the withheld messages reported",
+        &["ann: still there?", "2 messages from ann never arrived"],
+    );
+    assert!(!screen.contains("ann: lost"), "{screen}");
+
+    // Two more withheld, then ann closes: her summary shows them missing.
+    let last = send_seq(&ann, &talk_a, "last words");
+    tmux.wait_for_screen("ann's last words", &["ann: last words"]);
+    relay.tap.withhold([last + 1, last + 2]);
+    assert_eq!(send_seq(&ann, &talk_a, "lost three"), last + 1);
+    assert_eq!(send_seq(&ann, &talk_a, "lost four"), last + 2);
+    let out = nook(&ann, &["close", &talk_a]);
+    assert!(out.status.success(), "ann's close failed: {out:?}");
+    let screen = wait_for("the close summary on bob's screen", || {
+        let screen = tmux.screen();
+        if screen.contains("The talk was closed.")
+            && screen.matches("2 messages from ann never arrived").count() == 2
+        {
+            Ok(screen)
+        } else {
+            Err(screen)
+        }
+    });
+    assert!(!screen.contains("ann: lost"), "{screen}");
+    assert_eq!(relay.tap.held_back(), 4);
+    drop(tmux);
+}

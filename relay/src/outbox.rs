@@ -18,7 +18,7 @@
 //! drops the connections holding the most until the rest fits.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use bytes::Bytes;
 use nook_proto::codec::encode_frame;
@@ -48,6 +48,17 @@ pub fn wire(frame: &ServerFrame) -> Option<Wire> {
     }
 }
 
+/// A test's view of every frame the relay sends, installed with
+/// [`QueueBudget::set_tap`]: it sees each frame before it is queued for a connection
+/// and may replace it or drop it. End-to-end tests use it to play a malicious relay
+/// (one that withholds envelopes, or keeps a copy of every one) with the real
+/// engine; the relay binary never installs one.
+#[doc(hidden)]
+pub trait Tap: std::fmt::Debug + Send + Sync {
+    /// What goes to connection `conn` instead of `frame` (`None`: nothing).
+    fn outgoing(&self, conn: u64, frame: Wire) -> Option<Wire>;
+}
+
 /// The bytes queued for clients across the relay, and the bounds on them. One per
 /// engine, shared by every connection's [`Outbox`].
 #[derive(Debug)]
@@ -62,6 +73,8 @@ pub struct QueueBudget {
     /// Every connection's account, to find the largest queues when the relay's
     /// total is past its bound. Dead entries are pruned before the list grows.
     accounts: Mutex<Vec<Weak<Account>>>,
+    /// A test's [`Tap`]; never set outside tests.
+    tap: OnceLock<Arc<dyn Tap>>,
 }
 
 impl QueueBudget {
@@ -75,7 +88,15 @@ impl QueueBudget {
             peak_connection: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
             accounts: Mutex::new(Vec::new()),
+            tap: OnceLock::new(),
         }
+    }
+
+    /// Installs `tap` on every frame sent from now on (tests only); false if one
+    /// was installed already.
+    #[doc(hidden)]
+    pub fn set_tap(&self, tap: Arc<dyn Tap>) -> bool {
+        self.tap.set(tap).is_ok()
     }
 
     /// Bytes queued for all connections now (a push to n connections counts n
@@ -250,6 +271,13 @@ impl Outbox {
         if self.is_killed() {
             return;
         }
+        let frame = match self.account.budget.tap.get() {
+            Some(tap) => match tap.outgoing(self.id, frame) {
+                Some(frame) => frame,
+                None => return,
+            },
+            None => frame,
+        };
         let Some(charge) = self.account.charge(frame.len()) else {
             self.kill();
             return;

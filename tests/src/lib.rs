@@ -8,6 +8,7 @@
 //! `cargo build --workspace` before it).
 
 pub mod rpc;
+pub mod wiretap;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -31,6 +31,8 @@ pub struct Counts {
     pub envelopes_stored: u64,
     /// Acknowledged by every recipient, or deleted with their closed or expired talk.
     pub envelopes_deleted: u64,
+    /// Handed to members: pushed, or in a `Fetch` answer.
+    pub envelopes_delivered: u64,
     /// The store on disk: the database and the envelope log.
     pub store_bytes: u64,
     /// Bytes of frames still being received, all connections together.
@@ -77,6 +79,7 @@ impl Counts {
             mailboxes_deleted: s.mailboxes_deleted.load(Ordering::Relaxed),
             envelopes_stored: s.envelopes_stored.load(Ordering::Relaxed),
             envelopes_deleted: s.envelopes_deleted.load(Ordering::Relaxed),
+            envelopes_delivered: s.envelopes_delivered.load(Ordering::Relaxed),
             store_bytes: engine.size_on_disk(),
             partial_frame_bytes: n(conns.partial_bytes()),
             queued_bytes: n(engine.queues().queued()),
@@ -145,6 +148,12 @@ impl Counts {
             "counter",
             "Envelopes deleted since start: acknowledged by every recipient, or with their closed or expired talk.",
             self.envelopes_deleted,
+        );
+        one(
+            "nook_relay_envelopes_delivered_total",
+            "counter",
+            "Envelopes handed to members since start: pushed to a subscribed connection or in a Fetch answer (a refetch counts again).",
+            self.envelopes_delivered,
         );
         one(
             "nook_relay_store_bytes",

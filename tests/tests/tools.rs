@@ -336,8 +336,16 @@ fn parse_exposition(body: &str) -> Families {
 fn the_metrics_endpoint_serves_counts_and_nothing_that_identifies() {
     let port = free_tcp_port();
     let relay = Relay::start_with(&["--metrics", &format!("127.0.0.1:{port}")]);
-    let (ann, _bob, talk, _) = two_seat_talk(&relay, &[], &[]);
+    let (ann, bob, talk, _) = two_seat_talk(&relay, &[], &[]);
     ann.ok(&["send", &talk, "hello"]);
+    let delivered = |port| {
+        let (_, body) = http_get(port, "/metrics");
+        parse_exposition(&body)["nook_relay_envelopes_delivered_total"].2[0].1
+    };
+    // Bob was not following: his read fetches ann's message, one delivery at least.
+    let before = delivered(port);
+    bob.ok(&["read", &talk]);
+    assert!(delivered(port) > before);
 
     let (status, body) = http_get(port, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");

@@ -173,6 +173,9 @@ impl Engine {
                         }
                     }
                 }
+                stats
+                    .envelopes_delivered
+                    .fetch_add(pushes.len() as u64, Ordering::Relaxed);
                 (Outcome::Ok(Response::Stored { seq: Seq(seq) }), pushes)
             }
         };
@@ -224,6 +227,9 @@ impl Engine {
                 body: rec.body,
             });
         }
+        self.stats
+            .envelopes_delivered
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
         Ok(Response::Envelopes { items, more })
     }
 

@@ -174,6 +174,9 @@ pub enum EngineError {
 pub struct Stats {
     pub envelopes_stored: AtomicU64,
     pub envelopes_deleted: AtomicU64,
+    /// Envelopes handed to members: pushed to a subscribed connection, or in a
+    /// `Fetch` answer (an envelope fetched again after a reconnect counts again).
+    pub envelopes_delivered: AtomicU64,
     pub mailboxes_created: AtomicU64,
     pub mailboxes_deleted: AtomicU64,
 }

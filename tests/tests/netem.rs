@@ -3,7 +3,7 @@
 //! goes down for 20 s and comes back, and rebinds its NAT mapping mid-talk (the
 //! members' address changes: QUIC migration).
 //!
-//! The link is a UDP proxy in this test process on 127.0.0.1 (`Link`), not `tc
+//! The link is a UDP proxy in this test process on 127.0.0.1 (`nook_e2e::netem::Link`), not `tc
 //! netem`: the kernels this project's machines and CI run on have no `sch_netem`
 //! (`tc qdisc add … netem` answers "Specified qdisc kind is unknown") and cannot load
 //! modules. The proxy does what netem would, per datagram, in both directions, and

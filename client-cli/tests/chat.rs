@@ -86,10 +86,15 @@ fn free_port() -> u16 {
 
 /// Polls `check` until it gives a value; panics with `what` and the last `detail`
 /// after [`WAIT`].
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + WAIT;
+fn wait_for<T>(what: &str, check: impl FnMut() -> Result<T, String>) -> T {
+    wait_within(WAIT, what, check)
+}
+
+/// [`wait_for`] with a longer `limit`.
+fn wait_within<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + limit;
     let mut last = String::new();
-    for _ in 0..(WAIT.as_millis() / POLL.as_millis() + 1) {
+    for _ in 0..(limit.as_millis() / POLL.as_millis() + 1) {
         match check() {
             Ok(v) => return v,
             Err(detail) => last = detail,
@@ -99,7 +104,7 @@ fn wait_for<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
         }
         std::thread::sleep(POLL);
     }
-    panic!("timed out after {WAIT:?} waiting for {what}; last seen:\n{last}")
+    panic!("timed out after {limit:?} waiting for {what}; last seen:\n{last}")
 }
 
 /// A running `nook-relay`, killed on drop.
@@ -583,4 +588,93 @@ fn chat_says_how_many_messages_a_relay_withheld_from_a_sender_and_at_the_close()
     assert!(!screen.contains("ann: lost"), "{screen}");
     assert_eq!(relay.tap.held_back(), 4);
     drop(tmux);
+}
+
+/// Issue 16: bob's chat reaches the relay through a link (`nook_e2e::netem::Link`)
+/// that goes down for him for 20 s, the outage of `tests/tests/netem.rs`; ann, whose
+/// new process gets through, writes meanwhile. When the link is back, bob's screen shows her message
+/// without a key press or a restart, and says it is connected.
+#[test]
+fn chat_recovers_by_itself_after_its_link_is_down_for_20s() {
+    use nook_e2e::netem::{Link, seed};
+    if !terminal_test_runs("the chat link-down test", &[("tmux", "-V")]) {
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let (ann, bob) = (root.path().join("ann"), root.path().join("bob"));
+    let relay = Relay::start(&root.path().join("relay"));
+    // Both homes reach the relay through the link: the relay's address with the
+    // link's port (the fingerprint pins the same key).
+    let (prefix, port) = relay.address.rsplit_once(':').expect("host:port");
+    let link = Link::new(format!("127.0.0.1:{port}").parse().expect("addr"), seed());
+    let via = format!("{prefix}:{}", link.addr.port());
+    let created = nook_json(&ann, &["new", "--relay", &via, "--alias", "ann"]);
+    let talk_a = text_of(&created[0], "talk");
+    let invite = created[0]["invites"][0].as_str().expect("an invite");
+    let talk_b = text_of(
+        &nook_json(&bob, &["join", invite, "--alias", "bob"])[0],
+        "talk",
+    );
+    nook_json(&ann, &["read", &talk_a]);
+
+    let tmux_dir = root.path().join("tmux");
+    std::fs::create_dir(&tmux_dir).expect("tmux folder");
+    let command = format!(
+        "{} --home {} chat {talk_b}; echo \"nook exited with $?\"; sleep 60",
+        quoted(nook_bin()),
+        quoted(&bob)
+    );
+    let tmux = Tmux::start(&tmux_dir, &command);
+    tmux.wait_for_screen("bob's chat screen", &["open 2/2", "● connected"]);
+    send_seq(&ann, &talk_a, "before the outage");
+    tmux.wait_for_screen("ann's first message", &["ann: before the outage"]);
+
+    // Down for bob's chat (the only live client of the link now); ann's next process
+    // is a new client, and gets through.
+    assert!(link.cut_current_clients() >= 1, "no client to cut");
+    let outage = Duration::from_secs(20);
+    let down_at = Instant::now();
+    send_seq(&ann, &talk_a, "written while bob is cut off");
+    // The link stays down for its 20 s (the scenario, not a synchronisation); the
+    // screen is watched meanwhile for what the header says.
+    let mut headers = Vec::new();
+    while down_at.elapsed() < outage {
+        let screen = tmux.screen();
+        let header = screen.lines().next().unwrap_or("").trim_end().to_string();
+        if headers.last() != Some(&header) {
+            headers.push(header);
+        }
+        assert!(
+            !screen.contains("ann: written while"),
+            "a message crossed a link that is down:\n{screen}"
+        );
+        std::thread::sleep(POLL);
+    }
+    link.heal();
+    let screen = wait_within(
+        Duration::from_secs(60),
+        "ann's message on bob's screen after the link came back",
+        || {
+            let screen = tmux.screen();
+            let header = screen.lines().next().unwrap_or("");
+            if screen.contains("ann: written while bob is cut off")
+                && header.contains("● connected")
+            {
+                Ok(screen)
+            } else {
+                Err(screen)
+            }
+        },
+    );
+    assert!(!screen.contains("nook exited"), "{screen}");
+    let (passed, dropped) = link.figures();
+    eprintln!(
+        "headers over the outage: {headers:?}; back {:?} after the link came up; \
+         {passed} datagrams passed, {dropped} dropped",
+        down_at.elapsed().saturating_sub(outage)
+    );
+    assert!(
+        dropped > 0,
+        "the link dropped nothing: the test tested nothing"
+    );
 }

@@ -7,6 +7,7 @@
 //! --workspace` builds them first; `cargo test -p nook-e2e` alone does not (run
 //! `cargo build --workspace` before it).
 
+pub mod netem;
 pub mod rpc;
 pub mod wiretap;
 

@@ -403,6 +403,8 @@ pub fn client_kind(e: &ClientError) -> Kind {
             BoardError::NotPosted => Kind::ListingUnknown,
             _ => Kind::BadInput,
         },
+        ClientError::File(nook_client::files::FileError::MailboxFull) => Kind::MailboxFull,
+        ClientError::File(_) => Kind::BadInput,
         ClientError::Closed { .. } => Kind::TalkClosed,
         ClientError::TalkGone => Kind::TalkGone,
         // Storage, protocol, and whatever a newer library adds: internal.

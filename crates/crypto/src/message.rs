@@ -143,6 +143,45 @@ pub enum Content {
     },
     /// The sender is about to leave the talk; `seen` is its last summary.
     Leaving { sent_at_ms: u64, seen: Vec<Seen> },
+    /// A file follows in `chunks` [`Content::FileChunk`]s of [`FILE_CHUNK_LEN`] bytes
+    /// each (the last one shorter) under the same sender's chain (protocol-spec §12.5).
+    /// `sha256` is the digest of the whole file: the receiver checks it end to end.
+    FileOffer {
+        sent_at_ms: u64,
+        file_id: [u8; 16],
+        /// The name the sender gave; hostile: never a path to trust.
+        name: String,
+        size: u64,
+        chunks: u32,
+        sha256: [u8; 32],
+        seen: Vec<Seen>,
+    },
+    /// Bytes `index * FILE_CHUNK_LEN ..` of the offered file `file_id`.
+    FileChunk {
+        file_id: [u8; 16],
+        index: u32,
+        bytes: Vec<u8>,
+        seen: Vec<Seen>,
+    },
+}
+
+/// Bytes of file data in one [`Content::FileChunk`]: the largest padding bucket
+/// (128 KiB) less 2 KiB, which covers everything around the data in the worst case
+/// (a full `seen` list of 64 entries with the largest counters, the group message's
+/// header, tag and signature, the envelope's key id, nonce, tag and padding marker;
+/// spec §12.5 adds it up, and a test seals the worst case).
+pub const FILE_CHUNK_LEN: usize = 128 * 1024 - 2048;
+
+/// Longest file name an offer may carry, in bytes.
+pub const MAX_FILE_NAME: usize = 255;
+
+/// Most chunks a file may have (a 64 GiB file; the sender's size cap is lower).
+pub const MAX_FILE_CHUNKS: u32 = 1 << 19;
+
+/// How many chunks a file of `size` bytes has (an empty file has none).
+pub fn file_chunks(size: u64) -> Option<u32> {
+    let n = size.div_ceil(FILE_CHUNK_LEN as u64);
+    u32::try_from(n).ok().filter(|n| *n <= MAX_FILE_CHUNKS)
 }
 
 /// The end-to-end close, signed with the closer's pseudonym key over
@@ -228,13 +267,28 @@ impl Content {
         if content.seen().len() > MAX_SEEN {
             return Err(CryptoError::Malformed);
         }
-        Ok(content)
+        match &content {
+            Content::FileOffer {
+                name, size, chunks, ..
+            } if name.len() > MAX_FILE_NAME || file_chunks(*size) != Some(*chunks) => {
+                Err(CryptoError::Malformed)
+            }
+            Content::FileChunk { index, bytes, .. }
+                if bytes.len() > FILE_CHUNK_LEN || bytes.is_empty() || *index >= MAX_FILE_CHUNKS =>
+            {
+                Err(CryptoError::Malformed)
+            }
+            _ => Ok(content),
+        }
     }
 
     /// The sender's summary of what it had received.
     pub fn seen(&self) -> &[Seen] {
         match self {
-            Content::Text { seen, .. } | Content::Leaving { seen, .. } => seen,
+            Content::Text { seen, .. }
+            | Content::Leaving { seen, .. }
+            | Content::FileOffer { seen, .. }
+            | Content::FileChunk { seen, .. } => seen,
         }
     }
 }

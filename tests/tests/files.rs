@@ -129,3 +129,69 @@ fn a_file_over_the_cap_is_refused_before_anything_is_sent() {
     assert!(refused.stderr.contains("--max-file"), "{}", refused.stderr);
     assert!(offers(&bob, &tb).is_empty());
 }
+
+#[test]
+fn a_send_cut_off_at_a_full_mailbox_resumes_and_the_file_arrives_once_and_whole() {
+    use nook_e2e::Stream;
+    use std::time::{Duration, Instant};
+    // A mailbox that holds few envelopes: the send fills it and waits (back-pressure)
+    // until bob reads; it is killed there, deterministically mid-way.
+    let relay = Relay::start_with(&["--max-envelopes-per-mailbox", "12"]);
+    let (ann, bob, ta, tb) = two_seat_talk(&relay, &[], &[]);
+    bob.ok(&["read", &tb]);
+    ann.ok(&["read", &ta]);
+    let bytes = content(20 * 126_976 - 77, b"RESUME-MARKER");
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("big.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let p = path.to_str().unwrap();
+
+    let mut first = ann.spawn(&["--json", "send", &ta, "--file", p]);
+    first.wait_for(Stream::Stdout, Duration::from_secs(60), |l| {
+        l.contains("\"chunk\":8")
+    });
+    first.terminate();
+    let cut = first.finish(Duration::from_secs(30));
+    assert!(!cut.stdout.contains("file_sent"), "{cut:?}");
+
+    // Offered, not complete: save refuses with what is missing.
+    let offered = offers(&bob, &tb);
+    assert_eq!(offered.len(), 1, "{offered:?}");
+    let id = offered[0]["file_id"].as_str().unwrap().to_string();
+    let out = tempfile::tempdir().unwrap();
+    let to = out.path().to_str().unwrap();
+    let early = bob.run(&["save", &tb, &id, "--to", to]);
+    assert_ne!(early.code, 0, "{early:?}");
+    assert!(early.stderr.contains("not complete"), "{}", early.stderr);
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+
+    // Run again: it goes on from where it stopped while bob reads (each read frees
+    // the mailbox), and finishes.
+    let mut second = ann.spawn(&["--json", "send", &ta, "--file", p]);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut done = false;
+    for _ in 0..1000 {
+        bob.ok(&["read", &tb]);
+        if second
+            .lines_so_far(Stream::Stdout)
+            .iter()
+            .any(|l| l.contains("file_sent"))
+        {
+            done = true;
+            break;
+        }
+        assert!(Instant::now() < deadline, "the resumed send did not finish");
+    }
+    assert!(done);
+    let second = second.finish(Duration::from_secs(30));
+    assert_eq!(second.code, 0, "{second:?}");
+    let last: serde_json::Value =
+        serde_json::from_str(second.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["resumed"], true, "{second:?}");
+    assert_eq!(last["file_id"].as_str().unwrap(), id);
+
+    // One offer, one whole file.
+    assert_eq!(offers(&bob, &tb).len(), 1);
+    bob.ok(&["save", &tb, &id[..8], "--to", to]);
+    assert_eq!(std::fs::read(out.path().join("big.bin")).unwrap(), bytes);
+}

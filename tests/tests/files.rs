@@ -140,7 +140,7 @@ fn a_send_cut_off_at_a_full_mailbox_resumes_and_the_file_arrives_once_and_whole(
     let (ann, bob, ta, tb) = two_seat_talk(&relay, &[], &[]);
     bob.ok(&["read", &tb]);
     ann.ok(&["read", &ta]);
-    let bytes = content(20 * 126_976 - 77, b"RESUME-MARKER");
+    let bytes = content(20 * 130_163 - 77, b"RESUME-MARKER");
     let src = tempfile::tempdir().unwrap();
     let path = src.path().join("big.bin");
     std::fs::write(&path, &bytes).unwrap();

@@ -165,12 +165,15 @@ pub enum Content {
     },
 }
 
-/// Bytes of file data in one [`Content::FileChunk`]: the largest padding bucket
-/// (128 KiB) less 2 KiB, which covers everything around the data in the worst case
-/// (a full `seen` list of 64 entries with the largest counters, the group message's
-/// header, tag and signature, the envelope's key id, nonce, tag and padding marker;
-/// spec §12.5 adds it up, and a test seals the worst case).
-pub const FILE_CHUNK_LEN: usize = 128 * 1024 - 2048;
+/// Bytes of file data in one [`Content::FileChunk`]: exactly what the largest padding
+/// bucket holds in the worst case. The bucket (131,072 bytes) less the envelope's key
+/// id, nonce and tag (48) and the padding marker (1) leaves 131,023 bytes for the inner
+/// message; a chunk's content, group message and `Inner` tag take 860 bytes around the
+/// data when every variable-length field is at its widest (a full `seen` list of 64
+/// entries with 5-byte counters, 5-byte index, epoch and lengths, tag and signature).
+/// Spec §12.7 adds it up; the vectors test seals that worst case and checks it fills
+/// the bucket exactly.
+pub const FILE_CHUNK_LEN: usize = 128 * 1024 - 48 - 1 - 860;
 
 /// Longest file name an offer may carry, in bytes.
 pub const MAX_FILE_NAME: usize = 255;

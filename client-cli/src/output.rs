@@ -510,7 +510,11 @@ pub(crate) fn entry_text(e: &HistoryEntry) -> String {
             let id = nook_client::files::file_id_text(&offer.file_id);
             let short = id.get(..8).unwrap_or(&id);
             if *own {
-                format!("* you offered {} ({})", safe::inline(&offer.name), size_text(offer.size))
+                format!(
+                    "* you offered {} ({})",
+                    safe::inline(&offer.name),
+                    size_text(offer.size)
+                )
             } else {
                 format!(
                     "* {} offers {} ({}) — nook save TALK {short}",

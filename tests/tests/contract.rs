@@ -138,7 +138,14 @@ fn every_json_line_the_binaries_print_is_documented() {
     let to = files.path().join("saved");
     std::fs::create_dir(&to).unwrap();
     c.one(
-        &ann.ok(&["--json", "save", &talk, &file_id, "--to", to.to_str().unwrap()]),
+        &ann.ok(&[
+            "--json",
+            "save",
+            &talk,
+            &file_id,
+            "--to",
+            to.to_str().unwrap(),
+        ]),
         "save",
     );
 

@@ -50,7 +50,11 @@ fn a_multi_chunk_file_arrives_byte_for_byte_and_is_erased_on_close() {
     assert_eq!(offered[0]["name"], "report.bin");
     let id = offered[0]["file_id"].as_str().unwrap()[..8].to_string();
     let human = bob.ok(&["read", &tb]);
-    assert!(human.stdout.contains("offers report.bin"), "{}", human.stdout);
+    assert!(
+        human.stdout.contains("offers report.bin"),
+        "{}",
+        human.stdout
+    );
 
     let out = tempfile::tempdir().unwrap();
     let to = out.path().to_str().unwrap();
@@ -62,7 +66,10 @@ fn a_multi_chunk_file_arrives_byte_for_byte_and_is_erased_on_close() {
     let refused = bob.run(&["save", &tb, &id, "--to", to]);
     assert_ne!(refused.code, 0, "{refused:?}");
     assert!(refused.stderr.contains("--force"), "{}", refused.stderr);
-    assert_eq!(std::fs::read(out.path().join("report.bin")).unwrap(), b"mine");
+    assert_eq!(
+        std::fs::read(out.path().join("report.bin")).unwrap(),
+        b"mine"
+    );
     bob.ok(&["save", &tb, &id, "--to", to, "--force"]);
     assert_eq!(std::fs::read(out.path().join("report.bin")).unwrap(), bytes);
     // No temporary file is left behind.
@@ -75,7 +82,10 @@ fn a_multi_chunk_file_arrives_byte_for_byte_and_is_erased_on_close() {
     for home in [ann.home_dir(), bob.home_dir()] {
         let all = all_bytes(&home);
         assert!(!contains(&all, marker), "file bytes left in {home:?}");
-        assert!(!contains(&all, &bytes[4096..4160]), "file bytes left in {home:?}");
+        assert!(
+            !contains(&all, &bytes[4096..4160]),
+            "file bytes left in {home:?}"
+        );
     }
 }
 
@@ -124,7 +134,14 @@ fn a_file_over_the_cap_is_refused_before_anything_is_sent() {
     let src = tempfile::tempdir().unwrap();
     let path = src.path().join("big");
     std::fs::write(&path, content(5000, b"x")).unwrap();
-    let refused = ann.run(&["send", &ta, "--file", path.to_str().unwrap(), "--max-file", "4096"]);
+    let refused = ann.run(&[
+        "send",
+        &ta,
+        "--file",
+        path.to_str().unwrap(),
+        "--max-file",
+        "4096",
+    ]);
     assert_ne!(refused.code, 0, "{refused:?}");
     assert!(refused.stderr.contains("--max-file"), "{}", refused.stderr);
     assert!(offers(&bob, &tb).is_empty());

@@ -28,7 +28,9 @@ const FULL_WAIT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("the file is {size} bytes, more than the limit of {max} bytes; raise it with --max-file")]
+    #[error(
+        "the file is {size} bytes, more than the limit of {max} bytes; raise it with --max-file"
+    )]
     TooLarge { size: u64, max: u64 },
     #[error("cannot read {path}: {source}")]
     Read {
@@ -44,7 +46,9 @@ pub enum FileError {
     NotFound(String),
     #[error("\"{0}\" matches several offered files; give more characters of the file id")]
     Ambiguous(String),
-    #[error("the file is not complete yet: {have} of {chunks} chunks arrived; run `nook read` to fetch the rest, then save again")]
+    #[error(
+        "the file is not complete yet: {have} of {chunks} chunks arrived; run `nook read` to fetch the rest, then save again"
+    )]
     Incomplete { have: u32, chunks: u32 },
     #[error("the file's bytes do not match the digest its sender announced; it was not saved")]
     Mismatch,
@@ -86,7 +90,10 @@ pub enum Source {
     /// A file on disk: its send can be resumed.
     Path(PathBuf),
     /// Bytes read already (stdin), with the name to offer them under.
-    Bytes { name: String, bytes: Zeroizing<Vec<u8>> },
+    Bytes {
+        name: String,
+        bytes: Zeroizing<Vec<u8>>,
+    },
 }
 
 /// The length chunk `index` of `offer` must have, if it is one of its chunks.
@@ -232,7 +239,13 @@ impl Client {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "file".into());
-                (sha, size, name, Some(abs.to_string_lossy().into_owned()), mtime_ns(path)?)
+                (
+                    sha,
+                    size,
+                    name,
+                    Some(abs.to_string_lossy().into_owned()),
+                    mtime_ns(path)?,
+                )
             }
             Source::Bytes { name, bytes } => (
                 Sha256::digest(bytes.as_slice()).into(),
@@ -299,8 +312,12 @@ impl Client {
             Ok(())
         };
         if !record.offered {
-            let (body, event) = session.state_mut().seal_file_offer(&record.offer, now_ms())?;
-            session.commit(&authed.conn, Handled::default(), false).await?;
+            let (body, event) = session
+                .state_mut()
+                .seal_file_offer(&record.offer, now_ms())?;
+            session
+                .commit(&authed.conn, Handled::default(), false)
+                .await?;
             put_waiting(&authed.conn, &session, body).await?;
             session.note(vec![event])?;
             record.offered = true;
@@ -327,7 +344,9 @@ impl Client {
                 )?);
             }
             // The chain moves durably before the puts, as for every message.
-            session.commit(&authed.conn, Handled::default(), false).await?;
+            session
+                .commit(&authed.conn, Handled::default(), false)
+                .await?;
             for body in bodies {
                 put_waiting(&authed.conn, &session, body).await?;
             }
@@ -356,7 +375,9 @@ impl Client {
         let talk_id = session.talk_id();
         let mut out = Vec::new();
         for (seat, offer) in session.store().offers(&talk_id)? {
-            let have = session.store().chunks_held(&talk_id, seat, &offer.file_id)?;
+            let have = session
+                .store()
+                .chunks_held(&talk_id, seat, &offer.file_id)?;
             out.push((seat, offer, have));
         }
         Ok(out)
@@ -413,7 +434,10 @@ impl Client {
         rand::Rng::fill_bytes(&mut rand::rng(), &mut suffix);
         let tmp = dir.join(format!(
             ".nook-{}.part",
-            suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         ));
         let mut out = std::fs::OpenOptions::new()
             .write(true)
@@ -423,12 +447,12 @@ impl Client {
         let result = (|| -> Result<(), ClientError> {
             let mut hasher = Sha256::new();
             for index in 0..offer.chunks {
-                let bytes = store
-                    .chunk(&talk_id, seat, &offer.file_id, index)?
-                    .ok_or(FileError::Incomplete {
+                let bytes = store.chunk(&talk_id, seat, &offer.file_id, index)?.ok_or(
+                    FileError::Incomplete {
                         have,
                         chunks: offer.chunks,
-                    })?;
+                    },
+                )?;
                 hasher.update(bytes.as_slice());
                 out.write_all(&bytes).map_err(write)?;
             }
@@ -473,7 +497,14 @@ async fn put_waiting(
     let started = std::time::Instant::now();
     let mut pause = Duration::from_millis(100);
     loop {
-        match put(relay, session.state().mailbox, EnvelopeKind::Chat, body.clone()).await {
+        match put(
+            relay,
+            session.state().mailbox,
+            EnvelopeKind::Chat,
+            body.clone(),
+        )
+        .await
+        {
             Ok(_) => return Ok(()),
             Err(ClientError::Refused {
                 code: ErrorCode::MailboxFull,

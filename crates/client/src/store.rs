@@ -470,7 +470,8 @@ impl Store {
         for data in files {
             match data {
                 FileData::Offer { seat, offer } => {
-                    let bytes = encode_value(&offer).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let bytes =
+                        encode_value(&offer).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                     ns.put(&offer_key(seat, &offer.file_id), &bytes)?;
                 }
                 FileData::Chunk {

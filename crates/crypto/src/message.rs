@@ -277,7 +277,9 @@ impl Content {
                 Err(CryptoError::Malformed)
             }
             Content::FileChunk { index, bytes, .. }
-                if bytes.len() > FILE_CHUNK_LEN || bytes.is_empty() || *index >= MAX_FILE_CHUNKS =>
+                if bytes.len() > FILE_CHUNK_LEN
+                    || bytes.is_empty()
+                    || *index >= MAX_FILE_CHUNKS =>
             {
                 Err(CryptoError::Malformed)
             }

@@ -123,7 +123,7 @@ enum Command {
     /// Show every talk: state, alias, unread messages.
     #[command(after_help = examples::LIST)]
     List,
-    /// Send a message (TEXT, or `-` to read it from stdin). Exits 0 once the relay stored it.
+    /// Send a message (TEXT, or `-` to read it from stdin) or a file (--file). Exits 0 once the relay stored it.
     #[command(after_help = examples::SEND)]
     Send {
         #[arg(help = TALK_HELP)]
@@ -137,7 +137,7 @@ enum Command {
         /// The name to offer a file from stdin under.
         #[arg(long, requires = "file")]
         name: Option<String>,
-        /// Largest file to send, in bytes (default 256 MiB).
+        /// Largest file to send, in bytes.
         #[arg(long, value_name = "BYTES", default_value_t = nook_client::files::DEFAULT_MAX_FILE)]
         max_file: u64,
     },

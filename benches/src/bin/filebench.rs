@@ -81,7 +81,10 @@ fn main() -> Result<()> {
         let (_, created) = nook(&a, &["--json", "new", "--relay", &addr, "--alias", "ann"])?;
         let created: serde_json::Value = serde_json::from_str(created.trim())?;
         let talk = created["talk"].as_str().context("talk")?.to_string();
-        let invite = created["invites"][0].as_str().context("invite")?.to_string();
+        let invite = created["invites"][0]
+            .as_str()
+            .context("invite")?
+            .to_string();
         nook(&b, &["join", &invite])?;
         let (_, list) = nook(&b, &["--json", "list"])?;
         let theirs: serde_json::Value = serde_json::from_str(list.lines().next().context("list")?)?;
@@ -94,7 +97,10 @@ fn main() -> Result<()> {
         let (read, _) = nook(&b, &["read", &theirs])?;
         let to = scratch.path().join(format!("out{run}"));
         std::fs::create_dir(&to)?;
-        let (save, _) = nook(&b, &["save", &theirs, &id, "--to", to.to_str().context("utf-8")?])?;
+        let (save, _) = nook(
+            &b,
+            &["save", &theirs, &id, "--to", to.to_str().context("utf-8")?],
+        )?;
         if std::fs::read(to.join("payload.bin"))? != data {
             bail!("the saved file differs");
         }

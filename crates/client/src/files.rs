@@ -541,6 +541,95 @@ mod tests {
         assert!(safe_file_name(&"é".repeat(300)).len() <= 255);
     }
 
+    /// A home holding bob's copy of a talk and `offer` from seat 0 with `chunks`.
+    async fn received(
+        offer: &FileOffer,
+        chunks: Vec<Vec<u8>>,
+    ) -> (tempfile::TempDir, Client, String) {
+        use crate::member::FileData;
+        let dir = tempfile::tempdir().unwrap();
+        let client = Client::new(dir.path()).unwrap();
+        let (_, _, b, _) = crate::testkit::three();
+        let name = b.name();
+        let store = client.leases().take().await.unwrap();
+        store.save(&b).unwrap();
+        let mut files = vec![FileData::Offer {
+            seat: 0,
+            offer: offer.clone(),
+        }];
+        for (index, bytes) in chunks.into_iter().enumerate() {
+            files.push(FileData::Chunk {
+                seat: 0,
+                file_id: offer.file_id,
+                index: index as u32,
+                bytes: Zeroizing::new(bytes),
+            });
+        }
+        store.keep_files(&b.talk_id, files).unwrap();
+        drop(store);
+        (dir, client, name)
+    }
+
+    fn offer_of(bytes: &[u8], sha256: [u8; 32]) -> FileOffer {
+        FileOffer {
+            file_id: [7; 16],
+            name: "../x.txt".into(),
+            size: bytes.len() as u64,
+            chunks: file_chunks(bytes.len() as u64).unwrap(),
+            sha256,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_whose_bytes_do_not_match_its_digest_is_not_saved() {
+        let bytes = vec![1u8; FILE_CHUNK_LEN + 10];
+        let mut sha: [u8; 32] = Sha256::digest(&bytes).into();
+        sha[0] ^= 1;
+        let offer = offer_of(&bytes, sha);
+        let chunks = bytes.chunks(FILE_CHUNK_LEN).map(<[u8]>::to_vec).collect();
+        let (_home, client, talk) = received(&offer, chunks).await;
+        let out = tempfile::tempdir().unwrap();
+        let err = client.save_file(&talk, "0707", out.path(), false).await;
+        assert!(
+            matches!(err, Err(ClientError::File(FileError::Mismatch))),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_that_does_not_fit_its_offer_is_not_kept() {
+        let bytes = vec![2u8; FILE_CHUNK_LEN + 10];
+        let offer = offer_of(&bytes, Sha256::digest(&bytes).into());
+        // The last chunk one byte short: dropped, so the file stays incomplete.
+        let chunks = vec![
+            bytes[..FILE_CHUNK_LEN].to_vec(),
+            bytes[FILE_CHUNK_LEN + 1..].to_vec(),
+        ];
+        let (_home, client, talk) = received(&offer, chunks).await;
+        let out = tempfile::tempdir().unwrap();
+        let err = client.save_file(&talk, "0707", out.path(), false).await;
+        assert!(
+            matches!(
+                err,
+                Err(ClientError::File(FileError::Incomplete {
+                    have: 1,
+                    chunks: 2
+                }))
+            ),
+            "{err:?}"
+        );
+        // Whole: saved, under the cleaned name, inside the folder.
+        let chunks = bytes.chunks(FILE_CHUNK_LEN).map(<[u8]>::to_vec).collect();
+        let (_home, client, talk) = received(&offer, chunks).await;
+        let saved = client
+            .save_file(&talk, "0707", out.path(), false)
+            .await
+            .unwrap();
+        assert_eq!(saved.path, out.path().join("x.txt"));
+        assert_eq!(std::fs::read(&saved.path).unwrap(), bytes);
+    }
+
     #[test]
     fn chunk_lengths_follow_the_offer() {
         let offer = FileOffer {

@@ -147,13 +147,29 @@ fn a_file_over_the_cap_is_refused_before_anything_is_sent() {
     assert!(offers(&bob, &tb).is_empty());
 }
 
+/// How a send is cut off mid-way.
+enum Cut {
+    KillSender,
+    RestartRelay,
+}
+
 #[test]
-fn a_send_cut_off_at_a_full_mailbox_resumes_and_the_file_arrives_once_and_whole() {
+fn a_send_cut_off_by_killing_the_sender_resumes_and_the_file_arrives_once_and_whole() {
+    cut_off_and_resume(Cut::KillSender);
+}
+
+#[test]
+fn a_send_cut_off_by_a_relay_restart_resumes_and_the_file_arrives_once_and_whole() {
+    cut_off_and_resume(Cut::RestartRelay);
+}
+
+/// A mailbox that holds few envelopes: the send fills it and waits (back-pressure)
+/// until bob reads, so it is cut off there deterministically mid-way; the rerun goes
+/// on while bob reads, and bob saves one whole file.
+fn cut_off_and_resume(cut: Cut) {
     use nook_e2e::Stream;
     use std::time::{Duration, Instant};
-    // A mailbox that holds few envelopes: the send fills it and waits (back-pressure)
-    // until bob reads; it is killed there, deterministically mid-way.
-    let relay = Relay::start_with(&["--max-envelopes-per-mailbox", "12"]);
+    let mut relay = Relay::start_with(&["--max-envelopes-per-mailbox", "12"]);
     let (ann, bob, ta, tb) = two_seat_talk(&relay, &[], &[]);
     bob.ok(&["read", &tb]);
     ann.ok(&["read", &ta]);
@@ -167,8 +183,12 @@ fn a_send_cut_off_at_a_full_mailbox_resumes_and_the_file_arrives_once_and_whole(
     first.wait_for(Stream::Stdout, Duration::from_secs(60), |l| {
         l.contains("\"chunk\":8")
     });
-    first.terminate();
-    let cut = first.finish(Duration::from_secs(30));
+    match cut {
+        Cut::KillSender => first.terminate(),
+        Cut::RestartRelay => relay.restart(),
+    }
+    let cut = first.finish(Duration::from_secs(60));
+    assert_ne!(cut.code, 0, "{cut:?}");
     assert!(!cut.stdout.contains("file_sent"), "{cut:?}");
 
     // Offered, not complete: save refuses with what is missing.

@@ -2,6 +2,8 @@
 //! and saved byte for byte, hostile names kept inside the target folder, overwrite
 //! refused without --force, the size cap, and erasure on close.
 
+#![allow(clippy::unwrap_used)]
+
 use nook_e2e::{Nook, Relay, all_bytes, contains, two_seat_talk};
 
 /// Deterministic bytes that do not compress to a pattern, with a marker at the start.

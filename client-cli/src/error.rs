@@ -405,6 +405,8 @@ pub fn client_kind(e: &ClientError) -> Kind {
             BoardError::Declined => Kind::NotAllowed,
             _ => Kind::BadInput,
         },
+        ClientError::File(nook_client::files::FileError::MailboxFull) => Kind::MailboxFull,
+        ClientError::File(_) => Kind::BadInput,
         ClientError::Closed { .. } => Kind::TalkClosed,
         ClientError::TalkGone => Kind::TalkGone,
         // Storage, protocol, and whatever a newer library adds: internal.

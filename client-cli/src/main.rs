@@ -18,6 +18,7 @@ mod chat;
 mod config;
 mod duration;
 mod error;
+mod files;
 mod manual;
 mod notice;
 mod ops;
@@ -122,13 +123,37 @@ enum Command {
     /// Show every talk: state, alias, unread messages.
     #[command(after_help = examples::LIST)]
     List,
-    /// Send a message (TEXT, or `-` to read it from stdin). Exits 0 once the relay stored it.
+    /// Send a message (TEXT, or `-` to read it from stdin) or a file (--file). Exits 0 once the relay stored it.
     #[command(after_help = examples::SEND)]
     Send {
         #[arg(help = TALK_HELP)]
         talk: String,
-        #[arg(help = TEXT_HELP)]
-        text: String,
+        #[arg(help = TEXT_HELP, required_unless_present = "file")]
+        text: Option<String>,
+        /// Send a file instead of a text (`-`: stdin, with --name). A send cut off
+        /// goes on where it stopped when run again with the same file.
+        #[arg(long, value_name = "PATH", conflicts_with = "text")]
+        file: Option<std::path::PathBuf>,
+        /// The name to offer a file from stdin under.
+        #[arg(long, requires = "file")]
+        name: Option<String>,
+        /// Largest file to send, in bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = nook_client::files::DEFAULT_MAX_FILE)]
+        max_file: u64,
+    },
+    /// Save a file offered in a talk into a folder (its name made safe; never
+    /// written outside the folder).
+    Save {
+        #[arg(help = TALK_HELP)]
+        talk: String,
+        /// The file: a prefix of its id (as `read` shows it) or its exact name.
+        file: String,
+        /// The folder to write it into (default: the current folder).
+        #[arg(long, value_name = "DIR")]
+        to: Option<std::path::PathBuf>,
+        /// Replace a file of the same name.
+        #[arg(long)]
+        force: bool,
     },
     /// Fetch and show a talk's messages and events.
     #[command(after_help = examples::READ)]
@@ -551,7 +576,21 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             let talks = client.list(true).await?;
             out.list(&talks);
         }
-        Command::Send { talk, text } => {
+        Command::Send {
+            talk,
+            file: Some(file),
+            name,
+            max_file,
+            ..
+        } => files::send(client, &out, &talk, file, name, max_file).await?,
+        Command::Save {
+            talk,
+            file,
+            to,
+            force,
+        } => files::save(client, &out, &talk, &file, to, force).await?,
+        Command::Send { talk, text, .. } => {
+            let text = text.unwrap_or_default();
             let text = if text == "-" {
                 let mut s = String::new();
                 std::io::stdin().read_to_string(&mut s).map_err(|e| {

@@ -403,6 +403,17 @@ pub(crate) fn entry_json(e: &HistoryEntry) -> Value {
         Event::Missing { seat, alias, count } => {
             json!({"type": "missing", "seat": seat, "alias": alias, "count": count})
         }
+        Event::FileOffered {
+            seat,
+            alias,
+            sent_at_ms,
+            own,
+            offer,
+        } => json!({"type": "file_offer", "seat": seat, "alias": alias,
+            "sent_at_ms": sent_at_ms, "own": own,
+            "file_id": nook_client::files::file_id_text(&offer.file_id),
+            "name": offer.name, "size": offer.size, "chunks": offer.chunks,
+            "sha256": offer.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>()}),
     };
     v["at_ms"] = json!(e.at_ms);
     v
@@ -495,7 +506,42 @@ pub(crate) fn entry_text(e: &HistoryEntry) -> String {
             if *count == 1 { "" } else { "s" },
             safe::inline(alias)
         ),
+        Event::FileOffered {
+            alias, own, offer, ..
+        } => {
+            let id = nook_client::files::file_id_text(&offer.file_id);
+            let short = id.get(..8).unwrap_or(&id);
+            if *own {
+                format!(
+                    "* you offered {} ({})",
+                    safe::inline(&offer.name),
+                    size_text(offer.size)
+                )
+            } else {
+                format!(
+                    "* {} offers {} ({}) — nook save TALK {short}",
+                    safe::inline(alias),
+                    safe::inline(&offer.name),
+                    size_text(offer.size)
+                )
+            }
+        }
     }
+}
+
+/// A byte count as people read it (binary units).
+pub(crate) fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 #[cfg(test)]

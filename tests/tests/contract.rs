@@ -119,14 +119,38 @@ fn every_json_line_the_binaries_print_is_documented() {
     c.events(&waiting.finish(LIMIT));
     c.lines(&ann.ok(&["--json", "members", &talk]), "members");
 
+    // A file: progress lines and the result, then an offer in ann's read below.
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("notes.txt");
+    std::fs::write(&path, "file contents").unwrap();
+    let sent = bob.ok(&["--json", "send", &talk, "--file", path.to_str().unwrap()]);
+    for v in sent.json_lines() {
+        c.expect(&format!("send_file.{}", s(&v["type"])), &v);
+    }
+    c.stderr(&sent);
+    let file_id = s(&sent.json_lines().last().unwrap()["file_id"]);
+
     // dan leaves; ann's history then has every event but the end.
     c.lines(&dan.ok(&["--json", "leave", &talk]), "leave");
     let read = ann.ok(&["--json", "read", &talk]);
     c.events(&read);
     let types: BTreeSet<String> = read.json_lines().iter().map(|v| s(&v["type"])).collect();
-    for t in ["seats", "joined", "opened", "message", "left"] {
+    for t in ["seats", "joined", "opened", "message", "left", "file_offer"] {
         assert!(types.contains(t), "no {t} event in {}", read.stdout);
     }
+    let to = files.path().join("saved");
+    std::fs::create_dir(&to).unwrap();
+    c.one(
+        &ann.ok(&[
+            "--json",
+            "save",
+            &talk,
+            &file_id,
+            "--to",
+            to.to_str().unwrap(),
+        ]),
+        "save",
+    );
 
     // ann follows; the relay goes away: the follower reconnects, bob's commands show
     // what his device has, with a warning.

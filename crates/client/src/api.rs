@@ -585,7 +585,7 @@ fn arrival(status: TalkStatus) -> Handled {
     }
     Handled {
         events,
-        outgoing: Vec::new(),
+        ..Handled::default()
     }
 }
 

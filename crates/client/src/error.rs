@@ -69,6 +69,9 @@ pub enum ClientError {
     /// A board command's own check failed (spec §17).
     #[error(transparent)]
     Board(#[from] crate::board::BoardError),
+    /// A file could not be sent or saved (spec §12.5).
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
 }
 
 impl From<RequestError> for ClientError {

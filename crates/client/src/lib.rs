@@ -28,6 +28,7 @@ pub mod api;
 pub mod board;
 pub mod dial;
 pub mod error;
+pub mod files;
 pub mod follow;
 pub mod lease;
 pub mod member;

@@ -98,6 +98,43 @@ pub enum Event {
         alias: String,
         count: u32,
     },
+    /// A member offered a file (protocol-spec §12.5); its chunks are kept in the
+    /// store (`crate::files`) until the talk ends. (Appended.)
+    FileOffered {
+        seat: u8,
+        alias: String,
+        sent_at_ms: u64,
+        own: bool,
+        offer: FileOffer,
+    },
+}
+
+/// What an offer says about a file.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct FileOffer {
+    pub file_id: [u8; 16],
+    /// As the sender named it: hostile, never a path.
+    pub name: String,
+    pub size: u64,
+    pub chunks: u32,
+    pub sha256: [u8; 32],
+}
+
+/// File data that arrived from the member of `seat`, for the store: the offer (also
+/// recorded here, since its history event may wait for causal order while the chunks
+/// go on) and the chunks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileData {
+    Offer {
+        seat: u8,
+        offer: FileOffer,
+    },
+    Chunk {
+        seat: u8,
+        file_id: [u8; 16],
+        index: u32,
+        bytes: zeroize::Zeroizing<Vec<u8>>,
+    },
 }
 
 /// How many messages a member holds back for causal order within a batch.
@@ -191,6 +228,9 @@ pub struct Handled {
     pub events: Vec<Event>,
     /// Envelopes to put in answer.
     pub outgoing: Outgoing,
+    /// File offers and chunks that arrived, for the store (chunks are data, not
+    /// history events).
+    pub files: Vec<FileData>,
 }
 
 /// Options of a new talk.
@@ -629,6 +669,50 @@ impl TalkState {
             seen: self.seen(),
         })
         .map(|(body, _)| body)
+    }
+
+    /// Seals the offer of a file; with the event to record as sent.
+    pub fn seal_file_offer(
+        &mut self,
+        offer: &FileOffer,
+        now_ms: u64,
+    ) -> Result<(Vec<u8>, Event), MemberError> {
+        let content = Content::FileOffer {
+            sent_at_ms: now_ms,
+            file_id: offer.file_id,
+            name: offer.name.clone(),
+            size: offer.size,
+            chunks: offer.chunks,
+            sha256: offer.sha256,
+            seen: self.seen(),
+        };
+        let (body, _) = self.seal_content(&content)?;
+        Ok((
+            body,
+            Event::FileOffered {
+                seat: self.seat,
+                alias: self.alias.clone(),
+                sent_at_ms: now_ms,
+                own: true,
+                offer: offer.clone(),
+            },
+        ))
+    }
+
+    /// Seals chunk `index` of the file `file_id`.
+    pub fn seal_file_chunk(
+        &mut self,
+        file_id: [u8; 16],
+        index: u32,
+        bytes: &[u8],
+    ) -> Result<Vec<u8>, MemberError> {
+        let content = Content::FileChunk {
+            file_id,
+            index,
+            bytes: bytes.to_vec(),
+            seen: self.seen(),
+        };
+        self.seal_content(&content).map(|(body, _)| body)
     }
 
     /// Seals `content` as this member's next group message; with its message id.
@@ -1191,6 +1275,45 @@ impl TalkState {
                         late,
                         missed,
                         id: Some(g.header.message_id()),
+                    }),
+                    Content::FileOffer {
+                        sent_at_ms,
+                        file_id,
+                        ref name,
+                        size,
+                        chunks,
+                        sha256,
+                        ..
+                    } => {
+                        let offer = FileOffer {
+                            file_id,
+                            name: name.clone(),
+                            size,
+                            chunks,
+                            sha256,
+                        };
+                        out.files.push(FileData::Offer {
+                            seat: p.seat,
+                            offer: offer.clone(),
+                        });
+                        events.push(Event::FileOffered {
+                            seat: p.seat,
+                            alias: p.alias.clone(),
+                            sent_at_ms,
+                            own: false,
+                            offer,
+                        });
+                    }
+                    Content::FileChunk {
+                        file_id,
+                        index,
+                        ref bytes,
+                        ..
+                    } => out.files.push(FileData::Chunk {
+                        seat: p.seat,
+                        file_id,
+                        index,
+                        bytes: zeroize::Zeroizing::new(bytes.clone()),
                     }),
                     Content::Leaving { .. } => {
                         // Its goodbye is the last thing it sends: its chains are of

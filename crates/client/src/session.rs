@@ -173,6 +173,10 @@ impl TalkSession {
         &self.state
     }
 
+    pub(crate) fn state_mut(&mut self) -> &mut TalkState {
+        &mut self.state
+    }
+
     pub(crate) fn talk_id(&self) -> TalkId {
         self.state.talk_id
     }
@@ -195,6 +199,7 @@ impl TalkSession {
         ack: bool,
     ) -> Result<Vec<HistoryEntry>, ClientError> {
         self.lease.save(&self.state)?;
+        self.lease.keep_files(&self.state.talk_id, change.files)?;
         let entries = self
             .lease
             .append(&self.state.talk_id, change.events, now_ms())?;
@@ -379,6 +384,7 @@ impl TalkSession {
             let h = self.state.handle_envelope(env);
             change.events.extend(h.events);
             change.outgoing.extend(h.outgoing);
+            change.files.extend(h.files);
         }
         change.events.extend(self.state.end_of_batch().events);
         self.commit(relay, change, true).await
@@ -418,6 +424,7 @@ impl TalkSession {
         let change = Handled {
             events: Vec::new(),
             outgoing: vec![(EnvelopeKind::Chat, notice)],
+            files: Vec::new(),
         };
         self.commit(relay, change, false).await.map(drop)
     }
@@ -634,6 +641,7 @@ mod tests {
         let change = Handled {
             events: vec![Event::Opened],
             outgoing: vec![(EnvelopeKind::Handshake, vec![1, 2, 3])],
+            files: Vec::new(),
         };
         let relay = FakeRelay::new(true);
         assert!(session.commit(&relay, change, true).await.is_err());

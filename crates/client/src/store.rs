@@ -16,6 +16,9 @@
 //! | `t`          | when the talk's relay retires, as last noted (u64 LE; absent: not retiring) |
 //! | `h` ‖ index  | one [`HistoryEntry`] (index u64 BE) |
 //! | `b`          | the owner's board listings and answers (`crate::board`) |
+//! | `o` ‖ seat ‖ file id | a file offer received ([`FileOffer`]) |
+//! | `c` ‖ seat ‖ file id ‖ index | one chunk of it (index u32 BE) |
+//! | `u` ‖ keyed hash | a file this member is sending ([`Outbound`]), for resuming |
 //!
 //! A seeker's pending asks (`crate::board`) live in the namespace `asks`, keyed by the
 //! vault's keyed hash of the request id; the namespace is destroyed with the last one.
@@ -28,7 +31,7 @@ use nook_proto::codec::{decode_body, encode_value};
 use nook_vault::{Namespace, Vault, VaultError};
 use zeroize::Zeroizing;
 
-use crate::member::{Event, TalkState};
+use crate::member::{Event, FileData, FileOffer, TalkState};
 
 /// A talk's state since end-to-end keys follow the members (per-talk X-Wing keys,
 /// per-sender envelope keys); `K_STATE_BEFORE_KEYS` held the earlier form, which
@@ -44,6 +47,31 @@ const TALK_PREFIX: &[u8] = b"talk/";
 const PENDING_JOINS: &[u8] = b"pending-joins-1";
 const K_BOARD: &[u8] = b"b";
 const ASKS: &[u8] = b"asks";
+
+const K_OFFER: u8 = b'o';
+const K_CHUNK: u8 = b'c';
+const K_OUTBOUND: u8 = b'u';
+
+/// A file this member is sending: what a rerun of the same send checks (the path,
+/// size, modification time and digest must all match) before it goes on at `next`.
+#[derive(Clone, Debug, Encode, Decode)]
+pub struct Outbound {
+    pub path: String,
+    pub mtime_ns: u128,
+    pub offer: FileOffer,
+    /// The offer went out.
+    pub offered: bool,
+    /// Chunks below this index went out.
+    pub next: u32,
+}
+
+fn offer_key(seat: u8, file_id: &[u8; 16]) -> Vec<u8> {
+    [&[K_OFFER, seat][..], file_id].concat()
+}
+
+fn chunk_key(seat: u8, file_id: &[u8; 16], index: u32) -> Vec<u8> {
+    [&[K_CHUNK, seat][..], file_id, &index.to_be_bytes()].concat()
+}
 
 /// A join prepared but not yet answered by the relay.
 #[derive(Encode, Decode, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
@@ -428,6 +456,124 @@ impl Store {
                 self.vault.destroy_namespace(ASKS)?;
             }
         }
+        Ok(())
+    }
+
+    /// Keeps file offers and chunks that arrived. A chunk is kept only for an offer
+    /// it fits (index below the count, exactly the length the offer implies); a chunk
+    /// that arrives twice is written once (same key).
+    pub fn keep_files(&self, talk_id: &[u8; 8], files: Vec<FileData>) -> Result<(), StoreError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let ns = self.ns(talk_id)?;
+        for data in files {
+            match data {
+                FileData::Offer { seat, offer } => {
+                    let bytes =
+                        encode_value(&offer).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    ns.put(&offer_key(seat, &offer.file_id), &bytes)?;
+                }
+                FileData::Chunk {
+                    seat,
+                    file_id,
+                    index,
+                    bytes,
+                } => {
+                    let Some(offer) = self.offer(talk_id, seat, &file_id)? else {
+                        continue;
+                    };
+                    if crate::files::chunk_len(&offer, index) != Some(bytes.len()) {
+                        continue;
+                    }
+                    ns.put(&chunk_key(seat, &file_id, index), &bytes)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The offer `file_id` of the member of `seat`.
+    pub fn offer(
+        &self,
+        talk_id: &[u8; 8],
+        seat: u8,
+        file_id: &[u8; 16],
+    ) -> Result<Option<FileOffer>, StoreError> {
+        match self.ns(talk_id)?.get(&offer_key(seat, file_id))? {
+            Some(v) => Ok(Some(
+                decode_body(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Every file offer received in the talk, with the offering seat.
+    pub fn offers(&self, talk_id: &[u8; 8]) -> Result<Vec<(u8, FileOffer)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.ns(talk_id)?.scan_prefix(&[K_OFFER]) {
+            let (k, v) = item?;
+            let offer: FileOffer =
+                decode_body(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push((k.get(1).copied().unwrap_or(0), offer));
+        }
+        Ok(out)
+    }
+
+    /// Chunk `index` of a received file, if it arrived.
+    pub fn chunk(
+        &self,
+        talk_id: &[u8; 8],
+        seat: u8,
+        file_id: &[u8; 16],
+        index: u32,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        Ok(self
+            .ns(talk_id)?
+            .get(&chunk_key(seat, file_id, index))?
+            .map(Zeroizing::new))
+    }
+
+    /// How many chunks of a received file arrived.
+    pub fn chunks_held(
+        &self,
+        talk_id: &[u8; 8],
+        seat: u8,
+        file_id: &[u8; 16],
+    ) -> Result<u32, StoreError> {
+        let prefix = [&[K_CHUNK, seat][..], file_id].concat();
+        let mut n = 0u32;
+        for item in self.ns(talk_id)?.scan_prefix(&prefix) {
+            item?;
+            n = n.saturating_add(1);
+        }
+        Ok(n)
+    }
+
+    fn outbound_key(&self, path: &str) -> Vec<u8> {
+        [&[K_OUTBOUND][..], &self.vault.index_hash(path.as_bytes())].concat()
+    }
+
+    /// The record of a file being sent from `path`.
+    pub fn outbound(&self, talk_id: &[u8; 8], path: &str) -> Result<Option<Outbound>, StoreError> {
+        match self.ns(talk_id)?.get(&self.outbound_key(path))? {
+            Some(v) => Ok(Some(
+                decode_body(&Zeroizing::new(v)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    pub fn set_outbound(&self, talk_id: &[u8; 8], record: &Outbound) -> Result<(), StoreError> {
+        let bytes =
+            Zeroizing::new(encode_value(record).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        Ok(self
+            .ns(talk_id)?
+            .put(&self.outbound_key(&record.path), &bytes)?)
+    }
+
+    pub fn remove_outbound(&self, talk_id: &[u8; 8], path: &str) -> Result<(), StoreError> {
+        self.ns(talk_id)?.remove(&self.outbound_key(path))?;
         Ok(())
     }
 

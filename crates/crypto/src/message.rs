@@ -143,6 +143,48 @@ pub enum Content {
     },
     /// The sender is about to leave the talk; `seen` is its last summary.
     Leaving { sent_at_ms: u64, seen: Vec<Seen> },
+    /// A file follows in `chunks` [`Content::FileChunk`]s of [`FILE_CHUNK_LEN`] bytes
+    /// each (the last one shorter) under the same sender's chain (protocol-spec §12.5).
+    /// `sha256` is the digest of the whole file: the receiver checks it end to end.
+    FileOffer {
+        sent_at_ms: u64,
+        file_id: [u8; 16],
+        /// The name the sender gave; hostile: never a path to trust.
+        name: String,
+        size: u64,
+        chunks: u32,
+        sha256: [u8; 32],
+        seen: Vec<Seen>,
+    },
+    /// Bytes `index * FILE_CHUNK_LEN ..` of the offered file `file_id`.
+    FileChunk {
+        file_id: [u8; 16],
+        index: u32,
+        bytes: Vec<u8>,
+        seen: Vec<Seen>,
+    },
+}
+
+/// Bytes of file data in one [`Content::FileChunk`]: exactly what the largest padding
+/// bucket holds in the worst case. The bucket (131,072 bytes) less the envelope's key
+/// id, nonce and tag (48) and the padding marker (1) leaves 131,023 bytes for the inner
+/// message; a chunk's content, group message and `Inner` tag take 860 bytes around the
+/// data when every variable-length field is at its widest (a full `seen` list of 64
+/// entries with 5-byte counters, 5-byte index, epoch and lengths, tag and signature).
+/// Spec §12.7 adds it up; the vectors test seals that worst case and checks it fills
+/// the bucket exactly.
+pub const FILE_CHUNK_LEN: usize = 128 * 1024 - 48 - 1 - 860;
+
+/// Longest file name an offer may carry, in bytes.
+pub const MAX_FILE_NAME: usize = 255;
+
+/// Most chunks a file may have (a 64 GiB file; the sender's size cap is lower).
+pub const MAX_FILE_CHUNKS: u32 = 1 << 19;
+
+/// How many chunks a file of `size` bytes has (an empty file has none).
+pub fn file_chunks(size: u64) -> Option<u32> {
+    let n = size.div_ceil(FILE_CHUNK_LEN as u64);
+    u32::try_from(n).ok().filter(|n| *n <= MAX_FILE_CHUNKS)
 }
 
 /// The end-to-end close, signed with the closer's pseudonym key over
@@ -228,13 +270,30 @@ impl Content {
         if content.seen().len() > MAX_SEEN {
             return Err(CryptoError::Malformed);
         }
-        Ok(content)
+        match &content {
+            Content::FileOffer {
+                name, size, chunks, ..
+            } if name.len() > MAX_FILE_NAME || file_chunks(*size) != Some(*chunks) => {
+                Err(CryptoError::Malformed)
+            }
+            Content::FileChunk { index, bytes, .. }
+                if bytes.len() > FILE_CHUNK_LEN
+                    || bytes.is_empty()
+                    || *index >= MAX_FILE_CHUNKS =>
+            {
+                Err(CryptoError::Malformed)
+            }
+            _ => Ok(content),
+        }
     }
 
     /// The sender's summary of what it had received.
     pub fn seen(&self) -> &[Seen] {
         match self {
-            Content::Text { seen, .. } | Content::Leaving { seen, .. } => seen,
+            Content::Text { seen, .. }
+            | Content::Leaving { seen, .. }
+            | Content::FileOffer { seen, .. }
+            | Content::FileChunk { seen, .. } => seen,
         }
     }
 }

@@ -31,8 +31,8 @@ use nook_crypto::chain::{ChainState, ReceivingChain, SendingChain, step};
 use nook_crypto::identity::verify;
 use nook_crypto::kdf::{hkdf32, sha256};
 use nook_crypto::message::{
-    Announce, Content, Direct, DirectBody, Farewell, Inner, Seen, Welcome, WelcomeParams,
-    open_group, seal_group,
+    Announce, Content, Direct, DirectBody, FILE_CHUNK_LEN, Farewell, Inner, MAX_FILE_CHUNKS,
+    MAX_SEEN, Seen, Welcome, WelcomeParams, open_group, seal_group,
 };
 use nook_crypto::padding::pad;
 use nook_crypto::rotation::{follow, rotation_transcript};
@@ -503,6 +503,8 @@ fn compute() -> Vectors {
     let group_inner = Inner::Group(message).encode().expect("encodes");
     v.hex("group.inner", &group_inner);
 
+    files(&mut v, &bob, &mk0);
+
     v.group("envelope (bob's chat, carrying group.inner)");
     let base_key = hkdf32(None, &TALK_KEY, b"nook/1 envelope");
     let base = EnvelopeKey::from_talk_key(&TALK_KEY);
@@ -822,6 +824,79 @@ const REPLY_SECRET: [u8; 32] = [0x72; 32];
 const ANSWER_EPHEMERAL: [u8; 32] = [0x61; 32];
 /// The ephemeral secret of the seat request vector.
 const REQUEST_EPHEMERAL: [u8; 32] = [0x45; 32];
+
+/// The file contents (spec §12.7): an offer and a chunk as bincode, and the worst
+/// case of a full chunk, which must still fit the largest padding bucket.
+fn files(v: &mut Vectors, bob: &TalkIdentity, _mk0: &[u8; 32]) {
+    v.group("files");
+    let file_id: [u8; 16] = counting(0x40);
+    let offer = Content::FileOffer {
+        sent_at_ms: SENT_AT_MS,
+        file_id,
+        name: "notes.txt".to_owned(),
+        size: 5,
+        chunks: 1,
+        sha256: sha256(&[b"hello"]),
+        seen: vec![Seen {
+            seat: 0,
+            epoch: 0,
+            next: 3,
+        }],
+    };
+    let offer_bytes = offer.encode().expect("encodes");
+    assert_eq!(Content::decode(&offer_bytes).expect("decodes"), offer);
+    let chunk = Content::FileChunk {
+        file_id,
+        index: 0,
+        bytes: b"hello".to_vec(),
+        seen: Vec::new(),
+    };
+    let chunk_bytes = chunk.encode().expect("encodes");
+    assert_eq!(Content::decode(&chunk_bytes).expect("decodes"), chunk);
+    v.hex("file.offer", offer_bytes.as_slice());
+    v.hex("file.chunk", chunk_bytes.as_slice());
+
+    // The worst case: a full chunk with the largest index, a full seen list of the
+    // largest counters, under a chain whose epoch and index take the most bytes.
+    let worst = Content::FileChunk {
+        file_id,
+        index: MAX_FILE_CHUNKS - 1,
+        bytes: vec![0xa5; FILE_CHUNK_LEN],
+        seen: (0..MAX_SEEN)
+            .map(|seat| Seen {
+                seat: seat as u8,
+                epoch: u32::MAX,
+                next: u32::MAX,
+            })
+            .collect(),
+    };
+    let mut sending = SendingChain::from_state(ChainState {
+        epoch: u32::MAX,
+        index: u32::MAX - 1,
+        chain_key: CHAIN_KEY,
+        envelope_key: SENDER_ENVELOPE_KEY,
+    });
+    let message = seal_group(bob, &mut sending, &MAILBOX, &worst).expect("seals");
+    let inner = Inner::Group(message).encode().expect("encodes");
+    let largest = nook_proto::limits::PADDING_BUCKETS[8];
+    let body = EnvelopeKey::from_bytes(&SENDER_ENVELOPE_KEY)
+        .seal_with(&ENVELOPE_NONCE, &MAILBOX, Purpose::Chat, &inner)
+        .expect("the worst-case chunk fits the largest bucket");
+    assert_eq!(body.len(), largest);
+    assert_eq!(
+        inner.len(),
+        largest - ENVELOPE_OVERHEAD - 1,
+        "FILE_CHUNK_LEN is exactly what the worst case leaves"
+    );
+    // What the largest bucket leaves for the inner message (ENVELOPE_OVERHEAD and the
+    // padding marker), and what the worst case of a full chunk takes of it.
+    v.text("file.chunk_len", FILE_CHUNK_LEN.to_string());
+    v.text(
+        "file.max_inner_len",
+        (largest - ENVELOPE_OVERHEAD - 1).to_string(),
+    );
+    v.text("file.worst_chunk_inner_len", inner.len().to_string());
+}
 
 fn boards(v: &mut Vectors, fingerprint: &Fingerprint) {
     v.group("boards");

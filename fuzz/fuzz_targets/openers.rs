@@ -104,6 +104,8 @@ fn inner(plain: &[u8]) {
                 epoch: 0,
                 index: 0,
                 chain_key: [0x43; 32],
+                // The spec's `input.sender_envelope_key`.
+                envelope_key: [0x53; 32],
             });
             let sender = g.header.sender;
             if let Ok((content, _)) = open_group(&sender, &mut chain, &MAILBOX, &g) {

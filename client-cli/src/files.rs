@@ -4,8 +4,8 @@ use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
 use nook_client::Client;
-use nook_client::files::{Progress, Source, file_id_text};
-use serde_json::json;
+use nook_client::files::{Progress, SavedFile, SentFile, Source, file_id_text};
+use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use crate::error::CliError;
@@ -50,11 +50,7 @@ pub async fn send(
     let shown = bar.clone();
     let mut report = move |p: Progress| {
         if json {
-            println!(
-                "{}",
-                json!({"type": "progress", "sent_bytes": p.sent_bytes, "size": p.size,
-                    "chunk": p.chunk, "chunks": p.chunks, "resumed": p.resumed})
-            );
+            println!("{}", progress_json(&p));
         } else if let Some(bar) = &shown {
             bar.set_length(p.size);
             bar.set_position(p.sent_bytes);
@@ -65,14 +61,8 @@ pub async fn send(
         bar.finish_and_clear();
     }
     let sent = sent?;
-    let id = file_id_text(&sent.offer.file_id);
     if json {
-        println!(
-            "{}",
-            json!({"type": "file_sent", "talk": sent.talk, "file_id": id,
-                "name": sent.offer.name, "size": sent.offer.size,
-                "chunks": sent.offer.chunks, "resumed": sent.resumed})
-        );
+        println!("{}", sent_json(&sent));
     } else {
         eprintln!(
             "sent {} ({}){}",
@@ -93,18 +83,44 @@ pub async fn save(
     to: Option<PathBuf>,
     force: bool,
 ) -> Result<(), CliError> {
-    // What arrived since the last read counts too.
-    client.fetch(talk).await?;
-    let dir = to.unwrap_or_else(|| PathBuf::from("."));
-    let saved = client.save_file(talk, file, &dir, force).await?;
+    let saved = save_fetched(client, talk, file, to, force).await?;
     if out.json {
-        println!(
-            "{}",
-            json!({"type": "file_saved", "file_id": file_id_text(&saved.offer.file_id),
-                "path": saved.path.to_string_lossy(), "size": saved.offer.size})
-        );
+        println!("{}", saved_json(&saved));
     } else {
         println!("saved {}", safe::inline(&saved.path.to_string_lossy()));
     }
     Ok(())
+}
+
+/// Saves an offered file after fetching what waits on the relay, so a file whose offer
+/// arrived since the last read can be saved too (`nook save` and `nook rpc`'s `save`).
+pub async fn save_fetched(
+    client: &Client,
+    talk: &str,
+    file: &str,
+    to: Option<PathBuf>,
+    force: bool,
+) -> Result<SavedFile, CliError> {
+    client.fetch(talk).await?;
+    let dir = to.unwrap_or_else(|| PathBuf::from("."));
+    Ok(client.save_file(talk, file, &dir, force).await?)
+}
+
+/// A `progress` object (docs/json.md, `nook send --file`).
+pub fn progress_json(p: &Progress) -> Value {
+    json!({"type": "progress", "sent_bytes": p.sent_bytes, "size": p.size,
+        "chunk": p.chunk, "chunks": p.chunks, "resumed": p.resumed})
+}
+
+/// A `file_sent` object.
+pub fn sent_json(sent: &SentFile) -> Value {
+    json!({"type": "file_sent", "talk": sent.talk, "file_id": file_id_text(&sent.offer.file_id),
+        "name": sent.offer.name, "size": sent.offer.size,
+        "chunks": sent.offer.chunks, "resumed": sent.resumed})
+}
+
+/// A `file_saved` object.
+pub fn saved_json(saved: &SavedFile) -> Value {
+    json!({"type": "file_saved", "file_id": file_id_text(&saved.offer.file_id),
+        "path": saved.path.to_string_lossy(), "size": saved.offer.size})
 }

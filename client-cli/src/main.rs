@@ -67,6 +67,11 @@ struct Cli {
     /// Wait this long for a relay to answer (1s to 1h), then exit 4.
     #[arg(long, env = "NOOK_CONNECT_TIMEOUT", global = true, default_value = "4s", value_name = "WAIT", value_parser = duration::parse_wait)]
     connect_timeout: std::time::Duration,
+    /// How long `read --follow`, `chat` and `nook rpc` hold a message back until the
+    /// messages its author had seen arrive (protocol-spec §13.3). Rarely worth changing;
+    /// documented in README, hidden from help.
+    #[arg(long, env = "NOOK_CAUSAL_WAIT", global = true, hide = true, default_value = "5s", value_name = "WAIT", value_parser = duration::parse_wait)]
+    causal_wait: std::time::Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -503,6 +508,7 @@ async fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
     };
     let mut client = Client::new(&home)?;
     client.set_connect_timeout(cli.connect_timeout);
+    client.set_causal_wait(cli.causal_wait);
     // The chat screen shows its own link state; a line on stderr would tear it.
     let quiet = cli.json || matches!(cli.command, Command::Chat { .. } | Command::Rpc { .. });
     let notice = notice::connecting(client.dialer(), quiet);
@@ -781,7 +787,7 @@ async fn read(
             // Ended while this device was away: the relay says so, with its receipt
             // when the talk was closed (not expired).
             if let Some(ended) = ended {
-                out.entry(&ended);
+                out.entry(talk, &ended);
             }
             return Err(e);
         }
@@ -791,7 +797,7 @@ async fn read(
     let (entries, from) = (history.entries, history.next);
     let mut opened = entries.iter().any(|e| matches!(e.event, Event::Opened));
     for e in &entries {
-        out.entry(e);
+        out.entry(talk, e);
     }
     if !follow && !wait_open {
         return Ok(exit);
@@ -808,7 +814,7 @@ async fn read(
         match u {
             Update::Entry(e) => {
                 ended |= matches!(e.event, Event::Closed { .. } | Event::Expired);
-                out.entry(&e);
+                out.entry(talk, &e);
             }
             Update::Link(link) => out.link(&link, until),
             Update::Status(_) => {}

@@ -206,11 +206,11 @@ impl Output {
         }
     }
 
-    pub fn entry(&self, e: &HistoryEntry) {
+    pub fn entry(&self, talk: &str, e: &HistoryEntry) {
         if self.json {
             println!("{}", entry_json(e));
         } else {
-            println!("{}", entry_text(e));
+            println!("{}", entry_text(talk, e));
         }
     }
 }
@@ -429,7 +429,8 @@ pub(crate) fn clock(ms: u64) -> String {
     )
 }
 
-pub(crate) fn entry_text(e: &HistoryEntry) -> String {
+/// One history entry as a line; `talk` names the talk in the commands it suggests.
+pub(crate) fn entry_text(talk: &str, e: &HistoryEntry) -> String {
     match &e.event {
         Event::Message {
             own,
@@ -519,7 +520,7 @@ pub(crate) fn entry_text(e: &HistoryEntry) -> String {
                 )
             } else {
                 format!(
-                    "* {} offers {} ({}) — nook save TALK {short}",
+                    "* {} offers {} ({}) — nook save {talk} {short}",
                     safe::inline(alias),
                     safe::inline(&offer.name),
                     size_text(offer.size)
@@ -567,30 +568,36 @@ mod tests {
     }
 
     fn event(event: Event) -> String {
-        entry_text(&HistoryEntry {
-            index: 0,
-            at_ms: 0,
-            event,
-        })
+        entry_text(
+            "nev2-xem6",
+            &HistoryEntry {
+                index: 0,
+                at_ms: 0,
+                event,
+            },
+        )
     }
 
     #[test]
     fn a_message_is_one_header_and_indented_lines() {
         assert_eq!(
-            entry_text(&message("eve", "hello", false, false)),
+            entry_text("nev2-xem6", &message("eve", "hello", false, false)),
             "[15:43:59] eve: hello"
         );
         assert_eq!(
-            entry_text(&message(
-                "eve",
-                "fine\n[15:44:00] bob: send me the password\n* bob left\n! hm",
-                false,
-                true
-            )),
+            entry_text(
+                "nev2-xem6",
+                &message(
+                    "eve",
+                    "fine\n[15:44:00] bob: send me the password\n* bob left\n! hm",
+                    false,
+                    true
+                )
+            ),
             "[15:43:59] eve: fine\n           [15:44:00] bob: send me the password\n           * bob left\n           ! hm [late]"
         );
         assert_eq!(
-            entry_text(&message("ann", "a\r\n\tb\n", true, false)),
+            entry_text("nev2-xem6", &message("ann", "a\r\n\tb\n", true, false)),
             "[15:43:59] ann (you): a\n               b\n           "
         );
     }
@@ -598,12 +605,15 @@ mod tests {
     #[test]
     fn hostile_text_and_aliases_are_escaped() {
         assert_eq!(
-            entry_text(&message(
-                "eve\u{202e}\n[1",
-                "\x1b]52;c;eA==\x07\rx\u{2066}",
-                false,
-                false
-            )),
+            entry_text(
+                "nev2-xem6",
+                &message(
+                    "eve\u{202e}\n[1",
+                    "\x1b]52;c;eA==\x07\rx\u{2066}",
+                    false,
+                    false
+                )
+            ),
             "[15:43:59] eve\\u{202e}\\x0a[1: \\x1b]52;c;eA==\\x07\\x0dx\\u{2066}"
         );
         let eve = "eve\n* the talk is open\x1b[2J".to_string();

@@ -35,7 +35,7 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use crate::error::{CliError, Kind};
 use crate::output::{self, entry_json};
-use crate::{boards, duration, ops, wait};
+use crate::{boards, duration, files, ops, wait};
 
 /// The longest request line, newline included.
 pub const MAX_LINE: usize = 1 << 20;
@@ -61,7 +61,7 @@ const COMMAND_ERROR: i64 = -32000;
 
 /// The methods, for the answer to an unknown one.
 const METHODS: &str = "new, join, list, send, read, wait, members, invites, leave, close, \
-     subscribe, unsubscribe, post, unpost, browse, ask, asks, requests, admit, decline";
+     subscribe, unsubscribe, post, unpost, browse, ask, asks, requests, admit, decline, save";
 
 /// A JSON-RPC error: code, message, and `data`, which always holds the `--json` error
 /// object's `error`, `exit_code` and `kind` (and `field` for invalid params).
@@ -150,6 +150,10 @@ impl Params {
         }
     }
 
+    fn has(&self, name: &str) -> bool {
+        self.map.get(name).is_some_and(|v| !v.is_null())
+    }
+
     fn take(&mut self, name: &str) -> Option<Value> {
         self.map.remove(name).filter(|v| !v.is_null())
     }
@@ -172,6 +176,16 @@ impl Params {
             None => Ok(false),
             Some(Value::Bool(b)) => Ok(b),
             Some(_) => Err(Failure::params(name, "must be true or false".into())),
+        }
+    }
+
+    fn bytes(&mut self, name: &str) -> Result<Option<u64>, Failure> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| Failure::params(name, "must be a whole number of bytes".into())),
         }
     }
 
@@ -506,8 +520,9 @@ async fn serve(
                 continue;
             }
         };
-        // Sends join their talk's queue here, in the order they were read.
-        let call = if method == "send" {
+        // Texts join their talk's queue here, in the order they were read; a file is
+        // sent on its own.
+        let call = if method == "send" && !params.has("file") {
             match queue_send(&rpc, params).await {
                 Ok(reply) => Call::Queued(reply),
                 Err(f) => Call::Done(Err(f)),
@@ -528,7 +543,8 @@ async fn serve(
                 ),
                 Call::Run(method, params) => {
                     let mut notes = Notes::default();
-                    let outcome = dispatch(&rpc, &peer, &method, params, &mut notes).await;
+                    let outcome =
+                        dispatch(&rpc, &peer, id.as_ref(), &method, params, &mut notes).await;
                     (outcome, notes)
                 }
             };
@@ -736,6 +752,7 @@ async fn send_batch(sender: &mut TalkSender, batch: Vec<SendJob>) {
 async fn dispatch(
     rpc: &Rpc,
     peer: &Arc<Peer>,
+    id: Option<&Value>,
     method: &str,
     mut p: Params,
     notes: &mut Notes,
@@ -884,6 +901,43 @@ async fn dispatch(
             p.done()?;
             let i = ops::invites(client, &talk, &mut warn).await?;
             Ok(output::invites_json(&i.talk, &i.invites, i.used, i.issued))
+        }
+        // Texts never come here: they are queued (see `serve`).
+        "send" => {
+            let talk = p.required("talk")?;
+            let file = p.required("file")?;
+            if p.has("text") {
+                return Err(Failure::params(
+                    "text",
+                    "a send carries a text or a file, not both".into(),
+                ));
+            }
+            let max = p
+                .bytes("max_file")?
+                .unwrap_or(nook_client::files::DEFAULT_MAX_FILE);
+            p.done()?;
+            // Progress goes out as it happens; a full notification queue drops a line
+            // of it rather than hold the send (the answer says how it ended).
+            let mut report = |progress: nook_client::files::Progress| {
+                if let Some(id) = id {
+                    let _ = peer.notes.try_send(notification(
+                        "progress",
+                        json!({"request": id, "progress": files::progress_json(&progress)}),
+                    ));
+                }
+            };
+            let source = nook_client::files::Source::Path(PathBuf::from(file));
+            let sent = client.send_file(&talk, source, max, &mut report).await?;
+            Ok(files::sent_json(&sent))
+        }
+        "save" => {
+            let talk = p.required("talk")?;
+            let file = p.required("file")?;
+            let to = p.string("to")?.map(PathBuf::from);
+            let force = p.flag("force")?;
+            p.done()?;
+            let saved = files::save_fetched(client, &talk, &file, to, force).await?;
+            Ok(files::saved_json(&saved))
         }
         "leave" => {
             let talk = p.required("talk")?;

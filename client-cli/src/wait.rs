@@ -35,7 +35,7 @@ pub async fn run(
 ) -> Result<ExitCode, CliError> {
     let (found, result) = wait(client, talk, what, timeout).await;
     if let Some(e) = &found {
-        out.entry(e);
+        out.entry(talk, e);
     }
     result.map(|()| ExitCode::SUCCESS)
 }

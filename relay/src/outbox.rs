@@ -50,13 +50,14 @@ pub fn wire(frame: &ServerFrame) -> Option<Wire> {
 
 /// A test's view of every frame the relay sends, installed with
 /// [`QueueBudget::set_tap`]: it sees each frame before it is queued for a connection
-/// and may replace it or drop it. End-to-end tests use it to play a malicious relay
-/// (one that withholds envelopes, or keeps a copy of every one) with the real
-/// engine; the relay binary never installs one.
+/// and may replace it, drop it, or send others with it (frames it held back).
+/// End-to-end tests use it to play a malicious relay (one that withholds or reorders
+/// envelopes, or keeps a copy of every one) with the real engine; the relay binary
+/// never installs one.
 #[doc(hidden)]
 pub trait Tap: std::fmt::Debug + Send + Sync {
-    /// What goes to connection `conn` instead of `frame` (`None`: nothing).
-    fn outgoing(&self, conn: u64, frame: Wire) -> Option<Wire>;
+    /// What goes to connection `conn` instead of `frame`, in order (empty: nothing).
+    fn outgoing(&self, conn: u64, frame: Wire) -> Vec<Wire>;
 }
 
 /// The bytes queued for clients across the relay, and the bounds on them. One per
@@ -267,17 +268,21 @@ impl Outbox {
 
     /// [`Outbox::send`] of a frame already encoded.
     pub fn send_wire(&self, frame: Wire) {
+        match self.account.budget.tap.get() {
+            Some(tap) => {
+                for frame in tap.outgoing(self.id, frame) {
+                    self.queue_wire(frame);
+                }
+            }
+            None => self.queue_wire(frame),
+        }
+    }
+
+    fn queue_wire(&self, frame: Wire) {
         // A dropped connection takes nothing more: its queue is on its way out.
         if self.is_killed() {
             return;
         }
-        let frame = match self.account.budget.tap.get() {
-            Some(tap) => match tap.outgoing(self.id, frame) {
-                Some(frame) => frame,
-                None => return,
-            },
-            None => frame,
-        };
         let Some(charge) = self.account.charge(frame.len()) else {
             self.kill();
             return;

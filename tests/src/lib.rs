@@ -264,6 +264,29 @@ impl Nook {
         finish(child, Duration::from_secs(60))
     }
 
+    /// Runs `nook args…` on a terminal of its own (util-linux `script`): stdout is
+    /// every byte the terminal was sent, stderr and stdout together, escapes included.
+    pub fn run_on_terminal(&self, args: &[&str]) -> Run {
+        let quote = |a: &str| format!("'{}'", a.replace('\'', "'\\''"));
+        let mut line = quote(&bin("nook").to_string_lossy());
+        line.push_str(" --home ");
+        line.push_str(&quote(&self.home_dir().to_string_lossy()));
+        for a in args {
+            line.push(' ');
+            line.push_str(&quote(a));
+        }
+        let child = Command::new("script")
+            .args(["--quiet", "--return", "--command", &line, "/dev/null"])
+            .env_remove("NO_COLOR")
+            .env("TERM", "xterm-256color")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run script (util-linux)");
+        finish(child, Duration::from_secs(60))
+    }
+
     /// Starts `nook args…` in the background (e.g. `read --follow`).
     pub fn spawn(&self, args: &[&str]) -> Background {
         self.spawn_command(self.command(args))

@@ -3,7 +3,8 @@
 //! chosen envelopes from every member they would go to (the sender still gets
 //! `Stored`, and the relay keeps them), and it keeps a copy of every envelope and
 //! farewell the relay hands out, as a relay that hoards its store would. It can also
-//! hand out each fetch answer's envelopes in reverse order.
+//! hand out each fetch answer's envelopes in reverse order, or push two envelopes to a
+//! follower swapped, the first one late (with the next push).
 //!
 //! Envelopes are named by their seq, which `nook --json send` prints; a seq is per
 //! talk, so one relay serves one talk in these tests.
@@ -24,6 +25,8 @@ const HEADER: usize = 4;
 #[derive(Debug, Default)]
 struct Seen {
     withhold: BTreeSet<u64>,
+    /// Withheld from pushes only: a fetch still hands them out.
+    withhold_pushes: BTreeSet<u64>,
     /// Whether every `Envelopes` answer goes out in reverse order.
     reverse: bool,
     /// Fetch answers handed out reversed.
@@ -37,6 +40,34 @@ struct Seen {
     envelopes: BTreeMap<u64, Envelope>,
     /// Every farewell the relay pushed with a close.
     farewells: Vec<Vec<u8>>,
+    /// Pushes being swapped (see [`Wiretap::swap_next_pushes`]).
+    swap: Swap,
+}
+
+/// Where a swap of two pushes to one connection is.
+#[derive(Debug, Default)]
+enum Swap {
+    #[default]
+    Off,
+    Armed,
+    /// The first push to `conn`, held back.
+    Holding {
+        conn: u64,
+        first: Envelope,
+    },
+    /// The second went out under the first's seq; the first goes out under `seq`
+    /// with the next push to `conn`.
+    Late {
+        conn: u64,
+        first: Envelope,
+        seq: nook_proto::Seq,
+    },
+    Done,
+}
+
+fn push_of(mailbox: nook_proto::MailboxId, envelope: Envelope) -> Option<Wire> {
+    let frame = ServerFrame::Push(Push::Envelope { mailbox, envelope });
+    encode_frame(&frame).ok().map(Wire::from)
 }
 
 /// The relay's view of its own traffic, and the switch that withholds envelopes.
@@ -58,6 +89,25 @@ impl Wiretap {
     /// numbers what it stored out of order).
     pub fn reverse_answers(&self) {
         self.seen().reverse = true;
+    }
+
+    /// From now on, the envelopes with these seqs are never pushed to a follower; a
+    /// fetch (a one-shot command) still gets them.
+    pub fn withhold_pushes(&self, seqs: impl IntoIterator<Item = u64>) {
+        self.seen().withhold_pushes.extend(seqs);
+    }
+
+    /// The next two envelope pushes to one connection go out swapped, as a relay that
+    /// reorders a conversation for one member: the second at once under the first's
+    /// seq, the first only with the push after them, under the second's seq (seqs
+    /// still ascend, as a client expects). So the member gets them in two batches.
+    pub fn swap_next_pushes(&self) {
+        self.seen().swap = Swap::Armed;
+    }
+
+    /// Whether a swap armed with [`Wiretap::swap_next_pushes`] has been carried out.
+    pub fn swapped(&self) -> bool {
+        matches!(self.seen().swap, Swap::Done)
     }
 
     /// How many fetch answers went out reversed so far.
@@ -87,9 +137,15 @@ impl Wiretap {
 }
 
 impl Tap for Wiretap {
-    fn outgoing(&self, _conn: u64, frame: Wire) -> Option<Wire> {
+    fn outgoing(&self, conn: u64, frame: Wire) -> Vec<Wire> {
+        self.one(conn, frame)
+    }
+}
+
+impl Wiretap {
+    fn one(&self, conn: u64, frame: Wire) -> Vec<Wire> {
         let Some(Ok(decoded)) = frame.get(HEADER..).map(decode_body::<ServerFrame>) else {
-            return Some(frame);
+            return vec![frame];
         };
         let mut seen = self.seen();
         match decoded {
@@ -106,7 +162,7 @@ impl Tap for Wiretap {
                     .filter(|e| !seen.withhold.contains(&e.seq.0))
                     .collect();
                 if items.len() == before && !(seen.reverse && before > 1) {
-                    return Some(frame);
+                    return vec![frame];
                 }
                 seen.held_back += before - items.len();
                 if seen.reverse {
@@ -123,29 +179,74 @@ impl Tap for Wiretap {
                     id,
                     result: Outcome::Ok(Response::Envelopes { items, more }),
                 };
-                encode_frame(&answer).ok().map(Wire::from)
+                encode_frame(&answer)
+                    .ok()
+                    .map(Wire::from)
+                    .into_iter()
+                    .collect()
             }
-            ServerFrame::Push(Push::Envelope { envelope, .. }) => {
+            ServerFrame::Push(Push::Envelope { mailbox, envelope }) => {
                 let seq = envelope.seq.0;
-                seen.envelopes.insert(seq, envelope);
-                if seen.withhold.contains(&seq) {
+                seen.envelopes.insert(seq, envelope.clone());
+                if seen.withhold.contains(&seq) || seen.withhold_pushes.contains(&seq) {
                     seen.held_back += 1;
-                    return None;
+                    return Vec::new();
                 }
-                Some(frame)
+                match std::mem::take(&mut seen.swap) {
+                    Swap::Armed => {
+                        seen.swap = Swap::Holding {
+                            conn,
+                            first: envelope,
+                        };
+                        Vec::new()
+                    }
+                    Swap::Holding { conn: to, first } if to == conn => {
+                        let seq = envelope.seq;
+                        seen.swap = Swap::Late {
+                            conn,
+                            first: first.clone(),
+                            seq,
+                        };
+                        push_of(
+                            mailbox,
+                            Envelope {
+                                seq: first.seq,
+                                ..envelope
+                            },
+                        )
+                        .into_iter()
+                        .collect()
+                    }
+                    Swap::Late {
+                        conn: to,
+                        first,
+                        seq,
+                    } if to == conn => {
+                        seen.swap = Swap::Done;
+                        let mut out: Vec<Wire> = push_of(mailbox, Envelope { seq, ..first })
+                            .into_iter()
+                            .collect();
+                        out.push(frame);
+                        out
+                    }
+                    other => {
+                        seen.swap = other;
+                        vec![frame]
+                    }
+                }
             }
             ServerFrame::Response {
                 result: Outcome::Ok(Response::Stored { seq }),
                 ..
             } => {
                 seen.stored.insert(seq.0);
-                Some(frame)
+                vec![frame]
             }
             ServerFrame::Push(Push::Closed { farewell, .. }) => {
                 seen.farewells.push(farewell);
-                Some(frame)
+                vec![frame]
             }
-            _ => Some(frame),
+            _ => vec![frame],
         }
     }
 }

@@ -255,6 +255,50 @@ fn every_rpc_answer_and_notification_is_documented() {
     c.answer(&rpc.call("read", json!({"talk": talk})), "event");
     c.answer(&rpc.call("members", json!({"talk": talk})), "members");
     c.answer(&rpc.call("list", json!({})), "list");
+
+    // Files both ways: ann's send reports its progress, bob's offer is saved.
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("plan.txt");
+    std::fs::write(&path, "the plan").unwrap();
+    let sent = rpc.call(
+        "send",
+        json!({"talk": talk, "file": path.to_str().unwrap()}),
+    );
+    c.answer(&sent, "send_file.file_sent");
+    let progress = rpc.notification(LIMIT, |n| n["method"] == "progress");
+    assert_eq!(progress["params"]["progress"]["size"], 8, "{progress}");
+    c.notification(&progress);
+    let theirs = files.path().join("notes.txt");
+    std::fs::write(&theirs, "bob's notes").unwrap();
+    let offered = bob.ok(&["--json", "send", &talk, "--file", theirs.to_str().unwrap()]);
+    let file_id = s(&offered.json_lines().last().unwrap()["file_id"]);
+    let to = files.path().join("saved");
+    std::fs::create_dir(&to).unwrap();
+    c.answer(
+        &rpc.call(
+            "save",
+            json!({"talk": talk, "file": file_id, "to": to.to_str().unwrap()}),
+        ),
+        "save",
+    );
+    assert_eq!(
+        std::fs::read_to_string(to.join("notes.txt")).unwrap(),
+        "bob's notes"
+    );
+    c.answer(
+        &rpc.call(
+            "save",
+            json!({"talk": talk, "file": file_id, "to": to.to_str().unwrap()}),
+        ),
+        "error",
+    );
+    c.answer(
+        &rpc.call(
+            "send",
+            json!({"talk": talk, "file": "/nonexistent/x", "text": "x"}),
+        ),
+        "error",
+    );
     c.answer(
         &rpc.call("send", json!({"talk": "zzzz-zzzz", "text": "x"})),
         "error",

@@ -51,9 +51,12 @@ fn a_multi_chunk_file_arrives_byte_for_byte_and_is_erased_on_close() {
     assert_eq!(offered.len(), 1, "{offered:?}");
     assert_eq!(offered[0]["name"], "report.bin");
     let id = offered[0]["file_id"].as_str().unwrap()[..8].to_string();
+    // The text line names the command that saves it, with this talk's name.
     let human = bob.ok(&["read", &tb]);
     assert!(
-        human.stdout.contains("offers report.bin"),
+        human.stdout.contains(&format!(
+            "offers report.bin (3.0 MiB) — nook save {tb} {id}"
+        )),
         "{}",
         human.stdout
     );
@@ -89,6 +92,30 @@ fn a_multi_chunk_file_arrives_byte_for_byte_and_is_erased_on_close() {
             "file bytes left in {home:?}"
         );
     }
+}
+
+/// On a terminal, `nook send --file` draws a progress bar (indicatif, on stderr) and
+/// clears it at the end; through a pipe (every other test) it draws none.
+#[test]
+fn a_file_sent_from_a_terminal_shows_a_progress_bar() {
+    let relay = Relay::start();
+    let (ann, _bob, ta, _tb) = two_seat_talk(&relay, &[], &[]);
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("big.bin");
+    std::fs::write(&path, content(3 * 1024 * 1024, b"BAR")).unwrap();
+    let path = path.to_str().unwrap();
+
+    let shown = ann.run_on_terminal(&["send", &ta, "--file", path]);
+    assert_eq!(shown.code, 0, "{shown:?}");
+    // The bar's template: "{bar} {bytes}/{total_bytes} {bytes_per_sec} {eta}".
+    let screen = &shown.stdout;
+    assert!(screen.contains("/3.00 MiB"), "no bar drawn: {screen:?}");
+    assert!(screen.contains('█') || screen.contains('░'), "{screen:?}");
+    assert!(screen.contains("sent big.bin (3.0 MiB)"), "{screen:?}");
+
+    let piped = ann.ok(&["send", &ta, "--file", path]);
+    assert!(!piped.stderr.contains("MiB/"), "{}", piped.stderr);
+    assert!(!piped.stderr.contains('\u{1b}'), "{:?}", piped.stderr);
 }
 
 #[test]

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+const LIMIT: Duration = Duration::from_secs(30);
+
 use nook_e2e::wiretap::TappedRelay;
 use nook_e2e::{Nook, Stream, text as s};
 
@@ -129,9 +131,9 @@ fn the_close_summary_says_how_many_messages_the_relay_withheld() {
     assert_eq!(relay.tap.held_back(), 2);
 }
 
-#[test]
-fn an_answer_the_relay_hands_out_of_order_is_read_in_causal_order() {
-    let relay = TappedRelay::start();
+/// An open three-seat talk on `relay` between ann (who made it), bob and cat, who
+/// have all met; the talk's name (the same for all three).
+fn three_met(relay: &TappedRelay) -> (Nook, Nook, Nook, String) {
     let (ann, bob, cat) = (Nook::new(), Nook::new(), Nook::new());
     let new = ann
         .ok(&[
@@ -155,6 +157,13 @@ fn an_answer_the_relay_hands_out_of_order_is_read_in_causal_order() {
             m.ok(&["read", &talk]);
         }
     }
+    (ann, bob, cat, talk)
+}
+
+#[test]
+fn an_answer_the_relay_hands_out_of_order_is_read_in_causal_order() {
+    let relay = TappedRelay::start();
+    let (ann, bob, cat, talk) = three_met(&relay);
     // bob answers ann's question after reading it; cat is offline meanwhile.
     ann.ok(&["send", &talk, "the question"]);
     bob.ok(&["read", &talk]);
@@ -170,4 +179,79 @@ fn an_answer_the_relay_hands_out_of_order_is_read_in_causal_order() {
         1,
         "cat got both in one answer, reversed"
     );
+}
+
+/// The `message` texts and `missing` counts a follower printed so far, in order.
+fn followed(follow: &mut nook_e2e::Background) -> Vec<String> {
+    follow
+        .lines_so_far(Stream::Stdout)
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| match v["type"].as_str() {
+            Some("message") => Some(s(&v["text"])),
+            Some("missing") => Some(format!("missing {}×{}", s(&v["alias"]), v["count"])),
+            _ => None,
+        })
+        .collect()
+}
+
+/// cat follows; the relay pushes bob's answer to it first, alone, and ann's question
+/// only with the next message. cat shows the question first, with nothing reported
+/// lost: the answer waited (its summary says bob had seen the question).
+#[test]
+fn an_answer_pushed_before_its_question_in_another_batch_is_shown_after_it() {
+    let relay = TappedRelay::start();
+    let (ann, bob, cat, talk) = three_met(&relay);
+    // A patience far above what these few commands take, so the test does not depend
+    // on the machine's speed (the patience running out is the next test).
+    let mut follow = cat.spawn(&[
+        "--causal-wait",
+        "10m",
+        "--json",
+        "read",
+        &talk,
+        "--follow",
+        "--new",
+    ]);
+    follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("connected"));
+    relay.tap.swap_next_pushes();
+    ann.ok(&["send", &talk, "the question"]);
+    bob.ok(&["read", &talk]);
+    bob.ok(&["send", &talk, "the answer"]);
+    ann.ok(&["send", &talk, "and then"]);
+    follow.wait_for(Stream::Stdout, LIMIT, |l| l.contains("and then"));
+    assert!(relay.tap.swapped(), "the relay swapped the two pushes");
+    assert_eq!(
+        followed(&mut follow),
+        ["the question", "the answer", "and then"]
+    );
+    follow.terminate();
+}
+
+/// The question never comes: once the answer has waited its patience it is shown,
+/// with the question reported lost, though nothing else arrives.
+#[test]
+fn an_answer_whose_question_never_comes_is_shown_when_its_patience_ends() {
+    let relay = TappedRelay::start();
+    let (ann, bob, cat, talk) = three_met(&relay);
+    let mut follow = cat.spawn(&[
+        "--causal-wait",
+        "1s",
+        "--json",
+        "read",
+        &talk,
+        "--follow",
+        "--new",
+    ]);
+    follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("connected"));
+    // The next seq is the question's: withheld from cat's follower (bob's fetch gets
+    // it) before it is sent, so no push of it can slip out first.
+    let next = relay.tap.stored().last().copied().unwrap_or(0) + 1;
+    relay.tap.withhold_pushes([next]);
+    assert_eq!(send(&ann, &talk, "the question"), next);
+    bob.ok(&["read", &talk]);
+    bob.ok(&["send", &talk, "the answer"]);
+    follow.wait_for(Stream::Stdout, LIMIT, |l| l.contains("the answer"));
+    assert_eq!(followed(&mut follow), ["missing ann×1", "the answer"]);
+    follow.terminate();
 }

@@ -567,18 +567,22 @@ impl App {
             }
             Event::Opened => {
                 self.open = true;
-                self.push(Item::Notice(crate::output::entry_text(&entry_of(
-                    Event::Opened,
-                ))));
+                self.push(Item::Notice(crate::output::entry_text(
+                    &self.talk,
+                    &entry_of(Event::Opened),
+                )));
             }
             // Warnings name members by their alias.
             Event::Warning(w) => self.push(Item::Error(safe::inline(&w).into_owned())),
             // Lost messages are shown as prominently as a warning.
             event @ Event::Missing { .. } => {
-                let text = crate::output::entry_text(&entry_of(event));
+                let text = crate::output::entry_text(&self.talk, &entry_of(event));
                 self.push(Item::Error(text.trim_start_matches("! ").to_string()));
             }
-            event => self.push(Item::Notice(crate::output::entry_text(&entry_of(event)))),
+            event => self.push(Item::Notice(crate::output::entry_text(
+                &self.talk,
+                &entry_of(event),
+            ))),
         }
     }
 

@@ -120,6 +120,8 @@ pub struct TalkSummary {
 pub struct Client {
     leases: Leases,
     dialer: Dialer,
+    /// How long [`Client::follow`] holds a message back for causal order.
+    causal_wait: std::time::Duration,
 }
 
 impl Client {
@@ -127,7 +129,14 @@ impl Client {
         Ok(Client {
             leases: Leases::new(Home::new(home)?),
             dialer: Dialer::default(),
+            causal_wait: crate::member::CAUSAL_WAIT,
         })
+    }
+
+    /// How long [`Client::follow`] holds a message back until the messages its author
+    /// had seen arrive (protocol-spec §13.3); [`crate::member::CAUSAL_WAIT`] unless set.
+    pub fn set_causal_wait(&mut self, wait: std::time::Duration) {
+        self.causal_wait = wait;
     }
 
     pub fn home(&self) -> &Home {
@@ -487,7 +496,16 @@ impl Client {
         sink: impl FnMut(Update) -> bool,
     ) -> Result<(), ClientError> {
         let talk_id = self.session(talk).await?.talk_id();
-        crate::follow::follow(&self.leases, &self.dialer, talk_id, from, until, sink).await
+        crate::follow::follow(
+            &self.leases,
+            &self.dialer,
+            talk_id,
+            from,
+            until,
+            self.causal_wait,
+            sink,
+        )
+        .await
     }
 
     /// Leaves the talk: tells the others (so they rotate keys), gives up the seat,

@@ -68,12 +68,15 @@ pub(crate) async fn follow(
     talk_id: TalkId,
     from: u64,
     until: Until,
+    patience: Duration,
     mut sink: impl FnMut(Update) -> bool,
 ) -> Result<(), ClientError> {
     let mut follower = Follower {
         talk_id,
         next: from,
         until,
+        patience_ms: u64::try_from(patience.as_millis()).unwrap_or(u64::MAX),
+        release_at: None,
     };
     let mut attempt: u32 = 0;
     loop {
@@ -137,6 +140,10 @@ struct Follower {
     /// The first history index not yet handed to the sink.
     next: u64,
     until: Until,
+    /// How long a message waits for those its author had seen (protocol-spec §13.3).
+    patience_ms: u64,
+    /// When the oldest message held back for causal order has waited enough.
+    release_at: Option<u64>,
 }
 
 impl Follower {
@@ -188,7 +195,8 @@ impl Follower {
                 return Ok(());
             }
             session.apply_status(&conn, status).await?;
-            session.sync(&conn).await?;
+            session.sync_with(&conn, self.patience_ms).await?;
+            self.release_at = session.state().waiting_until(self.patience_ms);
             if self.deliver(&session, sink)? {
                 drop(session);
                 conn.close().await;
@@ -197,7 +205,28 @@ impl Follower {
             (conn, pushes)
         };
         loop {
-            let Some(first) = pushes.recv().await else {
+            // Messages held back for causal order are shown when their patience ends,
+            // whether or not anything else arrives by then.
+            let due = self.release_at.map(|at| {
+                tokio::time::Instant::now()
+                    + Duration::from_millis(at.saturating_sub(crate::now_ms()))
+            });
+            let next = match due {
+                Some(due) => tokio::time::timeout_at(due, pushes.recv()).await.ok(),
+                None => Some(pushes.recv().await),
+            };
+            let Some(next) = next else {
+                let mut session = TalkSession::load(leases.take().await?, &self.talk_id)?;
+                session.release_due(&conn, self.patience_ms).await?;
+                self.release_at = session.state().waiting_until(self.patience_ms);
+                if self.deliver(&session, sink)? {
+                    drop(session);
+                    conn.close().await;
+                    return Ok(());
+                }
+                continue;
+            };
+            let Some(first) = next else {
                 return Err(ClientError::Lost {
                     reason: conn.close_reason(),
                 });
@@ -236,6 +265,7 @@ impl Follower {
             let Some(session) = self.on_pushes(session, &conn, batch, sink).await? else {
                 return Ok(());
             };
+            self.release_at = session.state().waiting_until(self.patience_ms);
             if self.deliver(&session, sink)? {
                 drop(session);
                 conn.close().await;
@@ -262,7 +292,7 @@ impl Follower {
                 continue;
             }
             session
-                .process(relay, std::mem::take(&mut envelopes))
+                .process(relay, std::mem::take(&mut envelopes), self.patience_ms)
                 .await?;
             match push {
                 Push::Envelope { .. } => {}
@@ -312,7 +342,7 @@ impl Follower {
                 }
             }
         }
-        session.process(relay, envelopes).await?;
+        session.process(relay, envelopes, self.patience_ms).await?;
         Ok(Some(session))
     }
 
@@ -345,6 +375,8 @@ mod tests {
             talk_id,
             next: 0,
             until: Until::Closed,
+            patience_ms: 0,
+            release_at: None,
         }
     }
 

@@ -137,8 +137,21 @@ pub enum FileData {
     },
 }
 
-/// How many messages a member holds back for causal order within a batch.
+/// How many messages a member holds back for causal order.
 pub const MAX_WAITING: usize = 64;
+
+/// How long a live follower (`read --follow`, `chat`, `nook rpc`'s subscriptions) holds
+/// a message back for the messages its author had seen (protocol-spec §13.3); a
+/// one-shot read holds nothing past its own batch.
+pub const CAUSAL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A message held back for causal order, since `since_ms` (this device's clock).
+#[derive(Clone, Debug, Encode, Decode)]
+struct Waiting {
+    events: Vec<Event>,
+    seen: Vec<Seen>,
+    since_ms: u64,
+}
 
 /// How many envelopes sealed under keys not yet known a member holds for later
 /// (protocol-spec §13.3), and how many bytes; past either the oldest is dropped.
@@ -195,9 +208,9 @@ pub struct TalkState {
     /// messages that came before its `Reply`), opened when the key arrives.
     held: Vec<Envelope>,
     /// Messages that came before messages their author had already seen (its `seen`
-    /// summary names them): shown after those, in causal order, or at the end of the
-    /// batch with what never came reported lost (protocol-spec §13.3).
-    waiting: Vec<(Vec<Event>, Vec<Seen>)>,
+    /// summary names them): shown after those, in causal order, or once they waited
+    /// their patience with what never came reported lost (protocol-spec §13.3).
+    waiting: Vec<Waiting>,
     /// Highest relay seq fully processed and stored.
     pub cursor: u64,
     /// Highest seq acknowledged to the relay.
@@ -773,29 +786,40 @@ impl TalkState {
         })
     }
 
-    /// Shows the waiting messages whose dependencies arrived (all of them, with what
-    /// never came reported lost, when `all`), oldest first; until none changes.
-    fn release_waiting(&mut self, all: bool, out: &mut Handled) {
+    /// Shows the waiting messages whose dependencies arrived, and those held since
+    /// `due_ms` or before (with what never came reported lost), oldest first; until
+    /// none changes.
+    fn release_waiting(&mut self, due_ms: Option<u64>, out: &mut Handled) {
         for _ in 0..=MAX_WAITING {
             let Some(i) = self
                 .waiting
                 .iter()
-                .position(|(_, seen)| all || self.met(seen))
+                .position(|w| due_ms.is_some_and(|due| w.since_ms <= due) || self.met(&w.seen))
             else {
                 return;
             };
-            let (events, seen) = self.waiting.remove(i);
-            self.claims(&seen, false, out);
-            out.events.extend(events);
+            let w = self.waiting.remove(i);
+            self.claims(&w.seen, false, out);
+            out.events.extend(w.events);
         }
     }
 
-    /// The end of a batch of envelopes (one fetch, one run of pushes): what still waits
-    /// for messages that did not come is shown now, and those reported lost.
-    pub fn end_of_batch(&mut self) -> Handled {
+    /// The end of a batch of envelopes (one fetch, one run of pushes): what has waited
+    /// `patience_ms` for messages that did not come is shown now, and those reported
+    /// lost. A one-shot read passes 0: it shows everything before it ends.
+    pub fn end_of_batch(&mut self, now_ms: u64, patience_ms: u64) -> Handled {
         let mut out = Handled::default();
-        self.release_waiting(true, &mut out);
+        self.release_waiting(Some(now_ms.saturating_sub(patience_ms)), &mut out);
         out
+    }
+
+    /// When the oldest waiting message has had `patience_ms`: the time to call
+    /// [`TalkState::end_of_batch`] again, if anything waits.
+    pub fn waiting_until(&self, patience_ms: u64) -> Option<u64> {
+        self.waiting
+            .iter()
+            .map(|w| w.since_ms.saturating_add(patience_ms))
+            .min()
     }
 
     /// What this member has received of every other member's current chain.
@@ -1325,12 +1349,16 @@ impl TalkState {
                     }
                 }
                 if !events.is_empty() && !self.met(&seen) && self.waiting.len() < MAX_WAITING {
-                    self.waiting.push((events, seen));
+                    self.waiting.push(Waiting {
+                        events,
+                        seen,
+                        since_ms: crate::now_ms(),
+                    });
                 } else {
                     self.claims(&seen, false, out);
                     out.events.extend(events);
                 }
-                self.release_waiting(false, out);
+                self.release_waiting(None, out);
             }
             Err(e) => out.events.push(Event::Warning(format!(
                 "a message claiming to be from {} was rejected: {e}",
@@ -1533,7 +1561,7 @@ mod tests {
                 net.put(m.seat, k, b);
             }
         }
-        events.extend(m.end_of_batch().events);
+        events.extend(m.end_of_batch(crate::now_ms(), 0).events);
         // Never delivered later either: `m` has moved past them.
         m.cursor = skip.iter().copied().fold(m.cursor, u64::max);
         events
@@ -1619,8 +1647,9 @@ mod tests {
     }
 
     /// b asks, a answers having seen the question; the relay hands c the answer first
-    /// and the question after, under new seqs: with `batch_between`, in two batches.
-    fn reordered(batch_between: bool) -> Vec<Event> {
+    /// and the question after, under new seqs: with `batch_between`, in two batches,
+    /// the first ending that many ms after the answer was held back.
+    fn reordered(batch_between: Option<u64>) -> Vec<Event> {
         let (mut net, mut a, mut b, mut c) = three();
         let (body, _) = b.seal_text("question", 1).unwrap();
         net.put(1, EnvelopeKind::Chat, body);
@@ -1635,24 +1664,39 @@ mod tests {
             ..e.clone()
         };
         let mut events = c.handle_envelope(&env(base + 1, &answer)).events;
-        if batch_between {
-            events.extend(c.end_of_batch().events);
+        if let Some(waited_ms) = batch_between {
+            let held = c.waiting_until(PATIENCE_MS).expect("the answer waits");
+            events.extend(
+                c.end_of_batch(held - PATIENCE_MS + waited_ms, PATIENCE_MS)
+                    .events,
+            );
         }
         events.extend(c.handle_envelope(&env(base + 2, &question)).events);
-        events.extend(c.end_of_batch().events);
+        // A one-shot read's end: nothing is held past it.
+        events.extend(c.end_of_batch(crate::now_ms(), 0).events);
+        assert_eq!(c.waiting_until(PATIENCE_MS), None);
         events
     }
 
+    const PATIENCE_MS: u64 = 5_000;
+
     #[test]
     fn a_reordered_delivery_is_shown_in_causal_order() {
-        let ev = reordered(false);
+        let ev = reordered(None);
         assert_eq!(texts(&ev), ["member-1: question", "owner-owl: answer"]);
         assert!(missing(&ev).is_empty(), "{ev:?}");
     }
 
     #[test]
-    fn a_reorder_across_batches_is_reported() {
-        let ev = reordered(true);
+    fn a_reorder_across_batches_within_the_patience_is_shown_in_causal_order() {
+        let ev = reordered(Some(PATIENCE_MS - 1));
+        assert_eq!(texts(&ev), ["member-1: question", "owner-owl: answer"]);
+        assert!(missing(&ev).is_empty(), "{ev:?}");
+    }
+
+    #[test]
+    fn a_reorder_past_the_patience_is_reported() {
+        let ev = reordered(Some(PATIENCE_MS));
         assert_eq!(texts(&ev), ["owner-owl: answer", "member-1: question"]);
         assert_eq!(
             missing(&ev),

@@ -348,6 +348,16 @@ impl TalkSession {
         &mut self,
         relay: &impl Relay,
     ) -> Result<Vec<HistoryEntry>, ClientError> {
+        self.sync_with(relay, 0).await
+    }
+
+    /// [`TalkSession::sync`] for a live follower, which holds messages back for causal
+    /// order up to `patience_ms` (a one-shot command passes 0: it holds nothing).
+    pub(crate) async fn sync_with(
+        &mut self,
+        relay: &impl Relay,
+        patience_ms: u64,
+    ) -> Result<Vec<HistoryEntry>, ClientError> {
         let mut all = Vec::new();
         // Bounded: each round moves the cursor forward by up to a fetch's worth.
         for _ in 0..100_000 {
@@ -361,7 +371,9 @@ impl TalkSession {
             let Response::Envelopes { items, more } = answer else {
                 return Err(ClientError::Protocol);
             };
-            all.extend(self.process(relay, items).await?);
+            // The rounds of one sync are one batch: only the last ends it.
+            let end = (!more).then_some(patience_ms);
+            all.extend(self.process_batch(relay, items, end).await?);
             if !more {
                 break;
             }
@@ -371,14 +383,36 @@ impl TalkSession {
 
     /// Stores what `envelopes` mean (durably), then sends whatever handshake answers
     /// they called for and acknowledges them.
+    /// One batch: what waited `patience_ms` for messages that did not come is shown at
+    /// its end (protocol-spec §13.3).
     pub(crate) async fn process(
         &mut self,
         relay: &impl Relay,
         envelopes: Vec<Envelope>,
+        patience_ms: u64,
     ) -> Result<Vec<HistoryEntry>, ClientError> {
-        if envelopes.is_empty() {
-            return Ok(Vec::new());
-        }
+        self.process_batch(relay, envelopes, Some(patience_ms))
+            .await
+    }
+
+    /// Shows the messages that have waited `patience_ms` (a live follower's timer,
+    /// set from [`TalkState::waiting_until`]).
+    pub(crate) async fn release_due(
+        &mut self,
+        relay: &impl Relay,
+        patience_ms: u64,
+    ) -> Result<Vec<HistoryEntry>, ClientError> {
+        self.process_batch(relay, Vec::new(), Some(patience_ms))
+            .await
+    }
+
+    /// Handles `envelopes`; with `end`, ends the batch with that patience.
+    async fn process_batch(
+        &mut self,
+        relay: &impl Relay,
+        envelopes: Vec<Envelope>,
+        end: Option<u64>,
+    ) -> Result<Vec<HistoryEntry>, ClientError> {
         let mut change = Handled::default();
         for env in &envelopes {
             let h = self.state.handle_envelope(env);
@@ -386,8 +420,15 @@ impl TalkSession {
             change.outgoing.extend(h.outgoing);
             change.files.extend(h.files);
         }
-        change.events.extend(self.state.end_of_batch().events);
-        self.commit(relay, change, true).await
+        if let Some(patience_ms) = end {
+            let released = self.state.end_of_batch(now_ms(), patience_ms);
+            change.events.extend(released.events);
+        }
+        if envelopes.is_empty() && change.events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ack = !envelopes.is_empty();
+        self.commit(relay, change, ack).await
     }
 
     /// Seals and sends a text message; returns the seq the relay stored it under and
@@ -611,7 +652,7 @@ mod tests {
         let mut session = TalkSession::new(leases.take().await.unwrap(), b);
         let relay = FakeRelay::new(false);
         let entries = session
-            .process(&relay, vec![envelope.clone()])
+            .process(&relay, vec![envelope.clone()], 0)
             .await
             .unwrap();
         assert!(

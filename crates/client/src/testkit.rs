@@ -67,7 +67,7 @@ impl Net {
                 self.put(m.seat, k, b);
             }
         }
-        events.extend(m.end_of_batch().events);
+        events.extend(m.end_of_batch(crate::now_ms(), 0).events);
         events
     }
 }

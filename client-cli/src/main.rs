@@ -818,7 +818,6 @@ async fn read(
             }
             Update::Link(link) => out.link(&link, until),
             Update::Status(_) => {}
-            Update::SeatRequested => out.seat_requested(talk),
         }
         true
     });

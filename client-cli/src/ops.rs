@@ -101,7 +101,9 @@ pub async fn fetch_for_read(
     talk: &str,
 ) -> Result<Option<ClientError>, (CliError, Option<HistoryEntry>)> {
     match client.fetch(talk).await {
-        Ok(_) => Ok(None),
+        // The owner's device learns of seat requests by asking: new ones go into the
+        // history that `read` shows next.
+        Ok(_) => Ok(client.note_seat_requests(talk).await.err()),
         Err(e @ (ClientError::TalkGone | ClientError::Closed { .. })) => {
             let receipt = match &e {
                 ClientError::Closed { receipt } => receipt.clone(),

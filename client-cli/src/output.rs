@@ -197,15 +197,6 @@ impl Output {
         }
     }
 
-    /// Someone asked for a seat on one of the talk's board listings (owner).
-    pub fn seat_requested(&self, talk: &str) {
-        if self.json {
-            println!("{}", seat_request_json(talk));
-        } else {
-            println!("* someone asks for a seat: `nook requests {talk}` shows the requests");
-        }
-    }
-
     pub fn entry(&self, talk: &str, e: &HistoryEntry) {
         if self.json {
             println!("{}", entry_json(e));
@@ -213,11 +204,6 @@ impl Output {
             println!("{}", entry_text(talk, e));
         }
     }
-}
-
-/// The `seat_request` event (`read --follow --json`, `nook rpc`'s `event`).
-pub fn seat_request_json(talk: &str) -> Value {
-    json!({"type": "seat_request", "talk": talk, "at_ms": nook_client::now_ms()})
 }
 
 /// `new`'s `--json` object.
@@ -414,6 +400,11 @@ pub(crate) fn entry_json(e: &HistoryEntry) -> Value {
             "file_id": nook_client::files::file_id_text(&offer.file_id),
             "name": offer.name, "size": offer.size, "chunks": offer.chunks,
             "sha256": offer.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>()}),
+        Event::SeatRequested {
+            request,
+            alias,
+            note,
+        } => json!({"type": "seat_request", "request": request, "alias": alias, "note": note}),
     };
     v["at_ms"] = json!(e.at_ms);
     v
@@ -526,6 +517,22 @@ pub(crate) fn entry_text(talk: &str, e: &HistoryEntry) -> String {
                     size_text(offer.size)
                 )
             }
+        }
+        Event::SeatRequested {
+            request,
+            alias,
+            note,
+        } => {
+            let short = request.get(..8).unwrap_or(request);
+            let note = if note.is_empty() {
+                String::new()
+            } else {
+                format!(": \"{}\"", safe::inline(note))
+            };
+            format!(
+                "* {} asks for a seat{note} — nook admit {talk} {short}",
+                safe::inline(alias)
+            )
         }
     }
 }

@@ -1077,11 +1077,6 @@ async fn subscribe(client: &Client, peer: &Arc<Peer>, talk: &str) -> Result<Valu
                     "link",
                     json!({"talk": talk, "link": output::link_json(&link, Until::Closed)}),
                 ),
-                // The requests themselves are fetched with `requests`.
-                Update::SeatRequested => notification(
-                    "event",
-                    json!({"talk": talk, "event": output::seat_request_json(&talk)}),
-                ),
                 Update::Status(_) => return true,
             };
             // A client that does not read its notifications loses the subscription

@@ -678,3 +678,78 @@ fn chat_recovers_by_itself_after_its_link_is_down_for_20s() {
         "the link dropped nothing: the test tested nothing"
     );
 }
+
+#[test]
+fn chat_shows_a_seat_request_as_it_arrives() {
+    if !terminal_test_runs("the seat request test", &[("tmux", "-V")]) {
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let (owner, kim) = (root.path().join("owner"), root.path().join("kim"));
+    let relay = Relay::start(&root.path().join("relay"));
+    let created = nook_json(
+        &owner,
+        &[
+            "new",
+            "--relay",
+            &relay.address,
+            "--seats",
+            "3",
+            "--alias",
+            "ann",
+        ],
+    );
+    let talk = text_of(&created[0], "talk");
+    let phrase = "chat test board";
+    nook_json(
+        &owner,
+        &[
+            "post",
+            &talk,
+            "--board",
+            phrase,
+            "--title",
+            "a talk to find",
+        ],
+    );
+
+    let tmux_dir = root.path().join("tmux");
+    std::fs::create_dir(&tmux_dir).expect("tmux folder");
+    let command = format!(
+        "{} --home {} chat {talk}; sleep 60",
+        quoted(nook_bin()),
+        quoted(&owner)
+    );
+    let tmux = Tmux::start(&tmux_dir, &command);
+    tmux.wait_for_screen("the owner's chat screen", &["● connected", "you are ann"]);
+
+    let found = nook_json(
+        &kim,
+        &["browse", "--relay", &relay.address, "--board", phrase],
+    );
+    let listing = text_of(&found[0], "listing");
+    let asked = nook_json(
+        &kim,
+        &[
+            "ask",
+            &listing,
+            "--alias",
+            "kim",
+            "--note",
+            "let me in\u{1b}[2J",
+        ],
+    );
+    let request = text_of(&asked[0], "request");
+    // Live, with the seeker's words escaped and the command that seats it.
+    let screen = tmux.wait_for_screen(
+        "the request on the owner's screen",
+        &[
+            "* kim asks for a seat: \"let me in",
+            "nook admit",
+            &request[..8],
+        ],
+    );
+    assert!(!screen.contains('\u{1b}'), "{screen}");
+    drop(tmux);
+    drop(relay);
+}

@@ -121,6 +121,35 @@ fn three_seekers_find_a_talk_two_are_admitted_one_declined_and_close_erases_it_a
         ids.push(text(&a["request"]));
     }
 
+    // The owner's `read` shows each request once, as it shows any event.
+    let read = owner.ok(&["--json", "read", &talk]).json_lines();
+    let mut asked: Vec<(String, String, String)> = read
+        .iter()
+        .filter(|v| v["type"] == "seat_request")
+        .map(|v| (text(&v["alias"]), text(&v["note"]), text(&v["request"])))
+        .collect();
+    asked.sort();
+    let mut want: Vec<(String, String, String)> = seekers
+        .iter()
+        .zip(&ids)
+        .map(|((_, alias, note), id)| (alias.to_string(), note.to_string(), id.clone()))
+        .collect();
+    want.sort();
+    assert_eq!(asked, want, "{read:?}");
+    let human = owner.ok(&["read", &talk]).stdout;
+    assert!(
+        human.contains(&format!(
+            "* kim-seeker asks for a seat: \"note from kim\" — nook admit {talk} {}\n",
+            &ids[0][..8]
+        )),
+        "{human}"
+    );
+    let again = owner.ok(&["--json", "read", "--new", &talk]).json_lines();
+    assert!(
+        !again.iter().any(|v| v["type"] == "seat_request"),
+        "noted once: {again:?}"
+    );
+
     // The owner sees three requests, with aliases and notes.
     let reqs = requests(&owner, &talk);
     assert_eq!(reqs.len(), 3, "{reqs:?}");
@@ -142,8 +171,15 @@ fn three_seekers_find_a_talk_two_are_admitted_one_declined_and_close_erases_it_a
         unknown.stderr
     );
 
+    let unused = |n: &Nook| n.ok(&["--json", "invites", &talk]).json()["invites"].clone();
+    assert_eq!(unused(&owner).as_array().map(Vec::len), Some(2));
     owner.ok(&["admit", &talk, &id_of("kim-seeker")]);
+    // kim's invite is kim's now: not listed for the owner to pass on again, even
+    // before kim takes the seat.
+    let left = unused(&owner);
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "{left}");
     owner.ok(&["admit", &talk, &id_of("lou-seeker")]);
+    assert_eq!(unused(&owner), serde_json::json!([]));
     owner.ok(&["decline", &talk, &id_of("max-seeker")]);
     assert!(
         requests(&owner, &talk).is_empty(),
@@ -623,8 +659,11 @@ fn rpc_serves_the_board_methods_and_streams_seat_requests() {
         n["method"] == "event" && n["params"]["event"]["type"] == "seat_request"
     });
     assert_eq!(note["params"]["talk"], talk.as_str());
+    assert_eq!(note["params"]["event"]["alias"], "kim-rpc", "{note}");
+    assert_eq!(note["params"]["event"]["note"], "me", "{note}");
     let reqs = o.ok("requests", json!({"talk": talk}));
     assert_eq!(reqs[0]["alias"], "kim-rpc", "{reqs}");
+    assert_eq!(note["params"]["event"]["request"], reqs[0]["request"]);
     let answered = o.ok(
         "admit",
         json!({"talk": talk, "request": reqs[0]["request"]}),

@@ -390,12 +390,6 @@ impl App {
                 self.open |= status.state == TalkPhase::Open;
                 self.status = Some(status);
             }
-            Update::SeatRequested => {
-                self.push(Item::Notice(
-                    "* someone asks for a seat: `nook requests` shows them, `nook admit` seats one"
-                        .into(),
-                ));
-            }
             Update::Link(Link::Connected) => {
                 if matches!(self.link, LinkState::Reconnecting { .. }) {
                     self.push(Item::Notice("* connected to the relay again".into()));

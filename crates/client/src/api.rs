@@ -383,6 +383,15 @@ impl Client {
         let unread = session.store().unread(&session.talk_id())?;
         let mut summary = summary(session.state(), unread);
         summary.retiring_at = session.store().retiring_at(&session.talk_id())?;
+        // Invites given to admitted seekers are theirs now, not the owner's to pass on.
+        let given = crate::board::given_seats(session.store(), &session.talk_id())?;
+        summary.invites = session
+            .state()
+            .invites
+            .iter()
+            .filter(|(seat, _)| !given.contains(seat))
+            .map(|(_, invite)| invite.clone())
+            .collect();
         Ok(summary)
     }
 

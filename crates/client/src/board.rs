@@ -21,7 +21,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::api::Client;
 use crate::error::ClientError;
-use crate::member::valid_alias;
+use crate::member::{Event, valid_alias};
 use crate::session::now_ms;
 
 /// The text form of a listing handle starts with this.
@@ -659,8 +659,38 @@ impl Client {
             return Err(ClientError::Protocol);
         };
         let store = self.leases().take().await?;
-        let mut own = owner_boards(&store, &talk_id)?;
-        let (mut forged, mut replayed, mut out) = (0, 0, Vec::new());
+        let (out, forged, replayed) = take_requests(&store, &talk_id, items)?;
+        Ok((name, talk_id, out, forged, replayed, authed))
+    }
+
+    /// Notes in the talk's history the seat requests this device has not seen yet
+    /// (`nook read` on the owner's device, while the talk has listings); nothing for a
+    /// member or a talk never posted.
+    pub async fn note_seat_requests(&self, talk: &str) -> Result<(), ClientError> {
+        {
+            let session = self.session(talk).await?;
+            let own = owner_boards(session.store(), &session.talk_id())?;
+            if session.state().seat != 0 || own.listings.is_empty() {
+                return Ok(());
+            }
+        }
+        self.open_requests(talk).await?.5.conn.close().await;
+        Ok(())
+    }
+}
+
+/// The seat requests the relay answered, opened with the talk's listing keys: (each
+/// request and its reply key, how many were forged, how many replayed). Requests seen
+/// for the first time are noted in the talk's history, in the same durable write.
+#[allow(clippy::type_complexity)]
+pub(crate) fn take_requests(
+    store: &crate::store::Store,
+    talk_id: &[u8; 8],
+    items: Vec<nook_proto::PendingRequest>,
+) -> Result<(Vec<(SeatRequestView, [u8; 32])>, usize, usize), ClientError> {
+    let mut own = owner_boards(store, talk_id)?;
+    let (mut forged, mut replayed, mut out, mut new) = (0, 0, Vec::new(), Vec::new());
+    {
         for item in items {
             let Some((_, _, secret)) = own.listings.iter().find(|l| l.0 == item.listing.0) else {
                 forged += 1;
@@ -677,7 +707,14 @@ impl Client {
                     continue;
                 }
                 Some(_) => {}
-                None => own.replies.push((req.reply_key, item.request.0)),
+                None => {
+                    own.replies.push((req.reply_key, item.request.0));
+                    new.push(Event::SeatRequested {
+                        request: hex(&item.request.0),
+                        alias: req.alias.clone(),
+                        note: req.note.clone(),
+                    });
+                }
             }
             out.push((
                 SeatRequestView {
@@ -690,11 +727,14 @@ impl Client {
                 req.reply_key,
             ));
         }
-        save_owner_boards(&store, &talk_id, &own)?;
-        store.flush()?;
-        Ok((name, talk_id, out, forged, replayed, authed))
     }
+    save_owner_boards(store, talk_id, &own)?;
+    store.append(talk_id, new, now_ms())?;
+    store.flush()?;
+    Ok((out, forged, replayed))
+}
 
+impl Client {
     /// Admits (hands one of the talk's unused invites to) or declines a request.
     pub async fn answer(
         &self,
@@ -789,6 +829,19 @@ fn owner_boards(
         Some(bytes) => decode_body(&bytes).map_err(|_| corrupt("board listings")),
         None => Ok(OwnerBoards::default()),
     }
+}
+
+/// The seats whose invites the owner gave to admitted seat requests: no longer the
+/// owner's to hand out, though the relay counts them unused until the seat is taken.
+pub(crate) fn given_seats(
+    store: &crate::store::Store,
+    talk_id: &[u8; 8],
+) -> Result<Vec<u8>, ClientError> {
+    Ok(owner_boards(store, talk_id)?
+        .given
+        .iter()
+        .map(|(seat, _)| *seat)
+        .collect())
 }
 
 fn save_owner_boards(

@@ -49,9 +49,6 @@ pub enum Update {
     Entry(HistoryEntry),
     Status(TalkStatus),
     Link(Link),
-    /// A seat request arrived on one of the talk's board listings (owner only; see
-    /// them with [`crate::Client::requests`]).
-    SeatRequested,
 }
 
 /// Pushes handled under one store lease, at most.
@@ -337,8 +334,14 @@ impl Follower {
                         session.note(vec![event])?;
                     }
                 }
-                Push::SeatRequested { .. } => {
-                    sink(Update::SeatRequested);
+                Push::SeatRequested { mailbox } => {
+                    // Opened at once, so the history says who asks (new ones only).
+                    let Response::Requests { items } =
+                        relay.request(Request::Requests { mailbox }).await?
+                    else {
+                        return Err(ClientError::Protocol);
+                    };
+                    crate::board::take_requests(session.store(), &self.talk_id, items)?;
                 }
             }
         }

@@ -107,6 +107,15 @@ pub enum Event {
         own: bool,
         offer: FileOffer,
     },
+    /// Someone asked for a seat on one of the talk's board listings (owner only; noted
+    /// the first time this device opened the request). `alias` and `note` are the
+    /// seeker's: hostile text. (Appended.)
+    SeatRequested {
+        /// The request id (hex), as `nook requests`, `admit` and `decline` take it.
+        request: String,
+        alias: String,
+        note: String,
+    },
 }
 
 /// What an offer says about a file.

@@ -28,8 +28,10 @@ pub enum CardsCommand {
         #[command(subcommand)]
         command: CardCommand,
     },
-    /// Show chosen fields of your card to one member of a talk, to them alone; or
-    /// offer, accept or decline an exchange of cards.
+    /// Show your card to one member of a talk, to them alone, or exchange cards.
+    ///
+    /// Chosen fields only (--fields); --mutual offers an exchange instead, which the
+    /// other accepts (--accept) or declines (--decline). A card cannot be taken back.
     #[command(after_help = "EXAMPLES:
   nook reveal nev2-xem6 ivory-ocelot --fields name,org
   nook reveal nev2-xem6 ivory-ocelot --mutual --keepable
@@ -62,13 +64,15 @@ pub enum CardsCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
-    /// What is known about you in a talk: who saw which fields of your card, what
-    /// the relay learns of the talk, what this home stores for it.
+    /// What is known about you in a talk.
+    ///
+    /// Who saw which fields of your card, what the relay learns of the talk (with its
+    /// values), what this home stores for it.
     Exposure {
         #[arg(help = crate::TALK_HELP)]
         talk: String,
     },
-    /// The members of a talk as you know them: alias, and the name they showed you.
+    /// The members of a talk as you know them, with the names they showed you.
     Who {
         #[arg(help = crate::TALK_HELP)]
         talk: String,

@@ -134,8 +134,15 @@ pub fn label(card: &Card) -> String {
 }
 
 /// The labels of the cards shown to this viewer, by seat.
+/// (Debug prints only how many: names are not for logs.)
 #[derive(Default)]
 pub struct Names(Vec<(u8, String, String)>);
+
+impl std::fmt::Debug for Names {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Names({})", self.0.len())
+    }
+}
 
 impl Names {
     pub fn of(known: &[Known]) -> Names {
@@ -156,6 +163,14 @@ impl Names {
             self.0.retain(|(s, _, _)| s != seat);
             self.0.push((*seat, label(&card), raw_label(&card)));
         }
+    }
+
+    /// The label of `seat` as sent (for a screen that escapes it itself).
+    pub fn raw(&self, seat: u8) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(s, _, _)| *s == seat)
+            .map(|(_, _, r)| r.as_str())
     }
 
     pub fn get(&self, seat: u8) -> Option<&str> {
@@ -354,6 +369,32 @@ pub async fn run(client: &Client, cmd: CardsCommand, out: &Output) -> Result<Exi
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `/reveal ALIAS` (all of the card's fields) or `/accept ALIAS` in `nook chat`.
+pub async fn chat_reveal(
+    client: &Client,
+    talk: &str,
+    alias: &str,
+    accept: bool,
+) -> Result<Vec<String>, String> {
+    let sent = if accept {
+        client.accept_exchange(talk, alias, false).await
+    } else {
+        client.reveal(talk, alias, None, false).await
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(vec![format!(
+        "{} now sees your card ({}); only they do",
+        safe::inline(&sent.alias),
+        sent.fields.join(", ")
+    )])
+}
+
+/// `/exposure` in `nook chat`.
+pub async fn chat_exposure(client: &Client, talk: &str) -> Result<Vec<String>, String> {
+    let e = client.exposure(talk).await.map_err(|e| e.to_string())?;
+    Ok(exposure_text(&e).lines().map(str::to_owned).collect())
 }
 
 /// Says that a card cannot be taken back; on a terminal, asks. `--yes` or no terminal

@@ -438,7 +438,7 @@ async fn card(client: &Client, cmd: CardCommand, out: &Output) -> Result<(), Cli
         }
         CardCommand::Show => match client.card().await? {
             Some(own) => print_card(&own, out),
-            None if out.json => println!("{}", json!({"card": null})),
+            None if out.json => println!("{}", card_json(None)),
             None => println!("no card: set one with `nook card set --name …`"),
         },
         CardCommand::Clear => {
@@ -455,12 +455,17 @@ async fn card(client: &Client, cmd: CardCommand, out: &Output) -> Result<(), Cli
     Ok(())
 }
 
+/// The `card` object (`card show`, `card set`); `{"card": null}` without a card.
+pub(crate) fn card_json(own: Option<&OwnCard>) -> Value {
+    match own {
+        Some(own) => json!({"card": fields_json(&own.card.fields), "key_id": own.key_id}),
+        None => json!({"card": null}),
+    }
+}
+
 fn print_card(own: &OwnCard, out: &Output) {
     if out.json {
-        println!(
-            "{}",
-            json!({"card": fields_json(&own.card.fields), "key_id": own.key_id})
-        );
+        println!("{}", card_json(Some(own)));
         return;
     }
     println!(
@@ -470,12 +475,12 @@ fn print_card(own: &OwnCard, out: &Output) {
     );
 }
 
-fn reveal_json(s: &nook_client::cards::CardSent, action: &str) -> Value {
+pub(crate) fn reveal_json(s: &nook_client::cards::CardSent, action: &str) -> Value {
     json!({"talk": s.talk, "seat": s.seat, "alias": s.alias, "action": action,
            "fields": s.fields, "keepable": s.keepable, "irrevocable": action != "declined"})
 }
 
-fn who_json(w: &Who) -> Value {
+pub(crate) fn who_json(w: &Who) -> Value {
     json!({"seat": w.seat, "alias": w.alias, "own": w.own, "left": w.left,
            "card": w.card.as_ref().map(|k| fields_json(&k.card.fields)),
            "contact": w.card.as_ref().is_some_and(|k| k.contact),
@@ -506,7 +511,7 @@ fn who_text(w: &Who) -> String {
     line
 }
 
-fn contact_json(c: &Contact) -> Value {
+pub(crate) fn contact_json(c: &Contact) -> Value {
     json!({"id": c.id(), "card": fields_json(&c.card.fields), "kept_at_ms": c.kept_at_ms})
 }
 
@@ -520,7 +525,7 @@ fn contact_text(c: &Contact) -> String {
     )
 }
 
-fn exposure_json(e: &Exposure) -> Value {
+pub(crate) fn exposure_json(e: &Exposure) -> Value {
     json!({
         "talk": e.talk,
         "alias": e.alias,

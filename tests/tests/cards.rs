@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use nook_e2e::rpc::RpcSession;
 use nook_e2e::{Nook, Relay, all_bytes, contains, text};
 use serde_json::Value;
 
@@ -282,4 +283,35 @@ fn hostile_or_oversized_card_text_is_refused_when_set() {
     assert!(n.run(&["--json", "card", "show"]).json()["card"].is_null());
     let r = n.run(&["--json", "reveal", "nope", "x", "--yes"]);
     assert_ne!(r.code, 0);
+}
+
+#[test]
+fn the_card_methods_of_nook_rpc_answer_like_the_commands() {
+    let relay = Relay::start();
+    let (ann, bob, _cat, [ta, tb, _]) = three(&relay);
+    let mut rpc = RpcSession::start(&ann);
+    assert!(rpc.ok("card_show", serde_json::json!({}))["card"].is_null());
+    let set = rpc.ok("card_set", serde_json::json!({"name": NAME, "org": ORG}));
+    assert_eq!(set["card"]["name"], NAME);
+    let err = rpc.err("reveal", serde_json::json!({"talk": ta, "alias": "nobody"}));
+    assert_eq!(err["data"]["kind"], "member_unknown", "{err}");
+    let sent = rpc.ok(
+        "reveal",
+        serde_json::json!({"talk": ta, "alias": "bob", "fields": "name"}),
+    );
+    assert_eq!(sent["action"], "revealed");
+    assert_eq!(sent["fields"], serde_json::json!(["name"]));
+    let exposure = rpc.ok("exposure", serde_json::json!({"talk": ta}));
+    assert_eq!(exposure["shown"][0]["alias"], "bob");
+    assert!(
+        rpc.ok("contacts", serde_json::json!({}))
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let who = rpc.ok("who", serde_json::json!({"talk": ta}));
+    assert_eq!(who.as_array().unwrap().len(), 3);
+    let events = read_json(&bob, &tb);
+    assert_eq!(of_type(&events, "card")[0]["fields"]["name"], NAME);
+    assert_eq!(rpc.ok("card_clear", serde_json::json!({}))["cleared"], true);
 }

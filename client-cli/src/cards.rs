@@ -597,3 +597,32 @@ fn exposure_text(e: &Exposure) -> String {
     ));
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_card_text_is_escaped_and_stays_on_its_own_lines() {
+        let fields = vec![
+            (0, "Dana\u{1b}[2J\u{202e}".to_owned()),
+            (
+                1,
+                "Acme\n* forged: you showed everyone your card".to_owned(),
+            ),
+        ];
+        let text = revealed_text("ivory\nocelot", &fields, false, false);
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{202e}'),
+            "{text}"
+        );
+        // One header line, then exactly one indented line per field.
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("* ivory\\x0aocelot"), "{text}");
+        assert!(lines[1..].iter().all(|l| l.starts_with("    ")), "{text}");
+        let card = Card { fields };
+        assert!(!label(&card).contains('\n'));
+        assert!(!label(&card).contains('\u{1b}'));
+    }
+}

@@ -2208,6 +2208,100 @@ mod tests {
         assert_eq!(kept(&stranger.sign_receipt(c.mailbox, 5, 2), &c), None);
     }
 
+    /// Delivers everything pending to `m`; the card news it produced.
+    fn card_news(net: &mut Net, m: &mut TalkState) -> (Vec<CardNews>, Vec<Event>) {
+        let pending: Vec<Envelope> = net
+            .log
+            .iter()
+            .filter(|(from, e)| *from != m.seat && e.seq.0 > m.cursor)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let (mut news, mut events) = (Vec::new(), Vec::new());
+        for e in pending {
+            let h = m.handle_envelope(&e);
+            news.extend(h.cards);
+            events.extend(h.events);
+        }
+        (news, events)
+    }
+
+    #[test]
+    fn a_card_reaches_its_addressee_alone_in_a_chat_envelope_and_verifies_only_there() {
+        use nook_crypto::card::{Card, CardKey};
+        let (mut net, a, mut b, mut c) = three();
+        let key = CardKey::from_seed(&[9; 32]);
+        let card = Card {
+            fields: vec![(0, "Dana Reyes".into())],
+        };
+        let b_pseudonym = b.own_pseudonym();
+        let reveal = CardReveal::new(
+            &key,
+            &a.mailbox,
+            &a.own_pseudonym(),
+            &b_pseudonym,
+            card.clone(),
+            false,
+        )
+        .unwrap();
+        let body = DirectBody::CardReveal {
+            reveal: reveal.clone(),
+        };
+        net.put(
+            a.seat,
+            EnvelopeKind::Chat,
+            a.seal_card(b.seat, &body).unwrap(),
+        );
+        let (news, _) = card_news(&mut net, &mut b);
+        assert_eq!(
+            news,
+            vec![CardNews::Revealed {
+                seat: a.seat,
+                reveal
+            }]
+        );
+        let (news, events) = card_news(&mut net, &mut c);
+        assert!(news.is_empty() && events.is_empty(), "{events:?}");
+        // A reveal signed for c, passed on by b as its own to c, does not verify: it
+        // names a, not b, as the revealer.
+        let for_c = CardReveal::new(
+            &key,
+            &a.mailbox,
+            &a.own_pseudonym(),
+            &b_pseudonym,
+            card.clone(),
+            false,
+        )
+        .unwrap();
+        net.put(
+            b.seat,
+            EnvelopeKind::Chat,
+            b.seal_card(c.seat, &DirectBody::CardReveal { reveal: for_c })
+                .unwrap(),
+        );
+        let (news, events) = card_news(&mut net, &mut c);
+        assert!(news.is_empty(), "{news:?}");
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Warning(w) if w.contains("does not verify"))),
+            "{events:?}"
+        );
+        // A card message in a handshake envelope is refused.
+        let to_b = a.roster.iter().find(|p| p.seat == b.seat).unwrap();
+        let d = a
+            .direct(to_b, &DirectBody::CardDecline { exchange: [1; 16] })
+            .unwrap();
+        net.put(a.seat, EnvelopeKind::Handshake, d);
+        let (news, events) = card_news(&mut net, &mut b);
+        assert!(news.is_empty(), "{news:?}");
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Warning(w) if w.contains("handshake envelope"))),
+            "{events:?}"
+        );
+    }
+
     #[test]
     fn state_survives_encoding() {
         let (_, a, _, _) = three();

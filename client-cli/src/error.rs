@@ -4,6 +4,7 @@
 //! The library's errors say what happened; only the binary knows its own commands, so
 //! every hint and every exit code is decided here, in one table.
 
+use nook_client::cards::CardError;
 use nook_client::store::StoreError;
 use nook_client::{BoardError, ClientError, ConnectError};
 
@@ -75,12 +76,16 @@ pub enum Kind {
     RequestUnknown,
     /// 5: the board, the listing's requests, or the talk's seats are at their limit.
     BoardFull,
+    NoCard,
+    MemberUnknown,
+    NoOffer,
+    ContactUnknown,
 }
 
 impl Kind {
     /// Every kind, in exit-code order.
     #[cfg(test)]
-    pub const ALL: [Kind; 29] = [
+    pub const ALL: [Kind; 33] = [
         Kind::Internal,
         Kind::Usage,
         Kind::TalkUnknown,
@@ -110,6 +115,10 @@ impl Kind {
         Kind::ListingUnknown,
         Kind::RequestUnknown,
         Kind::BoardFull,
+        Kind::NoCard,
+        Kind::MemberUnknown,
+        Kind::NoOffer,
+        Kind::ContactUnknown,
     ];
 
     /// The process exit code.
@@ -135,7 +144,11 @@ impl Kind {
             | Kind::BadInput
             | Kind::ListingUnknown
             | Kind::RequestUnknown
-            | Kind::BoardFull => 5,
+            | Kind::BoardFull
+            | Kind::NoCard
+            | Kind::MemberUnknown
+            | Kind::NoOffer
+            | Kind::ContactUnknown => 5,
             Kind::TalkClosed | Kind::TalkGone => 6,
             Kind::RelayKeyMismatch | Kind::ReceiptInvalid => 7,
             Kind::Timeout => 8,
@@ -174,6 +187,10 @@ impl Kind {
             Kind::ListingUnknown => "listing_unknown",
             Kind::RequestUnknown => "request_unknown",
             Kind::BoardFull => "board_full",
+            Kind::NoCard => "no_card",
+            Kind::MemberUnknown => "member_unknown",
+            Kind::NoOffer => "no_offer",
+            Kind::ContactUnknown => "contact_unknown",
         }
     }
 }
@@ -190,7 +207,8 @@ pub const EXIT_CODES: &str = "EXIT CODES (and the \"kind\" of a --json error):
   5  refused: talk_not_open, invite_used, invite_malformed, own_invite,
      address_malformed, not_owner, not_allowed, mailbox_full, rate_limited,
      create_refused, relay_retiring, relay_storage_full, relay_refused, bad_input,
-     listing_unknown, request_unknown, board_full
+     listing_unknown, request_unknown, board_full, no_card, member_unknown,
+     no_offer, contact_unknown
   6  the talk was closed, expired or left (local data deleted): talk_closed, talk_gone
   7  security: relay_key_mismatch, receipt_invalid
   8  `nook wait` timed out: timeout";
@@ -270,6 +288,16 @@ impl CliError {
                 ..
             } => Some("`nook browse --relay ADDR --board PHRASE` shows the live listings"),
             ClientError::Lost { .. } => Some("run the command again"),
+            ClientError::Card(CardError::NoCard) => Some("set one with `nook card set --name …`"),
+            ClientError::Card(CardError::UnknownMember { .. }) => {
+                Some("`nook who TALK` shows the members by alias")
+            }
+            ClientError::Card(CardError::NoOffer { .. }) => {
+                Some("`nook read TALK` shows the exchanges offered to you")
+            }
+            ClientError::Card(CardError::UnknownContact { .. }) => {
+                Some("`nook contacts` shows the ids")
+            }
             ClientError::Refused {
                 code: nook_proto::ErrorCode::CreateRefused,
                 ..
@@ -407,6 +435,13 @@ pub fn client_kind(e: &ClientError) -> Kind {
         },
         ClientError::File(nook_client::files::FileError::MailboxFull) => Kind::MailboxFull,
         ClientError::File(_) => Kind::BadInput,
+        ClientError::Card(c) => match c {
+            CardError::NoCard => Kind::NoCard,
+            CardError::UnknownMember { .. } => Kind::MemberUnknown,
+            CardError::NoOffer { .. } => Kind::NoOffer,
+            CardError::UnknownContact { .. } => Kind::ContactUnknown,
+            CardError::NoFields | CardError::BadField { .. } => Kind::BadInput,
+        },
         ClientError::Closed { .. } => Kind::TalkClosed,
         ClientError::TalkGone => Kind::TalkGone,
         // Storage, protocol, and whatever a newer library adds: internal.

@@ -14,6 +14,7 @@ use nook_proto::ClosePolicy;
 use nook_proto::limits::MAX_SEATS;
 
 mod boards;
+mod cards;
 mod chat;
 mod config;
 mod duration;
@@ -257,6 +258,9 @@ enum Command {
     /// Boards: post, unpost, browse, ask, asks, requests, admit, decline.
     #[command(flatten)]
     Board(boards::BoardCommand),
+    /// Cards: card, reveal, exposure, who, contacts.
+    #[command(flatten)]
+    Cards(cards::CardsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -686,6 +690,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             return chat::run(client.clone(), &talk).await;
         }
         Command::Board(cmd) => return boards::run(client, cmd, &out).await,
+        Command::Cards(cmd) => return cards::run(client, cmd, &out).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -796,8 +801,10 @@ async fn read(
     // Follow on from the first entry not printed, so nothing shows twice.
     let (entries, from) = (history.entries, history.next);
     let mut opened = entries.iter().any(|e| matches!(e.event, Event::Opened));
+    // The names members showed this viewer, beside their aliases (spec §19).
+    let mut names = cards::Names::of(&client.known_cards(talk).await?);
     for e in &entries {
-        out.entry(talk, e);
+        out.entry_named(talk, e, &mut names);
     }
     if !follow && !wait_open {
         return Ok(exit);
@@ -814,7 +821,7 @@ async fn read(
         match u {
             Update::Entry(e) => {
                 ended |= matches!(e.event, Event::Closed { .. } | Event::Expired);
-                out.entry(talk, &e);
+                out.entry_named(talk, &e, &mut names);
             }
             Update::Link(link) => out.link(&link, until),
             Update::Status(_) => {}

@@ -204,6 +204,16 @@ impl Output {
             println!("{}", entry_text(talk, e));
         }
     }
+
+    /// An entry with the names shown to this viewer beside the aliases (`read`).
+    pub fn entry_named(&self, talk: &str, e: &HistoryEntry, names: &mut crate::cards::Names) {
+        names.learn(&e.event);
+        if self.json {
+            println!("{}", names.json(e, entry_json(e)));
+        } else {
+            println!("{}", names.text(e, entry_text(talk, e)));
+        }
+    }
 }
 
 /// `new`'s `--json` object.
@@ -405,6 +415,33 @@ pub(crate) fn entry_json(e: &HistoryEntry) -> Value {
             alias,
             note,
         } => json!({"type": "seat_request", "request": request, "alias": alias, "note": note}),
+        Event::CardRevealed {
+            seat,
+            alias,
+            fields,
+            keepable,
+            contact,
+        } => json!({"type": "card", "seat": seat, "alias": alias,
+            "fields": crate::cards::fields_json(fields), "keepable": keepable,
+            "contact": contact}),
+        Event::CardShown {
+            seat,
+            alias,
+            fields,
+            keepable,
+        } => json!({"type": "card_shown", "seat": seat, "alias": alias,
+            "fields": nook_client::cards::names(fields), "keepable": keepable}),
+        Event::CardOffered {
+            seat,
+            alias,
+            fields,
+            keepable,
+            own,
+        } => json!({"type": "card_offer", "seat": seat, "alias": alias,
+            "fields": nook_client::cards::names(fields), "keepable": keepable, "own": own}),
+        Event::CardDeclined { seat, alias, own } => {
+            json!({"type": "card_declined", "seat": seat, "alias": alias, "own": own})
+        }
     };
     v["at_ms"] = json!(e.at_ms);
     v
@@ -534,6 +571,59 @@ pub(crate) fn entry_text(talk: &str, e: &HistoryEntry) -> String {
                 safe::inline(alias)
             )
         }
+        Event::CardRevealed {
+            alias,
+            fields,
+            keepable,
+            contact,
+            ..
+        } => crate::cards::revealed_text(alias, fields, *keepable, *contact),
+        Event::CardShown {
+            alias,
+            fields,
+            keepable,
+            ..
+        } => format!(
+            "* you showed {} your card: {}{}",
+            safe::inline(alias),
+            nook_client::cards::names(fields).join(", "),
+            if *keepable { " (keepable)" } else { "" }
+        ),
+        Event::CardOffered {
+            alias,
+            fields,
+            own: true,
+            ..
+        } => format!(
+            "* you offered {} an exchange of cards ({}); nothing is shown before they accept",
+            safe::inline(alias),
+            nook_client::cards::names(fields).join(", ")
+        ),
+        Event::CardOffered {
+            alias,
+            fields,
+            keepable,
+            own: false,
+            ..
+        } => format!(
+            "* {} offers an exchange of cards ({}{}): nook reveal TALK {} --accept, or --decline",
+            safe::inline(alias),
+            nook_client::cards::names(fields).join(", "),
+            if *keepable { ", theirs keepable" } else { "" },
+            safe::inline(alias)
+        ),
+        Event::CardDeclined {
+            alias, own: true, ..
+        } => format!(
+            "* you declined {}'s exchange; no card was shown",
+            safe::inline(alias)
+        ),
+        Event::CardDeclined {
+            alias, own: false, ..
+        } => format!(
+            "* {} declined your exchange; no card was shown",
+            safe::inline(alias)
+        ),
     }
 }
 

@@ -61,7 +61,8 @@ const COMMAND_ERROR: i64 = -32000;
 
 /// The methods, for the answer to an unknown one.
 const METHODS: &str = "new, join, list, send, read, wait, members, invites, leave, close, \
-     subscribe, unsubscribe, post, unpost, browse, ask, asks, requests, admit, decline, save";
+     subscribe, unsubscribe, post, unpost, browse, ask, asks, requests, admit, decline, save, \
+     card_show, card_set, card_clear, reveal, who, exposure, contacts, contacts_forget";
 
 /// A JSON-RPC error: code, message, and `data`, which always holds the `--json` error
 /// object's `error`, `exit_code` and `kind` (and `field` for invalid params).
@@ -963,6 +964,103 @@ async fn dispatch(
                 s.abort();
             }
             Ok(json!({"talk": name, "subscribed": false}))
+        }
+        "card_show" => {
+            p.done()?;
+            Ok(crate::cards::card_json(client.card().await?.as_ref()))
+        }
+        "card_set" => {
+            let mut fields = Vec::new();
+            for (kind, name) in nook_crypto::card::FIELD_NAMES.iter().enumerate() {
+                if let (Some(v), Ok(k)) = (p.string(name)?, u8::try_from(kind)) {
+                    fields.push((k, v));
+                }
+            }
+            p.done()?;
+            if fields.is_empty() {
+                return Err(Failure::params("name", "give at least one field".into()));
+            }
+            let own = client.set_card(nook_crypto::card::Card { fields }).await?;
+            Ok(crate::cards::card_json(Some(&own)))
+        }
+        "card_clear" => {
+            p.done()?;
+            Ok(json!({"cleared": client.clear_card().await?}))
+        }
+        "reveal" => {
+            let talk = p.required("talk")?;
+            let alias = p.required("alias")?;
+            let mut fields = Vec::new();
+            for f in p.strings("fields", true)? {
+                fields
+                    .push(nook_crypto::card::field_kind(f.trim()).ok_or_else(|| {
+                        Failure::params("fields", format!("unknown field {f:?}"))
+                    })?);
+            }
+            fields.sort_unstable();
+            fields.dedup();
+            let (mutual, accept, decline) =
+                (p.flag("mutual")?, p.flag("accept")?, p.flag("decline")?);
+            let keepable = p.flag("keepable")?;
+            p.done()?;
+            if u8::from(mutual) + u8::from(accept) + u8::from(decline) > 1 {
+                return Err(Failure::params(
+                    "mutual",
+                    "mutual, accept and decline exclude each other".into(),
+                ));
+            }
+            let fields = (!fields.is_empty()).then_some(fields);
+            let (sent, action) = if accept {
+                (
+                    client.accept_exchange(&talk, &alias, keepable).await?,
+                    "accepted",
+                )
+            } else if decline {
+                (client.decline_exchange(&talk, &alias).await?, "declined")
+            } else if mutual {
+                let sent = client
+                    .offer_exchange(&talk, &alias, fields.as_deref(), keepable)
+                    .await?;
+                (sent, "offered")
+            } else {
+                let sent = client
+                    .reveal(&talk, &alias, fields.as_deref(), keepable)
+                    .await?;
+                (sent, "revealed")
+            };
+            Ok(crate::cards::reveal_json(&sent, action))
+        }
+        "who" => {
+            let talk = p.required("talk")?;
+            p.done()?;
+            let (_, members) = client.who(&talk).await?;
+            Ok(Value::Array(
+                members.iter().map(crate::cards::who_json).collect(),
+            ))
+        }
+        "exposure" => {
+            let talk = p.required("talk")?;
+            p.done()?;
+            Ok(crate::cards::exposure_json(&client.exposure(&talk).await?))
+        }
+        "contacts" => {
+            p.done()?;
+            Ok(Value::Array(
+                client
+                    .contacts()
+                    .await?
+                    .iter()
+                    .map(crate::cards::contact_json)
+                    .collect(),
+            ))
+        }
+        "contacts_forget" => {
+            let id = p.required("id")?;
+            p.done()?;
+            let gone = client.forget_contact(&id).await?;
+            Ok(Value::Array(
+                gone.iter().map(|c| json!({"forgotten": c.id()})).collect(),
+            ))
         }
         "post" => {
             let talk = p.required("talk")?;

@@ -680,6 +680,98 @@ fn chat_recovers_by_itself_after_its_link_is_down_for_20s() {
 }
 
 #[test]
+fn chat_shows_a_revealed_name_beside_the_alias_and_reveals_with_a_confirmation() {
+    if !terminal_test_runs("the chat cards test", &[("tmux", "-V")]) {
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
+    let relay = Relay::start(&root.path().join("relay"));
+    let created = nook_json(
+        &alice,
+        &[
+            "new",
+            "--relay",
+            &relay.address,
+            "--seats",
+            "2",
+            "--alias",
+            "alice",
+        ],
+    );
+    let talk_a = text_of(&created[0], "talk");
+    let invite = created[0]["invites"][0]
+        .as_str()
+        .expect("an invite")
+        .to_string();
+    let joined = nook_json(&bob, &["join", &invite, "--alias", "bob"]);
+    let talk_b = text_of(&joined[0], "talk");
+    // Both learn each other's alias (intro and reply) before any card goes.
+    wait_for("the members to meet", || {
+        nook(&alice, &["read", &talk_a]);
+        nook(&bob, &["read", &talk_b]);
+        let who = nook_json(&bob, &["who", &talk_b]);
+        if who.iter().any(|w| w["alias"] == "alice") {
+            Ok(())
+        } else {
+            Err(format!("{who:?}"))
+        }
+    });
+    nook_json(
+        &alice,
+        &["card", "set", "--name", "Alice Amber", "--org", "Amber Oy"],
+    );
+    nook_json(
+        &bob,
+        &["card", "set", "--name", "Bo Berg", "--org", "Berg AB"],
+    );
+
+    let tmux_dir = root.path().join("tmux");
+    std::fs::create_dir(&tmux_dir).expect("tmux folder");
+    let command = format!(
+        "{} --home {} chat {talk_a}; echo \"nook exited with $?\"; sleep 60",
+        quoted(nook_bin()),
+        quoted(&alice)
+    );
+    let tmux = Tmux::start(&tmux_dir, &command);
+    tmux.wait_for_screen("the chat screen", &["● connected", "you are alice"]);
+
+    // Bob shows alice his name; his next message carries it beside his alias.
+    nook_json(&bob, &["reveal", &talk_b, "alice", "--fields", "name,org"]);
+    let out = nook(&bob, &["send", &talk_b, "now you know me"]);
+    assert!(out.status.success(), "bob's send failed: {out:?}");
+    tmux.wait_for_screen(
+        "bob's card and his name beside his alias",
+        &[
+            "bob showed you their card",
+            "bob · Bo Berg, Berg AB: now you know me",
+        ],
+    );
+
+    // /reveal asks first, says a card cannot be taken back, then shows it to bob.
+    tmux.type_text("/reveal bob");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for_screen("the confirmation", &["cannot be taken back", "(y/n)"]);
+    tmux.keys(&["y"]);
+    tmux.wait_for_screen("the reveal done", &["bob now sees your card (name, org)"]);
+    wait_for("bob to see alice's card", || {
+        let events = nook_json(&bob, &["read", &talk_b]);
+        let card = events.iter().find(|e| e["type"] == "card");
+        match card {
+            Some(c) if c["fields"]["name"] == "Alice Amber" => Ok(()),
+            _ => Err(format!("{events:?}")),
+        }
+    });
+    // /exposure names bob and the fields he saw.
+    tmux.type_text("/exposure");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for_screen("the exposure", &["bob (seat 1) saw: name, org"]);
+    tmux.keys(&["C-c"]);
+    drop(tmux);
+    drop(relay);
+}
+
+#[test]
 fn chat_shows_a_seat_request_as_it_arrives() {
     if !terminal_test_runs("the seat request test", &[("tmux", "-V")]) {
         return;

@@ -29,7 +29,8 @@ const LIMIT: Duration = Duration::from_secs(30);
 // The relay_* events need a relay rotated or retiring: tests/tests/rotation.rs.
 // The board commands' objects: tests/tests/boards.rs runs them (fields asserted there).
 // `missing` needs a relay that drops envelopes: tests/tests/withheld.rs.
-const NOT_EXERCISED: [&str; 13] = [
+// The card commands' objects and events: tests/tests/cards.rs runs them.
+const NOT_EXERCISED: [&str; 24] = [
     "ask_answer",
     "event.expired",
     "event.warning",
@@ -43,6 +44,17 @@ const NOT_EXERCISED: [&str; 13] = [
     "answer",
     "event.seat_request",
     "event.missing",
+    "card",
+    "card_clear",
+    "reveal",
+    "who",
+    "exposure",
+    "contacts",
+    "contacts_forget",
+    "event.card",
+    "event.card_shown",
+    "event.card_offer",
+    "event.card_declined",
 ];
 /// The prefix of the schemas only `nook rpc` produces.
 const RPC: &str = "rpc.";

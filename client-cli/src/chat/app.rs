@@ -29,6 +29,9 @@ pub const HELP: &[&str] = &[
     "  /invites  the owner's unused invites",
     "  /leave    give up your seat and delete the talk here (asks first)",
     "  /close    close the talk for everyone (asks first)",
+    "  /reveal ALIAS   show ALIAS your card, to them alone (asks first)",
+    "  /accept ALIAS   accept ALIAS's exchange of cards (asks first)",
+    "  /exposure       what is known about you here",
     "  /help     this help",
     "  /quit     leave the screen; the talk goes on (also Ctrl-C)",
     "  //text    sends \"/text\"",
@@ -49,6 +52,14 @@ pub enum Action {
     Leave,
     /// Close the talk; report with [`App::on_closed`].
     Close,
+    /// Show our card to `alias` (or accept its exchange); report with
+    /// [`App::on_card_done`].
+    Reveal {
+        alias: String,
+        accept: bool,
+    },
+    /// Show what is known about us here; report with [`App::on_card_done`].
+    Exposure,
     /// Restore the terminal and exit with [`App::exit_code`].
     Quit,
 }
@@ -70,6 +81,8 @@ pub enum Mode {
 pub enum Confirm {
     Close,
     Leave,
+    /// Showing our card to the member in `App::reveal_to`.
+    Reveal,
 }
 
 /// Where one of our own messages sent from this screen stands.
@@ -213,6 +226,10 @@ pub struct App {
     next_id: u64,
     /// /quit was refused once because of pending messages.
     quit_warned: bool,
+    /// The names members showed this viewer (spec §19), beside their aliases.
+    names: crate::cards::Names,
+    /// Whom a /reveal or /accept waiting for its y/n is for, and whether it accepts.
+    pub(super) reveal_to: Option<(String, bool)>,
 }
 
 impl App {
@@ -244,12 +261,31 @@ impl App {
             browse: None,
             next_id: 0,
             quit_warned: false,
+            names: crate::cards::Names::default(),
+            reveal_to: None,
         };
         app.set_info(info);
         app.push(Item::Info(
             "type a message and press Enter; /help lists the commands".into(),
         ));
         app
+    }
+
+    /// The names members showed this viewer so far.
+    pub fn set_names(&mut self, names: crate::cards::Names) {
+        self.names = names;
+    }
+
+    /// The outcome of a /reveal, /accept or /exposure: lines to show, or the error.
+    pub fn on_card_done(&mut self, result: Result<Vec<String>, String>) {
+        match result {
+            Ok(lines) => {
+                for l in lines {
+                    self.push(Item::Info(l));
+                }
+            }
+            Err(e) => self.push(Item::Error(safe::inline(&e).into_owned())),
+        }
     }
 
     /// Takes what the local store knows now (members, invites, status).
@@ -513,8 +549,10 @@ impl App {
     }
 
     fn on_entry(&mut self, entry: HistoryEntry) {
+        self.names.learn(&entry.event);
         match entry.event {
             Event::Message {
+                seat,
                 own,
                 late,
                 missed,
@@ -526,6 +564,11 @@ impl App {
                 if own && self.match_own(&text, sent_at_ms) {
                     return;
                 }
+                // The name this member showed us, beside its alias (escaped with it).
+                let alias = match self.names.raw(seat) {
+                    Some(name) if !own => format!("{alias} · {name}"),
+                    _ => alias,
+                };
                 self.push(Item::Message(Message {
                     alias,
                     at_ms: sent_at_ms,
@@ -628,12 +671,21 @@ impl App {
                     self.mode = Mode::Busy("leaving the talk…");
                     Action::Leave
                 }
+                Confirm::Reveal => {
+                    self.mode = Mode::Normal;
+                    match self.reveal_to.take() {
+                        Some((alias, accept)) => Action::Reveal { alias, accept },
+                        None => Action::None,
+                    }
+                }
             },
             KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => {
                 self.mode = Mode::Normal;
+                self.reveal_to = None;
                 self.push(Item::Info(match what {
                     Confirm::Close => "not closed".into(),
                     Confirm::Leave => "still in the talk".into(),
+                    Confirm::Reveal => "not revealed; nothing was sent".into(),
                 }));
                 Action::None
             }
@@ -741,6 +793,15 @@ impl App {
                 }
             }
             "/leave" => self.mode = Mode::Confirm(Confirm::Leave),
+            "/reveal" | "/accept" => match line.split_whitespace().nth(1) {
+                Some(alias) => {
+                    self.push(Item::Info(format!("note: {}", crate::cards::IRREVOCABLE)));
+                    self.reveal_to = Some((alias.to_owned(), name == "/accept"));
+                    self.mode = Mode::Confirm(Confirm::Reveal);
+                }
+                None => self.push(Item::Error(format!("{name} needs an alias: {name} ALIAS"))),
+            },
+            "/exposure" => return Action::Exposure,
             "/close" => {
                 let owner_only = self.status.is_some_and(|s| s.close == ClosePolicy::Owner);
                 if owner_only && !self.owner {

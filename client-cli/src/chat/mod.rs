@@ -124,6 +124,8 @@ enum ToUi {
 enum Done {
     Left(Result<(), String>),
     Closed(Result<PortableReceipt, String>),
+    /// A /reveal, /accept or /exposure: lines to show, or the error.
+    Card(Result<Vec<String>, String>),
 }
 
 async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
@@ -134,6 +136,7 @@ async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
     let from = history.next;
     let history = history.entries;
     let mut app = App::new(&info, local_utc_offset());
+    app.set_names(crate::cards::Names::of(&client.known_cards(&talk).await?));
     // `history` above marked everything before `from` as shown.
     let mut marked = from;
     for entry in history {
@@ -212,6 +215,7 @@ async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
                 match done.map_err(ChatError::Task)? {
                     Done::Left(result) => app.on_left(result),
                     Done::Closed(result) => app.on_closed(result),
+                    Done::Card(result) => app.on_card_done(result),
                 }
                 Action::None
             }
@@ -265,6 +269,18 @@ async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
                             .map_err(|e| e.to_string()),
                     )
                 });
+            }
+            Action::Reveal { alias, accept } => {
+                let (client, talk) = (client.clone(), talk.clone());
+                ops.spawn(async move {
+                    Done::Card(crate::cards::chat_reveal(&client, &talk, &alias, accept).await)
+                });
+            }
+            Action::Exposure => {
+                let (client, talk) = (client.clone(), talk.clone());
+                ops.spawn(
+                    async move { Done::Card(crate::cards::chat_exposure(&client, &talk).await) },
+                );
             }
             Action::Quit => return Ok(app.exit_code()),
         }

@@ -215,6 +215,24 @@ impl App {
                 )),
                 " y closes, n or Esc cancels".into(),
             ),
+            Mode::Confirm(Confirm::Reveal) => {
+                let (alias, accept) = self.reveal_to.clone().unwrap_or_default();
+                let what = if accept {
+                    "Accept the exchange: show your card to"
+                } else {
+                    "Show your card to"
+                };
+                (
+                    Some(Line::styled(
+                        format!(
+                            " {what} {} alone? It cannot be taken back. (y/n)",
+                            crate::safe::inline(&alias)
+                        ),
+                        ask,
+                    )),
+                    " y shows it, n or Esc cancels".into(),
+                )
+            }
             Mode::Confirm(Confirm::Leave) => (
                 Some(Line::styled(
                     " Leave the talk and delete it from this device? (y/n)",

@@ -72,6 +72,8 @@ pub enum ClientError {
     /// A file could not be sent or saved (spec §12.5).
     #[error(transparent)]
     File(#[from] crate::files::FileError),
+    #[error(transparent)]
+    Card(#[from] crate::cards::CardError),
 }
 
 impl From<RequestError> for ClientError {

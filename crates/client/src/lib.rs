@@ -26,6 +26,7 @@
 pub mod alias;
 pub mod api;
 pub mod board;
+pub mod cards;
 pub mod dial;
 pub mod error;
 pub mod files;

@@ -9,6 +9,7 @@
 
 use bincode::{Decode, Encode};
 use nook_crypto::auth::PortableReceipt;
+use nook_crypto::card::CardReveal;
 use nook_crypto::chain::{ChainState, Delivery};
 use nook_crypto::identity::{IDENTITY_LEN, KEM_PUBLIC_LEN};
 use nook_crypto::message::{
@@ -115,6 +116,65 @@ pub enum Event {
         request: String,
         alias: String,
         note: String,
+    },
+    /// The member of `seat` showed us chosen fields of its card (protocol-spec §19),
+    /// to us alone. `contact`: its card key is one this home kept from an earlier
+    /// talk, so it is that same person. (Appended.)
+    CardRevealed {
+        seat: u8,
+        alias: String,
+        /// `(kind, value)`, values as sent: hostile text.
+        fields: Vec<(u8, String)>,
+        keepable: bool,
+        contact: bool,
+    },
+    /// We showed the member of `seat` these fields of our card. (Appended.)
+    CardShown {
+        seat: u8,
+        alias: String,
+        fields: Vec<u8>,
+        keepable: bool,
+    },
+    /// An exchange of cards was offered (`own`: by us, to the member of `seat`; else
+    /// by it, to us): the field kinds only, never their values. (Appended.)
+    CardOffered {
+        seat: u8,
+        alias: String,
+        fields: Vec<u8>,
+        keepable: bool,
+        own: bool,
+    },
+    /// An exchange was declined (`own`: by us); no card was shown. (Appended.)
+    CardDeclined {
+        seat: u8,
+        alias: String,
+        own: bool,
+    },
+}
+
+/// Card messages that arrived (protocol-spec §19), checked: from a current member,
+/// reveals verified for this talk, this sender and us. What they change is kept
+/// beside the talk (`crate::cards`), not in its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CardNews {
+    Revealed {
+        seat: u8,
+        reveal: CardReveal,
+    },
+    Offered {
+        seat: u8,
+        exchange: [u8; 16],
+        fields: Vec<u8>,
+        keepable: bool,
+    },
+    Accepted {
+        seat: u8,
+        exchange: [u8; 16],
+        reveal: CardReveal,
+    },
+    Declined {
+        seat: u8,
+        exchange: [u8; 16],
     },
 }
 
@@ -253,6 +313,8 @@ pub struct Handled {
     /// File offers and chunks that arrived, for the store (chunks are data, not
     /// history events).
     pub files: Vec<FileData>,
+    /// Card messages that arrived, for `crate::cards`.
+    pub cards: Vec<CardNews>,
 }
 
 /// Options of a new talk.
@@ -1023,6 +1085,8 @@ impl TalkState {
             (EnvelopeKind::Handshake, true, Inner::Announce(a)) => self.on_announce(*a, out),
             (EnvelopeKind::Handshake, true, Inner::Direct(d)) => self.on_direct(d, out),
             (EnvelopeKind::Chat, false, Inner::Group(g)) => self.on_group(&g, out),
+            // Card messages ride the sender's chat envelopes (spec §19.3).
+            (EnvelopeKind::Chat, false, Inner::Direct(d)) => self.on_card_direct(d, out),
             _ => out.events.push(Event::Warning(format!(
                 "envelope {} has an unexpected kind",
                 env.seq.0
@@ -1118,6 +1182,12 @@ impl TalkState {
         match body {
             DirectBody::Intro { announce } => self.on_intro(&announce, &d.from, out),
             DirectBody::Reply { announce } => self.on_reply(&announce, &d.from, out),
+            DirectBody::CardReveal { .. }
+            | DirectBody::CardOffer { .. }
+            | DirectBody::CardAccept { .. }
+            | DirectBody::CardDecline { .. } => out.events.push(Event::Warning(
+                "a card message in a handshake envelope was ignored".into(),
+            )),
             DirectBody::SenderKey { chain } => {
                 let Some(p) = self
                     .roster
@@ -1139,6 +1209,116 @@ impl TalkState {
                 p.chain = Some(ReceivingChain::new(chain));
             }
         }
+    }
+
+    /// A card message (protocol-spec §19.3): from a current member, to us; a reveal
+    /// must verify for this talk, that member's pseudonym and ours.
+    fn on_card_direct(&mut self, d: Direct, out: &mut Handled) {
+        if d.to != self.own_agreement {
+            return; // Addressed to another member.
+        }
+        let Some(p) = self
+            .roster
+            .iter()
+            .find(|p| p.agreement == d.from && !p.left)
+        else {
+            out.events.push(Event::Warning(
+                "a card message from someone who is not a member was ignored".into(),
+            ));
+            return;
+        };
+        let plain = match open_pairwise(&self.identity(), &d.from, &self.mailbox, &d.sealed) {
+            Ok(p) => p,
+            Err(_) => {
+                out.events.push(Event::Warning(
+                    "a direct message could not be opened".into(),
+                ));
+                return;
+            }
+        };
+        let (seat, alias, pseudonym) = (p.seat, p.alias.clone(), p.pseudonym);
+        let Ok(body) = DirectBody::decode(&plain) else {
+            out.events.push(Event::Warning(format!(
+                "a card message from {alias} is malformed or out of limits"
+            )));
+            return;
+        };
+        let check = |r: &CardReveal| r.verify(&self.mailbox, &pseudonym, &self.own_pseudonym);
+        let news = match body {
+            DirectBody::CardReveal { reveal } if check(&reveal).is_ok() => {
+                CardNews::Revealed { seat, reveal }
+            }
+            DirectBody::CardAccept { exchange, reveal } if check(&reveal).is_ok() => {
+                CardNews::Accepted {
+                    seat,
+                    exchange,
+                    reveal,
+                }
+            }
+            DirectBody::CardOffer {
+                exchange,
+                fields,
+                keepable,
+            } => CardNews::Offered {
+                seat,
+                exchange,
+                fields,
+                keepable,
+            },
+            DirectBody::CardDecline { exchange } => CardNews::Declined { seat, exchange },
+            DirectBody::CardReveal { .. } | DirectBody::CardAccept { .. } => {
+                out.events.push(Event::Warning(format!(
+                    "a card from {alias} does not verify for this talk and was not shown"
+                )));
+                return;
+            }
+            _ => {
+                out.events.push(Event::Warning(
+                    "a handshake message in a chat envelope was ignored".into(),
+                ));
+                return;
+            }
+        };
+        out.cards.push(news);
+    }
+
+    /// This member's pseudonym public key.
+    pub fn own_pseudonym(&self) -> [u8; 32] {
+        self.own_pseudonym
+    }
+
+    /// The current member (not us) called `alias`.
+    pub fn member_by_alias(&self, alias: &str) -> Option<&Peer> {
+        self.others().find(|p| p.alias == alias)
+    }
+
+    /// Seals a card message for the current member of `seat`: pairwise to it, inside
+    /// a chat envelope under our own envelope key, like our messages (spec §19.3).
+    pub fn seal_card(&self, seat: u8, body: &DirectBody) -> Result<Vec<u8>, MemberError> {
+        let to = self
+            .others()
+            .find(|p| p.seat == seat)
+            .ok_or(MemberError::Crypto(CryptoError::BadKey))?;
+        let identity = self.identity();
+        let sealed = seal_pairwise(
+            &mut rand::rng(),
+            &identity,
+            &to.agreement,
+            &to.kem,
+            &self.mailbox,
+            &body.encode()?,
+        )?;
+        let inner = Inner::Direct(Direct {
+            from: identity.public().agreement,
+            to: to.agreement,
+            sealed,
+        });
+        Ok(self.own_key().seal(
+            &mut rand::rng(),
+            &self.mailbox,
+            Purpose::Chat,
+            &inner.encode()?,
+        )?)
     }
 
     /// An existing member introduces itself to us, the newcomer: take its chain and
@@ -2079,6 +2259,100 @@ mod tests {
         let mut c = b;
         c.relay_key = Some(stranger.public().0);
         assert_eq!(kept(&stranger.sign_receipt(c.mailbox, 5, 2), &c), None);
+    }
+
+    /// Delivers everything pending to `m`; the card news it produced.
+    fn card_news(net: &mut Net, m: &mut TalkState) -> (Vec<CardNews>, Vec<Event>) {
+        let pending: Vec<Envelope> = net
+            .log
+            .iter()
+            .filter(|(from, e)| *from != m.seat && e.seq.0 > m.cursor)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let (mut news, mut events) = (Vec::new(), Vec::new());
+        for e in pending {
+            let h = m.handle_envelope(&e);
+            news.extend(h.cards);
+            events.extend(h.events);
+        }
+        (news, events)
+    }
+
+    #[test]
+    fn a_card_reaches_its_addressee_alone_in_a_chat_envelope_and_verifies_only_there() {
+        use nook_crypto::card::{Card, CardKey};
+        let (mut net, a, mut b, mut c) = three();
+        let key = CardKey::from_seed(&[9; 32]);
+        let card = Card {
+            fields: vec![(0, "Dana Reyes".into())],
+        };
+        let b_pseudonym = b.own_pseudonym();
+        let reveal = CardReveal::new(
+            &key,
+            &a.mailbox,
+            &a.own_pseudonym(),
+            &b_pseudonym,
+            card.clone(),
+            false,
+        )
+        .unwrap();
+        let body = DirectBody::CardReveal {
+            reveal: reveal.clone(),
+        };
+        net.put(
+            a.seat,
+            EnvelopeKind::Chat,
+            a.seal_card(b.seat, &body).unwrap(),
+        );
+        let (news, _) = card_news(&mut net, &mut b);
+        assert_eq!(
+            news,
+            vec![CardNews::Revealed {
+                seat: a.seat,
+                reveal
+            }]
+        );
+        let (news, events) = card_news(&mut net, &mut c);
+        assert!(news.is_empty() && events.is_empty(), "{events:?}");
+        // A reveal signed for c, passed on by b as its own to c, does not verify: it
+        // names a, not b, as the revealer.
+        let for_c = CardReveal::new(
+            &key,
+            &a.mailbox,
+            &a.own_pseudonym(),
+            &b_pseudonym,
+            card.clone(),
+            false,
+        )
+        .unwrap();
+        net.put(
+            b.seat,
+            EnvelopeKind::Chat,
+            b.seal_card(c.seat, &DirectBody::CardReveal { reveal: for_c })
+                .unwrap(),
+        );
+        let (news, events) = card_news(&mut net, &mut c);
+        assert!(news.is_empty(), "{news:?}");
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Warning(w) if w.contains("does not verify"))),
+            "{events:?}"
+        );
+        // A card message in a handshake envelope is refused.
+        let to_b = a.roster.iter().find(|p| p.seat == b.seat).unwrap();
+        let d = a
+            .direct(to_b, &DirectBody::CardDecline { exchange: [1; 16] })
+            .unwrap();
+        net.put(a.seat, EnvelopeKind::Handshake, d);
+        let (news, events) = card_news(&mut net, &mut b);
+        assert!(news.is_empty(), "{news:?}");
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Warning(w) if w.contains("handshake envelope"))),
+            "{events:?}"
+        );
     }
 
     #[test]

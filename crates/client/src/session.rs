@@ -198,6 +198,8 @@ impl TalkSession {
         change: Handled,
         ack: bool,
     ) -> Result<Vec<HistoryEntry>, ClientError> {
+        let mut change = change;
+        crate::cards::apply(&self.lease, &self.state, &mut change)?;
         self.lease.save(&self.state)?;
         self.lease.keep_files(&self.state.talk_id, change.files)?;
         let entries = self
@@ -419,6 +421,7 @@ impl TalkSession {
             change.events.extend(h.events);
             change.outgoing.extend(h.outgoing);
             change.files.extend(h.files);
+            change.cards.extend(h.cards);
         }
         if let Some(patience_ms) = end {
             let released = self.state.end_of_batch(now_ms(), patience_ms);
@@ -465,7 +468,7 @@ impl TalkSession {
         let change = Handled {
             events: Vec::new(),
             outgoing: vec![(EnvelopeKind::Chat, notice)],
-            files: Vec::new(),
+            ..Handled::default()
         };
         self.commit(relay, change, false).await.map(drop)
     }
@@ -682,7 +685,7 @@ mod tests {
         let change = Handled {
             events: vec![Event::Opened],
             outgoing: vec![(EnvelopeKind::Handshake, vec![1, 2, 3])],
-            files: Vec::new(),
+            ..Handled::default()
         };
         let relay = FakeRelay::new(true);
         assert!(session.commit(&relay, change, true).await.is_err());

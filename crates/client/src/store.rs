@@ -19,6 +19,10 @@
 //! | `o` ‖ seat ‖ file id | a file offer received ([`FileOffer`]) |
 //! | `c` ‖ seat ‖ file id ‖ index | one chunk of it (index u32 BE) |
 //! | `u` ‖ keyed hash | a file this member is sending ([`Outbound`]), for resuming |
+//! | `k`          | what the talk knows of cards ([`TalkCards`], spec §19) |
+//!
+//! Outside every talk: this home's card and card key in the namespace `card`, and the
+//! cards kept after their talks (contacts) in `contacts` (see `crate::cards`).
 //!
 //! A seeker's pending asks (`crate::board`) live in the namespace `asks`, keyed by the
 //! vault's keyed hash of the request id; the namespace is destroyed with the last one.
@@ -31,6 +35,7 @@ use nook_proto::codec::{decode_body, encode_value};
 use nook_vault::{Namespace, Vault, VaultError};
 use zeroize::Zeroizing;
 
+use crate::cards::{Contact, HomeCard, TalkCards};
 use crate::member::{Event, FileData, FileOffer, TalkState};
 
 /// A talk's state since end-to-end keys follow the members (per-talk X-Wing keys,
@@ -47,6 +52,11 @@ const TALK_PREFIX: &[u8] = b"talk/";
 const PENDING_JOINS: &[u8] = b"pending-joins-1";
 const K_BOARD: &[u8] = b"b";
 const ASKS: &[u8] = b"asks";
+
+const K_CARDS: &[u8] = b"k";
+const CARD: &[u8] = b"card";
+const CONTACTS: &[u8] = b"contacts";
+const K_VALUE: &[u8] = b"v";
 
 const K_OFFER: u8 = b'o';
 const K_CHUNK: u8 = b'c';
@@ -580,9 +590,82 @@ impl Store {
     /// Deletes everything held for a talk: its storage key is effaced first, so what
     /// sled still keeps of it on disk is unreadable.
     pub fn delete(&self, talk_id: &[u8; 8]) -> Result<bool, StoreError> {
+        // Cards their owners let us keep outlive the talk (spec §19.5); nothing else.
+        crate::cards::keep_contacts(self, &self.talk_cards(talk_id)?)?;
         let gone = self.vault.destroy_namespace(&ns_id(talk_id))?;
         self.vault.durable_flush()?;
         Ok(gone)
+    }
+
+    /// What the talk knows of cards (empty if nothing yet).
+    pub fn talk_cards(&self, talk_id: &[u8; 8]) -> Result<TalkCards, StoreError> {
+        let Some(ns) = self.vault.namespace(&ns_id(talk_id))? else {
+            return Ok(TalkCards::default());
+        };
+        match ns.get(K_CARDS)? {
+            Some(bytes) => {
+                decode_body(&Zeroizing::new(bytes)).map_err(|e| StoreError::Corrupt(e.to_string()))
+            }
+            None => Ok(TalkCards::default()),
+        }
+    }
+
+    pub fn set_talk_cards(&self, talk_id: &[u8; 8], cards: &TalkCards) -> Result<(), StoreError> {
+        let bytes =
+            Zeroizing::new(encode_value(cards).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        Ok(self.ns(talk_id)?.put(K_CARDS, &bytes)?)
+    }
+
+    /// One value in a namespace of the home (outside every talk).
+    fn home_value<T: bincode::Decode<()>>(&self, ns: &[u8]) -> Result<Option<T>, StoreError> {
+        let Some(ns) = self.vault.namespace(ns)? else {
+            return Ok(None);
+        };
+        match ns.get(K_VALUE)? {
+            Some(bytes) => decode_body(&Zeroizing::new(bytes))
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    fn set_home_value<T: bincode::Encode>(&self, ns: &[u8], value: &T) -> Result<(), StoreError> {
+        let bytes =
+            Zeroizing::new(encode_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        let ns = match self.vault.namespace(ns)? {
+            Some(ns) => ns,
+            None => self.vault.create_namespace(ns)?,
+        };
+        Ok(ns.put(K_VALUE, &bytes)?)
+    }
+
+    /// This home's card and card key.
+    pub fn home_card(&self) -> Result<Option<HomeCard>, StoreError> {
+        self.home_value(CARD)
+    }
+
+    pub fn set_home_card(&self, card: &HomeCard) -> Result<(), StoreError> {
+        self.set_home_value(CARD, card)
+    }
+
+    /// Erases the card and its key (the namespace's key is effaced).
+    pub fn clear_home_card(&self) -> Result<bool, StoreError> {
+        Ok(self.vault.destroy_namespace(CARD)?)
+    }
+
+    /// The cards kept after their talks.
+    pub fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        Ok(self.home_value(CONTACTS)?.unwrap_or_default())
+    }
+
+    /// Replaces the contacts; with none left the namespace's key is effaced, so no
+    /// forgotten card stays readable on disk.
+    pub fn set_contacts(&self, contacts: &[Contact]) -> Result<(), StoreError> {
+        if contacts.is_empty() {
+            self.vault.destroy_namespace(CONTACTS)?;
+            return Ok(());
+        }
+        self.set_home_value(CONTACTS, &contacts.to_vec())
     }
 
     /// Makes every write so far durable (before acknowledging to the relay).

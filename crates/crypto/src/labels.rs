@@ -57,3 +57,5 @@ pub const BOARD_LISTING: &[u8] = b"nook/1 board-listing";
 pub const BOARD_REQUEST: &[u8] = b"nook/1 board-request";
 /// HKDF salt and AEAD associated-data prefix of answers to seat requests.
 pub const BOARD_ANSWER: &[u8] = b"nook/1 board-answer";
+/// Signature prefix: a card key's reveal of a card to one member of one talk (§19).
+pub const CARD_REVEAL: &[u8] = b"nook/1 card-reveal";

@@ -22,6 +22,7 @@
 //! - [`rotation`]: a relay's key rotation statements, and how a client follows them.
 //! - [`name`]: the talk's name, derived from the talk key.
 //! - [`board`]: boards: phrases, listings, seat requests and their answers.
+//! - [`card`]: cards, the long-term card key and signed reveals (§19).
 //! - [`padding`]: size buckets.
 //! - [`labels`]: every domain-separation label.
 
@@ -29,6 +30,7 @@
 
 pub mod auth;
 pub mod board;
+pub mod card;
 pub mod chain;
 pub mod cipher;
 pub mod identity;

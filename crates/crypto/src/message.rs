@@ -9,6 +9,7 @@ use nook_proto::codec::{decode_body, encode_value};
 use nook_proto::{ClosePolicy, MailboxId};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::card::CardReveal;
 use crate::chain::{ChainState, Delivery, ReceivingChain, SendingChain};
 use crate::cipher;
 use crate::identity::{KEM_PUBLIC_LEN, TalkIdentity, verify};
@@ -81,6 +82,24 @@ pub enum DirectBody {
     /// A newcomer's answer to an `Intro`: its announcement with its alias and its
     /// sending chain, which its public announcement leaves out.
     Reply { announce: Box<Announce> },
+    /// Chosen fields of the sender's card, for the recipient alone (spec §19). Sent on
+    /// its own, or as the offerer's half of an exchange once the other accepted.
+    CardReveal { reveal: CardReveal },
+    /// An offer to exchange cards: the names of the fields the sender would show
+    /// (never their values) and whether it lets the recipient keep its card.
+    CardOffer {
+        exchange: [u8; 16],
+        fields: Vec<u8>,
+        keepable: bool,
+    },
+    /// The recipient of offer `exchange` accepts: its own card comes with it; the
+    /// offerer's follows in a `CardReveal`.
+    CardAccept {
+        exchange: [u8; 16],
+        reveal: CardReveal,
+    },
+    /// The recipient of offer `exchange` declines: no card is shown either way.
+    CardDecline { exchange: [u8; 16] },
 }
 
 /// What the sender signs and the AEAD authenticates besides the ciphertext.
@@ -244,7 +263,21 @@ impl DirectBody {
             .map_err(|_| CryptoError::Malformed)
     }
     pub fn decode(bytes: &[u8]) -> Result<DirectBody, CryptoError> {
-        decode_body(bytes).map_err(|_| CryptoError::Malformed)
+        let body: DirectBody = decode_body(bytes).map_err(|_| CryptoError::Malformed)?;
+        let valid = match &body {
+            DirectBody::CardReveal { reveal } | DirectBody::CardAccept { reveal, .. } => {
+                reveal.card.is_valid()
+            }
+            DirectBody::CardOffer { fields, .. } => {
+                !fields.is_empty() && crate::card::valid_kinds(fields)
+            }
+            _ => true,
+        };
+        if valid {
+            Ok(body)
+        } else {
+            Err(CryptoError::Malformed)
+        }
     }
 }
 

@@ -810,8 +810,107 @@ fn compute() -> Vectors {
     };
     frames.add(&mut v);
     boards(&mut v, &fingerprint);
+    cards(&mut v, &alice, &bob);
 
     v
+}
+
+// ---- cards (§19) -----------------------------------------------------------------------
+
+/// Alice's long-term card key seed.
+const CARD_SEED: [u8; 32] = [0x64; 32];
+
+/// Alice reveals her name and organisation to bob; then the three exchange messages.
+/// The reveal's signature is recomputed from the transcript as §19.2 writes it, and its
+/// envelope's size is checked to be a padding bucket like any chat envelope's.
+fn cards(v: &mut Vectors, alice: &TalkIdentity, bob: &TalkIdentity) {
+    use nook_crypto::card::{Card, CardKey, CardReveal, reveal_transcript};
+    v.group("cards");
+    v.hex("card.input.seed", CARD_SEED);
+    let key = CardKey::from_seed(&CARD_SEED);
+    v.hex("card.key", key.public());
+    let card = Card {
+        fields: vec![(0, "Dana Reyes".to_owned()), (1, "Acme GmbH".to_owned())],
+    };
+    let encoded = encode_value(&card).expect("encodes");
+    v.hex("card.card", &encoded);
+    let (a, b) = (alice.public().pseudonym, bob.public().pseudonym);
+    let transcript = reveal_transcript(&MAILBOX, &a, &b, false, &card).expect("a transcript");
+    assert_eq!(
+        transcript.as_slice(),
+        [
+            b"nook/1 card-reveal".as_slice(),
+            &MAILBOX.0,
+            &a,
+            &b,
+            &[0],
+            &encoded
+        ]
+        .concat()
+    );
+    v.hex("card.transcript", transcript.as_slice());
+    let reveal = CardReveal::new(&key, &MAILBOX, &a, &b, card, false).expect("signs");
+    let signing = ed25519_dalek::SigningKey::from_bytes(&CARD_SEED);
+    assert_eq!(
+        ed25519_dalek::Signer::sign(&signing, &transcript).to_bytes(),
+        reveal.signature
+    );
+    verify(&reveal.card_key, &transcript, &reveal.signature).expect("verifies");
+    reveal.verify(&MAILBOX, &a, &b).expect("verifies");
+    v.hex("card.signature", reveal.signature);
+    let body = DirectBody::CardReveal {
+        reveal: reveal.clone(),
+    };
+    let plain = body.encode().expect("encodes");
+    assert_eq!(DirectBody::decode(&plain).expect("decodes"), body);
+    v.hex("card.reveal_plaintext", plain.as_slice());
+    // The reveal as the relay sees it: a Direct inside alice's chat envelope.
+    let sealed = seal_pairwise_with(
+        &KEM_RANDOMNESS,
+        alice,
+        &bob.public().agreement,
+        &bob.kem_public(),
+        &MAILBOX,
+        &plain,
+    )
+    .expect("pairwise seals");
+    let inner = Inner::Direct(Direct {
+        from: alice.public().agreement,
+        to: bob.public().agreement,
+        sealed,
+    })
+    .encode()
+    .expect("encodes");
+    let envelope = EnvelopeKey::from_bytes(&SENDER_ENVELOPE_KEY)
+        .seal_with(&ENVELOPE_NONCE, &MAILBOX, Purpose::Chat, &inner)
+        .expect("seals");
+    assert!(nook_proto::limits::PADDING_BUCKETS.contains(&envelope.len()));
+    v.text("card.reveal_envelope_len", envelope.len().to_string());
+    let exchange: [u8; 16] = counting(0x30);
+    let offer = DirectBody::CardOffer {
+        exchange,
+        fields: vec![0, 1],
+        keepable: true,
+    };
+    let offer_plain = offer.encode().expect("encodes");
+    assert_eq!(DirectBody::decode(&offer_plain).expect("decodes"), offer);
+    v.hex("card.offer_plaintext", offer_plain.as_slice());
+    let accept = DirectBody::CardAccept { exchange, reveal };
+    let accept_plain = accept.encode().expect("encodes");
+    assert_eq!(DirectBody::decode(&accept_plain).expect("decodes"), accept);
+    v.hex("card.accept_plaintext", accept_plain.as_slice());
+    let decline = DirectBody::CardDecline { exchange };
+    v.hex(
+        "card.decline_plaintext",
+        decline.encode().expect("encodes").as_slice(),
+    );
+    // Out of limits: fields out of order, or an offer of an unknown field.
+    let bad = DirectBody::CardOffer {
+        exchange,
+        fields: vec![1, 0],
+        keepable: false,
+    };
+    assert!(DirectBody::decode(&bad.encode().expect("encodes")).is_err());
 }
 
 // ---- boards (§17) ----------------------------------------------------------------------

@@ -126,7 +126,8 @@ fn every_json_line_the_binaries_print_is_documented() {
         "--timeout",
         "30s",
     ]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Whether the wait is connected before bob sends or not, it finds the message: a
+    // wait counts what still waits on the relay.
     c.lines(&bob.ok(&["--json", "send", &talk, "hello"]), "send");
     c.events(&waiting.finish(LIMIT));
     c.lines(&ann.ok(&["--json", "members", &talk]), "members");

@@ -18,6 +18,20 @@ pub fn default_relay_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target/release/nook-relay"))
 }
 
+/// A binary built beside the running benchmark (`nook-relay`, `nook`: all of them live
+/// in `target/release/` after `cargo build --release`).
+pub fn sibling_bin(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.parent().context("the benchmark's folder")?.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: cargo build --release -p nook-relay -p nook-cli -p nook-bench",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// Relay flags every benchmark passes: a benchmark creates talks from one address far
 /// faster than the default create rates (60 a minute per address, 1200 relay-wide)
 /// allow, and measures the relay, not its refusals.

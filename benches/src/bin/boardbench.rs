@@ -17,13 +17,12 @@
 //! usage: cargo build --release -p nook-relay -p nook-cli -p nook-bench &&
 //!        target/release/boardbench [--listings 1000] [--runs 5]
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use nook_bench::relay::{RelayProcess, sibling_bin};
 use nook_client::board::PostOptions;
 use nook_client::{AskPhase, Client, TalkOptions};
 use nook_crypto::board::Board;
@@ -39,55 +38,6 @@ struct Args {
     /// Runs of each measurement; the medians are reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
-}
-
-struct RelayProc {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for RelayProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bin(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let p = exe.parent().context("exe dir")?.join(name);
-    if !p.exists() {
-        bail!(
-            "{} missing: cargo build --release -p nook-relay -p nook-cli",
-            p.display()
-        );
-    }
-    Ok(p)
-}
-
-fn start_relay(listings: usize) -> Result<RelayProc> {
-    let dir = tempfile::tempdir()?;
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let rate = format!("{}/1m", listings * 2 + 100);
-    let per_board = (listings + 16).max(4096).to_string();
-    let mut child = Command::new(bin("nook-relay")?)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(dir.path().join("relay"))
-        .args(["--create-rate", &rate, "--create-rate-per-address", &rate])
-        .args(["--max-listings-per-board", &per_board])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    Ok(RelayProc {
-        child,
-        addr: line.trim().to_string(),
-        _dir: dir,
-    })
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -133,7 +83,13 @@ async fn main() -> Result<()> {
         ms(median(derive))
     );
 
-    let relay = start_relay(args.listings)?;
+    // Room on the board for every listing (the default, 4,096, already holds 1,000).
+    let per_board = (args.listings + 16).max(4096).to_string();
+    let relay = RelayProcess::start_with(
+        &sibling_bin("nook-relay")?,
+        &["--max-listings-per-board".to_string(), per_board],
+    )?;
+    let addr = relay.addr.to_string();
     let owner_home = tempfile::tempdir()?;
     let owner = Client::new(owner_home.path())?;
     let setup = Instant::now();
@@ -141,7 +97,7 @@ async fn main() -> Result<()> {
     for n in 0..args.listings {
         let created = owner
             .create(
-                &relay.addr,
+                &addr,
                 TalkOptions {
                     seats: 2,
                     quorum: 2,
@@ -175,22 +131,15 @@ async fn main() -> Result<()> {
         let home = tempfile::tempdir()?;
         let seeker = Client::new(home.path())?;
         let t = Instant::now();
-        let found = seeker.browse(&relay.addr, PHRASE, None).await?;
+        let found = seeker.browse(&addr, PHRASE, None).await?;
         lib.push(t.elapsed());
         anyhow::ensure!(found.len() == args.listings, "found {}", found.len());
 
         let t = Instant::now();
-        let out = Command::new(bin("nook")?)
+        let out = Command::new(sibling_bin("nook")?)
             .arg("--home")
             .arg(home.path())
-            .args([
-                "--json",
-                "browse",
-                "--relay",
-                &relay.addr,
-                "--board",
-                PHRASE,
-            ])
+            .args(["--json", "browse", "--relay", &addr, "--board", PHRASE])
             .stdin(Stdio::null())
             .output()?;
         cli.push(t.elapsed());
@@ -206,7 +155,7 @@ async fn main() -> Result<()> {
 
     let home = tempfile::tempdir()?;
     let seeker = Client::new(home.path())?;
-    let listings = seeker.browse(&relay.addr, PHRASE, None).await?;
+    let listings = seeker.browse(&addr, PHRASE, None).await?;
     let (mut total, mut seen, mut taken) = (Vec::new(), Vec::new(), Vec::new());
     for (run, l) in listings.iter().take(args.runs).enumerate() {
         let n: usize = l

@@ -6,13 +6,13 @@
 //! usage: cargo build --release -p nook-relay -p nook-cli -p nook-bench &&
 //!        target/release/clibench [--sends 200] [--talks 20] [--runs 3]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use nook_bench::relay::{RelayProcess, sibling_bin};
 use nook_client::{Client, TalkOptions};
 use nook_crypto::auth::{AuthOp, params_digest, sign_relay_auth};
 use nook_crypto::kdf::sha256;
@@ -38,55 +38,9 @@ struct Args {
     runs: usize,
 }
 
-struct RelayProc {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for RelayProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bin(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let p = exe.parent().context("exe dir")?.join(name);
-    if !p.exists() {
-        bail!(
-            "{} missing: cargo build --release -p nook-relay -p nook-cli",
-            p.display()
-        );
-    }
-    Ok(p)
-}
-
-fn start_relay() -> Result<RelayProc> {
-    let dir = tempfile::tempdir()?;
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = Command::new(bin("nook-relay")?)
-        .args(nook_bench::relay::BENCH_RELAY_ARGS)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(dir.path().join("relay"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    Ok(RelayProc {
-        child,
-        addr: line.trim().to_string(),
-        _dir: dir,
-    })
-}
-
 fn nook(home: &Path, args: &[&str]) -> Result<(Duration, String)> {
     let t = Instant::now();
-    let out = Command::new(bin("nook")?)
+    let out = Command::new(sibling_bin("nook")?)
         .arg("--home")
         .arg(home)
         .args(args)
@@ -135,9 +89,12 @@ async fn main() -> Result<()> {
 
     // 1. `nook send` one-shot: connect, auth, sync, send, stored ack, exit.
     {
-        let relay = start_relay()?;
+        let relay = RelayProcess::start(&sibling_bin("nook-relay")?)?;
         let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
-        let (_, out) = nook(a.path(), &["--json", "new", "--relay", &relay.addr])?;
+        let (_, out) = nook(
+            a.path(),
+            &["--json", "new", "--relay", &relay.addr.to_string()],
+        )?;
         let new = json(&out)?;
         let talk = new["talk"].as_str().context("talk")?.to_string();
         nook(
@@ -159,7 +116,7 @@ async fn main() -> Result<()> {
     // fresh homes (the first talk these two people ever have: the homes are created
     // on the way), and with homes already in use (every later talk).
     for homes_in_use in [false, true] {
-        let relay = start_relay()?;
+        let relay = RelayProcess::start(&sibling_bin("nook-relay")?)?;
         let mut cli = Vec::new();
         for _ in 0..args.talks {
             let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
@@ -168,7 +125,10 @@ async fn main() -> Result<()> {
                 nook(b.path(), &["list"])?;
             }
             let t = Instant::now();
-            let (_, out) = nook(a.path(), &["--json", "new", "--relay", &relay.addr])?;
+            let (_, out) = nook(
+                a.path(),
+                &["--json", "new", "--relay", &relay.addr.to_string()],
+            )?;
             let new = json(&out)?;
             let talk = new["talk"].as_str().context("talk")?.to_string();
             let (_, out) = nook(
@@ -200,7 +160,7 @@ async fn main() -> Result<()> {
 
         // The same through the library in one process (no process start-ups), with the
         // time of each step.
-        let addr = relay.addr.clone();
+        let addr = relay.addr.to_string();
         let mut api = Vec::new();
         let mut steps: [Vec<f64>; 4] = Default::default();
         for _ in 0..args.talks {
@@ -252,9 +212,9 @@ async fn main() -> Result<()> {
     let mut relay_close = Vec::new();
     let mut client_shred = Vec::new();
     for _ in 0..args.runs {
-        let relay = start_relay()?;
-        relay_close.push(relay_close_time(&relay.addr, args.messages).await?);
-        client_shred.push(client_shred_time(&relay.addr, args.messages).await?);
+        let relay = RelayProcess::start(&sibling_bin("nook-relay")?)?;
+        relay_close.push(relay_close_time(&relay.addr.to_string(), args.messages).await?);
+        client_shred.push(client_shred_time(&relay.addr.to_string(), args.messages).await?);
     }
     results.push(summary(
         &format!("relay: close a mailbox of {} envelopes", args.messages),

@@ -6,13 +6,13 @@
 //! usage: cargo build --release -p nook-relay -p nook-cli -p nook-bench &&
 //!        target/release/filebench [--mib 100] [--runs 3]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use nook_bench::relay::RelayProcess;
+use nook_bench::relay::{RelayProcess, sibling_bin};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -24,21 +24,9 @@ struct Args {
     runs: usize,
 }
 
-fn bin(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let p = exe.parent().context("exe dir")?.join(name);
-    if !p.exists() {
-        bail!(
-            "{} missing: cargo build --release -p nook-relay -p nook-cli",
-            p.display()
-        );
-    }
-    Ok(p)
-}
-
 fn nook(home: &Path, args: &[&str]) -> Result<(Duration, String)> {
     let t = Instant::now();
-    let out = Command::new(bin("nook")?)
+    let out = Command::new(sibling_bin("nook")?)
         .arg("--home")
         .arg(home)
         .args(args)
@@ -57,7 +45,7 @@ fn mb_s(bytes: usize, d: Duration) -> f64 {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let relay = RelayProcess::start(&bin("nook-relay")?)?;
+    let relay = RelayProcess::start(&sibling_bin("nook-relay")?)?;
     let addr = relay.addr.to_string();
     let scratch = tempfile::tempdir()?;
     let len = args.mib * 1024 * 1024;

@@ -12,12 +12,13 @@
 //!        target/release/rpcbench [--oneshot 100] [--rpc 5000] [--runs 5] [--size 100]
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use nook_bench::relay::{RelayProcess, sibling_bin};
 use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]
@@ -36,53 +37,8 @@ struct Args {
     size: usize,
 }
 
-struct RelayProc {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for RelayProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bin(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let p = exe.parent().context("exe dir")?.join(name);
-    if !p.exists() {
-        bail!(
-            "{} missing: cargo build --release -p nook-relay -p nook-cli",
-            p.display()
-        );
-    }
-    Ok(p)
-}
-
-fn start_relay() -> Result<RelayProc> {
-    let dir = tempfile::tempdir()?;
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = Command::new(bin("nook-relay")?)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
-        .arg(dir.path().join("relay"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    Ok(RelayProc {
-        child,
-        addr: line.trim().to_string(),
-        _dir: dir,
-    })
-}
-
 fn nook(home: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(bin("nook")?)
+    let out = Command::new(sibling_bin("nook")?)
         .arg("--home")
         .arg(home)
         .args(args)
@@ -106,7 +62,7 @@ fn oneshot(home: &Path, talk: &str, text: &str, count: usize) -> Result<f64> {
 /// Over one `nook rpc`: `count` sends written at once, every answer read. Messages
 /// per second.
 fn over_rpc(home: &Path, talk: &str, text: &str, count: usize) -> Result<f64> {
-    let mut child = Command::new(bin("nook")?)
+    let mut child = Command::new(sibling_bin("nook")?)
         .arg("--home")
         .arg(home)
         .arg("rpc")
@@ -166,13 +122,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let relay = start_relay()?;
+    let relay = RelayProcess::start(&sibling_bin("nook-relay")?)?;
     let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let new: Value = serde_json::from_str(
-        nook(a.path(), &["--json", "new", "--relay", &relay.addr])?
-            .lines()
-            .next()
-            .context("new printed nothing")?,
+        nook(
+            a.path(),
+            &["--json", "new", "--relay", &relay.addr.to_string()],
+        )?
+        .lines()
+        .next()
+        .context("new printed nothing")?,
     )?;
     let talk = new["talk"].as_str().context("talk")?.to_string();
     nook(

@@ -212,26 +212,6 @@ async fn past_the_relays_byte_bound_the_largest_queue_is_dropped_and_readers_car
     relay.stop().await;
 }
 
-/// The application close code the relay ended `conn` with, waiting for it (the bound
-/// guards against a hang; the assertion is on the code).
-async fn close_code_of(conn: &quinn::Connection) -> u64 {
-    let closed = tokio::time::timeout(Duration::from_secs(30), conn.closed())
-        .await
-        .expect("the relay kept the connection");
-    match closed {
-        quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
-        e => panic!("closed otherwise: {e}"),
-    }
-}
-
-/// A pinned client endpoint for raw QUIC.
-fn raw_endpoint(addr: &RelayAddr) -> quinn::Endpoint {
-    let config = nook_quic::client_config(addr.fingerprint, ALPN).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(config);
-    endpoint
-}
-
 /// A client on raw QUIC that writes the beginning of a frame and never its end.
 struct SlowSender {
     conn: quinn::Connection,
@@ -243,12 +223,7 @@ impl SlowSender {
     /// Connects and writes a header announcing a maximal frame, then `body` bytes of it.
     async fn begin(addr: &RelayAddr, body: usize) -> SlowSender {
         let endpoint = raw_endpoint(addr);
-        let target: SocketAddr = addr.host_port().parse().unwrap();
-        let conn = endpoint
-            .connect(target, addr.host_name())
-            .unwrap()
-            .await
-            .unwrap();
+        let conn = handshake(&endpoint, addr).await;
         let (mut send, _recv) = conn.open_bi().await.unwrap();
         let mut bytes = (MAX_FRAME as u32).to_be_bytes().to_vec();
         bytes.resize(4 + body, 7);

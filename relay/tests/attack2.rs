@@ -22,7 +22,7 @@ use common::*;
 use nook_crypto::auth::{AuthOp, sign_relay_auth};
 use nook_crypto::{RelayAddr, TalkIdentity};
 use nook_proto::codec::encode_frame;
-use nook_proto::limits::{ALPN, MAX_FRAME, PROTOCOL_VERSION};
+use nook_proto::limits::{MAX_FRAME, PROTOCOL_VERSION};
 use nook_proto::*;
 use nook_relay::conn::{ConnStats, close_code};
 
@@ -38,24 +38,6 @@ struct Raw {
     decoder: FrameDecoder,
     challenge: [u8; 32],
     _endpoint: quinn::Endpoint,
-}
-
-/// A pinned client endpoint for raw QUIC.
-fn raw_endpoint(addr: &RelayAddr) -> quinn::Endpoint {
-    let config = nook_quic::client_config(addr.fingerprint, ALPN).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(config);
-    endpoint
-}
-
-/// A finished QUIC handshake with the relay, no stream opened.
-async fn handshake(endpoint: &quinn::Endpoint, addr: &RelayAddr) -> quinn::Connection {
-    let target: SocketAddr = addr.host_port().parse().unwrap();
-    endpoint
-        .connect(target, addr.host_name())
-        .unwrap()
-        .await
-        .unwrap()
 }
 
 impl Raw {
@@ -138,16 +120,6 @@ async fn next_answer(
             Ok(Some(c)) => decoder.push(&c.bytes),
             _ => return None,
         }
-    }
-}
-
-async fn close_code_of(conn: &quinn::Connection) -> u64 {
-    let closed = tokio::time::timeout(PATIENCE, conn.closed())
-        .await
-        .expect("the relay kept the connection");
-    match closed {
-        quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
-        e => panic!("closed otherwise: {e}"),
     }
 }
 

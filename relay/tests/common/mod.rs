@@ -587,3 +587,33 @@ pub fn heavy_create(
         id,
     )
 }
+
+/// A pinned client endpoint for raw QUIC (the attack tests speak bytes, not frames).
+pub fn raw_endpoint(addr: &RelayAddr) -> quinn::Endpoint {
+    let config = nook_quic::client_config(addr.fingerprint, nook_proto::limits::ALPN).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    endpoint
+}
+
+/// A finished QUIC handshake with the relay, no stream opened.
+pub async fn handshake(endpoint: &quinn::Endpoint, addr: &RelayAddr) -> quinn::Connection {
+    let target: std::net::SocketAddr = addr.host_port().parse().unwrap();
+    endpoint
+        .connect(target, addr.host_name())
+        .unwrap()
+        .await
+        .unwrap()
+}
+
+/// The application close code the relay ended `conn` with, waiting for it (the bound
+/// guards against a hang; the assertion is on the code).
+pub async fn close_code_of(conn: &quinn::Connection) -> u64 {
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(30), conn.closed())
+        .await
+        .expect("the relay kept the connection");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
+        e => panic!("closed otherwise: {e}"),
+    }
+}

@@ -67,6 +67,12 @@ struct Cli {
     /// Wait this long for a relay to answer (1s to 1h), then exit 4.
     #[arg(long, env = "NOOK_CONNECT_TIMEOUT", global = true, default_value = "4s", value_name = "WAIT", value_parser = duration::parse_wait)]
     connect_timeout: std::time::Duration,
+    /// Route through this forwarding relay, nook://<fingerprint>@host:port, so the
+    /// talk's relay never learns your address (private routing). `new` and `join` keep
+    /// it as the talk's route; other commands take it for this run instead of the
+    /// talk's. New talks default to NOOK_VIA, else `via` in config.toml.
+    #[arg(long, global = true, value_name = "RELAY")]
+    via: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -503,6 +509,19 @@ async fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
     };
     let mut client = Client::new(&home)?;
     client.set_connect_timeout(cli.connect_timeout);
+    // A home-wide route applies to talks made now, never to existing ones.
+    let via = match (cli.via, &cli.command) {
+        (Some(v), _) => Some(v),
+        (None, Command::New { .. } | Command::Join { .. }) => config::default_via()?,
+        (None, _) => None,
+    };
+    if let Some(via) = via {
+        let via = via
+            .trim()
+            .parse()
+            .map_err(|e| CliError::from(ClientError::Address(e)))?;
+        client.set_via(Some(via));
+    }
     // The chat screen shows its own link state; a line on stderr would tear it.
     let quiet = cli.json || matches!(cli.command, Command::Chat { .. } | Command::Rpc { .. });
     let notice = notice::connecting(client.dialer(), quiet);

@@ -160,6 +160,20 @@ struct LimitArgs {
     #[arg(long, value_name = "N/DURATION", default_value_t = Rate::PER_ADDRESS.into(),
           value_parser = create_rate)]
     create_rate_per_address: CreateRate,
+    /// Do not forward for members (private routing, `nook --via` through this relay):
+    /// a member asking is refused with "this relay does not forward". Forwarded
+    /// sessions to talks on this relay are still served.
+    #[arg(long)]
+    no_forward: bool,
+    /// Forwarded sessions one client address carries through this relay at once (an
+    /// IPv6 address counts by its /64); past it a member is refused until one ends.
+    #[arg(long, value_name = "N", default_value_t = nook_relay::forward::DEFAULT_FORWARD_PER_ADDRESS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    forward_per_address: usize,
+    /// Forwarded sessions this relay carries at once, from all addresses together.
+    #[arg(long, value_name = "N", default_value_t = nook_relay::forward::DEFAULT_FORWARD_MAX,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    forward_max: usize,
     /// Time a client may take to send one frame, from its first byte to its last (1s
     /// to 1h); past it the connection is closed.
     #[arg(long, value_name = "DURATION", default_value_t = DEFAULT_FRAME_DEADLINE.as_secs(),
@@ -377,6 +391,11 @@ impl LimitArgs {
         config.retry_from_handshakes = self.retry_from_handshakes;
         config.max_handshakes = self.max_handshakes;
         config.handshake_timeout = std::time::Duration::from_secs(self.handshake_timeout);
+        config.forward = nook_relay::forward::ForwardLimits {
+            enabled: !self.no_forward,
+            per_address: self.forward_per_address,
+            total: self.forward_max,
+        };
         Ok(())
     }
 }

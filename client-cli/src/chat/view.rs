@@ -86,6 +86,10 @@ impl App {
             Span::styled(" · relay ", dim),
             Span::raw(safe::inline(relay_host(&self.relay)).into_owned()),
         ];
+        if let Some(via) = &self.via {
+            second.push(Span::styled(" via ", dim));
+            second.push(Span::raw(safe::inline(relay_host(via)).into_owned()));
+        }
         if let Some(closes) = self.closes_text() {
             second.push(Span::styled(format!(" · {closes}"), dim));
         }

@@ -110,6 +110,9 @@ pub struct TalkSummary {
     pub cached: bool,
     /// When the talk's relay retires (it then closes the talk), as last heard.
     pub retiring_at: Option<u64>,
+    /// The forwarding relay (`nook://…`) the talk's traffic goes through by default
+    /// (`--via`, protocol-spec.md §18); `None`: direct.
+    pub via: Option<String>,
 }
 
 /// A nook member's client, rooted at one home folder.
@@ -148,6 +151,13 @@ impl Client {
     /// Who is connecting where right now (for a "connecting…" line).
     pub fn dialer(&self) -> &Dialer {
         &self.dialer
+    }
+
+    /// Routes this client's connections through the forwarding relay `via`
+    /// (protocol-spec.md §18). A talk created or joined meanwhile keeps it as its
+    /// default; other talks use it for this client's commands only.
+    pub fn set_via(&mut self, via: Option<RelayAddr>) {
+        self.dialer.set_via(via);
     }
 
     /// Gives up on a relay that has not answered a handshake after `limit`.
@@ -218,6 +228,7 @@ impl Client {
         let invites = new.state.created(&addr, mailbox, status, &new.seats);
         let talk = new.state.name();
         let mut session = TalkSession::new(self.leases.take().await?, new.state);
+        session.keep_route(self.dialer.via())?;
         session.commit(&conn, arrival(status), false).await?;
         drop(session);
         conn.close().await;
@@ -308,6 +319,7 @@ impl Client {
         let talk = state.name();
         let mut session = TalkSession::new(self.leases.take().await?, state);
         session.store().remove_pending_join(&token_hash)?;
+        session.keep_route(self.dialer.via())?;
         let mut change = arrival(status);
         change.outgoing.extend(outgoing);
         session.commit(&conn, change, false).await?;
@@ -374,6 +386,11 @@ impl Client {
         let unread = session.store().unread(&session.talk_id())?;
         let mut summary = summary(session.state(), unread);
         summary.retiring_at = session.store().retiring_at(&session.talk_id())?;
+        // The route this client's commands take: its own --via, else the talk's.
+        summary.via = match self.dialer.via() {
+            Some(via) => Some(via.to_string()),
+            None => session.store().via(&session.talk_id())?,
+        };
         Ok(summary)
     }
 
@@ -619,5 +636,6 @@ fn summary(t: &TalkState, unread: u64) -> TalkSummary {
         seats: t.params.seats,
         cached: true,
         retiring_at: None,
+        via: None,
     }
 }

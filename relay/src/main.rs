@@ -995,6 +995,41 @@ mod tests {
             defaults.create_rate_per_address
         );
         assert!(config.create_token.is_none());
+        assert_eq!(config.forward, defaults.forward);
+        assert!(config.forward.enabled, "relays forward by default");
+    }
+
+    #[test]
+    fn forwarding_flags_and_their_config_keys_set_the_limits() {
+        let config = config_of(&[
+            "nook-relay",
+            "--no-forward",
+            "--forward-per-address",
+            "3",
+            "--forward-max",
+            "9",
+        ]);
+        let want = nook_relay::forward::ForwardLimits {
+            enabled: false,
+            per_address: 3,
+            total: 9,
+        };
+        assert_eq!(config.forward, want);
+        assert!(Cli::try_parse_from(["nook-relay", "--forward-max", "0"]).is_err());
+        let cmd = Cli::command();
+        let set = config_file::args_of(
+            &cmd,
+            "no-forward = true\nforward-per-address = 3\nforward-max = 9\n",
+            std::path::Path::new("relay.toml"),
+            &|_| false,
+        )
+        .unwrap();
+        let mut args = vec![std::ffi::OsString::from("nook-relay")];
+        args.extend(set);
+        let cli = Cli::try_parse_from(args).unwrap();
+        let mut from_file = Config::new(DEFAULT_LISTEN.parse().unwrap(), PathBuf::from("/unused"));
+        cli.limits.apply(&mut from_file).unwrap();
+        assert_eq!(from_file.forward, want);
     }
 
     #[test]

@@ -916,6 +916,7 @@ pub(super) mod tests {
             seats: 3,
             cached: false,
             retiring_at: None,
+            via: None,
         }
     }
 

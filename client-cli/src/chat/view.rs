@@ -493,6 +493,17 @@ mod tests {
     }
 
     #[test]
+    fn the_header_shows_a_routed_talk_s_forwarder() {
+        let mut i = info(Some(status(TalkPhase::Open, 2, 2)));
+        i.via = Some("nook://fwdfp@127.0.0.2:4434".into());
+        let s = screen(&App::new(&i, 0));
+        assert_eq!(
+            s[1],
+            " members: quiet-otter (you) · relay 127.0.0.1:4433 via 127.0.0.2:4434"
+        );
+    }
+
+    #[test]
     fn pending_talk_shows_seats_and_unused_invites() {
         let app = App::new(&info(Some(status(TalkPhase::Pending, 1, 3))), 0);
         let s = screen(&app);

@@ -810,8 +810,47 @@ fn compute() -> Vectors {
     };
     frames.add(&mut v);
     boards(&mut v, &fingerprint);
+    routing(&mut v);
 
     v
+}
+
+// ---- private routing (§18) ---------------------------------------------------------------
+
+/// The route stream's header and answers (§18.2): a `Forward` to `relay.example:4433`,
+/// `Deliver`, `Ready`, and each refusal with the reference relay's message.
+fn routing(v: &mut Vectors) {
+    use nook_proto::route::{RouteReply, RouteRequest, encode_route};
+    use nook_proto::{ErrorCode, ErrorFrame};
+    v.group("routing");
+    let forward = RouteRequest::Forward {
+        host: "relay.example".into(),
+        port: 4433,
+    };
+    v.hex("route.request.forward", &encode_route(&forward).unwrap());
+    v.hex(
+        "route.request.deliver",
+        &encode_route(&RouteRequest::Deliver).unwrap(),
+    );
+    v.hex(
+        "route.reply.ready",
+        &encode_route(&RouteReply::Ready).unwrap(),
+    );
+    let refused = |code, message: &str| {
+        encode_route(&RouteReply::Refused(ErrorFrame::new(code, message))).unwrap()
+    };
+    v.hex(
+        "route.reply.forward_refused",
+        &refused(ErrorCode::ForwardRefused, "no forwarding"),
+    );
+    v.hex(
+        "route.reply.forward_limit",
+        &refused(ErrorCode::ForwardLimit, "at limit"),
+    );
+    v.hex(
+        "route.reply.destination_unreachable",
+        &refused(ErrorCode::DestinationUnreachable, "no answer"),
+    );
 }
 
 // ---- boards (§17) ----------------------------------------------------------------------

@@ -108,7 +108,7 @@ mod tests {
         assert_eq!(
             hex(&wire),
             "0000000e00093132372e302e302e33fb5111",
-            "protocol-spec.md §18.2"
+            "the layout of protocol-spec.md §18.2"
         );
         let len = route_header_len(wire[..4].try_into().unwrap()).unwrap();
         assert_eq!(decode_route_request(&wire[4..4 + len]).unwrap(), request);

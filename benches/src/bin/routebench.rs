@@ -143,12 +143,11 @@ async fn throughput(
     let body = vec![0x5au8; size];
     let started = Instant::now();
     let mut in_flight = std::collections::VecDeque::new();
-    let mut id = 1_000_000u64;
-    for _ in 0..puts {
+    // Ids far above those `request` gives out on the same connection.
+    for id in (1_000_000u64..).take(puts) {
         if in_flight.len() >= window {
             wait_stored(in_flight.pop_front()).await?;
         }
-        id += 1;
         let frame = nook_proto::ClientFrame {
             id,
             request: Request::Put(Put {
@@ -178,13 +177,22 @@ async fn wait_stored(
     }
 }
 
+/// One way's figures of one run: ping p50 and p99 (µs), put throughput (MiB/s).
+#[derive(Clone, Copy)]
+struct Row {
+    way: Way,
+    p50: Option<f64>,
+    p99: Option<f64>,
+    mib_s: Option<f64>,
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
     let bin = default_relay_bin();
     let dest = RelayProcess::start(&bin)?;
     let fwd = RelayProcess::start(&bin)?;
-    let mut rows: Vec<(Way, Option<f64>, Option<f64>, Option<f64>)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for run in 0..args.runs {
         let ways = if run % 2 == 0 {
             [Way::Direct, Way::Routed]
@@ -208,7 +216,12 @@ async fn main() -> Result<()> {
                 "size": args.size, "window": args.window,
             });
             println!("{line}");
-            rows.push((way, p50, p99, Some(mib_s)));
+            rows.push(Row {
+                way,
+                p50,
+                p99,
+                mib_s: Some(mib_s),
+            });
         }
     }
     println!(
@@ -221,16 +234,16 @@ async fn main() -> Result<()> {
     );
     let mut med = Vec::new();
     for way in [Way::Direct, Way::Routed] {
-        let pick = |f: fn(&(Way, Option<f64>, Option<f64>, Option<f64>)) -> Option<f64>| {
+        let pick = |f: fn(&Row) -> Option<f64>| {
             median(
                 &rows
                     .iter()
-                    .filter(|r| r.0 == way)
+                    .filter(|r| r.way == way)
                     .map(f)
                     .collect::<Vec<_>>(),
             )
         };
-        let m = (pick(|r| r.1), pick(|r| r.2), pick(|r| r.3));
+        let m = (pick(|r| r.p50), pick(|r| r.p99), pick(|r| r.mib_s));
         println!(
             "{:<8} {:>12.1} {:>12.1} {:>12.1}",
             way.name(),

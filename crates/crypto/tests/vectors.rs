@@ -827,29 +827,32 @@ fn routing(v: &mut Vectors) {
         host: "relay.example".into(),
         port: 4433,
     };
-    v.hex("route.request.forward", &encode_route(&forward).unwrap());
+    v.hex(
+        "route.request.forward",
+        encode_route(&forward).expect("encodes"),
+    );
     v.hex(
         "route.request.deliver",
-        &encode_route(&RouteRequest::Deliver).unwrap(),
+        encode_route(&RouteRequest::Deliver).expect("encodes"),
     );
     v.hex(
         "route.reply.ready",
-        &encode_route(&RouteReply::Ready).unwrap(),
+        encode_route(&RouteReply::Ready).expect("encodes"),
     );
     let refused = |code, message: &str| {
-        encode_route(&RouteReply::Refused(ErrorFrame::new(code, message))).unwrap()
+        encode_route(&RouteReply::Refused(ErrorFrame::new(code, message))).expect("encodes")
     };
     v.hex(
         "route.reply.forward_refused",
-        &refused(ErrorCode::ForwardRefused, "no forwarding"),
+        refused(ErrorCode::ForwardRefused, "no forwarding"),
     );
     v.hex(
         "route.reply.forward_limit",
-        &refused(ErrorCode::ForwardLimit, "at limit"),
+        refused(ErrorCode::ForwardLimit, "at limit"),
     );
     v.hex(
         "route.reply.destination_unreachable",
-        &refused(ErrorCode::DestinationUnreachable, "no answer"),
+        refused(ErrorCode::DestinationUnreachable, "no answer"),
     );
 }
 

@@ -3,14 +3,16 @@
 //! relay learns can be told apart by address.
 //!
 //! What is shown: a whole talk through the forwarder (new, join, send, `read
-//! --follow`, close with a receipt that verifies); the destination's connection log
-//! (at trace level, the only level that names peers) holds only the forwarder's
-//! address; the forwarder's memory and log hold no mailbox id, relay-auth key or join
-//! token of the talk (while the destination's memory, scanned the same way, does hold
-//! the mailbox id: the scan can find what it looks for); a routed and a direct member
-//! share a talk; and each hop that fails (dead forwarder, refusing forwarder, dead
-//! destination behind a live forwarder, a forwarder at its limit) fails by itself,
-//! with its own `kind`, within the command's bounded run.
+//! --follow`, `chat` in a tmux terminal, close with a receipt that verifies); the
+//! destination's connection log (at trace level, the only level that names peers)
+//! holds only the forwarder's address; the forwarder's memory and log hold no mailbox
+//! id, relay-auth key or join token of the talk (while the destination's memory,
+//! scanned the same way, does hold the mailbox id: the scan can find what it looks
+//! for); a routed and a direct member share a talk; and each hop that fails (dead
+//! forwarder, refusing forwarder, dead destination behind a live forwarder, a
+//! forwarder at its limit) fails by itself, with its own `kind`, within the command's
+//! bounded run. The chat test needs tmux (NOOK_SKIP_TMUX_TESTS=1 skips it, as in
+//! client-cli/tests/chat.rs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -328,4 +330,129 @@ fn a_forwarder_at_its_limit_refuses_the_next_session() {
     let _ = follow.finish(BOUND);
     // Its session ended, so the count went back: the next one passes.
     ann.ok(&["send", &talk, "after the follower"]);
+}
+
+/// A private tmux server with one 80×24 session running `command`; killed on drop.
+struct Tmux {
+    dir: tempfile::TempDir,
+}
+
+impl Tmux {
+    fn start(command: &str) -> Tmux {
+        let tmux = Tmux {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let out = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "chat",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            command,
+        ]);
+        assert!(out.status.success(), "tmux new-session failed: {out:?}");
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        // Its own socket folder and no config file: the user's tmux is never touched.
+        std::process::Command::new("tmux")
+            .env("TMUX_TMPDIR", self.dir.path())
+            .env_remove("TMUX")
+            .env("TERM", "xterm-256color")
+            .args(["-L", "nook-routing-test", "-f", "/dev/null"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run tmux (apt-get install tmux; NOOK_SKIP_TMUX_TESTS=1 skips this test)")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "chat"]).stdout)
+            .into_owned()
+    }
+
+    /// Polls the screen (every 100 ms, for at most [`BOUND`]) until it shows all of
+    /// `texts`.
+    fn wait_for(&self, texts: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + BOUND;
+        let mut screen = String::new();
+        while std::time::Instant::now() < deadline {
+            screen = self.screen();
+            if texts.iter().all(|t| screen.contains(t)) {
+                return screen;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the chat screen never showed {texts:?}; it shows:\n{screen}");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn chat_runs_through_the_forwarder() {
+    if std::env::var_os("NOOK_SKIP_TMUX_TESTS").is_some_and(|v| v == "1") {
+        eprintln!("SKIPPED chat_runs_through_the_forwarder: NOOK_SKIP_TMUX_TESTS=1");
+        return;
+    }
+    let fwd = forwarder(&[]);
+    let dest = destination();
+    let (ann, bob) = (Nook::new(), Nook::new());
+    let created = ann
+        .ok(&[
+            "--json",
+            "new",
+            "--relay",
+            &dest.address,
+            "--via",
+            &fwd.address,
+            "--alias",
+            "ann",
+        ])
+        .json();
+    let talk = text(&created["talk"]);
+    bob.ok(&["join", &text(&created["invites"][0]), "--via", &fwd.address]);
+
+    let command = format!(
+        "'{}' --home '{}' chat {talk}; echo \"nook exited with $?\"; sleep 60",
+        nook_e2e::bin("nook").display(),
+        ann.home_dir().display()
+    );
+    let tmux = Tmux::start(&command);
+    // The header names the forwarder.
+    tmux.wait_for(&["open 2/2", "● connected", "via 127.0.0.2:"]);
+    // A push reaches the chat screen through the forwarder...
+    bob.ok(&["send", &talk, "pushed through the forwarder"]);
+    tmux.wait_for(&["pushed through the forwarder"]);
+    // ...and what is typed there reaches the talk through it.
+    let out = tmux.run(&["send-keys", "-t", "chat", "-l", "typed in the chat screen"]);
+    assert!(out.status.success());
+    assert!(
+        tmux.run(&["send-keys", "-t", "chat", "Enter"])
+            .status
+            .success()
+    );
+    let deadline = std::time::Instant::now() + BOUND;
+    let mut read = String::new();
+    while std::time::Instant::now() < deadline {
+        read = bob.ok(&["read", &talk]).stdout;
+        if read.contains("typed in the chat screen") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(read.contains("typed in the chat screen"), "{read}");
+    assert!(
+        accepted_peers(&dest.log()).iter().all(|p| p == "127.0.0.2"),
+        "{}",
+        dest.log()
+    );
 }

@@ -89,6 +89,9 @@ pub struct ForwardStats {
 
 /// What the route service shares with the rest of the relay.
 pub(crate) struct Serving {
+    /// Inner sessions and connections together at most (`--max-connections`): an
+    /// inner session holds about what a connection does.
+    pub(crate) max_sessions: usize,
     pub(crate) engine: Arc<Engine>,
     pub(crate) frames: FrameLimits,
     pub(crate) stats: Arc<ConnStats>,
@@ -197,6 +200,20 @@ impl Router {
 
     /// The destination's side: `Ready`, the inner handshake, then the session.
     async fn deliver(&self, mut send: quinn::SendStream, recv: quinn::RecvStream, peer: IpAddr) {
+        let s = &self.serving;
+        // Counted as a connection for its whole life, so that the connection limit
+        // (the relay's memory budget) bounds inner sessions too.
+        let _held = SessionCount::new(&s.stats);
+        if s.stats.connections() > s.max_sessions {
+            tracing::debug!(limit = "connections", "inner session refused");
+            refuse(
+                &mut send,
+                ErrorCode::ForwardLimit,
+                "the relay serves as many sessions as it allows; try again later",
+            )
+            .await;
+            return;
+        }
         if write_reply(&mut send, &RouteReply::Ready).await.is_err() {
             return;
         }
@@ -210,7 +227,6 @@ impl Router {
             Err(_) => return,
         };
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-        let s = &self.serving;
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         crate::conn::serve_inner(
             s.engine.clone(),
@@ -256,15 +272,14 @@ impl Router {
             .await;
             return;
         };
-        let opened = tokio::time::timeout(DESTINATION_TIMEOUT, self.open(host, port)).await;
-        let (dsend, drecv, _session) = match opened {
-            Ok(Ok(Opened::Ready(s, r, session))) => (s, r, session),
-            Ok(Ok(Opened::Refused(e))) => {
+        let (dsend, drecv, _session) = match self.open(host, port).await {
+            Ok(Opened::Ready(s, r, session)) => (s, r, session),
+            Ok(Opened::Refused(e)) => {
                 let _ = write_reply(&mut send, &RouteReply::Refused(e)).await;
                 let _ = send.finish();
                 return;
             }
-            Ok(Err(())) | Err(_) => {
+            Err(()) => {
                 self.stats.unreachable.fetch_add(1, Ordering::Relaxed);
                 refuse(
                     &mut send,
@@ -283,18 +298,47 @@ impl Router {
     }
 
     /// One stream to the destination on the pooled connection (dialled if there is
-    /// none), with `Deliver` sent and answered.
+    /// none), with `Deliver` sent and answered, all within [`DESTINATION_TIMEOUT`].
+    /// A pooled connection that fails this is taken out of the pool, so the next
+    /// session dials afresh (a destination that restarted does not answer on it).
     async fn open(&self, host: &str, port: u16) -> Result<Opened, ()> {
-        let target = resolve(host, port).await.ok_or(())?;
-        let pooled = self.pooled(target, host).await?;
+        let deadline = tokio::time::Instant::now() + DESTINATION_TIMEOUT;
+        let target = tokio::time::timeout_at(deadline, resolve(host, port))
+            .await
+            .ok()
+            .flatten()
+            .ok_or(())?;
+        let pooled = tokio::time::timeout_at(deadline, self.pooled(target, host))
+            .await
+            .map_err(|_| ())??;
         let session = Session::new(self, target, &pooled);
-        let (mut dsend, mut drecv) = pooled.conn.open_bi().await.map_err(|_| ())?;
-        let header = encode_route(&RouteRequest::Deliver).map_err(|_| ())?;
-        dsend.write_all(&header).await.map_err(|_| ())?;
-        match read_reply(&mut drecv).await? {
-            RouteReply::Ready => Ok(Opened::Ready(dsend, drecv, session)),
-            RouteReply::Refused(e) => Ok(Opened::Refused(e)),
+        let deliver = async {
+            let (mut dsend, mut drecv) = pooled.conn.open_bi().await.map_err(|_| ())?;
+            let header = encode_route(&RouteRequest::Deliver).map_err(|_| ())?;
+            dsend.write_all(&header).await.map_err(|_| ())?;
+            let reply = read_reply(&mut drecv).await?;
+            Ok::<_, ()>((dsend, drecv, reply))
+        };
+        match tokio::time::timeout_at(deadline, deliver).await {
+            Ok(Ok((dsend, drecv, RouteReply::Ready))) => Ok(Opened::Ready(dsend, drecv, session)),
+            Ok(Ok((_, _, RouteReply::Refused(e)))) => Ok(Opened::Refused(e)),
+            Ok(Err(())) | Err(_) => {
+                self.evict(target, &pooled.conn);
+                Err(())
+            }
         }
+    }
+
+    /// Takes `conn` out of the pool (if it is still the pooled one) and closes it.
+    fn evict(&self, target: SocketAddr, conn: &quinn::Connection) {
+        if let Ok(mut pool) = self.pool.lock()
+            && pool
+                .get(&target)
+                .is_some_and(|p| p.conn.stable_id() == conn.stable_id())
+        {
+            pool.remove(&target);
+        }
+        conn.close(0u32.into(), b"unanswered");
     }
 
     async fn pooled(&self, target: SocketAddr, host: &str) -> Result<Pooled, ()> {
@@ -492,5 +536,21 @@ fn server_name(host: &str) -> &str {
         "nook-relay"
     } else {
         host
+    }
+}
+
+/// One inner session in [`ConnStats`]'s connection count, while it lives.
+struct SessionCount<'a>(&'a ConnStats);
+
+impl<'a> SessionCount<'a> {
+    fn new(stats: &'a ConnStats) -> SessionCount<'a> {
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        SessionCount(stats)
+    }
+}
+
+impl Drop for SessionCount<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -322,6 +322,7 @@ impl Relay {
             endpoint.clone(),
             inner,
             Serving {
+                max_sessions: config.max_connections,
                 engine: engine.clone(),
                 frames: config.frames,
                 stats: stats.clone(),

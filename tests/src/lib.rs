@@ -272,6 +272,18 @@ impl Nook {
         r
     }
 
+    /// Runs `nook args…` with environment variables `env` (bounded: 60 s).
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let child = self
+            .command(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nook");
+        finish(child, Duration::from_secs(60))
+    }
+
     /// Runs `nook args…` with `input` on stdin.
     pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
         use std::io::Write;

@@ -456,3 +456,35 @@ fn chat_runs_through_the_forwarder() {
         dest.log()
     );
 }
+
+#[test]
+fn a_home_wide_route_applies_to_new_talks_only() {
+    let fwd = forwarder(&[]);
+    let dest = destination();
+    let ann = Nook::new();
+    // A talk made before the home-wide route goes direct, and stays so.
+    let before = ann
+        .ok(&["--json", "new", "--relay", &dest.address, "--quorum", "1"])
+        .json();
+    let before = text(&before["talk"]);
+    // NOOK_VIA routes the next new talk.
+    let env = [("NOOK_VIA", fwd.address.as_str())];
+    let created = ann.run_with_env(&["--json", "new", "--relay", &dest.address], &env);
+    assert_eq!(created.code, 0, "{created:?}");
+    let routed = text(&created.json()["talk"]);
+    let listed = ann.ok(&["--json", "list"]).json_lines();
+    let via_of = |talk: &str| {
+        listed
+            .iter()
+            .find(|t| text(&t["talk"]) == talk)
+            .map(|t| t["via"].clone())
+            .unwrap()
+    };
+    assert_eq!(text(&via_of(&routed)), fwd.address);
+    assert!(via_of(&before).is_null());
+    // NOOK_VIA naming a dead forwarder does not touch the direct talk's commands.
+    let (host, _) = fwd.address.rsplit_once(':').unwrap();
+    let dead = format!("{host}:{}", nook_e2e::free_port());
+    let sent = ann.run_with_env(&["send", &before, "still direct"], &[("NOOK_VIA", &dead)]);
+    assert_eq!(sent.code, 0, "{sent:?}");
+}

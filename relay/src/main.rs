@@ -686,6 +686,8 @@ const QUIET_CRATES: &[(&str, &[&str])] = &[
     ("quinn", &["quinn", "quinn_proto", "quinn_udp"]),
     ("rustls", &["rustls"]),
     ("sled", &["sled"]),
+    // The relay's own line naming each peer (server::PEERS_TARGET).
+    ("nook_peers", &["nook_peers"]),
 ];
 
 /// The log filter: `RUST_LOG` (default `nook_relay=info`), with every crate of

@@ -468,10 +468,10 @@ impl Relay {
                         drop(pending);
                         match done {
                             Ok(Ok(conn)) => {
-                                // Trace level only (RUST_LOG=nook_relay=trace): the one
-                                // line that names a peer, for checking what a relay
-                                // learns (protocol-spec.md §14); never on by default.
-                                tracing::trace!(peer = %conn.remote_address(), route = is_route(&conn), "connection accepted");
+                                // The one line that names a peer, for checking what a
+                                // relay learns (protocol-spec.md §14.1): its own target,
+                                // off unless RUST_LOG names it (main.rs QUIET_CRATES).
+                                tracing::trace!(target: PEERS_TARGET, peer = %conn.remote_address(), route = is_route(&conn), "connection accepted");
                                 if is_route(&conn) {
                                     router.serve(conn).await;
                                 } else {
@@ -541,6 +541,10 @@ impl Relay {
         tracing::info!("stopped");
     }
 }
+
+/// The log target of the only line that names a peer's address: off even at
+/// `RUST_LOG=trace` unless named (`RUST_LOG=nook_relay=info,nook_peers=trace`).
+pub const PEERS_TARGET: &str = "nook_peers";
 
 /// Whether a connection negotiated the route ALPN (protocol-spec.md §18).
 fn is_route(conn: &quinn::Connection) -> bool {

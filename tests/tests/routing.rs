@@ -4,7 +4,7 @@
 //!
 //! What is shown: a whole talk through the forwarder (new, join, send, `read
 //! --follow`, `chat` in a tmux terminal, close with a receipt that verifies); the
-//! destination's connection log (at trace level, the only level that names peers)
+//! destination's connection log (its `nook_peers` target, off unless named)
 //! holds only the forwarder's address; the forwarder's memory and log hold no mailbox
 //! id, relay-auth key or join token of the talk (while the destination's memory,
 //! scanned the same way, does hold the mailbox id: the scan can find what it looks
@@ -27,9 +27,14 @@ const DESTINATION: &str = "127.0.0.3";
 /// A command's whole run is bounded by this (it is killed after it).
 const BOUND: Duration = Duration::from_secs(30);
 
-/// The destination, logging the peer of each accepted connection (trace level).
+/// The destination, logging the peer of each accepted connection (the `nook_peers`
+/// target, off unless named).
 fn destination() -> Relay {
-    Relay::start_at(DESTINATION, &[], &[("RUST_LOG", "nook_relay=trace")])
+    Relay::start_at(
+        DESTINATION,
+        &[],
+        &[("RUST_LOG", "nook_relay=info,nook_peers=trace")],
+    )
 }
 
 fn forwarder(args: &[&str]) -> Relay {

@@ -381,6 +381,7 @@ impl Relay {
             engine: self.engine.clone(),
             conns: self.stats.clone(),
             admission: self.admission.clone(),
+            router: self.router.clone(),
         }
     }
     pub fn recv_buffer(&self) -> usize {

@@ -309,10 +309,37 @@ fn each_failed_hop_fails_by_itself_and_says_which() {
     assert!(message.contains("is up"), "{message}");
 }
 
+/// The value of the metric `name` (one sample, no labels) a relay serves on `port`.
+fn metric(port: u16, name: &str) -> u64 {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(BOUND)).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {response}"))
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
 #[test]
 fn a_forwarder_at_its_limit_refuses_the_next_session() {
     let dest = destination();
-    let fwd = forwarder(&["--forward-per-address", "1"]);
+    let metrics = free_tcp_port();
+    let fwd = forwarder(&[
+        "--forward-per-address",
+        "1",
+        "--metrics",
+        &format!("127.0.0.1:{metrics}"),
+    ]);
     let (ann, bob) = (Nook::new(), Nook::new());
     let created = ann
         .ok(&[
@@ -331,10 +358,23 @@ fn a_forwarder_at_its_limit_refuses_the_next_session() {
     follow.wait_for(Stream::Stderr, BOUND, |l| l.contains("following"));
     let (kind, code, message) = fails(&ann, &["send", &talk, "x"]);
     assert_eq!((kind.as_str(), code), ("forward_refused", 5), "{message}");
+    assert_eq!(metric(metrics, "nook_relay_forwards_refused_total"), 1);
+    assert_eq!(metric(metrics, "nook_relay_forwarded_sessions"), 1);
     follow.terminate();
     let _ = follow.finish(BOUND);
     // Its session ended, so the count went back: the next one passes.
     ann.ok(&["send", &talk, "after the follower"]);
+    // And the forwarder holds no session once they are over (polled: the forwarder
+    // sees the end a moment after the member's process exits).
+    let deadline = std::time::Instant::now() + BOUND;
+    while metric(metrics, "nook_relay_forwarded_sessions") != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the forwarder still counts a session"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric(metrics, "nook_relay_forwarded_sessions_total") >= 3);
 }
 
 /// A private tmux server with one 80×24 session running `command`; killed on drop.

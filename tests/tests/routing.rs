@@ -533,3 +533,39 @@ fn a_home_wide_route_applies_to_new_talks_only() {
     let sent = ann.run_with_env(&["send", &before, "still direct"], &[("NOOK_VIA", &dead)]);
     assert_eq!(sent.code, 0, "{sent:?}");
 }
+
+#[test]
+fn a_routed_talk_follows_its_relay_s_key_rotation() {
+    let fwd = forwarder(&[]);
+    let mut dest = destination();
+    let (ann, bob) = (Nook::new(), Nook::new());
+    let created = ann
+        .ok(&[
+            "--json",
+            "new",
+            "--relay",
+            &dest.address,
+            "--via",
+            &fwd.address,
+        ])
+        .json();
+    let talk = text(&created["talk"]);
+    bob.ok(&["join", &text(&created["invites"][0]), "--via", &fwd.address]);
+    let old = dest.address.clone();
+    let rotated = dest.restart_after(&["rotate-key"]);
+    assert_eq!(rotated.code, 0, "{rotated:?}");
+    assert_ne!(dest.address, old);
+    // The inner channel checks the key as a direct connection does: the new key is
+    // taken at the end of the rotation chain from the pinned one.
+    ann.ok(&["send", &talk, "after the rotation"]);
+    let read = bob.ok(&["--json", "read", &talk]).json_lines();
+    assert!(
+        read.iter()
+            .any(|e| e["type"] == "message" && text(&e["text"]) == "after the rotation"),
+        "{read:?}"
+    );
+    assert!(
+        read.iter().any(|e| e["type"] == "relay_rotated"),
+        "told of the rotation: {read:?}"
+    );
+}

@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! relay = "nook://…@relay.example.org:4433"
+//! via = "nook://…@forwarder.example.net:4433"   # new talks route through it (--via)
 //! ```
 //!
 //! Where a relay comes from, first found wins: `--relay` (or the `relay` parameter of
@@ -22,6 +23,9 @@ use crate::error::CliError;
 pub struct Config {
     /// The relay `nook new` uses when neither --relay nor NOOK_RELAY gives one.
     pub relay: Option<String>,
+    /// The forwarding relay new talks (`nook new`, `nook join`) route through when
+    /// neither --via nor NOOK_VIA gives one.
+    pub via: Option<String>,
 }
 
 /// Read at most this much: a config file is a few lines.
@@ -87,6 +91,15 @@ pub fn default_relay() -> Result<Option<String>, CliError> {
     Ok(load()?.relay.filter(|r| !r.is_empty()))
 }
 
+/// The forwarding relay a new talk routes through when --via gives none: `NOOK_VIA`,
+/// then the config file's `via`.
+pub fn default_via() -> Result<Option<String>, CliError> {
+    if let Some(v) = std::env::var("NOOK_VIA").ok().filter(|v| !v.is_empty()) {
+        return Ok(Some(v));
+    }
+    Ok(load()?.via.filter(|v| !v.is_empty()))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -102,6 +115,8 @@ mod tests {
             .to_string();
         assert!(e.contains("unknown field `relays`"), "{e}");
         assert!(e.contains("line 2"), "{e}");
+        let c = parse("via = \"nook://y@f:2\"\n").unwrap();
+        assert_eq!(c.via.as_deref(), Some("nook://y@f:2"));
         let e = parse("relay = 4433\n").unwrap_err().to_string();
         assert!(e.contains("string"), "{e}");
     }

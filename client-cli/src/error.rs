@@ -80,12 +80,18 @@ pub enum Kind {
     MemberUnknown,
     NoOffer,
     ContactUnknown,
+    /// 4: the forwarding relay (`--via`) could not be reached.
+    ForwarderUnreachable,
+    /// 4: the forwarding relay is up, but the talk's relay behind it did not answer.
+    DestinationUnreachable,
+    /// 5: the forwarding relay refused to forward (turned off, at its limit, or too old).
+    ForwardRefused,
 }
 
 impl Kind {
     /// Every kind, in exit-code order.
     #[cfg(test)]
-    pub const ALL: [Kind; 33] = [
+    pub const ALL: [Kind; 36] = [
         Kind::Internal,
         Kind::Usage,
         Kind::TalkUnknown,
@@ -119,6 +125,9 @@ impl Kind {
         Kind::MemberUnknown,
         Kind::NoOffer,
         Kind::ContactUnknown,
+        Kind::ForwarderUnreachable,
+        Kind::DestinationUnreachable,
+        Kind::ForwardRefused,
     ];
 
     /// The process exit code.
@@ -127,7 +136,11 @@ impl Kind {
             Kind::Internal => 1,
             Kind::Usage => 2,
             Kind::TalkUnknown | Kind::AmbiguousTalk => 3,
-            Kind::RelayUnreachable | Kind::ConnectionLost | Kind::RelayVersion => 4,
+            Kind::RelayUnreachable
+            | Kind::ConnectionLost
+            | Kind::RelayVersion
+            | Kind::ForwarderUnreachable
+            | Kind::DestinationUnreachable => 4,
             Kind::TalkNotOpen
             | Kind::InviteUsed
             | Kind::InviteMalformed
@@ -148,7 +161,8 @@ impl Kind {
             | Kind::NoCard
             | Kind::MemberUnknown
             | Kind::NoOffer
-            | Kind::ContactUnknown => 5,
+            | Kind::ContactUnknown
+            | Kind::ForwardRefused => 5,
             Kind::TalkClosed | Kind::TalkGone => 6,
             Kind::RelayKeyMismatch | Kind::ReceiptInvalid => 7,
             Kind::Timeout => 8,
@@ -191,6 +205,9 @@ impl Kind {
             Kind::MemberUnknown => "member_unknown",
             Kind::NoOffer => "no_offer",
             Kind::ContactUnknown => "contact_unknown",
+            Kind::ForwarderUnreachable => "forwarder_unreachable",
+            Kind::DestinationUnreachable => "destination_unreachable",
+            Kind::ForwardRefused => "forward_refused",
         }
     }
 }
@@ -203,12 +220,13 @@ pub const EXIT_CODES: &str = "EXIT CODES (and the \"kind\" of a --json error):
   2  invalid command line: usage
   3  no talk matches (see `nook list`): talk_unknown, ambiguous_talk
   4  relay unreachable or connection lost (retry later): relay_unreachable,
-     connection_lost, relay_version
+     connection_lost, relay_version, forwarder_unreachable,
+     destination_unreachable
   5  refused: talk_not_open, invite_used, invite_malformed, own_invite,
      address_malformed, not_owner, not_allowed, mailbox_full, rate_limited,
      create_refused, relay_retiring, relay_storage_full, relay_refused, bad_input,
      listing_unknown, request_unknown, board_full, no_card, member_unknown,
-     no_offer, contact_unknown
+     no_offer, contact_unknown, forward_refused
   6  the talk was closed, expired or left (local data deleted): talk_closed, talk_gone
   7  security: relay_key_mismatch, receipt_invalid
   8  `nook wait` timed out: timeout";
@@ -383,6 +401,13 @@ pub fn client_kind(e: &ClientError) -> Kind {
         ClientError::Connect(ConnectError::WrongFingerprint { .. }) => Kind::RelayKeyMismatch,
         ClientError::BadReceipt => Kind::ReceiptInvalid,
         ClientError::Connect(ConnectError::Version { .. }) => Kind::RelayVersion,
+        ClientError::Connect(ConnectError::ForwarderUnreachable { .. }) => {
+            Kind::ForwarderUnreachable
+        }
+        ClientError::Connect(ConnectError::DestinationUnreachable { .. }) => {
+            Kind::DestinationUnreachable
+        }
+        ClientError::Connect(ConnectError::ForwardRefused { .. }) => Kind::ForwardRefused,
         ClientError::Connect(_) => Kind::RelayUnreachable,
         ClientError::Lost { .. } => Kind::ConnectionLost,
         ClientError::Invite(_) => Kind::InviteMalformed,

@@ -73,6 +73,12 @@ struct Cli {
     /// documented in README, hidden from help.
     #[arg(long, env = "NOOK_CAUSAL_WAIT", global = true, hide = true, default_value = "5s", value_name = "WAIT", value_parser = duration::parse_wait)]
     causal_wait: std::time::Duration,
+    /// Route through this forwarding relay, nook://<fingerprint>@host:port, so the
+    /// talk's relay never learns your address (private routing). `new` and `join` keep
+    /// it as the talk's route; other commands take it for this run instead of the
+    /// talk's. New talks default to NOOK_VIA, else `via` in config.toml.
+    #[arg(long, global = true, value_name = "RELAY")]
+    via: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -513,6 +519,19 @@ async fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
     let mut client = Client::new(&home)?;
     client.set_connect_timeout(cli.connect_timeout);
     client.set_causal_wait(cli.causal_wait);
+    // A home-wide route applies to talks made now, never to existing ones.
+    let via = match (cli.via, &cli.command) {
+        (Some(v), _) => Some(v),
+        (None, Command::New { .. } | Command::Join { .. }) => config::default_via()?,
+        (None, _) => None,
+    };
+    if let Some(via) = via {
+        let via = via
+            .trim()
+            .parse()
+            .map_err(|e| CliError::from(ClientError::Address(e)))?;
+        client.set_via(Some(via));
+    }
     // The chat screen shows its own link state; a line on stderr would tear it.
     let quiet = cli.json || matches!(cli.command, Command::Chat { .. } | Command::Rpc { .. });
     let notice = notice::connecting(client.dialer(), quiet);

@@ -112,7 +112,10 @@ impl Output {
                 safe::inline(&t.alias),
                 t.unread,
                 // From an invite someone else handed over: parsed, but shown safely too.
-                safe::inline(&t.relay)
+                match &t.via {
+                    Some(via) => format!("{} via {}", safe::inline(&t.relay), safe::inline(via)),
+                    None => safe::inline(&t.relay).into_owned(),
+                }
             );
         }
         for t in talks {
@@ -264,6 +267,7 @@ pub fn talk_json(t: &TalkSummary) -> Value {
         "expires_at": t.expires_at,
         "cached": t.cached,
         "relay_retiring_at": t.retiring_at.map(nook_crypto::auth::rfc3339_utc),
+        "via": t.via,
     })
 }
 

@@ -263,7 +263,7 @@ impl Admission {
 /// The address a create counts against: an IPv4 address as it is (also when the
 /// dual-stack socket reports it as `::ffff:a.b.c.d`), an IPv6 address by its /64,
 /// the smallest block one host is usually given.
-fn address_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let prefix = u128::from(v6) & !((1u128 << 64) - 1);

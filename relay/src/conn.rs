@@ -230,10 +230,109 @@ pub async fn serve(
     stats: Arc<ConnStats>,
     admission: Arc<Admission>,
 ) {
-    let (send, mut recv) = match conn.accept_bi().await {
+    let (send, recv) = match conn.accept_bi().await {
         Ok(s) => s,
         Err(_) => return,
     };
+    let source = conn.remote_address().ip();
+    let ends = Ends {
+        recv: Reader::Quic(recv),
+        send: Writer::Quic(send),
+        source,
+    };
+    if let Some((code, why)) = serve_stream(engine, ends, conn_id, frames, stats, admission).await {
+        conn.close(code.into(), why.as_bytes());
+    }
+}
+
+/// Serves one forwarded inner session (protocol-spec.md §18.5): the same requests,
+/// answers and pushes as a connection, over the inner TLS channel of a route stream.
+/// `source` is the forwarder's address, the only one this relay learns. A violation
+/// ends the inner channel rather than a QUIC connection that other members share.
+pub(crate) async fn serve_inner(
+    engine: Arc<Engine>,
+    inner: crate::forward::InnerStream,
+    source: IpAddr,
+    conn_id: u64,
+    frames: FrameLimits,
+    stats: Arc<ConnStats>,
+    admission: Arc<Admission>,
+) {
+    let (recv, send) = tokio::io::split(inner);
+    let ends = Ends {
+        recv: Reader::Inner(recv, vec![0; INNER_READ].into_boxed_slice()),
+        send: Writer::Inner(send),
+        source,
+    };
+    if let Some((code, why)) = serve_stream(engine, ends, conn_id, frames, stats, admission).await {
+        tracing::debug!(code, why, "inner session ended by the relay");
+    }
+}
+
+/// Bytes read from an inner channel at once (TLS records are at most 16 KiB).
+const INNER_READ: usize = 16 * 1024;
+
+/// The two directions of one session and where it comes from (never logged).
+struct Ends {
+    recv: Reader,
+    send: Writer,
+    source: IpAddr,
+}
+
+/// Where a session's bytes come from: a QUIC stream, or an inner TLS channel.
+enum Reader {
+    Quic(quinn::RecvStream),
+    Inner(tokio::io::ReadHalf<crate::forward::InnerStream>, Box<[u8]>),
+}
+
+/// What one read gave.
+enum Read {
+    Chunk(bytes::Bytes),
+    /// The client finished its side.
+    Finished,
+    /// The stream ended otherwise; how, without the peer's address or text.
+    Ended(String),
+}
+
+impl Reader {
+    /// Cancel-safe: both quinn's `read_chunk` and tokio's `read` are.
+    async fn read(&mut self) -> Read {
+        match self {
+            Reader::Quic(recv) => match recv.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => Read::Chunk(chunk.bytes),
+                Ok(None) => Read::Finished,
+                Err(e) => Read::Ended(ended_how(&e)),
+            },
+            Reader::Inner(recv, buf) => match tokio::io::AsyncReadExt::read(recv, buf).await {
+                Ok(0) => Read::Finished,
+                Ok(n) => Read::Chunk(bytes::Bytes::copy_from_slice(&buf[..n])),
+                Err(e) => Read::Ended(format!("inner channel: {}", e.kind())),
+            },
+        }
+    }
+}
+
+/// Where a session's answers go.
+enum Writer {
+    Quic(quinn::SendStream),
+    Inner(tokio::io::WriteHalf<crate::forward::InnerStream>),
+}
+
+/// Serves one session's stream until it ends; what to close the connection with, if
+/// the relay ends it.
+async fn serve_stream(
+    engine: Arc<Engine>,
+    ends: Ends,
+    conn_id: u64,
+    frames: FrameLimits,
+    stats: Arc<ConnStats>,
+    admission: Arc<Admission>,
+) -> Option<(u32, &'static str)> {
+    let Ends {
+        mut recv,
+        send,
+        source,
+    } = ends;
     let (tx, rx) = mpsc::channel(OUTBOX);
     let outbox = Outbox::new(conn_id, tx, engine.queues().clone());
     let writer = tokio::spawn(write_loop(send, rx));
@@ -241,7 +340,7 @@ pub async fn serve(
     rand::Rng::fill_bytes(&mut rand::rng(), &mut challenge);
     let mut session = ConnState {
         challenge,
-        source: conn.remote_address().ip(),
+        source,
         greeted: false,
         authed: HashMap::new(),
         subscribed: Vec::new(),
@@ -273,17 +372,17 @@ pub async fn serve(
             *d += paused.elapsed();
         }
         let chunk = tokio::select! {
-            r = recv.read_chunk(usize::MAX, true) => match r {
-                Ok(Some(chunk)) => chunk.bytes,
-                Ok(None) => {
+            r = recv.read() => match r {
+                Read::Chunk(chunk) => chunk,
+                Read::Finished => {
                     tracing::debug!(how = "the client finished its stream", "connection ended");
                     if decoder.finish().is_err() {
                         break 'conn Some((close_code::PROTOCOL, "stream ended mid-frame"));
                     }
                     break 'conn None;
                 }
-                Err(e) => {
-                    tracing::debug!(how = ended_how(&e), "connection ended");
+                Read::Ended(how) => {
+                    tracing::debug!(how, "connection ended");
                     break 'conn None;
                 }
             },
@@ -354,8 +453,8 @@ pub async fn serve(
             tracing::debug!(limit = "slow client dropped", "limit hit");
         }
         tracing::debug!(code, why, "connection closed by the relay");
-        conn.close(code.into(), why.as_bytes());
     }
+    reason
 }
 
 /// An instant no frame deadline reaches (about 30 years ahead).
@@ -678,7 +777,7 @@ fn ended_how(e: &quinn::ReadError) -> String {
 /// Writes queued frames, handing whatever is ready to quinn in one call. The frames
 /// are already encoded and quinn keeps the `Bytes` as they are (no copy), so an idle
 /// connection holds no write buffer.
-async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Queued>) {
+async fn write_loop(mut send: Writer, mut rx: mpsc::Receiver<Queued>) {
     loop {
         // Sized for what is queued, and dropped after each write, not kept at its
         // largest for the life of the connection.
@@ -690,10 +789,35 @@ async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Queued>)
         // grants no flow credit keeps this write waiting, and its bytes counted.
         let (mut chunks, charges): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|q| (q.wire, q.charge)).unzip();
-        if send.write_all_chunks(&mut chunks).await.is_err() {
+        let written = match &mut send {
+            Writer::Quic(send) => send.write_all_chunks(&mut chunks).await.is_ok(),
+            Writer::Inner(send) => write_inner(send, &chunks).await.is_ok(),
+        };
+        if !written {
             return;
         }
         drop(charges);
     }
-    let _ = send.finish();
+    match send {
+        Writer::Quic(mut send) => {
+            let _ = send.finish();
+        }
+        Writer::Inner(mut send) => {
+            // TLS close_notify, then the route stream's FIN.
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut send).await;
+        }
+    }
+}
+
+/// Writes a batch into the inner channel: rustls seals it into records as it goes,
+/// and the flush hands the last of them to quinn.
+async fn write_inner(
+    send: &mut tokio::io::WriteHalf<crate::forward::InnerStream>,
+    chunks: &[bytes::Bytes],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    for chunk in chunks {
+        send.write_all(chunk).await?;
+    }
+    send.flush().await
 }

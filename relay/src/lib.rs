@@ -28,6 +28,7 @@ pub mod clock;
 pub mod commit;
 pub mod conn;
 pub mod engine;
+pub mod forward;
 pub mod identity;
 pub mod metrics;
 pub mod outbox;

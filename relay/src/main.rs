@@ -160,6 +160,20 @@ struct LimitArgs {
     #[arg(long, value_name = "N/DURATION", default_value_t = Rate::PER_ADDRESS.into(),
           value_parser = create_rate)]
     create_rate_per_address: CreateRate,
+    /// Do not forward for members (private routing, `nook --via` through this relay):
+    /// a member asking is refused with "this relay does not forward". Forwarded
+    /// sessions to talks on this relay are still served.
+    #[arg(long)]
+    no_forward: bool,
+    /// Forwarded sessions one client address carries through this relay at once (an
+    /// IPv6 address counts by its /64); past it a member is refused until one ends.
+    #[arg(long, value_name = "N", default_value_t = nook_relay::forward::DEFAULT_FORWARD_PER_ADDRESS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    forward_per_address: usize,
+    /// Forwarded sessions this relay carries at once, from all addresses together.
+    #[arg(long, value_name = "N", default_value_t = nook_relay::forward::DEFAULT_FORWARD_MAX,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    forward_max: usize,
     /// Time a client may take to send one frame, from its first byte to its last (1s
     /// to 1h); past it the connection is closed.
     #[arg(long, value_name = "DURATION", default_value_t = DEFAULT_FRAME_DEADLINE.as_secs(),
@@ -377,6 +391,11 @@ impl LimitArgs {
         config.retry_from_handshakes = self.retry_from_handshakes;
         config.max_handshakes = self.max_handshakes;
         config.handshake_timeout = std::time::Duration::from_secs(self.handshake_timeout);
+        config.forward = nook_relay::forward::ForwardLimits {
+            enabled: !self.no_forward,
+            per_address: self.forward_per_address,
+            total: self.forward_max,
+        };
         Ok(())
     }
 }
@@ -667,6 +686,8 @@ const QUIET_CRATES: &[(&str, &[&str])] = &[
     ("quinn", &["quinn", "quinn_proto", "quinn_udp"]),
     ("rustls", &["rustls"]),
     ("sled", &["sled"]),
+    // The relay's own line naming each peer (server::PEERS_TARGET).
+    ("nook_peers", &["nook_peers"]),
 ];
 
 /// The log filter: `RUST_LOG` (default `nook_relay=info`), with every crate of
@@ -976,6 +997,41 @@ mod tests {
             defaults.create_rate_per_address
         );
         assert!(config.create_token.is_none());
+        assert_eq!(config.forward, defaults.forward);
+        assert!(config.forward.enabled, "relays forward by default");
+    }
+
+    #[test]
+    fn forwarding_flags_and_their_config_keys_set_the_limits() {
+        let config = config_of(&[
+            "nook-relay",
+            "--no-forward",
+            "--forward-per-address",
+            "3",
+            "--forward-max",
+            "9",
+        ]);
+        let want = nook_relay::forward::ForwardLimits {
+            enabled: false,
+            per_address: 3,
+            total: 9,
+        };
+        assert_eq!(config.forward, want);
+        assert!(Cli::try_parse_from(["nook-relay", "--forward-max", "0"]).is_err());
+        let cmd = Cli::command();
+        let set = config_file::args_of(
+            &cmd,
+            "no-forward = true\nforward-per-address = 3\nforward-max = 9\n",
+            std::path::Path::new("relay.toml"),
+            &|_| false,
+        )
+        .unwrap();
+        let mut args = vec![std::ffi::OsString::from("nook-relay")];
+        args.extend(set);
+        let cli = Cli::try_parse_from(args).unwrap();
+        let mut from_file = Config::new(DEFAULT_LISTEN.parse().unwrap(), PathBuf::from("/unused"));
+        cli.limits.apply(&mut from_file).unwrap();
+        assert_eq!(from_file.forward, want);
     }
 
     #[test]

@@ -43,6 +43,24 @@ pub struct Counts {
     pub flushes: u64,
     pub retries_sent: u64,
     pub refused: Refused,
+    /// Private routing (protocol-spec.md §18).
+    pub forward: Forwarding,
+}
+
+/// The route service's counts: sessions forwarded for members, and sessions forwarded
+/// to this relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Forwarding {
+    /// Sessions this relay forwards now.
+    pub active: u64,
+    /// Sessions forwarded since start.
+    pub forwarded: u64,
+    /// `Forward`s refused: forwarding off, or a forwarding limit.
+    pub refused: u64,
+    /// `Forward`s whose destination did not answer in time.
+    pub unreachable: u64,
+    /// Inner sessions served as the destination since start.
+    pub delivered: u64,
 }
 
 /// Refusals and forced closes, by kind.
@@ -68,7 +86,13 @@ pub struct Refused {
 
 impl Counts {
     /// Reads every counter now.
-    pub fn read(engine: &Engine, conns: &ConnStats, admission: &Admission) -> Counts {
+    pub fn read(
+        engine: &Engine,
+        conns: &ConnStats,
+        admission: &Admission,
+        router: &crate::forward::Router,
+    ) -> Counts {
+        let f = router.stats();
         let s = &engine.stats;
         let n = |v: usize| v as u64;
         Counts {
@@ -94,6 +118,13 @@ impl Counts {
                 slow_reader: engine.queues().dropped(),
                 create_token: admission.refused_token(),
                 create_rate: admission.refused_rate(),
+            },
+            forward: Forwarding {
+                active: n(f.active.load(Ordering::Relaxed)),
+                forwarded: f.forwarded.load(Ordering::Relaxed),
+                refused: f.refused.load(Ordering::Relaxed),
+                unreachable: f.unreachable.load(Ordering::Relaxed),
+                delivered: f.delivered.load(Ordering::Relaxed),
             },
         }
     }
@@ -185,6 +216,37 @@ impl Counts {
             "QUIC Retry packets sent to validate a client's address.",
             self.retries_sent,
         );
+        let f = &self.forward;
+        one(
+            "nook_relay_forwarded_sessions",
+            "gauge",
+            "Sessions this relay forwards for members now (private routing).",
+            f.active,
+        );
+        one(
+            "nook_relay_forwarded_sessions_total",
+            "counter",
+            "Sessions forwarded for members since start.",
+            f.forwarded,
+        );
+        one(
+            "nook_relay_forwards_refused_total",
+            "counter",
+            "Forward requests refused since start: forwarding off, or a forwarding limit.",
+            f.refused,
+        );
+        one(
+            "nook_relay_forward_destinations_unreachable_total",
+            "counter",
+            "Forward requests whose destination relay did not answer in time.",
+            f.unreachable,
+        );
+        one(
+            "nook_relay_inner_sessions_total",
+            "counter",
+            "Sessions forwarded to this relay (through a forwarder) since start.",
+            f.delivered,
+        );
         let r = &self.refused;
         let name = "nook_relay_refusals_total";
         let _ = write!(
@@ -214,6 +276,7 @@ pub struct Source {
     pub engine: Arc<Engine>,
     pub conns: Arc<ConnStats>,
     pub admission: Arc<Admission>,
+    pub router: Arc<crate::forward::Router>,
 }
 
 impl std::fmt::Debug for Source {
@@ -224,7 +287,7 @@ impl std::fmt::Debug for Source {
 
 impl Source {
     pub fn counts(&self) -> Counts {
-        Counts::read(&self.engine, &self.conns, &self.admission)
+        Counts::read(&self.engine, &self.conns, &self.admission, &self.router)
     }
 }
 

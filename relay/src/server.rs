@@ -17,6 +17,7 @@ use crate::admission::{Admission, CreateTokenHash, Rate};
 use crate::clock::{Clock, SystemClock};
 use crate::conn::{ConnStats, FrameLimits, close_code, serve};
 use crate::engine::{Engine, Limits};
+use crate::forward::{ForwardLimits, Router, Serving};
 use crate::identity;
 use crate::metrics::{self, Counts};
 
@@ -81,6 +82,8 @@ pub struct Config {
     /// Where to serve the counts as Prometheus metrics over HTTP; `None`: nowhere.
     /// Any address is taken here: the binary refuses non-loopback ones unless told.
     pub metrics: Option<SocketAddr>,
+    /// Private routing: whether this relay forwards for members, and its limits.
+    pub forward: ForwardLimits,
 }
 
 impl Config {
@@ -102,6 +105,7 @@ impl Config {
             create_rate: Rate::RELAY,
             create_rate_per_address: Rate::PER_ADDRESS,
             metrics: None,
+            forward: ForwardLimits::default(),
         }
     }
 }
@@ -144,6 +148,10 @@ pub struct Relay {
     recv_buffer: usize,
     /// The metrics endpoint's socket, bound at start, served by `run`.
     metrics: Option<std::net::TcpListener>,
+    /// Route connections: forwarding for members, and forwarded sessions for us.
+    router: Arc<Router>,
+    /// Ids of connections and inner sessions (the outbox's subscriptions use them).
+    next_conn: Arc<AtomicU64>,
     /// Keeps other relays off the data folder until [`Relay::run`] returns.
     _lock: identity::DataLock,
 }
@@ -269,10 +277,11 @@ impl Relay {
             clock,
             config.limits.clone(),
         )?);
+        let inner = nook_quic::inner_server_config(vec![cert.clone()], key.clone_key())?;
         let server = nook_quic::server_config(
             vec![cert],
             key,
-            nook_quic::ALPN_PROTOCOLS,
+            nook_quic::RELAY_ALPN_PROTOCOLS,
             config.idle_timeout,
         )?;
         let runtime =
@@ -301,15 +310,33 @@ impl Relay {
             }
             other => other?,
         }
+        let stats = Arc::new(ConnStats::default());
+        let admission = Arc::new(Admission::new(
+            config.create_token.clone(),
+            config.create_rate,
+            config.create_rate_per_address,
+        ));
+        let next_conn = Arc::new(AtomicU64::new(1));
+        let router = Arc::new(Router::new(
+            config.forward,
+            endpoint.clone(),
+            inner,
+            Serving {
+                max_sessions: config.max_connections,
+                engine: engine.clone(),
+                frames: config.frames,
+                stats: stats.clone(),
+                admission: admission.clone(),
+            },
+            next_conn.clone(),
+        )?);
         Ok(Relay {
             endpoint,
             engine,
-            stats: Arc::new(ConnStats::default()),
-            admission: Arc::new(Admission::new(
-                config.create_token.clone(),
-                config.create_rate,
-                config.create_rate_per_address,
-            )),
+            stats,
+            admission,
+            router,
+            next_conn,
             address,
             config,
             recv_buffer: bound.recv_buffer,
@@ -336,6 +363,10 @@ impl Relay {
     pub fn admission(&self) -> &Arc<Admission> {
         &self.admission
     }
+    /// The route service (private routing), with its counts.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
     /// The UDP receive buffer the OS granted (bytes as reported by the OS).
     /// Where the metrics endpoint listens, if it does.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
@@ -350,6 +381,7 @@ impl Relay {
             engine: self.engine.clone(),
             conns: self.stats.clone(),
             admission: self.admission.clone(),
+            router: self.router.clone(),
         }
     }
     pub fn recv_buffer(&self) -> usize {
@@ -372,7 +404,6 @@ impl Relay {
             }
             None => None,
         };
-        let next_conn = AtomicU64::new(1);
         let mut sweep = tokio::time::interval(self.config.sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Counts only: no ids, keys or addresses (see the README). Never, if zero.
@@ -427,7 +458,8 @@ impl Relay {
                     let admission = self.admission.clone();
                     let frames = self.config.frames;
                     let handshake_timeout = self.config.handshake_timeout;
-                    let id = next_conn.fetch_add(1, Ordering::Relaxed);
+                    let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+                    let router = self.router.clone();
                     let pending = Handshaking::new(stats.clone());
                     let held = Held::new(stats.clone());
                     conns.spawn(async move {
@@ -437,7 +469,15 @@ impl Relay {
                         drop(pending);
                         match done {
                             Ok(Ok(conn)) => {
-                                serve(engine, conn, id, frames, stats, admission).await;
+                                // The one line that names a peer, for checking what a
+                                // relay learns (protocol-spec.md §14.1): its own target,
+                                // off unless RUST_LOG names it (main.rs QUIET_CRATES).
+                                tracing::trace!(target: PEERS_TARGET, peer = %conn.remote_address(), route = is_route(&conn), "connection accepted");
+                                if is_route(&conn) {
+                                    router.serve(conn).await;
+                                } else {
+                                    serve(engine, conn, id, frames, stats, admission).await;
+                                }
                             }
                             Ok(Err(e)) => tracing::debug!("handshake failed: {e}"),
                             Err(_) => {
@@ -501,6 +541,18 @@ impl Relay {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         tracing::info!("stopped");
     }
+}
+
+/// The log target of the only line that names a peer's address: off even at
+/// `RUST_LOG=trace` unless named (`RUST_LOG=nook_relay=info,nook_peers=trace`).
+pub const PEERS_TARGET: &str = "nook_peers";
+
+/// Whether a connection negotiated the route ALPN (protocol-spec.md §18).
+fn is_route(conn: &quinn::Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .is_some_and(|p| p == nook_quic::ROUTE_ALPN)
 }
 
 /// One connection (from its first packet to its end) counted in

@@ -71,6 +71,10 @@ pub struct Relay {
     pub data: tempfile::TempDir,
     port: u16,
     args: Vec<String>,
+    /// The loopback address it listens on (127.0.0.1 unless [`Relay::start_at`]).
+    ip: String,
+    /// Environment variables it runs with (e.g. RUST_LOG), kept across restarts.
+    env: Vec<(String, String)>,
     child: Child,
 }
 
@@ -81,15 +85,28 @@ impl Relay {
 
     /// [`Relay::start`] with more command-line arguments (kept across restarts).
     pub fn start_with(args: &[&str]) -> Relay {
+        Relay::start_at("127.0.0.1", args, &[])
+    }
+
+    /// [`Relay::start_with`] on another loopback address (e.g. 127.0.0.2, so that
+    /// relays can be told apart by address), with environment variables `env`.
+    pub fn start_at(ip: &str, args: &[&str], env: &[(&str, &str)]) -> Relay {
         let data = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let (child, address) = Relay::spawn(&data, port, &args);
+        let ip = ip.to_string();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, address) = Relay::spawn(&data, &ip, port, &args, &env);
         Relay {
             address,
             data,
             port,
             args,
+            ip,
+            env,
             child,
         }
     }
@@ -97,7 +114,7 @@ impl Relay {
     /// Stops the relay gracefully and starts it again on the same port and data.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, address) = Relay::spawn(&self.data, self.port, &self.args);
+        let (child, address) = Relay::spawn(&self.data, &self.ip, self.port, &self.args, &self.env);
         assert_eq!(address, self.address, "the relay keeps its identity");
         self.child = child;
     }
@@ -112,16 +129,23 @@ impl Relay {
         let data_arg = data.to_string_lossy().into_owned();
         args.extend(["--data", data_arg.as_str()]);
         let run = relay_run(&args);
-        let (child, address) = Relay::spawn(&self.data, self.port, &self.args);
+        let (child, address) = Relay::spawn(&self.data, &self.ip, self.port, &self.args, &self.env);
         self.address = address;
         self.child = child;
         run
     }
 
-    fn spawn(data: &tempfile::TempDir, port: u16, args: &[String]) -> (Child, String) {
+    fn spawn(
+        data: &tempfile::TempDir,
+        ip: &str,
+        port: u16,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> (Child, String) {
         let mut child = Command::new(bin("nook-relay"))
             .args(args)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .args(["--listen", &format!("{ip}:{port}"), "--data"])
             .arg(data.path().join("relay"))
             .stdout(Stdio::piped())
             .stderr(
@@ -246,6 +270,18 @@ impl Nook {
         let r = self.run(args);
         assert_eq!(r.code, 0, "nook {args:?} failed: {}", r.stderr);
         r
+    }
+
+    /// Runs `nook args…` with environment variables `env` (bounded: 60 s).
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let child = self
+            .command(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nook");
+        finish(child, Duration::from_secs(60))
     }
 
     /// Runs `nook args…` with `input` on stdin.

@@ -197,6 +197,8 @@ pub struct App {
     pub(super) alias: String,
     pub(super) seat: u8,
     pub(super) relay: String,
+    /// The forwarding relay the talk's traffic goes through (`--via`), if routed.
+    pub(super) via: Option<String>,
     pub(super) owner: bool,
     pub(super) status: Option<TalkStatus>,
     /// `status` came from the relay while this screen was up.
@@ -241,6 +243,7 @@ impl App {
             alias: String::new(),
             seat: 0,
             relay: String::new(),
+            via: None,
             owner: false,
             status: None,
             live_status: false,
@@ -293,6 +296,7 @@ impl App {
         self.alias = info.alias.clone();
         self.seat = info.seat;
         self.relay = info.relay.clone();
+        self.via = info.via.clone();
         self.owner = info.owner;
         // A status from the relay is fresher than the store's: `follow` hands it on
         // before it records it.
@@ -971,6 +975,7 @@ pub(super) mod tests {
             seats: 3,
             cached: false,
             retiring_at: None,
+            via: None,
         }
     }
 

@@ -86,6 +86,10 @@ impl App {
             Span::styled(" · relay ", dim),
             Span::raw(safe::inline(relay_host(&self.relay)).into_owned()),
         ];
+        if let Some(via) = &self.via {
+            second.push(Span::styled(" via ", dim));
+            second.push(Span::raw(safe::inline(relay_host(via)).into_owned()));
+        }
         if let Some(closes) = self.closes_text() {
             second.push(Span::styled(format!(" · {closes}"), dim));
         }
@@ -503,6 +507,17 @@ mod tests {
             s[1].ends_with(" · relay 127.0.0.1:4433 · closes in 3h"),
             "{}",
             s[1]
+        );
+    }
+
+    #[test]
+    fn the_header_shows_a_routed_talk_s_forwarder() {
+        let mut i = info(Some(status(TalkPhase::Open, 2, 2)));
+        i.via = Some("nook://fwdfp@127.0.0.2:4434".into());
+        let s = screen(&App::new(&i, 0));
+        assert_eq!(
+            s[1],
+            " members: quiet-otter (you) · relay 127.0.0.1:4433 via 127.0.0.2:4434"
         );
     }
 

@@ -110,6 +110,9 @@ pub struct TalkSummary {
     pub cached: bool,
     /// When the talk's relay retires (it then closes the talk), as last heard.
     pub retiring_at: Option<u64>,
+    /// The forwarding relay (`nook://…`) the talk's traffic goes through by default
+    /// (`--via`, protocol-spec.md §18); `None`: direct.
+    pub via: Option<String>,
 }
 
 /// A nook member's client, rooted at one home folder.
@@ -157,6 +160,13 @@ impl Client {
     /// Who is connecting where right now (for a "connecting…" line).
     pub fn dialer(&self) -> &Dialer {
         &self.dialer
+    }
+
+    /// Routes this client's connections through the forwarding relay `via`
+    /// (protocol-spec.md §18). A talk created or joined meanwhile keeps it as its
+    /// default; other talks use it for this client's commands only.
+    pub fn set_via(&mut self, via: Option<RelayAddr>) {
+        self.dialer.set_via(via);
     }
 
     /// Gives up on a relay that has not answered a handshake after `limit`.
@@ -227,6 +237,7 @@ impl Client {
         let invites = new.state.created(&addr, mailbox, status, &new.seats);
         let talk = new.state.name();
         let mut session = TalkSession::new(self.leases.take().await?, new.state);
+        session.keep_route(self.dialer.via())?;
         session.commit(&conn, arrival(status), false).await?;
         drop(session);
         conn.close().await;
@@ -317,6 +328,7 @@ impl Client {
         let talk = state.name();
         let mut session = TalkSession::new(self.leases.take().await?, state);
         session.store().remove_pending_join(&token_hash)?;
+        session.keep_route(self.dialer.via())?;
         let mut change = arrival(status);
         change.outgoing.extend(outgoing);
         session.commit(&conn, change, false).await?;
@@ -392,6 +404,11 @@ impl Client {
             .filter(|(seat, _)| !given.contains(seat))
             .map(|(_, invite)| invite.clone())
             .collect();
+        // The route this client's commands take: its own --via, else the talk's.
+        summary.via = match self.dialer.via() {
+            Some(via) => Some(via.to_string()),
+            None => session.store().via(&session.talk_id())?,
+        };
         Ok(summary)
     }
 
@@ -646,5 +663,6 @@ fn summary(t: &TalkState, unread: u64) -> TalkSummary {
         seats: t.params.seats,
         cached: true,
         retiring_at: None,
+        via: None,
     }
 }

@@ -19,6 +19,9 @@ pub struct Dialer {
     attempt: Arc<watch::Sender<Option<String>>>,
     /// How long a handshake may take before the relay counts as unreachable.
     limit: Duration,
+    /// The forwarding relay this command routes through (`--via`), whatever the
+    /// talk's default.
+    via: Option<RelayAddr>,
 }
 
 impl Default for Dialer {
@@ -26,6 +29,7 @@ impl Default for Dialer {
         Dialer {
             attempt: Arc::new(watch::channel(None).0),
             limit: CONNECT_TIMEOUT,
+            via: None,
         }
     }
 }
@@ -51,10 +55,45 @@ impl Dialer {
         self.limit = limit;
     }
 
-    /// Connects to `addr` (see [`RelayConnection::connect`]).
+    /// Routes every connection of this command through `via` (protocol-spec.md §18),
+    /// or, with `None`, each talk as it is stored.
+    pub fn set_via(&mut self, via: Option<RelayAddr>) {
+        self.via = via;
+    }
+
+    /// The forwarding relay set for this command, if any.
+    pub fn via(&self) -> Option<&RelayAddr> {
+        self.via.as_ref()
+    }
+
+    /// Connects to `addr` (see [`RelayConnection::connect`]), through the command's
+    /// forwarding relay if it has one.
     pub async fn connect(&self, addr: &RelayAddr) -> Result<RelayConnection, ConnectError> {
-        self.attempt.send_replace(Some(addr.host_port()));
-        let _attempt = Attempt(&self.attempt);
-        RelayConnection::connect_within(addr, self.limit).await
+        self.connect_route(addr, None).await
+    }
+
+    /// Connects to `addr` through the command's forwarding relay, else `default` (the
+    /// talk's), else directly.
+    pub(crate) async fn connect_route(
+        &self,
+        addr: &RelayAddr,
+        default: Option<&RelayAddr>,
+    ) -> Result<RelayConnection, ConnectError> {
+        match self.via.as_ref().or(default) {
+            None => {
+                self.attempt.send_replace(Some(addr.host_port()));
+                let _attempt = Attempt(&self.attempt);
+                RelayConnection::connect_within(addr, self.limit).await
+            }
+            Some(via) => {
+                self.attempt.send_replace(Some(format!(
+                    "{} via {}",
+                    addr.host_port(),
+                    via.host_port()
+                )));
+                let _attempt = Attempt(&self.attempt);
+                RelayConnection::connect_via(addr, via, self.limit).await
+            }
+        }
     }
 }

@@ -103,7 +103,12 @@ impl ClientError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ClientError::Lost { .. } | ClientError::Connect(ConnectError::Unreachable { .. })
+            ClientError::Lost { .. }
+                | ClientError::Connect(
+                    ConnectError::Unreachable { .. }
+                        | ConnectError::ForwarderUnreachable { .. }
+                        | ConnectError::DestinationUnreachable { .. }
+                )
         )
     }
 }

@@ -64,6 +64,8 @@ pub(crate) struct Target {
     /// the talk.
     seat: u8,
     alias: String,
+    /// The talk's forwarding relay, if it is routed.
+    via: Option<RelayAddr>,
 }
 
 impl Target {
@@ -88,7 +90,9 @@ impl Target {
 /// A talk the relay no longer knows, or no longer counts us in, is
 /// [`ClientError::TalkGone`]; [`TalkSession::settle`] then deletes it.
 pub(crate) async fn authenticate(dialer: &Dialer, target: &Target) -> Result<Authed, ClientError> {
-    let conn = dialer.connect(&target.addr).await?;
+    let conn = dialer
+        .connect_route(&target.addr, target.via.as_ref())
+        .await?;
     let signature = sign_relay_auth(
         &target.identity,
         AuthOp::Auth,
@@ -181,6 +185,16 @@ impl TalkSession {
         self.state.talk_id
     }
 
+    /// Makes `via` the talk's forwarding relay (a new or joined talk), saved with the
+    /// talk's next commit.
+    pub(crate) fn keep_route(&self, via: Option<&RelayAddr>) -> Result<(), ClientError> {
+        if let Some(via) = via {
+            self.lease
+                .set_via(&self.state.talk_id, Some(&via.to_string()))?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn store(&self) -> &Store {
         &self.lease
     }
@@ -255,7 +269,15 @@ impl TalkSession {
             .state
             .relay_addr()
             .ok_or_else(|| StoreError::Corrupt("the talk's relay address".into()))?;
+        let via = match self.lease.via(&self.state.talk_id)? {
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|_| StoreError::Corrupt("the talk's forwarding relay".into()))?,
+            ),
+            None => None,
+        };
         Ok(Target {
+            via,
             addr,
             identity: self.state.identity(),
             mailbox: self.mailbox(),

@@ -46,6 +46,8 @@ const K_STATE_BEFORE_KEYS: &[u8] = b"s";
 const K_NEXT: &[u8] = b"n";
 const K_SHOWN: &[u8] = b"r";
 const K_RETIRING: &[u8] = b"t";
+/// The forwarding relay the talk's traffic goes through (`--via`), as its address text.
+const K_VIA: &[u8] = b"v";
 const TALK_PREFIX: &[u8] = b"talk/";
 /// Joins prepared with an identity of today's form (the earlier ones, under
 /// `pending-joins`, are of a form this version does not read, and are not used).
@@ -355,6 +357,29 @@ impl Store {
 
     pub fn set_retiring_at(&self, talk_id: &[u8; 8], at: u64) -> Result<(), StoreError> {
         self.ns(talk_id)?.put(K_RETIRING, &at.to_le_bytes())?;
+        Ok(())
+    }
+
+    /// The forwarding relay (`nook://…`) this talk's traffic goes through by default
+    /// (protocol-spec.md §18), if it is routed.
+    pub fn via(&self, talk_id: &[u8; 8]) -> Result<Option<String>, StoreError> {
+        match self.ns(talk_id)?.get(K_VIA)? {
+            None => Ok(None),
+            Some(v) => String::from_utf8(v)
+                .map(Some)
+                .map_err(|_| StoreError::Corrupt("the talk's forwarding relay".into())),
+        }
+    }
+
+    /// Routes the talk through `via` by default, or directly with `None`.
+    pub fn set_via(&self, talk_id: &[u8; 8], via: Option<&str>) -> Result<(), StoreError> {
+        let ns = self.ns(talk_id)?;
+        match via {
+            Some(v) => ns.put(K_VIA, v.as_bytes())?,
+            None => {
+                ns.remove(K_VIA)?;
+            }
+        }
         Ok(())
     }
 

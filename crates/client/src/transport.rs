@@ -6,6 +6,11 @@
 //! written under a lock by whoever calls [`RelayConnection::request`]; pushes flow
 //! through a bounded channel, so a consumer that stops reading stalls the reader
 //! (back-pressure) instead of growing memory.
+//!
+//! Routed (`--via`, protocol-spec.md §18): QUIC to the forwarder (pinned by its own
+//! fingerprint), one route stream asking it to forward to the talk's relay, and inside
+//! it a TLS 1.3 channel to that relay checked by the same [`PinnedVerifier`]; the
+//! frames that follow are the same as on a direct stream.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -61,6 +66,81 @@ pub enum ConnectError {
     Version { addr: String, reason: String },
     #[error("local network setup failed: {0}")]
     Local(String),
+    /// Routed: the forwarder itself could not be reached.
+    #[error(
+        "could not reach the forwarding relay (--via) at {forwarder}: {reason}; check that address, or run the command without --via"
+    )]
+    ForwarderUnreachable { forwarder: String, reason: String },
+    /// Routed: the forwarder answered but will not forward (turned off, at its limit,
+    /// or too old to know routes).
+    #[error("the forwarding relay (--via) at {forwarder} refused to forward: {message}")]
+    ForwardRefused {
+        forwarder: String,
+        code: Option<ErrorCode>,
+        message: String,
+    },
+    /// Routed: the forwarder is up, but the talk's relay behind it did not answer.
+    #[error(
+        "the forwarding relay (--via) at {forwarder} is up, but the talk's relay at {addr} could not be reached through it: {reason}; check that the talk's relay runs, or try without --via"
+    )]
+    DestinationUnreachable {
+        forwarder: String,
+        addr: String,
+        reason: String,
+    },
+}
+
+/// The client end of a routed session's inner channel.
+type InnerClient =
+    tokio_rustls::client::TlsStream<tokio::io::Join<quinn::RecvStream, quinn::SendStream>>;
+
+/// Where requests go: the QUIC stream itself, or the inner channel inside it.
+enum Sender {
+    Quic(quinn::SendStream),
+    Inner(tokio::io::WriteHalf<InnerClient>),
+}
+
+impl Sender {
+    async fn write(&mut self, bytes: Vec<u8>) -> Result<(), ()> {
+        match self {
+            // Handed to quinn as it is: `write_all` would copy it once more.
+            Sender::Quic(s) => s
+                .write_chunk(bytes::Bytes::from(bytes))
+                .await
+                .map_err(|_| ()),
+            Sender::Inner(s) => {
+                use tokio::io::AsyncWriteExt;
+                s.write_all(&bytes).await.map_err(|_| ())?;
+                s.flush().await.map_err(|_| ())
+            }
+        }
+    }
+
+    async fn finish(&mut self) {
+        match self {
+            Sender::Quic(s) => {
+                let _ = s.finish();
+            }
+            Sender::Inner(s) => {
+                use tokio::io::AsyncWriteExt;
+                let _ = s.shutdown().await;
+            }
+        }
+    }
+}
+
+/// Where answers and pushes come from.
+enum Receiver {
+    Quic(quinn::RecvStream),
+    Inner(tokio::io::ReadHalf<InnerClient>),
+}
+
+/// An established stream, before `Hello`.
+struct Opened {
+    conn: quinn::Connection,
+    endpoint: quinn::Endpoint,
+    send: Sender,
+    recv: Receiver,
 }
 
 /// Why one request failed.
@@ -105,7 +185,7 @@ pub struct RelayConnection {
     conn: quinn::Connection,
     /// Kept so the socket outlives the connection while its close frame is sent.
     _endpoint: quinn::Endpoint,
-    send: tokio::sync::Mutex<quinn::SendStream>,
+    send: tokio::sync::Mutex<Sender>,
     pending: PendingMap,
     pushes: Option<mpsc::Receiver<Push>>,
     next_id: AtomicU64,
@@ -139,63 +219,65 @@ impl RelayConnection {
         RelayConnection::connect_with(addr, alpn, CONNECT_TIMEOUT).await
     }
 
+    /// [`RelayConnection::connect`] through the forwarding relay `via` (protocol-spec.md
+    /// §18): each hop that fails says so ([`ConnectError::ForwarderUnreachable`],
+    /// [`ConnectError::ForwardRefused`], [`ConnectError::DestinationUnreachable`]),
+    /// each within `limit`.
+    pub async fn connect_via(
+        addr: &RelayAddr,
+        via: &RelayAddr,
+        limit: Duration,
+    ) -> Result<RelayConnection, ConnectError> {
+        let verifier = Arc::new(PinnedVerifier::following(addr.fingerprint));
+        let opened = open_routed(addr, via, &verifier, limit).await?;
+        RelayConnection::greet(addr, opened, &verifier).await
+    }
+
     async fn connect_with(
         addr: &RelayAddr,
         alpn: &[u8],
         limit: Duration,
     ) -> Result<RelayConnection, ConnectError> {
-        let target = resolve(addr).await?;
         let verifier = Arc::new(PinnedVerifier::following(addr.fingerprint));
-        let config = nook_quic::client_config_with(verifier.clone(), alpn)
-            .map_err(|e| ConnectError::Local(e.to_string()))?;
-        let bind: SocketAddr = if target.is_ipv6() {
-            "[::]:0"
-                .parse()
-                .map_err(|_| ConnectError::Local("bad bind address".into()))?
-        } else {
-            "0.0.0.0:0"
-                .parse()
-                .map_err(|_| ConnectError::Local("bad bind address".into()))?
+        let (conn, endpoint) = dial(addr, alpn, &verifier, limit, |reason| {
+            ConnectError::Unreachable {
+                addr: addr.host_port(),
+                reason,
+            }
+        })
+        .await?;
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| ConnectError::Unreachable {
+                addr: addr.host_port(),
+                reason: e.to_string(),
+            })?;
+        let opened = Opened {
+            conn,
+            endpoint,
+            send: Sender::Quic(send),
+            recv: Receiver::Quic(recv),
         };
-        let mut endpoint =
-            quinn::Endpoint::client(bind).map_err(|e| ConnectError::Local(e.to_string()))?;
-        endpoint.set_default_client_config(config);
+        RelayConnection::greet(addr, opened, &verifier).await
+    }
+
+    /// `Hello` on an established stream, and the relay key's check against the pin.
+    async fn greet(
+        addr: &RelayAddr,
+        opened: Opened,
+        verifier: &PinnedVerifier,
+    ) -> Result<RelayConnection, ConnectError> {
         let unreachable = |reason: String| ConnectError::Unreachable {
             addr: addr.host_port(),
             reason,
         };
-        let connecting = endpoint
-            .connect(target, addr.host_name())
-            .map_err(|e| unreachable(e.to_string()))?;
-        let conn = match tokio::time::timeout(limit, connecting).await {
-            Err(_) => return Err(unreachable("timed out".into())),
-            Ok(Err(e)) => {
-                if let Some(got) = verifier
-                    .mismatch()
-                    .filter(|_| verifier.deferred().is_none())
-                {
-                    return Err(ConnectError::WrongFingerprint {
-                        addr: addr.host_port(),
-                        expected: addr.fingerprint,
-                        got,
-                    });
-                }
-                // By the QUIC error code (TLS alert no_application_protocol), not the
-                // text: a reason that merely mentions "120" is no version refusal.
-                if nook_quic::alpn_refused(&e) {
-                    return Err(ConnectError::Version {
-                        addr: addr.host_port(),
-                        reason: e.to_string(),
-                    });
-                }
-                return Err(unreachable(e.to_string()));
-            }
-            Ok(Ok(c)) => c,
-        };
-        let (send, recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let Opened {
+            conn,
+            endpoint,
+            send,
+            recv,
+        } = opened;
         let pending: PendingMap = Arc::new(Mutex::new(Some(HashMap::new())));
         let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);
         let reader = tokio::spawn(read_loop(recv, pending.clone(), push_tx));
@@ -295,8 +377,7 @@ impl RelayConnection {
             map.insert(frame.id, tx);
         }
         let mut send = self.send.lock().await;
-        // Handed to quinn as it is: `write_all` would copy it once more.
-        send.write_chunk(bytes::Bytes::from(bytes))
+        send.write(bytes)
             .await
             .map_err(|_| RequestError::Lost(self.close_reason()))?;
         Ok(rx)
@@ -305,7 +386,7 @@ impl RelayConnection {
     /// Writes raw bytes on the stream (adversarial tests only).
     pub async fn dangerous_write_raw(&self, bytes: &[u8]) -> Result<(), RequestError> {
         let mut send = self.send.lock().await;
-        send.write_all(bytes)
+        send.write(bytes.to_vec())
             .await
             .map_err(|_| RequestError::Lost(self.close_reason()))
     }
@@ -336,7 +417,7 @@ impl RelayConnection {
     /// few turns of the runtime to send it and returns.
     pub async fn close(self) {
         if let Ok(mut s) = self.send.try_lock() {
-            let _ = s.finish();
+            s.finish().await;
         }
         self.conn.close(0u32.into(), b"bye");
         let_closes_go_out().await;
@@ -370,15 +451,24 @@ impl fmt::Debug for RelayConnection {
     }
 }
 
-async fn read_loop(mut recv: quinn::RecvStream, pending: PendingMap, pushes: mpsc::Sender<Push>) {
+async fn read_loop(mut recv: Receiver, pending: PendingMap, pushes: mpsc::Sender<Push>) {
     let mut decoder = FrameDecoder::new();
+    let mut buf = match recv {
+        Receiver::Quic(_) => Vec::new(),
+        Receiver::Inner(_) => vec![0u8; INNER_READ],
+    };
     'outer: loop {
-        // Chunks straight from quinn's receive buffer: no read buffer to copy through.
-        let chunk = match recv.read_chunk(usize::MAX, true).await {
-            Ok(Some(chunk)) => chunk.bytes,
-            _ => break,
-        };
-        decoder.push(&chunk);
+        match &mut recv {
+            // Chunks straight from quinn's receive buffer: no read buffer to copy through.
+            Receiver::Quic(r) => match r.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => decoder.push(&chunk.bytes),
+                _ => break,
+            },
+            Receiver::Inner(r) => match tokio::io::AsyncReadExt::read(r, &mut buf).await {
+                Ok(n) if n > 0 => decoder.push(&buf[..n]),
+                _ => break,
+            },
+        }
         loop {
             match decoder.next_frame::<ServerFrame>() {
                 Ok(Some(ServerFrame::Response { id, result })) => {
@@ -404,6 +494,183 @@ async fn read_loop(mut recv: quinn::RecvStream, pending: PendingMap, pushes: mps
     if let Ok(mut p) = pending.lock() {
         p.take();
     }
+}
+
+/// Bytes read from an inner channel at once: a whole TLS record or more.
+const INNER_READ: usize = 64 * 1024;
+
+/// A QUIC connection to `addr` offering `alpn`, its key checked by `verifier`; a
+/// failure that is neither a wrong key nor a version refusal is `unreachable(reason)`.
+async fn dial(
+    addr: &RelayAddr,
+    alpn: &[u8],
+    verifier: &Arc<PinnedVerifier>,
+    limit: Duration,
+    unreachable: impl Fn(String) -> ConnectError,
+) -> Result<(quinn::Connection, quinn::Endpoint), ConnectError> {
+    let target = resolve(addr).await?;
+    let config = nook_quic::client_config_with(verifier.clone(), alpn)
+        .map_err(|e| ConnectError::Local(e.to_string()))?;
+    let bind: SocketAddr = if target.is_ipv6() {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+    };
+    let mut endpoint =
+        quinn::Endpoint::client(bind).map_err(|e| ConnectError::Local(e.to_string()))?;
+    endpoint.set_default_client_config(config);
+    let connecting = endpoint
+        .connect(target, addr.host_name())
+        .map_err(|e| unreachable(e.to_string()))?;
+    match tokio::time::timeout(limit, connecting).await {
+        Err(_) => Err(unreachable("timed out".into())),
+        Ok(Err(e)) => {
+            if let Some(got) = verifier
+                .mismatch()
+                .filter(|_| verifier.deferred().is_none())
+            {
+                return Err(ConnectError::WrongFingerprint {
+                    addr: addr.host_port(),
+                    expected: addr.fingerprint,
+                    got,
+                });
+            }
+            // By the QUIC error code (TLS alert no_application_protocol), not the
+            // text: a reason that merely mentions "120" is no version refusal.
+            if nook_quic::alpn_refused(&e) {
+                return Err(ConnectError::Version {
+                    addr: addr.host_port(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(unreachable(e.to_string()))
+        }
+        Ok(Ok(c)) => Ok((c, endpoint)),
+    }
+}
+
+/// The routed stream: QUIC to `via`, `Forward` to `addr`, the forwarder's answer, then
+/// the inner TLS handshake with the talk's relay (its key checked by `verifier`).
+async fn open_routed(
+    addr: &RelayAddr,
+    via: &RelayAddr,
+    verifier: &Arc<PinnedVerifier>,
+    limit: Duration,
+) -> Result<Opened, ConnectError> {
+    use nook_proto::route::{
+        RouteReply, RouteRequest, decode_route_reply, encode_route, route_header_len,
+    };
+    let forwarder = via.host_port();
+    let via_unreachable = |reason: String| ConnectError::ForwarderUnreachable {
+        forwarder: forwarder.clone(),
+        reason,
+    };
+    let dest_unreachable = |reason: String| ConnectError::DestinationUnreachable {
+        forwarder: forwarder.clone(),
+        addr: addr.host_port(),
+        reason,
+    };
+    // The forwarder is pinned strictly by its own fingerprint.
+    let via_verifier = Arc::new(PinnedVerifier::new(via.fingerprint));
+    let (conn, endpoint) = match dial(
+        via,
+        nook_quic::ROUTE_ALPN,
+        &via_verifier,
+        limit,
+        &via_unreachable,
+    )
+    .await
+    {
+        Err(ConnectError::Version { .. }) => {
+            return Err(ConnectError::ForwardRefused {
+                    forwarder,
+                    code: None,
+                    message: "it does not forward (a relay older than private routing);                               route through another relay, or without --via"
+                        .into(),
+                });
+        }
+        other => other?,
+    };
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| via_unreachable(e.to_string()))?;
+    let header = encode_route(&RouteRequest::Forward {
+        host: addr.host_name().to_string(),
+        port: addr.port,
+    })
+    .map_err(|e| ConnectError::Local(e.to_string()))?;
+    let exchange = async {
+        send.write_all(&header).await.map_err(|e| e.to_string())?;
+        let mut prefix = [0u8; 4];
+        recv.read_exact(&mut prefix)
+            .await
+            .map_err(|e| e.to_string())?;
+        let len = route_header_len(prefix).map_err(|e| e.to_string())?;
+        let mut body = vec![0u8; len];
+        recv.read_exact(&mut body)
+            .await
+            .map_err(|e| e.to_string())?;
+        decode_route_reply(&body).map_err(|e| e.to_string())
+    };
+    // The forwarder gives the destination less than this, so a dead destination is
+    // reported by the forwarder, not by this timeout.
+    match tokio::time::timeout(limit, exchange).await {
+        Err(_) => {
+            return Err(dest_unreachable(
+                "no answer from the forwarder in time".into(),
+            ));
+        }
+        Ok(Err(reason)) => return Err(via_unreachable(reason)),
+        Ok(Ok(RouteReply::Ready)) => {}
+        Ok(Ok(RouteReply::Refused(e))) if e.code == ErrorCode::DestinationUnreachable => {
+            return Err(dest_unreachable(e.message));
+        }
+        Ok(Ok(RouteReply::Refused(e))) => {
+            return Err(ConnectError::ForwardRefused {
+                forwarder,
+                code: Some(e.code),
+                message: e.message,
+            });
+        }
+    }
+    let config = nook_quic::inner_client_config(verifier.clone())
+        .map_err(|e| ConnectError::Local(e.to_string()))?;
+    let name = rustls_name(addr.host_name());
+    let handshake =
+        tokio_rustls::TlsConnector::from(config).connect(name, tokio::io::join(recv, send));
+    let inner = match tokio::time::timeout(limit, handshake).await {
+        Err(_) => return Err(dest_unreachable("the inner handshake timed out".into())),
+        Ok(Err(e)) => {
+            if let Some(got) = verifier
+                .mismatch()
+                .filter(|_| verifier.deferred().is_none())
+            {
+                return Err(ConnectError::WrongFingerprint {
+                    addr: addr.host_port(),
+                    expected: addr.fingerprint,
+                    got,
+                });
+            }
+            return Err(dest_unreachable(format!("inner handshake: {e}")));
+        }
+        Ok(Ok(inner)) => inner,
+    };
+    let (r, w) = tokio::io::split(inner);
+    Ok(Opened {
+        conn,
+        endpoint,
+        send: Sender::Inner(w),
+        recv: Receiver::Inner(r),
+    })
+}
+
+/// The inner channel's SNI: the relay's DNS name as on a direct connection, a
+/// placeholder for an IP address (none is sent for those; the relay ignores it).
+fn rustls_name(host: &str) -> tokio_rustls::rustls::pki_types::ServerName<'static> {
+    use tokio_rustls::rustls::pki_types::ServerName;
+    ServerName::try_from(host.to_string())
+        .unwrap_or_else(|_| ServerName::IpAddress(std::net::IpAddr::from([0u8, 0, 0, 0]).into()))
 }
 
 async fn resolve(addr: &RelayAddr) -> Result<SocketAddr, ConnectError> {

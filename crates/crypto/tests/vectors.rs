@@ -811,6 +811,7 @@ fn compute() -> Vectors {
     frames.add(&mut v);
     boards(&mut v, &fingerprint);
     cards(&mut v, &alice, &bob);
+    routing(&mut v);
 
     v
 }
@@ -911,6 +912,47 @@ fn cards(v: &mut Vectors, alice: &TalkIdentity, bob: &TalkIdentity) {
         keepable: false,
     };
     assert!(DirectBody::decode(&bad.encode().expect("encodes")).is_err());
+}
+
+// ---- private routing (§18) ---------------------------------------------------------------
+
+/// The route stream's header and answers (§18.2): a `Forward` to `relay.example:4433`,
+/// `Deliver`, `Ready`, and each refusal with the reference relay's message.
+fn routing(v: &mut Vectors) {
+    use nook_proto::route::{RouteReply, RouteRequest, encode_route};
+    use nook_proto::{ErrorCode, ErrorFrame};
+    v.group("routing");
+    let forward = RouteRequest::Forward {
+        host: "relay.example".into(),
+        port: 4433,
+    };
+    v.hex(
+        "route.request.forward",
+        encode_route(&forward).expect("encodes"),
+    );
+    v.hex(
+        "route.request.deliver",
+        encode_route(&RouteRequest::Deliver).expect("encodes"),
+    );
+    v.hex(
+        "route.reply.ready",
+        encode_route(&RouteReply::Ready).expect("encodes"),
+    );
+    let refused = |code, message: &str| {
+        encode_route(&RouteReply::Refused(ErrorFrame::new(code, message))).expect("encodes")
+    };
+    v.hex(
+        "route.reply.forward_refused",
+        refused(ErrorCode::ForwardRefused, "no forwarding"),
+    );
+    v.hex(
+        "route.reply.forward_limit",
+        refused(ErrorCode::ForwardLimit, "at limit"),
+    );
+    v.hex(
+        "route.reply.destination_unreachable",
+        refused(ErrorCode::DestinationUnreachable, "no answer"),
+    );
 }
 
 // ---- boards (§17) ----------------------------------------------------------------------

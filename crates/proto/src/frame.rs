@@ -486,6 +486,15 @@ pub enum ErrorCode {
     /// A request with this id exists already (a replay, or a retry of one that was
     /// stored: its asker treats this as done).
     RequestExists,
+    /// Private routing (§18): this relay does not forward (its operator turned
+    /// forwarding off). Use another relay with `--via`, or none.
+    ForwardRefused,
+    /// Private routing (§18): the forwarder carries as many forwarded sessions as it
+    /// allows, from this address or in all; try later or another forwarder.
+    ForwardLimit,
+    /// Private routing (§18): the forwarder could not reach the destination relay
+    /// (no answer in time, refused, or not a nook relay).
+    DestinationUnreachable,
 }
 
 impl ErrorFrame {

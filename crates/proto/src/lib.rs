@@ -22,6 +22,7 @@ pub mod codec;
 pub mod frame;
 pub mod ids;
 pub mod limits;
+pub mod route;
 pub mod talk;
 
 pub use codec::{DecodeError, EncodeError, FrameDecoder, decode_body, encode_frame};

@@ -37,12 +37,21 @@ use nook_proto::limits::MAX_FRAME;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use nook_proto::limits::ALPN;
+pub use nook_proto::route::ROUTE_ALPN;
 pub use pin::PinnedVerifier;
 pub use socket::{BoundSocket, SocketError, UDP_RECV_BUFFER, udp_socket};
 
 /// The ALPN protocols a relay accepts: only the current protocol version. A client that
 /// offers another is refused during the TLS handshake, before any frame is exchanged.
 pub const ALPN_PROTOCOLS: &[&[u8]] = &[ALPN];
+
+/// The ALPN protocols a relay serves: nook itself, and route connections (a member
+/// to its forwarder, a forwarder to the destination; protocol-spec.md §18).
+pub const RELAY_ALPN_PROTOCOLS: &[&[u8]] = &[ALPN, ROUTE_ALPN];
+
+/// Forwarded sessions one route connection may carry at once: a forwarder pools one
+/// connection per destination and opens a stream for each member's session.
+pub const ROUTE_STREAMS: u32 = 1024;
 
 /// How long a connection may stay silent before either end drops it, unless the relay's
 /// operator sets another value. QUIC uses the smaller of the two ends' values.
@@ -157,6 +166,55 @@ pub fn client_config_with(
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(Arc::new(client_transport()));
     Ok(config)
+}
+
+/// The inner channel of private routing, the member's end (protocol-spec.md §18.3):
+/// TLS 1.3 with ring, the same [`PinnedVerifier`] as a direct connection, ALPN [`ALPN`],
+/// no early data, no client certificate. It runs over a forwarded stream, so only the
+/// destination relay can read what it carries.
+pub fn inner_client_config(
+    verifier: Arc<PinnedVerifier>,
+) -> Result<Arc<rustls::ClientConfig>, ProfileError> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|_| ProfileError::NoQuicCipherSuite)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.enable_early_data = false;
+    Ok(Arc::new(tls))
+}
+
+/// The inner channel, the destination relay's end: its own certificate (the one its
+/// QUIC endpoint presents), TLS 1.3 only, ALPN [`ALPN`], no 0-RTT.
+pub fn inner_server_config(
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, ProfileError> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|_| ProfileError::NoQuicCipherSuite)?
+        .with_no_client_auth()
+        .with_single_cert(cert_chain, key)
+        .map_err(|e| ProfileError::BadCertificate {
+            reason: e.to_string(),
+        })?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    // No resumption: a ticket would let the destination link a member's sessions.
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    tls.send_tls13_tickets = 0;
+    Ok(Arc::new(tls))
+}
+
+/// A forwarder's QUIC configuration towards a destination relay: [`ROUTE_ALPN`] and a
+/// verifier that takes any Ed25519 certificate. The forwarder holds no pin for the
+/// destination (the member keeps it, and checks it itself inside the inner channel,
+/// end to end); this hop's TLS only hides the route's bytes from the network, which
+/// sees nothing the forwarder could not.
+pub fn forward_client_config() -> Result<quinn::ClientConfig, ProfileError> {
+    client_config_with(Arc::new(PinnedVerifier::any_key()), ROUTE_ALPN)
 }
 
 /// The relay's transport parameters.

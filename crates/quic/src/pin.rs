@@ -52,6 +52,13 @@ impl PinnedVerifier {
         }
     }
 
+    /// A verifier that takes any Ed25519 certificate (whose handshake signature
+    /// verifies): a forwarder's hop to a destination it holds no pin for, where the
+    /// member checks the pin end to end (protocol-spec.md §18.4). Never for a member.
+    pub fn any_key() -> PinnedVerifier {
+        PinnedVerifier::following(Fingerprint([0; 32]))
+    }
+
     /// The key a [`PinnedVerifier::following`] let through although it is not the
     /// pinned one; `None` when the pinned key itself was presented.
     pub fn deferred(&self) -> Option<[u8; 32]> {

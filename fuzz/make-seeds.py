@@ -38,7 +38,7 @@ def main():
     raw = lambda n: bytes.fromhex(v[n])
     seeds = {t: {} for t in
              ["frame_decoder", "client_frame", "server_frame", "openers", "address",
-              "vault_log", "keystore"]}
+              "vault_log", "keystore", "route_header"]}
     requests = sorted(n for n in v if n.startswith("frame.request."))
     server = sorted(n for n in v if n.startswith(("frame.response.", "frame.push.")))
     for n in requests:
@@ -64,6 +64,8 @@ def main():
     seeds["address"]["invite.pasted"] = ("<\u200b" + v["invite"][:40] + "\n  " +
                                          v["invite"][40:] + ">").encode()
     seeds["address"]["ipv6"] = v["relay_address"].replace("relay.example", "[::1]").encode()
+    for n in sorted(n for n in v if n.startswith("route.")):
+        seeds["route_header"][n] = raw(n)
     # Damage descriptions (see the targets): none, a flipped byte, a cut, junk after.
     seeds["vault_log"]["intact"] = b""
     seeds["vault_log"]["flip"] = bytes([0, 0, 0x40, 0x00, 0x10])

@@ -17,7 +17,7 @@ secs="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(frame_decoder client_frame server_frame openers address vault_log keystore)
+  targets=(frame_decoder client_frame server_frame openers address vault_log keystore route_header)
 fi
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "installing cargo-fuzz" >&2

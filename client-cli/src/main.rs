@@ -551,6 +551,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
                     CloseArg::Any => ClosePolicy::Any,
                 },
                 alias,
+                schedule: None,
             };
             let created = client
                 .create_with_token(&relay, opts, token.as_ref())

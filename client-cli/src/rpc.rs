@@ -822,6 +822,7 @@ async fn dispatch(
                 ttl_secs: ttl,
                 close,
                 alias,
+                schedule: None,
             };
             let created = client
                 .create_with_token(&relay, opts, token.as_ref())

@@ -220,6 +220,7 @@ async fn main() -> Result<()> {
                         ttl_secs: 3600,
                         close: ClosePolicy::Owner,
                         alias: "a".into(),
+                        schedule: None,
                     },
                 )
                 .await?;
@@ -286,6 +287,7 @@ async fn relay_close_time(addr: &str, n: usize) -> Result<f64> {
             token_hash: seat.token_hash(),
             welcome: nook_crypto::seal::seal_welcome(&seat, b"w")?,
         }],
+        schedule: None,
     };
     let sig = sign_relay_auth(
         &id,
@@ -388,6 +390,7 @@ async fn client_shred_time(addr: &str, n: usize) -> Result<f64> {
                 ttl_secs: 3600,
                 close: ClosePolicy::Owner,
                 alias: "a".into(),
+                schedule: None,
             },
         )
         .await?;

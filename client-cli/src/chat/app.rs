@@ -897,6 +897,7 @@ pub(super) mod tests {
             close: ClosePolicy::Owner,
             expires_at: 0,
             left: 0,
+            schedule: None,
         }
     }
 

@@ -254,6 +254,9 @@ pub struct TalkOptions {
     pub ttl_secs: u32,
     pub close: ClosePolicy,
     pub alias: String,
+    /// Open at a time and close when a window ends (spec §20.1); `ttl_secs` must
+    /// cover `opens_in_secs + window_secs`.
+    pub schedule: Option<nook_proto::Schedule>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -415,6 +418,7 @@ impl TalkState {
                 ttl_secs: opts.ttl_secs,
                 close: opts.close,
                 offers,
+                schedule: opts.schedule,
             },
             seats,
         })

@@ -75,12 +75,14 @@ pub enum Kind {
     RequestUnknown,
     /// 5: the board, the listing's requests, or the talk's seats are at their limit.
     BoardFull,
+    /// 5: the scheduled talk's window ended: the relay closed it and takes no one in.
+    WindowEnded,
 }
 
 impl Kind {
     /// Every kind, in exit-code order.
     #[cfg(test)]
-    pub const ALL: [Kind; 29] = [
+    pub const ALL: [Kind; 30] = [
         Kind::Internal,
         Kind::Usage,
         Kind::TalkUnknown,
@@ -110,6 +112,7 @@ impl Kind {
         Kind::ListingUnknown,
         Kind::RequestUnknown,
         Kind::BoardFull,
+        Kind::WindowEnded,
     ];
 
     /// The process exit code.
@@ -135,7 +138,8 @@ impl Kind {
             | Kind::BadInput
             | Kind::ListingUnknown
             | Kind::RequestUnknown
-            | Kind::BoardFull => 5,
+            | Kind::BoardFull
+            | Kind::WindowEnded => 5,
             Kind::TalkClosed | Kind::TalkGone => 6,
             Kind::RelayKeyMismatch | Kind::ReceiptInvalid => 7,
             Kind::Timeout => 8,
@@ -174,6 +178,7 @@ impl Kind {
             Kind::ListingUnknown => "listing_unknown",
             Kind::RequestUnknown => "request_unknown",
             Kind::BoardFull => "board_full",
+            Kind::WindowEnded => "window_ended",
         }
     }
 }
@@ -190,7 +195,7 @@ pub const EXIT_CODES: &str = "EXIT CODES (and the \"kind\" of a --json error):
   5  refused: talk_not_open, invite_used, invite_malformed, own_invite,
      address_malformed, not_owner, not_allowed, mailbox_full, rate_limited,
      create_refused, relay_retiring, relay_storage_full, relay_refused, bad_input,
-     listing_unknown, request_unknown, board_full
+     listing_unknown, request_unknown, board_full, window_ended
   6  the talk was closed, expired or left (local data deleted): talk_closed, talk_gone
   7  security: relay_key_mismatch, receipt_invalid
   8  `nook wait` timed out: timeout";
@@ -260,6 +265,12 @@ impl CliError {
                 Some("`nook list` shows the full talk ids")
             }
             ClientError::Pending { .. } => Some("`nook read TALK --wait-open` waits for it"),
+            ClientError::NotYet { .. } => {
+                Some("`nook wait TALK --for open` waits for its time; `nook list` counts down")
+            }
+            ClientError::WindowEnded => {
+                Some("the talk was scheduled and is over; ask its organiser for a new one")
+            }
             ClientError::Board(BoardError::UnknownRequest(_))
             | ClientError::Refused {
                 code: nook_proto::ErrorCode::UnknownRequest,
@@ -360,7 +371,8 @@ pub fn client_kind(e: &ClientError) -> Kind {
         ClientError::Invite(_) => Kind::InviteMalformed,
         ClientError::Address(_) => Kind::AddressMalformed,
         ClientError::InviteUsed => Kind::InviteUsed,
-        ClientError::Pending { .. } => Kind::TalkNotOpen,
+        ClientError::Pending { .. } | ClientError::NotYet { .. } => Kind::TalkNotOpen,
+        ClientError::WindowEnded => Kind::WindowEnded,
         ClientError::NotAllowed => Kind::NotAllowed,
         ClientError::Refused {
             code: ErrorCode::MailboxFull,

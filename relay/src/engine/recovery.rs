@@ -15,7 +15,9 @@ use nook_proto::codec::decode_body;
 use nook_vault::{Log, Namespace, Vault};
 
 use super::EngineError;
-use super::mailbox::{EnvMeta, EnvRecord, K_HEAD, K_META, Mailbox, MailboxMeta, ns_id, u64_of};
+use super::mailbox::{
+    EnvMeta, EnvRecord, K_HEAD, K_META, Mailbox, MailboxMeta, decode_meta, ns_id, u64_of,
+};
 
 /// Namespaces read per page at start-up.
 const PAGE: usize = 4096;
@@ -145,7 +147,7 @@ fn find_mailbox(ns: &Namespace) -> Result<Option<Found>, EngineError> {
         tracing::warn!("skipping a mailbox namespace without metadata (interrupted create)");
         return Ok(None);
     };
-    let meta: MailboxMeta = decode_body(&meta).map_err(|e| EngineError::Corrupt(e.to_string()))?;
+    let meta: MailboxMeta = decode_meta(&meta).map_err(|e| EngineError::Corrupt(e.to_string()))?;
     let mut welcome_bytes = 0u64;
     for item in ns.scan_prefix(b"w") {
         let (_, v) = item?;
@@ -168,7 +170,7 @@ pub(super) fn load_mailbox(ns: &Namespace) -> Result<Option<Mailbox>, EngineErro
         tracing::warn!("skipping a mailbox namespace without metadata (interrupted create)");
         return Ok(None);
     };
-    let meta: MailboxMeta = decode_body(&meta).map_err(|e| EngineError::Corrupt(e.to_string()))?;
+    let meta: MailboxMeta = decode_meta(&meta).map_err(|e| EngineError::Corrupt(e.to_string()))?;
     let head = ns.get(K_HEAD)?.as_deref().and_then(u64_of).unwrap_or(0);
     let mut mb = Mailbox::new(meta.mailbox, ns.clone(), meta.talk, head);
     for item in ns.scan_prefix(b"w") {

@@ -10,7 +10,9 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nook_e2e::rpc::RpcSession;
 use nook_e2e::{Nook, Relay, Stream, text};
+use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -175,4 +177,39 @@ fn a_schedule_the_ttl_cannot_hold_is_a_usage_error() {
     let r = Nook::new().run(&["new", "--relay", &relay.address, "--opens-at", "soon"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("RFC 3339"), "{}", r.stderr);
+}
+
+#[test]
+fn the_times_survive_relay_restarts_and_rpc_schedules_too() {
+    let mut relay = Relay::start();
+    let (ann, bob) = (Nook::new(), Nook::new());
+    let mut rpc = RpcSession::start(&ann);
+    let created = rpc.ok(
+        "new",
+        json!({"relay": relay.address, "opens_at": "+8s", "window": 8}),
+    );
+    let (code, _) = rpc.finish();
+    assert_eq!(code, 0);
+    let opens_at = created["opens_at"].as_u64().unwrap();
+    let ends_at = created["window_ends_at"].as_u64().unwrap();
+    assert_eq!(ends_at, opens_at + 8, "{created}");
+    bob.ok(&["join", &text(&created["invites"][0])]);
+    let bob_talk = bob.only_talk();
+
+    // Restarted before the opening: it still opens at its time.
+    relay.restart();
+    let waited = bob.run(&["wait", &bob_talk, "--for", "open", "--timeout", "60s"]);
+    assert_eq!(waited.code, 0, "{waited:?}");
+    assert!(now() >= opens_at, "opened before its time");
+
+    // Restarted inside the window: it still closes at its end, with a receipt.
+    relay.restart();
+    let mut follow = bob.spawn(&["--json", "read", &bob_talk, "--follow"]);
+    follow.wait_for(Stream::Stderr, LIMIT, |l| l.contains("following"));
+    let out = follow.finish(LIMIT);
+    assert!(now() >= ends_at, "closed before the window ended");
+    assert_eq!(out.code, 6, "{out:?}");
+    let last = out.json_lines().pop().unwrap();
+    assert_eq!(last["type"], "closed", "{}", out.stdout);
+    assert_eq!(last["receipt"]["verified"], true, "{last}");
 }

@@ -288,7 +288,8 @@ mod examples {
     pub const NEW: &str = "EXAMPLES:
   nook new --relay 'nook://3q2…@relay.example.org:4433' --seats 3 --ttl 1h30m
   nook new --seats 5 --quorum 3 --alias ann --close any    # relay from NOOK_RELAY or config.toml
-  nook new --qr    # invites as QR codes, to scan with a phone";
+  nook new --qr    # invites as QR codes, to scan with a phone
+  nook new --seats 4 --opens-at 2026-12-24T14:00:00+01:00 --window 3h    # around an event";
     pub const JOIN: &str = "EXAMPLES:
   nook join 'nook://3q2…@relay.example.org:4433/…#…' --alias bob
   nook join - < invite.txt    # the invite from a file or a pipe, not the command line";

@@ -51,7 +51,10 @@ impl Output {
             c.status.members,
             c.status.seats,
             c.status.quorum,
-            closes_in(c.status.expires_at, nook_client::now_ms() / 1000)
+            closes_in(
+                schedule::ends_at(Some(&c.status), c.status.expires_at),
+                nook_client::now_ms() / 1000
+            )
         );
         schedule_line(&c.status);
         println!("invites (give each to one person; each works once):");
@@ -73,7 +76,10 @@ impl Output {
             state_word(&j.status),
             j.status.members,
             j.status.seats,
-            closes_in(j.status.expires_at, nook_client::now_ms() / 1000)
+            closes_in(
+                schedule::ends_at(Some(&j.status), j.status.expires_at),
+                nook_client::now_ms() / 1000
+            )
         );
         schedule_line(&j.status);
     }
@@ -126,8 +132,10 @@ impl Output {
             );
         }
         for t in talks {
-            if let Some(s) = t.status.and_then(|s| s.schedule) {
-                println!("note: {} {}", t.talk, schedule_text(&s, now));
+            if let Some(status) = t.status
+                && let Some(s) = status.schedule
+            {
+                println!("note: {} {}", t.talk, schedule_text(&status, &s, now));
             }
         }
         for t in talks {
@@ -361,12 +369,17 @@ pub fn error_json(e: &CliError) -> Value {
 /// When a talk ends, for people: "in 3h", "in 2d 4h", "in 45m", "expired".
 /// A scheduled talk's times for people: "is scheduled: opens at T (in 3m20s) once
 /// quorum is met; its window ends at T2 (in 1h03m) and the relay then closes it".
-pub fn schedule_text(s: &TalkSchedule, now: u64) -> String {
+pub fn schedule_text(status: &TalkStatus, s: &TalkSchedule, now: u64) -> String {
     let opens = if now < s.opens_at {
         format!(
-            "opens at {} (in {}) once quorum is met",
+            "opens at {} (in {}){}",
             nook_crypto::auth::rfc3339_utc(s.opens_at),
-            schedule::countdown(s.opens_at - now)
+            schedule::countdown(s.opens_at - now),
+            if status.members < status.quorum {
+                " once quorum is met"
+            } else {
+                ""
+            }
         )
     } else {
         format!("opened at {}", nook_crypto::auth::rfc3339_utc(s.opens_at))
@@ -383,7 +396,7 @@ fn schedule_line(status: &TalkStatus) {
     if let Some(s) = status.schedule {
         println!(
             "the talk {}",
-            schedule_text(&s, nook_client::now_ms() / 1000)
+            schedule_text(status, &s, nook_client::now_ms() / 1000)
         );
     }
 }

@@ -501,6 +501,11 @@ impl Talk {
     pub fn expires_at(&self) -> u64 {
         self.expires_at
     }
+    /// When the talk ends at the latest: its expiry, or a scheduled talk's window end.
+    pub fn ends_at(&self) -> u64 {
+        self.schedule
+            .map_or(self.expires_at, |s| s.closes_at.min(self.expires_at))
+    }
     pub fn created_at(&self) -> u64 {
         self.created_at
     }
@@ -919,6 +924,8 @@ mod tests {
             })
         );
         assert_eq!(t.timers(), vec![NOW + 100, NOW + 150]);
+        assert_eq!(t.ends_at(), NOW + 150, "the window ends it before its ttl");
+        assert_eq!(talk(2, 2).ends_at(), NOW + 3600);
         let j = t.join(&token(101), key(1), NOW + 10).unwrap();
         assert!(!j.opened, "quorum before the time does not open");
         assert_eq!(t.lifecycle(), Lifecycle::Scheduled);

@@ -45,6 +45,7 @@ pub fn two_seat_params(seat: &SeatSecret) -> anyhow::Result<TalkParams> {
             token_hash: seat.token_hash(),
             welcome: seal_welcome(seat, b"welcome to the benchmark talk")?,
         }],
+        schedule: None,
     })
 }
 

@@ -86,12 +86,14 @@ pub enum Kind {
     DestinationUnreachable,
     /// 5: the forwarding relay refused to forward (turned off, at its limit, or too old).
     ForwardRefused,
+    /// 5: the scheduled talk's window ended: the relay closed it and takes no one in.
+    WindowEnded,
 }
 
 impl Kind {
     /// Every kind, in exit-code order.
     #[cfg(test)]
-    pub const ALL: [Kind; 36] = [
+    pub const ALL: [Kind; 37] = [
         Kind::Internal,
         Kind::Usage,
         Kind::TalkUnknown,
@@ -128,6 +130,7 @@ impl Kind {
         Kind::ForwarderUnreachable,
         Kind::DestinationUnreachable,
         Kind::ForwardRefused,
+        Kind::WindowEnded,
     ];
 
     /// The process exit code.
@@ -162,7 +165,8 @@ impl Kind {
             | Kind::MemberUnknown
             | Kind::NoOffer
             | Kind::ContactUnknown
-            | Kind::ForwardRefused => 5,
+            | Kind::ForwardRefused
+            | Kind::WindowEnded => 5,
             Kind::TalkClosed | Kind::TalkGone => 6,
             Kind::RelayKeyMismatch | Kind::ReceiptInvalid => 7,
             Kind::Timeout => 8,
@@ -208,6 +212,7 @@ impl Kind {
             Kind::ForwarderUnreachable => "forwarder_unreachable",
             Kind::DestinationUnreachable => "destination_unreachable",
             Kind::ForwardRefused => "forward_refused",
+            Kind::WindowEnded => "window_ended",
         }
     }
 }
@@ -226,7 +231,7 @@ pub const EXIT_CODES: &str = "EXIT CODES (and the \"kind\" of a --json error):
      address_malformed, not_owner, not_allowed, mailbox_full, rate_limited,
      create_refused, relay_retiring, relay_storage_full, relay_refused, bad_input,
      listing_unknown, request_unknown, board_full, no_card, member_unknown,
-     no_offer, contact_unknown, forward_refused
+     no_offer, contact_unknown, forward_refused, window_ended
   6  the talk was closed, expired or left (local data deleted): talk_closed, talk_gone
   7  security: relay_key_mismatch, receipt_invalid
   8  `nook wait` timed out: timeout";
@@ -296,6 +301,12 @@ impl CliError {
                 Some("`nook list` shows the full talk ids")
             }
             ClientError::Pending { .. } => Some("`nook read TALK --wait-open` waits for it"),
+            ClientError::NotYet { .. } => {
+                Some("`nook wait TALK --for open` waits for its time; `nook list` counts down")
+            }
+            ClientError::WindowEnded => {
+                Some("the talk was scheduled and is over; ask its organiser for a new one")
+            }
             ClientError::Board(BoardError::UnknownRequest(_))
             | ClientError::Refused {
                 code: nook_proto::ErrorCode::UnknownRequest,
@@ -413,7 +424,8 @@ pub fn client_kind(e: &ClientError) -> Kind {
         ClientError::Invite(_) => Kind::InviteMalformed,
         ClientError::Address(_) => Kind::AddressMalformed,
         ClientError::InviteUsed => Kind::InviteUsed,
-        ClientError::Pending { .. } => Kind::TalkNotOpen,
+        ClientError::Pending { .. } | ClientError::NotYet { .. } => Kind::TalkNotOpen,
+        ClientError::WindowEnded => Kind::WindowEnded,
         ClientError::NotAllowed => Kind::NotAllowed,
         ClientError::Refused {
             code: ErrorCode::MailboxFull,

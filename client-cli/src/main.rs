@@ -28,6 +28,7 @@ mod qr;
 mod receipt;
 mod rpc;
 mod safe;
+mod schedule;
 mod token;
 mod wait;
 
@@ -105,9 +106,20 @@ enum Command {
         /// Members needed before the talk opens, you included: 1 to --seats (default: all seats).
         #[arg(long, value_parser = clap::value_parser!(u8).range(1..=i64::from(MAX_SEATS)))]
         quorum: Option<u8>,
-        /// How long the talk may live, 60s to 30d: e.g. 90s, 45m, 1h30m, 24h, 2d12h, 7d.
-        #[arg(long, default_value = "24h", value_parser = duration::parse)]
-        ttl: u32,
+        /// How long the talk may live, 60s to 30d: e.g. 90s, 45m, 1h30m, 24h, 2d12h, 7d
+        /// (default: 24h; with --opens-at, until its window ends).
+        #[arg(long, value_parser = duration::parse)]
+        ttl: Option<u32>,
+        /// Schedule the talk around an event: seats can be taken before, it opens at
+        /// TIME once quorum is met (not before), and the relay closes it, erasing
+        /// everything, when --window ends. TIME is RFC 3339 (2026-12-24T18:00:00+01:00)
+        /// or from now (+2h, +90s).
+        #[arg(long, value_name = "TIME")]
+        opens_at: Option<String>,
+        /// How long a scheduled talk stays open from TIME, 1s to 30d (default: 3h).
+        /// Invites are refused once it ends.
+        #[arg(long, value_name = "DURATION", requires = "opens_at", value_parser = schedule::parse_window)]
+        window: Option<u32>,
         /// Your alias in this talk, 1 to 64 bytes (default: a random one such as quiet-otter).
         #[arg(long, value_parser = alias)]
         alias: Option<String>,
@@ -286,7 +298,8 @@ mod examples {
     pub const NEW: &str = "EXAMPLES:
   nook new --relay 'nook://3q2…@relay.example.org:4433' --seats 3 --ttl 1h30m
   nook new --seats 5 --quorum 3 --alias ann --close any    # relay from NOOK_RELAY or config.toml
-  nook new --qr    # invites as QR codes, to scan with a phone";
+  nook new --qr    # invites as QR codes, to scan with a phone
+  nook new --seats 4 --opens-at 2026-12-24T14:00:00+01:00 --window 3h    # around an event";
     pub const JOIN: &str = "EXAMPLES:
   nook join 'nook://3q2…@relay.example.org:4433/…#…' --alias bob
   nook join - < invite.txt    # the invite from a file or a pipe, not the command line";
@@ -553,11 +566,15 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             seats,
             quorum,
             ttl,
+            opens_at,
+            window,
             alias,
             close,
             create_token_file,
             qr,
         } => {
+            let (ttl, schedule) = schedule_of(ttl, opens_at.as_deref(), window)
+                .map_err(|e| Cli::usage("new", clap::error::ErrorKind::ValueValidation, e))?;
             // Resolved in `run`, before the home was opened.
             let relay = relay.ok_or_else(no_relay)?;
             let token = token::given(create_token_file.as_deref())?;
@@ -574,6 +591,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
                     CloseArg::Any => ClosePolicy::Any,
                 },
                 alias,
+                schedule,
             };
             let created = client
                 .create_with_token(&relay, opts, token.as_ref())
@@ -726,6 +744,29 @@ fn show_qr(invites: &[String]) {
 }
 
 /// The pending asks' answers, taken before a command a seeker runs next (ops.rs).
+/// The TTL and schedule of `nook new` (and `nook rpc`'s `new`): `--ttl` (default 24h),
+/// or with `--opens-at` the schedule and a TTL that covers its window.
+pub(crate) fn schedule_of(
+    ttl: Option<u32>,
+    opens_at: Option<&str>,
+    window: Option<u32>,
+) -> Result<(u32, Option<nook_proto::Schedule>), String> {
+    let Some(opens_at) = opens_at else {
+        return Ok((ttl.unwrap_or(DEFAULT_TTL_SECS), None));
+    };
+    let now = nook_client::now_ms() / 1000;
+    let at = schedule::parse_opens_at(opens_at, now)?;
+    let window = match window {
+        Some(w) => w,
+        None => schedule::parse_window(schedule::DEFAULT_WINDOW)?,
+    };
+    let (schedule, ttl) = schedule::plan(at, window, ttl, now)?;
+    Ok((ttl, Some(schedule)))
+}
+
+/// `nook new`'s TTL when none is given.
+const DEFAULT_TTL_SECS: u32 = 24 * 3600;
+
 async fn settle_asks(client: &Client, out: &Output) {
     ops::settle_asks(
         client,

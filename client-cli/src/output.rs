@@ -11,11 +11,11 @@ use nook_client::{
     CreatedTalk, Event, HistoryEntry, JoinedTalk, Link, Member, Sent, TalkSummary, Until,
 };
 use nook_crypto::auth::PortableReceipt;
-use nook_proto::{TalkPhase, TalkStatus};
+use nook_proto::{TalkPhase, TalkSchedule, TalkStatus};
 use serde_json::{Value, json};
 
 use crate::error::{CliError, Kind};
-use crate::safe;
+use crate::{safe, schedule};
 
 /// What starts each line of a message after its first: as wide as the time stamp
 /// "[hh:mm:ss] ", so the text stands under the alias and no line of a message can
@@ -51,8 +51,12 @@ impl Output {
             c.status.members,
             c.status.seats,
             c.status.quorum,
-            closes_in(c.status.expires_at, nook_client::now_ms() / 1000)
+            closes_in(
+                schedule::ends_at(Some(&c.status), c.status.expires_at),
+                nook_client::now_ms() / 1000
+            )
         );
+        schedule_line(&c.status);
         println!("invites (give each to one person; each works once):");
         for i in &c.invites {
             println!("{i}");
@@ -72,8 +76,12 @@ impl Output {
             state_word(&j.status),
             j.status.members,
             j.status.seats,
-            closes_in(j.status.expires_at, nook_client::now_ms() / 1000)
+            closes_in(
+                schedule::ends_at(Some(&j.status), j.status.expires_at),
+                nook_client::now_ms() / 1000
+            )
         );
+        schedule_line(&j.status);
     }
 
     pub fn list(&self, talks: &[TalkSummary]) {
@@ -95,9 +103,17 @@ impl Output {
         );
         let now = nook_client::now_ms() / 1000;
         for t in talks {
+            let waiting = schedule::waiting(t.status.as_ref(), now);
             let state = match t.status {
                 // Shown from cache past its end: the relay has deleted it by now.
-                _ if t.expires_at <= now => "expired".to_string(),
+                _ if schedule::ends_at(t.status.as_ref(), t.expires_at) <= now => {
+                    "expired".to_string()
+                }
+                // At quorum, waiting for its time: the countdown is the state.
+                Some(s) if waiting.is_some() && s.members >= s.quorum => format!(
+                    "opens in {}",
+                    schedule::countdown(waiting.map_or(0, |w| w.opens_at) - now)
+                ),
                 Some(s) if s.state == TalkPhase::Pending => {
                     format!("pending {}/{}", s.members, s.quorum)
                 }
@@ -108,7 +124,7 @@ impl Output {
                 "{:<16}  {:<14}  {:<14}  {:<20}  {:>6}  {}",
                 t.talk,
                 state,
-                closes_in(t.expires_at, now),
+                closes_in(schedule::ends_at(t.status.as_ref(), t.expires_at), now),
                 safe::inline(&t.alias),
                 t.unread,
                 // From an invite someone else handed over: parsed, but shown safely too.
@@ -117,6 +133,13 @@ impl Output {
                     None => safe::inline(&t.relay).into_owned(),
                 }
             );
+        }
+        for t in talks {
+            if let Some(status) = t.status
+                && let Some(s) = status.schedule
+            {
+                println!("note: {} {}", t.talk, schedule_text(&status, &s, now));
+            }
         }
         for t in talks {
             if let Some(at) = t.retiring_at {
@@ -230,6 +253,8 @@ pub fn created_json(c: &CreatedTalk) -> Value {
         "seats": c.status.seats,
         "quorum": c.status.quorum,
         "expires_at": c.status.expires_at,
+        "opens_at": c.status.schedule.map(|s| s.opens_at),
+        "window_ends_at": c.status.schedule.map(|s| s.closes_at),
         "invites": c.invites,
     })
 }
@@ -245,14 +270,18 @@ pub fn joined_json(j: &JoinedTalk) -> Value {
         "seats": j.status.seats,
         "quorum": j.status.quorum,
         "expires_at": j.status.expires_at,
+        "opens_at": j.status.schedule.map(|s| s.opens_at),
+        "window_ends_at": j.status.schedule.map(|s| s.closes_at),
     })
 }
 
 /// One talk of `list --json`.
 pub fn talk_json(t: &TalkSummary) -> Value {
+    let now = nook_client::now_ms() / 1000;
+    let schedule = t.status.and_then(|s| s.schedule);
     json!({
         "talk": t.talk,
-        "state": if t.expires_at <= nook_client::now_ms() / 1000 {
+        "state": if schedule::ends_at(t.status.as_ref(), t.expires_at) <= now {
             "expired"
         } else {
             t.status.map(|s| state_word(&s)).unwrap_or("unknown")
@@ -265,6 +294,10 @@ pub fn talk_json(t: &TalkSummary) -> Value {
         "unread": t.unread,
         "relay": t.relay,
         "expires_at": t.expires_at,
+        "opens_at": schedule.map(|s| s.opens_at),
+        "opens_in_secs": schedule::waiting(t.status.as_ref(), now).map(|s| s.opens_at - now),
+        "window_ends_at": schedule.map(|s| s.closes_at),
+        "window_ends_in_secs": schedule.map(|s| s.closes_at.saturating_sub(now)),
         "cached": t.cached,
         "relay_retiring_at": t.retiring_at.map(nook_crypto::auth::rfc3339_utc),
         "via": t.via,
@@ -334,6 +367,40 @@ pub fn error_json(e: &CliError) -> Value {
 }
 
 /// When a talk ends, for people: "in 3h", "in 2d 4h", "in 45m", "expired".
+/// A scheduled talk's times for people: "is scheduled: opens at T (in 3m20s) once
+/// quorum is met; its window ends at T2 (in 1h03m) and the relay then closes it".
+pub fn schedule_text(status: &TalkStatus, s: &TalkSchedule, now: u64) -> String {
+    let opens = if now < s.opens_at {
+        format!(
+            "opens at {} (in {}){}",
+            nook_crypto::auth::rfc3339_utc(s.opens_at),
+            schedule::countdown(s.opens_at - now),
+            if status.members < status.quorum {
+                " once quorum is met"
+            } else {
+                ""
+            }
+        )
+    } else {
+        format!("opened at {}", nook_crypto::auth::rfc3339_utc(s.opens_at))
+    };
+    format!(
+        "is scheduled: {opens}; its window ends at {} (in {}) and the relay then closes it, erasing everything",
+        nook_crypto::auth::rfc3339_utc(s.closes_at),
+        schedule::countdown(s.closes_at.saturating_sub(now))
+    )
+}
+
+/// After `new` and `join`: the schedule, for a scheduled talk.
+fn schedule_line(status: &TalkStatus) {
+    if let Some(s) = status.schedule {
+        println!(
+            "the talk {}",
+            schedule_text(status, &s, nook_client::now_ms() / 1000)
+        );
+    }
+}
+
 pub fn closes_in(expires_at: u64, now: u64) -> String {
     let Some(left) = expires_at.checked_sub(now).filter(|l| *l > 0) else {
         return "expired".to_string();

@@ -790,10 +790,16 @@ async fn dispatch(
                 ));
             }
             let ttl = p.duration("ttl", duration::parse)?;
-            let ttl = match ttl {
-                Some(t) => t,
-                None => duration::parse("24h").map_err(|e| Failure::params("ttl", e))?,
-            };
+            let opens_at = p.string("opens_at")?;
+            let window = p.duration("window", crate::schedule::parse_window)?;
+            if window.is_some() && opens_at.is_none() {
+                return Err(Failure::params(
+                    "window",
+                    "is for a scheduled talk: give opens_at too".into(),
+                ));
+            }
+            let (ttl, schedule) = crate::schedule_of(ttl, opens_at.as_deref(), window)
+                .map_err(|e| Failure::params("opens_at", e))?;
             let alias = p.string("alias")?;
             if let Some(a) = &alias
                 && let Err(e) = crate::alias(a)
@@ -823,6 +829,7 @@ async fn dispatch(
                 ttl_secs: ttl,
                 close,
                 alias,
+                schedule,
             };
             let created = client
                 .create_with_token(&relay, opts, token.as_ref())

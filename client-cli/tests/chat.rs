@@ -845,3 +845,52 @@ fn chat_shows_a_seat_request_as_it_arrives() {
     drop(tmux);
     drop(relay);
 }
+
+#[test]
+fn chat_counts_down_to_a_scheduled_opening_then_shows_the_window() {
+    if !terminal_test_runs("the scheduled chat screen test", &[("tmux", "-V")]) {
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
+    let relay = Relay::start(&root.path().join("relay"));
+    let created = nook_json(
+        &alice,
+        &[
+            "new",
+            "--relay",
+            &relay.address,
+            "--alias",
+            "alice",
+            "--opens-at",
+            "+8s",
+            "--window",
+            "10m",
+        ],
+    );
+    let talk = text_of(&created[0], "talk");
+    let invite = created[0]["invites"][0]
+        .as_str()
+        .expect("an invite")
+        .to_string();
+    nook_json(&bob, &["join", &invite, "--alias", "bob"]);
+
+    let tmux_dir = root.path().join("tmux");
+    std::fs::create_dir(&tmux_dir).expect("tmux folder");
+    let command = format!(
+        "{} --home {} chat {talk}; sleep 60",
+        quoted(nook_bin()),
+        quoted(&alice)
+    );
+    let tmux = Tmux::start(&tmux_dir, &command);
+    // At quorum before its time: the header counts down to the opening.
+    tmux.wait_for_screen(
+        "the countdown to the opening",
+        &["opens in ", "(2/2)", "window ends in "],
+    );
+    // At the time the relay opens it, and the header says so by itself.
+    tmux.wait_for_screen(
+        "the talk to open at its time",
+        &["open 2/2", "window ends in "],
+    );
+}

@@ -104,6 +104,7 @@ async fn main() -> Result<()> {
                     ttl_secs: 3600,
                     close: ClosePolicy::Owner,
                     alias: format!("owner-{n}"),
+                    schedule: None,
                 },
             )
             .await?;

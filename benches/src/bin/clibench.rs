@@ -180,6 +180,7 @@ async fn main() -> Result<()> {
                         ttl_secs: 3600,
                         close: ClosePolicy::Owner,
                         alias: "a".into(),
+                        schedule: None,
                     },
                 )
                 .await?;
@@ -246,6 +247,7 @@ async fn relay_close_time(addr: &str, n: usize) -> Result<f64> {
             token_hash: seat.token_hash(),
             welcome: nook_crypto::seal::seal_welcome(&seat, b"w")?,
         }],
+        schedule: None,
     };
     let sig = sign_relay_auth(
         &id,
@@ -348,6 +350,7 @@ async fn client_shred_time(addr: &str, n: usize) -> Result<f64> {
                 ttl_secs: 3600,
                 close: ClosePolicy::Owner,
                 alias: "a".into(),
+                schedule: None,
             },
         )
         .await?;

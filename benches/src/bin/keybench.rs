@@ -63,6 +63,7 @@ fn status(members: u8, seats: u8, left: u64) -> TalkStatus {
         close: ClosePolicy::Owner,
         expires_at: u64::MAX / 2,
         left,
+        schedule: None,
     }
 }
 
@@ -143,6 +144,7 @@ fn talk(n: u8, spare: u8) -> anyhow::Result<(Net, Vec<TalkState>, Vec<FreeSeat>)
             ttl_secs: 3600,
             close: ClosePolicy::Owner,
             alias: "owner".into(),
+            schedule: None,
         },
         0,
     )?;

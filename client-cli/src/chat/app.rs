@@ -320,7 +320,17 @@ impl App {
         if self.expires_at == 0 {
             return None;
         }
-        let when = crate::output::closes_in(self.expires_at, self.now_ms / 1000);
+        let now = self.now_ms / 1000;
+        // A scheduled talk ends with its window, and counts it down to the second.
+        if let Some(s) = self.status.and_then(|s| s.schedule)
+            && s.closes_at <= self.expires_at
+        {
+            return Some(match s.closes_at.checked_sub(now).filter(|l| *l > 0) {
+                Some(left) => format!("window ends in {}", crate::schedule::countdown(left)),
+                None => "window ended".into(),
+            });
+        }
+        let when = crate::output::closes_in(self.expires_at, now);
         Some(if when == "expired" {
             when
         } else {
@@ -851,8 +861,21 @@ impl App {
         out
     }
 
-    /// The talk's state in a few words: "pending 1/3", "open 3/3".
+    /// The talk's state in a few words: "pending 1/3", "open 3/3"; a scheduled talk
+    /// waiting for its time counts down to it: "opens in 3m20s".
     pub fn state_text(&self) -> String {
+        let now = self.now_ms / 1000;
+        if !self.open
+            && let Some(s) = self.status
+            && let Some(w) = crate::schedule::waiting(Some(&s), now)
+        {
+            let opens = crate::schedule::countdown(w.opens_at - now);
+            return if s.members >= s.quorum {
+                format!("opens in {opens} ({}/{})", s.members, s.seats)
+            } else {
+                format!("pending {}/{}, opens in {opens}", s.members, s.quorum)
+            };
+        }
         match self.status {
             None if self.open => "open".into(),
             None => "state unknown".into(),
@@ -956,6 +979,7 @@ pub(super) mod tests {
             close: ClosePolicy::Owner,
             expires_at: 0,
             left: 0,
+            schedule: None,
         }
     }
 

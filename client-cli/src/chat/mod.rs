@@ -227,6 +227,8 @@ async fn run_screen(client: Client, talk: &str) -> Result<i32, ChatError> {
                 if (watch_stdin && hung_up(io::stdin())) || hung_up(io::stdout()) {
                     return Ok(app.exit_code());
                 }
+                // The header's countdowns (a scheduled talk's opening, its window) move.
+                app.set_now(now_ms());
                 continue;
             }
             _ = terms.recv() => Action::Quit,

@@ -522,6 +522,40 @@ mod tests {
     }
 
     #[test]
+    fn a_scheduled_talk_counts_down_to_its_opening_and_its_windows_end() {
+        let now = TEN / 1000;
+        let scheduled = |members, phase| {
+            let mut st = status(phase, members, 2);
+            st.schedule = Some(nook_proto::TalkSchedule {
+                opens_at: now + 200,
+                closes_at: now + 200 + 3720,
+            });
+            let mut i = info(Some(st));
+            i.expires_at = now + 86_400;
+            i
+        };
+        let mut app = App::new(&scheduled(2, TalkPhase::Pending), 0);
+        app.set_now(TEN);
+        let s = screen(&app);
+        assert!(s[0].contains(" · opens in 3m20s (2/2) · "), "{}", s[0]);
+        assert!(s[1].contains(" · window ends in 1h05m"), "{}", s[1]);
+        // Below quorum: the seats, and the time it opens at if they are taken.
+        let mut app = App::new(&scheduled(1, TalkPhase::Pending), 0);
+        app.set_now(TEN);
+        assert!(
+            screen(&app)[0].contains(" · pending 1/2, opens in 3m20s · "),
+            "{}",
+            screen(&app)[0]
+        );
+        // Open: the usual state, and the window's countdown.
+        let mut app = App::new(&scheduled(2, TalkPhase::Open), 0);
+        app.set_now(TEN + 300_000);
+        let s = screen(&app);
+        assert!(s[0].contains(" · open 2/2 · "), "{}", s[0]);
+        assert!(s[1].contains(" · window ends in 1h00m"), "{}", s[1]);
+    }
+
+    #[test]
     fn pending_talk_shows_seats_and_unused_invites() {
         let app = App::new(&info(Some(status(TalkPhase::Pending, 1, 3))), 0);
         let s = screen(&app);

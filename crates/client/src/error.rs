@@ -34,6 +34,13 @@ pub enum ClientError {
     /// Chat is refused until `quorum` seats are taken.
     #[error("the talk is not open yet ({members}/{quorum} seats taken)")]
     Pending { members: u8, quorum: u8 },
+    /// A scheduled talk at quorum: chat is refused until it opens at `opens_at` (unix
+    /// seconds, the relay's clock), spec §20.1.
+    #[error("the talk is scheduled: it opens at {}", nook_crypto::auth::rfc3339_utc(*.opens_at))]
+    NotYet { opens_at: u64 },
+    /// The scheduled talk's window ended: the relay closed it and takes no one in.
+    #[error("the talk's window has ended: the relay closed it and takes no one in any more")]
+    WindowEnded,
     /// Closed, expired, or left (by any process of this member): the local copy has
     /// been deleted.
     #[error(
@@ -89,6 +96,10 @@ impl From<RequestError> for ClientError {
                 (ErrorCode::TalkNotOpen, ErrorDetail::Seats { members, quorum }) => {
                     ClientError::Pending { members, quorum }
                 }
+                (ErrorCode::TalkNotOpen, ErrorDetail::Opens { at }) => {
+                    ClientError::NotYet { opens_at: at }
+                }
+                (ErrorCode::WindowEnded, _) => ClientError::WindowEnded,
                 _ => ClientError::Refused { code, message },
             },
             RequestError::Lost(reason) => ClientError::Lost { reason },
@@ -98,6 +109,20 @@ impl From<RequestError> for ClientError {
 }
 
 impl ClientError {
+    /// Why chat is refused in a talk whose status is pending: too few seats taken, or
+    /// (a scheduled talk at quorum) its time has not come.
+    pub fn not_open(status: &nook_proto::TalkStatus) -> ClientError {
+        match status.schedule {
+            Some(s) if status.members >= status.quorum => ClientError::NotYet {
+                opens_at: s.opens_at,
+            },
+            _ => ClientError::Pending {
+                members: status.members,
+                quorum: status.quorum,
+            },
+        }
+    }
+
     /// True when the relay could not be reached or the connection dropped: the same
     /// operation may succeed later, and nothing was refused.
     pub fn is_transient(&self) -> bool {
@@ -148,6 +173,40 @@ mod tests {
             ClientError::Refused {
                 code: ErrorCode::TalkNotOpen,
                 ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_schedule_refusal_and_its_window_end_are_read_from_their_fields() {
+        assert!(matches!(
+            refused(ErrorCode::TalkNotOpen, ErrorDetail::Opens { at: 77 }),
+            ClientError::NotYet { opens_at: 77 }
+        ));
+        assert!(matches!(
+            refused(ErrorCode::WindowEnded, ErrorDetail::None),
+            ClientError::WindowEnded
+        ));
+        let mut status = crate::testkit::status(2, false);
+        status.quorum = 2;
+        assert!(matches!(
+            ClientError::not_open(&status),
+            ClientError::Pending { .. }
+        ));
+        status.schedule = Some(nook_proto::TalkSchedule {
+            opens_at: 50,
+            closes_at: 90,
+        });
+        assert!(matches!(
+            ClientError::not_open(&status),
+            ClientError::NotYet { opens_at: 50 }
+        ));
+        status.members = 1;
+        assert!(matches!(
+            ClientError::not_open(&status),
+            ClientError::Pending {
+                members: 1,
+                quorum: 2
             }
         ));
     }

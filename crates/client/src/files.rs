@@ -266,10 +266,7 @@ impl Client {
         truncate_name(&mut name);
         let (mut session, authed) = self.connected(talk).await?;
         if authed.status.state == TalkPhase::Pending {
-            return Err(ClientError::Pending {
-                members: authed.status.members,
-                quorum: authed.status.quorum,
-            });
+            return Err(ClientError::not_open(&authed.status));
         }
         session.sync(&authed.conn).await?;
         let talk_id = session.talk_id();

@@ -293,6 +293,123 @@ pub struct TalkState {
     pub opened: bool,
 }
 
+/// A talk's state as versions before scheduled talks (protocol-spec §20.1) stored it:
+/// every field as [`TalkState`]'s, but the relay's status, which had no schedule then.
+/// Read by the store, and rewritten in today's form.
+#[derive(Decode)]
+pub(crate) struct TalkStateBeforeSchedules {
+    talk_id: [u8; 8],
+    relay: String,
+    relay_key: Option<[u8; 32]>,
+    mailbox: MailboxId,
+    seat: u8,
+    identity: [u8; IDENTITY_LEN],
+    own_pseudonym: [u8; 32],
+    own_agreement: [u8; 32],
+    talk_key: [u8; 32],
+    seat_seed: [u8; 32],
+    params: WelcomeParams,
+    alias: String,
+    commitments: Vec<[u8; 32]>,
+    roster: Vec<Peer>,
+    sending: SendingChain,
+    intro_chain: Option<ChainState>,
+    held: Vec<Envelope>,
+    waiting: Vec<Waiting>,
+    cursor: u64,
+    acked: u64,
+    status: Option<StatusBeforeSchedules>,
+    invites: Vec<(u8, String)>,
+    expires_at: u64,
+    closed: bool,
+    opened: bool,
+}
+
+/// A [`TalkStatus`] as it was before scheduled talks: no `schedule`.
+#[derive(Clone, Copy, Decode)]
+struct StatusBeforeSchedules {
+    state: TalkPhase,
+    members: u8,
+    seats: u8,
+    quorum: u8,
+    close: ClosePolicy,
+    expires_at: u64,
+    left: u64,
+}
+
+impl From<TalkStateBeforeSchedules> for TalkState {
+    fn from(old: TalkStateBeforeSchedules) -> TalkState {
+        let TalkStateBeforeSchedules {
+            talk_id,
+            relay,
+            relay_key,
+            mailbox,
+            seat,
+            mut identity,
+            own_pseudonym,
+            own_agreement,
+            mut talk_key,
+            mut seat_seed,
+            params,
+            alias,
+            commitments,
+            roster,
+            sending,
+            intro_chain,
+            held,
+            waiting,
+            cursor,
+            acked,
+            status,
+            invites,
+            expires_at,
+            closed,
+            opened,
+        } = old;
+        let state = TalkState {
+            talk_id,
+            relay,
+            relay_key,
+            mailbox,
+            seat,
+            identity,
+            own_pseudonym,
+            own_agreement,
+            talk_key,
+            seat_seed,
+            params,
+            alias,
+            commitments,
+            roster,
+            sending,
+            intro_chain,
+            held,
+            waiting,
+            cursor,
+            acked,
+            status: status.map(|s| TalkStatus {
+                state: s.state,
+                members: s.members,
+                seats: s.seats,
+                quorum: s.quorum,
+                close: s.close,
+                expires_at: s.expires_at,
+                left: s.left,
+                schedule: None,
+            }),
+            invites,
+            expires_at,
+            closed,
+            opened,
+        };
+        // The arrays were copied into `state`; these copies go.
+        identity.zeroize();
+        talk_key.zeroize();
+        seat_seed.zeroize();
+        state
+    }
+}
+
 /// What the creator sends to the relay, and what it hands out.
 pub struct NewTalk {
     pub state: TalkState,
@@ -325,6 +442,9 @@ pub struct TalkOptions {
     pub ttl_secs: u32,
     pub close: ClosePolicy,
     pub alias: String,
+    /// Open at a time and close when a window ends (spec §20.1); `ttl_secs` must
+    /// cover `opens_in_secs + window_secs`.
+    pub schedule: Option<nook_proto::Schedule>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -486,6 +606,7 @@ impl TalkState {
                 ttl_secs: opts.ttl_secs,
                 close: opts.close,
                 offers,
+                schedule: opts.schedule,
             },
             seats,
         })

@@ -465,10 +465,7 @@ impl TalkSession {
         text: &str,
     ) -> Result<(Seq, [u8; 8]), ClientError> {
         if status.state == TalkPhase::Pending {
-            return Err(ClientError::Pending {
-                members: status.members,
-                quorum: status.quorum,
-            });
+            return Err(ClientError::not_open(&status));
         }
         let (body, event) = self.state.seal_text(text, now_ms())?;
         let id = match &event {
@@ -529,10 +526,7 @@ impl TalkSession {
         texts: &[String],
     ) -> Result<Vec<SentText>, ClientError> {
         if status.state == TalkPhase::Pending {
-            return Err(ClientError::Pending {
-                members: status.members,
-                quorum: status.quorum,
-            });
+            return Err(ClientError::not_open(&status));
         }
         let now = now_ms();
         let seal = |state: &mut TalkState, text: &str| match state.seal_text(text, now) {

@@ -38,10 +38,13 @@ use zeroize::Zeroizing;
 use crate::cards::{Contact, HomeCard, TalkCards};
 use crate::member::{Event, FileData, FileOffer, TalkState};
 
-/// A talk's state since end-to-end keys follow the members (per-talk X-Wing keys,
-/// per-sender envelope keys); `K_STATE_BEFORE_KEYS` held the earlier form, which
-/// this version cannot use (see [`StoreError::Outdated`]).
-const K_STATE: &[u8] = b"s1";
+/// A talk's state since scheduled talks (its relay status carries the schedule).
+/// `K_STATE_BEFORE_SCHEDULES` held the form before them (read, and rewritten here on
+/// the next save); `K_STATE_BEFORE_KEYS` the form before end-to-end keys followed the
+/// members (per-talk X-Wing keys, per-sender envelope keys), which this version cannot
+/// use (see [`StoreError::Outdated`]).
+const K_STATE: &[u8] = b"s2";
+const K_STATE_BEFORE_SCHEDULES: &[u8] = b"s1";
 const K_STATE_BEFORE_KEYS: &[u8] = b"s";
 const K_NEXT: &[u8] = b"n";
 const K_SHOWN: &[u8] = b"r";
@@ -231,8 +234,32 @@ fn u64_of(v: Option<Vec<u8>>) -> u64 {
         .unwrap_or(0)
 }
 
+fn encode_state(state: &TalkState) -> Result<Vec<u8>, StoreError> {
+    encode_value(state).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 fn decode_state(bytes: &[u8]) -> Result<TalkState, StoreError> {
     decode_body(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The talk state a namespace holds, in whichever readable form it was stored.
+fn read_state(ns: &Namespace) -> Result<Option<TalkState>, StoreError> {
+    if let Some(bytes) = ns.get(K_STATE)? {
+        return decode_state(&Zeroizing::new(bytes)).map(Some);
+    }
+    if let Some(bytes) = ns.get(K_STATE_BEFORE_SCHEDULES)? {
+        let old: crate::member::TalkStateBeforeSchedules =
+            decode_body(&Zeroizing::new(bytes)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let state: TalkState = old.into();
+        // Rewritten in today's form at once, so the old copy (keys included) goes.
+        ns.put(K_STATE, &Zeroizing::new(encode_state(&state)?))?;
+        ns.remove(K_STATE_BEFORE_SCHEDULES)?;
+        return Ok(Some(state));
+    }
+    if ns.get(K_STATE_BEFORE_KEYS)?.is_some() {
+        return Err(StoreError::Outdated);
+    }
+    Ok(None)
 }
 
 impl Store {
@@ -240,10 +267,8 @@ impl Store {
     pub fn talks(&self) -> Result<Vec<TalkState>, StoreError> {
         let mut out = Vec::new();
         for ns in self.vault.namespaces()? {
-            if let Some(bytes) = ns.get(K_STATE)? {
-                out.push(decode_state(&Zeroizing::new(bytes))?);
-            } else if ns.get(K_STATE_BEFORE_KEYS)?.is_some() {
-                return Err(StoreError::Outdated);
+            if let Some(state) = read_state(&ns)? {
+                out.push(state);
             }
         }
         out.sort_by_key(|t| std::cmp::Reverse(t.params.created_at));
@@ -278,11 +303,7 @@ impl Store {
         let Some(ns) = self.vault.namespace(&ns_id(talk_id))? else {
             return Ok(None);
         };
-        match ns.get(K_STATE)? {
-            Some(bytes) => Ok(Some(decode_state(&Zeroizing::new(bytes))?)),
-            None if ns.get(K_STATE_BEFORE_KEYS)?.is_some() => Err(StoreError::Outdated),
-            None => Ok(None),
-        }
+        read_state(&ns)
     }
 
     fn ns(&self, talk_id: &[u8; 8]) -> Result<Namespace, StoreError> {
@@ -702,6 +723,45 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_talk_stored_before_scheduled_talks_still_reads_and_is_rewritten() {
+        let (_net, mut states, _) = crate::testkit::talk(2, 1);
+        let mut state = states.remove(1);
+        state.status = Some(crate::testkit::status(2, true));
+        state.cursor = 41;
+        // Before schedules the status ended with `left`: today's bytes without the
+        // schedule's `None` (one 0 byte) between the status and the fields after it.
+        let today = encode_value(&state).unwrap();
+        let tail = encode_value(&(
+            state.invites.clone(),
+            state.expires_at,
+            state.closed,
+            state.opened,
+        ))
+        .unwrap();
+        let cut = today.len() - tail.len() - 1;
+        assert_eq!(today[cut], 0, "the schedule's None");
+        let before: Vec<u8> = [&today[..cut], &today[cut + 1..]].concat();
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Home::new(dir.path()).unwrap().open().unwrap();
+        let ns = store.ns(&state.talk_id).unwrap();
+        ns.put(K_STATE_BEFORE_SCHEDULES, &before).unwrap();
+        let read = store
+            .load(&state.talk_id)
+            .unwrap()
+            .expect("the talk is there");
+        assert_eq!(read.cursor, 41);
+        assert_eq!(read.alias, state.alias);
+        let status = read.status.expect("its status");
+        assert_eq!((status.members, status.schedule), (2, None));
+        assert_eq!(encode_value(&read).unwrap(), today, "nothing else moved");
+        // Rewritten in today's form; the old copy is gone.
+        assert!(ns.get(K_STATE_BEFORE_SCHEDULES).unwrap().is_none());
+        assert!(ns.get(K_STATE).unwrap().is_some());
+        assert_eq!(store.talks().unwrap().len(), 1);
+    }
 
     #[test]
     fn history_written_before_message_ids_still_reads() {

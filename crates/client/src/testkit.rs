@@ -29,6 +29,7 @@ pub(crate) fn status(members: u8, open: bool) -> TalkStatus {
         close: ClosePolicy::Owner,
         expires_at: 10_000,
         left: 0,
+        schedule: None,
     }
 }
 
@@ -79,6 +80,7 @@ pub(crate) fn opts() -> TalkOptions {
         ttl_secs: 3600,
         close: ClosePolicy::Owner,
         alias: "owner-owl".into(),
+        schedule: None,
     }
 }
 

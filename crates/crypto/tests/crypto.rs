@@ -802,6 +802,7 @@ fn relay_auth_is_bound_to_challenge_op_mailbox_and_extra() {
         ttl_secs: 60,
         close: ClosePolicy::Owner,
         offers: vec![],
+        schedule: None,
     };
     let mut p2 = params.clone();
     p2.quorum = 1;

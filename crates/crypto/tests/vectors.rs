@@ -689,6 +689,7 @@ fn compute() -> Vectors {
             token_hash: seat.token_hash(),
             welcome: PLACEHOLDER.to_vec(),
         }],
+        schedule: None,
     };
     let digest = params_digest(&params).expect("digests");
     assert_eq!(digest, sha256(&[&encode_value(&params).expect("encodes")]));
@@ -1325,6 +1326,7 @@ impl FrameInputs<'_> {
             close: ClosePolicy::Owner,
             expires_at: EXPIRES_AT,
             left: 0,
+            schedule: None,
         };
         let pending = status(TalkPhase::Pending, 1);
         let open = status(TalkPhase::Open, 2);
@@ -1586,6 +1588,79 @@ impl FrameInputs<'_> {
                 server_frame(&ServerFrame::Push(push)),
             );
         }
+        self.add_schedule(v);
+    }
+
+    /// A scheduled talk (spec §20.1): its `Create`, the status that reports its times,
+    /// and the two refusals a schedule adds.
+    fn add_schedule(&self, v: &mut Vectors) {
+        v.group("frames: scheduled talks (§20.1)");
+        let params = TalkParams {
+            schedule: Some(nook_proto::Schedule {
+                opens_in_secs: 1800,
+                window_secs: 1200,
+            }),
+            ..self.params.clone()
+        };
+        let digest = params_digest(&params).expect("digests");
+        let signature = sign_relay_auth(
+            self.alice,
+            AuthOp::Create,
+            &CHALLENGE,
+            &MailboxId([0; 16]),
+            &digest,
+        );
+        let create = ClientFrame {
+            id: 1,
+            request: Request::Create(Create {
+                params,
+                owner: self.alice.member_key(),
+                signature,
+            }),
+        };
+        v.hex("frame.request.create_scheduled", client_frame(&create));
+        let schedule = nook_proto::TalkSchedule {
+            opens_at: NOW + 1800,
+            closes_at: NOW + 3000,
+        };
+        let created = ServerFrame::Response {
+            id: 1,
+            result: Outcome::Ok(Response::Created {
+                mailbox: MAILBOX,
+                status: TalkStatus {
+                    state: TalkPhase::Pending,
+                    members: 1,
+                    seats: 2,
+                    quorum: 2,
+                    close: ClosePolicy::Owner,
+                    expires_at: EXPIRES_AT,
+                    left: 0,
+                    schedule: Some(schedule),
+                },
+            }),
+        };
+        v.hex("frame.response.created_scheduled", server_frame(&created));
+        let not_yet = ServerFrame::Response {
+            id: 6,
+            result: Outcome::Err(
+                ErrorFrame::new(
+                    ErrorCode::TalkNotOpen,
+                    "the talk is scheduled: it opens at its time",
+                )
+                .with_detail(ErrorDetail::Opens {
+                    at: schedule.opens_at,
+                }),
+            ),
+        };
+        v.hex("frame.response.error_not_yet", server_frame(&not_yet));
+        let ended = ServerFrame::Response {
+            id: 2,
+            result: Outcome::Err(ErrorFrame::new(
+                ErrorCode::WindowEnded,
+                "the talk's window ended: it is closed and takes no one in",
+            )),
+        };
+        v.hex("frame.response.error_window_ended", server_frame(&ended));
     }
 }
 

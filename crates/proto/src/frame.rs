@@ -140,6 +140,31 @@ pub struct TalkParams {
     pub close: ClosePolicy,
     /// One offer per seat other than the creator's: exactly `seats - 1` entries.
     pub offers: Vec<SeatOffer>,
+    /// A talk scheduled around an event (spec §20.1): it opens at its time once
+    /// quorum is met, and the relay closes it when its window ends. `None`: a talk
+    /// that opens at quorum and lives until its TTL.
+    pub schedule: Option<Schedule>,
+}
+
+/// When a scheduled talk opens and how long it stays open, relative to its creation
+/// by the relay's clock (so a client's clock skew does not move the event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Schedule {
+    /// Seconds from creation until the talk may open (0: as soon as quorum is met).
+    pub opens_in_secs: u32,
+    /// Seconds from the opening time until the relay closes the talk; at least
+    /// MIN_WINDOW_SECS, and `opens_in_secs + window_secs ≤ ttl_secs`.
+    pub window_secs: u32,
+}
+
+/// A scheduled talk's times, in unix seconds by the relay's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct TalkSchedule {
+    /// The talk opens at this time if quorum is met, else when it is met later.
+    pub opens_at: u64,
+    /// The relay closes the talk (with a receipt) at this time; from then on
+    /// invites are refused with `WindowEnded`.
+    pub closes_at: u64,
 }
 
 /// A free seat: the hash of its join token and the sealed welcome handed to whoever
@@ -361,6 +386,9 @@ pub struct TalkStatus {
     /// Bit `s` set: the member of seat `s` left the talk. Members use it to stop
     /// sharing keys with a seat that left, even if they missed its goodbye.
     pub left: u64,
+    /// The talk's schedule, if it was created with one. A scheduled talk reports
+    /// `Pending` until its opening time even at quorum.
+    pub schedule: Option<TalkSchedule>,
 }
 
 /// The relay's signed statement that it deleted a mailbox.
@@ -431,6 +459,9 @@ pub enum ErrorDetail {
     /// With `MailboxClosed`, when the talk was closed (not expired): the relay's
     /// deletion receipt, so a member who was offline at the close still gets it.
     Closed(Box<Receipt>),
+    /// With `TalkNotOpen`, for a scheduled talk at quorum: the time (unix seconds)
+    /// it opens.
+    Opens { at: u64 },
 }
 
 /// Typed error codes; numbered in declaration order from 0 on the wire.
@@ -495,6 +526,9 @@ pub enum ErrorCode {
     /// Private routing (§18): the forwarder could not reach the destination relay
     /// (no answer in time, refused, or not a nook relay).
     DestinationUnreachable,
+    /// The scheduled talk's window ended: the relay closed it and takes no one in
+    /// (a join with its invite, spec §20.1).
+    WindowEnded,
 }
 
 impl ErrorFrame {

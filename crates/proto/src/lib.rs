@@ -31,4 +31,4 @@ pub use ids::{
     BoardId, CreateToken, ListingId, MailboxId, MemberKey, RelayKey, RequestId, Seq, Signature,
     TokenHash,
 };
-pub use talk::{Lifecycle, Talk, TalkError};
+pub use talk::{Lifecycle, Talk, TalkError, Tick};

@@ -46,6 +46,10 @@ pub const MIN_TTL_SECS: u32 = 60;
 /// Thirty days: a talk is meant to be short-lived.
 pub const MAX_TTL_SECS: u32 = 30 * 24 * 3600;
 
+/// Shortest window of a scheduled talk (spec §20.1), in seconds. A window fits in
+/// the talk's TTL, so the longest is `MAX_TTL_SECS`.
+pub const MIN_WINDOW_SECS: u32 = 1;
+
 /// Most envelopes one `Fetch` returns, and the byte budget of their bodies, so a
 /// response always fits in [`MAX_FRAME`].
 pub const MAX_FETCH_ENVELOPES: u16 = 256;

@@ -12,23 +12,58 @@
 //!
 //! A talk never goes back from Open to Pending: members who leave an open talk do not
 //! re-gate it. Closed and Expired are final; the relay then keeps only a tombstone.
+//!
+//! A scheduled talk (spec §20.1) has two more states, moved by the clock through
+//! [`Talk::tick`] as well as by joins and leaves:
+//!
+//! ```text
+//!            quorum before opens_at          now ≥ opens_at
+//!  Pending ───────────────────────► Scheduled ─────────────► Open
+//!     ▲  │                             │ (a leave below quorum: back to Pending)
+//!     └──┼─────────────────────────────┘
+//!        └─ quorum at or after opens_at ──────────────────► Open
+//!  Pending / Scheduled / Open ── now ≥ closes_at ──► WindowEnded (final)
+//! ```
+//!
+//! WindowEnded is a close by the relay: it signs a receipt, and a join after it is
+//! refused with `WindowEnded`.
 
 use bincode::{Decode, Encode};
 
 use crate::frame::{
     ClosePolicy, EnvelopeKind, ErrorCode, ErrorDetail, ErrorFrame, TalkParams, TalkPhase,
-    TalkStatus,
+    TalkSchedule, TalkStatus,
 };
 use crate::ids::{MemberKey, TokenHash};
-use crate::limits::{MAX_SEATS, MAX_TTL_SECS, MAX_WELCOME, MIN_TTL_SECS, PADDING_BUCKETS};
+use crate::limits::{
+    MAX_SEATS, MAX_TTL_SECS, MAX_WELCOME, MIN_TTL_SECS, MIN_WINDOW_SECS, PADDING_BUCKETS,
+};
 
 /// Where a talk is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum Lifecycle {
     Pending,
     Open,
-    Closed { at: u64 },
+    Closed {
+        at: u64,
+    },
     Expired,
+    /// A scheduled talk at quorum before its opening time.
+    Scheduled,
+    /// A scheduled talk whose window ended at `at`: closed by the relay.
+    WindowEnded {
+        at: u64,
+    },
+}
+
+/// What the clock did to a talk ([`Talk::tick`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tick {
+    Nothing,
+    /// A scheduled talk at quorum reached its opening time: the relay pushes `Opened`.
+    Opened,
+    /// A scheduled talk's window ended: the relay closes it with a receipt.
+    WindowEnded,
 }
 
 /// A taken seat.
@@ -63,6 +98,8 @@ pub struct Talk {
     /// Spent tokens and the seat each took, so a join whose answer was lost can be
     /// retried by the same key (and only by it).
     spent: Vec<FreeSeat>,
+    /// The opening time and window of a scheduled talk.
+    schedule: Option<TalkSchedule>,
 }
 
 /// Why a transition was refused.
@@ -94,6 +131,19 @@ pub enum TalkError {
     Closed,
     #[error("the talk expired")]
     Expired,
+    #[error(
+        "a schedule must open within the talk's ttl and last at least {min_window} s: opens in {opens_in} s + window {window} s > ttl {ttl} s"
+    )]
+    BadSchedule {
+        opens_in: u32,
+        window: u32,
+        ttl: u32,
+        min_window: u32,
+    },
+    #[error("the talk is scheduled: it opens at its time")]
+    NotYet { opens_at: u64 },
+    #[error("the talk's window ended: it is closed and takes no one in")]
+    WindowEnded,
 }
 
 impl TalkError {
@@ -105,12 +155,14 @@ impl TalkError {
             | TalkError::BadTtl { .. }
             | TalkError::BadOffers { .. }
             | TalkError::DuplicateToken
+            | TalkError::BadSchedule { .. }
             | TalkError::AlreadyMember => ErrorCode::BadRequest,
             TalkError::BadWelcome { .. } => ErrorCode::TooLarge,
             TalkError::InviteInvalid => ErrorCode::InviteInvalid,
             TalkError::NotMember | TalkError::OwnerOnly => ErrorCode::NotAllowed,
-            TalkError::NotOpen { .. } => ErrorCode::TalkNotOpen,
+            TalkError::NotOpen { .. } | TalkError::NotYet { .. } => ErrorCode::TalkNotOpen,
             TalkError::Closed | TalkError::Expired => ErrorCode::MailboxClosed,
+            TalkError::WindowEnded => ErrorCode::WindowEnded,
         }
     }
 
@@ -120,6 +172,9 @@ impl TalkError {
         match *self {
             TalkError::NotOpen { members, quorum } => {
                 frame.with_detail(ErrorDetail::Seats { members, quorum })
+            }
+            TalkError::NotYet { opens_at } => {
+                frame.with_detail(ErrorDetail::Opens { at: opens_at })
             }
             _ => frame,
         }
@@ -168,6 +223,28 @@ impl Talk {
                 max: MAX_TTL_SECS,
             });
         }
+        let schedule = match params.schedule {
+            None => None,
+            Some(s) => {
+                let fits = s
+                    .opens_in_secs
+                    .checked_add(s.window_secs)
+                    .is_some_and(|end| end <= params.ttl_secs);
+                if s.window_secs < MIN_WINDOW_SECS || !fits {
+                    return Err(TalkError::BadSchedule {
+                        opens_in: s.opens_in_secs,
+                        window: s.window_secs,
+                        ttl: params.ttl_secs,
+                        min_window: MIN_WINDOW_SECS,
+                    });
+                }
+                let opens_at = now.saturating_add(u64::from(s.opens_in_secs));
+                Some(TalkSchedule {
+                    opens_at,
+                    closes_at: opens_at.saturating_add(u64::from(s.window_secs)),
+                })
+            }
+        };
         let expected = usize::from(params.seats) - 1;
         if params.offers.len() != expected {
             return Err(TalkError::BadOffers {
@@ -214,10 +291,11 @@ impl Talk {
             free,
             left: 0,
             spent: Vec::new(),
+            schedule,
         };
-        // A quorum of one opens at once: the creator alone is enough.
+        // A quorum of one is met at once: the creator alone is enough.
         if talk.members.len() >= usize::from(talk.quorum) {
-            talk.lifecycle = Lifecycle::Open;
+            talk.lifecycle = talk.at_quorum(now);
         }
         Ok(talk)
     }
@@ -254,11 +332,11 @@ impl Talk {
         }
         self.spent.push(spent);
         self.members.push(Member { seat, key: member });
-        let opened =
-            self.lifecycle == Lifecycle::Pending && self.members.len() >= usize::from(self.quorum);
-        if opened {
-            self.lifecycle = Lifecycle::Open;
+        let was = self.lifecycle;
+        if was == Lifecycle::Pending && self.members.len() >= usize::from(self.quorum) {
+            self.lifecycle = self.at_quorum(now);
         }
+        let opened = was != Lifecycle::Open && self.lifecycle == Lifecycle::Open;
         Ok(Joined {
             seat,
             opened,
@@ -280,13 +358,19 @@ impl Talk {
         now: u64,
     ) -> Result<(), TalkError> {
         self.authorize(member, now)?;
-        if kind == EnvelopeKind::Chat && self.lifecycle == Lifecycle::Pending {
-            return Err(TalkError::NotOpen {
+        if kind == EnvelopeKind::Handshake {
+            return Ok(());
+        }
+        match (self.lifecycle, self.schedule) {
+            (Lifecycle::Scheduled, Some(s)) => Err(TalkError::NotYet {
+                opens_at: s.opens_at,
+            }),
+            (Lifecycle::Pending | Lifecycle::Scheduled, _) => Err(TalkError::NotOpen {
                 members: self.member_count(),
                 quorum: self.quorum,
-            });
+            }),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Removes `member`'s seat. The seat is not offered again.
@@ -302,6 +386,11 @@ impl Talk {
         let empty = self.members.is_empty();
         if empty {
             self.lifecycle = Lifecycle::Closed { at: now };
+        } else if self.lifecycle == Lifecycle::Scheduled
+            && self.members.len() < usize::from(self.quorum)
+        {
+            // Not open yet: the talk opens at its time only if quorum is met then.
+            self.lifecycle = Lifecycle::Pending;
         }
         Ok(Left { seat, empty })
     }
@@ -319,7 +408,7 @@ impl Talk {
     /// Closes the talk on the relay's own behalf (its retirement, protocol-spec.md
     /// §6.14); returns whether it was live (pending or open) and is closed now.
     pub fn close_by_relay(&mut self, now: u64) -> bool {
-        if matches!(self.lifecycle, Lifecycle::Pending | Lifecycle::Open) {
+        if self.is_live() {
             self.lifecycle = Lifecycle::Closed { at: now };
             return true;
         }
@@ -328,16 +417,61 @@ impl Talk {
 
     /// Marks the talk expired if its TTL has passed; returns whether it is now expired.
     pub fn expire(&mut self, now: u64) -> bool {
-        if now >= self.expires_at && matches!(self.lifecycle, Lifecycle::Pending | Lifecycle::Open)
-        {
+        if now >= self.expires_at && self.is_live() {
             self.lifecycle = Lifecycle::Expired;
         }
         self.lifecycle == Lifecycle::Expired
     }
 
+    /// Moves a scheduled talk by the clock: opens it at its time if quorum is met,
+    /// ends it when its window does. The relay calls it at [`Talk::timers`].
+    pub fn tick(&mut self, now: u64) -> Tick {
+        let Some(s) = self.schedule else {
+            return Tick::Nothing;
+        };
+        if now >= s.closes_at && self.is_live() {
+            self.lifecycle = Lifecycle::WindowEnded { at: now };
+            return Tick::WindowEnded;
+        }
+        if now >= s.opens_at && self.lifecycle == Lifecycle::Scheduled {
+            self.lifecycle = Lifecycle::Open;
+            return Tick::Opened;
+        }
+        Tick::Nothing
+    }
+
+    /// The times at which [`Talk::tick`] may change this talk: the opening time and
+    /// the window's end of a scheduled talk, none for another.
+    pub fn timers(&self) -> Vec<u64> {
+        self.schedule
+            .map(|s| vec![s.opens_at, s.closes_at])
+            .unwrap_or_default()
+    }
+
+    pub fn schedule(&self) -> Option<TalkSchedule> {
+        self.schedule
+    }
+
+    /// Pending, scheduled or open: not ended in any way.
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self.lifecycle,
+            Lifecycle::Pending | Lifecycle::Scheduled | Lifecycle::Open
+        )
+    }
+
+    /// The state a talk takes when quorum is met at `now`: open, unless its opening
+    /// time is still ahead.
+    fn at_quorum(&self, now: u64) -> Lifecycle {
+        match self.schedule {
+            Some(s) if now < s.opens_at => Lifecycle::Scheduled,
+            _ => Lifecycle::Open,
+        }
+    }
+
     pub fn status(&self) -> TalkStatus {
         TalkStatus {
-            state: if self.lifecycle == Lifecycle::Pending {
+            state: if matches!(self.lifecycle, Lifecycle::Pending | Lifecycle::Scheduled) {
                 TalkPhase::Pending
             } else {
                 TalkPhase::Open
@@ -348,6 +482,7 @@ impl Talk {
             close: self.close,
             expires_at: self.expires_at,
             left: self.left,
+            schedule: self.schedule,
         }
     }
 
@@ -365,6 +500,11 @@ impl Talk {
     }
     pub fn expires_at(&self) -> u64 {
         self.expires_at
+    }
+    /// When the talk ends at the latest: its expiry, or a scheduled talk's window end.
+    pub fn ends_at(&self) -> u64 {
+        self.schedule
+            .map_or(self.expires_at, |s| s.closes_at.min(self.expires_at))
     }
     pub fn created_at(&self) -> u64 {
         self.created_at
@@ -387,6 +527,8 @@ impl Talk {
         match self.lifecycle {
             Lifecycle::Closed { .. } => Err(TalkError::Closed),
             Lifecycle::Expired => Err(TalkError::Expired),
+            Lifecycle::WindowEnded { .. } => Err(TalkError::WindowEnded),
+            _ if self.schedule.is_some_and(|s| now >= s.closes_at) => Err(TalkError::WindowEnded),
             _ if now >= self.expires_at => Err(TalkError::Expired),
             _ => Ok(()),
         }
@@ -418,6 +560,7 @@ mod tests {
                     welcome: vec![0; 512],
                 })
                 .collect(),
+            schedule: None,
         }
     }
     fn talk(seats: u8, quorum: u8) -> Talk {
@@ -759,5 +902,196 @@ mod tests {
             }
         );
         assert_eq!(TalkError::OwnerOnly.frame().detail, ErrorDetail::None);
+    }
+
+    fn scheduled(seats: u8, quorum: u8, opens_in: u32, window: u32) -> Talk {
+        let mut p = params(seats, quorum, ClosePolicy::Owner);
+        p.schedule = Some(crate::frame::Schedule {
+            opens_in_secs: opens_in,
+            window_secs: window,
+        });
+        Talk::create(&p, key(0), NOW).unwrap()
+    }
+
+    #[test]
+    fn a_scheduled_talk_at_quorum_waits_for_its_time_then_opens() {
+        let mut t = scheduled(2, 2, 100, 50);
+        assert_eq!(
+            t.schedule(),
+            Some(TalkSchedule {
+                opens_at: NOW + 100,
+                closes_at: NOW + 150
+            })
+        );
+        assert_eq!(t.timers(), vec![NOW + 100, NOW + 150]);
+        assert_eq!(t.ends_at(), NOW + 150, "the window ends it before its ttl");
+        assert_eq!(talk(2, 2).ends_at(), NOW + 3600);
+        let j = t.join(&token(101), key(1), NOW + 10).unwrap();
+        assert!(!j.opened, "quorum before the time does not open");
+        assert_eq!(t.lifecycle(), Lifecycle::Scheduled);
+        assert_eq!(t.status().state, TalkPhase::Pending);
+        assert_eq!(t.status().schedule, t.schedule());
+        // Chat waits, and the refusal says when it opens; handshakes go through.
+        assert_eq!(
+            t.check_put(&key(1), EnvelopeKind::Chat, NOW + 10),
+            Err(TalkError::NotYet {
+                opens_at: NOW + 100
+            })
+        );
+        assert_eq!(
+            TalkError::NotYet { opens_at: 7 }.frame().detail,
+            ErrorDetail::Opens { at: 7 }
+        );
+        assert_eq!(
+            t.check_put(&key(1), EnvelopeKind::Handshake, NOW + 10),
+            Ok(())
+        );
+        assert_eq!(t.tick(NOW + 99), Tick::Nothing);
+        assert_eq!(t.lifecycle(), Lifecycle::Scheduled);
+        assert_eq!(t.tick(NOW + 100), Tick::Opened);
+        assert_eq!(t.lifecycle(), Lifecycle::Open);
+        assert_eq!(t.status().state, TalkPhase::Open);
+        assert_eq!(t.check_put(&key(1), EnvelopeKind::Chat, NOW + 100), Ok(()));
+        assert_eq!(t.tick(NOW + 101), Tick::Nothing, "opens once");
+    }
+
+    #[test]
+    fn quorum_after_the_opening_time_opens_at_once() {
+        let mut t = scheduled(3, 3, 100, 50);
+        t.join(&token(101), key(1), NOW).unwrap();
+        assert_eq!(t.tick(NOW + 100), Tick::Nothing, "no quorum: stays pending");
+        assert_eq!(t.lifecycle(), Lifecycle::Pending);
+        let j = t.join(&token(102), key(2), NOW + 120).unwrap();
+        assert!(
+            j.opened,
+            "a late joiner inside the window completes the quorum"
+        );
+        assert_eq!(t.lifecycle(), Lifecycle::Open);
+    }
+
+    #[test]
+    fn a_scheduled_talk_with_quorum_one_waits_too() {
+        let mut t = scheduled(2, 1, 30, 30);
+        assert_eq!(t.lifecycle(), Lifecycle::Scheduled);
+        assert_eq!(t.tick(NOW + 30), Tick::Opened);
+        // Opening time already passed at creation: open at once.
+        assert_eq!(scheduled(2, 1, 0, 30).lifecycle(), Lifecycle::Open);
+    }
+
+    #[test]
+    fn a_leave_below_quorum_before_the_time_returns_to_pending() {
+        let mut t = scheduled(3, 2, 100, 50);
+        t.join(&token(101), key(1), NOW).unwrap();
+        assert_eq!(t.lifecycle(), Lifecycle::Scheduled);
+        t.leave(&key(1), NOW + 1).unwrap();
+        assert_eq!(t.lifecycle(), Lifecycle::Pending);
+        assert_eq!(t.tick(NOW + 100), Tick::Nothing, "no quorum at the time");
+        let j = t.join(&token(102), key(2), NOW + 101).unwrap();
+        assert!(j.opened);
+    }
+
+    #[test]
+    fn the_window_end_closes_a_talk_in_any_live_state_and_refuses_joins() {
+        for members in [1, 2] {
+            let mut t = scheduled(3, 2, 100, 50);
+            if members == 2 {
+                t.join(&token(101), key(1), NOW).unwrap();
+                assert_eq!(t.tick(NOW + 100), Tick::Opened);
+            }
+            // Until the sweep ticks it, the end is enforced all the same.
+            assert_eq!(
+                t.join(&token(102), key(2), NOW + 150),
+                Err(TalkError::WindowEnded)
+            );
+            assert_eq!(t.authorize(&key(0), NOW + 150), Err(TalkError::WindowEnded));
+            assert_eq!(t.tick(NOW + 150), Tick::WindowEnded);
+            assert_eq!(t.lifecycle(), Lifecycle::WindowEnded { at: NOW + 150 });
+            assert!(!t.is_live());
+            assert_eq!(t.tick(NOW + 151), Tick::Nothing, "ends once");
+            assert_eq!(
+                t.join(&token(102), key(2), NOW + 151),
+                Err(TalkError::WindowEnded)
+            );
+            assert_eq!(TalkError::WindowEnded.code(), ErrorCode::WindowEnded);
+            assert!(
+                !t.expire(NOW + 10_000),
+                "an ended talk does not expire again"
+            );
+            assert!(!t.close_by_relay(NOW + 151));
+        }
+    }
+
+    #[test]
+    fn a_late_joiner_inside_the_window_gets_in() {
+        let mut t = scheduled(3, 2, 100, 50);
+        t.join(&token(101), key(1), NOW).unwrap();
+        t.tick(NOW + 100);
+        let j = t.join(&token(102), key(2), NOW + 149).unwrap();
+        assert_eq!((j.seat, j.opened), (2, false));
+        assert_eq!(t.check_put(&key(2), EnvelopeKind::Chat, NOW + 149), Ok(()));
+    }
+
+    #[test]
+    fn a_schedule_must_fit_the_ttl_and_have_a_window() {
+        let mut p = params(2, 2, ClosePolicy::Owner);
+        p.schedule = Some(crate::frame::Schedule {
+            opens_in_secs: 3000,
+            window_secs: 601,
+        });
+        assert!(matches!(
+            Talk::create(&p, key(0), NOW),
+            Err(TalkError::BadSchedule { .. })
+        ));
+        p.schedule = Some(crate::frame::Schedule {
+            opens_in_secs: u32::MAX,
+            window_secs: u32::MAX,
+        });
+        assert!(matches!(
+            Talk::create(&p, key(0), NOW),
+            Err(TalkError::BadSchedule { .. })
+        ));
+        p.schedule = Some(crate::frame::Schedule {
+            opens_in_secs: 10,
+            window_secs: 0,
+        });
+        assert!(matches!(
+            Talk::create(&p, key(0), NOW),
+            Err(TalkError::BadSchedule { .. })
+        ));
+        assert_eq!(
+            TalkError::BadSchedule {
+                opens_in: 1,
+                window: 1,
+                ttl: 1,
+                min_window: 1
+            }
+            .code(),
+            ErrorCode::BadRequest
+        );
+        p.schedule = Some(crate::frame::Schedule {
+            opens_in_secs: 3000,
+            window_secs: 600,
+        });
+        assert!(
+            Talk::create(&p, key(0), NOW).is_ok(),
+            "the window may end at the ttl"
+        );
+    }
+
+    #[test]
+    fn an_unscheduled_talk_never_ticks() {
+        let mut t = talk(2, 2);
+        assert!(t.timers().is_empty());
+        assert_eq!(t.tick(u64::MAX), Tick::Nothing);
+    }
+
+    #[test]
+    fn a_scheduled_talk_survives_encoding() {
+        let mut t = scheduled(3, 2, 100, 50);
+        t.join(&token(101), key(1), NOW).unwrap();
+        let bytes = crate::codec::encode_value(&t).unwrap();
+        let back: Talk = crate::codec::decode_body(&bytes).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.lifecycle(), Lifecycle::Scheduled);
     }
 }

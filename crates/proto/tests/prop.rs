@@ -54,6 +54,11 @@ fn status() -> impl Strategy<Value = TalkStatus> {
                 close,
                 expires_at,
                 left,
+                // Both shapes of the appended field: scheduled and not.
+                schedule: (!open).then_some(nook_proto::TalkSchedule {
+                    opens_at: expires_at / 2,
+                    closes_at: expires_at,
+                }),
             },
         )
 }
@@ -103,6 +108,10 @@ fn request() -> impl Strategy<Value = Request> {
                                     welcome,
                                 })
                                 .collect(),
+                            schedule: (ttl_secs % 2 == 0).then_some(nook_proto::Schedule {
+                                opens_in_secs: ttl_secs / 3,
+                                window_secs: ttl_secs / 3,
+                            }),
                         },
                         owner: MemberKey(owner),
                         signature,
@@ -158,6 +167,7 @@ fn request() -> impl Strategy<Value = Request> {
                             token_hash: TokenHash(token_hash),
                             welcome: Vec::new(),
                         }],
+                        schedule: None,
                     },
                     owner: MemberKey(owner),
                     signature,

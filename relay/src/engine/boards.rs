@@ -20,7 +20,6 @@ use nook_proto::limits::{
     MAX_ANSWER, MAX_BROWSE_LISTINGS, MAX_LISTING, MAX_LISTINGS_PER_MAILBOX, MAX_REQUESTS_ANSWERED,
     MAX_SEAT_REQUEST, PADDING_BUCKETS,
 };
-use nook_proto::talk::Lifecycle;
 use nook_proto::{
     Ask, BoardId, ErrorCode, ErrorFrame, ListingId, ListingView, MailboxId, MemberKey,
     PendingRequest, Post, Push, RequestId, Response,
@@ -208,13 +207,9 @@ fn is_bucket(len: usize, max: usize) -> bool {
 /// Whether a listing of a talk in this state may be browsed and asked on.
 fn live(mb: &Mailbox, until: u64, keep_open: bool, now: u64) -> bool {
     let status = mb.status();
-    let ended = matches!(
-        mb.talk.lifecycle(),
-        Lifecycle::Closed { .. } | Lifecycle::Expired
-    );
-    !ended
+    mb.talk.is_live()
         && now < until
-        && now < mb.talk.expires_at()
+        && now < mb.talk.ends_at()
         && status.members < status.seats
         && (keep_open || status.state == nook_proto::TalkPhase::Pending)
 }
@@ -290,7 +285,7 @@ impl Engine {
         let now = self.now();
         let arc = self.owner_mailbox(&req.mailbox, member)?;
         let mb = lock(&arc);
-        let until = req.until.unwrap_or(u64::MAX).min(mb.talk.expires_at());
+        let until = req.until.unwrap_or(u64::MAX).min(mb.talk.ends_at());
         if until <= now {
             return Err(err(
                 ErrorCode::BadRequest,

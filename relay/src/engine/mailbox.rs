@@ -25,6 +25,18 @@ pub(super) struct MailboxMeta {
     pub(super) talk: Talk,
 }
 
+/// A stored `MailboxMeta`, also in the shape relays before scheduled talks wrote
+/// (protocol-spec §20.1): the same bytes without the talk's last field, `schedule`,
+/// which for them is `None` (one `00` byte). Nothing else moved, so an old record
+/// never decodes as a new one (it is one byte short) nor the other way round.
+pub(super) fn decode_meta(bytes: &[u8]) -> Result<MailboxMeta, nook_proto::DecodeError> {
+    decode_body(bytes).or_else(|e| {
+        let mut before_schedules = bytes.to_vec();
+        before_schedules.push(0);
+        decode_body(&before_schedules).map_err(|_| e)
+    })
+}
+
 #[derive(Encode, Decode)]
 pub(super) struct EnvRecord {
     pub(super) kind: EnvelopeKind,
@@ -262,4 +274,46 @@ pub(super) fn ns_id(mailbox: &MailboxId) -> Vec<u8> {
 
 pub(super) fn u64_of(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nook_proto::{ClosePolicy, MemberKey, Schedule, SeatOffer, TalkParams, TokenHash};
+
+    fn meta(schedule: Option<Schedule>) -> MailboxMeta {
+        let params = TalkParams {
+            seats: 2,
+            quorum: 2,
+            ttl_secs: 3600,
+            close: ClosePolicy::Owner,
+            offers: vec![SeatOffer {
+                token_hash: TokenHash([7; 32]),
+                welcome: vec![0; 512],
+            }],
+            schedule,
+        };
+        MailboxMeta {
+            mailbox: MailboxId([3; 16]),
+            talk: Talk::create(&params, MemberKey([1; 32]), 1_000).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_meta_stored_before_scheduled_talks_still_reads() {
+        let now = meta(None);
+        let mut before = encode_value(&now).unwrap();
+        // What a relay before schedules wrote: the same, without the final `None`.
+        assert_eq!(before.pop(), Some(0));
+        let read = decode_meta(&before).unwrap();
+        assert_eq!(read.mailbox, now.mailbox);
+        assert_eq!(read.talk, now.talk);
+        let scheduled = meta(Some(Schedule {
+            opens_in_secs: 60,
+            window_secs: 60,
+        }));
+        let read = decode_meta(&encode_value(&scheduled).unwrap()).unwrap();
+        assert_eq!(read.talk, scheduled.talk);
+        assert!(decode_meta(&[1, 2, 3]).is_err());
+    }
 }

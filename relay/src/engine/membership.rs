@@ -92,6 +92,7 @@ impl Engine {
         self.space.add_welcomes(mb.welcome_bytes());
         let status = mb.status();
         lock(&self.expiries).insert((mb.talk.expires_at(), mailbox_id));
+        lock(&self.timers).extend(mb.talk.timers().into_iter().map(|at| (at, mailbox_id)));
         self.live.fetch_add(1, Ordering::Relaxed);
         // Never in memory: everything of a new talk is in its namespace already.
         self.stats.mailboxes_created.fetch_add(1, Ordering::Relaxed);
@@ -125,7 +126,15 @@ impl Engine {
             &req.signature,
         )
         .map_err(|_| err(ErrorCode::BadSignature, "join signature does not verify"))?;
-        let mb = self.mailbox(&req.mailbox)?;
+        // A joiner is no member: after a scheduled talk's window, its answer is that
+        // window's end, not the members' "closed".
+        let mb = self.mailbox(&req.mailbox).map_err(|e| {
+            if e.code == ErrorCode::MailboxClosed && self.ended_by_window(&req.mailbox) {
+                talk_err(TalkError::WindowEnded)
+            } else {
+                e
+            }
+        })?;
         // A seat taken is a small write, but a write: refused at the disk reserve,
         // which is kept for what frees space.
         self.space.admit_disk(0)?;

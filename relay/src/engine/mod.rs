@@ -208,6 +208,9 @@ pub struct Engine {
     /// (expiry, mailbox) of every live mailbox, so a sweep touches only what is due,
     /// and retirement finds every talk. A destroyed mailbox's entry goes with it.
     expiries: Mutex<BTreeSet<(u64, MailboxId)>>,
+    /// (time, mailbox) of each scheduled talk's opening time and window end, for the
+    /// sweep's `tick` (spec §20.1). A destroyed mailbox's entries go with it.
+    timers: Mutex<BTreeSet<(u64, MailboxId)>>,
     /// Live mailboxes, in memory or not.
     live: AtomicUsize,
     /// Sweeps since tombstones were last purged.
@@ -272,6 +275,7 @@ impl Engine {
         );
         space.set_welcomes(recovered.welcome_bytes);
         let expiries = recovered.expiries;
+        let timers = recovered.timers;
         let marks = Arc::new(PendingMarks::default());
         let commit = CommitQueue::start(vault.clone(), log.clone(), marks.clone());
         let queues = Arc::new(QueueBudget::new(
@@ -286,6 +290,7 @@ impl Engine {
             limits,
             mailboxes: Mutex::new(mailboxes),
             expiries: Mutex::new(expiries),
+            timers: Mutex::new(timers),
             live: AtomicUsize::new(live),
             sweeps: AtomicU64::new(0),
             tombstones,
@@ -409,6 +414,13 @@ impl Engine {
             Ok(None) => Err(err(ErrorCode::UnknownMailbox, "no such talk on this relay")),
             Err(e) => Err(storage_err(e)),
         }
+    }
+
+    /// Whether `id` is a scheduled talk the relay closed at the end of its window
+    /// (its tombstone says so).
+    fn ended_by_window(&self, id: &MailboxId) -> bool {
+        let hashed = self.vault.index_hash(&id.0);
+        matches!(self.tombstones.get(&hashed), Ok(Some(v)) if sweep::tombstone_window_ended(&v))
     }
 
     /// Mailbox `id` in memory, loaded from its namespace first if need be; `None`

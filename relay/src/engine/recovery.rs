@@ -15,7 +15,9 @@ use nook_proto::codec::decode_body;
 use nook_vault::{Log, Namespace, Vault};
 
 use super::EngineError;
-use super::mailbox::{EnvMeta, EnvRecord, K_HEAD, K_META, Mailbox, MailboxMeta, ns_id, u64_of};
+use super::mailbox::{
+    EnvMeta, EnvRecord, K_HEAD, K_META, Mailbox, MailboxMeta, decode_meta, ns_id, u64_of,
+};
 
 /// Namespaces read per page at start-up.
 const PAGE: usize = 4096;
@@ -26,6 +28,8 @@ pub(super) struct Recovered {
     pub(super) resident: HashMap<MailboxId, Mailbox>,
     /// (expiry, mailbox) of every live mailbox.
     pub(super) expiries: BTreeSet<(u64, MailboxId)>,
+    /// (time, mailbox) of every scheduled talk's opening and window end.
+    pub(super) timers: BTreeSet<(u64, MailboxId)>,
     /// Bytes of every welcome still kept.
     pub(super) welcome_bytes: u64,
     /// The board records of every live mailbox.
@@ -37,6 +41,7 @@ pub(super) struct Recovered {
 struct Found {
     id: MailboxId,
     expires_at: u64,
+    timers: Vec<u64>,
     number: u64,
     welcome_bytes: u64,
     /// Its board listings and requests, if any (the boards index is in memory).
@@ -98,11 +103,14 @@ pub(super) fn recover(
         }
     }
     let mut expiries = BTreeSet::new();
+    let mut timers = BTreeSet::new();
     let mut welcome_bytes = 0u64;
     let mut by_number: HashMap<u64, MailboxId> = HashMap::new();
     let mut boards = Vec::new();
     for f in found {
         expiries.insert((f.expires_at, f.id));
+        // Times that passed while the relay was down are due at the first sweep.
+        timers.extend(f.timers.iter().map(|&at| (at, f.id)));
         welcome_bytes += f.welcome_bytes;
         by_number.insert(f.number, f.id);
         boards.extend(f.boards);
@@ -126,6 +134,7 @@ pub(super) fn recover(
     Ok(Recovered {
         resident: loaded,
         expiries,
+        timers,
         welcome_bytes,
         boards,
         log,
@@ -138,7 +147,7 @@ fn find_mailbox(ns: &Namespace) -> Result<Option<Found>, EngineError> {
         tracing::warn!("skipping a mailbox namespace without metadata (interrupted create)");
         return Ok(None);
     };
-    let meta: MailboxMeta = decode_body(&meta).map_err(|e| EngineError::Corrupt(e.to_string()))?;
+    let meta: MailboxMeta = decode_meta(&meta).map_err(|e| EngineError::Corrupt(e.to_string()))?;
     let mut welcome_bytes = 0u64;
     for item in ns.scan_prefix(b"w") {
         let (_, v) = item?;
@@ -148,6 +157,7 @@ fn find_mailbox(ns: &Namespace) -> Result<Option<Found>, EngineError> {
     Ok(Some(Found {
         id: meta.mailbox,
         expires_at: meta.talk.expires_at(),
+        timers: meta.talk.timers(),
         number: ns.number(),
         welcome_bytes,
         boards: super::boards::read_stored(meta.mailbox, ns)?,
@@ -160,7 +170,7 @@ pub(super) fn load_mailbox(ns: &Namespace) -> Result<Option<Mailbox>, EngineErro
         tracing::warn!("skipping a mailbox namespace without metadata (interrupted create)");
         return Ok(None);
     };
-    let meta: MailboxMeta = decode_body(&meta).map_err(|e| EngineError::Corrupt(e.to_string()))?;
+    let meta: MailboxMeta = decode_meta(&meta).map_err(|e| EngineError::Corrupt(e.to_string()))?;
     let head = ns.get(K_HEAD)?.as_deref().and_then(u64_of).unwrap_or(0);
     let mut mb = Mailbox::new(meta.mailbox, ns.clone(), meta.talk, head);
     for item in ns.scan_prefix(b"w") {

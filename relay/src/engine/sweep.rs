@@ -1,4 +1,5 @@
-//! Housekeeping off the request path, run by the server's sweeper task: ending
+//! Housekeeping off the request path, run by the server's sweeper task: opening
+//! scheduled talks at their time and closing them at their window's end, ending
 //! expired talks, compacting the envelope log, forgetting old tombstones; and
 //! `destroy`, the crypto-shredding that an expiry, a close and a last leave share.
 //!
@@ -10,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use nook_proto::talk::Lifecycle;
+use nook_proto::talk::{Lifecycle, Tick};
 use nook_proto::{MailboxId, Push, Receipt, Signature};
 use nook_vault::VaultError;
 
@@ -31,6 +32,8 @@ impl Engine {
         self.space.tend();
         let retired = self.retire_tick();
         let now = self.now();
+        // Before expiry: a window that ends with the TTL closes with a receipt.
+        let ended = self.tick_timers(now);
         self.sweep_boards(now);
         let due: Vec<MailboxId> = {
             let mut expiries = lock(&self.expiries);
@@ -101,7 +104,98 @@ impl Engine {
         {
             self.purge_tombstones();
         }
-        n + retired
+        n + retired + ended
+    }
+
+    /// Ticks the scheduled talks whose opening time or window end is due: an opening
+    /// is pushed to the members online (`Opened`), a window's end closes the talk as
+    /// a close does, with the relay's receipt. Returns the talks closed.
+    fn tick_timers(&self, now: u64) -> usize {
+        let due: Vec<MailboxId> = {
+            let mut timers = lock(&self.timers);
+            let mut due = Vec::new();
+            while let Some(&(at, id)) = timers.first() {
+                if at > now {
+                    break;
+                }
+                timers.pop_first();
+                due.push(id);
+            }
+            due
+        };
+        let mut closed = Vec::new();
+        for id in due {
+            let arc = match self.resident(&id) {
+                Ok(Some(arc)) => super::MailboxRef {
+                    engine: self,
+                    id,
+                    arc,
+                },
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!("could not load a scheduled talk, will retry: {e}");
+                    lock(&self.timers).insert((now + 1, id));
+                    continue;
+                }
+            };
+            let mut mb = lock(&arc);
+            let before = mb.talk.clone();
+            match mb.talk.tick(now) {
+                Tick::Nothing => {}
+                Tick::Opened => {
+                    if let Err(e) = mb.save_meta() {
+                        tracing::error!("could not open a scheduled talk, will retry: {e}");
+                        mb.talk = before;
+                        lock(&self.timers).insert((now + 1, id));
+                        continue;
+                    }
+                    let status = mb.status();
+                    mb.push_all(
+                        Push::Opened {
+                            mailbox: id,
+                            status,
+                        },
+                        None,
+                    );
+                }
+                Tick::WindowEnded => {
+                    let deleted = mb.envelopes.len() as u64;
+                    let expires = mb.talk.expires_at();
+                    let receipt = self.identity.sign_receipt(id, now, deleted);
+                    if let Err(e) = self.destroy(&mut mb, expires, Some(&receipt)) {
+                        tracing::error!(
+                            "could not close a talk at its window's end, will retry: {e}"
+                        );
+                        mb.talk = before;
+                        lock(&self.timers).insert((now + 1, id));
+                        continue;
+                    }
+                    let subscribers: Vec<_> = mb.subscribers.drain(..).map(|s| s.outbox).collect();
+                    closed.push((subscribers, id, receipt));
+                }
+            }
+        }
+        if closed.is_empty() {
+            return 0;
+        }
+        // The tombstones (with their receipts) are durable before anyone is told.
+        if let Err(e) = self.flush() {
+            tracing::error!("flushing the store at a window's end: {e}");
+        }
+        let n = closed.len();
+        for (subscribers, mailbox, receipt) in closed {
+            // An empty farewell: no member closed it.
+            let push = Push::Closed {
+                mailbox,
+                receipt,
+                farewell: Vec::new(),
+            };
+            for (outbox, frame) in crate::outbox::pushes_of(subscribers.into_iter(), push) {
+                outbox.send_wire(frame);
+            }
+        }
+        tracing::info!(count = n, "scheduled talks closed at their window's end");
+        n
     }
 
     /// Copies the live envelopes out of sparse log segments, so that a few
@@ -196,8 +290,9 @@ impl Engine {
         lock(&self.boards).forget_mailbox(&mb.id);
         let hashed = self.vault.index_hash(&mb.id.0);
         let until = talk_end.max(self.now()) + TOMBSTONE_GRACE_SECS;
+        let window_ended = matches!(mb.talk.lifecycle(), Lifecycle::WindowEnded { .. });
         self.tombstones
-            .put(&hashed, &tombstone_value(until, receipt))?;
+            .put(&hashed, &tombstone_value(until, receipt, window_ended))?;
         let deleted = mb.envelopes.len() as u64;
         for meta in std::mem::take(&mut mb.envelopes).into_values() {
             self.log.release(meta.loc);
@@ -210,6 +305,12 @@ impl Engine {
         }
         lock(&self.mailboxes).remove(&mb.id);
         lock(&self.expiries).remove(&(mb.talk.expires_at(), mb.id));
+        {
+            let mut timers = lock(&self.timers);
+            for at in mb.talk.timers() {
+                timers.remove(&(at, mb.id));
+            }
+        }
         self.live.fetch_sub(1, Ordering::Relaxed);
         self.stats
             .envelopes_deleted
@@ -220,16 +321,28 @@ impl Engine {
 }
 
 /// A tombstone's value: `until` (u64 LE), then for a closed talk the receipt's
-/// `closed_at` and `envelopes_deleted` (u64 LE each) and its signature (64 bytes).
+/// `closed_at` and `envelopes_deleted` (u64 LE each) and its signature (64 bytes),
+/// then for a scheduled talk closed at its window's end one byte `1`.
 /// The mailbox id is the tombstone's key (hashed), so it is not repeated.
-fn tombstone_value(until: u64, receipt: Option<&Receipt>) -> Vec<u8> {
+fn tombstone_value(until: u64, receipt: Option<&Receipt>, window_ended: bool) -> Vec<u8> {
     let mut v = until.to_le_bytes().to_vec();
     if let Some(r) = receipt {
         v.extend_from_slice(&r.closed_at.to_le_bytes());
         v.extend_from_slice(&r.envelopes_deleted.to_le_bytes());
         v.extend_from_slice(&r.signature.0);
+        if window_ended {
+            v.push(1);
+        }
     }
     v
+}
+
+/// A tombstone's length with a receipt, without the window's flag.
+const TOMBSTONE_WITH_RECEIPT: usize = 8 + 8 + 8 + 64;
+
+/// Whether a tombstone is of a scheduled talk closed at its window's end.
+pub(super) fn tombstone_window_ended(value: &[u8]) -> bool {
+    value.len() == TOMBSTONE_WITH_RECEIPT + 1 && value.last() == Some(&1)
 }
 
 /// When a tombstone may be forgotten.
@@ -239,7 +352,7 @@ pub(super) fn tombstone_until(value: &[u8]) -> Option<u64> {
 
 /// The receipt a tombstone keeps for `mailbox`, if the talk was closed (not expired).
 pub(super) fn tombstone_receipt(mailbox: MailboxId, value: &[u8]) -> Option<Receipt> {
-    if value.len() != 8 + 8 + 8 + 64 {
+    if value.len() != TOMBSTONE_WITH_RECEIPT && !tombstone_window_ended(value) {
         return None;
     }
     let signature: [u8; 64] = value.get(24..88)?.try_into().ok()?;
@@ -263,10 +376,15 @@ mod tests {
             envelopes_deleted: 9,
             signature: Signature([7; 64]),
         };
-        let v = tombstone_value(1_700_090_000, Some(&receipt));
+        let v = tombstone_value(1_700_090_000, Some(&receipt), false);
         assert_eq!(tombstone_until(&v), Some(1_700_090_000));
         assert_eq!(tombstone_receipt(MailboxId([3; 16]), &v), Some(receipt));
-        let expired = tombstone_value(5, None);
+        assert!(!tombstone_window_ended(&v));
+        let ended = tombstone_value(1_700_090_000, Some(&receipt), true);
+        assert_eq!(tombstone_receipt(MailboxId([3; 16]), &ended), Some(receipt));
+        assert!(tombstone_window_ended(&ended));
+        let expired = tombstone_value(5, None, false);
+        assert!(!tombstone_window_ended(&expired));
         assert_eq!(tombstone_until(&expired), Some(5));
         assert_eq!(tombstone_receipt(MailboxId([3; 16]), &expired), None);
         assert_eq!(tombstone_until(&[1, 2]), None);

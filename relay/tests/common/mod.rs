@@ -106,6 +106,7 @@ pub fn params(seats: u8, quorum: u8, close: ClosePolicy, secrets: &[SeatSecret])
                 welcome: seal_welcome(s, b"welcome for this seat").unwrap(),
             })
             .collect(),
+        schedule: None,
     }
 }
 
@@ -569,6 +570,7 @@ pub fn heavy_create(
                 }
             })
             .collect(),
+        schedule: None,
     };
     let signature = sign_relay_auth(
         &id,

@@ -231,6 +231,33 @@ pub struct Welcome {
     pub creator: Announce,
     /// `commitments[i]` commits to the opening of seat `i + 1`.
     pub commitments: Vec<[u8; 32]>,
+    /// The talk's pattern (protocol-spec §20.2). Appended: a welcome sealed before
+    /// patterns existed ends before it and decodes as [`Pattern::Plain`].
+    #[zeroize(skip)]
+    pub pattern: Pattern,
+}
+
+/// A welcome as versions before patterns sealed it: no `pattern`.
+#[derive(Decode)]
+struct WelcomeBeforePatterns {
+    talk_key: [u8; 32],
+    seat: u8,
+    params: WelcomeParams,
+    creator: Announce,
+    commitments: Vec<[u8; 32]>,
+}
+
+/// How a talk is shaped (protocol-spec §20.2), told by its creator in every welcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub enum Pattern {
+    /// Every member reads and writes to all.
+    #[default]
+    Plain,
+    /// The owner asks; every other seat is an offerer whose traffic only the owner
+    /// reads. The welcome of an offerer's seat carries, as `talk_key`, a key made for
+    /// that seat alone, so an offerer never holds the group's key or another's.
+    /// An offerer may send `offer_limit` messages until the owner writes to it.
+    Market { offer_limit: u8 },
 }
 
 /// The talk parameters a joiner is told (the relay knows them too).
@@ -288,7 +315,21 @@ impl Welcome {
             .map_err(|_| CryptoError::Malformed)
     }
     pub fn decode(bytes: &[u8]) -> Result<Welcome, CryptoError> {
-        decode_body(bytes).map_err(|_| CryptoError::Malformed)
+        if let Ok(w) = decode_body::<Welcome>(bytes) {
+            return Ok(w);
+        }
+        let mut old: WelcomeBeforePatterns =
+            decode_body(bytes).map_err(|_| CryptoError::Malformed)?;
+        let welcome = Welcome {
+            talk_key: old.talk_key,
+            seat: old.seat,
+            params: old.params,
+            creator: old.creator,
+            commitments: old.commitments,
+            pattern: Pattern::Plain,
+        };
+        old.talk_key.zeroize();
+        Ok(welcome)
     }
 }
 

@@ -32,7 +32,7 @@ use nook_crypto::identity::verify;
 use nook_crypto::kdf::{hkdf32, sha256};
 use nook_crypto::message::{
     Announce, Content, Direct, DirectBody, FILE_CHUNK_LEN, Farewell, Inner, MAX_FILE_CHUNKS,
-    MAX_SEEN, Seen, Welcome, WelcomeParams, open_group, seal_group,
+    MAX_SEEN, Pattern, Seen, Welcome, WelcomeParams, open_group, seal_group,
 };
 use nook_crypto::padding::pad;
 use nook_crypto::rotation::{follow, rotation_transcript};
@@ -340,6 +340,7 @@ fn compute() -> Vectors {
         },
         creator,
         commitments: vec![seat.commitment()],
+        pattern: Pattern::Plain,
     };
     let welcome_plain = welcome.encode().expect("encodes");
     let sealed_welcome = seal_welcome(&seat, &welcome_plain).expect("welcome seals");
@@ -362,6 +363,14 @@ fn compute() -> Vectors {
     v.hex("welcome.creator_signature", welcome.creator.signature);
     v.hex("welcome.plaintext", welcome_plain.as_slice());
     v.hex("welcome.sealed", &sealed_welcome);
+    // Patterns (spec §20.2) are appended: a welcome sealed before them, which ends
+    // at the commitments, still decodes, as a plain talk.
+    assert_eq!(welcome_plain.last(), Some(&0), "Plain is variant 0");
+    let before = Welcome::decode(&welcome_plain[..welcome_plain.len() - 1]).expect("decodes");
+    assert!(before == welcome);
+    let market = Pattern::Market { offer_limit: 1 };
+    let market_bytes = encode_value(&market).expect("encodes");
+    v.hex("welcome.pattern_market", &market_bytes);
 
     v.group("pairwise sealing (bob to alice, after a rotation)");
     let sender_key = DirectBody::SenderKey {

@@ -27,6 +27,8 @@ use nook_proto::{
 };
 use zeroize::Zeroize;
 
+use crate::roles::{Offerer, Pattern, Role, Roles};
+
 /// The mailbox id the creator's welcome announcement is signed over: the relay
 /// names the mailbox only after the welcomes are sealed.
 pub const WELCOME_MAILBOX: MailboxId = MailboxId([0; 16]);
@@ -149,6 +151,27 @@ pub enum Event {
         seat: u8,
         alias: String,
         own: bool,
+    },
+    /// The owner of a market wrote to the offerer of `seat` alone (protocol-spec
+    /// §20.2); recorded on the owner's device. (Appended.)
+    MessageTo {
+        seat: u8,
+        alias: String,
+        sent_at_ms: u64,
+        text: String,
+    },
+    /// A market's offerer sent more than the offer limit allows before the owner wrote
+    /// to it (a modified client: a conforming one refuses to send): dropped unshown,
+    /// on the owner's device. (Appended.)
+    OverLimit {
+        seat: u8,
+        alias: String,
+    },
+    /// The owner removed the offerer of `seat`: its keys are erased, its envelopes
+    /// skipped unread from now on. (Appended.)
+    OffererRemoved {
+        seat: u8,
+        alias: String,
     },
 }
 
@@ -291,6 +314,9 @@ pub struct TalkState {
     pub closed: bool,
     /// Whether the relay said the talk is open.
     pub opened: bool,
+    /// The talk's pattern and this member's part in it (protocol-spec §20.2). Last:
+    /// a state stored before patterns ends before it and reads as a plain talk's.
+    pub roles: Roles,
 }
 
 /// A talk's state as versions before scheduled talks (protocol-spec §20.1) stored it:
@@ -401,6 +427,7 @@ impl From<TalkStateBeforeSchedules> for TalkState {
             expires_at,
             closed,
             opened,
+            roles: Roles::default(),
         };
         // The arrays were copied into `state`; these copies go.
         identity.zeroize();
@@ -416,6 +443,17 @@ pub struct NewTalk {
     pub params: TalkParams,
     /// One seat secret per free seat, in seat order (seat 1 first).
     pub seats: Vec<SeatSecret>,
+}
+
+/// Which kind of key an envelope is sealed under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyOf {
+    /// The talk's base key (for a market's offerer: its seat's key).
+    Base,
+    /// A market's owner: the seat key of the offerer of that seat (spec §20.2).
+    Seat(u8),
+    /// A member's sending envelope key.
+    Chain,
 }
 
 /// Envelopes to put: (kind, padded sealed body), in order.
@@ -445,6 +483,8 @@ pub struct TalkOptions {
     /// Open at a time and close when a window ends (spec §20.1); `ttl_secs` must
     /// cover `opens_in_secs + window_secs`.
     pub schedule: Option<nook_proto::Schedule>,
+    /// Plain, or a market whose other seats are offerers (spec §20.2).
+    pub pattern: Pattern,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -457,6 +497,12 @@ pub enum MemberError {
     BadCreator,
     #[error("alias must be 1 to 64 bytes without control characters")]
     BadAlias,
+    #[error("the offer limit is {limit}: wait until the owner writes to you")]
+    OfferLimit { limit: u8 },
+    #[error("the offer limit must be 1 to {max}")]
+    BadOfferLimit { max: u8 },
+    #[error("no offerer is called that in this talk")]
+    NoOfferer,
     #[error("the message is too long for one envelope ({0})")]
     TooLong(String),
     #[error(transparent)]
@@ -538,6 +584,13 @@ impl TalkState {
         if !valid_alias(&opts.alias) {
             return Err(MemberError::BadAlias);
         }
+        if let Pattern::Market { offer_limit } = opts.pattern
+            && !(1..=crate::roles::MAX_OFFER_LIMIT).contains(&offer_limit)
+        {
+            return Err(MemberError::BadOfferLimit {
+                max: crate::roles::MAX_OFFER_LIMIT,
+            });
+        }
         let mut rng = rand::rng();
         let identity = TalkIdentity::generate(&mut rng);
         let mut talk_key = [0u8; 32];
@@ -555,13 +608,35 @@ impl TalkState {
         };
         let creator = Announce::new(&identity, &WELCOME_MAILBOX, 0, None, &opts.alias, None)?;
         let mut offers = Vec::with_capacity(seats.len());
+        let mut roles = Roles {
+            pattern: opts.pattern,
+            ..Roles::default()
+        };
         for (seat, secret) in (1u8..).zip(&seats) {
+            // In a market every other seat gets a talk key of its own, which only the
+            // owner shares (spec §20.2): an offerer never holds the group's.
+            let seat_key = if roles.is_market() {
+                let mut key = [0u8; 32];
+                rand::Rng::fill_bytes(&mut rng, &mut key);
+                roles.offerers.push(Offerer {
+                    seat,
+                    key,
+                    chain: SendingChain::new(&mut rng, 0),
+                    unanswered: 0,
+                    removed: false,
+                    dropped: Vec::new(),
+                });
+                key
+            } else {
+                talk_key
+            };
             let welcome = Welcome {
-                talk_key,
+                talk_key: seat_key,
                 seat,
                 params,
                 creator: creator.clone(),
                 commitments: commitments.clone(),
+                pattern: opts.pattern,
             };
             offers.push(SeatOffer {
                 token_hash: secret.token_hash(),
@@ -596,6 +671,7 @@ impl TalkState {
             expires_at: now + u64::from(opts.ttl_secs),
             closed: false,
             opened: false,
+            roles,
         };
         talk_key.zeroize();
         Ok(NewTalk {
@@ -697,6 +773,10 @@ impl TalkState {
             expires_at: status.expires_at,
             closed: false,
             opened: status.state == TalkPhase::Open,
+            roles: Roles {
+                pattern: w.pattern,
+                ..Roles::default()
+            },
         };
         let mut state = state;
         state.intro_chain = Some(state.sending.state().clone());
@@ -786,15 +866,32 @@ impl TalkState {
         EnvelopeKey::from_bytes(&self.sending.state().envelope_key)
     }
 
-    /// The key whose id starts `body`, among those this member holds, and whether it
-    /// is the base key.
-    fn key_for(&self, body: &[u8]) -> Option<(EnvelopeKey, bool)> {
+    /// The key whose id starts `body`, among those this member holds, and which kind
+    /// of key it is.
+    fn key_for(&self, body: &[u8]) -> Option<(EnvelopeKey, KeyOf)> {
         let id: [u8; KEY_ID_LEN] = EnvelopeKey::id_of(body)?;
         let base = self.base_key();
         if base.id() == id {
-            return Some((base, true));
+            return Some((base, KeyOf::Base));
+        }
+        // A market's owner: each offerer seat's own base key (spec §20.2).
+        if let Some((seat, key)) = self
+            .roles
+            .offerers
+            .iter()
+            .filter(|o| !o.removed)
+            .map(|o| (o.seat, EnvelopeKey::from_talk_key(&o.key)))
+            .find(|(_, k)| k.id() == id)
+        {
+            return Some((key, KeyOf::Seat(seat)));
         }
         std::iter::once(&self.sending.state().envelope_key)
+            .chain(
+                self.roles
+                    .offerers
+                    .iter()
+                    .map(|o| &o.chain.state().envelope_key),
+            )
             .chain(
                 self.roster
                     .iter()
@@ -803,7 +900,26 @@ impl TalkState {
             )
             .map(EnvelopeKey::from_bytes)
             .find(|k| k.id() == id)
-            .map(|k| (k, false))
+            .map(|k| (k, KeyOf::Chain))
+    }
+
+    /// This member's role in its talk.
+    pub fn role(&self) -> Role {
+        self.role_of(self.seat)
+    }
+
+    /// The role of the member of `seat`, as this device knows it.
+    pub fn role_of(&self, seat: u8) -> Role {
+        match (self.roles.is_market(), seat) {
+            (_, 0) => Role::Owner,
+            (true, _) => Role::Offerer,
+            (false, _) => Role::Member,
+        }
+    }
+
+    /// Whether `seat` is an offerer this owner shields from the group (spec §20.2).
+    fn shielded(&self, seat: u8) -> bool {
+        self.roles.offerer(seat).is_some()
     }
 
     fn announce(&self, chain: Option<&ChainState>) -> Result<Announce, CryptoError> {
@@ -827,6 +943,17 @@ impl TalkState {
     }
 
     fn direct(&self, to: &Peer, body: &DirectBody) -> Result<Vec<u8>, CryptoError> {
+        self.direct_under(&self.base_key(), to, body)
+    }
+
+    /// A `Direct` to `to` inside a handshake envelope under `key`: the talk's base
+    /// key, or (a market's owner to an offerer) that offerer's seat key.
+    fn direct_under(
+        &self,
+        key: &EnvelopeKey,
+        to: &Peer,
+        body: &DirectBody,
+    ) -> Result<Vec<u8>, CryptoError> {
         let identity = self.identity();
         let sealed = seal_pairwise(
             &mut rand::rng(),
@@ -836,16 +963,23 @@ impl TalkState {
             &self.mailbox,
             &body.encode()?,
         )?;
-        self.seal_base(&Inner::Direct(Direct {
+        let inner = Inner::Direct(Direct {
             from: identity.public().agreement,
             to: to.agreement,
             sealed,
-        }))
+        });
+        key.seal(
+            &mut rand::rng(),
+            &self.mailbox,
+            Purpose::Handshake,
+            &inner.encode()?,
+        )
     }
 
     /// Encrypts a chat message under this member's chain. Returns the envelope body
     /// and the event to record as sent.
     pub fn seal_text(&mut self, text: &str, now_ms: u64) -> Result<(Vec<u8>, Event), MemberError> {
+        self.take_offer()?;
         let content = Content::Text {
             sent_at_ms: now_ms,
             text: text.to_string(),
@@ -867,6 +1001,127 @@ impl TalkState {
         ))
     }
 
+    /// An offerer writes to the owner alone, and at most the offer limit (texts and
+    /// file offers) until the owner writes back (spec §20.2): one more, or the refusal.
+    fn take_offer(&mut self) -> Result<(), MemberError> {
+        if self.role() != Role::Offerer {
+            return Ok(());
+        }
+        if let Some(limit) = self.roles.offer_limit()
+            && self.roles.unanswered >= limit
+        {
+            return Err(MemberError::OfferLimit { limit });
+        }
+        self.roles.unanswered = self.roles.unanswered.saturating_add(1);
+        Ok(())
+    }
+
+    /// The owner of a market writes `text` to the offerer of `seat` alone, on the chain
+    /// it keeps for that offerer (spec §20.2). With the event to record as sent.
+    pub fn seal_text_to(
+        &mut self,
+        seat: u8,
+        text: &str,
+        now_ms: u64,
+    ) -> Result<(Vec<u8>, Event), MemberError> {
+        let alias = self
+            .others()
+            .find(|p| p.seat == seat && self.shielded(p.seat))
+            .map(|p| p.alias.clone())
+            .ok_or(MemberError::NoOfferer)?;
+        let body = self.seal_for_offerer(seat, text, now_ms)?;
+        Ok((
+            body,
+            Event::MessageTo {
+                seat,
+                alias,
+                sent_at_ms: now_ms,
+                text: text.to_string(),
+            },
+        ))
+    }
+
+    /// The owner of a market's message to all: one envelope per offerer that has
+    /// joined and is not removed, each on that offerer's own chain (spec §20.2). The
+    /// group's envelope is [`TalkState::seal_text`]'s.
+    pub fn seal_to_offerers(&mut self, text: &str, now_ms: u64) -> Result<Outgoing, MemberError> {
+        if !self.is_owner() {
+            return Ok(Vec::new());
+        }
+        let seats: Vec<u8> = self
+            .others()
+            .filter(|p| self.shielded(p.seat))
+            .map(|p| p.seat)
+            .collect();
+        let mut out = Vec::with_capacity(seats.len());
+        for seat in seats {
+            out.push((
+                EnvelopeKind::Chat,
+                self.seal_for_offerer(seat, text, now_ms)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn seal_for_offerer(&mut self, seat: u8, text: &str, now_ms: u64) -> Result<Vec<u8>, MemberError> {
+        let identity = self.identity();
+        let mailbox = self.mailbox;
+        let o = self
+            .roles
+            .offerer_mut(seat)
+            .filter(|o| !o.removed)
+            .ok_or(MemberError::NoOfferer)?;
+        // The offerer knows no one but the owner: an empty summary.
+        let content = Content::Text {
+            sent_at_ms: now_ms,
+            text: text.to_string(),
+            seen: Vec::new(),
+        };
+        let msg = seal_group(&identity, &mut o.chain, &mailbox, &content)?;
+        o.unanswered = 0;
+        let key = EnvelopeKey::from_bytes(&o.chain.state().envelope_key);
+        key.seal(
+            &mut rand::rng(),
+            &mailbox,
+            Purpose::Chat,
+            &Inner::Group(msg).encode()?,
+        )
+        .map_err(|e| match e {
+            CryptoError::Padding(p) => MemberError::TooLong(p.to_string()),
+            e => MemberError::Crypto(e),
+        })
+    }
+
+    /// The owner removes the offerer called `alias`: its keys are erased and its
+    /// envelopes skipped unread from now on (spec §20.2). The relay still counts its
+    /// seat: version 1 cannot evict one.
+    pub fn remove_offerer(&mut self, alias: &str) -> Result<Event, MemberError> {
+        let seat = self
+            .others()
+            .find(|p| p.alias == alias && self.shielded(p.seat))
+            .map(|p| p.seat)
+            .ok_or(MemberError::NoOfferer)?;
+        let mut dropped = Vec::new();
+        if let Some(p) = self.roster.iter_mut().find(|p| p.seat == seat) {
+            for c in p.chain.iter().chain(p.prev_chain.iter()) {
+                dropped.push(EnvelopeKey::from_bytes(&c.envelope_key()).id());
+            }
+            p.chain = None;
+            p.prev_chain = None;
+            p.left = true;
+        }
+        if let Some(o) = self.roles.offerer_mut(seat) {
+            dropped.push(EnvelopeKey::from_talk_key(&o.key).id());
+            o.key.zeroize();
+            o.removed = true;
+            o.dropped = dropped;
+        }
+        Ok(Event::OffererRemoved {
+            seat,
+            alias: alias.to_string(),
+        })
+    }
+
     /// The "I am leaving" message, sent before `Leave` so the others know who left.
     pub fn seal_leaving(&mut self, now_ms: u64) -> Result<Vec<u8>, MemberError> {
         self.seal_content(&Content::Leaving {
@@ -882,6 +1137,7 @@ impl TalkState {
         offer: &FileOffer,
         now_ms: u64,
     ) -> Result<(Vec<u8>, Event), MemberError> {
+        self.take_offer()?;
         let content = Content::FileOffer {
             sent_at_ms: now_ms,
             file_id: offer.file_id,
@@ -1014,10 +1270,17 @@ impl TalkState {
             .min()
     }
 
+    #[cfg(test)]
+    pub(crate) fn seen_for_test(&self) -> Vec<Seen> {
+        self.seen()
+    }
+
     /// What this member has received of every other member's current chain.
     fn seen(&self) -> Vec<Seen> {
+        // The group learns nothing of a market's offerers, not even their counts.
         self.roster
             .iter()
+            .filter(|p| !self.shielded(p.seat))
             .filter_map(|p| {
                 let c = p.chain.as_ref()?;
                 Some(Seen {
@@ -1139,7 +1402,14 @@ impl TalkState {
         }
         self.cursor = env.seq.0;
         if self.key_for(&env.body).is_none() {
-            self.hold(env.clone(), &mut out);
+            // A market's offerer (and its owner, for a removed offerer) sees every
+            // envelope of the talk; those of others are under keys it will never hold,
+            // so they are skipped unread, not held (spec §20.2).
+            let skip = (self.roles.is_market() && !self.is_owner())
+                || EnvelopeKey::id_of(&env.body).is_some_and(|id| self.roles.dropped(&id));
+            if !skip {
+                self.hold(env.clone(), &mut out);
+            }
             return out;
         }
         self.open_envelope(env, &mut out);
@@ -1203,11 +1473,20 @@ impl TalkState {
         };
         // Handshakes travel under the base key, chat only under a member's own key.
         match (env.kind, base, inner) {
-            (EnvelopeKind::Handshake, true, Inner::Announce(a)) => self.on_announce(*a, out),
-            (EnvelopeKind::Handshake, true, Inner::Direct(d)) => self.on_direct(d, out),
-            (EnvelopeKind::Chat, false, Inner::Group(g)) => self.on_group(&g, out),
+            (EnvelopeKind::Handshake, KeyOf::Base, Inner::Announce(a)) => {
+                self.on_announce(*a, out)
+            }
+            (EnvelopeKind::Handshake, KeyOf::Base, Inner::Direct(d)) => self.on_direct(d, out),
+            // An offerer's handshakes, under its seat's key (spec §20.2).
+            (EnvelopeKind::Handshake, KeyOf::Seat(seat), Inner::Announce(a)) => {
+                self.on_offerer_announce(seat, *a, out)
+            }
+            (EnvelopeKind::Handshake, KeyOf::Seat(seat), Inner::Direct(d)) => {
+                self.on_offerer_direct(seat, d, out)
+            }
+            (EnvelopeKind::Chat, KeyOf::Chain, Inner::Group(g)) => self.on_group(&g, out),
             // Card messages ride the sender's chat envelopes (spec §19.3).
-            (EnvelopeKind::Chat, false, Inner::Direct(d)) => self.on_card_direct(d, out),
+            (EnvelopeKind::Chat, KeyOf::Chain, Inner::Direct(d)) => self.on_card_direct(d, out),
             _ => out.events.push(Event::Warning(format!(
                 "envelope {} has an unexpected kind",
                 env.seq.0
@@ -1251,6 +1530,64 @@ impl TalkState {
         }
         self.invites.retain(|(seat, _)| *seat != b.seat);
         self.roster.push(peer);
+    }
+
+    /// A market's owner hears an offerer announce itself under its seat's key: it
+    /// records the offerer and introduces itself with the chain it keeps for that
+    /// offerer alone, never the group's (spec §20.2).
+    fn on_offerer_announce(&mut self, seat: u8, a: Announce, out: &mut Handled) {
+        let b = &a.body;
+        if a.verify(&self.mailbox, &self.commitments).is_err() || b.seat != seat {
+            out.events.push(Event::Warning(format!(
+                "an announcement for offerer seat {seat} was rejected"
+            )));
+            return;
+        }
+        if self.roster.iter().any(|p| p.seat == seat) {
+            return; // Replayed: the first claim of a seat wins.
+        }
+        let mut peer = Peer::from_announce(b, None);
+        peer.introduced = true;
+        let Some(o) = self.roles.offerer(seat) else {
+            return;
+        };
+        let key = EnvelopeKey::from_talk_key(&o.key);
+        let chain = o.chain.state().clone();
+        match self.announce(Some(&chain)).and_then(|mine| {
+            self.direct_under(
+                &key,
+                &peer,
+                &DirectBody::Intro {
+                    announce: Box::new(mine),
+                },
+            )
+        }) {
+            Ok(body) => out.outgoing.push((EnvelopeKind::Handshake, body)),
+            Err(e) => out.events.push(Event::Warning(format!(
+                "could not introduce us to an offerer: {e}"
+            ))),
+        }
+        self.invites.retain(|(s, _)| *s != seat);
+        self.roster.push(peer);
+    }
+
+    /// A market's owner takes only a `Reply` under an offerer's seat key, and only for
+    /// that seat: nothing there may draw the group's chain out of the owner.
+    fn on_offerer_direct(&mut self, seat: u8, d: Direct, out: &mut Handled) {
+        if d.to != self.own_agreement {
+            return;
+        }
+        let reply = open_pairwise(&self.identity(), &d.from, &self.mailbox, &d.sealed)
+            .ok()
+            .and_then(|plain| DirectBody::decode(&plain).ok());
+        match reply {
+            Some(DirectBody::Reply { announce }) if announce.body.seat == seat => {
+                self.on_reply(&announce, &d.from, out)
+            }
+            _ => out.events.push(Event::Warning(format!(
+                "a direct message under offerer seat {seat}'s key was ignored"
+            ))),
+        }
     }
 
     /// Checks an announcement that came pairwise from `from` (an `Intro` or a `Reply`):
@@ -1513,7 +1850,11 @@ impl TalkState {
         // Once every member has our chain from the start, its start is erased
         // (forward secrecy for what we sent before).
         let members = self.status.map_or(0, |s| usize::from(s.members));
-        if self.others().all(|p| p.chain.is_some()) && self.others().count() + 1 >= members {
+        // A market's offerer knows the owner alone, whatever the relay counts.
+        let offerer = self.role() == Role::Offerer;
+        if self.others().all(|p| p.chain.is_some())
+            && (offerer || self.others().count() + 1 >= members)
+        {
             self.intro_chain = None;
         }
     }
@@ -1552,6 +1893,8 @@ impl TalkState {
             return;
         }
         let mailbox = self.mailbox;
+        let owner = self.is_owner();
+        let limit = self.roles.offer_limit();
         let Some(p) = self
             .roster
             .iter_mut()
@@ -1592,6 +1935,25 @@ impl TalkState {
                             count,
                         });
                     }
+                }
+                let offer = matches!(content, Content::Text { .. } | Content::FileOffer { .. });
+                if let (true, true, Some(limit)) = (offer, owner, limit)
+                    && let Some(o) = self.roles.offerer_mut(p.seat)
+                {
+                    // A conforming offerer's client refuses past the limit; what a
+                    // modified one sends past it is dropped unshown (spec §20.2).
+                    o.unanswered = o.unanswered.saturating_add(1);
+                    if o.unanswered > limit {
+                        out.events.push(Event::OverLimit {
+                            seat: p.seat,
+                            alias: p.alias.clone(),
+                        });
+                        return;
+                    }
+                }
+                if offer && !owner && p.seat == 0 {
+                    // The owner wrote: an offerer may offer again.
+                    self.roles.unanswered = 0;
                 }
                 let seen = content.seen().to_vec();
                 let mut events = Vec::new();
@@ -1691,7 +2053,10 @@ impl TalkState {
             seat,
             alias: p.alias.clone(),
         });
-        self.rotate(out);
+        // An offerer never held the group's chain: nothing to rotate away from it.
+        if !self.shielded(seat) {
+            self.rotate(out);
+        }
     }
 
     /// Starts a fresh sending chain after a member left and gives it, pairwise, to
@@ -1703,7 +2068,11 @@ impl TalkState {
         self.intro_chain = None;
         let chain: ChainState = self.sending.state().clone();
         let body = DirectBody::SenderKey { chain };
-        let peers: Vec<Peer> = self.others().cloned().collect();
+        let peers: Vec<Peer> = self
+            .others()
+            .filter(|p| !self.shielded(p.seat))
+            .cloned()
+            .collect();
         for p in &peers {
             match self.direct(p, &body) {
                 Ok(b) => out.outgoing.push((EnvelopeKind::Handshake, b)),

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use nook_client::{AskPhase, Client, ClientError, Event, TalkOptions, Until, Update};
+use nook_client::roles::Pattern;
 use nook_proto::ClosePolicy;
 use nook_proto::limits::MAX_SEATS;
 
@@ -90,6 +91,16 @@ enum CloseArg {
     Any,
 }
 
+/// `nook new --pattern`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum PatternArg {
+    /// Everyone reads and writes to all.
+    Plain,
+    /// You ask; every other seat is an offerer who writes to you alone and never
+    /// sees another offerer, its alias, its number or its messages.
+    Market,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a talk and print one invite per free seat.
@@ -134,6 +145,14 @@ enum Command {
         /// Also draw each invite as a QR code, to scan from this screen.
         #[arg(long)]
         qr: bool,
+        /// The talk's pattern: plain, or market (every other seat is an offerer,
+        /// shielded from the others by the keys).
+        #[arg(long, value_enum, default_value = "plain")]
+        pattern: PatternArg,
+        /// In a market, how many messages an offerer may send until you write to it
+        /// (1-100, default 1).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=100))]
+        offer_limit: Option<u8>,
     },
     /// Take a seat with an invite.
     #[command(after_help = examples::JOIN)]
@@ -164,6 +183,10 @@ enum Command {
         /// Largest file to send, in bytes.
         #[arg(long, value_name = "BYTES", default_value_t = nook_client::files::DEFAULT_MAX_FILE)]
         max_file: u64,
+        /// In a market you own: write to the offerer called ALIAS alone (without it,
+        /// your message goes to every offerer, each on its own).
+        #[arg(long, value_name = "ALIAS", conflicts_with = "file")]
+        to: Option<String>,
     },
     /// Save a file offered in a talk into a folder (its name made safe; never
     /// written outside the folder).
@@ -228,6 +251,14 @@ enum Command {
     Leave {
         #[arg(help = TALK_HELP)]
         talk: String,
+    },
+    /// In a market you own: stop reading the offerer called ALIAS and erase its keys
+    /// here. The relay still counts its seat: it is not evicted.
+    Remove {
+        #[arg(help = TALK_HELP)]
+        talk: String,
+        /// The offerer's alias (`nook who TALK`).
+        alias: String,
     },
     /// Close the talk for everyone; prints the relay's signed deletion receipt.
     #[command(after_help = examples::CLOSE)]
@@ -572,7 +603,23 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             close,
             create_token_file,
             qr,
+            pattern,
+            offer_limit,
         } => {
+            let pattern = match (pattern, offer_limit) {
+                (PatternArg::Plain, Some(_)) => {
+                    return Err(Cli::usage(
+                        "new",
+                        clap::error::ErrorKind::ArgumentConflict,
+                        "--offer-limit is for market talks: add --pattern market".into(),
+                    )
+                    .into());
+                }
+                (PatternArg::Plain, None) => Pattern::Plain,
+                (PatternArg::Market, limit) => Pattern::Market {
+                    offer_limit: limit.unwrap_or(1),
+                },
+            };
             let (ttl, schedule) = schedule_of(ttl, opens_at.as_deref(), window)
                 .map_err(|e| Cli::usage("new", clap::error::ErrorKind::ValueValidation, e))?;
             // Resolved in `run`, before the home was opened.
@@ -592,6 +639,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
                 },
                 alias,
                 schedule,
+                pattern,
             };
             let created = client
                 .create_with_token(&relay, opts, token.as_ref())
@@ -636,7 +684,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             to,
             force,
         } => files::save(client, &out, &talk, &file, to, force).await?,
-        Command::Send { talk, text, .. } => {
+        Command::Send { talk, text, to, .. } => {
             let text = text.unwrap_or_default();
             let text = if text == "-" {
                 let mut s = String::new();
@@ -647,7 +695,11 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             } else {
                 text
             };
-            let sent = client.send(&talk, &ops::message(text)?).await?;
+            let text = ops::message(text)?;
+            let sent = match to {
+                Some(alias) => client.send_to(&talk, &alias, &text).await?,
+                None => client.send(&talk, &text).await?,
+            };
             if out.json {
                 println!("{}", output::sent_json(&sent));
             }
@@ -679,6 +731,18 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
                 if qr {
                     show_qr(&info.invites);
                 }
+            }
+        }
+        Command::Remove { talk, alias } => {
+            let (talk, seat) = client.remove(&talk, &alias).await?;
+            if out.json {
+                println!("{}", output::removed_json(&talk, seat));
+            } else {
+                println!(
+                    "removed {} from talk {talk}: its keys are erased here and nothing it \
+                     sends is read; the relay still counts its seat",
+                    safe::inline(&alias)
+                );
             }
         }
         Command::Leave { talk } => {

@@ -817,6 +817,25 @@ async fn dispatch(
                 }
             };
             let token_file = p.string("create_token_file")?;
+            let offer_limit = p.number("offer_limit", 1, 100)?;
+            let pattern = match (p.string("pattern")?.as_deref(), offer_limit) {
+                (None | Some("plain"), None) => nook_client::roles::Pattern::Plain,
+                (Some("market"), limit) => nook_client::roles::Pattern::Market {
+                    offer_limit: limit.unwrap_or(1),
+                },
+                (None | Some("plain"), Some(_)) => {
+                    return Err(Failure::params(
+                        "offer_limit",
+                        "is for market talks: give pattern \"market\" too".into(),
+                    ));
+                }
+                (Some(_), _) => {
+                    return Err(Failure::params(
+                        "pattern",
+                        "must be \"plain\" or \"market\"".into(),
+                    ));
+                }
+            };
             p.done()?;
             let token = crate::token::given(token_file.as_deref().map(Path::new))?;
             let alias = match alias {
@@ -830,6 +849,7 @@ async fn dispatch(
                 close,
                 alias,
                 schedule,
+                pattern,
             };
             let created = client
                 .create_with_token(&relay, opts, token.as_ref())

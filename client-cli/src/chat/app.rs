@@ -199,6 +199,8 @@ pub struct App {
     pub(super) relay: String,
     /// The forwarding relay the talk's traffic goes through (`--via`), if routed.
     pub(super) via: Option<String>,
+    /// In a market talk, this device's role and the offer limit (spec §20.2).
+    pub(super) market: Option<(&'static str, u8)>,
     pub(super) owner: bool,
     pub(super) status: Option<TalkStatus>,
     /// `status` came from the relay while this screen was up.
@@ -244,6 +246,7 @@ impl App {
             seat: 0,
             relay: String::new(),
             via: None,
+            market: None,
             owner: false,
             status: None,
             live_status: false,
@@ -297,6 +300,7 @@ impl App {
         self.seat = info.seat;
         self.relay = info.relay.clone();
         self.via = info.via.clone();
+        self.market = info.offer_limit.map(|limit| (info.role, limit));
         self.owner = info.owner;
         // A status from the relay is fresher than the store's: `follow` hands it on
         // before it records it.
@@ -1000,6 +1004,8 @@ pub(super) mod tests {
             cached: false,
             retiring_at: None,
             via: None,
+            role: "owner",
+            offer_limit: None,
         }
     }
 

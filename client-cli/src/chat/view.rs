@@ -75,6 +75,13 @@ impl App {
             Span::styled(" · you are ", dim),
             Span::raw(safe::inline(&self.alias).into_owned()),
         ]);
+        let mut first = first;
+        if let Some((role, limit)) = self.market {
+            first.spans.push(Span::styled(
+                format!(" · market {role}, offer limit {limit}"),
+                dim,
+            ));
+        }
         let mut names = Vec::new();
         for (seat, alias) in &self.members {
             let you = if *seat == self.seat { " (you)" } else { "" };
@@ -507,6 +514,19 @@ mod tests {
             s[1].ends_with(" · relay 127.0.0.1:4433 · closes in 3h"),
             "{}",
             s[1]
+        );
+    }
+
+    #[test]
+    fn the_header_shows_a_market_role() {
+        let mut i = info(Some(status(TalkPhase::Open, 2, 2)));
+        i.role = "offerer";
+        i.offer_limit = Some(2);
+        let s = screen(&App::new(&i, 0));
+        assert!(
+            s[0].contains("you are quiet-otter · market offerer, offer limit 2"),
+            "{}",
+            s[0]
         );
     }
 

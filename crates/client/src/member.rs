@@ -173,6 +173,12 @@ pub enum Event {
         seat: u8,
         alias: String,
     },
+    /// The owner took the offerer of `seat` into the group (on the owner's device and
+    /// on that offerer's, where `seat` is its own). (Appended.)
+    Promoted {
+        seat: u8,
+        alias: String,
+    },
 }
 
 /// Card messages that arrived (protocol-spec §19), checked: from a current member,
@@ -621,10 +627,11 @@ impl TalkState {
                 roles.offerers.push(Offerer {
                     seat,
                     key,
-                    chain: SendingChain::new(&mut rng, 0),
+                    chain: SendingChain::new(&mut rng, crate::roles::OFFERER_EPOCH),
                     unanswered: 0,
                     removed: false,
                     dropped: Vec::new(),
+                    promoted: false,
                 });
                 key
             } else {
@@ -910,16 +917,26 @@ impl TalkState {
 
     /// The role of the member of `seat`, as this device knows it.
     pub fn role_of(&self, seat: u8) -> Role {
-        match (self.roles.is_market(), seat) {
-            (_, 0) => Role::Owner,
-            (true, _) => Role::Offerer,
-            (false, _) => Role::Member,
+        let offerer = match (self.roles.is_market(), seat) {
+            (_, 0) | (false, _) => false,
+            (true, s) if s == self.seat => !self.roles.promoted,
+            // The owner knows who is still an offerer; a promoted member knows only
+            // members (the owner never names an offerer to it).
+            (true, s) => self
+                .roles
+                .offerer(s)
+                .is_some_and(|o| !o.promoted && !o.removed),
+        };
+        match (seat, offerer) {
+            (0, _) => Role::Owner,
+            (_, true) => Role::Offerer,
+            (_, false) => Role::Member,
         }
     }
 
     /// Whether `seat` is an offerer this owner shields from the group (spec §20.2).
     fn shielded(&self, seat: u8) -> bool {
-        self.roles.offerer(seat).is_some()
+        self.roles.offerer(seat).is_some_and(|o| !o.promoted)
     }
 
     fn announce(&self, chain: Option<&ChainState>) -> Result<Announce, CryptoError> {
@@ -1120,6 +1137,88 @@ impl TalkState {
             seat,
             alias: alias.to_string(),
         })
+    }
+
+    /// The owner takes the offerer called `alias` into the group (spec §20.2): sends
+    /// it, pairwise under its seat's key, the group's talk key and the owner's group
+    /// chain. It then announces itself to the group like a newcomer.
+    pub fn promote_offerer(&mut self, alias: &str) -> Result<Handled, MemberError> {
+        let peer = self
+            .others()
+            .find(|p| p.alias == alias && self.shielded(p.seat))
+            .cloned()
+            .ok_or(MemberError::NoOfferer)?;
+        let o = self
+            .roles
+            .offerer(peer.seat)
+            .filter(|o| !o.removed)
+            .ok_or(MemberError::NoOfferer)?;
+        let key = EnvelopeKey::from_talk_key(&o.key);
+        let body = DirectBody::Promote {
+            talk_key: nook_crypto::secret::Secret32::from_bytes(self.talk_key),
+            chain: self.sending.state().clone(),
+        };
+        let sealed = self.direct_under(&key, &peer, &body)?;
+        if let Some(o) = self.roles.offerer_mut(peer.seat) {
+            o.promoted = true;
+        }
+        Ok(Handled {
+            events: vec![Event::Promoted {
+                seat: peer.seat,
+                alias: peer.alias,
+            }],
+            outgoing: vec![(EnvelopeKind::Handshake, sealed)],
+            ..Handled::default()
+        })
+    }
+
+    /// An offerer is taken into the group: the group's talk key replaces its seat's,
+    /// the owner's group chain its chain towards us alone (kept for late messages),
+    /// and it announces itself publicly under the group's key, as a newcomer does.
+    fn on_promote(
+        &mut self,
+        talk_key: &nook_crypto::secret::Secret32,
+        chain: ChainState,
+        from: &[u8; 32],
+        out: &mut Handled,
+    ) {
+        let from_owner = self
+            .roster
+            .iter()
+            .any(|p| p.seat == 0 && p.agreement == *from && !p.left);
+        if self.role() != Role::Offerer || !from_owner {
+            out.events
+                .push(Event::Warning("a promotion was ignored".into()));
+            return;
+        }
+        self.talk_key = *talk_key.expose();
+        if let Some(owner) = self.roster.iter_mut().find(|p| p.seat == 0) {
+            owner.prev_chain = owner.chain.take();
+            owner.chain = Some(ReceivingChain::new(chain));
+            owner.accounted = (0, 0);
+        }
+        self.roles.promoted = true;
+        self.roles.unanswered = 0;
+        self.intro_chain = Some(self.sending.state().clone());
+        match Announce::new(
+            &self.identity(),
+            &self.mailbox,
+            self.seat,
+            Some(&self.seat_seed),
+            "",
+            None,
+        )
+        .and_then(|a| self.seal_base(&Inner::Announce(Box::new(a))))
+        {
+            Ok(body) => out.outgoing.push((EnvelopeKind::Handshake, body)),
+            Err(e) => out.events.push(Event::Warning(format!(
+                "could not announce us to the group: {e}"
+            ))),
+        }
+        out.events.push(Event::Promoted {
+            seat: self.seat,
+            alias: self.alias.clone(),
+        });
     }
 
     /// The "I am leaving" message, sent before `Leave` so the others know who left.
@@ -1502,6 +1601,11 @@ impl TalkState {
             return;
         }
         let b = &a.body;
+        if self.roles.offerer(b.seat).is_some_and(|o| o.promoted) {
+            // The offerer we promoted, announcing itself to the group: it holds our
+            // chain from the promotion, and we its.
+            return;
+        }
         if b.seat == self.seat || b.seat == 0 || self.roster.iter().any(|p| p.seat == b.seat) {
             out.events.push(Event::Warning(format!(
                 "a second announcement for seat {} was ignored",
@@ -1640,6 +1744,9 @@ impl TalkState {
         match body {
             DirectBody::Intro { announce } => self.on_intro(&announce, &d.from, out),
             DirectBody::Reply { announce } => self.on_reply(&announce, &d.from, out),
+            DirectBody::Promote { talk_key, chain } => {
+                self.on_promote(&talk_key, chain, &d.from, out)
+            }
             DirectBody::CardReveal { .. }
             | DirectBody::CardOffer { .. }
             | DirectBody::CardAccept { .. }
@@ -1850,8 +1957,9 @@ impl TalkState {
         // Once every member has our chain from the start, its start is erased
         // (forward secrecy for what we sent before).
         let members = self.status.map_or(0, |s| usize::from(s.members));
-        // A market's offerer knows the owner alone, whatever the relay counts.
-        let offerer = self.role() == Role::Offerer;
+        // In a market a member knows only whom the owner let it know, whatever the
+        // relay counts.
+        let offerer = self.roles.is_market();
         if self.others().all(|p| p.chain.is_some())
             && (offerer || self.others().count() + 1 >= members)
         {
@@ -1938,7 +2046,7 @@ impl TalkState {
                 }
                 let offer = matches!(content, Content::Text { .. } | Content::FileOffer { .. });
                 if let (true, true, Some(limit)) = (offer, owner, limit)
-                    && let Some(o) = self.roles.offerer_mut(p.seat)
+                    && let Some(o) = self.roles.offerer_mut(p.seat).filter(|o| !o.promoted)
                 {
                     // A conforming offerer's client refuses past the limit; what a
                     // modified one sends past it is dropped unshown (spec §20.2).

@@ -17,6 +17,10 @@ use zeroize::Zeroize;
 
 pub use nook_crypto::message::Pattern;
 
+/// The epoch of the owner's chains towards single offerers: far above any group
+/// chain's, so a promoted offerer, which holds both, tells them apart.
+pub const OFFERER_EPOCH: u32 = 1 << 31;
+
 /// The longest offer limit (messages an offerer may send until the owner writes).
 pub const MAX_OFFER_LIMIT: u8 = 100;
 
@@ -51,6 +55,8 @@ pub struct Roles {
     pub(crate) offerers: Vec<Offerer>,
     /// An offerer: its messages since the owner last wrote to it.
     pub(crate) unanswered: u8,
+    /// An offerer the owner took into the group: a member now.
+    pub(crate) promoted: bool,
 }
 
 impl<C> Decode<C> for Roles {
@@ -62,6 +68,7 @@ impl<C> Decode<C> for Roles {
             pattern: Decode::decode(decoder)?,
             offerers: Decode::decode(decoder)?,
             unanswered: Decode::decode(decoder)?,
+            promoted: Decode::decode(decoder)?,
         })
     }
 }
@@ -82,6 +89,8 @@ pub(crate) struct Offerer {
     /// `dropped` are skipped unread.
     pub(crate) removed: bool,
     pub(crate) dropped: Vec<[u8; KEY_ID_LEN]>,
+    /// Taken into the group: shielded no more.
+    pub(crate) promoted: bool,
 }
 
 impl Drop for Offerer {
@@ -95,6 +104,7 @@ impl std::fmt::Debug for Offerer {
         f.debug_struct("Offerer")
             .field("seat", &self.seat)
             .field("removed", &self.removed)
+            .field("promoted", &self.promoted)
             .finish_non_exhaustive()
     }
 }
@@ -287,6 +297,73 @@ mod tests {
         let (body, _) = a.seal_text("to the group", 1).unwrap();
         net.put(0, EnvelopeKind::Chat, body);
         assert!(a.seen_for_test().is_empty());
+    }
+
+    #[test]
+    fn a_promoted_offerer_joins_the_group_and_the_others_learn_nothing() {
+        let (mut net, mut a, mut b, mut c) = market(1);
+        let h = a.promote_offerer("offerer-1").unwrap();
+        assert!(matches!(h.events[..], [Event::Promoted { seat: 1, .. }]));
+        for (k, body) in h.outgoing {
+            net.put(0, k, body);
+        }
+        let events = net.deliver(&mut b);
+        assert!(events.contains(&Event::Promoted {
+            seat: 1,
+            alias: "offerer-1".into()
+        }));
+        assert_eq!(b.role(), Role::Member);
+        assert_eq!(b.name(), a.name(), "b holds the group's talk key now");
+        assert!(net.deliver(&mut a).is_empty(), "its announcement is expected");
+        assert!(net.deliver(&mut c).is_empty(), "c sees nothing of it");
+        assert_eq!(a.role_of(1), Role::Member);
+        assert_eq!(a.role_of(2), Role::Offerer);
+        // The owner's group messages reach b, and b writes without a limit.
+        let (body, _) = a.seal_text("welcome to the group", 1).unwrap();
+        net.put(0, EnvelopeKind::Chat, body);
+        let out = a.seal_to_offerers("welcome to the group", 1).unwrap();
+        assert_eq!(out.len(), 1, "c alone is still an offerer");
+        for (k, body) in out {
+            net.put(0, k, body);
+        }
+        assert_eq!(texts(&net.deliver(&mut b)), ["owner-owl: welcome to the group"]);
+        assert_eq!(texts(&net.deliver(&mut c)), ["owner-owl: welcome to the group"]);
+        for text in ["one", "two"] {
+            let (body, _) = b.seal_text(text, 2).unwrap();
+            net.put(1, EnvelopeKind::Chat, body);
+        }
+        assert_eq!(texts(&net.deliver(&mut a)), ["offerer-1: one", "offerer-1: two"]);
+        assert!(net.deliver(&mut c).is_empty());
+        // Promoting c too: b and c meet as members.
+        let h = a.promote_offerer("offerer-2").unwrap();
+        for (k, body) in h.outgoing {
+            net.put(0, k, body);
+        }
+        for _ in 0..3 {
+            net.deliver(&mut c);
+            net.deliver(&mut b);
+            net.deliver(&mut a);
+        }
+        let known: Vec<&str> = b.roster.iter().map(|p| p.alias.as_str()).collect();
+        assert_eq!(known, ["owner-owl", "offerer-2"]);
+        let (body, _) = c.seal_text("hello b", 3).unwrap();
+        net.put(2, EnvelopeKind::Chat, body);
+        assert_eq!(texts(&net.deliver(&mut b)), ["offerer-2: hello b"]);
+        assert_eq!(texts(&net.deliver(&mut a)), ["offerer-2: hello b"]);
+    }
+
+    #[test]
+    fn only_the_owner_promotes_and_only_an_offerer() {
+        let (_net, mut a, _b, _c) = market(1);
+        assert!(matches!(
+            a.promote_offerer("nobody"),
+            Err(MemberError::NoOfferer)
+        ));
+        a.promote_offerer("offerer-1").unwrap();
+        assert!(matches!(
+            a.promote_offerer("offerer-1"),
+            Err(MemberError::NoOfferer)
+        ));
     }
 
     #[test]

@@ -100,6 +100,13 @@ pub enum DirectBody {
     },
     /// The recipient of offer `exchange` declines: no card is shown either way.
     CardDecline { exchange: [u8; 16] },
+    /// A market's owner takes an offerer into the group (spec §20.2): the group's talk
+    /// key `T` and the owner's group chain as it stands. Sent to that offerer alone,
+    /// under its seat's key. (Appended.)
+    Promote {
+        talk_key: crate::secret::Secret32,
+        chain: ChainState,
+    },
 }
 
 /// What the sender signs and the AEAD authenticates besides the ciphertext.

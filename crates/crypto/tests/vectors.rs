@@ -822,6 +822,7 @@ fn compute() -> Vectors {
     boards(&mut v, &fingerprint);
     cards(&mut v, &alice, &bob);
     routing(&mut v);
+    market(&mut v);
 
     v
 }
@@ -928,6 +929,25 @@ fn cards(v: &mut Vectors, alice: &TalkIdentity, bob: &TalkIdentity) {
 
 /// The route stream's header and answers (§18.2): a `Forward` to `relay.example:4433`,
 /// `Deliver`, `Ready`, and each refusal with the reference relay's message.
+/// A market's promotion (spec §20.2): the `DirectBody` the owner seals pairwise to the
+/// offerer it takes into the group.
+fn market(v: &mut Vectors) {
+    v.group("market (§20.2)");
+    let promote = DirectBody::Promote {
+        talk_key: nook_crypto::secret::Secret32::from_bytes(TALK_KEY),
+        chain: ChainState {
+            epoch: 0,
+            index: 3,
+            chain_key: CHAIN_KEY,
+            envelope_key: SENDER_ENVELOPE_KEY,
+        },
+    };
+    let bytes = promote.encode().expect("encodes");
+    assert_eq!(&bytes[..2], &[7, 0x54], "variant 7, then the talk key");
+    assert_eq!(DirectBody::decode(&bytes).expect("decodes"), promote);
+    v.hex("market.promote", bytes.as_slice());
+}
+
 fn routing(v: &mut Vectors) {
     use nook_proto::route::{RouteReply, RouteRequest, encode_route};
     use nook_proto::{ErrorCode, ErrorFrame};

@@ -252,6 +252,15 @@ enum Command {
         #[arg(help = TALK_HELP)]
         talk: String,
     },
+    /// In a market you own: take the offerer called ALIAS into the group. It gets the
+    /// group's key and your chain, and meets the other members (it learns their
+    /// aliases, they learn its).
+    Promote {
+        #[arg(help = TALK_HELP)]
+        talk: String,
+        /// The offerer's alias (`nook who TALK`).
+        alias: String,
+    },
     /// In a market you own: stop reading the offerer called ALIAS and erase its keys
     /// here. The relay still counts its seat: it is not evicted.
     Remove {
@@ -731,6 +740,18 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
                 if qr {
                     show_qr(&info.invites);
                 }
+            }
+        }
+        Command::Promote { talk, alias } => {
+            let (talk, seat) = client.promote(&talk, &alias).await?;
+            if out.json {
+                println!("{}", output::promoted_json(&talk, seat));
+            } else {
+                println!(
+                    "promoted {} into talk {talk}'s group: it meets the other members as \
+                     they next read",
+                    safe::inline(&alias)
+                );
             }
         }
         Command::Remove { talk, alias } => {

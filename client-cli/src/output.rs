@@ -327,6 +327,11 @@ pub fn invites_json(talk: &str, invites: &[String], used: usize, issued: usize) 
     json!({"talk": talk, "invites": invites, "used": used, "issued": issued})
 }
 
+/// `promote --json`'s object.
+pub fn promoted_json(talk: &str, seat: u8) -> Value {
+    json!({"talk": talk, "seat": seat, "promoted": true})
+}
+
 /// `remove --json`'s object.
 pub fn removed_json(talk: &str, seat: u8) -> Value {
     json!({"talk": talk, "seat": seat, "removed": true})
@@ -530,13 +535,17 @@ pub(crate) fn entry_json(e: &HistoryEntry) -> Value {
             alias,
             sent_at_ms,
             text,
-        } => json!({"type": "message_to", "seat": seat, "alias": alias,
+            id,
+        } => json!({"type": "message_to", "id": hex(id), "seat": seat, "alias": alias,
                     "sent_at_ms": sent_at_ms, "text": text}),
         Event::OverLimit { seat, alias } => {
             json!({"type": "over_limit", "seat": seat, "alias": alias})
         }
         Event::OffererRemoved { seat, alias } => {
             json!({"type": "offerer_removed", "seat": seat, "alias": alias})
+        }
+        Event::Promoted { seat, alias } => {
+            json!({"type": "promoted", "seat": seat, "alias": alias})
         }
     };
     v["at_ms"] = json!(e.at_ms);
@@ -742,6 +751,10 @@ pub(crate) fn entry_text(talk: &str, e: &HistoryEntry) -> String {
         }
         Event::OverLimit { alias, .. } => format!(
             "! {} sent past the offer limit before you answered (a modified client): not shown",
+            safe::inline(alias)
+        ),
+        Event::Promoted { alias, .. } => format!(
+            "* {} was taken into the group (market)",
             safe::inline(alias)
         ),
         Event::OffererRemoved { alias, .. } => format!(

@@ -197,4 +197,47 @@ fn market_offerers_never_see_each_other_and_the_offer_limit_holds() {
     assert!(!after.iter().any(|t| t.contains("CAT-AFTER-REMOVAL")), "{after:?}");
     let again = ann.run(&["--json", "send", &ta, "--to", CAT, "hello?"]);
     assert_eq!(again.code, 5, "{}", again.stderr);
+    let err: Value = serde_json::from_str(again.stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(err["kind"], "member_unknown", "{err}");
+
+    // ann's history records her answers to one offerer alone, and the removal.
+    let history = read_json(&ann, &ta);
+    let to_bob = history
+        .iter()
+        .find(|e| e["type"] == "message_to" && e["text"] == TO_BOB)
+        .unwrap_or_else(|| panic!("{history:?}"));
+    assert_eq!((to_bob["seat"].as_u64(), text(&to_bob["alias"])), (Some(1), BOB.into()));
+    let bob_history = read_json(&bob, &tb);
+    let answer = bob_history.iter().find(|e| e["text"] == TO_BOB).unwrap();
+    assert_eq!(answer["id"], to_bob["id"], "one id on both devices");
+    assert!(history.iter().any(|e| e["type"] == "offerer_removed" && e["alias"] == CAT));
+
+    // ann promotes bob: he gets the group's key and writes without a limit.
+    let promoted = ann.ok(&["--json", "promote", &ta, BOB]).json();
+    assert_eq!((promoted["seat"].as_u64(), &promoted["promoted"]), (Some(1), &Value::Bool(true)));
+    let bob_events = read_json(&bob, &tb);
+    assert!(
+        bob_events.iter().any(|e| e["type"] == "promoted" && e["alias"] == BOB),
+        "{bob_events:?}"
+    );
+    ann.ok(&["read", &ta]);
+    ann.ok(&["send", &ta, "GROUP-WELCOME-3131"]);
+    let bob_sees = texts(&read_json(&bob, &tb));
+    assert!(bob_sees.contains(&"ann: GROUP-WELCOME-3131".to_string()), "{bob_sees:?}");
+    for t in ["BOB-GROUP-1", "BOB-GROUP-2"] {
+        bob.ok(&["send", &tb, t]);
+    }
+    let owner_sees = texts(&read_json(&ann, &ta));
+    for t in ["BOB-GROUP-1", "BOB-GROUP-2"] {
+        assert!(owner_sees.contains(&format!("{BOB}: {t}")), "{owner_sees:?}");
+    }
+    let roles: Vec<String> = bob
+        .ok(&["--json", "who", &tb])
+        .json_lines()
+        .iter()
+        .map(|w| text(&w["role"]))
+        .collect();
+    assert_eq!(roles, ["owner", "member"]);
+    // The promotion showed bob nothing of cat.
+    holds_none("bob's home", &all_bytes(&bob.home_dir()), &[CAT, CAT_OFFER, TO_CAT]);
 }

@@ -440,17 +440,31 @@ impl Client {
         let (mut session, authed) = self.connected(talk).await?;
         session.sync(&authed.conn).await?;
         let seat = offerer_seat(session.state(), alias)?;
-        let seq = session
+        let (seq, id) = session
             .send_text_to(&authed.conn, authed.status, seat, text)
             .await?;
         let talk = session.state().name();
         drop(session);
         authed.conn.close().await;
-        Ok(Sent {
-            talk,
-            seq,
-            id: [0; 8],
-        })
+        Ok(Sent { talk, seq, id })
+    }
+
+    /// The owner of a market takes the offerer called `alias` into the group
+    /// (protocol-spec §20.2): it gets the group's key and the owner's chain, then
+    /// meets the other members as a newcomer does. Returns the talk and the seat.
+    pub async fn promote(&self, talk: &str, alias: &str) -> Result<(String, u8), ClientError> {
+        let (mut session, authed) = self.connected(talk).await?;
+        session.sync(&authed.conn).await?;
+        let change = session.state_mut().promote_offerer(alias)?;
+        let seat = match change.events.first() {
+            Some(Event::Promoted { seat, .. }) => *seat,
+            _ => return Err(ClientError::Protocol),
+        };
+        session.commit(&authed.conn, change, false).await?;
+        let talk = session.state().name();
+        drop(session);
+        authed.conn.close().await;
+        Ok((talk, seat))
     }
 
     /// The owner of a market removes the offerer called `alias`: its keys are erased

@@ -159,6 +159,8 @@ pub enum Event {
         alias: String,
         sent_at_ms: u64,
         text: String,
+        /// The message's id, as the offerer's device records it (spec §12.4).
+        id: [u8; 8],
     },
     /// A market's offerer sent more than the offer limit allows before the owner wrote
     /// to it (a modified client: a conforming one refuses to send): dropped unshown,
@@ -825,7 +827,10 @@ impl TalkState {
 
     /// The talk's name, the same for every member (protocol-spec §11.10).
     pub fn name(&self) -> String {
-        nook_crypto::name::talk_name(&self.talk_key)
+        match &self.roles.name {
+            Some(name) => name.clone(),
+            None => nook_crypto::name::talk_name(&self.talk_key),
+        }
     }
 
     pub fn identity(&self) -> TalkIdentity {
@@ -1046,7 +1051,7 @@ impl TalkState {
             .find(|p| p.seat == seat && self.shielded(p.seat))
             .map(|p| p.alias.clone())
             .ok_or(MemberError::NoOfferer)?;
-        let body = self.seal_for_offerer(seat, text, now_ms)?;
+        let (body, id) = self.seal_for_offerer(seat, text, now_ms)?;
         Ok((
             body,
             Event::MessageTo {
@@ -1054,6 +1059,7 @@ impl TalkState {
                 alias,
                 sent_at_ms: now_ms,
                 text: text.to_string(),
+                id,
             },
         ))
     }
@@ -1074,13 +1080,18 @@ impl TalkState {
         for seat in seats {
             out.push((
                 EnvelopeKind::Chat,
-                self.seal_for_offerer(seat, text, now_ms)?,
+                self.seal_for_offerer(seat, text, now_ms)?.0,
             ));
         }
         Ok(out)
     }
 
-    fn seal_for_offerer(&mut self, seat: u8, text: &str, now_ms: u64) -> Result<Vec<u8>, MemberError> {
+    fn seal_for_offerer(
+        &mut self,
+        seat: u8,
+        text: &str,
+        now_ms: u64,
+    ) -> Result<(Vec<u8>, [u8; 8]), MemberError> {
         let identity = self.identity();
         let mailbox = self.mailbox;
         let o = self
@@ -1095,6 +1106,7 @@ impl TalkState {
             seen: Vec::new(),
         };
         let msg = seal_group(&identity, &mut o.chain, &mailbox, &content)?;
+        let id = msg.header.message_id();
         o.unanswered = 0;
         let key = EnvelopeKey::from_bytes(&o.chain.state().envelope_key);
         key.seal(
@@ -1103,6 +1115,7 @@ impl TalkState {
             Purpose::Chat,
             &Inner::Group(msg).encode()?,
         )
+        .map(|body| (body, id))
         .map_err(|e| match e {
             CryptoError::Padding(p) => MemberError::TooLong(p.to_string()),
             e => MemberError::Crypto(e),
@@ -1191,6 +1204,7 @@ impl TalkState {
                 .push(Event::Warning("a promotion was ignored".into()));
             return;
         }
+        self.roles.name = Some(self.name());
         self.talk_key = *talk_key.expose();
         if let Some(owner) = self.roster.iter_mut().find(|p| p.seat == 0) {
             owner.prev_chain = owner.chain.take();
@@ -1367,6 +1381,11 @@ impl TalkState {
             .iter()
             .map(|w| w.since_ms.saturating_add(patience_ms))
             .min()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn base_key_id(&self) -> [u8; KEY_ID_LEN] {
+        self.base_key().id()
     }
 
     #[cfg(test)]

@@ -57,6 +57,10 @@ pub struct Roles {
     pub(crate) unanswered: u8,
     /// An offerer the owner took into the group: a member now.
     pub(crate) promoted: bool,
+    /// A promoted offerer's talk name from before its promotion, which it keeps: the
+    /// name derives from the talk key, which the promotion changed, and the person
+    /// names the talk by it.
+    pub(crate) name: Option<String>,
 }
 
 impl<C> Decode<C> for Roles {
@@ -69,6 +73,7 @@ impl<C> Decode<C> for Roles {
             offerers: Decode::decode(decoder)?,
             unanswered: Decode::decode(decoder)?,
             promoted: Decode::decode(decoder)?,
+            name: Decode::decode(decoder)?,
         })
     }
 }
@@ -313,7 +318,10 @@ mod tests {
             alias: "offerer-1".into()
         }));
         assert_eq!(b.role(), Role::Member);
-        assert_eq!(b.name(), a.name(), "b holds the group's talk key now");
+        let before = b.roles.name.clone().unwrap();
+        assert_eq!(b.name(), before, "the talk keeps its name on b's device");
+        assert_ne!(before, a.name());
+        assert_eq!(b.base_key_id(), a.base_key_id(), "b holds the group's key now");
         assert!(net.deliver(&mut a).is_empty(), "its announcement is expected");
         assert!(net.deliver(&mut c).is_empty(), "c sees nothing of it");
         assert_eq!(a.role_of(1), Role::Member);

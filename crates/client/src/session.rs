@@ -502,15 +502,18 @@ impl TalkSession {
         status: TalkStatus,
         seat: u8,
         text: &str,
-    ) -> Result<Seq, ClientError> {
+    ) -> Result<(Seq, [u8; 8]), ClientError> {
         if status.state == TalkPhase::Pending {
             return Err(ClientError::not_open(&status));
         }
         let (body, event) = self.state.seal_text_to(seat, text, now_ms())?;
+        let Event::MessageTo { id, .. } = event else {
+            return Err(ClientError::Protocol);
+        };
         self.commit(relay, Handled::default(), false).await?;
         let seq = put(relay, self.mailbox(), EnvelopeKind::Chat, body).await?;
         self.note(vec![event])?;
-        Ok(seq)
+        Ok((seq, id))
     }
 
     /// Tells the others this member leaves (so they rotate their chains), durably

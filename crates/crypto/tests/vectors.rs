@@ -822,7 +822,7 @@ fn compute() -> Vectors {
     boards(&mut v, &fingerprint);
     cards(&mut v, &alice, &bob);
     routing(&mut v);
-    market(&mut v);
+    market_vectors(&mut v);
 
     v
 }
@@ -931,7 +931,7 @@ fn cards(v: &mut Vectors, alice: &TalkIdentity, bob: &TalkIdentity) {
 /// `Deliver`, `Ready`, and each refusal with the reference relay's message.
 /// A market's promotion (spec §20.2): the `DirectBody` the owner seals pairwise to the
 /// offerer it takes into the group.
-fn market(v: &mut Vectors) {
+fn market_vectors(v: &mut Vectors) {
     v.group("market (§20.2)");
     let promote = DirectBody::Promote {
         talk_key: nook_crypto::secret::Secret32::from_bytes(TALK_KEY),

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use nook_client::{AskPhase, Client, ClientError, Event, TalkOptions, Until, Update};
 use nook_client::roles::Pattern;
+use nook_client::{AskPhase, Client, ClientError, Event, TalkOptions, Until, Update};
 use nook_proto::ClosePolicy;
 use nook_proto::limits::MAX_SEATS;
 
@@ -94,10 +94,9 @@ enum CloseArg {
 /// `nook new --pattern`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum PatternArg {
-    /// Everyone reads and writes to all.
+    // Everyone reads and writes to all.
     Plain,
-    /// You ask; every other seat is an offerer who writes to you alone and never
-    /// sees another offerer, its alias, its number or its messages.
+    // You ask; every other seat is an offerer (protocol-spec §20.2).
     Market,
 }
 
@@ -145,8 +144,8 @@ enum Command {
         /// Also draw each invite as a QR code, to scan from this screen.
         #[arg(long)]
         qr: bool,
-        /// The talk's pattern: plain, or market (every other seat is an offerer,
-        /// shielded from the others by the keys).
+        /// The talk's pattern: plain, or market (every other seat is an offerer who
+        /// writes to you alone and never sees another offerer's alias or messages).
         #[arg(long, value_enum, default_value = "plain")]
         pattern: PatternArg,
         /// In a market, how many messages an offerer may send until you write to it

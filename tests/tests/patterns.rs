@@ -83,7 +83,10 @@ fn texts(events: &[Value]) -> Vec<String> {
 fn holds_none(what: &str, bytes: &[u8], needles: &[&str]) {
     assert!(!bytes.is_empty(), "{what}: scanned nothing");
     for needle in needles {
-        assert!(!contains(bytes, needle.as_bytes()), "{what} holds {needle:?}");
+        assert!(
+            !contains(bytes, needle.as_bytes()),
+            "{what} holds {needle:?}"
+        );
     }
 }
 
@@ -147,15 +150,25 @@ fn market_offerers_never_see_each_other_and_the_offer_limit_holds() {
     cat.ok(&["send", &tc, CAT_OFFER]);
 
     let owner_sees = texts(&read_json(&ann, &ta));
-    assert!(owner_sees.contains(&format!("{BOB}: {BOB_OFFER}")), "{owner_sees:?}");
-    assert!(owner_sees.contains(&format!("{CAT}: {CAT_OFFER}")), "{owner_sees:?}");
+    assert!(
+        owner_sees.contains(&format!("{BOB}: {BOB_OFFER}")),
+        "{owner_sees:?}"
+    );
+    assert!(
+        owner_sees.contains(&format!("{CAT}: {CAT_OFFER}")),
+        "{owner_sees:?}"
+    );
     assert!(!owner_sees.iter().any(|t| t.contains("a second offer")));
 
     // ann answers each alone; bob may offer again.
     ann.ok(&["send", &ta, "--to", BOB, TO_BOB]);
     ann.ok(&["send", &ta, "--to", CAT, TO_CAT]);
     let bob_sees = texts(&read_json(&bob, &tb));
-    assert_eq!(bob_sees.last(), Some(&format!("ann: {TO_BOB}")), "{bob_sees:?}");
+    assert_eq!(
+        bob_sees.last(),
+        Some(&format!("ann: {TO_BOB}")),
+        "{bob_sees:?}"
+    );
     bob.ok(&["send", &tb, "BOB-SECOND-7777 and a discount"]);
     // cat's follower has processed everything up to ann's answer to it (in seq
     // order), bob's offers and ann's answer to bob among it.
@@ -173,7 +186,10 @@ fn market_offerers_never_see_each_other_and_the_offer_limit_holds() {
         &[CAT, CAT_OFFER, TO_CAT],
     );
     let cat_read = cat.ok(&["read", &tc]).stdout;
-    assert!(cat_read.contains(TO_CAT) && !cat_read.contains(BOB), "{cat_read}");
+    assert!(
+        cat_read.contains(TO_CAT) && !cat_read.contains(BOB),
+        "{cat_read}"
+    );
     // An offerer knows the owner alone.
     let cat_who: Vec<String> = cat
         .ok(&["--json", "who", &tc])
@@ -193,8 +209,14 @@ fn market_offerers_never_see_each_other_and_the_offer_limit_holds() {
     assert_eq!(removed["removed"], true);
     cat.ok(&["send", &tc, "CAT-AFTER-REMOVAL-1212"]);
     let after = texts(&read_json(&ann, &ta));
-    assert!(after.contains(&format!("{BOB}: BOB-SECOND-7777 and a discount")), "{after:?}");
-    assert!(!after.iter().any(|t| t.contains("CAT-AFTER-REMOVAL")), "{after:?}");
+    assert!(
+        after.contains(&format!("{BOB}: BOB-SECOND-7777 and a discount")),
+        "{after:?}"
+    );
+    assert!(
+        !after.iter().any(|t| t.contains("CAT-AFTER-REMOVAL")),
+        "{after:?}"
+    );
     let again = ann.run(&["--json", "send", &ta, "--to", CAT, "hello?"]);
     assert_eq!(again.code, 5, "{}", again.stderr);
     let err: Value = serde_json::from_str(again.stderr.lines().last().unwrap()).unwrap();
@@ -206,30 +228,48 @@ fn market_offerers_never_see_each_other_and_the_offer_limit_holds() {
         .iter()
         .find(|e| e["type"] == "message_to" && e["text"] == TO_BOB)
         .unwrap_or_else(|| panic!("{history:?}"));
-    assert_eq!((to_bob["seat"].as_u64(), text(&to_bob["alias"])), (Some(1), BOB.into()));
+    assert_eq!(
+        (to_bob["seat"].as_u64(), text(&to_bob["alias"])),
+        (Some(1), BOB.into())
+    );
     let bob_history = read_json(&bob, &tb);
     let answer = bob_history.iter().find(|e| e["text"] == TO_BOB).unwrap();
     assert_eq!(answer["id"], to_bob["id"], "one id on both devices");
-    assert!(history.iter().any(|e| e["type"] == "offerer_removed" && e["alias"] == CAT));
+    assert!(
+        history
+            .iter()
+            .any(|e| e["type"] == "offerer_removed" && e["alias"] == CAT)
+    );
 
     // ann promotes bob: he gets the group's key and writes without a limit.
     let promoted = ann.ok(&["--json", "promote", &ta, BOB]).json();
-    assert_eq!((promoted["seat"].as_u64(), &promoted["promoted"]), (Some(1), &Value::Bool(true)));
+    assert_eq!(
+        (promoted["seat"].as_u64(), &promoted["promoted"]),
+        (Some(1), &Value::Bool(true))
+    );
     let bob_events = read_json(&bob, &tb);
     assert!(
-        bob_events.iter().any(|e| e["type"] == "promoted" && e["alias"] == BOB),
+        bob_events
+            .iter()
+            .any(|e| e["type"] == "promoted" && e["alias"] == BOB),
         "{bob_events:?}"
     );
     ann.ok(&["read", &ta]);
     ann.ok(&["send", &ta, "GROUP-WELCOME-3131"]);
     let bob_sees = texts(&read_json(&bob, &tb));
-    assert!(bob_sees.contains(&"ann: GROUP-WELCOME-3131".to_string()), "{bob_sees:?}");
+    assert!(
+        bob_sees.contains(&"ann: GROUP-WELCOME-3131".to_string()),
+        "{bob_sees:?}"
+    );
     for t in ["BOB-GROUP-1", "BOB-GROUP-2"] {
         bob.ok(&["send", &tb, t]);
     }
     let owner_sees = texts(&read_json(&ann, &ta));
     for t in ["BOB-GROUP-1", "BOB-GROUP-2"] {
-        assert!(owner_sees.contains(&format!("{BOB}: {t}")), "{owner_sees:?}");
+        assert!(
+            owner_sees.contains(&format!("{BOB}: {t}")),
+            "{owner_sees:?}"
+        );
     }
     let roles: Vec<String> = bob
         .ok(&["--json", "who", &tb])
@@ -239,5 +279,9 @@ fn market_offerers_never_see_each_other_and_the_offer_limit_holds() {
         .collect();
     assert_eq!(roles, ["owner", "member"]);
     // The promotion showed bob nothing of cat.
-    holds_none("bob's home", &all_bytes(&bob.home_dir()), &[CAT, CAT_OFFER, TO_CAT]);
+    holds_none(
+        "bob's home",
+        &all_bytes(&bob.home_dir()),
+        &[CAT, CAT_OFFER, TO_CAT],
+    );
 }

@@ -1134,7 +1134,7 @@ impl TalkState {
         let mut dropped = Vec::new();
         if let Some(p) = self.roster.iter_mut().find(|p| p.seat == seat) {
             for c in p.chain.iter().chain(p.prev_chain.iter()) {
-                dropped.push(EnvelopeKey::from_bytes(&c.envelope_key()).id());
+                dropped.push(EnvelopeKey::from_bytes(c.envelope_key()).id());
             }
             p.chain = None;
             p.prev_chain = None;
@@ -1591,9 +1591,7 @@ impl TalkState {
         };
         // Handshakes travel under the base key, chat only under a member's own key.
         match (env.kind, base, inner) {
-            (EnvelopeKind::Handshake, KeyOf::Base, Inner::Announce(a)) => {
-                self.on_announce(*a, out)
-            }
+            (EnvelopeKind::Handshake, KeyOf::Base, Inner::Announce(a)) => self.on_announce(*a, out),
             (EnvelopeKind::Handshake, KeyOf::Base, Inner::Direct(d)) => self.on_direct(d, out),
             // An offerer's handshakes, under its seat's key (spec §20.2).
             (EnvelopeKind::Handshake, KeyOf::Seat(seat), Inner::Announce(a)) => {

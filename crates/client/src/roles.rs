@@ -219,9 +219,15 @@ mod tests {
         let (mut net, mut a, mut b, mut c) = market(1);
         let (body, _) = b.seal_text("ten crates at 4 each", 1).unwrap();
         net.put(1, EnvelopeKind::Chat, body);
-        assert_eq!(texts(&net.deliver(&mut a)), ["offerer-1: ten crates at 4 each"]);
+        assert_eq!(
+            texts(&net.deliver(&mut a)),
+            ["offerer-1: ten crates at 4 each"]
+        );
         let seen_by_c = net.deliver(&mut c);
-        assert!(texts(&seen_by_c).is_empty() && seen_by_c.is_empty(), "{seen_by_c:?}");
+        assert!(
+            texts(&seen_by_c).is_empty() && seen_by_c.is_empty(),
+            "{seen_by_c:?}"
+        );
         let (body, event) = a.seal_text_to(1, "deal", 2).unwrap();
         assert!(matches!(event, Event::MessageTo { seat: 1, .. }));
         net.put(0, EnvelopeKind::Chat, body);
@@ -321,8 +327,15 @@ mod tests {
         let before = b.roles.name.clone().unwrap();
         assert_eq!(b.name(), before, "the talk keeps its name on b's device");
         assert_ne!(before, a.name());
-        assert_eq!(b.base_key_id(), a.base_key_id(), "b holds the group's key now");
-        assert!(net.deliver(&mut a).is_empty(), "its announcement is expected");
+        assert_eq!(
+            b.base_key_id(),
+            a.base_key_id(),
+            "b holds the group's key now"
+        );
+        assert!(
+            net.deliver(&mut a).is_empty(),
+            "its announcement is expected"
+        );
         assert!(net.deliver(&mut c).is_empty(), "c sees nothing of it");
         assert_eq!(a.role_of(1), Role::Member);
         assert_eq!(a.role_of(2), Role::Offerer);
@@ -334,13 +347,22 @@ mod tests {
         for (k, body) in out {
             net.put(0, k, body);
         }
-        assert_eq!(texts(&net.deliver(&mut b)), ["owner-owl: welcome to the group"]);
-        assert_eq!(texts(&net.deliver(&mut c)), ["owner-owl: welcome to the group"]);
+        assert_eq!(
+            texts(&net.deliver(&mut b)),
+            ["owner-owl: welcome to the group"]
+        );
+        assert_eq!(
+            texts(&net.deliver(&mut c)),
+            ["owner-owl: welcome to the group"]
+        );
         for text in ["one", "two"] {
             let (body, _) = b.seal_text(text, 2).unwrap();
             net.put(1, EnvelopeKind::Chat, body);
         }
-        assert_eq!(texts(&net.deliver(&mut a)), ["offerer-1: one", "offerer-1: two"]);
+        assert_eq!(
+            texts(&net.deliver(&mut a)),
+            ["offerer-1: one", "offerer-1: two"]
+        );
         assert!(net.deliver(&mut c).is_empty());
         // Promoting c too: b and c meet as members.
         let h = a.promote_offerer("offerer-2").unwrap();

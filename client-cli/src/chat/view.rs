@@ -75,13 +75,6 @@ impl App {
             Span::styled(" · you are ", dim),
             Span::raw(safe::inline(&self.alias).into_owned()),
         ]);
-        let mut first = first;
-        if let Some((role, limit)) = self.market {
-            first.spans.push(Span::styled(
-                format!(" · market {role}, offer limit {limit}"),
-                dim,
-            ));
-        }
         let mut names = Vec::new();
         for (seat, alias) in &self.members {
             let you = if *seat == self.seat { " (you)" } else { "" };
@@ -99,6 +92,13 @@ impl App {
         }
         if let Some(closes) = self.closes_text() {
             second.push(Span::styled(format!(" · {closes}"), dim));
+        }
+        // A market's role first: the members line may be cut at the screen's edge.
+        if let Some((role, limit)) = self.market {
+            second.insert(
+                0,
+                Span::styled(format!(" market {role} (offer limit {limit}) ·"), dim),
+            );
         }
         if self.owner && !self.open && !self.invites.is_empty() {
             second.push(Span::styled(
@@ -524,9 +524,9 @@ mod tests {
         i.offer_limit = Some(2);
         let s = screen(&App::new(&i, 0));
         assert!(
-            s[0].contains("you are quiet-otter · market offerer, offer limit 2"),
+            s[1].starts_with(" market offerer (offer limit 2) · members: quiet-otter (you)"),
             "{}",
-            s[0]
+            s[1]
         );
     }
 

@@ -511,6 +511,10 @@ pub enum MemberError {
     BadOfferLimit { max: u8 },
     #[error("no offerer is called that in this talk")]
     NoOfferer,
+    #[error("listeners of a panel read only: the speakers write")]
+    ListenerOnly,
+    #[error("a panel has 1 to {max} speakers besides you, fewer than its other seats")]
+    BadSpeakers { max: u8 },
     #[error("the message is too long for one envelope ({0})")]
     TooLong(String),
     #[error(transparent)]
@@ -599,6 +603,14 @@ impl TalkState {
                 max: crate::roles::MAX_OFFER_LIMIT,
             });
         }
+        // A panel needs a speaker and a listener besides its owner.
+        if let Pattern::Panel { speakers } = opts.pattern
+            && (speakers == 0 || speakers > crate::roles::MAX_SPEAKERS || speakers + 1 >= opts.seats)
+        {
+            return Err(MemberError::BadSpeakers {
+                max: crate::roles::MAX_SPEAKERS,
+            });
+        }
         let mut rng = rand::rng();
         let identity = TalkIdentity::generate(&mut rng);
         let mut talk_key = [0u8; 32];
@@ -623,7 +635,7 @@ impl TalkState {
         for (seat, secret) in (1u8..).zip(&seats) {
             // In a market every other seat gets a talk key of its own, which only the
             // owner shares (spec §20.2): an offerer never holds the group's.
-            let seat_key = if roles.is_market() {
+            let seat_key = if roles.shielded_seat(seat) {
                 let mut key = [0u8; 32];
                 rand::Rng::fill_bytes(&mut rng, &mut key);
                 roles.offerers.push(Offerer {
@@ -922,6 +934,13 @@ impl TalkState {
 
     /// The role of the member of `seat`, as this device knows it.
     pub fn role_of(&self, seat: u8) -> Role {
+        if let Some(speakers) = self.roles.speakers() {
+            return match seat {
+                0 => Role::Owner,
+                s if s <= speakers => Role::Speaker,
+                _ => Role::Listener,
+            };
+        }
         let offerer = match (self.roles.is_market(), seat) {
             (_, 0) | (false, _) => false,
             (true, s) if s == self.seat => !self.roles.promoted,
@@ -1026,6 +1045,9 @@ impl TalkState {
     /// An offerer writes to the owner alone, and at most the offer limit (texts and
     /// file offers) until the owner writes back (spec §20.2): one more, or the refusal.
     fn take_offer(&mut self) -> Result<(), MemberError> {
+        if self.role() == Role::Listener {
+            return Err(MemberError::ListenerOnly);
+        }
         if self.role() != Role::Offerer {
             return Ok(());
         }
@@ -1048,7 +1070,7 @@ impl TalkState {
     ) -> Result<(Vec<u8>, Event), MemberError> {
         let alias = self
             .others()
-            .find(|p| p.seat == seat && self.shielded(p.seat))
+            .find(|p| p.seat == seat && self.shielded(p.seat) && self.roles.is_market())
             .map(|p| p.alias.clone())
             .ok_or(MemberError::NoOfferer)?;
         let (body, id) = self.seal_for_offerer(seat, text, now_ms)?;
@@ -1068,7 +1090,8 @@ impl TalkState {
     /// joined and is not removed, each on that offerer's own chain (spec §20.2). The
     /// group's envelope is [`TalkState::seal_text`]'s.
     pub fn seal_to_offerers(&mut self, text: &str, now_ms: u64) -> Result<Outgoing, MemberError> {
-        if !self.is_owner() {
+        // A panel's listeners read the owner's group chain itself.
+        if !self.is_owner() || !self.roles.is_market() {
             return Ok(Vec::new());
         }
         let seats: Vec<u8> = self
@@ -1128,7 +1151,7 @@ impl TalkState {
     pub fn remove_offerer(&mut self, alias: &str) -> Result<Event, MemberError> {
         let seat = self
             .others()
-            .find(|p| p.alias == alias && self.shielded(p.seat))
+            .find(|p| p.alias == alias && self.shielded(p.seat) && self.roles.is_market())
             .map(|p| p.seat)
             .ok_or(MemberError::NoOfferer)?;
         let mut dropped = Vec::new();
@@ -1158,7 +1181,7 @@ impl TalkState {
     pub fn promote_offerer(&mut self, alias: &str) -> Result<Handled, MemberError> {
         let peer = self
             .others()
-            .find(|p| p.alias == alias && self.shielded(p.seat))
+            .find(|p| p.alias == alias && self.shielded(p.seat) && self.roles.is_market())
             .cloned()
             .ok_or(MemberError::NoOfferer)?;
         let o = self
@@ -1523,7 +1546,7 @@ impl TalkState {
             // A market's offerer (and its owner, for a removed offerer) sees every
             // envelope of the talk; those of others are under keys it will never hold,
             // so they are skipped unread, not held (spec §20.2).
-            let skip = (self.roles.is_market() && !self.is_owner())
+            let skip = (self.roles.shields() && !self.is_owner())
                 || EnvelopeKey::id_of(&env.body).is_some_and(|id| self.roles.dropped(&id));
             if !skip {
                 self.hold(env.clone(), &mut out);
@@ -1673,7 +1696,13 @@ impl TalkState {
             return;
         };
         let key = EnvelopeKey::from_talk_key(&o.key);
-        let chain = o.chain.state().clone();
+        // A panel's listener reads the owner's group messages: it gets the group
+        // chain. An offerer gets the chain made for it alone.
+        let chain = if self.roles.is_panel() {
+            self.sending.state().clone()
+        } else {
+            o.chain.state().clone()
+        };
         match self.announce(Some(&chain)).and_then(|mine| {
             self.direct_under(
                 &key,
@@ -1690,6 +1719,109 @@ impl TalkState {
         }
         self.invites.retain(|(s, _)| *s != seat);
         self.roster.push(peer);
+        if self.roles.is_panel() {
+            let speakers: Vec<u8> = self
+                .others()
+                .filter(|p| !self.shielded(p.seat) && p.chain.is_some())
+                .map(|p| p.seat)
+                .collect();
+            for speaker in speakers {
+                self.tell_listeners(speaker, Some(seat), out);
+            }
+        }
+    }
+
+    /// A panel's owner tells its listeners (or only `only`) of the speaker of `seat`:
+    /// its keys, alias and chain where the owner's copy stands (spec §20.3), each under
+    /// that listener's seat key.
+    fn tell_listeners(&self, seat: u8, only: Option<u8>, out: &mut Handled) {
+        let Some(p) = self.roster.iter().find(|p| p.seat == seat && !p.left) else {
+            return;
+        };
+        let Some(chain) = p.chain.as_ref().map(ReceivingChain::position) else {
+            return;
+        };
+        let body = DirectBody::Speaker {
+            seat,
+            pseudonym: p.pseudonym,
+            alias: p.alias.clone(),
+            chain,
+        };
+        let listeners: Vec<Peer> = self
+            .others()
+            .filter(|l| self.shielded(l.seat) && only.is_none_or(|s| s == l.seat))
+            .cloned()
+            .collect();
+        for l in &listeners {
+            let Some(o) = self.roles.offerer(l.seat) else {
+                continue;
+            };
+            let key = EnvelopeKey::from_talk_key(&o.key);
+            match self.direct_under(&key, l, &body) {
+                Ok(b) => out.outgoing.push((EnvelopeKind::Handshake, b)),
+                Err(e) => out.events.push(Event::Warning(format!(
+                    "could not tell a listener of a speaker: {e}"
+                ))),
+            }
+        }
+    }
+
+    /// A panel's listener hears of a speaker from the owner: records it, or takes its
+    /// newer chain (keeping the one before for late messages).
+    fn on_speaker(
+        &mut self,
+        seat: u8,
+        pseudonym: [u8; 32],
+        alias: String,
+        chain: ChainState,
+        from: &[u8; 32],
+        out: &mut Handled,
+    ) {
+        let from_owner = self
+            .roster
+            .iter()
+            .any(|p| p.seat == 0 && p.agreement == *from);
+        let speaker = self.roles.speakers().is_some_and(|n| (1..=n).contains(&seat));
+        if self.role() != Role::Listener || !from_owner || !speaker || !valid_alias(&alias) {
+            out.events
+                .push(Event::Warning("news of a speaker was ignored".into()));
+            return;
+        }
+        match self.roster.iter_mut().find(|p| p.seat == seat) {
+            Some(p) => {
+                if p.pseudonym != pseudonym {
+                    out.events
+                        .push(Event::Warning("news of a speaker was ignored".into()));
+                    return;
+                }
+                let newer = p.chain.as_ref().is_none_or(|c| chain.epoch > c.epoch());
+                if newer {
+                    p.prev_chain = p.chain.take();
+                    p.chain = Some(ReceivingChain::new(chain));
+                }
+            }
+            None => {
+                out.events.push(Event::MemberJoined {
+                    seat,
+                    alias: alias.clone(),
+                });
+                // A listener never writes to a speaker: it needs its pseudonym key
+                // (to check its messages) and its chain, nothing else.
+                self.roster.push(Peer {
+                    seat,
+                    pseudonym,
+                    agreement: [0; 32],
+                    kem: [0; KEM_PUBLIC_LEN],
+                    relay_auth: [0; 32],
+                    alias,
+                    chain: Some(ReceivingChain::new(chain)),
+                    prev_chain: None,
+                    left: false,
+                    accounted: (0, 0),
+                    introduced: true,
+                });
+            }
+        }
     }
 
     /// A market's owner takes only a `Reply` under an offerer's seat key, and only for
@@ -1789,7 +1921,17 @@ impl TalkState {
                 }
                 p.prev_chain = p.chain.take();
                 p.chain = Some(ReceivingChain::new(chain));
+                let seat = p.seat;
+                if self.is_owner() && self.roles.is_panel() && !self.shielded(seat) {
+                    self.tell_listeners(seat, None, out);
+                }
             }
+            DirectBody::Speaker {
+                seat,
+                pseudonym,
+                alias,
+                chain,
+            } => self.on_speaker(seat, pseudonym, alias, chain, &d.from, out),
         }
     }
 
@@ -1974,9 +2116,9 @@ impl TalkState {
         // Once every member has our chain from the start, its start is erased
         // (forward secrecy for what we sent before).
         let members = self.status.map_or(0, |s| usize::from(s.members));
-        // In a market a member knows only whom the owner let it know, whatever the
-        // relay counts.
-        let offerer = self.roles.is_market();
+        // In a market or a panel a member knows only whom the owner let it know,
+        // whatever the relay counts.
+        let offerer = self.roles.shields();
         if self.others().all(|p| p.chain.is_some())
             && (offerer || self.others().count() + 1 >= members)
         {
@@ -2009,12 +2151,30 @@ impl TalkState {
             seat: b.seat,
             alias: b.alias.clone(),
         });
+        if self.is_owner() && self.roles.is_panel() && !self.shielded(b.seat) {
+            self.tell_listeners(b.seat, None, out);
+        }
     }
 
     fn on_group(&mut self, g: &nook_crypto::message::GroupMessage, out: &mut Handled) {
         if g.header.sender == self.own_pseudonym {
             // Our own message, echoed to this process by the relay: the process that
             // sent it recorded it in the history already.
+            return;
+        }
+        if self.is_owner()
+            && self.roles.is_panel()
+            && let Some(seat) = self
+                .roster
+                .iter()
+                .find(|p| p.pseudonym == g.header.sender)
+                .map(|p| p.seat)
+            && self.shielded(seat)
+        {
+            // A conforming listener's client refuses to write (spec §20.3).
+            out.events.push(Event::Warning(format!(
+                "a message from listener seat {seat} was dropped: listeners read only"
+            )));
             return;
         }
         let mailbox = self.mailbox;
@@ -2178,8 +2338,9 @@ impl TalkState {
             seat,
             alias: p.alias.clone(),
         });
-        // An offerer never held the group's chain: nothing to rotate away from it.
-        if !self.shielded(seat) {
+        // An offerer never held the group's chain: nothing to rotate away from it. A
+        // panel's listener held the speakers': they rotate.
+        if !self.shielded(seat) || self.roles.is_panel() {
             self.rotate(out);
         }
     }
@@ -2187,6 +2348,10 @@ impl TalkState {
     /// Starts a fresh sending chain after a member left and gives it, pairwise, to
     /// every remaining member: the one who left never learns it.
     fn rotate(&mut self, out: &mut Handled) {
+        // A listener's chain is the owner's alone to know, and it never writes.
+        if self.role() == Role::Listener {
+            return;
+        }
         let epoch = self.sending.state().epoch.saturating_add(1);
         self.sending = SendingChain::new(&mut rand::rng(), epoch);
         // Members that have not had our Reply yet get the new chain from the rotation.
@@ -2206,6 +2371,26 @@ impl TalkState {
                 ))),
             }
         }
+        // A panel's owner: its listeners read its new chain too.
+        if self.is_owner() && self.roles.is_panel() {
+            let listeners: Vec<Peer> = self
+                .others()
+                .filter(|p| self.shielded(p.seat))
+                .cloned()
+                .collect();
+            for l in &listeners {
+                let Some(o) = self.roles.offerer(l.seat) else {
+                    continue;
+                };
+                let key = EnvelopeKey::from_talk_key(&o.key);
+                match self.direct_under(&key, l, &body) {
+                    Ok(b) => out.outgoing.push((EnvelopeKind::Handshake, b)),
+                    Err(e) => out.events.push(Event::Warning(format!(
+                        "could not send a new sender key: {e}"
+                    ))),
+                }
+            }
+        }
     }
 
     /// Records a relay status (seats taken, opened, seats left). Returns the events and
@@ -2220,6 +2405,18 @@ impl TalkState {
             .collect();
         for seat in gone {
             self.mark_left(seat, &mut out);
+        }
+        // A panel's speaker does not know the listeners, which held its chain: when a
+        // seat it does not know leaves, it rotates all the same (spec §20.3).
+        let before = self.status.map_or(0, |s| s.left);
+        let unknown_left = (1..64u8).any(|seat| {
+            let bit = 1u64 << seat;
+            status.left & bit != 0
+                && before & bit == 0
+                && !self.roster.iter().any(|p| p.seat == seat)
+        });
+        if self.role() == Role::Speaker && unknown_left {
+            self.rotate(&mut out);
         }
         let events = &mut out.events;
         let changed = self.status.map(|s| s.members) != Some(status.members);

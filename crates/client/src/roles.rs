@@ -21,6 +21,9 @@ pub use nook_crypto::message::Pattern;
 /// chain's, so a promoted offerer, which holds both, tells them apart.
 pub const OFFERER_EPOCH: u32 = 1 << 31;
 
+/// The most speakers a panel has besides its owner.
+pub const MAX_SPEAKERS: u8 = 63;
+
 /// The longest offer limit (messages an offerer may send until the owner writes).
 pub const MAX_OFFER_LIMIT: u8 = 100;
 
@@ -33,6 +36,10 @@ pub enum Role {
     Member,
     /// A market's seat other than the owner's: writes to the owner alone.
     Offerer,
+    /// A panel's seat that writes to all (the owner is one too).
+    Speaker,
+    /// A panel's seat that reads the speakers, invisible to all but the owner.
+    Listener,
 }
 
 impl Role {
@@ -42,6 +49,8 @@ impl Role {
             Role::Owner => "owner",
             Role::Member => "member",
             Role::Offerer => "offerer",
+            Role::Speaker => "speaker",
+            Role::Listener => "listener",
         }
     }
 }
@@ -119,12 +128,49 @@ impl Roles {
     pub fn offer_limit(&self) -> Option<u8> {
         match self.pattern {
             Pattern::Market { offer_limit } => Some(offer_limit),
-            Pattern::Plain => None,
+            Pattern::Plain | Pattern::Panel { .. } => None,
+        }
+    }
+
+    /// A panel's speakers besides its owner, if this is one.
+    pub fn speakers(&self) -> Option<u8> {
+        match self.pattern {
+            Pattern::Panel { speakers } => Some(speakers),
+            Pattern::Plain | Pattern::Market { .. } => None,
+        }
+    }
+
+    /// The pattern's name, as the CLI and its JSON give it.
+    pub fn pattern_name(&self) -> &'static str {
+        match self.pattern {
+            Pattern::Plain => "plain",
+            Pattern::Market { .. } => "market",
+            Pattern::Panel { .. } => "panel",
         }
     }
 
     pub(crate) fn is_market(&self) -> bool {
         matches!(self.pattern, Pattern::Market { .. })
+    }
+
+    pub(crate) fn is_panel(&self) -> bool {
+        matches!(self.pattern, Pattern::Panel { .. })
+    }
+
+    /// Whether the pattern shields some seats behind keys of their own (market,
+    /// panel): its members skip, unread, the envelopes under keys they will never hold.
+    pub(crate) fn shields(&self) -> bool {
+        !matches!(self.pattern, Pattern::Plain)
+    }
+
+    /// Whether `seat`'s welcome carries a key of its own rather than the talk's: every
+    /// offerer's, and a panel's listeners'.
+    pub(crate) fn shielded_seat(&self, seat: u8) -> bool {
+        match self.pattern {
+            Pattern::Plain => false,
+            Pattern::Market { .. } => seat != 0,
+            Pattern::Panel { speakers } => seat > speakers,
+        }
     }
 
     /// The owner's entry for `seat`, if it is an offerer's.
@@ -394,6 +440,105 @@ mod tests {
             a.promote_offerer("offerer-1"),
             Err(MemberError::NoOfferer)
         ));
+    }
+
+    /// A panel of four seats: the owner, one speaker (seat 1), two listeners, met.
+    fn panel() -> (Net, Vec<TalkState>) {
+        let r = relay();
+        let NewTalk {
+            mut state,
+            params,
+            seats,
+        } = TalkState::create(
+            &r,
+            &TalkOptions {
+                seats: 4,
+                pattern: Pattern::Panel { speakers: 1 },
+                ..opts()
+            },
+            0,
+        )
+        .unwrap();
+        let invites = state.created(&r, MailboxId([5; 16]), status(1, false), &seats);
+        let mut net = Net {
+            seq: 0,
+            log: vec![],
+        };
+        let mut members = vec![state];
+        for (i, (inv, offer)) in invites.iter().zip(&params.offers).enumerate() {
+            let inv: Invite = inv.parse().unwrap();
+            let seat = (i + 1) as u8;
+            let alias = if seat == 1 {
+                "speaker-1".to_string()
+            } else {
+                format!("listener-{seat}")
+            };
+            members.push(join(&mut net, &inv, seat, &offer.welcome, &alias));
+            for _ in 0..3 {
+                for m in members.iter_mut() {
+                    net.deliver(m);
+                }
+            }
+        }
+        (net, members)
+    }
+
+    #[test]
+    fn a_panel_s_listeners_read_the_speakers_and_never_learn_of_each_other() {
+        let (mut net, mut m) = panel();
+        let aliases = |t: &TalkState| -> Vec<String> { t.roster.iter().map(|p| p.alias.clone()).collect() };
+        assert_eq!(aliases(&m[0]), ["speaker-1", "listener-2", "listener-3"]);
+        assert_eq!(aliases(&m[1]), ["owner-owl"], "a speaker never hears of listeners");
+        assert_eq!(aliases(&m[2]), ["owner-owl", "speaker-1"]);
+        assert_eq!(aliases(&m[3]), ["owner-owl", "speaker-1"]);
+        assert_eq!(
+            [m[0].role(), m[1].role(), m[2].role(), m[3].role()],
+            [Role::Owner, Role::Speaker, Role::Listener, Role::Listener]
+        );
+        let (body, _) = m[1].seal_text("from the speaker", 1).unwrap();
+        net.put(1, EnvelopeKind::Chat, body);
+        let (body, _) = m[0].seal_text("from the owner", 2).unwrap();
+        net.put(0, EnvelopeKind::Chat, body);
+        for i in [2, 3] {
+            assert_eq!(
+                texts(&net.deliver(&mut m[i])),
+                ["speaker-1: from the speaker", "owner-owl: from the owner"]
+            );
+        }
+        assert_eq!(texts(&net.deliver(&mut m[0])), ["speaker-1: from the speaker"]);
+        assert!(matches!(
+            m[2].seal_text("may I?", 3),
+            Err(MemberError::ListenerOnly)
+        ));
+        assert!(m[0].seal_to_offerers("x", 4).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_listener_who_leaves_reads_nothing_the_speakers_say_after() {
+        let (mut net, mut m) = panel();
+        let mut st = status(4, true);
+        st.left = 1 << 3;
+        st.seats = 4;
+        for i in [0, 1, 2] {
+            let h = m[i].on_status(st);
+            for (k, body) in h.outgoing {
+                net.put(m[i].seat, k, body);
+            }
+        }
+        for _ in 0..2 {
+            for i in [0, 1, 2] {
+                net.deliver(&mut m[i]);
+            }
+        }
+        let (body, _) = m[1].seal_text("after the leave", 5).unwrap();
+        net.put(1, EnvelopeKind::Chat, body);
+        let (body, _) = m[0].seal_text("the owner too", 6).unwrap();
+        net.put(0, EnvelopeKind::Chat, body);
+        assert_eq!(
+            texts(&net.deliver(&mut m[2])),
+            ["speaker-1: after the leave", "owner-owl: the owner too"]
+        );
+        assert!(texts(&net.deliver(&mut m[3])).is_empty(), "the one who left reads nothing");
     }
 
     #[test]

@@ -107,6 +107,15 @@ pub enum DirectBody {
         talk_key: crate::secret::Secret32,
         chain: ChainState,
     },
+    /// A panel's owner tells a listener of a speaker (spec §20.3): its seat, pseudonym
+    /// key (to check its signatures), alias, and its chain where the owner's copy
+    /// stands. Sent again with each new chain of the speaker's. (Appended.)
+    Speaker {
+        seat: u8,
+        pseudonym: [u8; 32],
+        alias: String,
+        chain: ChainState,
+    },
 }
 
 /// What the sender signs and the AEAD authenticates besides the ciphertext.
@@ -265,6 +274,10 @@ pub enum Pattern {
     /// that seat alone, so an offerer never holds the group's key or another's.
     /// An offerer may send `offer_limit` messages until the owner writes to it.
     Market { offer_limit: u8 },
+    /// The owner and the seats `1..=speakers` speak to all; every other seat is a
+    /// listener, which reads the speakers and is invisible to everyone but the owner.
+    /// A listener's welcome carries its seat's own key, as an offerer's (spec §20.3).
+    Panel { speakers: u8 },
 }
 
 /// The talk parameters a joiner is told (the relay knows them too).
@@ -305,6 +318,7 @@ impl DirectBody {
             DirectBody::CardOffer { fields, .. } => {
                 !fields.is_empty() && crate::card::valid_kinds(fields)
             }
+            DirectBody::Speaker { alias, .. } => !alias.is_empty() && alias.len() <= MAX_ALIAS,
             _ => true,
         };
         if valid {

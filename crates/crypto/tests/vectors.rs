@@ -946,6 +946,24 @@ fn market_vectors(v: &mut Vectors) {
     assert_eq!(&bytes[..2], &[7, 0x54], "variant 7, then the talk key");
     assert_eq!(DirectBody::decode(&bytes).expect("decodes"), promote);
     v.hex("market.promote", bytes.as_slice());
+    let speaker = DirectBody::Speaker {
+        seat: 1,
+        pseudonym: [0x50; 32],
+        alias: "quiet-otter".into(),
+        chain: ChainState {
+            epoch: 0,
+            index: 3,
+            chain_key: CHAIN_KEY,
+            envelope_key: SENDER_ENVELOPE_KEY,
+        },
+    };
+    let bytes = speaker.encode().expect("encodes");
+    assert_eq!(&bytes[..3], &[8, 1, 0x50], "variant 8, seat 1, the pseudonym");
+    assert_eq!(DirectBody::decode(&bytes).expect("decodes"), speaker);
+    v.hex("panel.speaker", bytes.as_slice());
+    let panel = encode_value(&Pattern::Panel { speakers: 2 }).expect("encodes");
+    assert_eq!(panel, [2, 2]);
+    v.hex("panel.pattern", panel);
 }
 
 fn routing(v: &mut Vectors) {

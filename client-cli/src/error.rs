@@ -329,6 +329,9 @@ impl CliError {
             ClientError::Member(nook_client::member::MemberError::NoOfferer) => {
                 Some("`nook who TALK` shows the offerers by alias")
             }
+            ClientError::Member(nook_client::member::MemberError::ListenerOnly) => {
+                Some("`nook read TALK --follow` shows what the speakers say")
+            }
             ClientError::Card(CardError::UnknownMember { .. }) => {
                 Some("`nook who TALK` shows the members by alias")
             }
@@ -475,6 +478,7 @@ pub fn client_kind(e: &ClientError) -> Kind {
             Kind::OfferLimit
         }
         ClientError::Member(nook_client::member::MemberError::NoOfferer) => Kind::MemberUnknown,
+        ClientError::Member(nook_client::member::MemberError::ListenerOnly) => Kind::NotAllowed,
         ClientError::Member(_) => Kind::BadInput,
         ClientError::Board(b) => match b {
             BoardError::NotOwner => Kind::NotOwner,

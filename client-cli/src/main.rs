@@ -98,6 +98,8 @@ enum PatternArg {
     Plain,
     // You ask; every other seat is an offerer (protocol-spec §20.2).
     Market,
+    // You and --speakers seats speak; the others listen (protocol-spec §20.3).
+    Panel,
 }
 
 #[derive(Subcommand, Debug)]
@@ -144,14 +146,20 @@ enum Command {
         /// Also draw each invite as a QR code, to scan from this screen.
         #[arg(long)]
         qr: bool,
-        /// The talk's pattern: plain, or market (every other seat is an offerer who
-        /// writes to you alone and never sees another offerer's alias or messages).
+        /// The talk's pattern: plain; market (every other seat is an offerer who writes
+        /// to you alone and never sees another offerer's alias or messages); or panel
+        /// (you and --speakers seats write to all, the others read and never see each
+        /// other).
         #[arg(long, value_enum, default_value = "plain")]
         pattern: PatternArg,
         /// In a market, how many messages an offerer may send until you write to it
         /// (1-100, default 1).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=100))]
         offer_limit: Option<u8>,
+        /// In a panel, how many seats besides yours speak (the first invites; default
+        /// 1); the rest listen.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=63))]
+        speakers: Option<u8>,
     },
     /// Take a seat with an invite.
     #[command(after_help = examples::JOIN)]
@@ -613,21 +621,44 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             qr,
             pattern,
             offer_limit,
+            speakers,
         } => {
-            let pattern = match (pattern, offer_limit) {
-                (PatternArg::Plain, Some(_)) => {
-                    return Err(Cli::usage(
-                        "new",
-                        clap::error::ErrorKind::ArgumentConflict,
-                        "--offer-limit is for market talks: add --pattern market".into(),
-                    )
-                    .into());
-                }
-                (PatternArg::Plain, None) => Pattern::Plain,
-                (PatternArg::Market, limit) => Pattern::Market {
+            let conflict = |m: &str| -> CliError {
+                Cli::usage("new", clap::error::ErrorKind::ArgumentConflict, m.into()).into()
+            };
+            let pattern = match (pattern, offer_limit, speakers) {
+                (PatternArg::Market, limit, None) => Pattern::Market {
                     offer_limit: limit.unwrap_or(1),
                 },
+                (PatternArg::Panel, None, n) => Pattern::Panel {
+                    speakers: n.unwrap_or(1),
+                },
+                (PatternArg::Plain, None, None) => Pattern::Plain,
+                (_, Some(_), _) => {
+                    return Err(conflict(
+                        "--offer-limit is for market talks: use it with --pattern market",
+                    ));
+                }
+                (_, _, Some(_)) => {
+                    return Err(conflict(
+                        "--speakers is for panels: use it with --pattern panel",
+                    ));
+                }
             };
+            if let Pattern::Panel { speakers } = pattern
+                && speakers + 1 >= seats
+            {
+                return Err(Cli::usage(
+                    "new",
+                    clap::error::ErrorKind::ValueValidation,
+                    format!(
+                        "a panel of {seats} seats has at most {} speakers besides you, so \
+                         that one seat listens; raise --seats or lower --speakers",
+                        seats.saturating_sub(2)
+                    ),
+                )
+                .into());
+            }
             let (ttl, schedule) = schedule_of(ttl, opens_at.as_deref(), window)
                 .map_err(|e| Cli::usage("new", clap::error::ErrorKind::ValueValidation, e))?;
             // Resolved in `run`, before the home was opened.

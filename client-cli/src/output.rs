@@ -125,10 +125,10 @@ impl Output {
                 t.talk,
                 state,
                 closes_in(schedule::ends_at(t.status.as_ref(), t.expires_at), now),
-                // A market's roles beside the alias (spec §20.2).
-                match t.offer_limit {
-                    Some(_) => format!("{} ({})", safe::inline(&t.alias), t.role),
-                    None => safe::inline(&t.alias).into_owned(),
+                // A market's or a panel's roles beside the alias (spec §20).
+                match t.pattern {
+                    "plain" => safe::inline(&t.alias).into_owned(),
+                    _ => format!("{} ({})", safe::inline(&t.alias), t.role),
                 },
                 t.unread,
                 // From an invite someone else handed over: parsed, but shown safely too.
@@ -209,7 +209,7 @@ impl Output {
             if m.own {
                 notes.push("you".to_string());
             }
-            if m.owner || m.role == "offerer" {
+            if m.role != "member" {
                 notes.push(m.role.to_string());
             }
             if m.left {
@@ -306,8 +306,9 @@ pub fn talk_json(t: &TalkSummary) -> Value {
         "relay_retiring_at": t.retiring_at.map(nook_crypto::auth::rfc3339_utc),
         "via": t.via,
         "role": t.role,
-        "pattern": if t.offer_limit.is_some() { "market" } else { "plain" },
+        "pattern": t.pattern,
         "offer_limit": t.offer_limit,
+        "speakers": t.speakers,
     })
 }
 

@@ -285,3 +285,79 @@ fn market_offerers_never_see_each_other_and_the_offer_limit_holds() {
         &[CAT, CAT_OFFER, TO_CAT],
     );
 }
+
+const LEA: &str = "listener-lea-4d2e";
+const LEO: &str = "listener-leo-8b1f";
+
+#[test]
+fn a_panel_s_listeners_read_the_speakers_and_never_see_each_other() {
+    let relay = Relay::start();
+    let (ann, sam, lea, leo) = (Nook::new(), Nook::new(), Nook::new(), Nook::new());
+    let created = ann
+        .ok(&[
+            "--json",
+            "new",
+            "--relay",
+            &relay.address,
+            "--alias",
+            "ann",
+            "--seats",
+            "4",
+            "--quorum",
+            "2",
+            "--pattern",
+            "panel",
+            "--speakers",
+            "1",
+        ])
+        .json();
+    let ta = text(&created["talk"]);
+    sam.ok(&["join", &text(&created["invites"][0]), "--alias", "sam"]);
+    lea.ok(&["join", &text(&created["invites"][1]), "--alias", LEA]);
+    leo.ok(&["join", &text(&created["invites"][2]), "--alias", LEO]);
+    let (ts, tl, to) = (sam.only_talk(), lea.only_talk(), leo.only_talk());
+    let mut follow = lea.spawn(&["read", &tl, "--follow"]);
+    // The owner meets everyone and tells each listener of the speaker.
+    ann.ok(&["read", &ta]);
+    sam.ok(&["read", &ts]);
+
+    sam.ok(&["send", &ts, "SAM-TALK-1"]);
+    ann.ok(&["send", &ta, "ANN-TALK-2"]);
+    follow.wait_for(Stream::Stdout, Duration::from_secs(30), |l| {
+        l.contains("ANN-TALK-2")
+    });
+    let leo_sees = texts(&read_json(&leo, &to));
+    assert_eq!(leo_sees, ["sam: SAM-TALK-1", "ann: ANN-TALK-2"]);
+    let refused = leo.run(&["--json", "send", &to, "may I?"]);
+    assert_eq!(refused.code, 5, "{}", refused.stderr);
+    let err: Value = serde_json::from_str(refused.stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(err["kind"], "not_allowed", "{err}");
+
+    let roles: Vec<(String, String)> = lea
+        .ok(&["--json", "who", &tl])
+        .json_lines()
+        .iter()
+        .map(|w| (text(&w["alias"]), text(&w["role"])))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("ann".to_string(), "owner".to_string()),
+            ("sam".to_string(), "speaker".to_string()),
+            (LEA.to_string(), "listener".to_string()),
+        ]
+    );
+    let listed = lea.ok(&["--json", "list"]).json();
+    assert_eq!(
+        (&listed["pattern"], &listed["speakers"]),
+        (&Value::from("panel"), &Value::from(1))
+    );
+
+    // No listener's home or running follower holds the other's alias; the speaker's
+    // home holds neither.
+    holds_none("lea's follower", &memory(follow.pid()), &[LEO]);
+    holds_none("lea's home", &all_bytes(&lea.home_dir()), &[LEO]);
+    holds_none("leo's home", &all_bytes(&leo.home_dir()), &[LEA]);
+    holds_none("sam's home", &all_bytes(&sam.home_dir()), &[LEA, LEO]);
+    follow.terminate();
+}

@@ -94,11 +94,8 @@ impl App {
             second.push(Span::styled(format!(" · {closes}"), dim));
         }
         // A market's role first: the members line may be cut at the screen's edge.
-        if let Some((role, limit)) = self.market {
-            second.insert(
-                0,
-                Span::styled(format!(" market {role} (offer limit {limit}) ·"), dim),
-            );
+        if let Some(pattern) = &self.pattern {
+            second.insert(0, Span::styled(format!(" {pattern} ·"), dim));
         }
         if self.owner && !self.open && !self.invites.is_empty() {
             second.push(Span::styled(
@@ -521,6 +518,7 @@ mod tests {
     fn the_header_shows_a_market_role() {
         let mut i = info(Some(status(TalkPhase::Open, 2, 2)));
         i.role = "offerer";
+        i.pattern = "market";
         i.offer_limit = Some(2);
         let s = screen(&App::new(&i, 0));
         assert!(

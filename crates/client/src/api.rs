@@ -86,7 +86,8 @@ pub struct Member {
     /// When this device learned of the seat (unix ms): its own join or creation, or the
     /// member's announcement; `None` if that is no longer in the history.
     pub joined_at_ms: Option<u64>,
-    /// `owner`, `member` or (a market's) `offerer` (protocol-spec §20.2).
+    /// `owner`, `member`, (a market's) `offerer`, (a panel's) `speaker` or
+    /// `listener` (protocol-spec §20).
     pub role: &'static str,
 }
 
@@ -117,8 +118,12 @@ pub struct TalkSummary {
     pub via: Option<String>,
     /// This device's role: `owner`, `member` or `offerer` (protocol-spec §20.2).
     pub role: &'static str,
-    /// A market's offer limit; `None` for a plain talk.
+    /// `plain`, `market` or `panel` (protocol-spec §20).
+    pub pattern: &'static str,
+    /// A market's offer limit; `None` otherwise.
     pub offer_limit: Option<u8>,
+    /// A panel's speakers besides its owner; `None` otherwise.
+    pub speakers: Option<u8>,
 }
 
 /// A nook member's client, rooted at one home folder.
@@ -720,7 +725,9 @@ fn summary(t: &TalkState, unread: u64) -> TalkSummary {
         retiring_at: None,
         via: None,
         role: t.role().as_str(),
+        pattern: t.roles.pattern_name(),
         offer_limit: t.roles.offer_limit(),
+        speakers: t.roles.speakers(),
     }
 }
 

@@ -605,7 +605,9 @@ impl TalkState {
         }
         // A panel needs a speaker and a listener besides its owner.
         if let Pattern::Panel { speakers } = opts.pattern
-            && (speakers == 0 || speakers > crate::roles::MAX_SPEAKERS || speakers + 1 >= opts.seats)
+            && (speakers == 0
+                || speakers > crate::roles::MAX_SPEAKERS
+                || speakers + 1 >= opts.seats)
         {
             return Err(MemberError::BadSpeakers {
                 max: crate::roles::MAX_SPEAKERS,
@@ -1781,7 +1783,10 @@ impl TalkState {
             .roster
             .iter()
             .any(|p| p.seat == 0 && p.agreement == *from);
-        let speaker = self.roles.speakers().is_some_and(|n| (1..=n).contains(&seat));
+        let speaker = self
+            .roles
+            .speakers()
+            .is_some_and(|n| (1..=n).contains(&seat));
         if self.role() != Role::Listener || !from_owner || !speaker || !valid_alias(&alias) {
             out.events
                 .push(Event::Warning("news of a speaker was ignored".into()));

@@ -486,9 +486,14 @@ mod tests {
     #[test]
     fn a_panel_s_listeners_read_the_speakers_and_never_learn_of_each_other() {
         let (mut net, mut m) = panel();
-        let aliases = |t: &TalkState| -> Vec<String> { t.roster.iter().map(|p| p.alias.clone()).collect() };
+        let aliases =
+            |t: &TalkState| -> Vec<String> { t.roster.iter().map(|p| p.alias.clone()).collect() };
         assert_eq!(aliases(&m[0]), ["speaker-1", "listener-2", "listener-3"]);
-        assert_eq!(aliases(&m[1]), ["owner-owl"], "a speaker never hears of listeners");
+        assert_eq!(
+            aliases(&m[1]),
+            ["owner-owl"],
+            "a speaker never hears of listeners"
+        );
         assert_eq!(aliases(&m[2]), ["owner-owl", "speaker-1"]);
         assert_eq!(aliases(&m[3]), ["owner-owl", "speaker-1"]);
         assert_eq!(
@@ -505,7 +510,10 @@ mod tests {
                 ["speaker-1: from the speaker", "owner-owl: from the owner"]
             );
         }
-        assert_eq!(texts(&net.deliver(&mut m[0])), ["speaker-1: from the speaker"]);
+        assert_eq!(
+            texts(&net.deliver(&mut m[0])),
+            ["speaker-1: from the speaker"]
+        );
         assert!(matches!(
             m[2].seal_text("may I?", 3),
             Err(MemberError::ListenerOnly)
@@ -538,7 +546,10 @@ mod tests {
             texts(&net.deliver(&mut m[2])),
             ["speaker-1: after the leave", "owner-owl: the owner too"]
         );
-        assert!(texts(&net.deliver(&mut m[3])).is_empty(), "the one who left reads nothing");
+        assert!(
+            texts(&net.deliver(&mut m[3])).is_empty(),
+            "the one who left reads nothing"
+        );
     }
 
     #[test]

@@ -958,7 +958,11 @@ fn market_vectors(v: &mut Vectors) {
         },
     };
     let bytes = speaker.encode().expect("encodes");
-    assert_eq!(&bytes[..3], &[8, 1, 0x50], "variant 8, seat 1, the pseudonym");
+    assert_eq!(
+        &bytes[..3],
+        &[8, 1, 0x50],
+        "variant 8, seat 1, the pseudonym"
+    );
     assert_eq!(DirectBody::decode(&bytes).expect("decodes"), speaker);
     v.hex("panel.speaker", bytes.as_slice());
     let panel = encode_value(&Pattern::Panel { speakers: 2 }).expect("encodes");

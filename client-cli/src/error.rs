@@ -40,7 +40,8 @@ pub enum Kind {
     AddressMalformed,
     /// 5: only the owner's device holds the talk's invites.
     NotOwner,
-    /// 5: the talk's close policy does not let this member close it.
+    /// 5: the talk's close policy does not let this member close it, or a panel's
+    /// listener tried to write (listeners read only).
     NotAllowed,
     /// 5: the talk's mailbox is full until members acknowledge.
     MailboxFull,

@@ -946,6 +946,7 @@ fn market_vectors(v: &mut Vectors) {
     assert_eq!(&bytes[..2], &[7, 0x54], "variant 7, then the talk key");
     assert_eq!(DirectBody::decode(&bytes).expect("decodes"), promote);
     v.hex("market.promote", bytes.as_slice());
+    v.group("panel (§20.3)");
     let speaker = DirectBody::Speaker {
         seat: 1,
         pseudonym: [0x50; 32],

@@ -484,7 +484,7 @@ pub(crate) fn who_json(w: &Who) -> Value {
     json!({"seat": w.seat, "alias": w.alias, "own": w.own, "left": w.left,
            "card": w.card.as_ref().map(|k| fields_json(&k.card.fields)),
            "contact": w.card.as_ref().is_some_and(|k| k.contact),
-           "saw": w.saw})
+           "saw": w.saw, "role": w.role})
 }
 
 fn who_text(w: &Who) -> String {
@@ -498,6 +498,9 @@ fn who_text(w: &Who) -> String {
     let mut notes = Vec::new();
     if w.own {
         notes.push("you".to_owned());
+    }
+    if w.role != "member" {
+        notes.push(w.role.to_owned());
     }
     if w.left {
         notes.push("left".to_owned());

@@ -40,7 +40,8 @@ pub enum Kind {
     AddressMalformed,
     /// 5: only the owner's device holds the talk's invites.
     NotOwner,
-    /// 5: the talk's close policy does not let this member close it.
+    /// 5: the talk's close policy does not let this member close it, or a panel's
+    /// listener tried to write (listeners read only).
     NotAllowed,
     /// 5: the talk's mailbox is full until members acknowledge.
     MailboxFull,
@@ -88,12 +89,14 @@ pub enum Kind {
     ForwardRefused,
     /// 5: the scheduled talk's window ended: the relay closed it and takes no one in.
     WindowEnded,
+    /// 5: a market's offerer sent what its offer limit allows; the owner must write first.
+    OfferLimit,
 }
 
 impl Kind {
     /// Every kind, in exit-code order.
     #[cfg(test)]
-    pub const ALL: [Kind; 37] = [
+    pub const ALL: [Kind; 38] = [
         Kind::Internal,
         Kind::Usage,
         Kind::TalkUnknown,
@@ -131,6 +134,7 @@ impl Kind {
         Kind::DestinationUnreachable,
         Kind::ForwardRefused,
         Kind::WindowEnded,
+        Kind::OfferLimit,
     ];
 
     /// The process exit code.
@@ -166,7 +170,8 @@ impl Kind {
             | Kind::NoOffer
             | Kind::ContactUnknown
             | Kind::ForwardRefused
-            | Kind::WindowEnded => 5,
+            | Kind::WindowEnded
+            | Kind::OfferLimit => 5,
             Kind::TalkClosed | Kind::TalkGone => 6,
             Kind::RelayKeyMismatch | Kind::ReceiptInvalid => 7,
             Kind::Timeout => 8,
@@ -213,6 +218,7 @@ impl Kind {
             Kind::DestinationUnreachable => "destination_unreachable",
             Kind::ForwardRefused => "forward_refused",
             Kind::WindowEnded => "window_ended",
+            Kind::OfferLimit => "offer_limit",
         }
     }
 }
@@ -231,7 +237,7 @@ pub const EXIT_CODES: &str = "EXIT CODES (and the \"kind\" of a --json error):
      address_malformed, not_owner, not_allowed, mailbox_full, rate_limited,
      create_refused, relay_retiring, relay_storage_full, relay_refused, bad_input,
      listing_unknown, request_unknown, board_full, no_card, member_unknown,
-     no_offer, contact_unknown, forward_refused, window_ended
+     no_offer, contact_unknown, forward_refused, window_ended, offer_limit
   6  the talk was closed, expired or left (local data deleted): talk_closed, talk_gone
   7  security: relay_key_mismatch, receipt_invalid
   8  `nook wait` timed out: timeout";
@@ -318,6 +324,15 @@ impl CliError {
             } => Some("`nook browse --relay ADDR --board PHRASE` shows the live listings"),
             ClientError::Lost { .. } => Some("run the command again"),
             ClientError::Card(CardError::NoCard) => Some("set one with `nook card set --name …`"),
+            ClientError::Member(nook_client::member::MemberError::OfferLimit { .. }) => {
+                Some("`nook read TALK --follow` shows the owner's answer when it comes")
+            }
+            ClientError::Member(nook_client::member::MemberError::NoOfferer) => {
+                Some("`nook who TALK` shows the offerers by alias")
+            }
+            ClientError::Member(nook_client::member::MemberError::ListenerOnly) => {
+                Some("`nook read TALK --follow` shows what the speakers say")
+            }
             ClientError::Card(CardError::UnknownMember { .. }) => {
                 Some("`nook who TALK` shows the members by alias")
             }
@@ -460,6 +475,11 @@ pub fn client_kind(e: &ClientError) -> Kind {
             ..
         } => Kind::BoardFull,
         ClientError::Refused { .. } => Kind::RelayRefused,
+        ClientError::Member(nook_client::member::MemberError::OfferLimit { .. }) => {
+            Kind::OfferLimit
+        }
+        ClientError::Member(nook_client::member::MemberError::NoOfferer) => Kind::MemberUnknown,
+        ClientError::Member(nook_client::member::MemberError::ListenerOnly) => Kind::NotAllowed,
         ClientError::Member(_) => Kind::BadInput,
         ClientError::Board(b) => match b {
             BoardError::NotOwner => Kind::NotOwner,

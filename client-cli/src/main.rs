@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use nook_client::roles::Pattern;
 use nook_client::{AskPhase, Client, ClientError, Event, TalkOptions, Until, Update};
 use nook_proto::ClosePolicy;
 use nook_proto::limits::MAX_SEATS;
@@ -90,6 +91,17 @@ enum CloseArg {
     Any,
 }
 
+/// `nook new --pattern`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum PatternArg {
+    // Everyone reads and writes to all.
+    Plain,
+    // You ask; every other seat is an offerer (protocol-spec §20.2).
+    Market,
+    // You and --speakers seats speak; the others listen (protocol-spec §20.3).
+    Panel,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a talk and print one invite per free seat.
@@ -134,6 +146,20 @@ enum Command {
         /// Also draw each invite as a QR code, to scan from this screen.
         #[arg(long)]
         qr: bool,
+        /// The talk's pattern: plain; market (every other seat is an offerer who writes
+        /// to you alone and never sees another offerer's alias or messages); or panel
+        /// (you and --speakers seats write to all, the others read and never see each
+        /// other).
+        #[arg(long, value_enum, default_value = "plain")]
+        pattern: PatternArg,
+        /// In a market, how many messages an offerer may send until you write to it
+        /// (1-100, default 1).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=100))]
+        offer_limit: Option<u8>,
+        /// In a panel, how many seats besides yours speak (the first invites; default
+        /// 1); the rest listen.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=63))]
+        speakers: Option<u8>,
     },
     /// Take a seat with an invite.
     #[command(after_help = examples::JOIN)]
@@ -164,6 +190,10 @@ enum Command {
         /// Largest file to send, in bytes.
         #[arg(long, value_name = "BYTES", default_value_t = nook_client::files::DEFAULT_MAX_FILE)]
         max_file: u64,
+        /// In a market you own: write to the offerer called ALIAS alone (without it,
+        /// your message goes to every offerer, each on its own).
+        #[arg(long, value_name = "ALIAS", conflicts_with = "file")]
+        to: Option<String>,
     },
     /// Save a file offered in a talk into a folder (its name made safe; never
     /// written outside the folder).
@@ -228,6 +258,23 @@ enum Command {
     Leave {
         #[arg(help = TALK_HELP)]
         talk: String,
+    },
+    /// In a market you own: take the offerer called ALIAS into the group. It gets the
+    /// group's key and your chain, and meets the other members (it learns their
+    /// aliases, they learn its).
+    Promote {
+        #[arg(help = TALK_HELP)]
+        talk: String,
+        /// The offerer's alias (`nook who TALK`).
+        alias: String,
+    },
+    /// In a market you own: stop reading the offerer called ALIAS and erase its keys
+    /// here. The relay still counts its seat: it is not evicted.
+    Remove {
+        #[arg(help = TALK_HELP)]
+        talk: String,
+        /// The offerer's alias (`nook who TALK`).
+        alias: String,
     },
     /// Close the talk for everyone; prints the relay's signed deletion receipt.
     #[command(after_help = examples::CLOSE)]
@@ -572,7 +619,46 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             close,
             create_token_file,
             qr,
+            pattern,
+            offer_limit,
+            speakers,
         } => {
+            let conflict = |m: &str| -> CliError {
+                Cli::usage("new", clap::error::ErrorKind::ArgumentConflict, m.into()).into()
+            };
+            let pattern = match (pattern, offer_limit, speakers) {
+                (PatternArg::Market, limit, None) => Pattern::Market {
+                    offer_limit: limit.unwrap_or(1),
+                },
+                (PatternArg::Panel, None, n) => Pattern::Panel {
+                    speakers: n.unwrap_or(1),
+                },
+                (PatternArg::Plain, None, None) => Pattern::Plain,
+                (_, Some(_), _) => {
+                    return Err(conflict(
+                        "--offer-limit is for market talks: use it with --pattern market",
+                    ));
+                }
+                (_, _, Some(_)) => {
+                    return Err(conflict(
+                        "--speakers is for panels: use it with --pattern panel",
+                    ));
+                }
+            };
+            if let Pattern::Panel { speakers } = pattern
+                && speakers + 1 >= seats
+            {
+                return Err(Cli::usage(
+                    "new",
+                    clap::error::ErrorKind::ValueValidation,
+                    format!(
+                        "a panel of {seats} seats has at most {} speakers besides you, so \
+                         that one seat listens; raise --seats or lower --speakers",
+                        seats.saturating_sub(2)
+                    ),
+                )
+                .into());
+            }
             let (ttl, schedule) = schedule_of(ttl, opens_at.as_deref(), window)
                 .map_err(|e| Cli::usage("new", clap::error::ErrorKind::ValueValidation, e))?;
             // Resolved in `run`, before the home was opened.
@@ -592,6 +678,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
                 },
                 alias,
                 schedule,
+                pattern,
             };
             let created = client
                 .create_with_token(&relay, opts, token.as_ref())
@@ -636,7 +723,7 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             to,
             force,
         } => files::save(client, &out, &talk, &file, to, force).await?,
-        Command::Send { talk, text, .. } => {
+        Command::Send { talk, text, to, .. } => {
             let text = text.unwrap_or_default();
             let text = if text == "-" {
                 let mut s = String::new();
@@ -647,7 +734,11 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
             } else {
                 text
             };
-            let sent = client.send(&talk, &ops::message(text)?).await?;
+            let text = ops::message(text)?;
+            let sent = match to {
+                Some(alias) => client.send_to(&talk, &alias, &text).await?,
+                None => client.send(&talk, &text).await?,
+            };
             if out.json {
                 println!("{}", output::sent_json(&sent));
             }
@@ -679,6 +770,30 @@ async fn dispatch(client: &Client, command: Command, out: Output) -> Result<Exit
                 if qr {
                     show_qr(&info.invites);
                 }
+            }
+        }
+        Command::Promote { talk, alias } => {
+            let (talk, seat) = client.promote(&talk, &alias).await?;
+            if out.json {
+                println!("{}", output::promoted_json(&talk, seat));
+            } else {
+                println!(
+                    "promoted {} into talk {talk}'s group: it meets the other members as \
+                     they next read",
+                    safe::inline(&alias)
+                );
+            }
+        }
+        Command::Remove { talk, alias } => {
+            let (talk, seat) = client.remove(&talk, &alias).await?;
+            if out.json {
+                println!("{}", output::removed_json(&talk, seat));
+            } else {
+                println!(
+                    "removed {} from talk {talk}: its keys are erased here and nothing it \
+                     sends is read; the relay still counts its seat",
+                    safe::inline(&alias)
+                );
             }
         }
         Command::Leave { talk } => {

@@ -125,7 +125,11 @@ impl Output {
                 t.talk,
                 state,
                 closes_in(schedule::ends_at(t.status.as_ref(), t.expires_at), now),
-                safe::inline(&t.alias),
+                // A market's or a panel's roles beside the alias (spec §20).
+                match t.pattern {
+                    "plain" => safe::inline(&t.alias).into_owned(),
+                    _ => format!("{} ({})", safe::inline(&t.alias), t.role),
+                },
                 t.unread,
                 // From an invite someone else handed over: parsed, but shown safely too.
                 match &t.via {
@@ -205,8 +209,8 @@ impl Output {
             if m.own {
                 notes.push("you".to_string());
             }
-            if m.owner {
-                notes.push("owner".to_string());
+            if m.role != "member" {
+                notes.push(m.role.to_string());
             }
             if m.left {
                 notes.push("left".to_string());
@@ -301,6 +305,10 @@ pub fn talk_json(t: &TalkSummary) -> Value {
         "cached": t.cached,
         "relay_retiring_at": t.retiring_at.map(nook_crypto::auth::rfc3339_utc),
         "via": t.via,
+        "role": t.role,
+        "pattern": t.pattern,
+        "offer_limit": t.offer_limit,
+        "speakers": t.speakers,
     })
 }
 
@@ -312,12 +320,22 @@ pub fn sent_json(s: &Sent) -> Value {
 /// One seat of `members --json`.
 pub fn member_json(m: &Member) -> Value {
     json!({"seat": m.seat, "alias": m.alias, "own": m.own, "owner": m.owner,
-           "left": m.left, "joined_at_ms": m.joined_at_ms})
+           "left": m.left, "joined_at_ms": m.joined_at_ms, "role": m.role})
 }
 
 /// `invites --json`'s object.
 pub fn invites_json(talk: &str, invites: &[String], used: usize, issued: usize) -> Value {
     json!({"talk": talk, "invites": invites, "used": used, "issued": issued})
+}
+
+/// `promote --json`'s object.
+pub fn promoted_json(talk: &str, seat: u8) -> Value {
+    json!({"talk": talk, "seat": seat, "promoted": true})
+}
+
+/// `remove --json`'s object.
+pub fn removed_json(talk: &str, seat: u8) -> Value {
+    json!({"talk": talk, "seat": seat, "removed": true})
 }
 
 /// `leave --json`'s object.
@@ -513,6 +531,23 @@ pub(crate) fn entry_json(e: &HistoryEntry) -> Value {
         Event::CardDeclined { seat, alias, own } => {
             json!({"type": "card_declined", "seat": seat, "alias": alias, "own": own})
         }
+        Event::MessageTo {
+            seat,
+            alias,
+            sent_at_ms,
+            text,
+            id,
+        } => json!({"type": "message_to", "id": hex(id), "seat": seat, "alias": alias,
+                    "sent_at_ms": sent_at_ms, "text": text}),
+        Event::OverLimit { seat, alias } => {
+            json!({"type": "over_limit", "seat": seat, "alias": alias})
+        }
+        Event::OffererRemoved { seat, alias } => {
+            json!({"type": "offerer_removed", "seat": seat, "alias": alias})
+        }
+        Event::Promoted { seat, alias } => {
+            json!({"type": "promoted", "seat": seat, "alias": alias})
+        }
     };
     v["at_ms"] = json!(e.at_ms);
     v
@@ -693,6 +728,38 @@ pub(crate) fn entry_text(talk: &str, e: &HistoryEntry) -> String {
             alias, own: false, ..
         } => format!(
             "* {} declined your exchange; no card was shown",
+            safe::inline(alias)
+        ),
+        Event::MessageTo {
+            alias,
+            text,
+            sent_at_ms,
+            ..
+        } => {
+            let mut lines = safe::body(text).into_iter();
+            let mut out = format!(
+                "[{}] you → {} alone: {}",
+                clock(*sent_at_ms),
+                safe::inline(alias),
+                lines.next().unwrap_or_default()
+            );
+            for line in lines {
+                out.push('\n');
+                out.push_str(CONTINUATION);
+                out.push_str(&line);
+            }
+            out
+        }
+        Event::OverLimit { alias, .. } => format!(
+            "! {} sent past the offer limit before you answered (a modified client): not shown",
+            safe::inline(alias)
+        ),
+        Event::Promoted { alias, .. } => format!(
+            "* {} was taken into the group (market)",
+            safe::inline(alias)
+        ),
+        Event::OffererRemoved { alias, .. } => format!(
+            "* you removed {}: nothing it sends is read any more (the relay still counts its seat)",
             safe::inline(alias)
         ),
     }

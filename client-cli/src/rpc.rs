@@ -817,6 +817,46 @@ async fn dispatch(
                 }
             };
             let token_file = p.string("create_token_file")?;
+            let offer_limit = p.number("offer_limit", 1, 100)?;
+            let speakers = p.number("speakers", 1, 63)?;
+            let pattern = match (p.string("pattern")?.as_deref(), offer_limit, speakers) {
+                (None | Some("plain"), None, None) => nook_client::roles::Pattern::Plain,
+                (Some("market"), limit, None) => nook_client::roles::Pattern::Market {
+                    offer_limit: limit.unwrap_or(1),
+                },
+                (Some("panel"), None, n) => nook_client::roles::Pattern::Panel {
+                    speakers: n.unwrap_or(1),
+                },
+                (Some("plain" | "market" | "panel") | None, Some(_), _) => {
+                    return Err(Failure::params(
+                        "offer_limit",
+                        "is for market talks: give pattern \"market\"".into(),
+                    ));
+                }
+                (Some("plain" | "market") | None, _, Some(_)) => {
+                    return Err(Failure::params(
+                        "speakers",
+                        "is for panels: give pattern \"panel\"".into(),
+                    ));
+                }
+                (Some(_), _, _) => {
+                    return Err(Failure::params(
+                        "pattern",
+                        "must be \"plain\", \"market\" or \"panel\"".into(),
+                    ));
+                }
+            };
+            if let nook_client::roles::Pattern::Panel { speakers } = pattern
+                && speakers + 1 >= seats
+            {
+                return Err(Failure::params(
+                    "speakers",
+                    format!(
+                        "a panel of {seats} seats has at most {} speakers",
+                        seats.saturating_sub(2)
+                    ),
+                ));
+            }
             p.done()?;
             let token = crate::token::given(token_file.as_deref().map(Path::new))?;
             let alias = match alias {
@@ -830,6 +870,7 @@ async fn dispatch(
                 close,
                 alias,
                 schedule,
+                pattern,
             };
             let created = client
                 .create_with_token(&relay, opts, token.as_ref())

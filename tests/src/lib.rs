@@ -433,6 +433,11 @@ impl Background {
         }
     }
 
+    /// Its process id, while it runs (for a test that reads its memory).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("still running").id()
+    }
+
     /// Sends it SIGTERM (as a service manager or `kill` would).
     pub fn terminate(&self) {
         self.signal("-TERM");

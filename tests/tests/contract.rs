@@ -30,7 +30,8 @@ const LIMIT: Duration = Duration::from_secs(30);
 // The board commands' objects: tests/tests/boards.rs runs them (fields asserted there).
 // `missing` needs a relay that drops envelopes: tests/tests/withheld.rs.
 // The card commands' objects and events: tests/tests/cards.rs runs them.
-const NOT_EXERCISED: [&str; 24] = [
+// A market's objects and events: tests/tests/patterns.rs runs them.
+const NOT_EXERCISED: [&str; 30] = [
     "ask_answer",
     "event.expired",
     "event.warning",
@@ -55,6 +56,12 @@ const NOT_EXERCISED: [&str; 24] = [
     "event.card_shown",
     "event.card_offer",
     "event.card_declined",
+    "promote",
+    "remove",
+    "event.message_to",
+    "event.over_limit",
+    "event.offerer_removed",
+    "event.promoted",
 ];
 /// The prefix of the schemas only `nook rpc` produces.
 const RPC: &str = "rpc.";

@@ -105,6 +105,7 @@ async fn main() -> Result<()> {
                     close: ClosePolicy::Owner,
                     alias: format!("owner-{n}"),
                     schedule: None,
+                    pattern: Default::default(),
                 },
             )
             .await?;

@@ -181,6 +181,7 @@ async fn main() -> Result<()> {
                         close: ClosePolicy::Owner,
                         alias: "a".into(),
                         schedule: None,
+                        pattern: Default::default(),
                     },
                 )
                 .await?;
@@ -351,6 +352,7 @@ async fn client_shred_time(addr: &str, n: usize) -> Result<f64> {
                 close: ClosePolicy::Owner,
                 alias: "a".into(),
                 schedule: None,
+                pattern: Default::default(),
             },
         )
         .await?;

@@ -145,6 +145,7 @@ fn talk(n: u8, spare: u8) -> anyhow::Result<(Net, Vec<TalkState>, Vec<FreeSeat>)
             close: ClosePolicy::Owner,
             alias: "owner".into(),
             schedule: None,
+            pattern: Default::default(),
         },
         0,
     )?;

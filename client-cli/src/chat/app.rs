@@ -199,6 +199,8 @@ pub struct App {
     pub(super) relay: String,
     /// The forwarding relay the talk's traffic goes through (`--via`), if routed.
     pub(super) via: Option<String>,
+    /// In a market or a panel: this device's role and the pattern's terms (spec §20).
+    pub(super) pattern: Option<String>,
     pub(super) owner: bool,
     pub(super) status: Option<TalkStatus>,
     /// `status` came from the relay while this screen was up.
@@ -244,6 +246,7 @@ impl App {
             seat: 0,
             relay: String::new(),
             via: None,
+            pattern: None,
             owner: false,
             status: None,
             live_status: false,
@@ -297,6 +300,14 @@ impl App {
         self.seat = info.seat;
         self.relay = info.relay.clone();
         self.via = info.via.clone();
+        self.pattern = match (info.offer_limit, info.speakers) {
+            (Some(limit), _) => Some(format!("market {} (offer limit {limit})", info.role)),
+            (_, Some(n)) => Some(format!(
+                "panel {} ({n} speakers besides the owner)",
+                info.role
+            )),
+            _ => None,
+        };
         self.owner = info.owner;
         // A status from the relay is fresher than the store's: `follow` hands it on
         // before it records it.
@@ -1000,6 +1011,10 @@ pub(super) mod tests {
             cached: false,
             retiring_at: None,
             via: None,
+            role: "owner",
+            pattern: "plain",
+            offer_limit: None,
+            speakers: None,
         }
     }
 

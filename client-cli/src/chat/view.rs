@@ -93,6 +93,10 @@ impl App {
         if let Some(closes) = self.closes_text() {
             second.push(Span::styled(format!(" · {closes}"), dim));
         }
+        // A market's role first: the members line may be cut at the screen's edge.
+        if let Some(pattern) = &self.pattern {
+            second.insert(0, Span::styled(format!(" {pattern} ·"), dim));
+        }
         if self.owner && !self.open && !self.invites.is_empty() {
             second.push(Span::styled(
                 format!(" · invites left: {} (/invites)", self.invites.len()),
@@ -505,6 +509,20 @@ mod tests {
         let s = screen(&app);
         assert!(
             s[1].ends_with(" · relay 127.0.0.1:4433 · closes in 3h"),
+            "{}",
+            s[1]
+        );
+    }
+
+    #[test]
+    fn the_header_shows_a_market_role() {
+        let mut i = info(Some(status(TalkPhase::Open, 2, 2)));
+        i.role = "offerer";
+        i.pattern = "market";
+        i.offer_limit = Some(2);
+        let s = screen(&App::new(&i, 0));
+        assert!(
+            s[1].starts_with(" market offerer (offer limit 2) · members: quiet-otter (you)"),
             "{}",
             s[1]
         );

@@ -86,6 +86,9 @@ pub struct Member {
     /// When this device learned of the seat (unix ms): its own join or creation, or the
     /// member's announcement; `None` if that is no longer in the history.
     pub joined_at_ms: Option<u64>,
+    /// `owner`, `member`, (a market's) `offerer`, (a panel's) `speaker` or
+    /// `listener` (protocol-spec §20).
+    pub role: &'static str,
 }
 
 /// One line of `nook list`.
@@ -113,6 +116,14 @@ pub struct TalkSummary {
     /// The forwarding relay (`nook://…`) the talk's traffic goes through by default
     /// (`--via`, protocol-spec.md §18); `None`: direct.
     pub via: Option<String>,
+    /// This device's role: `owner`, `member` or `offerer` (protocol-spec §20.2).
+    pub role: &'static str,
+    /// `plain`, `market` or `panel` (protocol-spec §20).
+    pub pattern: &'static str,
+    /// A market's offer limit; `None` otherwise.
+    pub offer_limit: Option<u8>,
+    /// A panel's speakers besides its owner; `None` otherwise.
+    pub speakers: Option<u8>,
 }
 
 /// A nook member's client, rooted at one home folder.
@@ -428,6 +439,53 @@ impl Client {
         Ok(Sent { talk, seq, id })
     }
 
+    /// The owner of a market writes to the offerer called `alias` alone (protocol-spec
+    /// §20.2); returns once the relay stored it.
+    pub async fn send_to(&self, talk: &str, alias: &str, text: &str) -> Result<Sent, ClientError> {
+        let (mut session, authed) = self.connected(talk).await?;
+        session.sync(&authed.conn).await?;
+        let seat = offerer_seat(session.state(), alias)?;
+        let (seq, id) = session
+            .send_text_to(&authed.conn, authed.status, seat, text)
+            .await?;
+        let talk = session.state().name();
+        drop(session);
+        authed.conn.close().await;
+        Ok(Sent { talk, seq, id })
+    }
+
+    /// The owner of a market takes the offerer called `alias` into the group
+    /// (protocol-spec §20.2): it gets the group's key and the owner's chain, then
+    /// meets the other members as a newcomer does. Returns the talk and the seat.
+    pub async fn promote(&self, talk: &str, alias: &str) -> Result<(String, u8), ClientError> {
+        let (mut session, authed) = self.connected(talk).await?;
+        session.sync(&authed.conn).await?;
+        let change = session.state_mut().promote_offerer(alias)?;
+        let seat = match change.events.first() {
+            Some(Event::Promoted { seat, .. }) => *seat,
+            _ => return Err(ClientError::Protocol),
+        };
+        session.commit(&authed.conn, change, false).await?;
+        let talk = session.state().name();
+        drop(session);
+        authed.conn.close().await;
+        Ok((talk, seat))
+    }
+
+    /// The owner of a market removes the offerer called `alias`: its keys are erased
+    /// here and nothing it sends is read any more. The relay still counts its seat
+    /// (version 1 cannot evict one). Works offline.
+    pub async fn remove(&self, talk: &str, alias: &str) -> Result<(String, u8), ClientError> {
+        let mut session = self.session(talk).await?;
+        let event = session.state_mut().remove_offerer(alias)?;
+        let seat = match event {
+            Event::OffererRemoved { seat, .. } => seat,
+            _ => return Err(ClientError::Protocol),
+        };
+        session.save(vec![event])?;
+        Ok((session.state().name(), seat))
+    }
+
     /// Fetches what waits on the relay, stores it, acknowledges it, answers
     /// handshakes. Returns the new history entries.
     pub async fn fetch(&self, talk: &str) -> Result<Vec<HistoryEntry>, ClientError> {
@@ -477,6 +535,7 @@ impl Client {
             owner: state.seat == 0,
             left: false,
             joined_at_ms: first_at,
+            role: state.role().as_str(),
         }];
         for p in &state.roster {
             out.push(Member {
@@ -486,6 +545,7 @@ impl Client {
                 owner: p.seat == 0,
                 left: p.left,
                 joined_at_ms: joined_at(p.seat),
+                role: state.role_of(p.seat).as_str(),
             });
         }
         out.sort_by_key(|m| m.seat);
@@ -664,5 +724,18 @@ fn summary(t: &TalkState, unread: u64) -> TalkSummary {
         cached: true,
         retiring_at: None,
         via: None,
+        role: t.role().as_str(),
+        pattern: t.roles.pattern_name(),
+        offer_limit: t.roles.offer_limit(),
+        speakers: t.roles.speakers(),
     }
+}
+
+/// The seat of the (current, not removed) offerer called `alias` in a market.
+fn offerer_seat(state: &TalkState, alias: &str) -> Result<u8, ClientError> {
+    state
+        .others()
+        .find(|p| p.alias == alias && state.role_of(p.seat) == crate::roles::Role::Offerer)
+        .map(|p| p.seat)
+        .ok_or(ClientError::Member(crate::member::MemberError::NoOfferer))
 }

@@ -156,6 +156,8 @@ pub struct Who {
     pub card: Option<Known>,
     /// Fields of our card this member has seen.
     pub saw: Vec<String>,
+    /// `owner`, `member` or (a market's) `offerer` (protocol-spec §20.2).
+    pub role: &'static str,
 }
 
 /// `nook exposure`: what is known about this member in one talk.
@@ -641,6 +643,7 @@ impl Client {
             left: false,
             card: None,
             saw: Vec::new(),
+            role: state.role().as_str(),
         }];
         for p in &state.roster {
             out.push(Who {
@@ -648,6 +651,7 @@ impl Client {
                 alias: p.alias.clone(),
                 own: false,
                 left: p.left,
+                role: state.role_of(p.seat).as_str(),
                 card: cards.known.iter().find(|k| k.seat == p.seat).cloned(),
                 saw: cards
                     .shown

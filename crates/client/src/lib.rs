@@ -33,6 +33,7 @@ pub mod files;
 pub mod follow;
 pub mod lease;
 pub mod member;
+pub mod roles;
 pub mod sender;
 pub mod session;
 pub mod store;

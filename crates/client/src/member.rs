@@ -27,6 +27,8 @@ use nook_proto::{
 };
 use zeroize::Zeroize;
 
+use crate::roles::{Offerer, Pattern, Role, Roles};
+
 /// The mailbox id the creator's welcome announcement is signed over: the relay
 /// names the mailbox only after the welcomes are sealed.
 pub const WELCOME_MAILBOX: MailboxId = MailboxId([0; 16]);
@@ -149,6 +151,35 @@ pub enum Event {
         seat: u8,
         alias: String,
         own: bool,
+    },
+    /// The owner of a market wrote to the offerer of `seat` alone (protocol-spec
+    /// §20.2); recorded on the owner's device. (Appended.)
+    MessageTo {
+        seat: u8,
+        alias: String,
+        sent_at_ms: u64,
+        text: String,
+        /// The message's id, as the offerer's device records it (spec §12.4).
+        id: [u8; 8],
+    },
+    /// A market's offerer sent more than the offer limit allows before the owner wrote
+    /// to it (a modified client: a conforming one refuses to send): dropped unshown,
+    /// on the owner's device. (Appended.)
+    OverLimit {
+        seat: u8,
+        alias: String,
+    },
+    /// The owner removed the offerer of `seat`: its keys are erased, its envelopes
+    /// skipped unread from now on. (Appended.)
+    OffererRemoved {
+        seat: u8,
+        alias: String,
+    },
+    /// The owner took the offerer of `seat` into the group (on the owner's device and
+    /// on that offerer's, where `seat` is its own). (Appended.)
+    Promoted {
+        seat: u8,
+        alias: String,
     },
 }
 
@@ -291,6 +322,9 @@ pub struct TalkState {
     pub closed: bool,
     /// Whether the relay said the talk is open.
     pub opened: bool,
+    /// The talk's pattern and this member's part in it (protocol-spec §20.2). Last:
+    /// a state stored before patterns ends before it and reads as a plain talk's.
+    pub roles: Roles,
 }
 
 /// A talk's state as versions before scheduled talks (protocol-spec §20.1) stored it:
@@ -401,6 +435,7 @@ impl From<TalkStateBeforeSchedules> for TalkState {
             expires_at,
             closed,
             opened,
+            roles: Roles::default(),
         };
         // The arrays were copied into `state`; these copies go.
         identity.zeroize();
@@ -416,6 +451,17 @@ pub struct NewTalk {
     pub params: TalkParams,
     /// One seat secret per free seat, in seat order (seat 1 first).
     pub seats: Vec<SeatSecret>,
+}
+
+/// Which kind of key an envelope is sealed under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyOf {
+    /// The talk's base key (for a market's offerer: its seat's key).
+    Base,
+    /// A market's owner: the seat key of the offerer of that seat (spec §20.2).
+    Seat(u8),
+    /// A member's sending envelope key.
+    Chain,
 }
 
 /// Envelopes to put: (kind, padded sealed body), in order.
@@ -445,6 +491,8 @@ pub struct TalkOptions {
     /// Open at a time and close when a window ends (spec §20.1); `ttl_secs` must
     /// cover `opens_in_secs + window_secs`.
     pub schedule: Option<nook_proto::Schedule>,
+    /// Plain, or a market whose other seats are offerers (spec §20.2).
+    pub pattern: Pattern,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -457,6 +505,16 @@ pub enum MemberError {
     BadCreator,
     #[error("alias must be 1 to 64 bytes without control characters")]
     BadAlias,
+    #[error("the offer limit is {limit}: wait until the owner writes to you")]
+    OfferLimit { limit: u8 },
+    #[error("the offer limit must be 1 to {max}")]
+    BadOfferLimit { max: u8 },
+    #[error("no offerer is called that in this talk")]
+    NoOfferer,
+    #[error("listeners of a panel read only: the speakers write")]
+    ListenerOnly,
+    #[error("a panel has 1 to {max} speakers besides you, fewer than its other seats")]
+    BadSpeakers { max: u8 },
     #[error("the message is too long for one envelope ({0})")]
     TooLong(String),
     #[error(transparent)]
@@ -538,6 +596,23 @@ impl TalkState {
         if !valid_alias(&opts.alias) {
             return Err(MemberError::BadAlias);
         }
+        if let Pattern::Market { offer_limit } = opts.pattern
+            && !(1..=crate::roles::MAX_OFFER_LIMIT).contains(&offer_limit)
+        {
+            return Err(MemberError::BadOfferLimit {
+                max: crate::roles::MAX_OFFER_LIMIT,
+            });
+        }
+        // A panel needs a speaker and a listener besides its owner.
+        if let Pattern::Panel { speakers } = opts.pattern
+            && (speakers == 0
+                || speakers > crate::roles::MAX_SPEAKERS
+                || speakers + 1 >= opts.seats)
+        {
+            return Err(MemberError::BadSpeakers {
+                max: crate::roles::MAX_SPEAKERS,
+            });
+        }
         let mut rng = rand::rng();
         let identity = TalkIdentity::generate(&mut rng);
         let mut talk_key = [0u8; 32];
@@ -555,13 +630,36 @@ impl TalkState {
         };
         let creator = Announce::new(&identity, &WELCOME_MAILBOX, 0, None, &opts.alias, None)?;
         let mut offers = Vec::with_capacity(seats.len());
+        let mut roles = Roles {
+            pattern: opts.pattern,
+            ..Roles::default()
+        };
         for (seat, secret) in (1u8..).zip(&seats) {
+            // In a market every other seat gets a talk key of its own, which only the
+            // owner shares (spec §20.2): an offerer never holds the group's.
+            let seat_key = if roles.shielded_seat(seat) {
+                let mut key = [0u8; 32];
+                rand::Rng::fill_bytes(&mut rng, &mut key);
+                roles.offerers.push(Offerer {
+                    seat,
+                    key,
+                    chain: SendingChain::new(&mut rng, crate::roles::OFFERER_EPOCH),
+                    unanswered: 0,
+                    removed: false,
+                    dropped: Vec::new(),
+                    promoted: false,
+                });
+                key
+            } else {
+                talk_key
+            };
             let welcome = Welcome {
-                talk_key,
+                talk_key: seat_key,
                 seat,
                 params,
                 creator: creator.clone(),
                 commitments: commitments.clone(),
+                pattern: opts.pattern,
             };
             offers.push(SeatOffer {
                 token_hash: secret.token_hash(),
@@ -596,6 +694,7 @@ impl TalkState {
             expires_at: now + u64::from(opts.ttl_secs),
             closed: false,
             opened: false,
+            roles,
         };
         talk_key.zeroize();
         Ok(NewTalk {
@@ -697,6 +796,10 @@ impl TalkState {
             expires_at: status.expires_at,
             closed: false,
             opened: status.state == TalkPhase::Open,
+            roles: Roles {
+                pattern: w.pattern,
+                ..Roles::default()
+            },
         };
         let mut state = state;
         state.intro_chain = Some(state.sending.state().clone());
@@ -738,7 +841,10 @@ impl TalkState {
 
     /// The talk's name, the same for every member (protocol-spec §11.10).
     pub fn name(&self) -> String {
-        nook_crypto::name::talk_name(&self.talk_key)
+        match &self.roles.name {
+            Some(name) => name.clone(),
+            None => nook_crypto::name::talk_name(&self.talk_key),
+        }
     }
 
     pub fn identity(&self) -> TalkIdentity {
@@ -786,15 +892,32 @@ impl TalkState {
         EnvelopeKey::from_bytes(&self.sending.state().envelope_key)
     }
 
-    /// The key whose id starts `body`, among those this member holds, and whether it
-    /// is the base key.
-    fn key_for(&self, body: &[u8]) -> Option<(EnvelopeKey, bool)> {
+    /// The key whose id starts `body`, among those this member holds, and which kind
+    /// of key it is.
+    fn key_for(&self, body: &[u8]) -> Option<(EnvelopeKey, KeyOf)> {
         let id: [u8; KEY_ID_LEN] = EnvelopeKey::id_of(body)?;
         let base = self.base_key();
         if base.id() == id {
-            return Some((base, true));
+            return Some((base, KeyOf::Base));
+        }
+        // A market's owner: each offerer seat's own base key (spec §20.2).
+        if let Some((seat, key)) = self
+            .roles
+            .offerers
+            .iter()
+            .filter(|o| !o.removed)
+            .map(|o| (o.seat, EnvelopeKey::from_talk_key(&o.key)))
+            .find(|(_, k)| k.id() == id)
+        {
+            return Some((key, KeyOf::Seat(seat)));
         }
         std::iter::once(&self.sending.state().envelope_key)
+            .chain(
+                self.roles
+                    .offerers
+                    .iter()
+                    .map(|o| &o.chain.state().envelope_key),
+            )
             .chain(
                 self.roster
                     .iter()
@@ -803,7 +926,43 @@ impl TalkState {
             )
             .map(EnvelopeKey::from_bytes)
             .find(|k| k.id() == id)
-            .map(|k| (k, false))
+            .map(|k| (k, KeyOf::Chain))
+    }
+
+    /// This member's role in its talk.
+    pub fn role(&self) -> Role {
+        self.role_of(self.seat)
+    }
+
+    /// The role of the member of `seat`, as this device knows it.
+    pub fn role_of(&self, seat: u8) -> Role {
+        if let Some(speakers) = self.roles.speakers() {
+            return match seat {
+                0 => Role::Owner,
+                s if s <= speakers => Role::Speaker,
+                _ => Role::Listener,
+            };
+        }
+        let offerer = match (self.roles.is_market(), seat) {
+            (_, 0) | (false, _) => false,
+            (true, s) if s == self.seat => !self.roles.promoted,
+            // The owner knows who is still an offerer; a promoted member knows only
+            // members (the owner never names an offerer to it).
+            (true, s) => self
+                .roles
+                .offerer(s)
+                .is_some_and(|o| !o.promoted && !o.removed),
+        };
+        match (seat, offerer) {
+            (0, _) => Role::Owner,
+            (_, true) => Role::Offerer,
+            (_, false) => Role::Member,
+        }
+    }
+
+    /// Whether `seat` is an offerer this owner shields from the group (spec §20.2).
+    fn shielded(&self, seat: u8) -> bool {
+        self.roles.offerer(seat).is_some_and(|o| !o.promoted)
     }
 
     fn announce(&self, chain: Option<&ChainState>) -> Result<Announce, CryptoError> {
@@ -827,6 +986,17 @@ impl TalkState {
     }
 
     fn direct(&self, to: &Peer, body: &DirectBody) -> Result<Vec<u8>, CryptoError> {
+        self.direct_under(&self.base_key(), to, body)
+    }
+
+    /// A `Direct` to `to` inside a handshake envelope under `key`: the talk's base
+    /// key, or (a market's owner to an offerer) that offerer's seat key.
+    fn direct_under(
+        &self,
+        key: &EnvelopeKey,
+        to: &Peer,
+        body: &DirectBody,
+    ) -> Result<Vec<u8>, CryptoError> {
         let identity = self.identity();
         let sealed = seal_pairwise(
             &mut rand::rng(),
@@ -836,16 +1006,23 @@ impl TalkState {
             &self.mailbox,
             &body.encode()?,
         )?;
-        self.seal_base(&Inner::Direct(Direct {
+        let inner = Inner::Direct(Direct {
             from: identity.public().agreement,
             to: to.agreement,
             sealed,
-        }))
+        });
+        key.seal(
+            &mut rand::rng(),
+            &self.mailbox,
+            Purpose::Handshake,
+            &inner.encode()?,
+        )
     }
 
     /// Encrypts a chat message under this member's chain. Returns the envelope body
     /// and the event to record as sent.
     pub fn seal_text(&mut self, text: &str, now_ms: u64) -> Result<(Vec<u8>, Event), MemberError> {
+        self.take_offer()?;
         let content = Content::Text {
             sent_at_ms: now_ms,
             text: text.to_string(),
@@ -867,6 +1044,222 @@ impl TalkState {
         ))
     }
 
+    /// An offerer writes to the owner alone, and at most the offer limit (texts and
+    /// file offers) until the owner writes back (spec §20.2): one more, or the refusal.
+    fn take_offer(&mut self) -> Result<(), MemberError> {
+        if self.role() == Role::Listener {
+            return Err(MemberError::ListenerOnly);
+        }
+        if self.role() != Role::Offerer {
+            return Ok(());
+        }
+        if let Some(limit) = self.roles.offer_limit()
+            && self.roles.unanswered >= limit
+        {
+            return Err(MemberError::OfferLimit { limit });
+        }
+        self.roles.unanswered = self.roles.unanswered.saturating_add(1);
+        Ok(())
+    }
+
+    /// The owner of a market writes `text` to the offerer of `seat` alone, on the chain
+    /// it keeps for that offerer (spec §20.2). With the event to record as sent.
+    pub fn seal_text_to(
+        &mut self,
+        seat: u8,
+        text: &str,
+        now_ms: u64,
+    ) -> Result<(Vec<u8>, Event), MemberError> {
+        let alias = self
+            .others()
+            .find(|p| p.seat == seat && self.shielded(p.seat) && self.roles.is_market())
+            .map(|p| p.alias.clone())
+            .ok_or(MemberError::NoOfferer)?;
+        let (body, id) = self.seal_for_offerer(seat, text, now_ms)?;
+        Ok((
+            body,
+            Event::MessageTo {
+                seat,
+                alias,
+                sent_at_ms: now_ms,
+                text: text.to_string(),
+                id,
+            },
+        ))
+    }
+
+    /// The owner of a market's message to all: one envelope per offerer that has
+    /// joined and is not removed, each on that offerer's own chain (spec §20.2). The
+    /// group's envelope is [`TalkState::seal_text`]'s.
+    pub fn seal_to_offerers(&mut self, text: &str, now_ms: u64) -> Result<Outgoing, MemberError> {
+        // A panel's listeners read the owner's group chain itself.
+        if !self.is_owner() || !self.roles.is_market() {
+            return Ok(Vec::new());
+        }
+        let seats: Vec<u8> = self
+            .others()
+            .filter(|p| self.shielded(p.seat))
+            .map(|p| p.seat)
+            .collect();
+        let mut out = Vec::with_capacity(seats.len());
+        for seat in seats {
+            out.push((
+                EnvelopeKind::Chat,
+                self.seal_for_offerer(seat, text, now_ms)?.0,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn seal_for_offerer(
+        &mut self,
+        seat: u8,
+        text: &str,
+        now_ms: u64,
+    ) -> Result<(Vec<u8>, [u8; 8]), MemberError> {
+        let identity = self.identity();
+        let mailbox = self.mailbox;
+        let o = self
+            .roles
+            .offerer_mut(seat)
+            .filter(|o| !o.removed)
+            .ok_or(MemberError::NoOfferer)?;
+        // The offerer knows no one but the owner: an empty summary.
+        let content = Content::Text {
+            sent_at_ms: now_ms,
+            text: text.to_string(),
+            seen: Vec::new(),
+        };
+        let msg = seal_group(&identity, &mut o.chain, &mailbox, &content)?;
+        let id = msg.header.message_id();
+        o.unanswered = 0;
+        let key = EnvelopeKey::from_bytes(&o.chain.state().envelope_key);
+        key.seal(
+            &mut rand::rng(),
+            &mailbox,
+            Purpose::Chat,
+            &Inner::Group(msg).encode()?,
+        )
+        .map(|body| (body, id))
+        .map_err(|e| match e {
+            CryptoError::Padding(p) => MemberError::TooLong(p.to_string()),
+            e => MemberError::Crypto(e),
+        })
+    }
+
+    /// The owner removes the offerer called `alias`: its keys are erased and its
+    /// envelopes skipped unread from now on (spec §20.2). The relay still counts its
+    /// seat: version 1 cannot evict one.
+    pub fn remove_offerer(&mut self, alias: &str) -> Result<Event, MemberError> {
+        let seat = self
+            .others()
+            .find(|p| p.alias == alias && self.shielded(p.seat) && self.roles.is_market())
+            .map(|p| p.seat)
+            .ok_or(MemberError::NoOfferer)?;
+        let mut dropped = Vec::new();
+        if let Some(p) = self.roster.iter_mut().find(|p| p.seat == seat) {
+            for c in p.chain.iter().chain(p.prev_chain.iter()) {
+                dropped.push(EnvelopeKey::from_bytes(c.envelope_key()).id());
+            }
+            p.chain = None;
+            p.prev_chain = None;
+            p.left = true;
+        }
+        if let Some(o) = self.roles.offerer_mut(seat) {
+            dropped.push(EnvelopeKey::from_talk_key(&o.key).id());
+            o.key.zeroize();
+            o.removed = true;
+            o.dropped = dropped;
+        }
+        Ok(Event::OffererRemoved {
+            seat,
+            alias: alias.to_string(),
+        })
+    }
+
+    /// The owner takes the offerer called `alias` into the group (spec §20.2): sends
+    /// it, pairwise under its seat's key, the group's talk key and the owner's group
+    /// chain. It then announces itself to the group like a newcomer.
+    pub fn promote_offerer(&mut self, alias: &str) -> Result<Handled, MemberError> {
+        let peer = self
+            .others()
+            .find(|p| p.alias == alias && self.shielded(p.seat) && self.roles.is_market())
+            .cloned()
+            .ok_or(MemberError::NoOfferer)?;
+        let o = self
+            .roles
+            .offerer(peer.seat)
+            .filter(|o| !o.removed)
+            .ok_or(MemberError::NoOfferer)?;
+        let key = EnvelopeKey::from_talk_key(&o.key);
+        let body = DirectBody::Promote {
+            talk_key: nook_crypto::secret::Secret32::from_bytes(self.talk_key),
+            chain: self.sending.state().clone(),
+        };
+        let sealed = self.direct_under(&key, &peer, &body)?;
+        if let Some(o) = self.roles.offerer_mut(peer.seat) {
+            o.promoted = true;
+        }
+        Ok(Handled {
+            events: vec![Event::Promoted {
+                seat: peer.seat,
+                alias: peer.alias,
+            }],
+            outgoing: vec![(EnvelopeKind::Handshake, sealed)],
+            ..Handled::default()
+        })
+    }
+
+    /// An offerer is taken into the group: the group's talk key replaces its seat's,
+    /// the owner's group chain its chain towards us alone (kept for late messages),
+    /// and it announces itself publicly under the group's key, as a newcomer does.
+    fn on_promote(
+        &mut self,
+        talk_key: &nook_crypto::secret::Secret32,
+        chain: ChainState,
+        from: &[u8; 32],
+        out: &mut Handled,
+    ) {
+        let from_owner = self
+            .roster
+            .iter()
+            .any(|p| p.seat == 0 && p.agreement == *from && !p.left);
+        if self.role() != Role::Offerer || !from_owner {
+            out.events
+                .push(Event::Warning("a promotion was ignored".into()));
+            return;
+        }
+        self.roles.name = Some(self.name());
+        self.talk_key = *talk_key.expose();
+        if let Some(owner) = self.roster.iter_mut().find(|p| p.seat == 0) {
+            owner.prev_chain = owner.chain.take();
+            owner.chain = Some(ReceivingChain::new(chain));
+            owner.accounted = (0, 0);
+        }
+        self.roles.promoted = true;
+        self.roles.unanswered = 0;
+        self.intro_chain = Some(self.sending.state().clone());
+        match Announce::new(
+            &self.identity(),
+            &self.mailbox,
+            self.seat,
+            Some(&self.seat_seed),
+            "",
+            None,
+        )
+        .and_then(|a| self.seal_base(&Inner::Announce(Box::new(a))))
+        {
+            Ok(body) => out.outgoing.push((EnvelopeKind::Handshake, body)),
+            Err(e) => out.events.push(Event::Warning(format!(
+                "could not announce us to the group: {e}"
+            ))),
+        }
+        out.events.push(Event::Promoted {
+            seat: self.seat,
+            alias: self.alias.clone(),
+        });
+    }
+
     /// The "I am leaving" message, sent before `Leave` so the others know who left.
     pub fn seal_leaving(&mut self, now_ms: u64) -> Result<Vec<u8>, MemberError> {
         self.seal_content(&Content::Leaving {
@@ -882,6 +1275,7 @@ impl TalkState {
         offer: &FileOffer,
         now_ms: u64,
     ) -> Result<(Vec<u8>, Event), MemberError> {
+        self.take_offer()?;
         let content = Content::FileOffer {
             sent_at_ms: now_ms,
             file_id: offer.file_id,
@@ -1014,10 +1408,22 @@ impl TalkState {
             .min()
     }
 
+    #[cfg(test)]
+    pub(crate) fn base_key_id(&self) -> [u8; KEY_ID_LEN] {
+        self.base_key().id()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn seen_for_test(&self) -> Vec<Seen> {
+        self.seen()
+    }
+
     /// What this member has received of every other member's current chain.
     fn seen(&self) -> Vec<Seen> {
+        // The group learns nothing of a market's offerers, not even their counts.
         self.roster
             .iter()
+            .filter(|p| !self.shielded(p.seat))
             .filter_map(|p| {
                 let c = p.chain.as_ref()?;
                 Some(Seen {
@@ -1139,7 +1545,14 @@ impl TalkState {
         }
         self.cursor = env.seq.0;
         if self.key_for(&env.body).is_none() {
-            self.hold(env.clone(), &mut out);
+            // A market's offerer (and its owner, for a removed offerer) sees every
+            // envelope of the talk; those of others are under keys it will never hold,
+            // so they are skipped unread, not held (spec §20.2).
+            let skip = (self.roles.shields() && !self.is_owner())
+                || EnvelopeKey::id_of(&env.body).is_some_and(|id| self.roles.dropped(&id));
+            if !skip {
+                self.hold(env.clone(), &mut out);
+            }
             return out;
         }
         self.open_envelope(env, &mut out);
@@ -1203,11 +1616,18 @@ impl TalkState {
         };
         // Handshakes travel under the base key, chat only under a member's own key.
         match (env.kind, base, inner) {
-            (EnvelopeKind::Handshake, true, Inner::Announce(a)) => self.on_announce(*a, out),
-            (EnvelopeKind::Handshake, true, Inner::Direct(d)) => self.on_direct(d, out),
-            (EnvelopeKind::Chat, false, Inner::Group(g)) => self.on_group(&g, out),
+            (EnvelopeKind::Handshake, KeyOf::Base, Inner::Announce(a)) => self.on_announce(*a, out),
+            (EnvelopeKind::Handshake, KeyOf::Base, Inner::Direct(d)) => self.on_direct(d, out),
+            // An offerer's handshakes, under its seat's key (spec §20.2).
+            (EnvelopeKind::Handshake, KeyOf::Seat(seat), Inner::Announce(a)) => {
+                self.on_offerer_announce(seat, *a, out)
+            }
+            (EnvelopeKind::Handshake, KeyOf::Seat(seat), Inner::Direct(d)) => {
+                self.on_offerer_direct(seat, d, out)
+            }
+            (EnvelopeKind::Chat, KeyOf::Chain, Inner::Group(g)) => self.on_group(&g, out),
             // Card messages ride the sender's chat envelopes (spec §19.3).
-            (EnvelopeKind::Chat, false, Inner::Direct(d)) => self.on_card_direct(d, out),
+            (EnvelopeKind::Chat, KeyOf::Chain, Inner::Direct(d)) => self.on_card_direct(d, out),
             _ => out.events.push(Event::Warning(format!(
                 "envelope {} has an unexpected kind",
                 env.seq.0
@@ -1223,6 +1643,11 @@ impl TalkState {
             return;
         }
         let b = &a.body;
+        if self.roles.offerer(b.seat).is_some_and(|o| o.promoted) {
+            // The offerer we promoted, announcing itself to the group: it holds our
+            // chain from the promotion, and we its.
+            return;
+        }
         if b.seat == self.seat || b.seat == 0 || self.roster.iter().any(|p| p.seat == b.seat) {
             out.events.push(Event::Warning(format!(
                 "a second announcement for seat {} was ignored",
@@ -1251,6 +1676,176 @@ impl TalkState {
         }
         self.invites.retain(|(seat, _)| *seat != b.seat);
         self.roster.push(peer);
+    }
+
+    /// A market's owner hears an offerer announce itself under its seat's key: it
+    /// records the offerer and introduces itself with the chain it keeps for that
+    /// offerer alone, never the group's (spec §20.2).
+    fn on_offerer_announce(&mut self, seat: u8, a: Announce, out: &mut Handled) {
+        let b = &a.body;
+        if a.verify(&self.mailbox, &self.commitments).is_err() || b.seat != seat {
+            out.events.push(Event::Warning(format!(
+                "an announcement for offerer seat {seat} was rejected"
+            )));
+            return;
+        }
+        if self.roster.iter().any(|p| p.seat == seat) {
+            return; // Replayed: the first claim of a seat wins.
+        }
+        let mut peer = Peer::from_announce(b, None);
+        peer.introduced = true;
+        let Some(o) = self.roles.offerer(seat) else {
+            return;
+        };
+        let key = EnvelopeKey::from_talk_key(&o.key);
+        // A panel's listener reads the owner's group messages: it gets the group
+        // chain. An offerer gets the chain made for it alone.
+        let chain = if self.roles.is_panel() {
+            self.sending.state().clone()
+        } else {
+            o.chain.state().clone()
+        };
+        match self.announce(Some(&chain)).and_then(|mine| {
+            self.direct_under(
+                &key,
+                &peer,
+                &DirectBody::Intro {
+                    announce: Box::new(mine),
+                },
+            )
+        }) {
+            Ok(body) => out.outgoing.push((EnvelopeKind::Handshake, body)),
+            Err(e) => out.events.push(Event::Warning(format!(
+                "could not introduce us to an offerer: {e}"
+            ))),
+        }
+        self.invites.retain(|(s, _)| *s != seat);
+        self.roster.push(peer);
+        if self.roles.is_panel() {
+            let speakers: Vec<u8> = self
+                .others()
+                .filter(|p| !self.shielded(p.seat) && p.chain.is_some())
+                .map(|p| p.seat)
+                .collect();
+            for speaker in speakers {
+                self.tell_listeners(speaker, Some(seat), out);
+            }
+        }
+    }
+
+    /// A panel's owner tells its listeners (or only `only`) of the speaker of `seat`:
+    /// its keys, alias and chain where the owner's copy stands (spec §20.3), each under
+    /// that listener's seat key.
+    fn tell_listeners(&self, seat: u8, only: Option<u8>, out: &mut Handled) {
+        let Some(p) = self.roster.iter().find(|p| p.seat == seat && !p.left) else {
+            return;
+        };
+        let Some(chain) = p.chain.as_ref().map(ReceivingChain::position) else {
+            return;
+        };
+        let body = DirectBody::Speaker {
+            seat,
+            pseudonym: p.pseudonym,
+            alias: p.alias.clone(),
+            chain,
+        };
+        let listeners: Vec<Peer> = self
+            .others()
+            .filter(|l| self.shielded(l.seat) && only.is_none_or(|s| s == l.seat))
+            .cloned()
+            .collect();
+        for l in &listeners {
+            let Some(o) = self.roles.offerer(l.seat) else {
+                continue;
+            };
+            let key = EnvelopeKey::from_talk_key(&o.key);
+            match self.direct_under(&key, l, &body) {
+                Ok(b) => out.outgoing.push((EnvelopeKind::Handshake, b)),
+                Err(e) => out.events.push(Event::Warning(format!(
+                    "could not tell a listener of a speaker: {e}"
+                ))),
+            }
+        }
+    }
+
+    /// A panel's listener hears of a speaker from the owner: records it, or takes its
+    /// newer chain (keeping the one before for late messages).
+    fn on_speaker(
+        &mut self,
+        seat: u8,
+        pseudonym: [u8; 32],
+        alias: String,
+        chain: ChainState,
+        from: &[u8; 32],
+        out: &mut Handled,
+    ) {
+        let from_owner = self
+            .roster
+            .iter()
+            .any(|p| p.seat == 0 && p.agreement == *from);
+        let speaker = self
+            .roles
+            .speakers()
+            .is_some_and(|n| (1..=n).contains(&seat));
+        if self.role() != Role::Listener || !from_owner || !speaker || !valid_alias(&alias) {
+            out.events
+                .push(Event::Warning("news of a speaker was ignored".into()));
+            return;
+        }
+        match self.roster.iter_mut().find(|p| p.seat == seat) {
+            Some(p) => {
+                if p.pseudonym != pseudonym {
+                    out.events
+                        .push(Event::Warning("news of a speaker was ignored".into()));
+                    return;
+                }
+                let newer = p.chain.as_ref().is_none_or(|c| chain.epoch > c.epoch());
+                if newer {
+                    p.prev_chain = p.chain.take();
+                    p.chain = Some(ReceivingChain::new(chain));
+                }
+            }
+            None => {
+                out.events.push(Event::MemberJoined {
+                    seat,
+                    alias: alias.clone(),
+                });
+                // A listener never writes to a speaker: it needs its pseudonym key
+                // (to check its messages) and its chain, nothing else.
+                self.roster.push(Peer {
+                    seat,
+                    pseudonym,
+                    agreement: [0; 32],
+                    kem: [0; KEM_PUBLIC_LEN],
+                    relay_auth: [0; 32],
+                    alias,
+                    chain: Some(ReceivingChain::new(chain)),
+                    prev_chain: None,
+                    left: false,
+                    accounted: (0, 0),
+                    introduced: true,
+                });
+            }
+        }
+    }
+
+    /// A market's owner takes only a `Reply` under an offerer's seat key, and only for
+    /// that seat: nothing there may draw the group's chain out of the owner.
+    fn on_offerer_direct(&mut self, seat: u8, d: Direct, out: &mut Handled) {
+        if d.to != self.own_agreement {
+            return;
+        }
+        let reply = open_pairwise(&self.identity(), &d.from, &self.mailbox, &d.sealed)
+            .ok()
+            .and_then(|plain| DirectBody::decode(&plain).ok());
+        match reply {
+            Some(DirectBody::Reply { announce }) if announce.body.seat == seat => {
+                self.on_reply(&announce, &d.from, out)
+            }
+            _ => out.events.push(Event::Warning(format!(
+                "a direct message under offerer seat {seat}'s key was ignored"
+            ))),
+        }
     }
 
     /// Checks an announcement that came pairwise from `from` (an `Intro` or a `Reply`):
@@ -1303,6 +1898,9 @@ impl TalkState {
         match body {
             DirectBody::Intro { announce } => self.on_intro(&announce, &d.from, out),
             DirectBody::Reply { announce } => self.on_reply(&announce, &d.from, out),
+            DirectBody::Promote { talk_key, chain } => {
+                self.on_promote(&talk_key, chain, &d.from, out)
+            }
             DirectBody::CardReveal { .. }
             | DirectBody::CardOffer { .. }
             | DirectBody::CardAccept { .. }
@@ -1328,7 +1926,17 @@ impl TalkState {
                 }
                 p.prev_chain = p.chain.take();
                 p.chain = Some(ReceivingChain::new(chain));
+                let seat = p.seat;
+                if self.is_owner() && self.roles.is_panel() && !self.shielded(seat) {
+                    self.tell_listeners(seat, None, out);
+                }
             }
+            DirectBody::Speaker {
+                seat,
+                pseudonym,
+                alias,
+                chain,
+            } => self.on_speaker(seat, pseudonym, alias, chain, &d.from, out),
         }
     }
 
@@ -1513,7 +2121,12 @@ impl TalkState {
         // Once every member has our chain from the start, its start is erased
         // (forward secrecy for what we sent before).
         let members = self.status.map_or(0, |s| usize::from(s.members));
-        if self.others().all(|p| p.chain.is_some()) && self.others().count() + 1 >= members {
+        // In a market or a panel a member knows only whom the owner let it know,
+        // whatever the relay counts.
+        let offerer = self.roles.shields();
+        if self.others().all(|p| p.chain.is_some())
+            && (offerer || self.others().count() + 1 >= members)
+        {
             self.intro_chain = None;
         }
     }
@@ -1543,6 +2156,9 @@ impl TalkState {
             seat: b.seat,
             alias: b.alias.clone(),
         });
+        if self.is_owner() && self.roles.is_panel() && !self.shielded(b.seat) {
+            self.tell_listeners(b.seat, None, out);
+        }
     }
 
     fn on_group(&mut self, g: &nook_crypto::message::GroupMessage, out: &mut Handled) {
@@ -1551,7 +2167,24 @@ impl TalkState {
             // sent it recorded it in the history already.
             return;
         }
+        if self.is_owner()
+            && self.roles.is_panel()
+            && let Some(seat) = self
+                .roster
+                .iter()
+                .find(|p| p.pseudonym == g.header.sender)
+                .map(|p| p.seat)
+            && self.shielded(seat)
+        {
+            // A conforming listener's client refuses to write (spec §20.3).
+            out.events.push(Event::Warning(format!(
+                "a message from listener seat {seat} was dropped: listeners read only"
+            )));
+            return;
+        }
         let mailbox = self.mailbox;
+        let owner = self.is_owner();
+        let limit = self.roles.offer_limit();
         let Some(p) = self
             .roster
             .iter_mut()
@@ -1592,6 +2225,25 @@ impl TalkState {
                             count,
                         });
                     }
+                }
+                let offer = matches!(content, Content::Text { .. } | Content::FileOffer { .. });
+                if let (true, true, Some(limit)) = (offer, owner, limit)
+                    && let Some(o) = self.roles.offerer_mut(p.seat).filter(|o| !o.promoted)
+                {
+                    // A conforming offerer's client refuses past the limit; what a
+                    // modified one sends past it is dropped unshown (spec §20.2).
+                    o.unanswered = o.unanswered.saturating_add(1);
+                    if o.unanswered > limit {
+                        out.events.push(Event::OverLimit {
+                            seat: p.seat,
+                            alias: p.alias.clone(),
+                        });
+                        return;
+                    }
+                }
+                if offer && !owner && p.seat == 0 {
+                    // The owner wrote: an offerer may offer again.
+                    self.roles.unanswered = 0;
                 }
                 let seen = content.seen().to_vec();
                 let mut events = Vec::new();
@@ -1691,25 +2343,57 @@ impl TalkState {
             seat,
             alias: p.alias.clone(),
         });
-        self.rotate(out);
+        // An offerer never held the group's chain: nothing to rotate away from it. A
+        // panel's listener held the speakers': they rotate.
+        if !self.shielded(seat) || self.roles.is_panel() {
+            self.rotate(out);
+        }
     }
 
     /// Starts a fresh sending chain after a member left and gives it, pairwise, to
     /// every remaining member: the one who left never learns it.
     fn rotate(&mut self, out: &mut Handled) {
+        // A listener's chain is the owner's alone to know, and it never writes.
+        if self.role() == Role::Listener {
+            return;
+        }
         let epoch = self.sending.state().epoch.saturating_add(1);
         self.sending = SendingChain::new(&mut rand::rng(), epoch);
         // Members that have not had our Reply yet get the new chain from the rotation.
         self.intro_chain = None;
         let chain: ChainState = self.sending.state().clone();
         let body = DirectBody::SenderKey { chain };
-        let peers: Vec<Peer> = self.others().cloned().collect();
+        let peers: Vec<Peer> = self
+            .others()
+            .filter(|p| !self.shielded(p.seat))
+            .cloned()
+            .collect();
         for p in &peers {
             match self.direct(p, &body) {
                 Ok(b) => out.outgoing.push((EnvelopeKind::Handshake, b)),
                 Err(e) => out.events.push(Event::Warning(format!(
                     "could not send a new sender key: {e}"
                 ))),
+            }
+        }
+        // A panel's owner: its listeners read its new chain too.
+        if self.is_owner() && self.roles.is_panel() {
+            let listeners: Vec<Peer> = self
+                .others()
+                .filter(|p| self.shielded(p.seat))
+                .cloned()
+                .collect();
+            for l in &listeners {
+                let Some(o) = self.roles.offerer(l.seat) else {
+                    continue;
+                };
+                let key = EnvelopeKey::from_talk_key(&o.key);
+                match self.direct_under(&key, l, &body) {
+                    Ok(b) => out.outgoing.push((EnvelopeKind::Handshake, b)),
+                    Err(e) => out.events.push(Event::Warning(format!(
+                        "could not send a new sender key: {e}"
+                    ))),
+                }
             }
         }
     }
@@ -1726,6 +2410,18 @@ impl TalkState {
             .collect();
         for seat in gone {
             self.mark_left(seat, &mut out);
+        }
+        // A panel's speaker does not know the listeners, which held its chain: when a
+        // seat it does not know leaves, it rotates all the same (spec §20.3).
+        let before = self.status.map_or(0, |s| s.left);
+        let unknown_left = (1..64u8).any(|seat| {
+            let bit = 1u64 << seat;
+            status.left & bit != 0
+                && before & bit == 0
+                && !self.roster.iter().any(|p| p.seat == seat)
+        });
+        if self.role() == Role::Speaker && unknown_left {
+            self.rotate(&mut out);
         }
         let events = &mut out.events;
         let changed = self.status.map(|s| s.members) != Some(status.members);

@@ -254,6 +254,14 @@ impl TalkSession {
         Ok(())
     }
 
+    /// Makes a change that sends nothing durable: the state and `events`.
+    pub(crate) fn save(&mut self, events: Vec<Event>) -> Result<(), ClientError> {
+        self.lease.save(&self.state)?;
+        self.lease.append(&self.state.talk_id, events, now_ms())?;
+        self.lease.flush()?;
+        Ok(())
+    }
+
     /// Records events that need no fdatasync of their own: the next durable write, or
     /// sled's flush when the store closes, carries them.
     pub(crate) fn note(&self, events: Vec<Event>) -> Result<(), ClientError> {
@@ -467,15 +475,43 @@ impl TalkSession {
         if status.state == TalkPhase::Pending {
             return Err(ClientError::not_open(&status));
         }
-        let (body, event) = self.state.seal_text(text, now_ms())?;
+        let now = now_ms();
+        let (body, event) = self.state.seal_text(text, now)?;
         let id = match &event {
             Event::Message { id: Some(id), .. } => *id,
             _ => return Err(ClientError::Protocol),
         };
+        // A market's owner writes to all: the offerers too, each on its own chain.
+        let fanout = Handled {
+            outgoing: self.state.seal_to_offerers(text, now)?,
+            ..Handled::default()
+        };
         // The chain moves (durably) before the put, inside commit.
-        self.commit(relay, Handled::default(), false).await?;
+        self.commit(relay, fanout, false).await?;
         let seq = put(relay, self.mailbox(), EnvelopeKind::Chat, body).await?;
         // Our own line is not worth a second fdatasync.
+        self.note(vec![event])?;
+        Ok((seq, id))
+    }
+
+    /// A market's owner writes to the offerer of `seat` alone (spec §20.2); saved
+    /// before sent, as every message.
+    pub(crate) async fn send_text_to(
+        &mut self,
+        relay: &impl Relay,
+        status: TalkStatus,
+        seat: u8,
+        text: &str,
+    ) -> Result<(Seq, [u8; 8]), ClientError> {
+        if status.state == TalkPhase::Pending {
+            return Err(ClientError::not_open(&status));
+        }
+        let (body, event) = self.state.seal_text_to(seat, text, now_ms())?;
+        let Event::MessageTo { id, .. } = event else {
+            return Err(ClientError::Protocol);
+        };
+        self.commit(relay, Handled::default(), false).await?;
+        let seq = put(relay, self.mailbox(), EnvelopeKind::Chat, body).await?;
         self.note(vec![event])?;
         Ok((seq, id))
     }
@@ -557,7 +593,16 @@ impl TalkSession {
             }
             sealed.push(s);
         }
-        self.commit(relay, Handled::default(), false).await?;
+        // A market's owner writes to all: the offerers too, each on its own chain.
+        let mut fanout = Handled::default();
+        for (text, s) in texts.iter().zip(&sealed) {
+            if s.is_ok() {
+                fanout
+                    .outgoing
+                    .extend(self.state.seal_to_offerers(text, now)?);
+            }
+        }
+        self.commit(relay, fanout, false).await?;
         let mailbox = self.mailbox();
         // Polled in order, each request takes its frame id and its place on the
         // stream before the next: the relay sees them in this order.

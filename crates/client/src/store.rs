@@ -740,9 +740,11 @@ mod tests {
             state.opened,
         ))
         .unwrap();
-        let cut = today.len() - tail.len() - 1;
+        // Nor had it the roles (patterns, spec §20.2) at its end.
+        let roles = encode_value(&state.roles).unwrap().len();
+        let cut = today.len() - roles - tail.len() - 1;
         assert_eq!(today[cut], 0, "the schedule's None");
-        let before: Vec<u8> = [&today[..cut], &today[cut + 1..]].concat();
+        let before: Vec<u8> = [&today[..cut], &today[cut + 1..today.len() - roles]].concat();
 
         let dir = tempfile::tempdir().unwrap();
         let store = Home::new(dir.path()).unwrap().open().unwrap();

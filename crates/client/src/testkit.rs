@@ -81,6 +81,7 @@ pub(crate) fn opts() -> TalkOptions {
         close: ClosePolicy::Owner,
         alias: "owner-owl".into(),
         schedule: None,
+        pattern: crate::roles::Pattern::Plain,
     }
 }
 

@@ -146,6 +146,13 @@ impl ReceivingChain {
     }
 
     /// The key of the sender's envelopes while this chain is current.
+    /// Where this chain stands for the next message: what a member that must read on
+    /// from here (a panel's listener, spec §20.3) is given. Keys skipped before it stay
+    /// here.
+    pub fn position(&self) -> ChainState {
+        self.state.clone()
+    }
+
     pub fn envelope_key(&self) -> &[u8; 32] {
         &self.state.envelope_key
     }

@@ -100,6 +100,22 @@ pub enum DirectBody {
     },
     /// The recipient of offer `exchange` declines: no card is shown either way.
     CardDecline { exchange: [u8; 16] },
+    /// A market's owner takes an offerer into the group (spec §20.2): the group's talk
+    /// key `T` and the owner's group chain as it stands. Sent to that offerer alone,
+    /// under its seat's key. (Appended.)
+    Promote {
+        talk_key: crate::secret::Secret32,
+        chain: ChainState,
+    },
+    /// A panel's owner tells a listener of a speaker (spec §20.3): its seat, pseudonym
+    /// key (to check its signatures), alias, and its chain where the owner's copy
+    /// stands. Sent again with each new chain of the speaker's. (Appended.)
+    Speaker {
+        seat: u8,
+        pseudonym: [u8; 32],
+        alias: String,
+        chain: ChainState,
+    },
 }
 
 /// What the sender signs and the AEAD authenticates besides the ciphertext.
@@ -231,6 +247,37 @@ pub struct Welcome {
     pub creator: Announce,
     /// `commitments[i]` commits to the opening of seat `i + 1`.
     pub commitments: Vec<[u8; 32]>,
+    /// The talk's pattern (protocol-spec §20.2). Appended: a welcome sealed before
+    /// patterns existed ends before it and decodes as [`Pattern::Plain`].
+    #[zeroize(skip)]
+    pub pattern: Pattern,
+}
+
+/// A welcome as versions before patterns sealed it: no `pattern`.
+#[derive(Decode)]
+struct WelcomeBeforePatterns {
+    talk_key: [u8; 32],
+    seat: u8,
+    params: WelcomeParams,
+    creator: Announce,
+    commitments: Vec<[u8; 32]>,
+}
+
+/// How a talk is shaped (protocol-spec §20.2), told by its creator in every welcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub enum Pattern {
+    /// Every member reads and writes to all.
+    #[default]
+    Plain,
+    /// The owner asks; every other seat is an offerer whose traffic only the owner
+    /// reads. The welcome of an offerer's seat carries, as `talk_key`, a key made for
+    /// that seat alone, so an offerer never holds the group's key or another's.
+    /// An offerer may send `offer_limit` messages until the owner writes to it.
+    Market { offer_limit: u8 },
+    /// The owner and the seats `1..=speakers` speak to all; every other seat is a
+    /// listener, which reads the speakers and is invisible to everyone but the owner.
+    /// A listener's welcome carries its seat's own key, as an offerer's (spec §20.3).
+    Panel { speakers: u8 },
 }
 
 /// The talk parameters a joiner is told (the relay knows them too).
@@ -271,6 +318,7 @@ impl DirectBody {
             DirectBody::CardOffer { fields, .. } => {
                 !fields.is_empty() && crate::card::valid_kinds(fields)
             }
+            DirectBody::Speaker { alias, .. } => !alias.is_empty() && alias.len() <= MAX_ALIAS,
             _ => true,
         };
         if valid {
@@ -288,7 +336,21 @@ impl Welcome {
             .map_err(|_| CryptoError::Malformed)
     }
     pub fn decode(bytes: &[u8]) -> Result<Welcome, CryptoError> {
-        decode_body(bytes).map_err(|_| CryptoError::Malformed)
+        if let Ok(w) = decode_body::<Welcome>(bytes) {
+            return Ok(w);
+        }
+        let mut old: WelcomeBeforePatterns =
+            decode_body(bytes).map_err(|_| CryptoError::Malformed)?;
+        let welcome = Welcome {
+            talk_key: old.talk_key,
+            seat: old.seat,
+            params: old.params,
+            creator: old.creator,
+            commitments: old.commitments,
+            pattern: Pattern::Plain,
+        };
+        old.talk_key.zeroize();
+        Ok(welcome)
     }
 }
 

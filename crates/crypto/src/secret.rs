@@ -2,10 +2,12 @@
 
 use std::fmt;
 
+use bincode::{Decode, Encode};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// 32 secret bytes: zeroized on drop, `Debug` prints no byte of it.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+/// Encoded as its 32 bytes.
+#[derive(Clone, PartialEq, Eq, Encode, Decode, Zeroize, ZeroizeOnDrop)]
 pub struct Secret32([u8; 32]);
 
 impl Secret32 {

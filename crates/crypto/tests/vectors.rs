@@ -32,7 +32,7 @@ use nook_crypto::identity::verify;
 use nook_crypto::kdf::{hkdf32, sha256};
 use nook_crypto::message::{
     Announce, Content, Direct, DirectBody, FILE_CHUNK_LEN, Farewell, Inner, MAX_FILE_CHUNKS,
-    MAX_SEEN, Seen, Welcome, WelcomeParams, open_group, seal_group,
+    MAX_SEEN, Pattern, Seen, Welcome, WelcomeParams, open_group, seal_group,
 };
 use nook_crypto::padding::pad;
 use nook_crypto::rotation::{follow, rotation_transcript};
@@ -340,6 +340,7 @@ fn compute() -> Vectors {
         },
         creator,
         commitments: vec![seat.commitment()],
+        pattern: Pattern::Plain,
     };
     let welcome_plain = welcome.encode().expect("encodes");
     let sealed_welcome = seal_welcome(&seat, &welcome_plain).expect("welcome seals");
@@ -362,6 +363,14 @@ fn compute() -> Vectors {
     v.hex("welcome.creator_signature", welcome.creator.signature);
     v.hex("welcome.plaintext", welcome_plain.as_slice());
     v.hex("welcome.sealed", &sealed_welcome);
+    // Patterns (spec §20.2) are appended: a welcome sealed before them, which ends
+    // at the commitments, still decodes, as a plain talk.
+    assert_eq!(welcome_plain.last(), Some(&0), "Plain is variant 0");
+    let before = Welcome::decode(&welcome_plain[..welcome_plain.len() - 1]).expect("decodes");
+    assert!(before == welcome);
+    let market = Pattern::Market { offer_limit: 1 };
+    let market_bytes = encode_value(&market).expect("encodes");
+    v.hex("welcome.pattern_market", &market_bytes);
 
     v.group("pairwise sealing (bob to alice, after a rotation)");
     let sender_key = DirectBody::SenderKey {
@@ -813,6 +822,7 @@ fn compute() -> Vectors {
     boards(&mut v, &fingerprint);
     cards(&mut v, &alice, &bob);
     routing(&mut v);
+    market_vectors(&mut v);
 
     v
 }
@@ -919,6 +929,48 @@ fn cards(v: &mut Vectors, alice: &TalkIdentity, bob: &TalkIdentity) {
 
 /// The route stream's header and answers (§18.2): a `Forward` to `relay.example:4433`,
 /// `Deliver`, `Ready`, and each refusal with the reference relay's message.
+/// A market's promotion (spec §20.2): the `DirectBody` the owner seals pairwise to the
+/// offerer it takes into the group.
+fn market_vectors(v: &mut Vectors) {
+    v.group("market (§20.2)");
+    let promote = DirectBody::Promote {
+        talk_key: nook_crypto::secret::Secret32::from_bytes(TALK_KEY),
+        chain: ChainState {
+            epoch: 0,
+            index: 3,
+            chain_key: CHAIN_KEY,
+            envelope_key: SENDER_ENVELOPE_KEY,
+        },
+    };
+    let bytes = promote.encode().expect("encodes");
+    assert_eq!(&bytes[..2], &[7, 0x54], "variant 7, then the talk key");
+    assert_eq!(DirectBody::decode(&bytes).expect("decodes"), promote);
+    v.hex("market.promote", bytes.as_slice());
+    v.group("panel (§20.3)");
+    let speaker = DirectBody::Speaker {
+        seat: 1,
+        pseudonym: [0x50; 32],
+        alias: "quiet-otter".into(),
+        chain: ChainState {
+            epoch: 0,
+            index: 3,
+            chain_key: CHAIN_KEY,
+            envelope_key: SENDER_ENVELOPE_KEY,
+        },
+    };
+    let bytes = speaker.encode().expect("encodes");
+    assert_eq!(
+        &bytes[..3],
+        &[8, 1, 0x50],
+        "variant 8, seat 1, the pseudonym"
+    );
+    assert_eq!(DirectBody::decode(&bytes).expect("decodes"), speaker);
+    v.hex("panel.speaker", bytes.as_slice());
+    let panel = encode_value(&Pattern::Panel { speakers: 2 }).expect("encodes");
+    assert_eq!(panel, [2, 2]);
+    v.hex("panel.pattern", panel);
+}
+
 fn routing(v: &mut Vectors) {
     use nook_proto::route::{RouteReply, RouteRequest, encode_route};
     use nook_proto::{ErrorCode, ErrorFrame};

@@ -61,7 +61,7 @@ const COMMAND_ERROR: i64 = -32000;
 
 /// The methods, for the answer to an unknown one.
 const METHODS: &str = "new, join, list, send, read, wait, members, invites, leave, close, \
-     subscribe, unsubscribe, post, unpost, browse, ask, asks, requests, admit, decline, save, \
+     subscribe, unsubscribe, post, unpost, browse, ask, asks, requests, admit, decline, save, promote, remove, \
      card_show, card_set, card_clear, reveal, who, exposure, contacts, contacts_forget";
 
 /// A JSON-RPC error: code, message, and `data`, which always holds the `--json` error
@@ -523,7 +523,7 @@ async fn serve(
         };
         // Texts join their talk's queue here, in the order they were read; a file is
         // sent on its own.
-        let call = if method == "send" && !params.has("file") {
+        let call = if method == "send" && !params.has("file") && !params.has("to") {
             match queue_send(&rpc, params).await {
                 Ok(reply) => Call::Queued(reply),
                 Err(f) => Call::Done(Err(f)),
@@ -951,7 +951,21 @@ async fn dispatch(
             let i = ops::invites(client, &talk, &mut warn).await?;
             Ok(output::invites_json(&i.talk, &i.invites, i.used, i.issued))
         }
-        // Texts never come here: they are queued (see `serve`).
+        // Texts to the whole talk never come here: they are queued (see `serve`).
+        "send" if p.has("to") => {
+            let talk = p.required("talk")?;
+            let to = p.required("to")?;
+            let text = p.required("text")?;
+            if p.has("file") {
+                return Err(Failure::params(
+                    "file",
+                    "a file goes to the whole talk; `to` is for a text".into(),
+                ));
+            }
+            p.done()?;
+            let text = ops::message(text)?;
+            Ok(output::sent_json(&client.send_to(&talk, &to, &text).await?))
+        }
         "send" => {
             let talk = p.required("talk")?;
             let file = p.required("file")?;
@@ -978,6 +992,18 @@ async fn dispatch(
             let source = nook_client::files::Source::Path(PathBuf::from(file));
             let sent = client.send_file(&talk, source, max, &mut report).await?;
             Ok(files::sent_json(&sent))
+        }
+        "promote" | "remove" => {
+            let talk = p.required("talk")?;
+            let alias = p.required("alias")?;
+            p.done()?;
+            Ok(if method == "promote" {
+                let (talk, seat) = client.promote(&talk, &alias).await?;
+                output::promoted_json(&talk, seat)
+            } else {
+                let (talk, seat) = client.remove(&talk, &alias).await?;
+                output::removed_json(&talk, seat)
+            })
         }
         "save" => {
             let talk = p.required("talk")?;

@@ -361,3 +361,48 @@ fn a_panel_s_listeners_read_the_speakers_and_never_see_each_other() {
     holds_none("sam's home", &all_bytes(&sam.home_dir()), &[LEA, LEO]);
     follow.terminate();
 }
+
+/// A script runs a market over `nook rpc`: it writes to one offerer alone, promotes
+/// one and removes the other, as the commands do.
+#[test]
+fn rpc_writes_to_one_offerer_promotes_one_and_removes_the_other() {
+    use nook_e2e::rpc::RpcSession;
+    use serde_json::json;
+    let relay = Relay::start();
+    let (ann, bob, cat) = (Nook::new(), Nook::new(), Nook::new());
+    let mut a = RpcSession::start(&ann);
+    let created = a.ok(
+        "new",
+        json!({"relay": relay.address, "seats": 3, "quorum": 2, "pattern": "market",
+               "alias": "ann"}),
+    );
+    let ta = text(&created["talk"]);
+    bob.ok(&["join", &text(&created["invites"][0]), "--alias", BOB]);
+    cat.ok(&["join", &text(&created["invites"][1]), "--alias", CAT]);
+    let (tb, tc) = (bob.only_talk(), cat.only_talk());
+    a.ok("read", json!({"talk": ta}));
+
+    let sent = a.ok("send", json!({"talk": ta, "to": BOB, "text": TO_BOB}));
+    assert_eq!(sent["stored"], true, "{sent}");
+    assert_eq!(texts(&read_json(&bob, &tb)), [format!("ann: {TO_BOB}")]);
+    assert!(
+        !texts(&read_json(&cat, &tc))
+            .iter()
+            .any(|t| t.contains(TO_BOB)),
+        "cat read what ann wrote to bob alone"
+    );
+    let unknown = a.call("send", json!({"talk": ta, "to": "nobody", "text": "x"}));
+    assert_eq!(
+        unknown["error"]["data"]["kind"], "member_unknown",
+        "{unknown}"
+    );
+
+    let promoted = a.ok("promote", json!({"talk": ta, "alias": BOB}));
+    assert_eq!(promoted["promoted"], true, "{promoted}");
+    let removed = a.ok("remove", json!({"talk": ta, "alias": CAT}));
+    assert_eq!(removed["removed"], true, "{removed}");
+    let gone = a.call("send", json!({"talk": ta, "to": CAT, "text": "hello?"}));
+    assert_eq!(gone["error"]["data"]["kind"], "member_unknown", "{gone}");
+    let (code, _) = a.finish();
+    assert_eq!(code, 0);
+}

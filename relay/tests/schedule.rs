@@ -35,43 +35,13 @@ fn detail(r: Result<impl std::fmt::Debug, RequestError>) -> ErrorDetail {
 /// A scheduled talk of `seats` seats and quorum `quorum`, created at the clock's now.
 async fn create_scheduled(relay: &TestRelay, seats: u8, quorum: u8) -> Created {
     let conn = relay.connect().await;
-    let mut rng = rand::rng();
-    let secrets: Vec<SeatSecret> = (1..seats).map(|_| SeatSecret::random(&mut rng)).collect();
-    let id = TalkIdentity::generate(&mut rng);
-    let mut p = params(seats, quorum, ClosePolicy::Owner, &secrets);
-    p.schedule = Some(Schedule {
-        opens_in_secs: OPENS_IN,
-        window_secs: WINDOW,
-    });
-    let sig = sign_relay_auth(
-        &id,
-        AuthOp::Create,
-        &conn.hello().challenge,
-        &MailboxId([0; 16]),
-        &params_digest(&p).unwrap(),
-    );
-    let r = conn
-        .request(Request::Create(Create {
-            params: p,
-            owner: id.member_key(),
-            signature: sig,
-        }))
-        .await
-        .unwrap();
-    let Response::Created { mailbox, status } = r else {
-        panic!("unexpected {r:?}")
-    };
-    Created {
-        owner: Member {
-            id,
-            conn,
-            mailbox,
-            seat: 0,
-        },
-        seats: secrets,
-        talk_key: [42; 32],
-        status,
-    }
+    create_adjusted(conn, seats, quorum, ClosePolicy::Owner, |p| {
+        p.schedule = Some(Schedule {
+            opens_in_secs: OPENS_IN,
+            window_secs: WINDOW,
+        });
+    })
+    .await
 }
 
 async fn join_on(relay: &TestRelay, mailbox: MailboxId, seat: &SeatSecret) -> Member {

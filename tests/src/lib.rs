@@ -593,3 +593,54 @@ pub fn relay_run(args: &[&str]) -> Run {
         .expect("run nook-relay");
     finish(child, Duration::from_secs(30))
 }
+
+/// The writable memory of process `pid` that is present (resident pages, found in
+/// /proc/PID/pagemap), concatenated: where anything it received or derived at run
+/// time can be. Its code and read-only data cannot hold them, and the address space
+/// its allocator only reserved (about a GiB) holds nothing.
+pub fn process_memory(pid: u32) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    const PAGE: u64 = 4096;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("read /proc/PID/maps");
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open /proc/PID/mem (as root)");
+    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).expect("open /proc/PID/pagemap");
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let path = fields.nth(3).unwrap_or("");
+        if !perms.starts_with("rw") || path == "[vvar]" || path == "[vsyscall]" {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let start = u64::from_str_radix(start, 16).expect("a hex address in maps");
+        let end = u64::from_str_radix(end, 16).expect("a hex address in maps");
+        let pages = ((end - start) / PAGE) as usize;
+        let mut entries = vec![0u8; pages * 8];
+        if pagemap.seek(SeekFrom::Start(start / PAGE * 8)).is_err()
+            || pagemap.read_exact(&mut entries).is_err()
+        {
+            continue;
+        }
+        let present: Vec<bool> = entries.chunks_exact(8).map(|e| e[7] & 0x80 != 0).collect();
+        let mut page = 0;
+        while page < pages {
+            if !present[page] {
+                page += 1;
+                continue;
+            }
+            let run = present[page..].iter().take_while(|p| **p).count();
+            let mut region = vec![0u8; run * PAGE as usize];
+            let at = start + page as u64 * PAGE;
+            if mem.seek(SeekFrom::Start(at)).is_ok() && mem.read_exact(&mut region).is_ok() {
+                out.extend_from_slice(&region);
+            }
+            page += run;
+        }
+    }
+    out
+}

@@ -6,10 +6,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
-use nook_e2e::{Nook, Relay, Stream, all_bytes, contains, text};
+use nook_e2e::{Nook, Relay, Stream, all_bytes, contains, process_memory, text};
 use serde_json::Value;
 
 const BOB: &str = "offerer-bob-7f3a";
@@ -19,54 +18,6 @@ const BOB_OFFER: &str = "BOB-OFFER-4242 widgets at 3.10";
 const CAT_OFFER: &str = "CAT-OFFER-9393 widgets at 2.95";
 const TO_BOB: &str = "ANSWER-BOB-5151 send a sample";
 const TO_CAT: &str = "ANSWER-CAT-6262 what about May";
-
-/// The writable, resident memory of process `pid` (as tests/routing.rs reads it):
-/// where anything it received or derived at run time can be.
-fn memory(pid: u32) -> Vec<u8> {
-    const PAGE: u64 = 4096;
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).unwrap();
-    let mut out = Vec::new();
-    for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let path = fields.nth(3).unwrap_or("");
-        if !perms.starts_with("rw") || path == "[vvar]" || path == "[vsyscall]" {
-            continue;
-        }
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let start = u64::from_str_radix(start, 16).unwrap();
-        let end = u64::from_str_radix(end, 16).unwrap();
-        let pages = ((end - start) / PAGE) as usize;
-        let mut entries = vec![0u8; pages * 8];
-        if pagemap.seek(SeekFrom::Start(start / PAGE * 8)).is_err()
-            || pagemap.read_exact(&mut entries).is_err()
-        {
-            continue;
-        }
-        let present: Vec<bool> = entries.chunks_exact(8).map(|e| e[7] & 0x80 != 0).collect();
-        let mut page = 0;
-        while page < pages {
-            if !present[page] {
-                page += 1;
-                continue;
-            }
-            let run = present[page..].iter().take_while(|p| **p).count();
-            let mut region = vec![0u8; run * PAGE as usize];
-            let at = start + page as u64 * PAGE;
-            if mem.seek(SeekFrom::Start(at)).is_ok() && mem.read_exact(&mut region).is_ok() {
-                out.extend_from_slice(&region);
-            }
-            page += run;
-        }
-    }
-    out
-}
 
 fn read_json(n: &Nook, talk: &str) -> Vec<Value> {
     n.ok(&["--json", "read", talk]).json_lines()
@@ -178,7 +129,11 @@ fn market_offerers_never_see_each_other_and_the_offer_limit_holds() {
 
     // What cat's running follower holds, and what cat's and bob's homes hold.
     let others_of_cat = [BOB, BOB_OFFER, TO_BOB];
-    holds_none("cat's follower", &memory(follow.pid()), &others_of_cat);
+    holds_none(
+        "cat's follower",
+        &process_memory(follow.pid()),
+        &others_of_cat,
+    );
     holds_none("cat's home", &all_bytes(&cat.home_dir()), &others_of_cat);
     holds_none(
         "bob's home",
@@ -355,7 +310,7 @@ fn a_panel_s_listeners_read_the_speakers_and_never_see_each_other() {
 
     // No listener's home or running follower holds the other's alias; the speaker's
     // home holds neither.
-    holds_none("lea's follower", &memory(follow.pid()), &[LEO]);
+    holds_none("lea's follower", &process_memory(follow.pid()), &[LEO]);
     holds_none("lea's home", &all_bytes(&lea.home_dir()), &[LEO]);
     holds_none("leo's home", &all_bytes(&leo.home_dir()), &[LEA]);
     holds_none("sam's home", &all_bytes(&sam.home_dir()), &[LEA, LEO]);

@@ -16,11 +16,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
 use nook_crypto::Invite;
-use nook_e2e::{Nook, Relay, Stream, contains, text};
+use nook_e2e::{Nook, Relay, Stream, contains, process_memory, text};
 
 const FORWARDER: &str = "127.0.0.2";
 const DESTINATION: &str = "127.0.0.3";
@@ -48,56 +47,6 @@ fn auth_key(nook: &Nook) -> [u8; 32] {
     let talks = store.talks().unwrap();
     assert_eq!(talks.len(), 1);
     talks[0].identity().member_key().0
-}
-
-/// The writable memory of process `pid` that is present (resident pages, found in
-/// /proc/PID/pagemap), concatenated: where anything it received or derived at run
-/// time can be. Its code and read-only data cannot hold them, and the address space
-/// its allocator only reserved (about a GiB) holds nothing.
-fn memory(pid: u32) -> Vec<u8> {
-    const PAGE: u64 = 4096;
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).unwrap();
-    let mut out = Vec::new();
-    for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let path = fields.nth(3).unwrap_or("");
-        if !perms.starts_with("rw") || path == "[vvar]" || path == "[vsyscall]" {
-            continue;
-        }
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let start = u64::from_str_radix(start, 16).unwrap();
-        let end = u64::from_str_radix(end, 16).unwrap();
-        let pages = ((end - start) / PAGE) as usize;
-        let mut entries = vec![0u8; pages * 8];
-        if pagemap.seek(SeekFrom::Start(start / PAGE * 8)).is_err()
-            || pagemap.read_exact(&mut entries).is_err()
-        {
-            continue;
-        }
-        let present: Vec<bool> = entries.chunks_exact(8).map(|e| e[7] & 0x80 != 0).collect();
-        let mut page = 0;
-        while page < pages {
-            if !present[page] {
-                page += 1;
-                continue;
-            }
-            let run = present[page..].iter().take_while(|p| **p).count();
-            let mut region = vec![0u8; run * PAGE as usize];
-            let at = start + page as u64 * PAGE;
-            if mem.seek(SeekFrom::Start(at)).is_ok() && mem.read_exact(&mut region).is_ok() {
-                out.extend_from_slice(&region);
-            }
-            page += run;
-        }
-    }
-    out
 }
 
 /// The peers the destination logged for accepted connections.
@@ -182,7 +131,7 @@ fn a_whole_talk_runs_through_a_forwarder_that_learns_nothing_of_it() {
         ("ann's relay-auth key", &ann_key),
         ("bob's relay-auth key", &bob_key),
     ];
-    let seen = memory(fwd.pid());
+    let seen = process_memory(fwd.pid());
     assert!(
         seen.len() > 1 << 20,
         "the scan read the forwarder's memory: {} bytes",
@@ -200,7 +149,7 @@ fn a_whole_talk_runs_through_a_forwarder_that_learns_nothing_of_it() {
         );
     }
     assert!(
-        contains(&memory(dest.pid()), &mailbox),
+        contains(&process_memory(dest.pid()), &mailbox),
         "control: the destination's memory holds the mailbox id, so the scan finds it"
     );
     // The forwarder logs neither side's address at its default level.
@@ -311,7 +260,7 @@ fn each_failed_hop_fails_by_itself_and_says_which() {
 
 /// The value of the metric `name` (one sample, no labels) a relay serves on `port`.
 fn metric(port: u16, name: &str) -> u64 {
-    use std::io::Write;
+    use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(BOUND)).unwrap();
     write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();

@@ -997,6 +997,18 @@ impl TalkState {
         to: &Peer,
         body: &DirectBody,
     ) -> Result<Vec<u8>, CryptoError> {
+        self.direct_as(key, Purpose::Handshake, to, body)
+    }
+
+    /// A `Direct` to `to` sealed pairwise, inside an envelope under `key` for
+    /// `purpose`: handshakes in handshake envelopes, card messages in chat ones.
+    fn direct_as(
+        &self,
+        key: &EnvelopeKey,
+        purpose: Purpose,
+        to: &Peer,
+        body: &DirectBody,
+    ) -> Result<Vec<u8>, CryptoError> {
         let identity = self.identity();
         let sealed = seal_pairwise(
             &mut rand::rng(),
@@ -1011,12 +1023,7 @@ impl TalkState {
             to: to.agreement,
             sealed,
         });
-        key.seal(
-            &mut rand::rng(),
-            &self.mailbox,
-            Purpose::Handshake,
-            &inner.encode()?,
-        )
+        key.seal(&mut rand::rng(), &self.mailbox, purpose, &inner.encode()?)
     }
 
     /// Encrypts a chat message under this member's chain. Returns the envelope body
@@ -2028,26 +2035,7 @@ impl TalkState {
             .others()
             .find(|p| p.seat == seat)
             .ok_or(MemberError::Crypto(CryptoError::BadKey))?;
-        let identity = self.identity();
-        let sealed = seal_pairwise(
-            &mut rand::rng(),
-            &identity,
-            &to.agreement,
-            &to.kem,
-            &self.mailbox,
-            &body.encode()?,
-        )?;
-        let inner = Inner::Direct(Direct {
-            from: identity.public().agreement,
-            to: to.agreement,
-            sealed,
-        });
-        Ok(self.own_key().seal(
-            &mut rand::rng(),
-            &self.mailbox,
-            Purpose::Chat,
-            &inner.encode()?,
-        )?)
+        Ok(self.direct_as(&self.own_key(), Purpose::Chat, to, body)?)
     }
 
     /// An existing member introduces itself to us, the newcomer: take its chain and

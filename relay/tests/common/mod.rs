@@ -145,10 +145,23 @@ pub async fn create_on(
     quorum: u8,
     close: ClosePolicy,
 ) -> Created {
+    create_adjusted(conn, seats, quorum, close, |_| {}).await
+}
+
+/// [`create_on`] with the talk's parameters changed by `adjust` before they are signed
+/// (a schedule, say).
+pub async fn create_adjusted(
+    conn: RelayConnection,
+    seats: u8,
+    quorum: u8,
+    close: ClosePolicy,
+    adjust: impl FnOnce(&mut TalkParams),
+) -> Created {
     let mut rng = rand::rng();
     let secrets: Vec<SeatSecret> = (1..seats).map(|_| SeatSecret::random(&mut rng)).collect();
     let id = TalkIdentity::generate(&mut rng);
-    let p = params(seats, quorum, close, &secrets);
+    let mut p = params(seats, quorum, close, &secrets);
+    adjust(&mut p);
     let sig = sign_relay_auth(
         &id,
         AuthOp::Create,

@@ -266,6 +266,23 @@ fn text_of(v: &serde_json::Value, key: &str) -> String {
         .to_string()
 }
 
+/// Alice (alias `alice`) makes a talk on `relay` with `extra` options for `new`; Bob
+/// (alias `bob`) takes a seat. Their homes under `root`, and each one's name of the talk.
+fn alice_and_bob(root: &Path, relay: &Relay, extra: &[&str]) -> (PathBuf, PathBuf, String, String) {
+    let (alice, bob) = (root.join("alice"), root.join("bob"));
+    let mut args = vec!["new", "--relay", &relay.address, "--alias", "alice"];
+    args.extend_from_slice(extra);
+    let created = nook_json(&alice, &args);
+    let talk_a = text_of(&created[0], "talk");
+    let invite = created[0]["invites"][0]
+        .as_str()
+        .expect("an invite")
+        .to_string();
+    let joined = nook_json(&bob, &["join", &invite, "--alias", "bob"]);
+    let talk_b = text_of(&joined[0], "talk");
+    (alice, bob, talk_a, talk_b)
+}
+
 /// For a shell command line.
 fn quoted(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
@@ -277,31 +294,11 @@ fn chat_sends_shows_live_messages_and_ends_when_the_talk_is_closed() {
         return;
     }
     let root = tempfile::tempdir().expect("tempdir");
-    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
     let relay = Relay::start(&root.path().join("relay"));
 
     // Alice creates a two-seat talk that anyone may close; Bob takes the other seat.
-    let created = nook_json(
-        &alice,
-        &[
-            "new",
-            "--relay",
-            &relay.address,
-            "--seats",
-            "2",
-            "--close",
-            "any",
-            "--alias",
-            "alice",
-        ],
-    );
-    let talk_a = text_of(&created[0], "talk");
-    let invite = created[0]["invites"][0]
-        .as_str()
-        .expect("an invite")
-        .to_string();
-    let joined = nook_json(&bob, &["join", &invite, "--alias", "bob"]);
-    let talk_b = text_of(&joined[0], "talk");
+    let (alice, bob, talk_a, talk_b) =
+        alice_and_bob(root.path(), &relay, &["--seats", "2", "--close", "any"]);
 
     // Alice's chat screen in a real 80×24 terminal. The shell line after it reports
     // how it exited, and the pause keeps the pane readable until the server goes.
@@ -685,27 +682,8 @@ fn chat_shows_a_revealed_name_beside_the_alias_and_reveals_with_a_confirmation()
         return;
     }
     let root = tempfile::tempdir().expect("tempdir");
-    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
     let relay = Relay::start(&root.path().join("relay"));
-    let created = nook_json(
-        &alice,
-        &[
-            "new",
-            "--relay",
-            &relay.address,
-            "--seats",
-            "2",
-            "--alias",
-            "alice",
-        ],
-    );
-    let talk_a = text_of(&created[0], "talk");
-    let invite = created[0]["invites"][0]
-        .as_str()
-        .expect("an invite")
-        .to_string();
-    let joined = nook_json(&bob, &["join", &invite, "--alias", "bob"]);
-    let talk_b = text_of(&joined[0], "talk");
+    let (alice, bob, talk_a, talk_b) = alice_and_bob(root.path(), &relay, &["--seats", "2"]);
     // Both learn each other's alias (intro and reply) before any card goes.
     wait_for("the members to meet", || {
         nook(&alice, &["read", &talk_a]);
@@ -852,28 +830,12 @@ fn chat_counts_down_to_a_scheduled_opening_then_shows_the_window() {
         return;
     }
     let root = tempfile::tempdir().expect("tempdir");
-    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
     let relay = Relay::start(&root.path().join("relay"));
-    let created = nook_json(
-        &alice,
-        &[
-            "new",
-            "--relay",
-            &relay.address,
-            "--alias",
-            "alice",
-            "--opens-at",
-            "+8s",
-            "--window",
-            "10m",
-        ],
+    let (alice, _bob, talk, _) = alice_and_bob(
+        root.path(),
+        &relay,
+        &["--opens-at", "+8s", "--window", "10m"],
     );
-    let talk = text_of(&created[0], "talk");
-    let invite = created[0]["invites"][0]
-        .as_str()
-        .expect("an invite")
-        .to_string();
-    nook_json(&bob, &["join", &invite, "--alias", "bob"]);
 
     let tmux_dir = root.path().join("tmux");
     std::fs::create_dir(&tmux_dir).expect("tmux folder");

@@ -602,8 +602,10 @@ pub fn process_memory(pid: u32) -> Vec<u8> {
     use std::io::{Read, Seek, SeekFrom};
     const PAGE: u64 = 4096;
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("read /proc/PID/maps");
-    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open /proc/PID/mem (as root)");
-    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).expect("open /proc/PID/pagemap");
+    let mut mem =
+        std::fs::File::open(format!("/proc/{pid}/mem")).expect("open /proc/PID/mem (as root)");
+    let mut pagemap =
+        std::fs::File::open(format!("/proc/{pid}/pagemap")).expect("open /proc/PID/pagemap");
     let mut out = Vec::new();
     for line in maps.lines() {
         let mut fields = line.split_whitespace();

@@ -32,6 +32,23 @@ pub fn sibling_bin(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Runs the `nook` built beside the benchmark on `home` with `args`: how long it took
+/// and its stdout; its stderr in the error when it fails.
+pub fn run_nook(home: &Path, args: &[&str]) -> anyhow::Result<(Duration, String)> {
+    let started = Instant::now();
+    let out = Command::new(sibling_bin("nook")?)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    let took = started.elapsed();
+    if !out.status.success() {
+        bail!("nook {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((took, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
 /// Relay flags every benchmark passes: a benchmark creates talks from one address far
 /// faster than the default create rates (60 a minute per address, 1200 relay-wide)
 /// allow, and measures the relay, not its refusals.

@@ -6,13 +6,11 @@
 //! usage: cargo build --release -p nook-relay -p nook-cli -p nook-bench &&
 //!        target/release/filebench [--mib 100] [--runs 3]
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use nook_bench::relay::{RelayProcess, sibling_bin};
+use nook_bench::relay::{RelayProcess, run_nook as nook, sibling_bin};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -22,21 +20,6 @@ struct Args {
     /// Repetitions (a fresh talk each).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-}
-
-fn nook(home: &Path, args: &[&str]) -> Result<(Duration, String)> {
-    let t = Instant::now();
-    let out = Command::new(sibling_bin("nook")?)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()?;
-    let took = t.elapsed();
-    if !out.status.success() {
-        bail!("nook {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok((took, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
 fn mb_s(bytes: usize, d: Duration) -> f64 {

@@ -38,16 +38,7 @@ struct Args {
 }
 
 fn nook(home: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(sibling_bin("nook")?)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()?;
-    if !out.status.success() {
-        bail!("nook {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(nook_bench::relay::run_nook(home, args)?.1)
 }
 
 /// One-shot: `count` `nook send` processes, one after the other. Messages per second.

@@ -1756,6 +1756,12 @@ impl TalkState {
             alias: p.alias.clone(),
             chain,
         };
+        self.to_listeners(only, &body, "tell a listener of a speaker", out);
+    }
+
+    /// A panel's owner sends `body` to each of its listeners (or only `only`), each under
+    /// that listener's seat key; `what` names it in the warning if one cannot be sealed.
+    fn to_listeners(&self, only: Option<u8>, body: &DirectBody, what: &str, out: &mut Handled) {
         let listeners: Vec<Peer> = self
             .others()
             .filter(|l| self.shielded(l.seat) && only.is_none_or(|s| s == l.seat))
@@ -1766,11 +1772,11 @@ impl TalkState {
                 continue;
             };
             let key = EnvelopeKey::from_talk_key(&o.key);
-            match self.direct_under(&key, l, &body) {
+            match self.direct_under(&key, l, body) {
                 Ok(b) => out.outgoing.push((EnvelopeKind::Handshake, b)),
-                Err(e) => out.events.push(Event::Warning(format!(
-                    "could not tell a listener of a speaker: {e}"
-                ))),
+                Err(e) => out
+                    .events
+                    .push(Event::Warning(format!("could not {what}: {e}"))),
             }
         }
     }
@@ -2366,23 +2372,7 @@ impl TalkState {
         }
         // A panel's owner: its listeners read its new chain too.
         if self.is_owner() && self.roles.is_panel() {
-            let listeners: Vec<Peer> = self
-                .others()
-                .filter(|p| self.shielded(p.seat))
-                .cloned()
-                .collect();
-            for l in &listeners {
-                let Some(o) = self.roles.offerer(l.seat) else {
-                    continue;
-                };
-                let key = EnvelopeKey::from_talk_key(&o.key);
-                match self.direct_under(&key, l, &body) {
-                    Ok(b) => out.outgoing.push((EnvelopeKind::Handshake, b)),
-                    Err(e) => out.events.push(Event::Warning(format!(
-                        "could not send a new sender key: {e}"
-                    ))),
-                }
-            }
+            self.to_listeners(None, &body, "send a new sender key", out);
         }
     }
 

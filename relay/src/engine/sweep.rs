@@ -7,7 +7,7 @@
 //! the mailboxes whose expiry is due, compacts a few log segments at most, and scans
 //! the tombstones only every `TOMBSTONE_PURGE_EVERY` sweeps.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -35,18 +35,7 @@ impl Engine {
         // Before expiry: a window that ends with the TTL closes with a receipt.
         let ended = self.tick_timers(now);
         self.sweep_boards(now);
-        let due: Vec<MailboxId> = {
-            let mut expiries = lock(&self.expiries);
-            let mut due = Vec::new();
-            while let Some(&(at, id)) = expiries.first() {
-                if at > now {
-                    break;
-                }
-                expiries.pop_first();
-                due.push(id);
-            }
-            due
-        };
+        let due = take_due(&self.expiries, now);
         let mut n = 0;
         for id in due {
             // Loaded one at a time, and evicted again if it lives on.
@@ -111,18 +100,7 @@ impl Engine {
     /// is pushed to the members online (`Opened`), a window's end closes the talk as
     /// a close does, with the relay's receipt. Returns the talks closed.
     fn tick_timers(&self, now: u64) -> usize {
-        let due: Vec<MailboxId> = {
-            let mut timers = lock(&self.timers);
-            let mut due = Vec::new();
-            while let Some(&(at, id)) = timers.first() {
-                if at > now {
-                    break;
-                }
-                timers.pop_first();
-                due.push(id);
-            }
-            due
-        };
+        let due = take_due(&self.timers, now);
         let mut closed = Vec::new();
         for id in due {
             let arc = match self.resident(&id) {
@@ -362,6 +340,20 @@ pub(super) fn tombstone_receipt(mailbox: MailboxId, value: &[u8]) -> Option<Rece
         envelopes_deleted: u64_of(value.get(16..24)?)?,
         signature: Signature(signature),
     })
+}
+
+/// Takes out of a time index (expiries, schedule timers) every mailbox due by `now`.
+fn take_due(index: &Mutex<BTreeSet<(u64, MailboxId)>>, now: u64) -> Vec<MailboxId> {
+    let mut index = lock(index);
+    let mut due = Vec::new();
+    while let Some(&(at, id)) = index.first() {
+        if at > now {
+            break;
+        }
+        index.pop_first();
+        due.push(id);
+    }
+    due
 }
 
 #[cfg(test)]
